@@ -1,0 +1,5 @@
+import sys
+
+from compt.cli import main
+
+sys.exit(main())

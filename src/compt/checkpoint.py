@@ -1,0 +1,121 @@
+"""Self-describing, atomically written checkpoints — the one place compt reads and writes weights.
+
+A compt checkpoint is a plain dict (loads with ``torch.load(..., weights_only=True)``)::
+
+    {"format": "compt-checkpoint/1",
+     "state_dict": {open_clip keys: tensors},       # so open_clip.create_model(..., pretrained=PATH) loads it
+     "model_config": ModelConfig.to_dict(),
+     "open_clip_config": {"embed_dim", "vision_cfg", "text_cfg"},
+     "lineage": {...},                              # parent path + sha256, growth operator, stage, seed …
+     "train_state": {...} | absent}                 # optimizer, scheduler, step, epoch, RNG, loader position
+
+Plain open_clip checkpoints (a bare state dict, with or without ``module.`` prefixes, or a training dict
+with ``state_dict``) are read too; they simply carry no config or lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compt.errors import UserError
+from compt.models import ModelConfig
+
+FORMAT = "compt-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    """What was read from a checkpoint file. `model_config` is None for plain open_clip files."""
+
+    state_dict: dict[str, torch.Tensor]
+    model_config: ModelConfig | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)
+    train_state: dict[str, Any] | None = None
+    path: str = ""
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` to a temp file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | Path, *, state_dict: dict[str, torch.Tensor], model_config: ModelConfig,
+                    lineage: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None) -> Path:
+    """Write a self-describing checkpoint atomically (tensors are detached, contiguous, on CPU)."""
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()},
+        "model_config": model_config.to_dict(),
+        "open_clip_config": model_config.to_open_clip(),
+        "lineage": dict(lineage or {}),
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    return atomic_save(payload, path)
+
+
+def strip_prefix(state_dict: dict[str, torch.Tensor], prefixes: tuple[str, ...] = ("module.", "_orig_mod.")
+                 ) -> dict[str, torch.Tensor]:
+    """Remove DDP / torch.compile wrapper prefixes from every key."""
+    out = {}
+    for k, v in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in prefixes:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a compt or plain open_clip checkpoint; corrupt, truncated or foreign files raise `UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated zip / pickle data
+        raise UserError(f"cannot read checkpoint {path}: corrupt or truncated ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'})") from e
+    return _interpret(raw, str(path))
+
+
+def _interpret(raw: Any, path: str) -> Checkpoint:
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} is not a checkpoint (a {type(raw).__name__}, expected a dict of tensors)")
+    if raw.get("format") == FORMAT:
+        return Checkpoint(state_dict=raw["state_dict"], model_config=ModelConfig.from_dict(raw["model_config"]),
+                          lineage=raw.get("lineage", {}), train_state=raw.get("train_state"), path=path)
+    sd = raw.get("state_dict", raw.get("model", raw))
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f"{path} holds no state dict of tensors (keys: {', '.join(list(raw)[:6])})")
+    return Checkpoint(state_dict=strip_prefix(sd), path=path)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

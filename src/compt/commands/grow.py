@@ -1,0 +1,16 @@
+"""`compt grow` (not yet available)."""
+
+from __future__ import annotations
+
+import argparse
+
+from compt.errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grow", help="(not yet available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise UserError("`compt grow` is not yet available")

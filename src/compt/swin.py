@@ -1,0 +1,41 @@
+"""Swin vision trunks, registered in timm so open_clip's `TimmModel` can build them by name.
+
+open_clip's timm adapter passes only a model name to `timm.create_model`, so each Swin shape compt uses
+(including ones timm does not ship, such as the paper's nano C64 member and CPU test sizes) is registered
+as a timm entry point named by `SwinConfig.timm_name`, with stochastic depth off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timm.models import register_model
+from timm.models.swin_transformer import SwinTransformer
+
+from compt.models import VisionConfig
+
+
+def ensure_registered(vision: VisionConfig) -> str:
+    """Register the timm entry point for `vision.swin` (idempotent) and return its name."""
+    import timm
+
+    s = vision.swin
+    assert s is not None, "not a Swin vision config"
+    name = s.timm_name
+    if timm.is_model(name):
+        return name
+
+    def entry(pretrained: bool = False, **kwargs: Any) -> SwinTransformer:
+        args = dict(img_size=vision.image_size, patch_size=s.patch_size, embed_dim=s.embed_dim,
+                    depths=s.depths, num_heads=s.num_heads, window_size=s.window_size,
+                    mlp_ratio=vision.mlp_ratio, drop_path_rate=0.0)
+        # timm's factory also passes pretrained_cfg / cache_dir bookkeeping the class does not take
+        extra = {k: v for k, v in kwargs.items() if not k.startswith(("pretrained_cfg", "cache_dir"))}
+        model = SwinTransformer(**{**args, **extra})
+        model.pretrained_cfg = model.default_cfg = {"pool_size": None, "num_classes": 0}  # read by open_clip
+        return model
+
+    entry.__name__ = name
+    entry.__qualname__ = name
+    register_model(entry)
+    return name
