@@ -1,0 +1,292 @@
+"""Run configs: one TOML format for `compt plan`, `compt train` and `compt report`.
+
+A run config is data (frozen dataclasses); the CLI loads a TOML file and applies a few typed
+``key=value`` overrides (``train.lr=3e-4``, ``chain.2.epochs=4``, ``data.num_samples=2000``)::
+
+    name = "paper-cc3m-vit"
+    baseline_epochs = 128           # the individual (baseline) schedule, per member
+    baselines = false               # also train every member individually
+
+    [data]
+    kind = "synthetic"              # synthetic | csv | wds | fashion-mnist | openclipart
+    num_samples = 2_890_000         # for planning when the data is not local
+    captions_per_image = 7
+
+    [train]
+    batch_size = 1024
+    lr = 1e-3
+
+    [[chain]]
+    model = "paper/ViT-T-16"
+    epochs = 128
+    [[chain]]
+    model = "paper/ViT-S-16"
+    epochs = 24
+    growth = "preserve"
+    distill = "fd"
+    distill_weight = 500.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from compt.errors import UserError, unknown_name
+
+GROWTH_OPS_FALLBACK = ("corner", "preserve", "stack", "hyperclone", "none")
+DISTILL_LOSSES = ("fd", "affinity", "fd+affinity", "none")
+DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where training and evaluation data come from (see `compt.data`)."""
+
+    kind: str = "synthetic"
+    path: str = ""                     # CSV/TSV file, webdataset shard pattern, or dataset root
+    root: str = ""                     # image paths in a CSV are relative to this (default: the CSV's folder)
+    num_samples: int = 10_000          # training pairs (synthetic size; planning size for remote data)
+    eval_samples: int = 1_000          # held-out pairs for zero-shot / retrieval
+    captions_per_image: int = 1        # caption slots per image (the official recipe uses 7)
+    csv_img_key: str = "filepath"
+    csv_caption_key: str = "caption"
+    csv_separator: str = ","
+    eval_path: str = ""                # optional held-out CSV/shards; default: a split of `path`
+    max_bad_fraction: float = 0.01     # fail when more than this fraction of samples is unreadable
+    seed: int = 0                      # dataset generation / split seed
+    workers: int = 0                   # DataLoader worker processes
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimiser, schedule and loop settings shared by every stage (paper defaults)."""
+
+    batch_size: int = 1024             # global batch (split over ranks)
+    lr: float = 1e-3
+    min_lr: float = 3e-6               # cosine floor
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    warmup_steps: int = 8000           # from-scratch runs (member 1, baselines)
+    stage_warmup_steps: int = 1000     # grown chain stages
+    grad_clip: float = 0.0             # 0 = off
+    accum_steps: int = 1
+    precision: str = "auto"            # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    seed: int = 0
+    teacher_cache: bool = True         # cache teacher embeddings when the teacher's input is deterministic
+    ckpt_every_steps: int = 0          # 0 = only at epoch ends
+    eval_every_epochs: int = 0         # 0 = only at the end of each stage
+    log_every_steps: int = 10
+    fsdp: bool = False                 # shard members with FSDP2 instead of DDP
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemberConfig:
+    """One chain member. The first member trains from scratch; `growth`/`distill` apply to the rest."""
+
+    model: str
+    epochs: float
+    growth: str = "preserve"
+    distill: str = "fd"
+    distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
+    warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    name: str
+    chain: tuple[MemberConfig, ...]
+    baseline_epochs: float = 0         # individual schedule for every member (0 = same as member 1's epochs)
+    baselines: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def individual_epochs(self) -> float:
+        return self.baseline_epochs or self.chain[0].epochs
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a TOML or override value against a dataclass field type; UserError on mismatch."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        return _coerce(value, args[0], where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise UserError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        try:
+            num = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise UserError(f"{where}: expected a number, got {value!r}") from None
+        if not isinstance(num, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        if tp is int:
+            if float(num) != int(num):
+                raise UserError(f"{where}: expected an integer, got {value!r}")
+            return int(num)
+        return float(num)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - fields
+    if unknown:
+        key = sorted(unknown)[0]
+        raise unknown_name(f"key in [{where}]" if where else "top-level key", key, fields)
+    kwargs = {}
+    for name, value in raw.items():
+        if name in ("data", "train") and cls is RunConfig:
+            sub = DataConfig if name == "data" else TrainConfig
+            if not isinstance(value, dict):
+                raise UserError(f"[{name}] must be a table")
+            kwargs[name] = _build(sub, value, name)
+        elif name == "chain" and cls is RunConfig:
+            if not isinstance(value, list) or not value:
+                raise UserError("the run config needs a non-empty [[chain]] list of members")
+            kwargs[name] = tuple(_build(MemberConfig, m, f"chain.{i}") for i, m in enumerate(value))
+        else:
+            kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        missing = str(e).split("argument")[-1].strip() if "missing" in str(e) else str(e)
+        raise UserError(f"[{where or 'run'}] is missing required key {missing}") from None
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    return _build(RunConfig, raw, "")
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Plain dict (TOML-serialisable: None values dropped) of a run config."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if v is not None}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return clean(dataclasses.asdict(cfg))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` / ``chain.1.epochs=4`` overrides to a raw config dict (typed later by `_build`)."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: Any = raw
+        for i, p in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                if not p.isdigit() or int(p) >= len(node):
+                    raise UserError(f"override {key!r}: no chain member {p!r} (the chain has {len(node)})")
+                node = node[int(p)]
+            else:
+                node = node.setdefault(p, {} if not parts[i + 1].isdigit() else [])
+        leaf = parts[-1]
+        if isinstance(node, list):
+            raise UserError(f"override {key!r} must name a field of a chain member, e.g. chain.1.epochs")
+        node[leaf] = _parse_scalar(value)
+    return raw
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML run config, apply overrides, type-check and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"run config not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: invalid TOML: {e}") from None
+    raw.setdefault("name", path.stem)
+    cfg = config_from_dict(apply_overrides(raw, overrides or []))
+    validate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def validate(cfg: RunConfig) -> None:
+    """Every user error we can find before any work starts, as one-line `UserError`s."""
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+
+    if cfg.data.kind not in DATA_KINDS:
+        raise unknown_name("data kind", cfg.data.kind, DATA_KINDS)
+    for key in ("batch_size", "accum_steps", "num_samples"):
+        obj = cfg.data if key == "num_samples" else cfg.train
+        if getattr(obj, key) <= 0:
+            raise UserError(f"{key} must be positive, got {getattr(obj, key)}")
+    if cfg.baseline_epochs < 0:
+        raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
+    ops = _growth_ops()
+    cfgs = [get_model_config(m.model) for m in cfg.chain]
+    for i, m in enumerate(cfg.chain):
+        if m.epochs <= 0:
+            raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
+        if i > 0 and m.growth not in ops:
+            raise unknown_name("growth operator", m.growth, ops)
+        if i > 0 and m.distill not in DISTILL_LOSSES:
+            raise unknown_name("distillation loss", m.distill, DISTILL_LOSSES)
+    for i in range(1, len(cfgs)):
+        a, b = cfgs[i - 1], cfgs[i]
+        if model_flops(b).total <= model_flops(a).total:
+            raise UserError(f"chain is not ascending in compute: member {i + 1} {b.name} "
+                            f"({model_flops(b).total / 1e9:.3g} GFLOPs) is not larger than member {i} "
+                            f"{a.name} ({model_flops(a).total / 1e9:.3g} GFLOPs)")
+        if cfg.chain[i].growth != "none":
+            _validate_growth(a, b)
+
+
+def _growth_ops() -> tuple[str, ...]:
+    try:
+        from compt.growth import GROWTH_OPS
+    except ImportError:
+        return GROWTH_OPS_FALLBACK
+    return (*GROWTH_OPS, "none")
+
+
+def _validate_growth(parent: Any, child: Any) -> None:
+    try:
+        from compt.growth import validate_growth
+    except ImportError:
+        return
+    validate_growth(parent, child)
