@@ -80,12 +80,24 @@ def model_flops(cfg: ModelConfig) -> ModelFlops:
     return ModelFlops(image=2.0 * image, text=2.0 * text, params_image=p_image, params_text=p_text)
 
 
+def block_params(width: int, mlp_ratio: float) -> int:
+    """Parameters of one block: q;k;v + out projections, MLP, two LayerNorms (weights and biases)."""
+    hidden = int(width * mlp_ratio)
+    return 4 * width * width + 4 * width + 2 * width * hidden + hidden + width + 4 * width
+
+
 def param_counts(cfg: ModelConfig) -> tuple[int, int]:
-    """(image tower, text side incl. logit scale) parameter counts, from a model built on the meta device."""
+    """(image tower, text side incl. logit scale) parameter counts; ViTs analytically, Swin via the meta device."""
+    v, t, e = cfg.vision, cfg.text, cfg.embed_dim
+    text = (t.vocab_size + t.context_length) * t.width + t.layers * block_params(t.width, t.mlp_ratio) \
+        + 2 * t.width + t.width * e + 1
+    if v.swin is None:
+        image = 3 * v.patch_size**2 * v.width + (v.num_tokens + 1) * v.width + 4 * v.width \
+            + v.layers * block_params(v.width, v.mlp_ratio) + v.width * e
+        return image, text
     with torch.device("meta"):
-        model = build_model(cfg)
-    image = sum(p.numel() for p in model.visual.parameters())
-    return image, sum(p.numel() for p in model.parameters()) - image
+        visual = build_model(cfg).visual
+    return sum(p.numel() for p in visual.parameters()), text
 
 
 def counted_flops(cfg: ModelConfig) -> tuple[float, float]:

@@ -1,0 +1,46 @@
+"""`compt models [--family NAME] [--json]`: the registry with parameters and GFLOPs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from compt.flops import model_flops
+from compt.models import get_model_config, list_families, list_models
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list registered models and families")
+    p.add_argument("--family", help="one family (paper, paper-swin, tiny, test, test-swin, open_clip)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def model_row(name: str) -> dict:
+    cfg = get_model_config(name)
+    f = model_flops(cfg)
+    v, t = cfg.vision, cfg.text
+    vision = f"swin C{v.swin.embed_dim} {'-'.join(map(str, v.swin.depths))}" if v.swin else f"{v.width}×{v.layers}"
+    return {"model": name, "family": cfg.family, "vision": vision, "text": f"{t.width}/{t.heads}×{t.layers}",
+            "embed_dim": cfg.embed_dim, "image_size": v.image_size, "params_image_m": f.params_image / 1e6,
+            "params_text_m": f.params_text / 1e6, "image_gflops": f.image / 1e9, "text_gflops": f.text / 1e9,
+            "gflops": f.total / 1e9}
+
+
+def run(args: argparse.Namespace) -> int:
+    names = list_models(args.family)
+    rows = [model_row(n) for n in names]
+    if args.json:
+        print(json.dumps({"families": {k: list(v) for k, v in list_families().items()}, "models": rows}, indent=2))
+        return 0
+    head = f"{'model':<22} {'family':<10} {'vision':<16} {'text':<11} {'embed':>5} {'img':>4} " \
+           f"{'params img/txt (M)':>19} {'GFLOPs img/txt':>17}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['model']:<22} {r['family']:<10} {r['vision']:<16} {r['text']:<11} {r['embed_dim']:>5} "
+              f"{r['image_size']:>4} {r['params_image_m']:>9.2f}/{r['params_text_m']:<9.2f} "
+              f"{r['image_gflops']:>8.3g}/{r['text_gflops']:<8.3g}")
+    print("\nfamilies (ascending compute): " + "; ".join(f"{k}: {' < '.join(v)}" for k, v in list_families().items()
+                                                          if args.family in (None, k)))
+    return 0

@@ -1,0 +1,108 @@
+"""Cost model of a chain versus individual training (SPEC §5).
+
+With F(m) the per-sample forward FLOPs of model m for one image and K captions (image + K × text),
+N training samples per epoch and E epochs:
+
+    individual(m)   = E_ind · N · 3·F(m)                     # forward + backward ≈ 3 × forward
+    stage(m_1)      = E_1   · N · 3·F(m_1)                   # the first member trains from scratch
+    stage(m_i), i>1 = E_i   · N · (3·F(m_i) + F(m_{i-1}))    # plus one teacher forward per sample
+    chain           = Σ_i stage(m_i)
+    reduction       = 1 − chain / individual(m_n)            # versus training only the largest member
+    acceleration    = Σ_i individual(m_i) / chain            # family-level speed-up
+
+With the teacher-feature cache the teacher forward is paid once (one pass over the data) instead of
+every epoch; `cached_teacher=True` plans that variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from compt.config import RunConfig
+from compt.flops import model_flops
+from compt.models import get_model_config
+
+
+@dataclass(frozen=True)
+class MemberCost:
+    model: str
+    epochs: float
+    forward_flops: float        # per sample, K captions
+    individual_cost: float      # FLOPs of training this member alone for the individual schedule
+    stage_cost: float           # FLOPs of this member's chain stage (teacher included)
+    cumulative_cost: float      # chain FLOPs up to and including this stage
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    members: tuple[MemberCost, ...]
+    samples: int
+    captions: int
+    individual_epochs: float
+    chain_cost: float
+    individual_total: float
+    largest_individual: float
+    reduction_vs_largest: float
+    acceleration: float
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["members"] = [asdict(m) for m in self.members]
+        return d
+
+
+def stage_flops(student_fwd: float, teacher_fwd: float | None, epochs: float, samples: int,
+                cached_teacher: bool = False) -> float:
+    """FLOPs of one training run: 3 × student forward per sample, plus the teacher's forward."""
+    cost = epochs * samples * 3.0 * student_fwd
+    if teacher_fwd is not None:
+        cost += (1.0 if cached_teacher else epochs) * samples * teacher_fwd
+    return cost
+
+
+def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bool = False) -> ChainPlan:
+    """Per-member and chain-level costs of `cfg` (FLOPs), following the formulas in the module docstring."""
+    n = samples if samples is not None else cfg.data.num_samples
+    k = cfg.data.captions_per_image
+    fwd = [model_flops(get_model_config(m.model)).per_sample(k) for m in cfg.chain]
+    members, cumulative = [], 0.0
+    for i, m in enumerate(cfg.chain):
+        distilled = i > 0 and m.distill != "none"
+        stage = stage_flops(fwd[i], fwd[i - 1] if distilled else None, m.epochs, n, cached_teacher)
+        cumulative += stage
+        individual = stage_flops(fwd[i], None, cfg.individual_epochs, n)
+        members.append(MemberCost(m.model, m.epochs, fwd[i], individual, stage, cumulative))
+    individual_total = sum(m.individual_cost for m in members)
+    largest = members[-1].individual_cost
+    return ChainPlan(members=tuple(members), samples=n, captions=k, individual_epochs=cfg.individual_epochs,
+                     chain_cost=cumulative, individual_total=individual_total, largest_individual=largest,
+                     reduction_vs_largest=1.0 - cumulative / largest, acceleration=individual_total / cumulative)
+
+
+def human_flops(x: float) -> str:
+    """Format a FLOP count with an SI prefix (PFLOPs / EFLOPs …)."""
+    for unit, scale in (("ZFLOPs", 1e21), ("EFLOPs", 1e18), ("PFLOPs", 1e15), ("TFLOPs", 1e12), ("GFLOPs", 1e9)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g} FLOPs"
+
+
+def format_plan(plan: ChainPlan, name: str) -> str:
+    """Readable table: per-member costs in FLOPs and in % of the largest member's individual cost."""
+    ref = plan.largest_individual
+    rows = [f"{name}: {plan.samples:,} samples × {plan.captions} caption(s); individual schedule "
+            f"{plan.individual_epochs:g} epochs", ""]
+    head = f"{'#':>2}  {'model':<18} {'epochs':>6}  {'individual':>14} {'%L':>6}  {'stage':>14} {'%L':>6}  " \
+           f"{'cumulative':>14} {'%L':>6}"
+    rows += [head, "-" * len(head)]
+    for i, m in enumerate(plan.members, 1):
+        rows.append(f"{i:>2}  {m.model:<18} {m.epochs:>6g}  {human_flops(m.individual_cost):>14} "
+                    f"{100 * m.individual_cost / ref:>5.1f}%  {human_flops(m.stage_cost):>14} "
+                    f"{100 * m.stage_cost / ref:>5.1f}%  {human_flops(m.cumulative_cost):>14} "
+                    f"{100 * m.cumulative_cost / ref:>5.1f}%")
+    rows += ["", f"chain cost:            {human_flops(plan.chain_cost)} "
+                 f"({100 * plan.chain_cost / ref:.1f}% of training {plan.members[-1].model} alone)",
+             f"reduction vs largest:  {100 * plan.reduction_vs_largest:.1f}%",
+             f"individual total:      {human_flops(plan.individual_total)} (all {len(plan.members)} members)",
+             f"family acceleration:   {plan.acceleration:.2f}×"]
+    return "\n".join(rows)

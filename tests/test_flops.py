@@ -1,0 +1,58 @@
+"""Analytic FLOPs and parameters against torch's FlopCounterMode and a real model, and the CLI output."""
+
+import json
+
+import pytest
+import torch
+
+from compt.cli import main
+from compt.flops import counted_flops, model_flops
+from compt.models import build_model, get_model_config
+
+
+@pytest.mark.parametrize("name", ["test/A", "test/C", "tiny/ViT-N", "tiny/ViT-B", "test/Swin-A", "test/Swin-B"])
+def test_analytic_flops_match_flop_counter(name: str) -> None:
+    cfg = get_model_config(name)
+    image, text = counted_flops(cfg)
+    f = model_flops(cfg)
+    assert f.image == pytest.approx(image, rel=1e-9) and f.text == pytest.approx(text, rel=1e-9)
+
+
+def test_hand_computed_test_a() -> None:
+    # test/A: 16 patches of 4×4×3 → width 16; 1 block on 17 tokens (MLP ×4); projection 16→16.
+    conv = 16 * 48 * 16
+    block = 17 * (4 + 8) * 16 * 16 + 2 * 17 * 17 * 16
+    assert model_flops(get_model_config("test/A")).image == 2 * (conv + block + 16 * 16)
+    # text: 1 block on 16 tokens, EOT projection 16→16.
+    assert model_flops(get_model_config("test/A")).text == 2 * (16 * 12 * 256 + 2 * 256 * 16 + 256)
+
+
+@pytest.mark.parametrize("name", ["test/B", "tiny/ViT-S", "test/Swin-B", "paper/ViT-T-16"])
+def test_param_counts_match_built_model(name: str) -> None:
+    cfg = get_model_config(name)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    f = model_flops(cfg)
+    assert f.params_image == sum(p.numel() for p in model.visual.parameters())
+    assert f.params == sum(p.numel() for p in model.parameters())
+
+
+def test_vit_b16_matches_published_gflops() -> None:
+    # open_clip's model profile lists ViT-B-16 at 41.09 GFLOPs (35.13 image + 5.96 text), 149.62 M params.
+    f = model_flops(get_model_config("ViT-B-16"))
+    assert f.image / 1e9 == pytest.approx(35.13, abs=0.01) and f.text / 1e9 == pytest.approx(5.96, abs=0.01)
+    assert f.params / 1e6 == pytest.approx(149.62, abs=0.01)
+
+
+def test_flops_cli_json(capsys) -> None:
+    assert main(["flops", "ViT-B-16", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"image_gflops", "text_gflops", "gflops", "params_m"}
+    assert out["gflops"] == pytest.approx(out["image_gflops"] + out["text_gflops"])
+
+
+def test_models_cli_lists_family(capsys) -> None:
+    assert main(["models", "--family", "tiny", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["models"]
+    assert [r["model"] for r in rows][:2] == ["tiny/ViT-N", "tiny/ViT-T"]
+    assert all(r["gflops"] > 0 and r["params_image_m"] > 0 for r in rows)

@@ -1,0 +1,61 @@
+"""The cost planner on hand-computed cases, the shipped paper configs, and the `compt plan` CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compt.cli import main
+from compt.config import config_from_dict, load_config
+from compt.plan import plan_chain
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+SMALL = {"name": "small", "baseline_epochs": 4, "data": {"num_samples": 10, "captions_per_image": 2},
+         "chain": [{"model": "test/A", "epochs": 4}, {"model": "test/B", "epochs": 2, "distill": "fd"}]}
+
+
+def test_hand_computed_two_member_chain() -> None:
+    # forward FLOPs per sample with 2 captions (see test_flops for the per-tower arithmetic):
+    f_a = 148_032 + 2 * 115_200      # 378_432
+    f_b = 563_136 + 2 * 229_888      # 1_022_912
+    plan = plan_chain(config_from_dict(SMALL))
+    a, b = plan.members
+    assert a.individual_cost == 4 * 10 * 3 * f_a == 45_411_840
+    assert b.individual_cost == 4 * 10 * 3 * f_b == 122_749_440
+    assert a.stage_cost == a.individual_cost
+    assert b.stage_cost == 2 * 10 * (3 * f_b + f_a) == 68_943_360   # 3 × student + 1 × teacher forward
+    assert plan.chain_cost == b.cumulative_cost == 114_355_200
+    assert plan.reduction_vs_largest == pytest.approx(1 - 114_355_200 / 122_749_440)
+    assert plan.acceleration == pytest.approx((45_411_840 + 122_749_440) / 114_355_200)
+
+
+def test_teacher_cache_and_no_distillation_pricing() -> None:
+    f_a, f_b = 378_432, 1_022_912
+    cached = plan_chain(config_from_dict(SMALL), cached_teacher=True)
+    assert cached.members[1].stage_cost == 2 * 10 * 3 * f_b + 1 * 10 * f_a
+    raw = {**SMALL, "chain": [SMALL["chain"][0], {**SMALL["chain"][1], "distill": "none"}]}
+    assert plan_chain(config_from_dict(raw)).members[1].stage_cost == 2 * 10 * 3 * f_b
+
+
+def test_paper_cc3m_chain_costs_about_28_percent_of_vit_l() -> None:
+    cfg = load_config(CONFIGS / "paper-cc3m-vit.toml")
+    assert [m.epochs for m in cfg.chain] == [128, 24, 18, 15] and cfg.data.num_samples == 2_890_000
+    plan = plan_chain(cfg)
+    assert plan.reduction_vs_largest == pytest.approx(0.72, abs=0.01)   # the paper's "72 % less"
+    assert 5.0 < plan.acceleration < 6.0                                 # the paper reports 5.68× for 4 models
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_plans(path: Path, capsys) -> None:
+    assert main(["plan", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"members", "chain_cost", "individual_total", "reduction_vs_largest", "acceleration"} <= set(out)
+    assert all({"model", "individual_cost", "stage_cost"} <= set(m) for m in out["members"])
+    assert out["chain_cost"] == pytest.approx(sum(m["stage_cost"] for m in out["members"]))
+
+
+def test_plan_human_output_is_a_table(capsys) -> None:
+    assert main(["plan", str(CONFIGS / "paper-cc3m-vit.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "EFLOPs" in out and "reduction vs largest:  71.8%" in out and "paper/ViT-L-16" in out
