@@ -1,16 +1,39 @@
-"""`compt train` (not yet available)."""
+"""`compt train CONFIG [key=value …]`: run a chain (and optionally the individual baselines).
+
+Works unchanged as a single process or under ``torchrun --nproc_per_node N``. Re-running the same command
+resumes: finished stages are skipped and an interrupted stage continues from its last checkpoint.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from compt.errors import UserError
+from compt import distributed as dist
+from compt.chain import train_chain
+from compt.config import load_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="(not yet available)")
+    p = sub.add_parser("train", help="train a model family as a CoM-PT chain (resumable)")
+    p.add_argument("config", help="run config (TOML)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=5e-4")
+    p.add_argument("--run-dir", help="output folder (default: runs/<name>)")
+    p.add_argument("--baselines", action="store_true", default=None, help="also train every member individually")
+    p.add_argument("--from-stage", help="rerun from this stage (e.g. chain-3), discarding it and what follows")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UserError("`compt train` is not yet available")
+    cfg = load_config(args.config, args.overrides)
+    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    dist.init_distributed()
+    try:
+        train_chain(cfg, run_dir, baselines=args.baselines, from_stage=args.from_stage,
+                    progress=not args.no_progress)
+    finally:
+        dist.cleanup()
+    if dist.is_main():
+        print(f"done: {run_dir}  (next: compt report {run_dir})")
+    return 0

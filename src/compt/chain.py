@@ -1,0 +1,256 @@
+"""Run a whole CoM-PT chain (and optionally the individual baselines) from a run config.
+
+The run directory is the single source of truth::
+
+    RUN/config.toml                 resolved config (what was asked)
+    RUN/run.json                    stage states: pending / running / done / failed
+    RUN/chain/01-<model>/           member 1, trained from scratch
+    RUN/chain/0i-<model>/init.pt    member i grown from member i-1's final.pt (written atomically)
+    RUN/chain/0i-<model>/…          final.pt, last.pt, metrics.jsonl, result.json, lineage.json
+    RUN/baselines/<model>/          every member trained alone for the individual schedule
+
+Re-running the same command skips finished stages and resumes an interrupted one from its last.pt. Each stage
+records a fingerprint of the settings it depends on; a finished stage whose settings changed is refused
+(or rerun with ``from_stage``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import torch
+
+from compt import distributed as dist
+from compt.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from compt.config import MemberConfig, RunConfig, config_to_dict
+from compt.errors import UserError
+from compt.models import ModelConfig, build_model, get_model_config
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One unit of work: a chain member (grown + distilled, or from scratch) or an individual baseline."""
+
+    key: str                 # "chain-1", "baseline-3"
+    kind: str                # "chain" | "baseline"
+    index: int               # member index in the chain (0-based)
+    member: MemberConfig
+    directory: str           # relative to the run directory
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.kind == "baseline" or self.index == 0
+
+
+def slug(model: str) -> str:
+    return model.replace("/", "_")
+
+
+def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
+    """Chain stages in order, then the baselines that are not already a chain stage.
+
+    Member 1's baseline *is* chain stage 1 when the individual schedule equals member 1's epochs
+    (same model, data, seed, schedule), so it is trained once and reported in both roles.
+    """
+    stages = [Stage(f"chain-{i + 1}", "chain", i, m, f"chain/{i + 1:02d}-{slug(m.model)}")
+              for i, m in enumerate(cfg.chain)]
+    if baselines:
+        for i, m in enumerate(cfg.chain):
+            if i == 0 and cfg.individual_epochs == m.epochs:
+                continue
+            member = replace(m, epochs=cfg.individual_epochs, warmup_steps=None)
+            stages.append(Stage(f"baseline-{i + 1}", "baseline", i, member, f"baselines/{slug(m.model)}"))
+    return stages
+
+
+def baseline_dir(cfg: RunConfig, index: int) -> str:
+    """Where member `index`'s individual baseline lives (chain stage 1 may double as member 1's)."""
+    if index == 0 and cfg.individual_epochs == cfg.chain[0].epochs:
+        return f"chain/01-{slug(cfg.chain[0].model)}"
+    return f"baselines/{slug(cfg.chain[index].model)}"
+
+
+def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
+    """The settings a stage's result depends on (for detecting config changes on resume)."""
+    members = [stage.member] if stage.from_scratch else [*cfg.chain[: stage.index], stage.member]
+    return {"kind": stage.kind, "members": [asdict(m) for m in members], "data": asdict(cfg.data),
+            "train": {k: v for k, v in asdict(cfg.train).items()
+                      if k not in ("ckpt_every_steps", "log_every_steps", "eval_every_epochs")}}
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff(a, b, f"{prefix}[{i}]")]
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+class RunState:
+    """`run.json`: per-stage state, written atomically by rank 0."""
+
+    def __init__(self, run_dir: Path, stages: list[Stage], name: str) -> None:
+        self.path = run_dir / "run.json"
+        old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        prev = {s["key"]: s for s in old.get("stages", [])}
+        self.data = {"name": name, "stages": [
+            {"key": s.key, "kind": s.kind, "model": s.member.model, "epochs": s.member.epochs,
+             "dir": s.directory, "state": prev.get(s.key, {}).get("state", "pending")} for s in stages]}
+        self.save()
+
+    def set(self, key: str, state: str, **extra: Any) -> None:
+        for s in self.data["stages"]:
+            if s["key"] == key:
+                s.update(state=state, **extra)
+        self.save()
+
+    def save(self) -> None:
+        if dist.is_main():
+            tmp = self.path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(self.data, indent=2))
+            tmp.replace(self.path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write (rank 0 only)."""
+    if dist.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        tmp.replace(path)
+
+
+def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stage: str | None) -> None:
+    """Refuse finished stages whose settings changed; with `from_stage`, wipe that stage and later ones."""
+    keys = {s.key: s for s in stages}
+    if from_stage is not None and from_stage not in keys:
+        raise UserError(f"--from-stage {from_stage!r} is not a stage of this run (stages: {', '.join(keys)})")
+    wipe = False
+    for s in stages:
+        wipe = wipe or s.key == from_stage
+        d = run_dir / s.directory
+        # later chain members descend from a rerun chain stage; baselines depend on nothing else
+        if wipe and (s.key == from_stage or s.kind == keys[from_stage].kind == "chain"):
+            if dist.is_main() and d.exists():
+                shutil.rmtree(d)
+            continue
+        lineage = d / "lineage.json"
+        if not lineage.is_file():
+            continue
+        old = json.loads(lineage.read_text()).get("fingerprint")
+        new = json.loads(json.dumps(fingerprint(cfg, s), default=str))
+        if old is not None and old != new:
+            changes = "; ".join(_diff(old, new)[:4])
+            raise UserError(f"stage {s.key} ({s.member.model}) was run with other settings ({changes}); "
+                            f"use a new run directory or rerun from it with --from-stage {s.key}")
+    dist.barrier()
+
+
+def grow_into(stage_dir: Path, parent_ckpt: Path, parent_cfg: ModelConfig, child_cfg: ModelConfig,
+              op: str, seed: int) -> dict[str, torch.Tensor]:
+    """Grow the child's initial weights from the parent's final checkpoint, once (atomic init.pt)."""
+    init = stage_dir / "init.pt"
+    if not init.is_file():
+        if dist.is_main():
+            parent = load_checkpoint(parent_ckpt).state_dict
+            if op == "none":
+                torch.manual_seed(seed)
+                state = build_model(child_cfg).state_dict()
+            else:
+                from compt.growth import grow
+
+                state = grow(parent, parent_cfg, child_cfg, op, seed)
+            lineage = {"parent": str(parent_ckpt), "parent_sha256": sha256_file(parent_ckpt), "operator": op,
+                       "seed": seed, "stage": "grow"}
+            save_checkpoint(init, state_dict=state, model_config=child_cfg, lineage=lineage)
+        dist.barrier()
+    return load_checkpoint(init).state_dict
+
+
+def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
+              evaluate: Callable[[ModelConfig], Callable[[torch.nn.Module], dict[str, float]]] | None,
+              dataset_for: Callable[[ModelConfig], Any], progress: bool) -> dict[str, Any]:
+    """Grow (if needed) and train one stage; returns its stored result."""
+    from compt.train import train_stage
+
+    d = run_dir / stage.directory
+    model_cfg = get_model_config(stage.member.model)
+    result_file = d / "result.json"
+    if result_file.is_file() and (d / "final.pt").is_file():
+        state.set(stage.key, "done")
+        return json.loads(result_file.read_text())
+    state.set(stage.key, "running")
+    init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind}
+    t0 = time.perf_counter()
+    if not stage.from_scratch:
+        parent_dir = run_dir / f"chain/{stage.index:02d}-{slug(cfg.chain[stage.index - 1].model)}"
+        parent_cfg = get_model_config(cfg.chain[stage.index - 1].model)
+        parent_ckpt = parent_dir / "final.pt"
+        init = grow_into(d, parent_ckpt, parent_cfg, model_cfg, stage.member.growth, cfg.train.seed)
+        teacher = (parent_cfg, load_checkpoint(parent_ckpt).state_dict)
+        lineage.update(parent=str(parent_ckpt), parent_sha256=sha256_file(parent_ckpt),
+                       operator=stage.member.growth, distill=stage.member.distill,
+                       distill_weight=stage.member.distill_weight)
+    grow_s = time.perf_counter() - t0
+    lineage.update(epochs=stage.member.epochs, seed=cfg.train.seed, model=model_cfg.name)
+    write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage)})
+    torch.manual_seed(cfg.train.seed)
+    try:
+        result = train_stage(out_dir=d, model_cfg=model_cfg, member=stage.member, train=cfg.train,
+                             dataset=dataset_for(model_cfg), init_state=init, teacher=teacher,
+                             evaluate=evaluate(model_cfg) if evaluate else None, lineage=lineage,
+                             from_scratch=stage.from_scratch, progress=progress)
+    except BaseException:
+        state.set(stage.key, "failed")
+        raise
+    out = json.loads(result_file.read_text()) if result_file.is_file() else _result_dict(result)
+    out.setdefault("grow_s", grow_s)
+    state.set(stage.key, "done")
+    return out
+
+
+def _result_dict(result: Any) -> dict[str, Any]:
+    d = asdict(result)
+    d["checkpoint"] = str(d["checkpoint"])
+    return d
+
+
+def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
+                from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Run every stage of `cfg` in `run_dir` (resuming finished work); returns results by stage key."""
+    from compt.data import build_eval_suite, build_train_dataset, evaluate
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
+    stages = plan_stages(cfg, cfg.baselines)
+    check_or_reset(run_dir, cfg, stages, from_stage)
+    if dist.is_main():
+        (run_dir / "config.toml").write_text(tomli_w.dumps(config_to_dict(cfg)))
+    state = RunState(run_dir, stages, cfg.name)
+    datasets: dict[tuple, Any] = {}
+
+    def dataset_for(model_cfg: ModelConfig) -> Any:
+        key = (model_cfg.vision.image_size, model_cfg.text.context_length)
+        if key not in datasets:
+            datasets[key] = build_train_dataset(cfg.data, model_cfg)
+        return datasets[key]
+
+    def evaluator(model_cfg: ModelConfig) -> Callable[[torch.nn.Module], dict[str, float]]:
+        suite = build_eval_suite(cfg.data, model_cfg)
+        return lambda model: evaluate(model, suite)
+
+    results = {}
+    for stage in stages:
+        results[stage.key] = run_stage(run_dir, cfg, stage, state, evaluator, dataset_for, progress)
+    return results
