@@ -66,6 +66,12 @@ class DataConfig:
     max_bad_fraction: float = 0.01     # fail when more than this fraction of samples is unreadable
     seed: int = 0                      # dataset generation / split seed
     workers: int = 0                   # DataLoader worker processes
+    caption_separator: str = ""        # split one caption field / .txt into several captions on this ("" = don't)
+    predecode_max: int = 50_000        # sets with at most this many images are decoded once into memory
+    cache_dir: str = ""                # pre-decoded tensors cache ("" = only the real-data adapters, under
+                                       # $COMPT_CACHE_DIR or ~/.cache/compt; "none" = never)
+    zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
+    probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +96,8 @@ class TrainConfig:
     eval_every_epochs: int = 0         # 0 = only at the end of each stage
     log_every_steps: int = 10
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
+    loader_workers: int = 0            # DataLoader worker processes of the training loop (0 = in-process)
+    teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
 
 
 @dataclass(frozen=True, kw_only=True)

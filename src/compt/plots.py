@@ -59,7 +59,7 @@ def plot_cost_breakdown(run: RunSummary, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     colors = plt.get_cmap("viridis")
     n = len(run.cfg.chain)
-    for x, (name, parts) in enumerate(bars.items()):
+    for x, parts in enumerate(bars.values()):
         bottom = 0.0
         for i, value in enumerate(parts):
             idx = n - 1 if len(parts) == 1 else i
