@@ -49,6 +49,11 @@ class Stage:
         return self.kind == "baseline" or self.index == 0
 
 
+def is_main() -> bool:
+    """Only rank 0 writes run files."""
+    return dist.world_info_from_env()[0] == 0
+
+
 def slug(model: str) -> str:
     return model.replace("/", "_")
 
@@ -65,7 +70,7 @@ def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
         for i, m in enumerate(cfg.chain):
             if i == 0 and cfg.individual_epochs == m.epochs:
                 continue
-            member = replace(m, epochs=cfg.individual_epochs, warmup_steps=None)
+            member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
             stages.append(Stage(f"baseline-{i + 1}", "baseline", i, member, f"baselines/{slug(m.model)}"))
     return stages
 
@@ -79,8 +84,12 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
 
 def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
     """The settings a stage's result depends on (for detecting config changes on resume)."""
-    members = [stage.member] if stage.from_scratch else [*cfg.chain[: stage.index], stage.member]
-    return {"kind": stage.kind, "members": [asdict(m) for m in members], "data": asdict(cfg.data),
+    if stage.from_scratch:  # growth/distillation settings do not touch a from-scratch run
+        m = stage.member
+        members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps}]
+    else:
+        members = [asdict(m) for m in (*cfg.chain[: stage.index], stage.member)]
+    return {"members": members, "data": asdict(cfg.data),
             "train": {k: v for k, v in asdict(cfg.train).items()
                       if k not in ("ckpt_every_steps", "log_every_steps", "eval_every_epochs")}}
 
@@ -115,7 +124,7 @@ class RunState:
         self.save()
 
     def save(self) -> None:
-        if dist.is_main():
+        if is_main():
             tmp = self.path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(self.data, indent=2))
             tmp.replace(self.path)
@@ -123,7 +132,7 @@ class RunState:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (rank 0 only)."""
-    if dist.is_main():
+    if is_main():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(obj, indent=2, default=str))
@@ -141,7 +150,7 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
         d = run_dir / s.directory
         # later chain members descend from a rerun chain stage; baselines depend on nothing else
         if wipe and (s.key == from_stage or s.kind == keys[from_stage].kind == "chain"):
-            if dist.is_main() and d.exists():
+            if is_main() and d.exists():
                 shutil.rmtree(d)
             continue
         lineage = d / "lineage.json"
@@ -161,7 +170,7 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_cfg: ModelConfig, child
     """Grow the child's initial weights from the parent's final checkpoint, once (atomic init.pt)."""
     init = stage_dir / "init.pt"
     if not init.is_file():
-        if dist.is_main():
+        if is_main():
             parent = load_checkpoint(parent_ckpt).state_dict
             if op == "none":
                 torch.manual_seed(seed)
@@ -235,7 +244,7 @@ def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None =
     cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
     stages = plan_stages(cfg, cfg.baselines)
     check_or_reset(run_dir, cfg, stages, from_stage)
-    if dist.is_main():
+    if is_main():
         (run_dir / "config.toml").write_text(tomli_w.dumps(config_to_dict(cfg)))
     state = RunState(run_dir, stages, cfg.name)
     datasets: dict[tuple, Any] = {}

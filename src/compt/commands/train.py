@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from compt import distributed as dist
-from compt.chain import train_chain
+from compt.chain import is_main, train_chain
 from compt.config import load_config
 
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         train_chain(cfg, run_dir, baselines=args.baselines, from_stage=args.from_stage,
                     progress=not args.no_progress)
     finally:
-        dist.cleanup()
-    if dist.is_main():
+        dist.shutdown()
+    if is_main():
         print(f"done: {run_dir}  (next: compt report {run_dir})")
     return 0

@@ -1,0 +1,161 @@
+"""CoM-PT at small scale: does the chain beat individual training? (issue 7)
+
+Every experiment is a list of variants; a variant is the base config (`benchmarks/configs/tiny-base.toml`) plus
+``key=value`` overrides and a chain. Runs go to ``runs/bench/<experiment>/<variant>/seed<k>``; finished stages
+are reused: a stage whose settings (fingerprint) equal one already trained in another variant is copied, so
+each baseline, each first member and each shared chain prefix trains once per seed.
+
+    python benchmarks/experiments.py main --seeds 0 1          # one experiment
+    python benchmarks/experiments.py all --seeds 0 1           # everything (hours on 2 CPU cores)
+    python benchmarks/experiments.py main --list               # show the variants
+    python benchmarks/make_results.py                          # regenerate docs/results.md from the runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from compt.chain import fingerprint, plan_stages, train_chain
+from compt.config import apply_overrides, config_from_dict, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "benchmarks" / "configs" / "tiny-base.toml"
+RUNS = ROOT / "runs" / "bench"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    chain: tuple[str, ...]                     # models, smallest first
+    stage_epochs: tuple[float, ...] = ()       # per grown member (default: base config's stage epochs)
+    overrides: tuple[str, ...] = ()            # applied to every member / section
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    question: str
+    variants: tuple[Variant, ...] = field(default_factory=tuple)
+
+
+FOUR = ("tiny/ViT-N", "tiny/ViT-T", "tiny/ViT-C", "tiny/ViT-S")
+
+
+def _members(overrides: str, n: int = 3) -> tuple[str, ...]:
+    return tuple(f"chain.{i}.{o}" for i in range(1, n + 1) for o in overrides.split())
+
+
+EXPERIMENTS = {e.name: e for e in (
+    Experiment("main", "4-member chain vs each member trained individually", (Variant("chain4", FOUR),)),
+    Experiment("family_size", "families of 3, 4 and 6 members over the same size range (tiny N … B)", (
+        Variant("fam3", ("tiny/ViT-N", "tiny/ViT-S", "tiny/ViT-B")),
+        Variant("fam4", ("tiny/ViT-N", "tiny/ViT-C", "tiny/ViT-M", "tiny/ViT-B")),
+        Variant("fam6", ("tiny/ViT-N", "tiny/ViT-T", "tiny/ViT-C", "tiny/ViT-S", "tiny/ViT-M", "tiny/ViT-B")),
+    )),
+    Experiment("prepend", "prepending smaller members to a chain that ends at tiny/ViT-S", (
+        Variant("S<-C", ("tiny/ViT-C", "tiny/ViT-S")),
+        Variant("S<-C<-T", ("tiny/ViT-T", "tiny/ViT-C", "tiny/ViT-S")),
+        Variant("S<-C<-T<-N", FOUR),
+    )),
+    Experiment("transfer", "growth only / distillation only / both", (
+        Variant("both", FOUR),
+        Variant("growth-only", FOUR, overrides=_members("distill=\"none\"")),
+        Variant("distill-only", FOUR, overrides=_members("growth=\"none\"")),
+        Variant("neither", FOUR, overrides=_members("growth=\"none\" distill=\"none\"")),
+    )),
+    Experiment("growth_op", "growth operator: corner (paper) vs preserve vs stack", tuple(
+        Variant(op, FOUR, overrides=_members(f"growth=\"{op}\""))
+        for op in ("corner", "preserve", "stack"))),
+    Experiment("distill_loss", "distillation loss: fd vs affinity vs both", tuple(
+        Variant(loss, FOUR, overrides=_members(f"distill=\"{loss}\""))
+        for loss in ("fd", "affinity", "fd+affinity"))),
+    Experiment("alpha", "fd weight α", tuple(
+        Variant(f"alpha{a:g}", FOUR, overrides=_members(f"distill_weight={a}"))
+        for a in (50.0, 500.0, 2000.0))),
+    Experiment("epochs", "epoch allocation per grown stage", tuple(
+        Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.0, 3.0, 5.0))),
+)}
+
+
+def variant_config(v: Variant, seed: int, extra: list[str]):
+    """The run config of one variant and seed."""
+    import tomllib
+
+    raw = tomllib.loads(BASE.read_text())
+    base_stage = raw.pop("stage_epochs")
+    epochs = v.stage_epochs or (base_stage,) * (len(v.chain) - 1)
+    member = {k: raw["chain_defaults"][k] for k in ("growth", "distill", "distill_weight")}
+    raw.pop("chain_defaults")
+    raw["chain"] = [{"model": v.chain[0], "epochs": raw["baseline_epochs"]}] + [
+        {"model": m, "epochs": e, **member} for m, e in zip(v.chain[1:], epochs)]
+    raw["name"] = v.name
+    raw["baselines"] = True
+    raw["train"]["seed"] = seed
+    raw["data"]["seed"] = 0
+    cfg = config_from_dict(apply_overrides(raw, [*v.overrides, *extra]))
+    validate(cfg)
+    return cfg
+
+
+def reuse_finished(run_dir: Path, cfg) -> int:
+    """Copy finished stages with identical settings (fingerprint) from other variants; returns how many."""
+    copied = 0
+    for stage in plan_stages(cfg, cfg.baselines):
+        target = run_dir / stage.directory
+        if (target / "result.json").is_file():
+            continue
+        want = json.loads(json.dumps(fingerprint(cfg, stage), default=str))
+        for lineage in RUNS.glob(f"*/*/seed{cfg.train.seed}/*/*/lineage.json"):
+            donor = lineage.parent
+            if donor == target or not (donor / "result.json").is_file():
+                continue
+            if json.loads(lineage.read_text()).get("fingerprint") == want:
+                shutil.copytree(donor, target, dirs_exist_ok=True)
+                copied += 1
+                break
+    return copied
+
+
+def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str]) -> Path:
+    cfg = variant_config(v, seed, extra)
+    run_dir = RUNS / exp.name / v.name / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    reused = reuse_finished(run_dir, cfg)
+    t0 = time.perf_counter()
+    print(f"[{exp.name}/{v.name}/seed{seed}] {' → '.join(v.chain)} (reused {reused} stage(s))", flush=True)
+    train_chain(cfg, run_dir, progress=False)
+    print(f"[{exp.name}/{v.name}/seed{seed}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    exps = list(EXPERIMENTS.values()) if args.experiment == "all" else [EXPERIMENTS[args.experiment]]
+    for exp in exps:
+        for v in exp.variants:
+            if args.list:
+                print(f"{exp.name}/{v.name}: {' → '.join(v.chain)} {' '.join(v.overrides)}")
+                continue
+            for seed in args.seeds:
+                run_variant(exp, v, seed, args.overrides)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
