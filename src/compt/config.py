@@ -44,8 +44,7 @@ else:  # pragma: no cover
 
 from compt.errors import UserError, unknown_name
 
-GROWTH_OPS_FALLBACK = ("corner", "preserve", "stack", "hyperclone", "none")
-DISTILL_LOSSES = ("fd", "affinity", "fd+affinity", "none")
+DISTILL_LOSSES = ("fd", "affinity", "icl", "fd+affinity", "none")
 DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart")
 
 
@@ -285,16 +284,12 @@ def validate(cfg: RunConfig) -> None:
 
 
 def _growth_ops() -> tuple[str, ...]:
-    try:
-        from compt.growth import GROWTH_OPS
-    except ImportError:
-        return GROWTH_OPS_FALLBACK
+    from compt.growth import GROWTH_OPS
+
     return (*GROWTH_OPS, "none")
 
 
 def _validate_growth(parent: Any, child: Any) -> None:
-    try:
-        from compt.growth import validate_growth
-    except ImportError:
-        return
+    from compt.growth import validate_growth
+
     validate_growth(parent, child)

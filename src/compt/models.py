@@ -198,7 +198,7 @@ register_family("tiny", [
 
 # Test family: trains in seconds (16×16 images, patch 4, 2 blocks, context 16).
 register_family("test", [
-    _vit("test/A", 16, 1, 16, 1, 16, image=16, patch=4, head_width=8, ctx=16, tl=1),
+    _vit("test/A", 16, 1, 16, 2, 16, image=16, patch=4, head_width=8, ctx=16, tl=1),
     _vit("test/B", 24, 2, 16, 2, 16, image=16, patch=4, head_width=8, ctx=16, tl=2),
     _vit("test/C", 32, 2, 24, 3, 24, image=16, patch=4, head_width=8, ctx=16, tl=2),
 ])

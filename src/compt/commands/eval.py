@@ -1,16 +1,123 @@
-"""`compt eval` (not yet available)."""
+"""`compt eval CHECKPOINT --data KIND [--data-path P] [--model NAME] [--json OUT]`.
+
+Evaluates a compt checkpoint (its model config is inside) or a plain open_clip checkpoint (then
+``--model NAME`` says which shape it has) on a data kind's evaluation suite: zero-shot top-1/top-5,
+retrieval recall@1/5/10, linear probe. Prints a table; ``--json`` also writes the metrics.
+
+For ``csv``, ``wds`` and ``folder`` the file(s) named by ``--data-path`` are evaluated whole (unless
+``--eval-path`` names a separate held-out set); for ``fashion-mnist`` and ``openclipart`` ``--data-path``
+overrides the dataset folder. Other data settings: ``--set key=value`` (any `DataConfig` field).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
 
-from compt.errors import UserError
+from compt.config import DataConfig
+from compt.errors import UserError, unknown_name
+
+_WHOLE_FILE_KINDS = ("csv", "wds", "folder")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="(not yet available)")
+    p = sub.add_parser("eval", help="zero-shot / retrieval / linear-probe evaluation of a checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="compt or plain open_clip checkpoint (.pt)")
+    p.add_argument("--data", default="synthetic", metavar="KIND",
+                   help="synthetic | csv | wds | fashion-mnist | openclipart | folder (default: synthetic)")
+    p.add_argument("--data-path", default="", metavar="P", help="CSV file, shard pattern, folder or dataset root")
+    p.add_argument("--eval-path", default="", metavar="P", help="separate held-out CSV/shards/folder")
+    p.add_argument("--model", default="", metavar="NAME", help="model name (required for plain open_clip files)")
+    p.add_argument("--json", default="", metavar="OUT", help="also write the metrics as JSON to OUT")
+    p.add_argument("--eval-samples", type=int, default=1000, metavar="N", help="held-out images (default 1000)")
+    p.add_argument("--probe-samples", type=int, default=2000, metavar="N",
+                   help="labelled train images for the linear probe, 0 = no probe (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="data generation / split seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="data_set",
+                   help="any data setting, e.g. --set csv_separator=tab --set root=/data (repeatable)")
     p.set_defaults(func=run)
 
 
+def _typed(field: dataclasses.Field, text: str) -> Any:
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "str")
+    try:
+        return {"int": int, "float": float}.get(kind, str)(text)
+    except ValueError:
+        raise UserError(f"--set {field.name}: expected {kind}, got {text!r}") from None
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """The `DataConfig` the command line asks for."""
+    from compt.data import KINDS
+
+    if args.data not in KINDS:
+        raise unknown_name("data kind", args.data, KINDS)
+    values: dict[str, Any] = {"kind": args.data, "path": args.data_path, "eval_path": args.eval_path,
+                              "eval_samples": args.eval_samples, "probe_samples": args.probe_samples,
+                              "seed": args.seed}
+    if args.data in _WHOLE_FILE_KINDS and not args.eval_path:
+        values["eval_path"] = args.data_path
+    if args.data in _WHOLE_FILE_KINDS and not args.data_path:
+        raise UserError(f"--data {args.data} needs --data-path")
+    fields = {f.name: f for f in dataclasses.fields(DataConfig)}
+    for item in args.data_set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise unknown_name("data setting", key, fields) if sep else UserError(f"--set {item!r}: use KEY=VALUE")
+        values[key] = _typed(fields[key], value)
+    return DataConfig(**values)
+
+
+def load_model(path: str, model_name: str) -> tuple[Any, Any]:
+    """(model, ModelConfig) from a compt or plain open_clip checkpoint."""
+    from compt.checkpoint import load_checkpoint
+    from compt.models import create_model, get_model_config
+
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.model_config
+    if cfg is None:
+        if not model_name:
+            raise UserError(f"{path} is a plain open_clip checkpoint without a model config; pass --model NAME "
+                            f"(e.g. --model tiny/ViT-S)")
+        cfg = get_model_config(model_name)
+    elif model_name and model_name != cfg.name:
+        raise UserError(f"{path} holds a {cfg.name} model, not {model_name} (drop --model)")
+    return create_model(cfg, state_dict=ckpt.state_dict), cfg
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Two-column text table, summaries first."""
+    summary = [k for k in metrics if "/" not in k]
+    rows = summary + [k for k in metrics if "/" in k]
+    width = max([len(k) for k in rows] + [6])
+    lines = [f"{'metric':<{width}}  {'%':>7}", f"{'-' * width}  {'-' * 7}"]
+    lines += [f"{k:<{width}}  {metrics[k]:7.2f}" for k in rows]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise UserError("`compt eval` is not yet available")
+    from compt.data import build_eval_suite, evaluate
+
+    data = data_config(args)
+    model, cfg = load_model(args.checkpoint, args.model)
+    model.to(args.device)
+    start = time.perf_counter()
+    suite = build_eval_suite(data, cfg)
+    metrics = evaluate(model, suite, batch_size=args.batch_size, device=args.device)
+    print(f"{cfg.name} on {suite.describe()}")
+    print(format_table(metrics))
+    print(f"({time.perf_counter() - start:.1f} s)")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"checkpoint": str(args.checkpoint), "model": cfg.name, "data": dataclasses.asdict(data),
+                   "suite": suite.describe(), "metrics": metrics}
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"written: {out}")
+    return 0

@@ -1,16 +1,67 @@
-"""`compt grow` (not yet available)."""
+"""`compt grow --from PARENT.pt --to MODEL --op NAME --out CHILD.pt [--seed N] [--from-model NAME]`.
+
+Initialises a larger family member from a trained smaller one with a growth operator (`compt.growth`).
+The parent's config comes from its compt checkpoint; a plain open_clip checkpoint (bare state dict, with or
+without ``module.`` prefixes, or a training dict with ``state_dict``) needs ``--from-model``, or the model is
+inferred by matching every key and shape against the registry. The output is a self-describing compt
+checkpoint (lineage: parent path + sha256, operator, seed, stage "grow"), written atomically, plus an
+``open_clip_config.json`` in the same folder so that ``open_clip.create_model('local-dir:DIR')`` builds it
+(open_clip only picks up weights named ``*.pth``/``*.bin``/``*.safetensors`` there).
+Every check runs before anything is written; on error nothing is written.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, sha256_file
 from compt.errors import UserError
+from compt.growth import GROWTH_OPS, get_operator, grow
+from compt.models import ModelConfig, get_model_config, write_open_clip_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("grow", help="(not yet available)")
+    p = sub.add_parser("grow", help="initialise a larger model from a trained smaller one (growth operator)")
+    p.add_argument("--from", dest="parent", required=True, metavar="PARENT.pt", help="parent checkpoint")
+    p.add_argument("--to", dest="child", required=True, metavar="MODEL", help="registered child model name")
+    p.add_argument("--op", required=True, metavar="NAME", help=f"growth operator: {', '.join(GROWTH_OPS)}")
+    p.add_argument("--out", required=True, metavar="CHILD.pt", help="output checkpoint (written atomically)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the child's fresh init and noise (default 0)")
+    p.add_argument("--from-model", metavar="NAME",
+                   help="parent model for a plain open_clip checkpoint (default: infer from the shapes)")
     p.set_defaults(func=run)
 
 
+def parent_config(ckpt: Checkpoint, from_model: str | None) -> tuple[ModelConfig, str]:
+    """The parent's config and a note on where it came from (checkpoint, --from-model or inference)."""
+    if ckpt.model_config is not None:
+        if from_model and get_model_config(from_model).to_open_clip() != ckpt.model_config.to_open_clip():
+            raise UserError(f"--from-model {from_model} contradicts the checkpoint's own model "
+                            f"{ckpt.model_config.name}")
+        return ckpt.model_config, f"parent model {ckpt.model_config.name} (from the checkpoint)"
+    if from_model:
+        return get_model_config(from_model), f"parent model {from_model} (--from-model)"
+    from compt.growth.infer import infer_model_config
+
+    cfg, same = infer_model_config(ckpt.state_dict)
+    also = f"; same architecture as {', '.join(same)}" if same else ""
+    return cfg, f"inferred parent model {cfg.name} from the checkpoint's shapes{also}"
+
+
 def run(args: argparse.Namespace) -> int:
-    raise UserError("`compt grow` is not yet available")
+    get_operator(args.op)
+    child_cfg = get_model_config(args.child)
+    parent_path, out = Path(args.parent), Path(args.out)
+    if out.exists() and out.resolve() == parent_path.resolve():
+        raise UserError("--out must not overwrite the parent checkpoint")
+    ckpt = load_checkpoint(parent_path)
+    parent_cfg, note = parent_config(ckpt, args.from_model)
+    state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
+    lineage = {"parent": str(parent_path.resolve()), "parent_sha256": sha256_file(parent_path),
+               "parent_model": parent_cfg.name, "operator": args.op, "seed": args.seed, "stage": "grow"}
+    save_checkpoint(out, state_dict=state, model_config=child_cfg, lineage=lineage)
+    config = write_open_clip_config(child_cfg, out.parent)
+    print(note)
+    print(f"grew {parent_cfg.name} -> {child_cfg.name} with {args.op} (seed {args.seed}): {out}  [{config.name}]")
+    return 0

@@ -1,0 +1,248 @@
+"""Everything that knows about ranks, devices and process groups — the only such module in compt.
+
+One process (no torchrun) needs no initialisation: every helper below is then the identity / a no-op.
+Under ``torchrun`` the process group is created from RANK / WORLD_SIZE / LOCAL_RANK (NCCL on GPU, gloo on
+CPU). Only the student is wrapped (DDP, or FSDP2's ``fully_shard`` when asked); the frozen teacher stays a
+plain replicated module. Parameters a wrapper does not manage (a distillation projection, FSDP's ignored
+scalar ``logit_scale``) get their gradients averaged by `all_reduce_grads`.
+
+Contrastive losses need global negatives: `gather_with_grad` concatenates every rank's features with
+``torch.distributed.nn.functional.all_gather``, whose backward sums the gradients of all ranks. Every rank
+then computes the same global loss, each local feature receives W × its share of the gradient and DDP's
+gradient averaging divides by W again, so the update equals the one-process update on the global batch
+(open_clip's ``gather_with_grad=True, local_loss=False``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: its rank among `world_size` processes and the device it computes on."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def pin_memory(self) -> bool:
+        """Whether host batches should be pinned for asynchronous copies to the device."""
+        return self.device.type == "cuda"
+
+
+def world_info_from_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def init_distributed() -> DistInfo:
+    """Join torchrun's process group if there is one (idempotent) and pick this rank's device."""
+    rank, world, local = world_info_from_env()
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def shutdown() -> None:
+    """Leave the process group (call once at the very end of a torchrun job)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def barrier() -> None:
+    if _world() > 1:
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------------------------- devices
+def move(batch: Iterable[Tensor], info: DistInfo) -> list[Tensor]:
+    """Move a batch (tuple of tensors) to this rank's device."""
+    return [t.to(info.device, non_blocking=True) for t in batch]
+
+
+def autocast(info: DistInfo, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for precision "bf16", or "auto" on GPU; plain fp32 otherwise."""
+    bf16 = precision == "bf16" or (precision == "auto" and info.device.type == "cuda")
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------------------------- wrapping
+def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False) -> nn.Module:
+    """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone."""
+    if info.world_size == 1:
+        return model
+    if not fsdp:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(info.device.type, (info.world_size,))
+    for block in [m for m in model.modules() if isinstance(m, _block_types())]:
+        fully_shard(block, mesh=mesh)
+    # FSDP2 cannot shard 0-d parameters: the scalar logit scale stays replicated (see all_reduce_grads).
+    scalars = {p for p in model.parameters() if p.ndim == 0}
+    fully_shard(model, mesh=mesh, ignored_params=scalars)
+    return model
+
+
+def _block_types() -> tuple[type, ...]:
+    """Transformer blocks that become one FSDP unit each: open_clip's (ViT, text) and timm's Swin block."""
+    from open_clip.transformer import ResidualAttentionBlock
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    return ResidualAttentionBlock, SwinTransformerBlock
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user module inside a DDP wrapper (FSDP2 shards in place: the module itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _is_fsdp(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def unmanaged_params(params: Iterable[nn.Parameter], student: nn.Module) -> list[nn.Parameter]:
+    """Trainable parameters whose gradients the student's wrapper does not synchronise."""
+    if _world() == 1:
+        return []
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(student, nn.parallel.DistributedDataParallel):
+        managed = {id(p) for p in student.parameters()}
+        return [p for p in params if p.requires_grad and id(p) not in managed]
+    return [p for p in params if p.requires_grad and not isinstance(p, DTensor)]
+
+
+def all_reduce_grads(params: list[nn.Parameter]) -> None:
+    """Average the gradients of `params` over ranks (for parameters outside DDP/FSDP)."""
+    if _world() == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(_world())
+
+
+@contextlib.contextmanager
+def no_sync(model: nn.Module, active: bool) -> Iterator[None]:
+    """Skip gradient synchronisation for the micro-batches of an accumulation step before the last."""
+    if not active or _world() == 1:
+        yield
+    elif isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif _is_fsdp(model):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
+
+
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> Tensor:
+    """Clip the global gradient norm of `params`, which may mix FSDP-sharded and replicated tensors."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for p in params if p.grad is not None]
+    sharded = [p for p in params if isinstance(p.grad, DTensor)]
+    plain = [p for p in params if not isinstance(p.grad, DTensor)]
+    total = torch.zeros((), device=params[0].grad.device)
+    if sharded:
+        total = total + torch.nn.utils.get_total_norm([p.grad for p in sharded]).full_tensor() ** 2
+    if plain:
+        total = total + torch.nn.utils.get_total_norm([p.grad for p in plain]) ** 2
+    total = total.sqrt()
+    for group in (sharded, plain):
+        if group:
+            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
+    return total
+
+
+# ----------------------------------------------------------------------------------------------- collectives
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate `x` (B_local, ...) from every rank along dim 0, keeping the autograd graph."""
+    if _world() == 1:
+        return x
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(x), dim=0)
+
+
+def gather_no_grad(x: Tensor) -> Tensor:
+    """Concatenate `x` (B_local, ...) from every rank along dim 0 (no gradient, e.g. teacher features)."""
+    if _world() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(_world())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def all_reduce_mean(x: Tensor) -> Tensor:
+    """Element-wise mean over ranks of a small tensor (metrics, stop flags)."""
+    if _world() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x / _world()
+
+
+# ----------------------------------------------------------------------------------------------- state
+def model_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Full (unsharded) CPU state dict of the student; with FSDP only rank 0 receives tensors."""
+    if _is_fsdp(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+
+
+def optimizer_state_dict(root: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> dict[str, Any]:
+    """Full optimizer state (FSDP: gathered to rank 0 and keyed by names under `root`)."""
+    if not (fsdp and _world() > 1):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(root, optimizer, options=opts)
+
+
+def load_optimizer_state_dict(root: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                              fsdp: bool) -> None:
+    """Inverse of `optimizer_state_dict` (every rank passes the full state read from the checkpoint)."""
+    if not (fsdp and _world() > 1):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(root, optimizer, state, options=StateDictOptions(full_state_dict=True))

@@ -1,0 +1,164 @@
+"""Training tasks: a Task owns the student, the frozen teacher and the loss, and returns a dict with `loss`.
+
+The trainer only calls ``task(images, tokens, index)``, ``task.post_step()`` and reads ``out["loss"]``;
+everything else in the dict (loss parts, the logit scale) is logged. Shapes: images (B, 3, H, W),
+tokens (B, K, ctx) with K caption slots per image, index (B,) dataset indices.
+
+- `ClipTask`: symmetric InfoNCE averaged over caption slots (global negatives across ranks).
+- `DistillTask`: the same plus distillation from a frozen teacher (``fd``: the paper's inverse feature
+  distillation; ``affinity``/``icl``: CLIP-KD's soft logit matching; ``fd+affinity``: both). Teacher
+  features come from a forward of the teacher (eval mode, no grad) or from a `TeacherCache` by index.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from compt.distributed import gather_no_grad, gather_with_grad, unwrap
+from compt.errors import UserError
+from compt.losses import AFFINITY_WEIGHT, affinity_distill_loss, feature_distill_loss, multi_caption_clip_loss
+
+MAX_LOGIT_SCALE = math.log(100.0)  # open_clip clamps the learnable temperature at 100 after every step
+DISTILL_KINDS = {"fd": ("fd",), "affinity": ("affinity",), "icl": ("affinity",), "fd+affinity": ("fd", "affinity")}
+
+
+class TeacherFeatures(Protocol):
+    """Anything that returns the teacher's (image (B, E), text (B, K, E), logit scale ()) for dataset indices."""
+
+    def lookup(self, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor, Tensor]: ...
+
+
+def encode(model: nn.Module, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Run an open_clip CLIP through its forward (so DDP hooks fire) on all B·K captions.
+
+    Returns normalised image (B, E) and text (B, K, E) features in fp32 and the exponentiated logit scale.
+    """
+    if tokens.ndim == 2:  # (B, ctx): one caption per image
+        tokens = tokens[:, None]
+    b, k = tokens.shape[:2]
+    image, text, scale = model(images, tokens.reshape(b * k, -1))
+    return image.float(), text.float().reshape(b, k, -1), scale.float()
+
+
+class ClipTask(nn.Module):
+    """Plain CLIP pre-training of `student` (an open_clip CLIP, possibly wrapped by DDP/FSDP later)."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, images: Tensor, tokens: Tensor, index: Tensor) -> dict[str, Tensor]:
+        image, text, scale = encode(self.student, images, tokens)
+        loss = multi_caption_clip_loss(gather_with_grad(image), gather_with_grad(text), scale)
+        return {"loss": loss, "clip_loss": loss.detach(), "logit_scale": scale.detach()}
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        """Clamp the learnable temperature to [0, log 100] (open_clip's rule, applied after each step)."""
+        unwrap(self.student).logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+    def extra_state(self) -> dict[str, Tensor]:
+        """Trainable tensors outside the student (saved in resume checkpoints only)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Tensor]) -> None:
+        if state:
+            raise UserError(f"checkpoint holds task state {sorted(state)} this task does not have")
+
+
+def _rect_identity(out_dim: int, in_dim: int) -> Tensor:
+    return torch.eye(out_dim, in_dim)
+
+
+class DistillTask(ClipTask):
+    """CLIP loss on the student plus distillation from a frozen teacher.
+
+    L = L_clip + α · (FD(img) + FD(txt)) [fd] + 1 · ICL [affinity], where FD compares the teacher's
+    normalised embedding with T(student's normalised embedding). T is one learnable bias-free linear map
+    shared by both towers (they live in one joint space), initialised to the rectangular identity so that a
+    function-preserving growth starts with zero FD loss; T is the identity (no parameters) when the
+    embedding sizes match. `teacher` may be None when every batch's features come from `cache`.
+    """
+
+    def __init__(self, student: nn.Module, *, teacher: nn.Module | None, kind: str, weight: float,
+                 student_dim: int, teacher_dim: int, cache: TeacherFeatures | None = None) -> None:
+        super().__init__(student)
+        if kind not in DISTILL_KINDS:
+            raise UserError(f"unknown distillation loss {kind!r} (known: {', '.join(DISTILL_KINDS)}, none)")
+        if teacher is None and cache is None:
+            raise ValueError("DistillTask needs a teacher module or a teacher cache")
+        self.parts, self.weight, self.cache = DISTILL_KINDS[kind], weight, cache
+        self.teacher = freeze(teacher) if teacher is not None else None
+        self.proj: nn.Linear | None = None
+        if "fd" in self.parts and student_dim != teacher_dim:
+            self.proj = nn.Linear(student_dim, teacher_dim, bias=False)
+            with torch.no_grad():
+                self.proj.weight.copy_(_rect_identity(teacher_dim, student_dim))
+
+    def train(self, mode: bool = True) -> DistillTask:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher never leaves eval mode
+        return self
+
+    def teacher_features(self, images: Tensor, tokens: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Teacher's normalised image (B, E'), text (B, K, E') features and logit scale, without gradient."""
+        if self.cache is not None:
+            return self.cache.lookup(index, images.device)
+        with torch.no_grad():
+            return encode(self.teacher, images, tokens)
+
+    def project(self, x: Tensor) -> Tensor:
+        return x if self.proj is None else self.proj(x)
+
+    def forward(self, images: Tensor, tokens: Tensor, index: Tensor) -> dict[str, Tensor]:
+        image, text, scale = encode(self.student, images, tokens)
+        t_image, t_text, t_scale = self.teacher_features(images, tokens, index)
+        g_image, g_text = gather_with_grad(image), gather_with_grad(text)
+        clip = multi_caption_clip_loss(g_image, g_text, scale)
+        out = {"clip_loss": clip.detach(), "logit_scale": scale.detach()}
+        loss = clip
+        if "fd" in self.parts:
+            # local samples only: DDP's gradient averaging turns the per-rank means into the global mean
+            fd_image = feature_distill_loss(self.project(image), t_image)
+            fd_text = feature_distill_loss(self.project(text), t_text)
+            loss = loss + self.weight * (fd_image + fd_text)
+            out |= {"fd_image": fd_image.detach(), "fd_text": fd_text.detach()}
+        if "affinity" in self.parts:
+            affinity = affinity_distill_loss(g_image, g_text, scale, gather_no_grad(t_image),
+                                             gather_no_grad(t_text), t_scale)
+            loss = loss + AFFINITY_WEIGHT * affinity
+            out["affinity"] = affinity.detach()
+        return {"loss": loss, **out}
+
+    def extra_state(self) -> dict[str, Tensor]:
+        return {} if self.proj is None else {"proj.weight": self.proj.weight.detach().cpu().clone()}
+
+    def load_extra_state(self, state: dict[str, Tensor]) -> None:
+        if set(state) != set(self.extra_state()):
+            raise UserError(f"checkpoint task state {sorted(state)} does not fit this task "
+                            f"({sorted(self.extra_state())})")
+        if self.proj is not None:
+            with torch.no_grad():
+                self.proj.weight.copy_(state["proj.weight"])
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Teacher mode: eval, no parameter requires grad."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def build_task(student: nn.Module, *, distill: str = "none", weight: float = 0.0, teacher: nn.Module | None = None,
+               student_dim: int = 0, teacher_dim: int = 0, cache: TeacherFeatures | None = None) -> ClipTask:
+    """`ClipTask` for ``distill="none"`` (or no teacher), else `DistillTask` with the named loss."""
+    if distill == "none" or (teacher is None and cache is None):
+        return ClipTask(student)
+    return DistillTask(student, teacher=teacher, kind=distill, weight=weight, student_dim=student_dim,
+                       teacher_dim=teacher_dim, cache=cache)

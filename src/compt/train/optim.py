@@ -1,0 +1,52 @@
+"""AdamW with open_clip's weight-decay groups, and the per-step cosine schedule with warmup and floor."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from compt.config import TrainConfig
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """open_clip's ``exclude`` rule (open_clip_train/main.py): gains, biases, norms and the logit scale.
+
+    Everything else with ≥ 2 dims is decayed — including, as in open_clip, the token and positional
+    embeddings, the tower projections and a distillation projection.
+    """
+    return param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+
+def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decayed weights and undecayed gains/biases (frozen parameters are left out)."""
+    decay, rest = [], []
+    for name, p in named:
+        if p.requires_grad:
+            (rest if no_weight_decay(name, p) else decay).append(p)
+    return [{"params": rest, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def build_optimizer(module: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over every trainable parameter of `module` (a task: student and its distillation head)."""
+    groups = param_groups(module.named_parameters(), train.weight_decay)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps)
+
+
+def lr_at(step: int, *, base_lr: float, min_lr: float, warmup: int, total: int) -> float:
+    """Learning rate of optimizer step `step` (0-based).
+
+    Linear warmup lr·(step+1)/warmup for step < warmup (open_clip's `_warmup_lr`), then a cosine from lr to
+    the floor: min_lr + ½(lr − min_lr)(1 + cos(π·e/E)) with e = step − warmup, E = total − warmup.
+    """
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    span = max(total - warmup, 1)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(step - warmup, span) / span))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,60 @@
+"""Resume state of a stage: RNG states and the `train_state` dict stored in `last.pt`.
+
+Everything in it loads with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists, tuples
+and dicts only (numpy's RNG key becomes an int64 tensor, Python's state stays a tuple of ints).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch CPU (and CUDA, when present) generator states."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+@dataclass
+class Progress:
+    """Where a stage is: optimizer steps done, accumulated wall clock, eval history, last losses."""
+
+    step: int = 0
+    wall_clock_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    losses: dict[str, float] = field(default_factory=dict)
+    metrics_offset: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "wall_clock_s": self.wall_clock_s, "history": self.history,
+                "losses": self.losses, "metrics_offset": self.metrics_offset}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Progress:
+        return cls(step=d["step"], wall_clock_s=d["wall_clock_s"], history=list(d["history"]),
+                   losses=dict(d["losses"]), metrics_offset=d["metrics_offset"])

@@ -1,0 +1,389 @@
+"""`train_stage`: train one chain member (from scratch, or grown + distilled) to a final checkpoint.
+
+Stage folder::
+
+    last.pt        resume checkpoint (weights, optimizer, step, RNG, eval history, metrics offset)
+    final.pt       final weights + model config + lineage (no train state)
+    metrics.jsonl  train / eval records (see `compt.train.metrics`)
+    tb/            TensorBoard events
+    result.json    the `StageResult`; when it and final.pt exist the stage is done and is not rerun
+
+A stage killed at any point and started again with the same call resumes from last.pt and ends with the
+same weights and metrics, bit for bit on CPU: data order, learning rate and every piece of state are
+functions of the step (`compt.train.sampler`, `compt.train.optim`, `compt.train.state`).
+
+One optimizer step consumes `train.batch_size` samples (global, over all ranks). With ``accum_steps = A`` it
+is split into A micro-batches whose losses are averaged; contrastive negatives then come from one
+micro-batch (batch_size / A samples) — plain gradient accumulation, not open_clip's feature-cache variant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from compt import distributed
+from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compt.config import MemberConfig, TrainConfig
+from compt.distributed import DistInfo
+from compt.errors import UserError
+from compt.flops import model_flops
+from compt.models import ModelConfig, create_model
+from compt.tasks import ClipTask, build_task, freeze
+from compt.train.metrics import MetricsLog
+from compt.train.optim import build_optimizer, lr_at, set_lr
+from compt.train.sampler import StepBatchSampler
+from compt.train.state import Progress, rng_state, set_rng_state
+from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
+
+Evaluate = Callable[[nn.Module], dict[str, float]]
+POSITION_KEYS = ("step", "epoch", "samples", "flops")
+
+
+@dataclass
+class StageResult:
+    checkpoint: Path            # final checkpoint (self-describing, compt format)
+    metrics: dict[str, float]   # last eval metrics + final train losses (train_loss, train_clip_loss, …)
+    steps: int
+    samples: int                # samples seen
+    train_flops: float          # samples × (3 × student fwd + teacher fwd if not cached) + cache fill
+    wall_clock_s: float         # training wall clock (fill pass, steps, checkpoints; evaluation excluded)
+    history: list[dict] = field(default_factory=list)  # [{"step", "epoch", "samples", "flops", **metrics}]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "checkpoint": str(self.checkpoint)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageResult:
+        return cls(**{**d, "checkpoint": Path(d["checkpoint"])})
+
+
+@dataclass
+class _Stage:
+    """Everything the loop needs; built once by `_setup`."""
+
+    out_dir: Path
+    model_cfg: ModelConfig
+    train: TrainConfig
+    info: DistInfo
+    dataset: Dataset
+    task: ClipTask
+    optimizer: torch.optim.Optimizer
+    total_steps: int
+    warmup: int
+    sample_flops: float         # training FLOPs per sample
+    fill_flops: float           # teacher-cache fill pass
+    lineage: dict[str, Any]
+    progress: Progress
+    log: MetricsLog
+    evaluate: Evaluate | None = None
+    unmanaged: list[nn.Parameter] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    eval_s: float = 0.0
+
+    @property
+    def batch(self) -> int:
+        return self.train.batch_size
+
+    def epoch(self, step: int) -> float:
+        return step * self.batch / len(self.dataset)
+
+    def flops(self, step: int) -> float:
+        return self.fill_flops + step * self.batch * self.sample_flops
+
+    def wall(self) -> float:
+        """Accumulated training wall clock: earlier sessions plus this one, evaluation excluded."""
+        return self.progress.wall_clock_s + time.perf_counter() - self.started - self.eval_s
+
+
+def train_stage(*, out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, train: TrainConfig,
+                dataset: Dataset, init_state: dict[str, Tensor] | None = None,
+                teacher: tuple[ModelConfig, dict[str, Tensor]] | None = None, evaluate: Evaluate | None = None,
+                lineage: dict | None = None, from_scratch: bool = True, progress: bool = True,
+                on_step: Callable[[int], None] | None = None) -> StageResult:
+    """Train `model_cfg` on `dataset` for `member.epochs` epochs into `out_dir`, resuming from last.pt.
+
+    `init_state` initialises the student (None: the caller-seeded fresh init); with `teacher` and
+    ``member.distill != "none"`` the stage distills from that frozen model. `evaluate` runs on the
+    unwrapped student every `train.eval_every_epochs` epochs and at the end (on every rank; rank 0's
+    result is kept). `on_step(step)` is called after every optimizer step (tests, benchmarks).
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    done = load_result(out_dir)
+    if done is not None:
+        return done
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = _setup(out_dir, model_cfg, member, train, dataset, init_state, teacher, evaluate, lineage,
+                   from_scratch, progress)
+    stage.started = started  # the wall clock includes set-up and the teacher-cache fill
+    try:
+        with _stop_signals() as stop:
+            _loop(stage, stop, on_step)
+        return _finish(stage)
+    finally:
+        stage.log.close()
+
+
+def load_result(out_dir: Path) -> StageResult | None:
+    """The stored result of a finished stage, or None."""
+    path = Path(out_dir) / "result.json"
+    if path.is_file() and (Path(out_dir) / "final.pt").is_file():
+        return StageResult.from_dict(json.loads(path.read_text()))
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- setup
+def _setup(out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, train: TrainConfig, dataset: Dataset,
+           init_state: dict[str, Tensor] | None, teacher: tuple[ModelConfig, dict[str, Tensor]] | None,
+           evaluate: Evaluate | None, lineage: dict | None, from_scratch: bool, progress: bool) -> _Stage:
+    info = distributed.init_distributed()
+    _validate(train, info, len(dataset))
+    captions = dataset_captions(dataset)
+    total = math.ceil(member.epochs * len(dataset) / train.batch_size)
+    resume = _load_resume(out_dir / "last.pt", model_cfg, train, total)
+    student = create_model(model_cfg, state_dict=resume.state_dict if resume else init_state)
+    teacher = teacher if member.distill != "none" else None
+    task, fill_flops, sample_flops = _build_task(student, model_cfg, member, train, teacher, dataset, captions,
+                                                 info, out_dir)
+    task.to(info.device)
+    state = resume.train_state if resume else None
+    if state is not None:
+        task.load_extra_state(state["task"])
+    task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp)
+    optimizer = build_optimizer(task, train)
+    prog = Progress.from_dict(state["progress"]) if state is not None else Progress()
+    if state is not None:
+        distributed.load_optimizer_state_dict(task, optimizer, state["optimizer"], train.fsdp)
+        set_rng_state(state["rng"])
+    log = MetricsLog(out_dir, enabled=info.is_main, progress=progress, total_steps=total, step=prog.step,
+                     truncate_to=prog.metrics_offset if state is not None else None, desc=model_cfg.name)
+    warm = member.warmup_steps if member.warmup_steps is not None else (
+        train.warmup_steps if from_scratch else train.stage_warmup_steps)
+    stage_info = {"distill": member.distill if teacher else "none", "teacher": teacher[0].name if teacher else None,
+                  "epochs": member.epochs, "steps": total, "batch_size": train.batch_size, "seed": train.seed}
+    return _Stage(out_dir=out_dir, model_cfg=model_cfg, train=train, info=info, dataset=dataset, task=task,
+                  optimizer=optimizer, total_steps=total, warmup=min(warm, total), sample_flops=sample_flops,
+                  fill_flops=fill_flops, lineage={**(lineage or {}), "train_stage": stage_info}, progress=prog,
+                  log=log, evaluate=evaluate, unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
+
+
+def _validate(train: TrainConfig, info: DistInfo, n: int) -> None:
+    if train.batch_size % (train.accum_steps * info.world_size):
+        raise UserError(f"batch_size {train.batch_size} must be divisible by accum_steps × processes "
+                        f"({train.accum_steps} × {info.world_size})")
+    if train.precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"precision must be auto, fp32 or bf16, got {train.precision!r}")
+    if n == 0:
+        raise UserError("the training dataset is empty")
+
+
+def dataset_captions(dataset: Dataset) -> int:
+    """Caption slots K per image, read from the first item's tokens (K, ctx)."""
+    tokens = dataset[0][1]
+    return int(tokens.shape[0]) if tokens.ndim == 2 else 1
+
+
+def _load_resume(path: Path, model_cfg: ModelConfig, train: TrainConfig, total: int) -> Checkpoint | None:
+    if not path.is_file():
+        return None
+    ckpt = load_checkpoint(path)
+    state = ckpt.train_state or {}
+    got = (ckpt.model_config.name if ckpt.model_config else None, state.get("total_steps"), state.get("batch_size"))
+    if got != (model_cfg.name, total, train.batch_size):
+        raise UserError(f"{path} belongs to another stage (model, steps, batch = {got}, expected "
+                        f"{(model_cfg.name, total, train.batch_size)}); use a fresh folder or delete it")
+    return ckpt
+
+
+def _build_task(student: nn.Module, s_cfg: ModelConfig, member: MemberConfig, train: TrainConfig,
+                teacher: tuple[ModelConfig, dict[str, Tensor]] | None, dataset: Dataset, captions: int,
+                info: DistInfo, out_dir: Path) -> tuple[ClipTask, float, float]:
+    """(task, cache-fill FLOPs, training FLOPs per sample)."""
+    per_sample = 3 * model_flops(s_cfg).per_sample(captions)
+    if teacher is None:
+        return build_task(student), 0.0, per_sample
+    t_cfg, t_state = teacher
+    if (t_cfg.vision.image_size, t_cfg.text.context_length) != (s_cfg.vision.image_size, s_cfg.text.context_length):
+        raise UserError(f"teacher {t_cfg.name} and student {s_cfg.name} need the same image size and context")
+    t_model = freeze(create_model(t_cfg, state_dict=t_state)).to(info.device)
+    t_fwd = model_flops(t_cfg).per_sample(captions)
+    cache, fill = None, 0.0
+    if train.teacher_cache and getattr(dataset, "deterministic", False):
+        big = cache_bytes(len(dataset), captions, t_cfg.embed_dim) > train.teacher_cache_mem_gb * 2**30
+        cache = fill_teacher_cache(t_model, dataset, captions=captions, embed_dim=t_cfg.embed_dim,
+                                   batch_size=train.batch_size // info.world_size, info=info,
+                                   precision=train.precision, workers=train.loader_workers,
+                                   mmap_dir=out_dir / "teacher_cache" if big else None)
+        t_model, fill = None, len(dataset) * t_fwd
+    task = build_task(student, distill=member.distill, weight=member.distill_weight, teacher=t_model,
+                      student_dim=s_cfg.embed_dim, teacher_dim=t_cfg.embed_dim, cache=cache)
+    return task, fill, per_sample + (t_fwd if cache is None else 0.0)
+
+
+# ----------------------------------------------------------------------------------------------- loop
+def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | None) -> None:
+    """Optimizer steps from the resume point to the end; logs, evaluates and checkpoints as it goes."""
+    st.task.train()
+    batches = iter(_loader(st))
+    accum = st.train.accum_steps
+    for step in range(st.progress.step, st.total_steps):
+        lr = lr_at(step, base_lr=st.train.lr, min_lr=st.train.min_lr, warmup=st.warmup, total=st.total_steps)
+        set_lr(st.optimizer, lr)
+        sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
+        losses, stopped = _reduce(sums, stop, st.info)
+        st.progress.step = step + 1
+        _check_finite(losses, step + 1, st.out_dir)
+        st.progress.losses = losses
+        _after_step(st, lr, stopped)
+        if stopped:
+            name = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal on another rank"
+            raise UserError(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
+                            f"{st.out_dir / 'last.pt'} — run the same command again to resume")
+        if on_step is not None:
+            on_step(step + 1)
+
+
+def _loader(st: _Stage) -> DataLoader:
+    sampler = StepBatchSampler(len(st.dataset), batch_size=st.batch, accum=st.train.accum_steps,
+                               seed=st.train.seed, start=st.progress.step, stop=st.total_steps,
+                               shard_id=st.info.rank, num_shards=st.info.world_size)
+    return DataLoader(st.dataset, batch_sampler=sampler, num_workers=st.train.loader_workers,
+                      pin_memory=st.info.pin_memory)
+
+
+def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, Tensor]:
+    """Forward/backward over the micro-batches, then clip and step; returns the mean of each output."""
+    st.optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, Tensor] = {}
+    last = len(micro_batches) - 1
+    for j, batch in enumerate(micro_batches):
+        images, tokens, index = distributed.move(batch, st.info)
+        with distributed.no_sync(st.task.student, j < last):
+            with distributed.autocast(st.info, st.train.precision):
+                out = st.task(images, tokens, index)
+            (out["loss"] / len(micro_batches)).backward()
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro_batches)
+    distributed.all_reduce_grads(st.unmanaged)
+    if st.train.grad_clip > 0:
+        params = [p for group in st.optimizer.param_groups for p in group["params"]]
+        distributed.clip_grad_norm(params, st.train.grad_clip)
+    st.optimizer.step()
+    st.task.post_step()
+    return sums
+
+
+def _reduce(sums: dict[str, Tensor], stop: dict[str, int], info: DistInfo) -> tuple[dict[str, float], bool]:
+    """Mean over ranks of every loss part, plus whether any rank was asked to stop (one collective)."""
+    keys = sorted(sums)
+    flag = torch.tensor(float(stop["signal"] > 0), device=info.device)
+    values = distributed.all_reduce_mean(torch.stack([sums[k] for k in keys] + [flag])).tolist()
+    return dict(zip(keys, values[:-1], strict=True)), values[-1] > 0
+
+
+def _check_finite(losses: dict[str, float], step: int, out_dir: Path) -> None:
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise UserError(f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
+                        f"stopped without saving — the last good checkpoint is {out_dir / 'last.pt'}")
+
+
+def _after_step(st: _Stage, lr: float, stopped: bool) -> None:
+    s, n = st.progress.step, len(st.dataset)
+    epochs_done = s * st.batch // n
+    epoch_end = epochs_done > (s - 1) * st.batch // n
+    last = s == st.total_steps
+    postfix = {}
+    if s % max(st.train.log_every_steps, 1) == 0 or last:
+        ips = st.log.throughput(s, st.batch)
+        record = {"kind": "train", **_position(st, s), "lr": lr, **st.progress.losses, "images_per_s": ips,
+                  "time_s": st.wall()}
+        st.log.write(record, "train")
+        postfix = {"loss": st.progress.losses["loss"], "lr": lr, "img/s": ips}
+    st.log.step(postfix)
+    every = st.train.eval_every_epochs
+    if st.evaluate is not None and (last or (epoch_end and every > 0 and epochs_done % every == 0)):
+        _evaluate(st)
+    every = st.train.ckpt_every_steps
+    if last or stopped or (s % every == 0 if every > 0 else epoch_end):
+        _save_last(st)
+
+
+def _position(st: _Stage, step: int) -> dict[str, float]:
+    return {"step": step, "epoch": st.epoch(step), "samples": step * st.batch, "flops": st.flops(step)}
+
+
+def _evaluate(st: _Stage) -> None:
+    start = time.perf_counter()
+    model = distributed.unwrap(st.task.student)
+    model.eval()
+    with torch.no_grad():
+        metrics = {k: float(v) for k, v in st.evaluate(model).items()}
+    st.task.train()
+    entry = {**_position(st, st.progress.step), **metrics}
+    st.progress.history.append(entry)
+    st.log.write({"kind": "eval", **entry}, "eval")
+    st.eval_s += time.perf_counter() - start
+
+
+def _save_last(st: _Stage) -> None:
+    """Resume checkpoint (every rank takes part in gathering sharded state; rank 0 writes)."""
+    weights = distributed.model_state_dict(st.task.student)
+    optim = distributed.optimizer_state_dict(st.task, st.optimizer, st.train.fsdp)
+    st.progress.wall_clock_s, st.started, st.eval_s = st.wall(), time.perf_counter(), 0.0
+    st.progress.metrics_offset = st.log.offset()
+    if st.info.is_main:
+        state = {"progress": st.progress.to_dict(), "optimizer": optim, "task": st.task.extra_state(),
+                 "rng": rng_state(), "total_steps": st.total_steps, "batch_size": st.batch}
+        save_checkpoint(st.out_dir / "last.pt", state_dict=weights, model_config=st.model_cfg,
+                        lineage=st.lineage, train_state=state)
+    distributed.barrier()
+
+
+def _finish(st: _Stage) -> StageResult:
+    weights = distributed.model_state_dict(st.task.student)
+    evals = st.progress.history[-1] if st.progress.history else {}
+    metrics = {k: v for k, v in evals.items() if k not in POSITION_KEYS}
+    metrics |= {f"train_{k}" if k != "logit_scale" else k: v for k, v in st.progress.losses.items()}
+    result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=st.total_steps,
+                         samples=st.total_steps * st.batch, train_flops=st.flops(st.total_steps),
+                         wall_clock_s=st.wall(), history=list(st.progress.history))
+    if st.info.is_main:
+        save_checkpoint(result.checkpoint, state_dict=weights, model_config=st.model_cfg, lineage=st.lineage)
+        path = st.out_dir / "result.json"
+        path.with_suffix(".json.tmp").write_text(json.dumps(result.to_dict(), indent=2))
+        path.with_suffix(".json.tmp").replace(path)
+    distributed.barrier()
+    return result
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[dict[str, int]]:
+    """While training, SIGTERM/SIGINT only set a flag: the loop checkpoints after the step and stops."""
+    flag = {"signal": 0}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        flag["signal"] = signum
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -1,0 +1,78 @@
+"""Shared test fixtures: a tiny in-memory image–caption dataset following compt's dataset contract.
+
+Items are ``(image (3, H, W) float, tokens (K, ctx) long, index int)``; ``deterministic`` says whether an
+index always yields the same item (what the teacher cache relies on).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+SOT, EOT = 49406, 49407  # open_clip's start/end tokens; EOT has the largest id (argmax pooling)
+
+
+class ToyPairs(Dataset):
+    """`n` pairs in `classes` groups: image = class pattern + noise, captions = class words + noise words."""
+
+    def __init__(self, n: int = 64, *, image_size: int = 16, context: int = 16, captions: int = 1,
+                 classes: int = 8, seed: int = 0, deterministic: bool = True) -> None:
+        g = torch.Generator().manual_seed(seed)
+        patterns = torch.randn(classes, 3, image_size, image_size, generator=g)
+        self.labels = torch.arange(n) % classes
+        self.images = patterns[self.labels] + 0.5 * torch.randn(n, 3, image_size, image_size, generator=g)
+        words = torch.randint(1, 400, (classes, 3), generator=g)
+        self.tokens = torch.zeros(n, captions, context, dtype=torch.long)
+        for i in range(n):
+            for k in range(captions):
+                noise = torch.randint(1, 400, (2,), generator=g)
+                seq = torch.cat([torch.tensor([SOT]), words[self.labels[i]], noise, torch.tensor([EOT])])
+                self.tokens[i, k, :len(seq)] = seq
+        self.deterministic = deterministic
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.images[i], self.tokens[i], i
+
+
+def stage_kwargs(out_dir, *, model: str = "test/A", epochs: float = 2, seed: int = 0, dataset: Dataset | None = None,
+                 teacher: str | None = None, distill: str = "fd", member: dict | None = None, **train) -> dict:
+    """Keyword arguments of a tiny `train_stage` call (64 samples, batch 16, warmup 2, log every step).
+
+    The student init is seeded (`seed`); a `teacher` name adds a seeded random teacher of that size.
+    """
+    from compt.config import MemberConfig, TrainConfig
+    from compt.models import create_model, get_model_config
+
+    torch.manual_seed(seed)
+    init = create_model(model).state_dict()
+    kwargs = {"out_dir": out_dir, "model_cfg": get_model_config(model), "init_state": init,
+              "dataset": dataset if dataset is not None else ToyPairs(64, captions=2),
+              "member": MemberConfig(model=model, epochs=epochs, distill=distill, **(member or {})),
+              "train": TrainConfig(**{"batch_size": 16, "warmup_steps": 2, "stage_warmup_steps": 2,
+                                      "log_every_steps": 1, **train}),
+              "progress": False}
+    if teacher is not None:
+        torch.manual_seed(seed + 1)
+        kwargs["teacher"] = (get_model_config(teacher), create_model(teacher).state_dict())
+        kwargs["from_scratch"] = False
+    return kwargs
+
+
+def read_metrics(out_dir, kind: str = "train") -> list[dict]:
+    """metrics.jsonl records of one kind, without the wall-clock dependent fields."""
+    import json
+    from pathlib import Path
+
+    from compt.train.metrics import TIMING_KEYS
+
+    lines = [json.loads(x) for x in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in lines if r["kind"] == kind]
+
+
+def final_weights(out_dir) -> dict[str, torch.Tensor]:
+    from pathlib import Path
+
+    return torch.load(Path(out_dir) / "final.pt", weights_only=True)["state_dict"]
