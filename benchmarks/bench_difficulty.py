@@ -125,7 +125,10 @@ def main() -> None:
         "per image per step), 1000 held-out scenes for zero-shot and retrieval, 2000 training scenes for the "
         "linear probes. Same steps, data order and seed for every model. Zero-shot top-1 (%) per task; "
         f"count classes are imbalanced (majority class = {100 * COUNT_PROBS[0]:.0f} %).", "",
-        *table(rows, tasks), ""])
+        *table(rows, tasks), "", "Linear probe top-1 (%) on frozen image embeddings, per task:", "",
+        "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks),
+        *[f"| {r['model']} | " + " | ".join(f"{r['metrics'][f'linear_probe/{t}/top1']:.1f}" for t in tasks) + " |"
+          for r in rows], ""])
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

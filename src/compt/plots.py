@@ -38,7 +38,7 @@ def plot_accuracy_vs_compute(runs: list[RunSummary], path: Path) -> Path:
             base = run.individual[i]
             if base is not None:
                 xs, ys = _curve(base, 0.0, key)
-                ax.plot(xs, ys, "--", color=c, alpha=0.8, label=f"{row.model} individual")
+                ax.plot(xs, ys, "--s", color=c, ms=3, alpha=0.8, label=f"{row.model} individual")
         ax.set_xscale("log")
         ax.set_xlabel("cumulative training compute (FLOPs)")
         ax.set_ylabel(label)

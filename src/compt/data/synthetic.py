@@ -251,8 +251,8 @@ def caption(sc: Scenes, i: int, variant: int, rng: random.Random) -> str:
     bg, tex = _backdrop(sc, i)
     group, pos, dis = _group(sc, i, rng), _position(sc, i, rng), _distractor(sc, i, rng)
     n, shape, colour = int(sc.count[i]), SHAPES[sc.shape[i]], list(COLOURS)[sc.colour[i]]
-    if variant == 0:
-        return f"{group}{pos}{dis} on a {tex} {bg} background."
+    if variant == 0:  # no background: with it, colour + backdrop alone tell a batch apart and shape is never learned
+        return f"{group}{pos}{dis}."
     if variant == 1:
         return f"a picture of {group}{dis}."
     if variant == 2:  # generic nouns ("two red shapes") tie count/colour words to the zero-shot prompts' wording

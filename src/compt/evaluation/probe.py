@@ -1,8 +1,13 @@
-"""Linear probe: multinomial logistic regression on frozen image features, in plain torch.
+"""Linear probe: a ridge-regression read-out of frozen image features, solved in closed form.
 
-Features are standardised with the training set's mean/std, then W, b minimise
-``CE(x W + b, y) + λ ‖W‖²`` by full-batch L-BFGS (strong-Wolfe line search) from zero — deterministic
-for fixed inputs. The probe is small by design: it is a read-out of what the features separate linearly.
+Features are standardised with the training set's mean/std; with one-hot targets Y (N, C) and a bias
+column appended to X, the probe is
+
+    W = argmin ‖X W − Y‖² + λ N ‖W‖²  =  (XᵀX + λ N I)⁻¹ XᵀY        (bias not penalised)
+
+and a sample is classified by argmax(x W). One float64 solve of a (D+1)×(D+1) system: deterministic and
+instant, so it can run at every evaluation (an iterative logistic-regression fit cost tens of seconds per
+evaluation on 2 CPU cores). It is a read-out of what the features separate linearly.
 """
 
 from __future__ import annotations
@@ -12,23 +17,14 @@ import torch.nn.functional as F
 
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
-                     weight_decay: float = 1e-4, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+                     weight_decay: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit W (D, C), b (C,) on standardised `features` (N, D); returns them for the *standardised* space."""
-    x = features.float()
-    w = torch.zeros(x.shape[1], num_classes, dtype=x.dtype, device=x.device, requires_grad=True)
-    b = torch.zeros(num_classes, dtype=x.dtype, device=x.device, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-6, tolerance_change=1e-9)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(x @ w + b, labels) + weight_decay * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return w.detach(), b.detach()
+    x = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
+    y = F.one_hot(labels.long(), num_classes).double()
+    reg = weight_decay * len(x) * torch.eye(x.shape[1], dtype=torch.float64)
+    reg[-1, -1] = 0.0
+    w = torch.linalg.solve(x.T @ x + reg, x.T @ y)
+    return w[:-1].to(features.dtype), w[-1].to(features.dtype)
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
