@@ -149,3 +149,20 @@ def test_train_and_report_cli(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "| test/B | chain | 0.5 |" in out and "accuracy_vs_compute.png" in out
     assert main(["train", str(cfg), "chain.1.epochs=oops", "--run-dir", str(d)]) == 2
+
+
+def test_report_of_several_runs_is_mean_and_std(reference: Path, tmp_path: Path) -> None:
+    import shutil
+
+    twin = tmp_path / "seed-twin"
+    shutil.copytree(reference, twin)
+    out, md = write_report([reference, twin], tmp_path / "both")
+    summary = json.loads((out / "report.json").read_text())
+    row = next(m for m in summary["members"] if m["model"] == "test/C" and m["method"] == "chain")
+    assert row["zeroshot_top1"]["n"] == 2 and row["zeroshot_top1"]["std"] == 0.0
+    assert " ± 0.0 |" in md
+
+
+def test_report_refuses_a_non_run(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not a compt run directory"):
+        write_report([tmp_path])
