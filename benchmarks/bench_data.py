@@ -113,7 +113,9 @@ def report(loaders: list[tuple[str, float, str]], training: dict[str, float], co
     lines = ["# Data loading vs training throughput", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
              f"({torch.get_num_threads()} threads), Python {platform.python_version()}.",
-             f"Command: `{command}`. Batch {BATCH}; images 32×32 (tiny family), context 32.", "",
+             f"Command: `{command}`. Batch {BATCH}; images 32×32 (tiny family), context 32. Load average "
+             f"(1 min) when done: {os.getloadavg()[0]:.1f} — the machine is shared; a load above 2 slows the "
+             "training step (2 intra-op threads) far more than the single-threaded loaders.", "",
              "| model | train images/s (fwd+bwd+AdamW, K=1) |", "|---|---:|"]
     lines += [f"| {name} | {rate:,.0f} |" for name, rate in training.items()]
     slowest_model = max(training.values())

@@ -83,7 +83,7 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("fashion", "4-member chain vs individual training on Fashion-MNIST (real images, template captions)",
                (Variant("chain4-fmnist", FOUR, overrides=("data.kind=\"fashion-mnist\"",)),)),
     Experiment("epochs", "epoch allocation per grown stage", tuple(
-        Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0))),
+        Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0, 8.0))),
 )}
 
 

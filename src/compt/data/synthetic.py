@@ -268,7 +268,7 @@ def caption(sc: Scenes, i: int, variant: int, rng: random.Random) -> str:
     if variant == 5:
         return f"a {tex} {bg} scene with {group}{pos}."
     if variant == 6:
-        return f"{_group(sc, i, rng, synonyms=True)}{dis}."
+        return f"a sketch of {_group(sc, i, rng, synonyms=True)}{dis}."
     return f"a simple drawing of {group}{pos}{dis}."
 
 
