@@ -45,7 +45,7 @@ else:  # pragma: no cover
 from compt.errors import UserError, unknown_name
 
 DISTILL_LOSSES = ("fd", "affinity", "icl", "fd+affinity", "none")
-DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart")
+DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart", "folder")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,7 @@
   text embeddings, re-normalised (open_clip's `build_zero_shot_classifier`); cosine logits;
 - ``retrieval/i2t_r1|r5|r10``, ``retrieval/t2i_r1|r5|r10`` — recall@k (an image with several captions is an
   i2t hit when any of them is in the top k);
-- ``linear_probe/<task>/top1`` — logistic regression on frozen normalised image embeddings (tasks with probe data);
+- ``linear_probe/<task>/top1`` — ridge read-out of frozen normalised image embeddings (tasks with probe data);
 - summaries ``zeroshot_top1`` (mean top-1 over zero-shot tasks), ``retrieval_r1`` (mean of i2t_r1 and t2i_r1)
   and ``linear_probe_top1`` (mean over probes), each when its parts exist.
 """
