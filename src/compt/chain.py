@@ -28,7 +28,7 @@ import tomli_w
 import torch
 
 from compt import distributed as dist
-from compt.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, sha256_file
 from compt.config import MemberConfig, RunConfig, config_to_dict
 from compt.errors import UserError
 from compt.models import ModelConfig, build_model, get_model_config
@@ -124,10 +124,7 @@ class RunState:
         self.save()
 
     def save(self) -> None:
-        if is_main():
-            tmp = self.path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(self.data, indent=2))
-            tmp.replace(self.path)
+        write_json(self.path, self.data)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -165,25 +162,28 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
     dist.barrier()
 
 
-def grow_into(stage_dir: Path, parent_ckpt: Path, parent_cfg: ModelConfig, child_cfg: ModelConfig,
-              op: str, seed: int) -> dict[str, torch.Tensor]:
-    """Grow the child's initial weights from the parent's final checkpoint, once (atomic init.pt)."""
+def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
+              parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str, seed: int) -> Checkpoint:
+    """Grow the child's initial weights from the parent's final weights, once (atomic init.pt).
+
+    The growth time is recorded in init.pt's lineage (``grow_s``), so it survives resumes.
+    """
     init = stage_dir / "init.pt"
     if not init.is_file():
         if is_main():
-            parent = load_checkpoint(parent_ckpt).state_dict
+            t0 = time.perf_counter()
             if op == "none":
                 torch.manual_seed(seed)
                 state = build_model(child_cfg).state_dict()
             else:
                 from compt.growth import grow
 
-                state = grow(parent, parent_cfg, child_cfg, op, seed)
-            lineage = {"parent": str(parent_ckpt), "parent_sha256": sha256_file(parent_ckpt), "operator": op,
-                       "seed": seed, "stage": "grow"}
+                state = grow(parent_state, parent_cfg, child_cfg, op, seed)
+            lineage = {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": op, "seed": seed,
+                       "stage": "grow", "grow_s": time.perf_counter() - t0}
             save_checkpoint(init, state_dict=state, model_config=child_cfg, lineage=lineage)
         dist.barrier()
-    return load_checkpoint(init).state_dict
+    return load_checkpoint(init)
 
 
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
@@ -200,17 +200,17 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
         return json.loads(result_file.read_text())
     state.set(stage.key, "running")
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind}
-    t0 = time.perf_counter()
     if not stage.from_scratch:
         parent_dir = run_dir / f"chain/{stage.index:02d}-{slug(cfg.chain[stage.index - 1].model)}"
         parent_cfg = get_model_config(cfg.chain[stage.index - 1].model)
         parent_ckpt = parent_dir / "final.pt"
-        init = grow_into(d, parent_ckpt, parent_cfg, model_cfg, stage.member.growth, cfg.train.seed)
-        teacher = (parent_cfg, load_checkpoint(parent_ckpt).state_dict)
-        lineage.update(parent=str(parent_ckpt), parent_sha256=sha256_file(parent_ckpt),
-                       operator=stage.member.growth, distill=stage.member.distill,
-                       distill_weight=stage.member.distill_weight)
-    grow_s = time.perf_counter() - t0
+        parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
+        grown = grow_into(d, parent_ckpt, parent_sha, parent, parent_cfg, model_cfg, stage.member.growth,
+                          cfg.train.seed)
+        init, teacher = grown.state_dict, (parent_cfg, parent)
+        lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=stage.member.growth,
+                       distill=stage.member.distill, distill_weight=stage.member.distill_weight,
+                       grow_s=float(grown.lineage.get("grow_s", 0.0)))
     lineage.update(epochs=stage.member.epochs, seed=cfg.train.seed, model=model_cfg.name)
     write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage)})
     torch.manual_seed(cfg.train.seed)
@@ -223,7 +223,6 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
         state.set(stage.key, "failed")
         raise
     out = json.loads(result_file.read_text()) if result_file.is_file() else _result_dict(result)
-    out.setdefault("grow_s", grow_s)
     state.set(stage.key, "done")
     return out
 

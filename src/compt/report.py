@@ -59,8 +59,12 @@ class RunSummary:
 
 
 def _load_result(path: Path) -> dict[str, Any] | None:
-    f = path / "result.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+    """A stage's result.json plus the growth time recorded in its lineage.json."""
+    f, lineage = path / "result.json", path / "lineage.json"
+    if not f.is_file():
+        return None
+    grow_s = json.loads(lineage.read_text()).get("grow_s", 0.0) if lineage.is_file() else 0.0
+    return {**json.loads(f.read_text()), "grow_s": grow_s}
 
 
 def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: float) -> StageRow:
@@ -135,8 +139,9 @@ def _add_deltas(members: list[dict[str, Any]]) -> None:
 def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
     complete = n_members == len(runs[0].cfg.chain)
     chain = [r.chain_flops for r in runs]
-    indiv = [sum(r.individual_flops()) for r in runs]
-    largest = [r.individual_flops()[-1] for r in runs]
+    per_member = [r.individual_flops() for r in runs]
+    indiv = [sum(f) for f in per_member]
+    largest = [f[-1] for f in per_member]
     out: dict[str, Any] = {"complete": complete, "chain_flops": _stat(chain), "individual_flops": _stat(indiv),
                            "chain_pct_of_largest": _stat([100 * c / lg for c, lg in zip(chain, largest)]),
                            "acceleration_flops": _stat([i / c for i, c in zip(indiv, chain)]),
