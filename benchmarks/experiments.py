@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from compt.chain import fingerprint, plan_stages, train_chain
+from compt.chain import fingerprint, plan_stages, settings_changes, train_chain
 from compt.config import apply_overrides, config_from_dict, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,7 @@ class Variant:
     name: str
     chain: tuple[str, ...]                     # models, smallest first
     stage_epochs: tuple[float, ...] = ()       # per grown member (default: base config's stage epochs)
+    baseline_epochs: float = 0.0               # individual schedule and member 1 (default: base config's)
     overrides: tuple[str, ...] = ()            # applied to every member / section
 
 
@@ -47,6 +48,10 @@ class Experiment:
 
 
 FOUR = ("tiny/ViT-N", "tiny/ViT-T", "tiny/ViT-C", "tiny/ViT-S")
+WIDE = ("tiny/ViT-N", "tiny/ViT-C", "tiny/ViT-M", "tiny/ViT-B")   # 17x in per-sample FLOPs, like ViT-T → ViT-L
+# The paper's CC3M schedule is T 128 → S 24 → B 18 → L 15 epochs: grown members at 24/128, 18/128, 15/128.
+PAPER_ALLOC = tuple(32 * e / 128 for e in (24, 18, 15))        # 6, 4.5, 3.75 epochs against 32
+LONG = ("train.eval_every_epochs=4",)
 
 
 def _members(overrides: str, n: int = 3) -> tuple[str, ...]:
@@ -81,7 +86,26 @@ EXPERIMENTS = {e.name: e for e in (
         Variant(f"alpha{a:g}", FOUR, overrides=_members(f"distill_weight={a}"))
         for a in (50.0, 500.0, 2000.0))),
     Experiment("fashion", "4-member chain vs individual training on Fashion-MNIST (real images, template captions)",
-               (Variant("chain4-fmnist", FOUR, overrides=("data.kind=\"fashion-mnist\"",)),)),
+               (Variant("chain4-fmnist", FOUR, overrides=("data.kind=\"fashion-mnist\"",)),
+                Variant("chain4-fmnist-alpha50", FOUR,
+                        overrides=("data.kind=\"fashion-mnist\"", *_members("distill_weight=50.0"))))),
+    Experiment("openclipart", "4-member chain vs individual training on Open Clip Art (real clip art, captions "
+               "from titles and keywords)",
+               (Variant("chain4-openclipart", FOUR, overrides=("data.kind=\"openclipart\"",)),
+                Variant("chain4-openclipart-alpha50", FOUR,
+                        overrides=("data.kind=\"openclipart\"", *_members("distill_weight=50.0"))))),
+    Experiment("paper_regime", "the paper's regime: long (32-epoch) baselines, a 17x size range (tiny N → C → M → B) "
+               "and the paper's epoch allocation (grown members at 19 / 14 / 12 % of the baseline's epochs)", (
+        Variant("paper-alloc", WIDE, stage_epochs=PAPER_ALLOC, baseline_epochs=32,
+                overrides=(*LONG, *_members("distill_weight=50.0"))),
+        Variant("paper-alloc-growth-only", WIDE, stage_epochs=PAPER_ALLOC, baseline_epochs=32,
+                overrides=(*LONG, *_members("distill=\"none\""))),
+        Variant("double-alloc", WIDE, stage_epochs=tuple(2 * e for e in PAPER_ALLOC), baseline_epochs=32,
+                overrides=(*LONG, *_members("distill_weight=50.0"))),
+    )),
+    Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3)",
+               tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))
+                     for name, lr in (("lr2e-3", ""), ("lr1e-3", " lr=1e-3"), ("lr5e-4", " lr=5e-4")))),
     Experiment("epochs", "epoch allocation per grown stage", tuple(
         Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0, 8.0))),
 )}
@@ -96,6 +120,8 @@ def variant_config(v: Variant, seed: int, extra: list[str]):
     epochs = v.stage_epochs or (base_stage,) * (len(v.chain) - 1)
     member = {k: raw["chain_defaults"][k] for k in ("growth", "distill", "distill_weight")}
     raw.pop("chain_defaults")
+    if v.baseline_epochs:
+        raw["baseline_epochs"] = v.baseline_epochs
     raw["chain"] = [{"model": v.chain[0], "epochs": raw["baseline_epochs"]}] + [
         {"model": m, "epochs": e, **member} for m, e in zip(v.chain[1:], epochs)]
     raw["name"] = v.name
@@ -119,18 +145,21 @@ def reuse_finished(run_dir: Path, cfg) -> int:
             donor = lineage.parent
             if donor == target or not (donor / "result.json").is_file():
                 continue
-            if json.loads(lineage.read_text()).get("fingerprint") == want:
+            have = json.loads(lineage.read_text()).get("fingerprint")
+            if have is not None and not settings_changes(have, want):
                 shutil.copytree(donor, target, dirs_exist_ok=True)
                 copied += 1
                 break
     return copied
 
 
-def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str]) -> Path:
+def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh: bool = False) -> Path:
     cfg = variant_config(v, seed, extra)
     run_dir = RUNS / exp.name / v.name / f"seed{seed}"
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    reused = reuse_finished(run_dir, cfg)
+    reused = 0 if fresh else reuse_finished(run_dir, cfg)
     t0 = time.perf_counter()
     print(f"[{exp.name}/{v.name}/seed{seed}] {' → '.join(v.chain)} (reused {reused} stage(s))", flush=True)
     train_chain(cfg, run_dir, progress=False)
@@ -144,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--list", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the variant's run and train every stage again (a clean side-by-side wall-clock)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
     args = p.parse_args(argv)
     if args.threads:
@@ -155,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{exp.name}/{v.name}: {' → '.join(v.chain)} {' '.join(v.overrides)}")
                 continue
             for seed in args.seeds:
-                run_variant(exp, v, seed, args.overrides)
+                run_variant(exp, v, seed, args.overrides, args.fresh)
     return 0
 
 

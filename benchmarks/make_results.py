@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from experiments import EXPERIMENTS  # noqa: E402
 
+PLOTTED = ("main", "paper_regime", "family_size", "fashion", "openclipart")   # experiments with plots
+
 
 def _pm(stat: dict | None, digits: int = 1) -> str:
     if not stat:
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         parts += [f"## {exp.name}: {exp.question}", "", variant_table(rows), ""]
         first = sorted((runs / exp.name / exp.variants[0].name).glob("seed*"))
         first = [d for d in first if _complete(d)]
-        if exp.name in ("main", "family_size") and first:
+        if exp.name in PLOTTED and first:
             report_dir, _ = write_report(first, runs / exp.name / "report")
             for png in ("accuracy_vs_compute.png", "cost_breakdown.png"):
                 shutil.copy(report_dir / png, img / f"{exp.name}_{png}")

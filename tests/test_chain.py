@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from compt import chain as chain_mod
+from compt.chain import plan_stages, settings_changes
 from compt.checkpoint import load_checkpoint
 from compt.cli import main
 from compt.config import config_from_dict
@@ -133,6 +134,25 @@ def test_changed_config_is_refused_then_rerun_from_stage(reference: Path, tmp_pa
     # untouched stages were kept bit for bit
     assert torch.equal(load_checkpoint(d / "chain/02-test_B/final.pt").state_dict["logit_scale"],
                        load_checkpoint(reference / "chain/02-test_B/final.pt").state_dict["logit_scale"])
+
+
+def test_settings_added_later_at_their_default_are_no_change() -> None:
+    old = {"members": [{"model": "test/A", "epochs": 1}], "train": {"lr": 1e-3}}
+
+    def new(lr: float | None) -> dict:
+        return {"members": [{"model": "test/A", "epochs": 1, "lr": lr}], "train": {"lr": 1e-3}}
+
+    assert settings_changes(old, new(None)) == []
+    assert settings_changes(old, new(5e-4)) == ["members[0].lr: None -> 0.0005"]
+
+
+def test_member1_with_its_own_lr_gets_a_separate_baseline() -> None:
+    cfg = config_from_dict({**RAW, "baselines": True})
+    assert "baseline-1" not in [s.key for s in plan_stages(cfg, True)]
+    raw = json.loads(json.dumps(RAW))
+    raw["chain"][0]["lr"] = 5e-4
+    stages = {s.key: s for s in plan_stages(config_from_dict({**raw, "baselines": True}), True)}
+    assert stages["baseline-1"].member.lr is None and stages["chain-1"].member.lr == 5e-4
 
 
 def test_unknown_from_stage(reference: Path) -> None:

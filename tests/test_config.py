@@ -54,6 +54,7 @@ def test_bad_overrides(tmp_path, override: str, message: str) -> None:
     (("test/B", "test/Y"), "unknown model 'test/Y'; did you mean"),
     (('epochs = 1', 'epochs = 0'), "member 2 \\(test/B\\): epochs must be positive"),
     (('epochs = 1', 'epochs = -2'), "epochs must be positive"),
+    (('epochs = 1', 'epochs = 1\nlr = -1e-3'), "member 2 \\(test/B\\): lr must be positive, got -0.001"),
     (('growth = "preserve"', 'growth = "grow"'), "unknown growth operator 'grow'"),
     (('distill = "fd"', 'distill = "kd"'), "unknown distillation loss 'kd'"),
     (('model = "test/A"', 'model = "test/C"'), "not ascending in compute: member 2 test/B .* member 1 test/C"),

@@ -91,6 +91,12 @@ def test_member_warmup_overrides(tmp_path: Path) -> None:
     assert read_metrics(tmp_path)[0]["lr"] == pytest.approx(1e-3 / 4)
 
 
+def test_member_lr_is_the_stage_peak(tmp_path: Path) -> None:
+    train_stage(**stage_kwargs(tmp_path, epochs=1, member={"warmup_steps": 2, "lr": 4e-4}))
+    lrs = [r["lr"] for r in read_metrics(tmp_path)]
+    assert lrs[0] == pytest.approx(2e-4) and lrs[1] == pytest.approx(4e-4) and max(lrs) == pytest.approx(4e-4)
+
+
 def test_finished_stage_returns_stored_result(tmp_path: Path) -> None:
     first = train_stage(**stage_kwargs(tmp_path, epochs=1))
     calls = []

@@ -68,16 +68,21 @@ def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
               for i, m in enumerate(cfg.chain)]
     if baselines:
         for i, m in enumerate(cfg.chain):
-            if i == 0 and cfg.individual_epochs == m.epochs:
+            if i == 0 and _member1_is_baseline(cfg):
                 continue
             member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
             stages.append(Stage(f"baseline-{i + 1}", "baseline", i, member, f"baselines/{slug(m.model)}"))
     return stages
 
 
+def _member1_is_baseline(cfg: RunConfig) -> bool:
+    """Member 1 trains exactly the individual recipe (same epochs, the shared learning rate)."""
+    return cfg.individual_epochs == cfg.chain[0].epochs and cfg.chain[0].lr is None
+
+
 def baseline_dir(cfg: RunConfig, index: int) -> str:
     """Where member `index`'s individual baseline lives (chain stage 1 may double as member 1's)."""
-    if index == 0 and cfg.individual_epochs == cfg.chain[0].epochs:
+    if index == 0 and _member1_is_baseline(cfg):
         return f"chain/01-{slug(cfg.chain[0].model)}"
     return f"baselines/{slug(cfg.chain[index].model)}"
 
@@ -86,7 +91,7 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
     """The settings a stage's result depends on (for detecting config changes on resume)."""
     if stage.from_scratch:  # growth/distillation settings do not touch a from-scratch run
         m = stage.member
-        members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps}]
+        members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr}]
     else:
         members = [asdict(m) for m in (*cfg.chain[: stage.index], stage.member)]
     return {"members": members, "data": asdict(cfg.data),
@@ -94,14 +99,16 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
                       if k not in ("ckpt_every_steps", "log_every_steps", "eval_every_epochs")}}
 
 
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+def settings_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Differences between two fingerprints, one 'key: old -> new' line each (a key absent from one side
+    counts as None there, so a setting added to compt later, left at its default None, is no change)."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new)):
-            out += _diff(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+            out += settings_changes(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff(a, b, f"{prefix}[{i}]")]
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in settings_changes(a, b, f"{prefix}[{i}]")]
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
@@ -155,8 +162,7 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
             continue
         old = json.loads(lineage.read_text()).get("fingerprint")
         new = json.loads(json.dumps(fingerprint(cfg, s), default=str))
-        if old is not None and old != new:
-            changes = "; ".join(_diff(old, new)[:4])
+        if old is not None and (changes := "; ".join(settings_changes(old, new)[:4])):
             raise UserError(f"stage {s.key} ({s.member.model}) was run with other settings ({changes}); "
                             f"use a new run directory or rerun from it with --from-stage {s.key}")
     dist.barrier()

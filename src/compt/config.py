@@ -109,6 +109,7 @@ class MemberConfig:
     distill: str = "fd"
     distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
     warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
+    lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,6 +270,8 @@ def validate(cfg: RunConfig) -> None:
     for i, m in enumerate(cfg.chain):
         if m.epochs <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
+        if m.lr is not None and m.lr <= 0:
+            raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
         if i > 0 and m.growth not in ops:
             raise unknown_name("growth operator", m.growth, ops)
         if i > 0 and m.distill not in DISTILL_LOSSES:

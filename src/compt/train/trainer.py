@@ -83,6 +83,7 @@ class _Stage:
     optimizer: torch.optim.Optimizer
     total_steps: int
     warmup: int
+    lr: float                   # peak learning rate (member.lr or train.lr)
     sample_flops: float         # training FLOPs per sample
     fill_flops: float           # teacher-cache fill pass
     lineage: dict[str, Any]
@@ -173,9 +174,11 @@ def _setup(out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, train: T
     warm = member.warmup_steps if member.warmup_steps is not None else (
         train.warmup_steps if from_scratch else train.stage_warmup_steps)
     stage_info = {"distill": member.distill if teacher else "none", "teacher": teacher[0].name if teacher else None,
-                  "epochs": member.epochs, "steps": total, "batch_size": train.batch_size, "seed": train.seed}
+                  "epochs": member.epochs, "steps": total, "batch_size": train.batch_size, "seed": train.seed,
+                  "lr": member.lr if member.lr is not None else train.lr}
     return _Stage(out_dir=out_dir, model_cfg=model_cfg, train=train, info=info, dataset=dataset, task=task,
-                  optimizer=optimizer, total_steps=total, warmup=min(warm, total), sample_flops=sample_flops,
+                  optimizer=optimizer, total_steps=total, warmup=min(warm, total),
+                  lr=member.lr if member.lr is not None else train.lr, sample_flops=sample_flops,
                   fill_flops=fill_flops, lineage={**(lineage or {}), "train_stage": stage_info}, progress=prog,
                   log=log, evaluate=evaluate, unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
 
@@ -240,7 +243,7 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
     batches = iter(_loader(st))
     accum = st.train.accum_steps
     for step in range(st.progress.step, st.total_steps):
-        lr = lr_at(step, base_lr=st.train.lr, min_lr=st.train.min_lr, warmup=st.warmup, total=st.total_steps)
+        lr = lr_at(step, base_lr=st.lr, min_lr=st.train.min_lr, warmup=st.warmup, total=st.total_steps)
         set_lr(st.optimizer, lr)
         sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
         losses, stopped = _reduce(sums, stop, st.info)
