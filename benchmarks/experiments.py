@@ -95,17 +95,21 @@ EXPERIMENTS = {e.name: e for e in (
                 Variant("chain4-openclipart-alpha50", FOUR,
                         overrides=("data.kind=\"openclipart\"", *_members("distill_weight=50.0"))))),
     Experiment("paper_regime", "the paper's regime: long (32-epoch) baselines, a 17x size range (tiny N → C → M → B) "
-               "and the paper's epoch allocation (grown members at 19 / 14 / 12 % of the baseline's epochs)", (
+               "and the paper's epoch allocation (grown members at 19 / 14 / 12 % of the baseline's epochs; "
+               "double that; the paper's absolute 24 / 18 / 15 epochs)", (
         Variant("paper-alloc", WIDE, stage_epochs=PAPER_ALLOC, baseline_epochs=32,
                 overrides=(*LONG, *_members("distill_weight=50.0"))),
         Variant("paper-alloc-growth-only", WIDE, stage_epochs=PAPER_ALLOC, baseline_epochs=32,
                 overrides=(*LONG, *_members("distill=\"none\""))),
         Variant("double-alloc", WIDE, stage_epochs=tuple(2 * e for e in PAPER_ALLOC), baseline_epochs=32,
                 overrides=(*LONG, *_members("distill_weight=50.0"))),
+        Variant("paper-epochs", WIDE, stage_epochs=(24.0, 18.0, 15.0), baseline_epochs=32,
+                overrides=(*LONG, *_members("distill_weight=50.0"))),
     )),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3)",
                tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))
-                     for name, lr in (("lr2e-3", ""), ("lr1e-3", " lr=1e-3"), ("lr5e-4", " lr=5e-4")))),
+                     for name, lr in (("lr2e-3", ""), ("lr1e-3", " lr=1e-3"), ("lr5e-4", " lr=5e-4"),
+                                      ("lr4e-3", " lr=4e-3")))),
     Experiment("epochs", "epoch allocation per grown stage", tuple(
         Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0, 8.0))),
 )}

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from experiments import EXPERIMENTS  # noqa: E402
 
+CONVERGENCE = ("main", "paper_regime")   # experiments that show how far their baselines still moved
 PLOTTED = ("main", "paper_regime", "family_size", "fashion", "openclipart")   # experiments with plots
 
 
@@ -50,6 +51,67 @@ def variant_table(rows: list[tuple[str, dict]]) -> str:
                 f"{human_flops(fam['chain_flops']['mean'])} ({_pm(fam['chain_pct_of_largest'])} %)",
                 _pm(fam["acceleration_flops"], 2) + "×", _pm(fam.get("acceleration_wall"), 2) + "×",
                 str(m["flops"]["n"])]) + " |")
+    return "\n".join(lines)
+
+
+def convergence_table(runs: list) -> str:
+    """How far each individual baseline still moved in the second half of its schedule (mean over seeds)."""
+    head = ["baseline", "epochs", *[f"{label} at ½ → end" for _, label in METRICS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, model in enumerate(r.model for r in runs[0].chain):
+        rows = [run.individual[i] for run in runs if run.individual[i] is not None and run.individual[i].history]
+        if not rows:
+            continue
+        cells = []
+        for key, _ in METRICS:
+            half = [min(r.history, key=lambda h: abs(h["epoch"] - r.epochs / 2)).get(key) for r in rows]
+            end = [r.metrics.get(key) for r in rows]
+            if None in half or None in end:
+                cells.append("—")
+                continue
+            cells.append(f"{sum(half) / len(half):.1f} → {sum(end) / len(end):.1f}")
+        lines.append(f"| {model} | {rows[0].epochs:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def matched_epoch(history: list[dict], key: str, value: float) -> float | None:
+    """The (linearly interpolated) epoch at which a baseline's evaluation history first reaches `value`;
+    None when it never does. Before the first evaluation the curve is taken to rise linearly from 0 at epoch 0."""
+    prev_epoch, prev = 0.0, 0.0
+    for h in history:
+        if key not in h:
+            continue
+        if h[key] >= value:
+            frac = (value - prev) / (h[key] - prev) if h[key] > prev else 1.0
+            return prev_epoch + max(0.0, min(1.0, frac)) * (h["epoch"] - prev_epoch)
+        prev_epoch, prev = h["epoch"], h[key]
+    return None
+
+
+def worth_table(variants: list[tuple[str, list]]) -> str:
+    """For each grown member: how many epochs of its own individual baseline reach the chain member's final
+    accuracy (mean over seeds), next to the epochs the chain stage actually trained."""
+    head = ["variant", "member", "stage epochs", *[f"baseline epochs to reach chain {label}" for _, label in METRICS],
+            "baseline epochs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, runs in variants:
+        for i in range(1, len(runs[0].chain)):
+            cells = []
+            for key, _ in METRICS:
+                got = [matched_epoch(run.individual[i].history, key, run.chain[i].metrics[key]) for run in runs
+                       if run.individual[i] is not None and key in run.chain[i].metrics]
+                reached = [g for g in got if g is not None]
+                if not got:
+                    cells.append("—")
+                elif len(reached) < len(got):
+                    mean = f"{sum(reached) / len(reached):.1f}, " if reached else ""
+                    cells.append(f"{mean}never in {len(got) - len(reached)}/{len(got)} seeds (chain above the "
+                                 "baseline's whole curve)")
+                else:
+                    cells.append(f"{sum(reached) / len(reached):.1f}")
+            base = runs[0].individual[i]
+            lines.append(f"| {name} | {runs[0].chain[i].model} | {runs[0].chain[i].epochs:g} | " + " | ".join(cells)
+                         + f" | {base.epochs:g} |" if base else " | — |")
     return "\n".join(lines)
 
 
@@ -94,6 +156,17 @@ def main(argv: list[str] | None = None) -> int:
             parts += [f"## {exp.name}: {exp.question}", "", "_not run yet_", ""]
             continue
         parts += [f"## {exp.name}: {exp.question}", "", variant_table(rows), ""]
+        if exp.name in CONVERGENCE and rows:
+            loaded = [load_run(d) for d in sorted((runs / exp.name / exp.variants[0].name).glob("seed*"))
+                      if _complete(d)]
+            parts += ["Are the individual baselines converged? Evaluated at half of their schedule and at the end:",
+                      "", convergence_table(loaded), ""]
+            per_variant = [(v.name, [load_run(d) for d in sorted((runs / exp.name / v.name).glob("seed*"))
+                                     if _complete(d)]) for v in exp.variants]
+            parts += ["What is a grown member worth? The epoch at which its individual baseline's evaluation "
+                      "curve reaches the chain member's final accuracy (interpolated between evaluations; "
+                      "'never': the baseline stays below the chain member throughout):", "",
+                      worth_table([(n, r) for n, r in per_variant if r]), ""]
         first = sorted((runs / exp.name / exp.variants[0].name).glob("seed*"))
         first = [d for d in first if _complete(d)]
         if exp.name in PLOTTED and first:
