@@ -89,6 +89,11 @@ EXPERIMENTS = {e.name: e for e in (
                (Variant("chain4-fmnist", FOUR, overrides=("data.kind=\"fashion-mnist\"",)),
                 Variant("chain4-fmnist-alpha50", FOUR,
                         overrides=("data.kind=\"fashion-mnist\"", *_members("distill_weight=50.0"))))),
+    Experiment("fashion_wide", "Fashion-MNIST, a 17x size range (tiny N → C → M → B), α = 50: how few epochs "
+               "per grown member still match the baselines?", tuple(
+                   Variant(f"wide-{e:g}ep", WIDE, stage_epochs=(e, e, e),
+                           overrides=("data.kind=\"fashion-mnist\"", *_members("distill_weight=50.0")))
+                   for e in (2.5, 1.0))),
     Experiment("openclipart", "4-member chain vs individual training on Open Clip Art (real clip art, captions "
                "from titles and keywords)",
                (Variant("chain4-openclipart", FOUR, overrides=("data.kind=\"openclipart\"",)),
@@ -103,13 +108,18 @@ EXPERIMENTS = {e.name: e for e in (
                 overrides=(*LONG, *_members("distill=\"none\""))),
         Variant("double-alloc", WIDE, stage_epochs=tuple(2 * e for e in PAPER_ALLOC), baseline_epochs=32,
                 overrides=(*LONG, *_members("distill_weight=50.0"))),
+        Variant("paper-alloc-lr4e-3", WIDE, stage_epochs=PAPER_ALLOC, baseline_epochs=32,
+                overrides=(*LONG, *_members("distill_weight=50.0 lr=4e-3"))),
         Variant("paper-epochs", WIDE, stage_epochs=(24.0, 18.0, 15.0), baseline_epochs=32,
                 overrides=(*LONG, *_members("distill_weight=50.0"))),
     )),
-    Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3)",
+    Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
+               "except in the control all-lr4e-3)",
                tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))
                      for name, lr in (("lr2e-3", ""), ("lr1e-3", " lr=1e-3"), ("lr5e-4", " lr=5e-4"),
-                                      ("lr4e-3", " lr=4e-3")))),
+                                      ("lr4e-3", " lr=4e-3")))
+               # control: is 4e-3 simply a better learning rate for everyone? (baselines and member 1 at 4e-3 too)
+               + (Variant("all-lr4e-3", FOUR, overrides=("train.lr=4e-3", *_members("distill_weight=50.0"))),)),
     Experiment("epochs", "epoch allocation per grown stage", tuple(
         Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0, 8.0))),
 )}
