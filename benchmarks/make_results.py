@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from experiments import EXPERIMENTS  # noqa: E402
 
+ORDER = ("main", "paper_regime", "fashion", "fashion_wide", "openclipart", "transfer", "growth_op", "distill_loss",
+         "alpha", "stage_lr", "epochs", "family_size", "prepend")   # the order docs/results.md reads in
 CONVERGENCE = ("main", "paper_regime")   # experiments that show how far their baselines still moved
 PLOTTED = ("main", "paper_regime", "family_size", "fashion", "fashion_wide", "openclipart")   # experiments with plots
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     analysis = ROOT / "benchmarks" / "analysis.md"
     if analysis.is_file():
         parts += [analysis.read_text().strip(), ""]
-    for exp in EXPERIMENTS.values():
+    for exp in sorted(EXPERIMENTS.values(), key=lambda e: ORDER.index(e.name) if e.name in ORDER else len(ORDER)):
         rows = []
         for v in exp.variants:
             dirs = sorted((runs / exp.name / v.name).glob("seed*"))
