@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from compt.plan import human_flops
-from compt.report import METRICS, load_run, summarise, write_report
+from compt.report import METRICS, RunSummary, load_run, summarise, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -56,7 +56,7 @@ def variant_table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def convergence_table(runs: list) -> str:
+def convergence_table(runs: list[RunSummary]) -> str:
     """How far each individual baseline still moved in the second half of its schedule (mean over seeds)."""
     head = ["baseline", "epochs", *[f"{label} at ½ → end" for _, label in METRICS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -90,7 +90,7 @@ def matched_epoch(history: list[dict], key: str, value: float) -> float | None:
     return None
 
 
-def worth_table(variants: list[tuple[str, list]]) -> str:
+def worth_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
     """For each grown member: how many epochs of its own individual baseline reach the chain member's final
     accuracy (mean over seeds), next to the epochs the chain stage actually trained."""
     head = ["variant", "member", "stage epochs", *[f"baseline epochs to reach chain {label}" for _, label in METRICS],
@@ -113,7 +113,7 @@ def worth_table(variants: list[tuple[str, list]]) -> str:
                     cells.append(f"{sum(reached) / len(reached):.1f}")
             base = runs[0].individual[i]
             lines.append(f"| {name} | {runs[0].chain[i].model} | {runs[0].chain[i].epochs:g} | " + " | ".join(cells)
-                         + f" | {base.epochs:g} |" if base else " | — |")
+                         + (f" | {base.epochs:g} |" if base else " | — |"))
     return "\n".join(lines)
 
 
@@ -149,31 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     if analysis.is_file():
         parts += [analysis.read_text().strip(), ""]
     for exp in sorted(EXPERIMENTS.values(), key=lambda e: ORDER.index(e.name) if e.name in ORDER else len(ORDER)):
-        rows = []
-        for v in exp.variants:
-            dirs = sorted((runs / exp.name / v.name).glob("seed*"))
-            done = [d for d in dirs if _complete(d)]
-            if done:
-                rows.append((v.name, summarise([load_run(d) for d in done])))
+        done = {v.name: _complete_runs(runs / exp.name / v.name) for v in exp.variants}
+        rows = [(name, summarise([run for _, run in pairs])) for name, pairs in done.items() if pairs]
         if not rows:
             parts += [f"## {exp.name}: {exp.question}", "", "_not run yet_", ""]
             continue
         parts += [f"## {exp.name}: {exp.question}", "", variant_table(rows), ""]
-        if exp.name in CONVERGENCE and rows:
-            loaded = [load_run(d) for d in sorted((runs / exp.name / exp.variants[0].name).glob("seed*"))
-                      if _complete(d)]
+        first = done[exp.variants[0].name]
+        if exp.name in CONVERGENCE and first:
             parts += ["Are the individual baselines converged? Evaluated at half of their schedule and at the end:",
-                      "", convergence_table(loaded), ""]
-            per_variant = [(v.name, [load_run(d) for d in sorted((runs / exp.name / v.name).glob("seed*"))
-                                     if _complete(d)]) for v in exp.variants]
+                      "", convergence_table([run for _, run in first]), ""]
             parts += ["What is a grown member worth? The epoch at which its individual baseline's evaluation "
                       "curve reaches the chain member's final accuracy (interpolated between evaluations; "
                       "'never': the baseline stays below the chain member throughout):", "",
-                      worth_table([(n, r) for n, r in per_variant if r]), ""]
-        first = sorted((runs / exp.name / exp.variants[0].name).glob("seed*"))
-        first = [d for d in first if _complete(d)]
+                      worth_table([(name, [run for _, run in pairs]) for name, pairs in done.items() if pairs]), ""]
         if exp.name in PLOTTED and first:
-            report_dir, _ = write_report(first, runs / exp.name / "report")
+            report_dir, _ = write_report([d for d, _ in first], runs / exp.name / "report")
             for png in ("accuracy_vs_compute.png", "cost_breakdown.png"):
                 shutil.copy(report_dir / png, img / f"{exp.name}_{png}")
                 parts += [f"![{exp.name} {png[:-4]}](img/{exp.name}_{png})", ""]
@@ -182,12 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _complete(run_dir: Path) -> bool:
-    try:
-        run = load_run(run_dir)
-    except Exception:
-        return False
-    return len(run.chain) == len(run.cfg.chain) and all(r is not None for r in run.individual)
+def _complete_runs(variant_dir: Path) -> list[tuple[Path, RunSummary]]:
+    """The variant's seed runs whose chain and baselines have all finished, each loaded once."""
+    out = []
+    for d in sorted(variant_dir.glob("seed*")):
+        try:
+            run = load_run(d)
+        except Exception:
+            continue
+        if len(run.chain) == len(run.cfg.chain) and all(r is not None for r in run.individual):
+            out.append((d, run))
+    return out
 
 
 if __name__ == "__main__":

@@ -173,12 +173,13 @@ def _setup(out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, train: T
                      truncate_to=prog.metrics_offset if state is not None else None, desc=model_cfg.name)
     warm = member.warmup_steps if member.warmup_steps is not None else (
         train.warmup_steps if from_scratch else train.stage_warmup_steps)
+    peak_lr = member.lr if member.lr is not None else train.lr
     stage_info = {"distill": member.distill if teacher else "none", "teacher": teacher[0].name if teacher else None,
                   "epochs": member.epochs, "steps": total, "batch_size": train.batch_size, "seed": train.seed,
-                  "lr": member.lr if member.lr is not None else train.lr}
+                  "lr": peak_lr}
     return _Stage(out_dir=out_dir, model_cfg=model_cfg, train=train, info=info, dataset=dataset, task=task,
                   optimizer=optimizer, total_steps=total, warmup=min(warm, total),
-                  lr=member.lr if member.lr is not None else train.lr, sample_flops=sample_flops,
+                  lr=peak_lr, sample_flops=sample_flops,
                   fill_flops=fill_flops, lineage={**(lineage or {}), "train_stage": stage_info}, progress=prog,
                   log=log, evaluate=evaluate, unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
 
