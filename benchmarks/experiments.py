@@ -52,6 +52,8 @@ WIDE = ("tiny/ViT-N", "tiny/ViT-C", "tiny/ViT-M", "tiny/ViT-B")   # 17x in per-s
 # The paper's CC3M schedule is T 128 → S 24 → B 18 → L 15 epochs: grown members at 24/128, 18/128, 15/128.
 PAPER_ALLOC = tuple(32 * e / 128 for e in (24, 18, 15))        # 6, 4.5, 3.75 epochs against 32
 LONG = ("train.eval_every_epochs=4",)
+PAPER_EPOCHS = (24.0, 18.0, 15.0)                              # the paper's CC3M T → S → B → L stages
+EVERY16 = ("train.eval_every_epochs=16",)
 
 
 def _members(overrides: str, n: int = 3) -> tuple[str, ...]:
@@ -112,6 +114,14 @@ EXPERIMENTS = {e.name: e for e in (
                 overrides=(*LONG, *_members("distill_weight=50.0 lr=4e-3"))),
         Variant("paper-epochs", WIDE, stage_epochs=(24.0, 18.0, 15.0), baseline_epochs=32,
                 overrides=(*LONG, *_members("distill_weight=50.0"))),
+    )),
+    Experiment("paper_protocol", "the paper's literal protocol: every member trained alone for 128 epochs; the chain "
+               "trains member 1 for 128 epochs and the grown members for exactly 24, 18 and 15 epochs (preserve "
+               "growth, fd α = 50); evaluation every 16 epochs", (
+        Variant("protocol-NTCS", FOUR, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
+                overrides=(*EVERY16, *_members("distill_weight=50.0"))),
+        Variant("protocol-NCMB", WIDE, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
+                overrides=(*EVERY16, *_members("distill_weight=50.0"))),
     )),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",

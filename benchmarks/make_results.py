@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from experiments import EXPERIMENTS  # noqa: E402
 
-ORDER = ("main", "paper_regime", "fashion", "fashion_wide", "openclipart", "transfer", "growth_op", "distill_loss",
-         "alpha", "stage_lr", "epochs", "family_size", "prepend")   # the order docs/results.md reads in
-CONVERGENCE = ("main", "paper_regime")   # experiments that show how far their baselines still moved
-PLOTTED = ("main", "paper_regime", "family_size", "fashion", "fashion_wide", "openclipart")   # experiments with plots
+ORDER = ("main", "paper_protocol", "paper_regime", "fashion", "fashion_wide", "openclipart", "transfer", "growth_op",
+         "distill_loss", "alpha", "stage_lr", "epochs", "family_size", "prepend")   # the order docs/results.md reads in
+CONVERGENCE = ("main", "paper_protocol", "paper_regime")   # experiments that show how far their baselines still moved
+PLOTTED = ("main", "paper_protocol", "paper_regime", "family_size", "fashion", "fashion_wide",
+           "openclipart")   # experiments with plots
 
 
 def _pm(stat: dict | None, digits: int = 1) -> str:
