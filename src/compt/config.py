@@ -97,6 +97,7 @@ class TrainConfig:
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
     loader_workers: int = 0            # DataLoader worker processes of the training loop (0 = in-process)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
+    threads: int = 0                   # torch threads per process (0 = automatic, see compt.threads)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,12 +258,14 @@ def validate(cfg: RunConfig) -> None:
     from compt.flops import model_flops
     from compt.models import get_model_config
 
-    if cfg.data.kind not in DATA_KINDS:
-        raise unknown_name("data kind", cfg.data.kind, DATA_KINDS)
-    for key in ("batch_size", "accum_steps", "num_samples"):
-        obj = cfg.data if key == "num_samples" else cfg.train
-        if getattr(obj, key) <= 0:
-            raise UserError(f"{key} must be positive, got {getattr(obj, key)}")
+    if not cfg.name.strip() or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
+        raise UserError(f"name must be a non-empty folder name (it names the run folder runs/<name>), got "
+                        f"{cfg.name!r}")
+    validate_data(cfg.data)
+    validate_train(cfg.train)
+    if cfg.data.kind == "synthetic" and cfg.train.batch_size > cfg.data.num_samples:
+        raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
+                        f"(data.num_samples = {cfg.data.num_samples}): one step would see samples twice")
     if cfg.baseline_epochs < 0:
         raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
     ops = _growth_ops()
@@ -272,6 +275,9 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
         if m.lr is not None and m.lr <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
+        if m.distill_weight < 0 or (m.warmup_steps is not None and m.warmup_steps < 0):
+            raise UserError(f"chain member {i + 1} ({m.model}): distill_weight and warmup_steps must not be "
+                            f"negative, got {m.distill_weight} and {m.warmup_steps}")
         if i > 0 and m.growth not in ops:
             raise unknown_name("growth operator", m.growth, ops)
         if i > 0 and m.distill not in DISTILL_LOSSES:
@@ -284,6 +290,43 @@ def validate(cfg: RunConfig) -> None:
                             f"{a.name} ({model_flops(a).total / 1e9:.3g} GFLOPs)")
         if cfg.chain[i].growth != "none":
             _validate_growth(a, b)
+
+
+def _check_range(where: str, obj: Any, rules: dict[str, tuple[float, float | None, bool]]) -> None:
+    """`rules`: field → (lowest, highest or None, lowest allowed?). One-line `UserError` on the first miss."""
+    for key, (low, high, closed) in rules.items():
+        v = getattr(obj, key)
+        if (v < low if closed else v <= low) or (high is not None and v > high):
+            bound = f"{'at least' if closed else 'above'} {low:g}" + (f" and at most {high:g}" if high else "")
+            raise UserError(f"{where}.{key} must be {bound}, got {v!r}")
+
+
+def validate_data(data: DataConfig) -> None:
+    """Checks of a `DataConfig` alone (shared by the run config and `compt eval`)."""
+    if data.kind not in DATA_KINDS:
+        raise unknown_name("data kind", data.kind, DATA_KINDS)
+    if data.kind in ("csv", "wds", "folder") and not data.path.strip():
+        raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file, a shard pattern or a folder)")
+    _check_range("data", data, {"num_samples": (1, None, True), "eval_samples": (1, None, True),
+                                "captions_per_image": (1, None, True), "probe_samples": (0, None, True),
+                                "max_bad_fraction": (0, 1, True), "workers": (0, None, True),
+                                "predecode_max": (0, None, True)})
+
+
+def validate_train(train: TrainConfig) -> None:
+    """Checks of the `[train]` table: positive sizes and rates, betas in [0, 1), known precision."""
+    if train.precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"train.precision must be auto, fp32 or bf16, got {train.precision!r}")
+    for key in ("beta1", "beta2"):
+        if not 0 <= getattr(train, key) < 1:
+            raise UserError(f"train.{key} must be in [0, 1), got {getattr(train, key)!r}")
+    _check_range("train", train, {
+        "batch_size": (1, None, True), "accum_steps": (1, None, True), "lr": (0, None, False),
+        "min_lr": (0, None, True), "weight_decay": (0, None, True), "eps": (0, None, False),
+        "warmup_steps": (0, None, True),
+        "stage_warmup_steps": (0, None, True), "grad_clip": (0, None, True), "ckpt_every_steps": (0, None, True),
+        "eval_every_epochs": (0, None, True), "log_every_steps": (0, None, True), "loader_workers": (0, None, True),
+        "teacher_cache_mem_gb": (0, None, True), "threads": (0, None, True)})
 
 
 def _growth_ops() -> tuple[str, ...]:

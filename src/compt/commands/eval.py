@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compt.config import DataConfig
+from compt.config import DataConfig, validate_data
 from compt.errors import UserError, unknown_name
 
 _WHOLE_FILE_KINDS = ("csv", "wds", "folder")
@@ -52,10 +52,19 @@ def _typed(field: dataclasses.Field, text: str) -> Any:
         raise UserError(f"--set {field.name}: expected {kind}, got {text!r}") from None
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Sizes that must be positive (or, for the probe, not negative), checked before anything is loaded."""
+    for flag, value, least in (("--eval-samples", args.eval_samples, 1), ("--batch-size", args.batch_size, 1),
+                               ("--probe-samples", args.probe_samples, 0)):
+        if value < least:
+            raise UserError(f"{flag} must be {'positive' if least else '0 or more'}, got {value}")
+
+
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The `DataConfig` the command line asks for."""
     from compt.data import KINDS
 
+    check_numbers(args)
     if args.data not in KINDS:
         raise unknown_name("data kind", args.data, KINDS)
     values: dict[str, Any] = {"kind": args.data, "path": args.data_path, "eval_path": args.eval_path,
@@ -71,7 +80,9 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         if not sep or key not in fields:
             raise unknown_name("data setting", key, fields) if sep else UserError(f"--set {item!r}: use KEY=VALUE")
         values[key] = _typed(fields[key], value)
-    return DataConfig(**values)
+    data = DataConfig(**values)
+    validate_data(data)
+    return data
 
 
 def load_model(path: str, model_name: str) -> tuple[Any, Any]:
