@@ -28,10 +28,17 @@ import tomli_w
 import torch
 
 from compt import distributed as dist
-from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, sha256_file
+from compt.checkpoint import Checkpoint, atomic_write_text, load_checkpoint, save_checkpoint, sha256_file
 from compt.config import MemberConfig, RunConfig, config_to_dict
-from compt.errors import UserError
+from compt.errors import Interrupted, UserError
 from compt.models import ModelConfig, build_model, get_model_config
+from compt.runlock import run_lock
+from compt.threads import configure_threads
+
+# settings that cannot change a stage's numbers (data.workers, loader_workers) or that are recorded next to
+# them instead (threads, see compt.threads): changing them on resume is not a settings change
+NOT_FINGERPRINTED = {"data": ("workers",), "train": ("ckpt_every_steps", "log_every_steps", "eval_every_epochs",
+                                                      "loader_workers", "threads")}
 
 
 @dataclass(frozen=True)
@@ -94,32 +101,48 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
         members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr}]
     else:
         members = [asdict(m) for m in (*cfg.chain[: stage.index], stage.member)]
-    return {"members": members, "data": asdict(cfg.data),
-            "train": {k: v for k, v in asdict(cfg.train).items()
-                      if k not in ("ckpt_every_steps", "log_every_steps", "eval_every_epochs")}}
+    return _without_unfingerprinted({"members": members, "data": asdict(cfg.data), "train": asdict(cfg.train)})
 
 
-def settings_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+def _without_unfingerprinted(fp: dict[str, Any]) -> dict[str, Any]:
+    """`fp` without the `NOT_FINGERPRINTED` settings (also applied to fingerprints stored by older runs)."""
+    out = dict(fp)
+    for table, keys in NOT_FINGERPRINTED.items():
+        if isinstance(out.get(table), dict):
+            out[table] = {k: v for k, v in out[table].items() if k not in keys}
+    return out
+
+
+def settings_changes(old: Any, new: Any, prefix: str = "", first_member: int = 1) -> list[str]:
     """Differences between two fingerprints, one 'key: old -> new' line each (a key absent from one side
-    counts as None there, so a setting added to compt later, left at its default None, is no change)."""
+    counts as None there, so a setting added to compt later, left at its default None, is no change).
+
+    Members are named 1-based like stages and error messages (``member 3.epochs``); `first_member` is the
+    chain position of the fingerprint's first member (a baseline's fingerprint holds only its own member).
+    """
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new)):
-            out += settings_changes(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+            out += settings_changes(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k), first_member)
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in settings_changes(a, b, f"{prefix}[{i}]")]
+        name = prefix.removesuffix("s")
+        return [d for i, (a, b) in enumerate(zip(old, new))
+                for d in settings_changes(a, b, f"{name} {first_member + i}", first_member)]
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
 class RunState:
     """`run.json`: per-stage state, written atomically by rank 0."""
 
-    def __init__(self, run_dir: Path, stages: list[Stage], name: str) -> None:
+    def __init__(self, run_dir: Path, stages: list[Stage], name: str, threads: dict[str, Any]) -> None:
         self.path = run_dir / "run.json"
-        old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        try:
+            old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except json.JSONDecodeError:  # damaged (e.g. written on a full disk): the stage folders tell the truth
+            old = {}
         prev = {s["key"]: s for s in old.get("stages", [])}
-        self.data = {"name": name, "stages": [
+        self.data = {"name": name, "threads": threads, "stages": [
             {"key": s.key, "kind": s.kind, "model": s.member.model, "epochs": s.member.epochs,
              "dir": s.directory, "state": prev.get(s.key, {}).get("state", "pending")} for s in stages]}
         self.save()
@@ -137,10 +160,7 @@ class RunState:
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (rank 0 only)."""
     if is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stage: str | None) -> None:
@@ -148,24 +168,37 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
     keys = {s.key: s for s in stages}
     if from_stage is not None and from_stage not in keys:
         raise UserError(f"--from-stage {from_stage!r} is not a stage of this run (stages: {', '.join(keys)})")
-    wipe = False
+    wipe, doomed = False, []
     for s in stages:
         wipe = wipe or s.key == from_stage
         d = run_dir / s.directory
         # later chain members descend from a rerun chain stage; baselines depend on nothing else
         if wipe and (s.key == from_stage or s.kind == keys[from_stage].kind == "chain"):
-            if is_main() and d.exists():
-                shutil.rmtree(d)
+            doomed.append(d)
             continue
         lineage = d / "lineage.json"
         if not lineage.is_file():
             continue
         old = json.loads(lineage.read_text()).get("fingerprint")
         new = json.loads(json.dumps(fingerprint(cfg, s), default=str))
-        if old is not None and (changes := "; ".join(settings_changes(old, new)[:4])):
+        first = s.index + 1 if s.from_scratch else 1
+        if old is not None and (changes := "; ".join(settings_changes(_without_unfingerprinted(old), new,
+                                                                      first_member=first)[:4])):
             raise UserError(f"stage {s.key} ({s.member.model}) was run with other settings ({changes}); "
                             f"use a new run directory or rerun from it with --from-stage {s.key}")
+    dist.barrier()  # every rank has read every lineage.json before rank 0 deletes anything
+    for d in doomed:
+        if is_main() and d.exists():
+            shutil.rmtree(d)
     dist.barrier()
+
+
+def fresh_state(model_cfg: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """A freshly initialised model's weights, drawn from their own seeded generator: the same weights
+    whatever this process drew from the global RNG before (datasets, evaluation suites, earlier stages)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(model_cfg).state_dict()
 
 
 def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
@@ -179,8 +212,7 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
         if is_main():
             t0 = time.perf_counter()
             if op == "none":
-                torch.manual_seed(seed)
-                state = build_model(child_cfg).state_dict()
+                state = fresh_state(child_cfg, seed)
             else:
                 from compt.growth import grow
 
@@ -196,16 +228,18 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
               evaluate: Callable[[ModelConfig], Callable[[torch.nn.Module], dict[str, float]]] | None,
               dataset_for: Callable[[ModelConfig], Any], progress: bool) -> dict[str, Any]:
     """Grow (if needed) and train one stage; returns its stored result."""
-    from compt.train import train_stage
+    from compt.train import load_result, train_stage
 
     d = run_dir / stage.directory
     model_cfg = get_model_config(stage.member.model)
     result_file = d / "result.json"
-    if result_file.is_file() and (d / "final.pt").is_file():
+    if load_result(d) is not None:  # final.pt verified against the size and sha256 recorded with it
         state.set(stage.key, "done")
         return json.loads(result_file.read_text())
     state.set(stage.key, "running")
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind}
+    if stage.from_scratch and not (d / "last.pt").is_file():
+        init = fresh_state(model_cfg, cfg.train.seed)
     if not stage.from_scratch:
         parent_dir = run_dir / f"chain/{stage.index:02d}-{slug(cfg.chain[stage.index - 1].model)}"
         parent_cfg = get_model_config(cfg.chain[stage.index - 1].model)
@@ -217,16 +251,17 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
         lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=stage.member.growth,
                        distill=stage.member.distill, distill_weight=stage.member.distill_weight,
                        grow_s=float(grown.lineage.get("grow_s", 0.0)))
-    lineage.update(epochs=stage.member.epochs, seed=cfg.train.seed, model=model_cfg.name)
+    lineage.update(epochs=stage.member.epochs, seed=cfg.train.seed, model=model_cfg.name,
+                   threads=torch.get_num_threads())
     write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage)})
-    torch.manual_seed(cfg.train.seed)
+    dataset, evaluate_fn = dataset_for(model_cfg), evaluate(model_cfg) if evaluate else None
+    torch.manual_seed(cfg.train.seed)  # after the data: the stage's RNG stream does not depend on it either
     try:
         result = train_stage(out_dir=d, model_cfg=model_cfg, member=stage.member, train=cfg.train,
-                             dataset=dataset_for(model_cfg), init_state=init, teacher=teacher,
-                             evaluate=evaluate(model_cfg) if evaluate else None, lineage=lineage,
-                             from_scratch=stage.from_scratch, progress=progress)
-    except BaseException:
-        state.set(stage.key, "failed")
+                             dataset=dataset, init_state=init, teacher=teacher, evaluate=evaluate_fn,
+                             lineage=lineage, from_scratch=stage.from_scratch, progress=progress)
+    except BaseException as e:  # a requested stop resumes like any other: it did not fail
+        state.set(stage.key, "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed")
         raise
     out = json.loads(result_file.read_text()) if result_file.is_file() else _result_dict(result)
     state.set(stage.key, "done")
@@ -241,18 +276,31 @@ def _result_dict(result: Any) -> dict[str, Any]:
 
 def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
                 from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Run every stage of `cfg` in `run_dir` (resuming finished work); returns results by stage key."""
-    from compt.data import build_eval_suite, build_train_dataset, evaluate
+    """Run every stage of `cfg` in `run_dir` (resuming finished work); returns results by stage key.
 
+    The run directory is locked for the whole call (`compt.runlock`); the torch thread count is set once
+    (`compt.threads`) and recorded in run.json and every stage's lineage.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
+    dist.init_distributed()
+    threads = configure_threads(cfg.train.threads)
+    with run_lock(run_dir):
+        return _train_locked(cfg, run_dir, from_stage, progress, threads)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, from_stage: str | None, progress: bool,
+                  threads: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from compt.data import build_eval_suite, build_train_dataset, evaluate
+
     stages = plan_stages(cfg, cfg.baselines)
     check_or_reset(run_dir, cfg, stages, from_stage)
     if is_main():
-        (run_dir / "config.toml").write_text(tomli_w.dumps(config_to_dict(cfg)))
-    state = RunState(run_dir, stages, cfg.name)
+        atomic_write_text(run_dir / "config.toml", tomli_w.dumps(config_to_dict(cfg)))
+    state = RunState(run_dir, stages, cfg.name, threads)
     datasets: dict[tuple, Any] = {}
+    suites: dict[tuple, Any] = {}
 
     def dataset_for(model_cfg: ModelConfig) -> Any:
         key = (model_cfg.vision.image_size, model_cfg.text.context_length)
@@ -261,10 +309,31 @@ def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None =
         return datasets[key]
 
     def evaluator(model_cfg: ModelConfig) -> Callable[[torch.nn.Module], dict[str, float]]:
-        suite = build_eval_suite(cfg.data, model_cfg)
-        return lambda model: evaluate(model, suite)
+        key = (model_cfg.vision.image_size, model_cfg.text.context_length)
+        if key not in suites:
+            suites[key] = build_eval_suite(cfg.data, model_cfg)
+        return lambda model, suite=suites[key]: evaluate(model, suite)
 
+    preflight(run_dir, cfg, stages, dataset_for, evaluator)
     results = {}
     for stage in stages:
         results[stage.key] = run_stage(run_dir, cfg, stage, state, evaluator, dataset_for, progress)
     return results
+
+
+def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], dataset_for: Callable[[ModelConfig], Any],
+              evaluator: Callable[[ModelConfig], Any]) -> None:
+    """Build the first unfinished stage's training set and evaluation suite before any stage trains, so that
+    data problems (bad files, an evaluation split that cannot be made, a batch larger than the data) stop
+    the run before work is done rather than after a stage trained."""
+    from compt.train import load_result
+
+    pending = [s for s in stages if load_result(run_dir / s.directory) is None]
+    if not pending:
+        return
+    model_cfg = get_model_config(pending[0].member.model)
+    n = len(dataset_for(model_cfg))
+    if cfg.train.batch_size > n:
+        raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set ({n} "
+                        f"samples): one step would see samples twice; lower train.batch_size")
+    evaluator(model_cfg)

@@ -23,10 +23,11 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from compt import distributed
-from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compt.checkpoint import Checkpoint, atomic_write_text, file_digest, load_checkpoint, save_checkpoint, verify_digest
 from compt.config import MemberConfig, TrainConfig
 from compt.distributed import DistInfo
-from compt.errors import UserError
+from compt.errors import Interrupted, UserError
 from compt.flops import model_flops
 from compt.models import ModelConfig, create_model
 from compt.tasks import ClipTask, build_task, freeze
@@ -67,7 +68,9 @@ class StageResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageResult:
-        return cls(**{**d, "checkpoint": Path(d["checkpoint"])})
+        """From result.json (which also records ``final_pt``, the digest of final.pt, not a field here)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names and k != "checkpoint"}, checkpoint=Path(d["checkpoint"]))
 
 
 @dataclass
@@ -139,11 +142,24 @@ def train_stage(*, out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, 
 
 
 def load_result(out_dir: Path) -> StageResult | None:
-    """The stored result of a finished stage, or None."""
-    path = Path(out_dir) / "result.json"
-    if path.is_file() and (Path(out_dir) / "final.pt").is_file():
-        return StageResult.from_dict(json.loads(path.read_text()))
-    return None
+    """The stored result of a finished stage, or None.
+
+    final.pt must match the size and sha256 recorded in result.json when it was written; a damaged one
+    (truncated copy, disk error) is removed with result.json, and the stage then rebuilds it from last.pt.
+    """
+    path, final = Path(out_dir) / "result.json", Path(out_dir) / "final.pt"
+    if not (path.is_file() and final.is_file()):
+        return None
+    raw = json.loads(path.read_text())
+    problem = verify_digest(final, raw.get("final_pt"))
+    if problem:
+        print(f"compt: {problem}; the stage is not done — rebuilding it from {final.with_name('last.pt')}",
+              file=sys.stderr)
+        if distributed.world_info_from_env()[0] == 0:
+            path.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+        return None
+    return StageResult.from_dict(raw)
 
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -192,6 +208,9 @@ def _validate(train: TrainConfig, info: DistInfo, n: int) -> None:
         raise UserError(f"precision must be auto, fp32 or bf16, got {train.precision!r}")
     if n == 0:
         raise UserError("the training dataset is empty")
+    if train.batch_size > n:
+        raise UserError(f"train.batch_size {train.batch_size} is larger than the training set ({n} samples): "
+                        f"one step would see samples twice; lower train.batch_size")
 
 
 def dataset_captions(dataset: Dataset) -> int:
@@ -254,10 +273,12 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
         _after_step(st, lr, stopped)
         if stopped:
             name = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal on another rank"
-            raise UserError(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
-                            f"{st.out_dir / 'last.pt'} — run the same command again to resume")
+            raise Interrupted(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
+                              f"{st.out_dir / 'last.pt'} — run the same command again to resume")
         if on_step is not None:
             on_step(step + 1)
+    if st.evaluate is not None and not any(h["step"] == st.total_steps for h in st.progress.history):
+        _evaluate(st)  # the final evaluation runs after the final last.pt: a failing one loses no training
 
 
 def _loader(st: _Stage) -> DataLoader:
@@ -319,7 +340,7 @@ def _after_step(st: _Stage, lr: float, stopped: bool) -> None:
         postfix = {"loss": st.progress.losses["loss"], "lr": lr, "img/s": ips}
     st.log.step(postfix)
     every = st.train.eval_every_epochs
-    if st.evaluate is not None and (last or (epoch_end and every > 0 and epochs_done % every == 0)):
+    if st.evaluate is not None and not last and epoch_end and every > 0 and epochs_done % every == 0:
         _evaluate(st)
     every = st.train.ckpt_every_steps
     if last or stopped or (s % every == 0 if every > 0 else epoch_end):
@@ -367,9 +388,8 @@ def _finish(st: _Stage) -> StageResult:
                          wall_clock_s=st.wall(), history=list(st.progress.history))
     if st.info.is_main:
         save_checkpoint(result.checkpoint, state_dict=weights, model_config=st.model_cfg, lineage=st.lineage)
-        path = st.out_dir / "result.json"
-        path.with_suffix(".json.tmp").write_text(json.dumps(result.to_dict(), indent=2))
-        path.with_suffix(".json.tmp").replace(path)
+        payload = {**result.to_dict(), "final_pt": file_digest(result.checkpoint)}
+        atomic_write_text(st.out_dir / "result.json", json.dumps(payload, indent=2))
     distributed.barrier()
     return result
 
