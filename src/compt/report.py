@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,13 @@ def _load_result(path: Path) -> dict[str, Any] | None:
     if not f.is_file():
         return None
     grow_s = json.loads(lineage.read_text()).get("grow_s", 0.0) if lineage.is_file() else 0.0
-    return {**json.loads(f.read_text()), "grow_s": grow_s}
+    res = json.loads(f.read_text())
+    final, recorded = path / "final.pt", res.get("final_pt") or {}
+    if final.is_file() and recorded and final.stat().st_size != recorded.get("size"):  # size only: cheap
+        print(f"compt report: warning: {final} has {final.stat().st_size} bytes, {recorded.get('size')} were "
+              f"written — the checkpoint is damaged (its metrics below are the recorded ones); `compt train` "
+              f"on this run directory rebuilds it", file=sys.stderr)
+    return {**res, "grow_s": grow_s}
 
 
 def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: float) -> StageRow:
