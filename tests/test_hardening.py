@@ -415,3 +415,41 @@ def test_from_stage_checks_everything_before_deleting_anything(tmp_path: Path) -
 def test_load_config_example_still_valid() -> None:
     cfg = load_config(Path(__file__).with_name("data") / "test-chain.toml")
     assert chain_mod.plan_stages(cfg, True)[0].key == "chain-1"
+
+
+LOCK_SCRIPT = """
+import sys
+from pathlib import Path
+
+from compt import distributed
+from compt.errors import UserError
+from compt.runlock import run_lock
+from compt.threads import resolve_threads
+
+info = distributed.init_distributed()
+for run_dir in sys.argv[1:]:
+    try:
+        with run_lock(Path(run_dir)):
+            distributed.barrier()  # every rank is inside the lock at once: they share it
+            print(f"rank {info.rank} inside, {resolve_threads(0)['local_ranks']} local ranks", flush=True)
+    except UserError as e:
+        print(f"rank {info.rank} refused: {e}", flush=True)
+distributed.shutdown()
+"""
+
+
+def test_torchrun_ranks_share_the_lock_and_are_refused_together(tmp_path: Path) -> None:
+    script, free, held = tmp_path / "lock_job.py", tmp_path / "free", tmp_path / "held"
+    script.write_text(LOCK_SCRIPT)
+    free.mkdir()
+    held.mkdir()
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2", str(script),
+           str(free), str(held)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    fd = acquire(held)  # another job holds it: both ranks stop (rank 1 does not hang)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env).stdout
+    finally:
+        release(fd)
+    assert "rank 0 inside, 2 local ranks" in out and "rank 1 inside" in out
+    assert "rank 0 refused: run directory" in out and "rank 1 refused: run directory" in out
