@@ -3,7 +3,8 @@
 The run directory is the single source of truth::
 
     RUN/config.toml                 resolved config (what was asked)
-    RUN/run.json                    stage states: pending / running / done / failed
+    RUN/run.json                    stage states: pending / running / done / interrupted / failed; threads
+    RUN/.compt.lock                 held by the run in progress (`compt.runlock`)
     RUN/chain/01-<model>/           member 1, trained from scratch
     RUN/chain/0i-<model>/init.pt    member i grown from member i-1's final.pt (written atomically)
     RUN/chain/0i-<model>/…          final.pt, last.pt, metrics.jsonl, result.json, lineage.json

@@ -6,7 +6,8 @@ Stage folder::
     final.pt       final weights + model config + lineage (no train state)
     metrics.jsonl  train / eval records (see `compt.train.metrics`)
     tb/            TensorBoard events
-    result.json    the `StageResult`; when it and final.pt exist the stage is done and is not rerun
+    result.json    the `StageResult` + final.pt's size and sha256; when both exist and final.pt matches, the stage
+                   is done and is not rerun
 
 A stage killed at any point and started again with the same call resumes from last.pt and ends with the
 same weights and metrics, bit for bit on CPU: data order, learning rate and every piece of state are
