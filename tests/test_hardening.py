@@ -325,8 +325,21 @@ def test_malformed_model_config_and_blocked_pickle_are_named_as_such(tmp_path: P
     assert main(["eval", str(tmp_path / "bad.pt")]) == 2
     assert "its model_config is malformed (KeyError" in one_line_error(capsys)
     torch.save({"state_dict": argparse.Namespace(x=1)}, tmp_path / "pickle.pt")  # an arbitrary Python object
-    with pytest.raises(UserError, match=r"refusing to load .* \(weights_only=True\) blocks"):
+    with pytest.raises(UserError, match=r"refusing to load .*argparse.Namespace, which safe loading"):
         load_checkpoint(tmp_path / "pickle.pt")
+    torch.save({"state_dict": RunsCode()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match=r"refusing to load .*getpid, which safe loading"):
+        load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint" * 100)
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "garbage.pt")
+
+
+class RunsCode:
+    """A pickle that calls a function when loaded unsafely (a harmless one here)."""
+
+    def __reduce__(self):
+        return (os.getpid, ())
 
 
 # ----------------------------------------------------------------------------------------------- 6. smaller

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -158,10 +159,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower() or "unsupported global" in str(e).lower():
-            raise UserError(f"refusing to load {path}: it contains Python objects that safe loading "
-                            f"(weights_only=True) blocks — not a plain tensor checkpoint; only load files you "
-                            f"trust, and convert them to a state dict first") from e
+        blocked = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
+        if blocked:  # a readable pickle that names code to run: refused, not damaged
+            raise UserError(f"refusing to load {path}: it would run or build {blocked.group(1)}, which safe "
+                            f"loading (weights_only=True) blocks — not a plain tensor checkpoint; only load files "
+                            f"you trust, and convert them to a state dict first") from e
         raise _unreadable(path, e) from e
     except Exception as e:  # torch raises several types for truncated zip / pickle data
         raise _unreadable(path, e) from e
