@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from compt.plan import human_flops
-from compt.report import METRICS, RunSummary, load_run, summarise, write_report
+from compt.report import METRICS, WALL_MARKS, RunSummary, load_run, summarise, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -52,7 +52,8 @@ def variant_table(rows: list[tuple[str, dict]]) -> str:
                 name, m["model"], *[_pm(m.get(k)) for k, _ in METRICS], *deltas,
                 _pm(ind.get(m["model"], {}).get("zeroshot_top1")),
                 f"{human_flops(fam['chain_flops']['mean'])} ({_pm(fam['chain_pct_of_largest'])} %)",
-                _pm(fam["acceleration_flops"], 2) + "×", _pm(fam.get("acceleration_wall"), 2) + "×",
+                _pm(fam["acceleration_flops"], 2) + "×", _pm(fam.get("acceleration_wall"), 2) + "×"
+                + WALL_MARKS[fam.get("acceleration_wall_status", "not recorded")],
                 str(m["flops"]["n"])]) + " |")
     return "\n".join(lines)
 
@@ -145,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
              f"(base config `benchmarks/configs/tiny-base.toml`, commit {commit}).", "",
              f"Machine: {machine()}. FLOPs are counted (samples processed × analytic per-sample FLOPs, "
              "teacher forward included); wall-clock is measured training time of each stage on this machine, "
-             "baselines and chain in the same run.", ""]
+             "baselines and chain in the same run. In the tables, an accel. wall-clock marked † used a stage that "
+             "ran while other processes shared the CPU (indicative only; the per-stage reasons are in each run's "
+             "`compt report`), one marked ? used stages whose conditions were not recorded (runs from before "
+             "compt recorded them).", ""]
     analysis = ROOT / "benchmarks" / "analysis.md"
     if analysis.is_file():
         parts += [analysis.read_text().strip(), ""]
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                       worth_table([(name, [run for _, run in pairs]) for name, pairs in done.items() if pairs]), ""]
         if exp.name in PLOTTED and first:
             report_dir, _ = write_report([d for d, _ in first], runs / exp.name / "report")
-            for png in ("accuracy_vs_compute.png", "cost_breakdown.png"):
+            for png in (p for p in ("accuracy_vs_compute.png", "cost_breakdown.png") if (report_dir / p).is_file()):
                 shutil.copy(report_dir / png, img / f"{exp.name}_{png}")
                 parts += [f"![{exp.name} {png[:-4]}](img/{exp.name}_{png})", ""]
     out.write_text("\n".join(parts))

@@ -42,3 +42,16 @@ def test_matched_epoch_interpolates_the_first_crossing(value: float, expect: flo
     history = [{"epoch": 4, "m": 20.0}, {"epoch": 8, "m": 30.0}, {"epoch": 12, "m": 28.0}, {"epoch": 16}]
     got = matched_epoch(history, "m", value)
     assert got == (None if expect is None else pytest.approx(expect))
+
+
+def test_variant_table_marks_wall_clock_that_is_not_a_clean_measurement(tmp_path: Path) -> None:
+    from make_results import variant_table
+    from test_wall_conditions import BUSY, CLEAN, STAGES, write_run
+
+    from compt.report import load_run, summarise
+
+    runs = {"clean": dict.fromkeys(STAGES, CLEAN), "busy": {**dict.fromkeys(STAGES, CLEAN), "chain/02-test_B": BUSY},
+            "old": {}}
+    table = variant_table([(name, summarise([load_run(write_run(tmp_path / name, c))])) for name, c in runs.items()])
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert "| 2.86× |" in rows["clean"] and "| 2.86× † |" in rows["busy"] and "| 2.86× ? |" in rows["old"]

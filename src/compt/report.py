@@ -155,8 +155,8 @@ def _wall_notes(rows: list[StageRow]) -> list[str]:
 
 def wall_caveat(rows: list[StageRow]) -> str | None:
     """None when every stage behind a wall-clock figure was measured clean, else why the figure is indicative."""
-    contended = sorted({r.label for r in rows if r.wall_status() == "contended"})
-    unknown = sorted({r.label for r in rows if r.wall_status() == "not recorded"})
+    contended = list(dict.fromkeys(r.label for r in rows if r.wall_status() == "contended"))
+    unknown = list(dict.fromkeys(r.label for r in rows if r.wall_status() == "not recorded"))
     parts = ([f"{len(contended)} of the {len({r.label for r in rows})} stage results it uses were measured "
               f"while other processes shared the CPU ({', '.join(contended)})"] if contended else [])
     parts += [f"conditions not recorded for {', '.join(unknown)}"] if unknown else []
@@ -186,7 +186,8 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
         walls = [(sum(x.wall_s for x in r.individual), r.chain_wall) for r in runs]
         out["acceleration_wall"] = _stat([i / c for i, c in walls])
         out["chain_wall_pct_of_largest"] = _stat([100 * r.chain_wall / r.individual[-1].wall_s for r in runs])
-        out["acceleration_wall_caveat"] = wall_caveat([x for r in runs for x in (*r.chain, *r.individual)])
+        used = [x for r in runs for x in (*r.chain, *r.individual)]
+        out["acceleration_wall_status"], out["acceleration_wall_caveat"] = _combined_status(used), wall_caveat(used)
         out["chain_wall_pct_caveat"] = wall_caveat([x for r in runs for x in (*r.chain, r.individual[-1])])
     return out
 
@@ -200,14 +201,17 @@ def _fmt(stat: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> 
 
 def format_markdown(summary: dict[str, Any]) -> str:
     """The paper-style table (Markdown) plus family-level lines."""
-    lines = ["| member | method | epochs | train FLOPs | cumulative | wall-clock (s) | zero-shot top-1 | "
-             "Δ | retrieval R@1 | Δ |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    metrics = [(k, label) for k, label in METRICS if any(k in m for m in summary["members"])]  # recorded ones
+    lines = ["| member | method | epochs | train FLOPs | cumulative | wall-clock (s) | "
+             + "".join(f"{label} | Δ | " for _, label in metrics).rstrip(),
+             "|---|---|---:|---:|---:|---:|" + "---:|---:|" * len(metrics)]
     for m in summary["members"]:
-        delta = [f"{m[f'delta_{k}']:+.1f}" if f"delta_{k}" in m else "" for k, _ in METRICS]
         mark = WALL_MARKS.get(m.get("wall_status", "not recorded"), "")
+        cells = [f"{_fmt(m.get(k))} | {m[f'delta_{k}']:+.1f}" if f"delta_{k}" in m else f"{_fmt(m.get(k))} | "
+                 for k, _ in metrics]
         lines.append(f"| {m['model']} | {m['method']} | {m['epochs']:g} | {human_flops(m['flops']['mean'])} | "
                      f"{human_flops(m['cumulative_flops']['mean'])} | {_fmt(m['wall_s'])}{mark} | "
-                     f"{_fmt(m.get('zeroshot_top1'))} | {delta[0]} | {_fmt(m.get('retrieval_r1'))} | {delta[1]} |")
+                     + "".join(f"{c} | " for c in cells).rstrip())
     lines += _wall_footnotes(summary["members"])
     f = summary["family"]
     lines += ["", f"- chain cost: {human_flops(f['chain_flops']['mean'])} = "
