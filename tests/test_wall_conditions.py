@@ -35,6 +35,8 @@ def test_contention_rules() -> None:
     assert contention(conditions(wait=None, util=0.95)) == []
     assert contention(conditions(wait=None, util=0.05, device="cuda")) == []
     assert contention(conditions(wait=None, util=0.05, device="cuda", load=5.0))  # host oversubscribed
+    own = contention({**conditions(wait=0.5, util=0.5), "threads": 4})             # oversubscribed by itself
+    assert own[0].endswith("; 4 threads on 2 cores)")
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not Path("/proc/self/schedstat").exists(),
@@ -119,7 +121,7 @@ def test_contended_stages_are_flagged_with_the_reason(tmp_path: Path) -> None:
             "for a CPU 45 % of the time (CPU time / (wall × 2 threads) = 0.50; load average 3.9 → 3.9 on 2 cores)"
             in md)
     assert ("- family acceleration (wall-clock): 2.86× — indicative only, not a measurement: 1 of the 4 stage "
-            "results it uses were measured while other processes shared the CPU (test/B individual)") in md
+            "results it uses were measured under CPU contention (test/B individual)") in md
     assert "of the largest member's individual run (indicative only, as above)" in md
     assert "wall-clock, measured" not in md
 

@@ -158,7 +158,7 @@ def wall_caveat(rows: list[StageRow]) -> str | None:
     contended = list(dict.fromkeys(r.label for r in rows if r.wall_status() == "contended"))
     unknown = list(dict.fromkeys(r.label for r in rows if r.wall_status() == "not recorded"))
     parts = ([f"{len(contended)} of the {len({r.label for r in rows})} stage results it uses were measured "
-              f"while other processes shared the CPU ({', '.join(contended)})"] if contended else [])
+              f"under CPU contention ({', '.join(contended)})"] if contended else [])
     parts += [f"conditions not recorded for {', '.join(unknown)}"] if unknown else []
     return "; ".join(parts) or None
 

@@ -100,6 +100,8 @@ def contention(c: dict[str, Any]) -> list[str]:
     load = f"; load average {' → '.join(f'{x:.1f}' for x in loads)} on {c['cpu_count']} cores" if loads else ""
     threads = f"{c['threads']} thread" + ("s" if c["threads"] != 1 else "")
     util = f"CPU time / (wall × {threads}) = {c['cpu_utilisation']:.2f}"
+    if c["threads"] > c["cpu_count"]:
+        load += f"; {threads} on {c['cpu_count']} cores"
     w = c.get("runqueue_wait")
     if w is not None:
         return [f"its threads waited for a CPU {100 * w:.0f} % of the time ({util}{load})"] if w > WAIT_MAX else []
