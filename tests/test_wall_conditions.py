@@ -132,3 +132,38 @@ def test_results_without_conditions_say_so(tmp_path: Path) -> None:
     assert "? wall-clock conditions not recorded" in md
     assert "conditions not recorded for test/B chain, test/B individual" in md
     assert (out / "accuracy_vs_compute.png").is_file() and (out / "cost_breakdown.png").is_file()
+
+
+def test_csv_chain_report_has_one_retrieval_panel_and_flags_contention(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's case at test size: an open_clip CSV (no class labels) → chain + baselines → `compt report`."""
+    from test_data_files import COLOURS, write_csv, write_images
+    from test_plots import assert_readable_compute_axis
+
+    from compt.chain import train_chain
+    from compt.config import config_from_dict
+    from compt.plots import accuracy_figure
+    from compt.report import load_run
+    from compt.train import conditions as cond
+
+    names = write_images(tmp_path / "img", 40)
+    words = ("red", "green", "blue", "yellow")
+    write_csv(tmp_path / "pairs.csv", [(f"img/{n}", f"a {words[i % len(COLOURS)]} photo {i}") for i, n in
+                                       enumerate(names)])
+    raw = {"name": "csv", "baselines": True, "data": {"kind": "csv", "path": str(tmp_path / "pairs.csv"),
+                                                      "eval_samples": 8, "cache_dir": "none"},
+           "train": {"batch_size": 16, "warmup_steps": 1, "stage_warmup_steps": 1},
+           "chain": [{"model": "test/A", "epochs": 1}, {"model": "test/B", "epochs": 1}]}
+    run_dir = tmp_path / "run"
+    train_chain(config_from_dict(raw), run_dir, progress=False)
+    run = load_run(run_dir)
+    assert all(set(r.conditions) == KEYS for r in (*run.chain, *run.individual))
+    fig = accuracy_figure([run])
+    fig.canvas.draw()
+    axes = [ax for ax in fig.axes if ax.get_ylabel()]
+    assert [ax.get_ylabel() for ax in axes] == ["retrieval R@1 (%)"]
+    assert_readable_compute_axis(axes[0])
+    monkeypatch.setattr(cond, "WAIT_MAX", -1.0)          # whatever this machine's load: every stage contended
+    monkeypatch.setattr(cond, "UTILISATION_MIN", 2.0)
+    _, md = write_report([run_dir])
+    assert "zero-shot" not in md and md.count(" † |") == 4 and "indicative only, not a measurement" in md
