@@ -2,7 +2,8 @@
 
 Everything comes from what the runs wrote (`config.toml`, `run.json`, each stage's `result.json`): training
 FLOPs are the counted FLOPs of the samples each stage processed (teacher forward included), wall-clock is
-the measured training time (growth included). Several runs of the same config (e.g. seeds) are reported as
+the measured training time (growth included), marked indicative where its stage ran under CPU contention or
+did not record its conditions (`compt.train.conditions`). Several runs of the same config (e.g. seeds) are reported as
 mean ± std.
 """
 
