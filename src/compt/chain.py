@@ -96,7 +96,8 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
         members = [asdict(m) for m in (*cfg.chain[: stage.index], stage.member)]
     return {"members": members, "data": asdict(cfg.data),
             "train": {k: v for k, v in asdict(cfg.train).items()
-                      if k not in ("ckpt_every_steps", "log_every_steps", "eval_every_epochs")}}
+                      if k not in ("ckpt_every_steps", "log_every_steps", "eval_every_epochs", "report_to",
+                                   "wandb_project")}}
 
 
 def settings_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -205,7 +206,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
         state.set(stage.key, "done")
         return json.loads(result_file.read_text())
     state.set(stage.key, "running")
-    init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind}
+    init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
     if not stage.from_scratch:
         parent_dir = run_dir / f"chain/{stage.index:02d}-{slug(cfg.chain[stage.index - 1].model)}"
         parent_cfg = get_model_config(cfg.chain[stage.index - 1].model)

@@ -46,6 +46,7 @@ from compt.errors import UserError, unknown_name
 
 DISTILL_LOSSES = ("fd", "affinity", "icl", "fd+affinity", "none")
 DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart", "folder")
+REPORT_TO = ("tensorboard", "wandb")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +98,8 @@ class TrainConfig:
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
     loader_workers: int = 0            # DataLoader worker processes of the training loop (0 = in-process)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
+    report_to: tuple[str, ...] = ("tensorboard",)  # metric sinks besides metrics.jsonl: tensorboard, wandb
+    wandb_project: str = "compt"       # W&B project of the stages' runs (with "wandb" in report_to)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +158,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 raise UserError(f"{where}: expected an integer, got {value!r}")
             return int(num)
         return float(num)
+    if origin is tuple:  # tuple[str, ...]: a TOML list (or one string)
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0], where) for v in items)
     if tp is str:
         if not isinstance(value, str):
             raise UserError(f"{where}: expected a string, got {value!r}")
@@ -263,6 +271,7 @@ def validate(cfg: RunConfig) -> None:
         obj = cfg.data if key == "num_samples" else cfg.train
         if getattr(obj, key) <= 0:
             raise UserError(f"{key} must be positive, got {getattr(obj, key)}")
+    _validate_report_to(cfg.train.report_to)
     if cfg.baseline_epochs < 0:
         raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
     ops = _growth_ops()
@@ -284,6 +293,17 @@ def validate(cfg: RunConfig) -> None:
                             f"{a.name} ({model_flops(a).total / 1e9:.3g} GFLOPs)")
         if cfg.chain[i].growth != "none":
             _validate_growth(a, b)
+
+
+def _validate_report_to(sinks: tuple[str, ...]) -> None:
+    for sink in sinks:
+        if sink not in REPORT_TO:
+            raise unknown_name("train.report_to entry", sink, REPORT_TO)
+    if "wandb" in sinks:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise UserError("train.report_to has \"wandb\" but wandb is not installed: pip install 'compt[wandb]'")
 
 
 def _growth_ops() -> tuple[str, ...]:

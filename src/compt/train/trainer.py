@@ -42,11 +42,13 @@ from compt.errors import UserError
 from compt.flops import model_flops
 from compt.models import ModelConfig, create_model
 from compt.tasks import ClipTask, build_task, freeze
+from compt.train.conditions import Probe
 from compt.train.metrics import MetricsLog
 from compt.train.optim import build_optimizer, lr_at, set_lr
 from compt.train.sampler import StepBatchSampler
 from compt.train.state import Progress, rng_state, set_rng_state
 from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
+from compt.train.wandb_log import wandb_settings
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 POSITION_KEYS = ("step", "epoch", "samples", "flops")
@@ -61,6 +63,7 @@ class StageResult:
     train_flops: float          # samples × (3 × student fwd + teacher fwd if not cached) + cache fill
     wall_clock_s: float         # training wall clock (fill pass, steps, checkpoints; evaluation excluded)
     history: list[dict] = field(default_factory=list)  # [{"step", "epoch", "samples", "flops", **metrics}]
+    conditions: dict = field(default_factory=dict)     # of the wall clock (`compt.train.conditions`); {} = unknown
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "checkpoint": str(self.checkpoint)}
@@ -121,7 +124,7 @@ def train_stage(*, out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, 
     unwrapped student every `train.eval_every_epochs` epochs and at the end (on every rank; rank 0's
     result is kept). `on_step(step)` is called after every optimizer step (tests, benchmarks).
     """
-    started = time.perf_counter()
+    started, probe = time.perf_counter(), Probe()
     out_dir = Path(out_dir)
     done = load_result(out_dir)
     if done is not None:
@@ -133,7 +136,7 @@ def train_stage(*, out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, 
     try:
         with _stop_signals() as stop:
             _loop(stage, stop, on_step)
-        return _finish(stage)
+        return _finish(stage, probe)
     finally:
         stage.log.close()
 
@@ -170,7 +173,8 @@ def _setup(out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, train: T
         distributed.load_optimizer_state_dict(task, optimizer, state["optimizer"], train.fsdp)
         set_rng_state(state["rng"])
     log = MetricsLog(out_dir, enabled=info.is_main, progress=progress, total_steps=total, step=prog.step,
-                     truncate_to=prog.metrics_offset if state is not None else None, desc=model_cfg.name)
+                     truncate_to=prog.metrics_offset if state is not None else None, desc=model_cfg.name,
+                     report_to=train.report_to, wandb=wandb_settings(train, lineage, model_cfg.name))
     warm = member.warmup_steps if member.warmup_steps is not None else (
         train.warmup_steps if from_scratch else train.stage_warmup_steps)
     peak_lr = member.lr if member.lr is not None else train.lr
@@ -357,14 +361,15 @@ def _save_last(st: _Stage) -> None:
     distributed.barrier()
 
 
-def _finish(st: _Stage) -> StageResult:
+def _finish(st: _Stage, probe: Probe) -> StageResult:
     weights = distributed.model_state_dict(st.task.student)
     evals = st.progress.history[-1] if st.progress.history else {}
     metrics = {k: v for k, v in evals.items() if k not in POSITION_KEYS}
     metrics |= {f"train_{k}" if k != "logit_scale" else k: v for k, v in st.progress.losses.items()}
     result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=st.total_steps,
                          samples=st.total_steps * st.batch, train_flops=st.flops(st.total_steps),
-                         wall_clock_s=st.wall(), history=list(st.progress.history))
+                         wall_clock_s=st.wall(), history=list(st.progress.history),
+                         conditions=probe.finish(st.info.device))
     if st.info.is_main:
         save_checkpoint(result.checkpoint, state_dict=weights, model_config=st.model_cfg, lineage=st.lineage)
         path = st.out_dir / "result.json"
