@@ -32,6 +32,7 @@ from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, sha25
 from compt.config import MemberConfig, RunConfig, config_to_dict
 from compt.errors import UserError
 from compt.models import ModelConfig, build_model, get_model_config
+from compt.stage import StageSpec, resolve_spec
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,15 @@ def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
     stages = [Stage(f"chain-{i + 1}", "chain", i, m, f"chain/{i + 1:02d}-{slug(m.model)}")
               for i, m in enumerate(cfg.chain)]
     if baselines:
-        for i, m in enumerate(cfg.chain):
-            if i == 0 and _member1_is_baseline(cfg):
-                continue
-            member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
-            stages.append(Stage(f"baseline-{i + 1}", "baseline", i, member, f"baselines/{slug(m.model)}"))
+        stages += [individual_stage(cfg, i) for i in range(len(cfg.chain)) if i > 0 or not _member1_is_baseline(cfg)]
     return stages
+
+
+def individual_stage(cfg: RunConfig, index: int) -> Stage:
+    """Member `index` trained alone for the individual schedule (its baseline)."""
+    m = cfg.chain[index]
+    member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
+    return Stage(f"baseline-{index + 1}", "baseline", index, member, f"baselines/{slug(m.model)}")
 
 
 def _member1_is_baseline(cfg: RunConfig) -> bool:
@@ -192,6 +196,14 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
     return load_checkpoint(init)
 
 
+def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
+    """`stage`'s settings resolved once from the run config (`samples` training pairs per epoch)."""
+    parent = None if stage.from_scratch else get_model_config(cfg.chain[stage.index - 1].model)
+    return resolve_spec(model=get_model_config(stage.member.model), member=stage.member, train=cfg.train,
+                        from_scratch=stage.from_scratch, parent=parent, samples=samples,
+                        captions=cfg.data.captions_per_image)
+
+
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
               evaluate: Callable[[ModelConfig], Callable[[torch.nn.Module], dict[str, float]]] | None,
               dataset_for: Callable[[ModelConfig], Any], progress: bool) -> dict[str, Any]:
@@ -199,32 +211,30 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
     from compt.train import train_stage
 
     d = run_dir / stage.directory
-    model_cfg = get_model_config(stage.member.model)
     result_file = d / "result.json"
     if result_file.is_file() and (d / "final.pt").is_file():
         state.set(stage.key, "done")
         return json.loads(result_file.read_text())
     state.set(stage.key, "running")
+    model_cfg = get_model_config(stage.member.model)
+    dataset = dataset_for(model_cfg)
+    spec = stage_spec(cfg, stage, len(dataset))
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind}
-    if not stage.from_scratch:
+    if spec.parent is not None:
         parent_dir = run_dir / f"chain/{stage.index:02d}-{slug(cfg.chain[stage.index - 1].model)}"
-        parent_cfg = get_model_config(cfg.chain[stage.index - 1].model)
         parent_ckpt = parent_dir / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
-        grown = grow_into(d, parent_ckpt, parent_sha, parent, parent_cfg, model_cfg, stage.member.growth,
-                          cfg.train.seed)
-        init, teacher = grown.state_dict, (parent_cfg, parent)
-        lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=stage.member.growth,
-                       distill=stage.member.distill, distill_weight=stage.member.distill_weight,
+        grown = grow_into(d, parent_ckpt, parent_sha, parent, spec.parent, spec.model, spec.growth, spec.seed)
+        init, teacher = grown.state_dict, parent if spec.distills else None
+        lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=spec.growth,
+                       distill=stage.member.distill, distill_weight=spec.distill_weight,
                        grow_s=float(grown.lineage.get("grow_s", 0.0)))
-    lineage.update(epochs=stage.member.epochs, seed=cfg.train.seed, model=model_cfg.name)
-    write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage)})
-    torch.manual_seed(cfg.train.seed)
+    lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name)
+    write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage), "spec": spec.summary()})
+    torch.manual_seed(spec.seed)
     try:
-        result = train_stage(out_dir=d, model_cfg=model_cfg, member=stage.member, train=cfg.train,
-                             dataset=dataset_for(model_cfg), init_state=init, teacher=teacher,
-                             evaluate=evaluate(model_cfg) if evaluate else None, lineage=lineage,
-                             from_scratch=stage.from_scratch, progress=progress)
+        result = train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
+                             evaluate=evaluate(model_cfg) if evaluate else None, lineage=lineage, progress=progress)
     except BaseException:
         state.set(stage.key, "failed")
         raise
