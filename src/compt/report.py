@@ -16,7 +16,7 @@ from typing import Any
 
 import tomllib
 
-from compt.chain import baseline_dir, slug
+from compt.chain import baseline_dir, plan_stages
 from compt.config import RunConfig, config_from_dict
 from compt.errors import UserError
 from compt.plan import human_flops, plan_chain
@@ -59,12 +59,15 @@ class RunSummary:
 
 
 def _load_result(path: Path) -> dict[str, Any] | None:
-    """A stage's result.json plus the growth time recorded in its lineage.json."""
-    f, lineage = path / "result.json", path / "lineage.json"
-    if not f.is_file():
+    """A finished stage's result plus the growth time recorded in its lineage.json (None: not done)."""
+    from compt.train import load_result
+
+    result = load_result(path)
+    if result is None:
         return None
+    lineage = path / "lineage.json"
     grow_s = json.loads(lineage.read_text()).get("grow_s", 0.0) if lineage.is_file() else 0.0
-    return {**json.loads(f.read_text()), "grow_s": grow_s}
+    return {**result.to_dict(), "grow_s": grow_s}
 
 
 def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: float) -> StageRow:
@@ -82,11 +85,11 @@ def load_run(run_dir: str | Path) -> RunSummary:
         raise UserError(f"{run_dir} is not a compt run directory (no config.toml); run `compt train` first")
     cfg = config_from_dict(tomllib.loads((run_dir / "config.toml").read_text()))
     chain, total = [], 0.0
-    for i, m in enumerate(cfg.chain):
-        res = _load_result(run_dir / f"chain/{i + 1:02d}-{slug(m.model)}")
+    for stage in plan_stages(cfg, baselines=False):
+        res = _load_result(run_dir / stage.directory)
         if res is None:
             break
-        chain.append(_row(res, m.model, "chain", m.epochs, total))
+        chain.append(_row(res, stage.member.model, "chain", stage.member.epochs, total))
         total += chain[-1].flops
     individual = []
     for i, m in enumerate(cfg.chain):

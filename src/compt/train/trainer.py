@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from compt import distributed
-from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compt.checkpoint import Checkpoint, atomic_write_json, load_checkpoint, save_checkpoint
 from compt.config import MemberConfig, TrainConfig
 from compt.distributed import DistInfo
 from compt.errors import UserError
@@ -379,9 +379,7 @@ def _finish(st: _Stage) -> StageResult:
                          wall_clock_s=st.wall(), history=list(st.progress.history))
     if st.info.is_main:
         save_checkpoint(result.checkpoint, state_dict=weights, model_config=st.spec.model, lineage=st.lineage)
-        path = st.out_dir / "result.json"
-        path.with_suffix(".json.tmp").write_text(json.dumps(result.to_dict(), indent=2))
-        path.with_suffix(".json.tmp").replace(path)
+        atomic_write_json(st.out_dir / "result.json", result.to_dict())
     distributed.barrier()
     return result
 
