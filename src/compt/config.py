@@ -44,7 +44,6 @@ else:  # pragma: no cover
 
 from compt.errors import UserError, unknown_name
 
-DISTILL_LOSSES = ("fd", "affinity", "icl", "fd+affinity", "none")
 DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart", "folder")
 
 
@@ -256,6 +255,7 @@ def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
     from compt.flops import model_flops
     from compt.models import get_model_config
+    from compt.tasks import DISTILL_NAMES
 
     if cfg.data.kind not in DATA_KINDS:
         raise unknown_name("data kind", cfg.data.kind, DATA_KINDS)
@@ -274,8 +274,8 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
         if i > 0 and m.growth not in ops:
             raise unknown_name("growth operator", m.growth, ops)
-        if i > 0 and m.distill not in DISTILL_LOSSES:
-            raise unknown_name("distillation loss", m.distill, DISTILL_LOSSES)
+        if i > 0 and m.distill not in DISTILL_NAMES:
+            raise unknown_name("distillation loss", m.distill, DISTILL_NAMES)
     for i in range(1, len(cfgs)):
         a, b = cfgs[i - 1], cfgs[i]
         if model_flops(b).total <= model_flops(a).total:
