@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-if TYPE_CHECKING:
-    from compt.report import RunSummary, StageRow
-
-METRICS = (("zeroshot_top1", "zero-shot top-1 (%)"), ("retrieval_r1", "retrieval R@1 (%)"))
+from compt.runs import METRICS, RunSummary, StageRow  # noqa: E402
 
 
 def _curve(row: StageRow, offset: float, key: str) -> tuple[list[float], list[float]]:
@@ -41,7 +37,7 @@ def plot_accuracy_vs_compute(runs: list[RunSummary], path: Path) -> Path:
                 ax.plot(xs, ys, "--s", color=c, ms=3, alpha=0.8, label=f"{row.model} individual")
         ax.set_xscale("log")
         ax.set_xlabel("cumulative training compute (FLOPs)")
-        ax.set_ylabel(label)
+        ax.set_ylabel(f"{label} (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=2)
     fig.suptitle(f"{run.name}: accuracy vs compute" + (f" (seed run 1 of {len(runs)})" if len(runs) > 1 else ""))
