@@ -23,23 +23,9 @@ from typing import Any
 import torch
 
 from compt.errors import UserError, unknown_name
+from compt.swin import SwinConfig, ensure_registered
 
-
-@dataclass(frozen=True, kw_only=True)
-class SwinConfig:
-    """A timm Swin trunk: stage widths C·2^i, window attention with `window_size`, patch merging."""
-
-    embed_dim: int
-    depths: tuple[int, ...]
-    num_heads: tuple[int, ...]
-    patch_size: int = 4
-    window_size: int = 7
-
-    @property
-    def timm_name(self) -> str:
-        """The name this trunk is registered under in timm (see `compt.swin`)."""
-        d = "-".join(str(x) for x in self.depths)
-        return f"compt_swin_c{self.embed_dim}_d{d.replace('-', '_')}_p{self.patch_size}_w{self.window_size}"
+__all__ = ["SwinConfig"]  # re-exported: the Swin trunk's config is part of a ModelConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,10 +262,8 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
     """Build a freshly initialised open_clip CLIP for `cfg` (fp32, on CPU)."""
     from open_clip.model import CLIP
 
-    if cfg.is_swin:
-        from compt import swin
-
-        swin.ensure_registered(cfg.vision)
+    if cfg.vision.swin is not None:
+        ensure_registered(cfg.vision.swin, image_size=cfg.vision.image_size, mlp_ratio=cfg.vision.mlp_ratio)
     oc = cfg.to_open_clip()
     return CLIP(embed_dim=oc["embed_dim"], vision_cfg=oc["vision_cfg"], text_cfg=oc["text_cfg"])
 
