@@ -288,11 +288,3 @@ def write_open_clip_config(cfg: ModelConfig, directory: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"model_cfg": cfg.to_open_clip(), "preprocess_cfg": {}}, indent=2))
     return path
-
-
-def count_params(cfg: ModelConfig) -> dict[str, int]:
-    """Parameter counts of the image tower, the text side (everything else except logit scale) and total."""
-    model = build_model(cfg)
-    image = sum(p.numel() for p in model.visual.parameters())
-    total = sum(p.numel() for p in model.parameters())
-    return {"image": image, "text": total - image - model.logit_scale.numel(), "total": total}
