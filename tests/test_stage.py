@@ -1,5 +1,8 @@
 """`StageSpec`: each setting resolved once from the run config; one cost model for planner and trainer."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from compt.chain import individual_stage, plan_stages, stage_spec
@@ -44,3 +47,19 @@ def test_training_flops_with_and_without_teacher_cache() -> None:
     assert training_flops(10.0, 4.0, 8) == 8 * (30 + 4)
     assert training_flops(10.0, 4.0, 8, cached_teacher=True, fill_samples=5) == 5 * 4 + 8 * 30
     assert training_flops(10.0, 0.0, 8, cached_teacher=True, fill_samples=5) == 8 * 30
+
+
+def test_run_directories_of_the_previous_layout_stay_recognised(tmp_path) -> None:
+    """tests/data/lineage-v1.json: stage folders and fingerprints as the code before StageSpec wrote them."""
+    from compt.chain import check_or_reset, fingerprint
+
+    old = json.loads((Path(__file__).parent / "data" / "lineage-v1.json").read_text())
+    cfg = config_from_dict(old["config"])
+    stages = plan_stages(cfg, baselines=True)
+    assert {s.key: s.directory for s in stages} == {k: v["dir"] for k, v in old["stages"].items()}
+    for s in stages:
+        stored = old["stages"][s.key]["fingerprint"]
+        assert json.loads(json.dumps(fingerprint(cfg, s), default=str)) == stored
+        (tmp_path / s.directory).mkdir(parents=True)
+        (tmp_path / s.directory / "lineage.json").write_text(json.dumps({"fingerprint": stored}))
+    check_or_reset(tmp_path, cfg, stages, None)  # no "was run with other settings"
