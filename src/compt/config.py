@@ -8,7 +8,7 @@ A run config is data (frozen dataclasses); the CLI loads a TOML file and applies
     baselines = false               # also train every member individually
 
     [data]
-    kind = "synthetic"              # synthetic | csv | wds | fashion-mnist | openclipart
+    kind = "synthetic"              # any kind of `compt.data.ADAPTERS`
     num_samples = 2_890_000         # for planning when the data is not local
     captions_per_image = 7
 
@@ -42,36 +42,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from compt.data.settings import DataConfig
 from compt.errors import UserError, unknown_name
 
-DISTILL_LOSSES = ("fd", "affinity", "icl", "fd+affinity", "none")
-DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart", "folder")
 REPORT_TO = ("tensorboard", "wandb")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """Where training and evaluation data come from (see `compt.data`)."""
-
-    kind: str = "synthetic"
-    path: str = ""                     # CSV/TSV file, webdataset shard pattern, or dataset root
-    root: str = ""                     # image paths in a CSV are relative to this (default: the CSV's folder)
-    num_samples: int = 10_000          # training pairs (synthetic size; planning size for remote data)
-    eval_samples: int = 1_000          # held-out pairs for zero-shot / retrieval
-    captions_per_image: int = 1        # caption slots per image (the official recipe uses 7)
-    csv_img_key: str = "filepath"
-    csv_caption_key: str = "caption"
-    csv_separator: str = ","
-    eval_path: str = ""                # optional held-out CSV/shards; default: a split of `path`
-    max_bad_fraction: float = 0.01     # fail when more than this fraction of samples is unreadable
-    seed: int = 0                      # dataset generation / split seed
-    workers: int = 0                   # DataLoader worker processes
-    caption_separator: str = ""        # split one caption field / .txt into several captions on this ("" = don't)
-    predecode_max: int = 50_000        # sets with at most this many images are decoded once into memory
-    cache_dir: str = ""                # pre-decoded tensors cache ("" = only the real-data adapters, under
-                                       # $COMPT_CACHE_DIR or ~/.cache/compt; "none" = never)
-    zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
-    probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
+__all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
+           "load_config", "validate"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +213,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def parse_field(cls: type, name: str, text: str, where: str) -> Any:
+    """The value of a ``name=text`` override for a field of dataclass `cls`, parsed and type-checked exactly as
+    run-config overrides are (TOML scalar, else the raw text; then `_coerce`)."""
+    return _coerce(_parse_scalar(text), typing.get_type_hints(cls)[name], where)
+
+
 def _parse_scalar(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -262,11 +244,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 # ----------------------------------------------------------------------------------------------- checks
 def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
+    from compt.data import adapter
     from compt.flops import model_flops
     from compt.models import get_model_config
+    from compt.tasks import DISTILL_NAMES
 
-    if cfg.data.kind not in DATA_KINDS:
-        raise unknown_name("data kind", cfg.data.kind, DATA_KINDS)
+    adapter(cfg.data.kind)  # unknown kinds raise here
     for key in ("batch_size", "accum_steps", "num_samples"):
         obj = cfg.data if key == "num_samples" else cfg.train
         if getattr(obj, key) <= 0:
@@ -283,8 +266,8 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
         if i > 0 and m.growth not in ops:
             raise unknown_name("growth operator", m.growth, ops)
-        if i > 0 and m.distill not in DISTILL_LOSSES:
-            raise unknown_name("distillation loss", m.distill, DISTILL_LOSSES)
+        if i > 0 and m.distill not in DISTILL_NAMES:
+            raise unknown_name("distillation loss", m.distill, DISTILL_NAMES)
     for i in range(1, len(cfgs)):
         a, b = cfgs[i - 1], cfgs[i]
         if model_flops(b).total <= model_flops(a).total:

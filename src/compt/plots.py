@@ -19,11 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 
+from compt.runs import METRICS, RunSummary, StageRow  # noqa: E402
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from compt.report import RunSummary, StageRow
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")  # Okabe–Ito, no yellow
 UNITS = ((1e18, "EFLOPs"), (1e15, "PFLOPs"), (1e12, "TFLOPs"), (1e9, "GFLOPs"), (1e6, "MFLOPs"), (1.0, "FLOPs"))
@@ -80,8 +80,6 @@ def set_compute_axis(ax: Axes, xs: list[float], label: str = "cumulative trainin
 
 def present_metrics(runs: list[RunSummary]) -> list[tuple[str, str]]:
     """The report's metrics that at least one stage of the first run recorded."""
-    from compt.report import METRICS
-
     rows = [r for r in (*runs[0].chain, *runs[0].individual) if r is not None]
     return [(k, label) for k, label in METRICS if any(k in r.metrics or any(k in h for h in r.history) for r in rows)]
 

@@ -3,112 +3,26 @@
 Everything comes from what the runs wrote (`config.toml`, `run.json`, each stage's `result.json`): training
 FLOPs are the counted FLOPs of the samples each stage processed (teacher forward included), wall-clock is
 the measured training time (growth included), marked indicative where its stage ran under CPU contention or
-did not record its conditions (`compt.train.conditions`). Several runs of the same config (e.g. seeds) are reported as
-mean ± std.
+did not record its conditions (`compt.train.conditions`). Several runs of the same config (e.g. seeds)
+are reported as mean ± std.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
-from compt.chain import baseline_dir, slug
-from compt.config import RunConfig, config_from_dict
 from compt.errors import UserError
-from compt.plan import human_flops, plan_chain
+from compt.plan import human_flops
+from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
+from compt.runs import METRICS, RunSummary, StageRow, load_run
 from compt.train.conditions import contention
 
-METRICS = (("zeroshot_top1", "zero-shot top-1"), ("retrieval_r1", "retrieval R@1"))
 WALL_MARKS = {"clean": "", "contended": " †", "not recorded": " ?"}   # after a wall-clock cell of the table
 
-
-@dataclass
-class StageRow:
-    model: str
-    method: str                  # "chain" | "individual"
-    epochs: float
-    flops: float                 # training FLOPs of this stage
-    cumulative_flops: float      # chain: FLOPs to obtain this member (stages 1..i); individual: = flops
-    wall_s: float
-    metrics: dict[str, float]
-    history: list[dict] = field(default_factory=list)
-    conditions: dict[str, Any] | None = None   # of the wall clock (`compt.train.conditions`); None = not recorded
-
-    @property
-    def label(self) -> str:
-        return f"{self.model} {self.method}"
-
-    def wall_status(self) -> str:
-        """clean | contended | not recorded (results written before compt recorded the conditions)."""
-        if not self.conditions:
-            return "not recorded"
-        return "contended" if contention(self.conditions) else "clean"
-
-
-@dataclass
-class RunSummary:
-    name: str
-    run_dir: str
-    chain: list[StageRow]
-    individual: list[StageRow | None]
-    cfg: RunConfig
-
-    @property
-    def chain_flops(self) -> float:
-        return sum(r.flops for r in self.chain)
-
-    @property
-    def chain_wall(self) -> float:
-        return sum(r.wall_s for r in self.chain)
-
-    def individual_flops(self) -> list[float]:
-        """Counted FLOPs of each baseline; the planner's analytic figure where a baseline was not run."""
-        planned = plan_chain(self.cfg).members if None in self.individual else []
-        return [r.flops if r else planned[i].individual_cost for i, r in enumerate(self.individual)]
-
-
-def _load_result(path: Path) -> dict[str, Any] | None:
-    """A stage's result.json plus the growth time recorded in its lineage.json."""
-    f, lineage = path / "result.json", path / "lineage.json"
-    if not f.is_file():
-        return None
-    grow_s = json.loads(lineage.read_text()).get("grow_s", 0.0) if lineage.is_file() else 0.0
-    return {**json.loads(f.read_text()), "grow_s": grow_s}
-
-
-def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: float) -> StageRow:
-    flops = float(res["train_flops"])
-    return StageRow(model=model, method=method, epochs=epochs, flops=flops, cumulative_flops=offset + flops,
-                    wall_s=float(res["wall_clock_s"]) + float(res.get("grow_s", 0.0)),
-                    metrics={k: float(v) for k, v in res.get("metrics", {}).items()},
-                    history=res.get("history", []), conditions=res.get("conditions") or None)
-
-
-def load_run(run_dir: str | Path) -> RunSummary:
-    """Read a run directory; missing stages are reported as not run."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise UserError(f"{run_dir} is not a compt run directory (no config.toml); run `compt train` first")
-    cfg = config_from_dict(tomllib.loads((run_dir / "config.toml").read_text()))
-    chain, total = [], 0.0
-    for i, m in enumerate(cfg.chain):
-        res = _load_result(run_dir / f"chain/{i + 1:02d}-{slug(m.model)}")
-        if res is None:
-            break
-        chain.append(_row(res, m.model, "chain", m.epochs, total))
-        total += chain[-1].flops
-    individual = []
-    for i, m in enumerate(cfg.chain):
-        res = _load_result(run_dir / baseline_dir(cfg, i))
-        individual.append(_row(res, m.model, "individual", cfg.individual_epochs, 0.0) if res else None)
-    if not chain:
-        raise UserError(f"{run_dir}: no finished stage yet")
-    return RunSummary(name=cfg.name, run_dir=str(run_dir), chain=chain, individual=individual, cfg=cfg)
+__all__ = ["METRICS", "RunSummary", "StageRow", "format_markdown", "load_run", "summarise", "write_report"]
 
 
 def _stat(values: list[float]) -> dict[str, float]:
@@ -258,8 +172,6 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
     out = Path(out_dir) if out_dir else Path(run_dirs[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs)
-    from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
-
     plots = [p for p in (plot_accuracy_vs_compute(runs, out / "accuracy_vs_compute.png"),
                          plot_cost_breakdown(runs[0], out / "cost_breakdown.png")) if p is not None]
     summary["plots"] = [str(p) for p in plots]
