@@ -289,7 +289,7 @@ def test_disk_full_on_a_json_write_is_one_line_and_leaves_no_temp_file(tmp_path:
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        if Path(os.readlink(f"/proc/self/fd/{fd}")).name == ".run.json.tmp":
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(".run.json."):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
@@ -365,14 +365,14 @@ def test_sigterm_marks_the_stage_interrupted_not_failed(tmp_path: Path, monkeypa
 
     real = compt.train.train_stage
     monkeypatch.setattr(compt.train, "train_stage",
-                        lambda **kw: real(**kw, on_step=lambda s: os.kill(os.getpid(), signal.SIGTERM)))
+                        lambda *a, **kw: real(*a, **kw, on_step=lambda s: os.kill(os.getpid(), signal.SIGTERM)))
     with pytest.raises(UserError, match="stopped by SIGTERM"):
         run(tmp_path)
     assert json.loads((tmp_path / "run.json").read_text())["stages"][0]["state"] == "interrupted"
 
 
 def test_workers_and_threads_may_change_on_resume(finished: Path, monkeypatch) -> None:
-    monkeypatch.setattr("compt.train.train_stage", lambda **kw: pytest.fail("retrained"))
+    monkeypatch.setattr("compt.train.train_stage", lambda *a, **kw: pytest.fail("retrained"))
     old = json.loads((finished / "chain/01-test_A/lineage.json").read_text())["fingerprint"]
     old = {**old, "data": {**old["data"], "workers": 0}}  # fingerprints written before this change hold it
     (finished / "chain/01-test_A/lineage.json").write_text(json.dumps({"fingerprint": old}))

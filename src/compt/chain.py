@@ -29,17 +29,19 @@ import tomli_w
 import torch
 
 from compt import distributed as dist
-from compt.checkpoint import Checkpoint, atomic_write_text, load_checkpoint, save_checkpoint, sha256_file
+from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
 from compt.config import MemberConfig, RunConfig, config_to_dict
 from compt.errors import Interrupted, UserError
 from compt.models import ModelConfig, build_model, get_model_config
 from compt.runlock import run_lock
+from compt.stage import StageSpec, resolve_spec
 from compt.threads import configure_threads
 
 # settings that cannot change a stage's numbers (data.workers, loader_workers) or that are recorded next to
 # them instead (threads, see compt.threads): changing them on resume is not a settings change
 NOT_FINGERPRINTED = {"data": ("workers",), "train": ("ckpt_every_steps", "log_every_steps", "eval_every_epochs",
-                                                      "loader_workers", "threads")}
+                                                      "loader_workers", "threads", "report_to",
+                                                      "wandb_project")}
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,13 @@ class Stage:
         return self.kind == "baseline" or self.index == 0
 
 
-def is_main() -> bool:
-    """Only rank 0 writes run files."""
-    return dist.world_info_from_env()[0] == 0
-
-
 def slug(model: str) -> str:
     return model.replace("/", "_")
+
+
+def stage_dir(kind: str, index: int, model: str) -> str:
+    """A stage's folder, relative to the run directory: ``chain/0i-<model>`` or ``baselines/<model>``."""
+    return f"chain/{index + 1:02d}-{slug(model)}" if kind == "chain" else f"baselines/{slug(model)}"
 
 
 def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
@@ -72,15 +74,18 @@ def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
     Member 1's baseline *is* chain stage 1 when the individual schedule equals member 1's epochs
     (same model, data, seed, schedule), so it is trained once and reported in both roles.
     """
-    stages = [Stage(f"chain-{i + 1}", "chain", i, m, f"chain/{i + 1:02d}-{slug(m.model)}")
+    stages = [Stage(f"chain-{i + 1}", "chain", i, m, stage_dir("chain", i, m.model))
               for i, m in enumerate(cfg.chain)]
     if baselines:
-        for i, m in enumerate(cfg.chain):
-            if i == 0 and _member1_is_baseline(cfg):
-                continue
-            member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
-            stages.append(Stage(f"baseline-{i + 1}", "baseline", i, member, f"baselines/{slug(m.model)}"))
+        stages += [individual_stage(cfg, i) for i in range(len(cfg.chain)) if i > 0 or not _member1_is_baseline(cfg)]
     return stages
+
+
+def individual_stage(cfg: RunConfig, index: int) -> Stage:
+    """Member `index` trained alone for the individual schedule (its baseline)."""
+    m = cfg.chain[index]
+    member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
+    return Stage(f"baseline-{index + 1}", "baseline", index, member, stage_dir("baseline", index, m.model))
 
 
 def _member1_is_baseline(cfg: RunConfig) -> bool:
@@ -90,9 +95,8 @@ def _member1_is_baseline(cfg: RunConfig) -> bool:
 
 def baseline_dir(cfg: RunConfig, index: int) -> str:
     """Where member `index`'s individual baseline lives (chain stage 1 may double as member 1's)."""
-    if index == 0 and _member1_is_baseline(cfg):
-        return f"chain/01-{slug(cfg.chain[0].model)}"
-    return f"baselines/{slug(cfg.chain[index].model)}"
+    kind = "chain" if index == 0 and _member1_is_baseline(cfg) else "baseline"
+    return stage_dir(kind, index, cfg.chain[index].model)
 
 
 def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
@@ -160,8 +164,8 @@ class RunState:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (rank 0 only)."""
-    if is_main():
-        atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+    if dist.is_main():
+        atomic_write_json(path, obj)
 
 
 def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stage: str | None) -> None:
@@ -189,7 +193,7 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
                             f"use a new run directory or rerun from it with --from-stage {s.key}")
     dist.barrier()  # every rank has read every lineage.json before rank 0 deletes anything
     for d in doomed:
-        if is_main() and d.exists():
+        if dist.is_main() and d.exists():
             shutil.rmtree(d)
     dist.barrier()
 
@@ -210,7 +214,7 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
     """
     init = stage_dir / "init.pt"
     if not init.is_file():
-        if is_main():
+        if dist.is_main():
             t0 = time.perf_counter()
             if op == "none":
                 state = fresh_state(child_cfg, seed)
@@ -225,6 +229,14 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
     return load_checkpoint(init)
 
 
+def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
+    """`stage`'s settings resolved once from the run config (`samples` training pairs per epoch)."""
+    parent = None if stage.from_scratch else get_model_config(cfg.chain[stage.index - 1].model)
+    return resolve_spec(model=get_model_config(stage.member.model), member=stage.member, train=cfg.train,
+                        from_scratch=stage.from_scratch, parent=parent, samples=samples,
+                        captions=cfg.data.captions_per_image)
+
+
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
               evaluate: Callable[[ModelConfig], Callable[[torch.nn.Module], dict[str, float]]] | None,
               dataset_for: Callable[[ModelConfig], Any], progress: bool) -> dict[str, Any]:
@@ -232,47 +244,37 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
     from compt.train import load_result, train_stage
 
     d = run_dir / stage.directory
-    model_cfg = get_model_config(stage.member.model)
-    result_file = d / "result.json"
-    if load_result(d) is not None:  # final.pt verified against the size and sha256 recorded with it
+    done = load_result(d)  # with final.pt verified against the size and sha256 recorded with it
+    if done is not None:
         state.set(stage.key, "done")
-        return json.loads(result_file.read_text())
+        return done.to_dict()
     state.set(stage.key, "running")
-    init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind}
-    if stage.from_scratch and not (d / "last.pt").is_file():
-        init = fresh_state(model_cfg, cfg.train.seed)
-    if not stage.from_scratch:
-        parent_dir = run_dir / f"chain/{stage.index:02d}-{slug(cfg.chain[stage.index - 1].model)}"
-        parent_cfg = get_model_config(cfg.chain[stage.index - 1].model)
-        parent_ckpt = parent_dir / "final.pt"
+    model_cfg = get_model_config(stage.member.model)
+    dataset = dataset_for(model_cfg)
+    spec = stage_spec(cfg, stage, len(dataset))
+    init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
+    if spec.parent is None and not (d / "last.pt").is_file():
+        init = fresh_state(spec.model, spec.seed)
+    if spec.parent is not None:
+        parent_ckpt = run_dir / stage_dir("chain", stage.index - 1, cfg.chain[stage.index - 1].model) / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
-        grown = grow_into(d, parent_ckpt, parent_sha, parent, parent_cfg, model_cfg, stage.member.growth,
-                          cfg.train.seed)
-        init, teacher = grown.state_dict, (parent_cfg, parent)
-        lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=stage.member.growth,
-                       distill=stage.member.distill, distill_weight=stage.member.distill_weight,
+        grown = grow_into(d, parent_ckpt, parent_sha, parent, spec.parent, spec.model, spec.growth, spec.seed)
+        init, teacher = grown.state_dict, parent if spec.distills else None
+        lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=spec.growth,
+                       distill=stage.member.distill, distill_weight=spec.distill_weight,
                        grow_s=float(grown.lineage.get("grow_s", 0.0)))
-    lineage.update(epochs=stage.member.epochs, seed=cfg.train.seed, model=model_cfg.name,
-                   threads=torch.get_num_threads())
-    write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage)})
-    dataset, evaluate_fn = dataset_for(model_cfg), evaluate(model_cfg) if evaluate else None
-    torch.manual_seed(cfg.train.seed)  # after the data: the stage's RNG stream does not depend on it either
+    lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name, threads=torch.get_num_threads())
+    write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage), "spec": spec.summary()})
+    evaluate_fn = evaluate(model_cfg) if evaluate else None
+    torch.manual_seed(spec.seed)  # after the data: the stage's RNG stream does not depend on it either
     try:
-        result = train_stage(out_dir=d, model_cfg=model_cfg, member=stage.member, train=cfg.train,
-                             dataset=dataset, init_state=init, teacher=teacher, evaluate=evaluate_fn,
-                             lineage=lineage, from_scratch=stage.from_scratch, progress=progress)
+        result = train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
+                             evaluate=evaluate_fn, lineage=lineage, progress=progress)
     except BaseException as e:  # a requested stop resumes like any other: it did not fail
         state.set(stage.key, "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed")
         raise
-    out = json.loads(result_file.read_text()) if result_file.is_file() else _result_dict(result)
     state.set(stage.key, "done")
-    return out
-
-
-def _result_dict(result: Any) -> dict[str, Any]:
-    d = asdict(result)
-    d["checkpoint"] = str(d["checkpoint"])
-    return d
+    return result.to_dict()
 
 
 def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
@@ -297,8 +299,9 @@ def _train_locked(cfg: RunConfig, run_dir: Path, from_stage: str | None, progres
 
     stages = plan_stages(cfg, cfg.baselines)
     check_or_reset(run_dir, cfg, stages, from_stage)
-    if is_main():
-        atomic_write_text(run_dir / "config.toml", tomli_w.dumps(config_to_dict(cfg)))
+    if dist.is_main():
+        text = tomli_w.dumps(config_to_dict(cfg))
+        atomic_write(run_dir / "config.toml", lambda f: f.write(text.encode()))
     state = RunState(run_dir, stages, cfg.name, threads)
     datasets: dict[tuple, Any] = {}
     suites: dict[tuple, Any] = {}
@@ -329,7 +332,7 @@ def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], dataset_for: C
     the run before work is done rather than after a stage trained."""
     from compt.train import load_result
 
-    pending = [s for s in stages if load_result(run_dir / s.directory) is None]
+    pending = [s for s in stages if load_result(run_dir / s.directory, verify=False) is None]
     if not pending:
         return
     model_cfg = get_model_config(pending[0].member.model)

@@ -16,14 +16,16 @@ with ``state_dict``) are read too; they simply carry no config or lineage.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -44,14 +46,14 @@ class Checkpoint:
     path: str = ""
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save` to a temp file in the same folder, fsync, then rename over `path`."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """The one atomic writer: `write(f)` into a temp file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
@@ -62,6 +64,17 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
             raise write_error(path, e) from e
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` of `obj` to `path`, atomically."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Indented JSON of `obj` (non-JSON values as str) to `path`, atomically."""
+    text = json.dumps(obj, indent=2, default=str)
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_error(path: Path, e: BaseException) -> UserError:
@@ -76,23 +89,6 @@ def write_error(path: Path, e: BaseException) -> UserError:
     why = "no space left on device" if 0 <= free < 1 << 20 else "the write failed"
     return UserError(f"cannot write {path}: {why} ({first}); nothing was lost — free some space and rerun "
                      f"the same command to resume")
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write a small text file atomically (temp file + rename); a failed write leaves no temp file behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise write_error(path, e) from e
-    return path
 
 
 def file_digest(path: str | Path) -> dict[str, Any]:

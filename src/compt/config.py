@@ -8,7 +8,7 @@ A run config is data (frozen dataclasses); the CLI loads a TOML file and applies
     baselines = false               # also train every member individually
 
     [data]
-    kind = "synthetic"              # synthetic | csv | wds | fashion-mnist | openclipart
+    kind = "synthetic"              # any kind of `compt.data.ADAPTERS`
     num_samples = 2_890_000         # for planning when the data is not local
     captions_per_image = 7
 
@@ -42,35 +42,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from compt.data.settings import DataConfig
 from compt.errors import UserError, unknown_name
 
-DISTILL_LOSSES = ("fd", "affinity", "icl", "fd+affinity", "none")
-DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart", "folder")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """Where training and evaluation data come from (see `compt.data`)."""
-
-    kind: str = "synthetic"
-    path: str = ""                     # CSV/TSV file, webdataset shard pattern, or dataset root
-    root: str = ""                     # image paths in a CSV are relative to this (default: the CSV's folder)
-    num_samples: int = 10_000          # training pairs (synthetic size; planning size for remote data)
-    eval_samples: int = 1_000          # held-out pairs for zero-shot / retrieval
-    captions_per_image: int = 1        # caption slots per image (the official recipe uses 7)
-    csv_img_key: str = "filepath"
-    csv_caption_key: str = "caption"
-    csv_separator: str = ","
-    eval_path: str = ""                # optional held-out CSV/shards; default: a split of `path`
-    max_bad_fraction: float = 0.01     # fail when more than this fraction of samples is unreadable
-    seed: int = 0                      # dataset generation / split seed
-    workers: int = 0                   # DataLoader worker processes
-    caption_separator: str = ""        # split one caption field / .txt into several captions on this ("" = don't)
-    predecode_max: int = 50_000        # sets with at most this many images are decoded once into memory
-    cache_dir: str = ""                # pre-decoded tensors cache ("" = only the real-data adapters, under
-                                       # $COMPT_CACHE_DIR or ~/.cache/compt; "none" = never)
-    zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
-    probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
+REPORT_TO = ("tensorboard", "wandb")
+__all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
+           "load_config", "validate"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +75,8 @@ class TrainConfig:
     loader_workers: int = 0            # DataLoader worker processes of the training loop (0 = in-process)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
     threads: int = 0                   # torch threads per process (0 = automatic, see compt.threads)
+    report_to: tuple[str, ...] = ("tensorboard",)  # metric sinks besides metrics.jsonl: tensorboard, wandb
+    wandb_project: str = "compt"       # W&B project of the stages' runs (with "wandb" in report_to)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +135,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 raise UserError(f"{where}: expected an integer, got {value!r}")
             return int(num)
         return float(num)
+    if origin is tuple:  # tuple[str, ...]: a TOML list (or one string)
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0], where) for v in items)
     if tp is str:
         if not isinstance(value, str):
             raise UserError(f"{where}: expected a string, got {value!r}")
@@ -230,6 +214,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def parse_field(cls: type, name: str, text: str, where: str) -> Any:
+    """The value of a ``name=text`` override for a field of dataclass `cls`, parsed and type-checked exactly as
+    run-config overrides are (TOML scalar, else the raw text; then `_coerce`)."""
+    return _coerce(_parse_scalar(text), typing.get_type_hints(cls)[name], where)
+
+
 def _parse_scalar(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -257,6 +247,7 @@ def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
     from compt.flops import model_flops
     from compt.models import get_model_config
+    from compt.tasks import DISTILL_NAMES
 
     if not cfg.name.strip() or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
         raise UserError(f"name must be a non-empty folder name (it names the run folder runs/<name>), got "
@@ -266,6 +257,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.kind == "synthetic" and cfg.train.batch_size > cfg.data.num_samples:
         raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
                         f"(data.num_samples = {cfg.data.num_samples}): one step would see samples twice")
+    _validate_report_to(cfg.train.report_to)
     if cfg.baseline_epochs < 0:
         raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
     ops = _growth_ops()
@@ -280,8 +272,8 @@ def validate(cfg: RunConfig) -> None:
                             f"negative, got {m.distill_weight} and {m.warmup_steps}")
         if i > 0 and m.growth not in ops:
             raise unknown_name("growth operator", m.growth, ops)
-        if i > 0 and m.distill not in DISTILL_LOSSES:
-            raise unknown_name("distillation loss", m.distill, DISTILL_LOSSES)
+        if i > 0 and m.distill not in DISTILL_NAMES:
+            raise unknown_name("distillation loss", m.distill, DISTILL_NAMES)
     for i in range(1, len(cfgs)):
         a, b = cfgs[i - 1], cfgs[i]
         if model_flops(b).total <= model_flops(a).total:
@@ -292,6 +284,15 @@ def validate(cfg: RunConfig) -> None:
             _validate_growth(a, b)
 
 
+def _validate_report_to(sinks: tuple[str, ...]) -> None:
+    for sink in sinks:
+        if sink not in REPORT_TO:
+            raise unknown_name("train.report_to entry", sink, REPORT_TO)
+    if "wandb" in sinks:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise UserError("train.report_to has \"wandb\" but wandb is not installed: pip install 'compt[wandb]'")
 def _check_range(where: str, obj: Any, rules: dict[str, tuple[float, float | None, bool]]) -> None:
     """`rules`: field → (lowest, highest or None, lowest allowed?). One-line `UserError` on the first miss."""
     for key, (low, high, closed) in rules.items():
@@ -303,9 +304,9 @@ def _check_range(where: str, obj: Any, rules: dict[str, tuple[float, float | Non
 
 def validate_data(data: DataConfig) -> None:
     """Checks of a `DataConfig` alone (shared by the run config and `compt eval`)."""
-    if data.kind not in DATA_KINDS:
-        raise unknown_name("data kind", data.kind, DATA_KINDS)
-    if data.kind in ("csv", "wds", "folder") and not data.path.strip():
+    from compt.data import adapter
+
+    if adapter(data.kind).reads_path and not data.path.strip():  # unknown kinds raise in adapter()
         raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file, a shard pattern or a folder)")
     _check_range("data", data, {"num_samples": (1, None, True), "eval_samples": (1, None, True),
                                 "captions_per_image": (1, None, True), "probe_samples": (0, None, True),
