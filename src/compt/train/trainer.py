@@ -165,10 +165,12 @@ def legacy_spec(dataset: Dataset, *, model_cfg: ModelConfig, member: MemberConfi
     return spec, teacher[1] if teacher and spec.distills else None
 
 
-def load_result(out_dir: Path) -> StageResult | None:
-    """The stored result of a finished stage, or None (a stage is done when result.json and final.pt exist)."""
+def load_result(out_dir: Path, *, weights: bool = True) -> StageResult | None:
+    """The stored result of a finished stage, or None (a stage is done when result.json and final.pt exist;
+    result.json is written after final.pt). ``weights=False`` reads results whose checkpoints were not kept
+    (run summaries, e.g. benchmarks/runs): enough for reports, not for resuming or growing."""
     path = Path(out_dir) / "result.json"
-    if path.is_file() and (Path(out_dir) / "final.pt").is_file():
+    if path.is_file() and (not weights or (Path(out_dir) / "final.pt").is_file()):
         return StageResult.from_dict(json.loads(path.read_text()))
     return None
 
