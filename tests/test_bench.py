@@ -205,3 +205,23 @@ def test_clip_benchmark_agrees_with_compt_and_report_table(run_dir: Path, data_r
     delta = b_chain[bench["columns"][0]] - b_ind[bench["columns"][0]]
     assert f"{delta:+.1f}" in row.split("|")[4]
     assert (run_dir / "report/benchmark.json").is_file()
+
+
+def test_fashion_mnist_converter_writes_clip_benchmark_layout(tmp_path: Path) -> None:
+    import tarfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from fashion_mnist_wds import convert
+    from test_data_real import fake_fashion
+
+    folder = convert(tmp_path / "root", str(fake_fashion(tmp_path / "fm", n=12)), train=5)
+    assert folder == tmp_path / "root/fashion_mnist" and dataset_folder("wds/fashion_mnist", str(tmp_path / "root")
+                                                                        ) == folder
+    assert len((folder / "classnames.txt").read_text().splitlines()) == 10
+    assert all("{c}" in t for t in (folder / "zeroshot_classification_templates.txt").read_text().splitlines())
+    for split, n in (("test", 12), ("train", 5)):
+        assert (folder / split / "nshards.txt").read_text().strip() == "1"
+        with tarfile.open(folder / split / "0.tar") as tar:
+            names = tar.getnames()
+            assert len(names) == 2 * n and names[:2] == ["s0000000.png", "s0000000.cls"]
+            assert tar.extractfile("s0000003.cls").read() == b"3"
