@@ -6,7 +6,7 @@ writes ``OUT_ROOT/fashion_mnist/`` (the folder `compt eval --benchmark wds/fashi
 reads): the whole 10,000-image test split as 28×28 grey PNGs with ``.cls`` labels, ``classnames.txt`` and
 ``zeroshot_classification_templates.txt`` — the class names and prompt templates compt's own Fashion-MNIST data
 kind trains and evaluates with (``{}`` written as clip_benchmark's ``{c}``) — and, with ``--train N``, the first
-N training images as the ``train`` split for ``--task linear_probe``.
+N training images as the ``train`` split (for clip_benchmark's own ``--task linear_probe``, which needs CUDA).
 """
 
 from __future__ import annotations

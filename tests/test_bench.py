@@ -163,6 +163,8 @@ def test_task_resolution_and_arguments(data_root: tuple[Path, dict], tmp_path: P
     args = clip_benchmark_args(Path("/m"), tmp_path / "r{x}", "wds/toy_cls", cfg, tmp_path)
     assert "--no_amp" in args and args[args.index("--model") + 1] == "local-dir:/m"
     assert args[args.index("--output") + 1] == f"{tmp_path}/r{{{{x}}}}/{{dataset}}_{{task}}.json"
+    with pytest.raises(UserError, match="needs CUDA"):
+        BenchmarkConfig(datasets=("x",), dataset_root="r", task="linear_probe")
     with pytest.raises(UserError, match="benchmark task"):
         BenchmarkConfig(datasets=("x",), dataset_root="r", task="captioning")
     assert main(["eval", str(tmp_path), "--benchmark", "wds/missing", "--dataset-root", str(root)]) == 2

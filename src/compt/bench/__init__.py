@@ -46,6 +46,9 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise unknown_name("benchmark task", self.task, TASKS)
+        if self.task == "linear_probe":
+            raise UserError("clip_benchmark's linear probe needs CUDA (clip-benchmark 1.6 asserts device == 'cuda'), "
+                            "and compt runs clip_benchmark on CPU; compt's own probe: `compt eval CHECKPOINT --data …`")
         if not self.datasets or not all(self.datasets):
             raise UserError("--benchmark needs one or more dataset names, comma separated")
 

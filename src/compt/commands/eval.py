@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dataset-root", default="", metavar="ROOT",
                    help="folder with one folder per dataset, or a clip_benchmark template with {dataset_cleaned}")
     b.add_argument("--task", default="auto", metavar="TASK",
-                   help="zeroshot_classification | zeroshot_retrieval | linear_probe | auto (default)")
+                   help="zeroshot_classification | zeroshot_retrieval | auto (default; wds: by dataset_type.txt)")
     b.add_argument("--workers", type=int, default=0, help="clip_benchmark data loader workers (default 0)")
     p.set_defaults(func=run)
 
