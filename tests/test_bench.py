@@ -160,8 +160,10 @@ def test_task_resolution_and_arguments(data_root: tuple[Path, dict], tmp_path: P
     assert resolve_task("wds/toy_cls", str(root), "auto") == "zeroshot_classification"
     assert resolve_task("cifar10", str(root), "auto") == "auto"
     cfg = BenchmarkConfig(datasets=("wds/toy_cls",), dataset_root=str(root))
-    args = clip_benchmark_args(Path("/m"), tmp_path / "r{x}", "wds/toy_cls", cfg, tmp_path)
+    args = clip_benchmark_args(Path("/m"), tmp_path / "r{x}", "wds/toy_cls", cfg)
     assert "--no_amp" in args and args[args.index("--model") + 1] == "local-dir:/m"
+    assert args[args.index("--dataset_root") + 1] == f"{root}/{{dataset_cleaned}}"
+    assert args[args.index("--task") + 1] == "zeroshot_classification"
     assert args[args.index("--output") + 1] == f"{tmp_path}/r{{{{x}}}}/{{dataset}}_{{task}}.json"
     with pytest.raises(UserError, match="needs CUDA"):
         BenchmarkConfig(datasets=("x",), dataset_root="r", task="linear_probe")

@@ -18,6 +18,7 @@ for local clones of the ``clip-benchmark/wds_*`` repositories).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -53,11 +54,15 @@ class BenchmarkConfig:
             raise UserError("--benchmark needs one or more dataset names, comma separated")
 
 
+def root_template(root: str) -> str:
+    """clip_benchmark's ``--dataset_root`` template for `root`: kept when it has fields, else ROOT/{dataset_cleaned}."""
+    return root if "{" in root else os.path.join(root, "{dataset_cleaned}")
+
+
 def dataset_folder(dataset: str, root: str) -> Path:
     """The folder clip_benchmark reads `dataset` from (its ``--dataset_root`` template, formatted as it does)."""
     name = dataset.removeprefix("wds/")
-    template = root if "{" in root else os.path.join(root, "{dataset_cleaned}")
-    return Path(template.format(dataset=name, dataset_cleaned=name.replace("/", "-")))
+    return Path(root_template(root).format(dataset=name, dataset_cleaned=name.replace("/", "-")))
 
 
 def resolve_task(dataset: str, root: str, task: str) -> str:
@@ -82,16 +87,14 @@ def _check_offline(dataset: str, root: str) -> None:
                             f"test/0.tar …); see benchmarks/fashion_mnist_wds.py for a converter")
 
 
-def clip_benchmark_args(model_dir: Path, result_dir: Path, dataset: str, cfg: BenchmarkConfig,
-                        feature_root: Path) -> list[str]:
+def clip_benchmark_args(model_dir: Path, result_dir: Path, dataset: str, cfg: BenchmarkConfig) -> list[str]:
     """clip_benchmark ``eval`` arguments for one member folder × one dataset (fp32, results in `result_dir`)."""
-    root = cfg.dataset_root if "{" in cfg.dataset_root else os.path.join(cfg.dataset_root, "{dataset_cleaned}")
     output = str(result_dir).replace("{", "{{").replace("}", "}}") + "/{dataset}_{task}.json"
+    task = resolve_task(dataset, cfg.dataset_root, cfg.task)
     return ["eval", "--model", f"local-dir:{model_dir}", "--pretrained", "", "--dataset", dataset,
-            "--dataset_root", root, "--task", resolve_task(dataset, cfg.dataset_root, cfg.task), "--no_amp",
+            "--dataset_root", root_template(cfg.dataset_root), "--task", task, "--no_amp",
             "--batch_size", str(cfg.batch_size), "--num_workers", str(cfg.workers),
-            "--recall_k", *[str(k) for k in cfg.recall_k], "--feature_root", str(feature_root),
-            "--output", output, "--quiet"]
+            "--recall_k", *[str(k) for k in cfg.recall_k], "--output", output, "--quiet"]
 
 
 def _this_compt_on_path() -> str:
@@ -103,10 +106,8 @@ def _this_compt_on_path() -> str:
 
 def run_benchmark(run_dir: str | Path, cfg: BenchmarkConfig) -> list[Path]:
     """Export every member of `run_dir` and evaluate it with clip_benchmark; returns the result files."""
-    try:
-        import clip_benchmark  # noqa: F401
-    except ImportError:
-        raise UserError("clip_benchmark is not installed: pip install 'compt[bench]'") from None
+    if importlib.util.find_spec("clip_benchmark") is None:
+        raise UserError("clip_benchmark is not installed: pip install 'compt[bench]'")
     from compt.export import export_run
 
     for dataset in cfg.datasets:
@@ -118,8 +119,7 @@ def run_benchmark(run_dir: str | Path, cfg: BenchmarkConfig) -> list[Path]:
         for member, folder in members:
             result_dir = bench / "results" / member.key
             result_dir.mkdir(parents=True, exist_ok=True)
-            runs += [clip_benchmark_args(folder.resolve(), result_dir.resolve(), d, cfg, Path(tmp) / "features")
-                     for d in cfg.datasets]
+            runs += [clip_benchmark_args(folder.resolve(), result_dir.resolve(), d, cfg) for d in cfg.datasets]
         spec = Path(tmp) / "spec.json"
         spec.write_text(json.dumps({"runs": runs}))
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": _this_compt_on_path()}

@@ -3,7 +3,7 @@
 Reads ``RUN/benchmark/export/members.json`` and the clip_benchmark JSON files under ``RUN/benchmark/results``;
 needs no clip_benchmark. One number per member × dataset, in percent, from clip_benchmark's own metrics:
 
-- ``zeroshot_classification``: ``acc1``; ``linear_probe``: ``lp_acc1``;
+- ``zeroshot_classification``: ``acc1`` (multi-label sets: ``mean_average_precision``); ``linear_probe``: ``lp_acc1``;
 - ``zeroshot_retrieval``: R@1 = (image_retrieval_recall@1 + text_retrieval_recall@1) / 2 (t→i and i→t).
 
 Rows are members (one per model), with chain and individual side by side per dataset, Δ = chain − individual,
@@ -28,8 +28,9 @@ def main_metric(task: str, metrics: dict[str, float]) -> float | None:
     if task == "zeroshot_retrieval":
         keys = ["image_retrieval_recall@1", "text_retrieval_recall@1"]
         return 100 * statistics.fmean(metrics[k] for k in keys) if all(k in metrics for k in keys) else None
-    key = {"zeroshot_classification": "acc1", "linear_probe": "lp_acc1"}.get(task)
-    return 100 * float(metrics[key]) if key in metrics else None
+    keys = {"zeroshot_classification": ("acc1", "mean_average_precision"), "linear_probe": ("lp_acc1",)}
+    key = next((k for k in keys.get(task, ()) if k in metrics), None)
+    return 100 * float(metrics[key]) if key is not None else None
 
 
 def load_benchmark(run_dir: str | Path) -> dict[str, Any] | None:
