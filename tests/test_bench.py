@@ -134,6 +134,8 @@ def test_export_refuses_swin_and_plain_checkpoints_without_model(tmp_path: Path)
         export_checkpoint(tmp_path / "plain.pt", tmp_path / "p")
     assert (export_checkpoint(tmp_path / "plain.pt", tmp_path / "p", model_name="test/A") / "open_clip_config.json"
             ).is_file()
+    with pytest.raises(UserError, match="do not fit model test/B"):
+        export_checkpoint(tmp_path / "plain.pt", tmp_path / "q", model_name="test/B")
 
 
 def test_compat_accuracy_matches_compt_topk() -> None:

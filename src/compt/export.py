@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import tomllib
+import torch
 
 from compt.checkpoint import Checkpoint, load_checkpoint, sha256_file
 from compt.errors import UserError
-from compt.models import ModelConfig, get_model_config, write_open_clip_config
+from compt.models import ModelConfig, build_model, get_model_config, write_open_clip_config
 
 WEIGHTS_FILE = "open_clip_model.safetensors"
 MEMBERS_FILE = "members.json"
@@ -77,16 +78,24 @@ def _config_of(ckpt: Checkpoint, model_name: str) -> ModelConfig:
     return cfg
 
 
+def _check_fits(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> None:
+    """Refuse weights whose keys or shapes differ from the model `cfg` builds (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != expected:
+        wrong = sorted(set(got) ^ set(expected)) or [k for k in expected if got[k] != expected[k]]
+        raise UserError(f"weights do not fit model {cfg.name}: {len(wrong)} keys differ, e.g. {', '.join(wrong[:3])}")
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, model_name: str = "",
                       methods: tuple[str, ...] = ()) -> Path:
     """Write `checkpoint` as an open_clip local-dir folder `out_dir`; returns the folder."""
     from safetensors.torch import save_file
 
-    from compt.models import create_model
-
     ckpt = load_checkpoint(checkpoint)
     cfg = _config_of(ckpt, model_name)
-    create_model(cfg, state_dict=ckpt.state_dict)  # strict load: refuse weights that do not fit the config
+    _check_fits(cfg, ckpt.state_dict)
     out = Path(out_dir)
     write_open_clip_config(cfg, out)
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
