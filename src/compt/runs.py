@@ -72,11 +72,11 @@ class RunSummary:
 
 def _load_result(path: Path) -> dict[str, Any] | None:
     """A finished stage's result plus the growth time recorded in its lineage.json (None: not done)."""
-    result = load_result(path, verify=False)  # the sha256 is `compt train`'s check; here only the size
+    result = load_result(path, weights=False)   # reports also read run summaries kept without checkpoints
     if result is None:
         return None
     final, recorded = path / "final.pt", json.loads((path / "result.json").read_text()).get("final_pt") or {}
-    if recorded and final.stat().st_size != recorded.get("size"):
+    if recorded and final.is_file() and final.stat().st_size != recorded.get("size"):  # size: cheap
         print(f"compt report: warning: {final} has {final.stat().st_size} bytes, {recorded.get('size')} were "
               f"written — the checkpoint is damaged (the metrics shown are the recorded ones); `compt train` "
               f"on this run directory rebuilds it", file=sys.stderr)

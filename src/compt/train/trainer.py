@@ -169,18 +169,20 @@ def legacy_spec(dataset: Dataset, *, model_cfg: ModelConfig, member: MemberConfi
     return spec, teacher[1] if teacher and spec.distills else None
 
 
-def load_result(out_dir: Path, *, verify: bool = True) -> StageResult | None:
-    """The stored result of a finished stage, or None.
+def load_result(out_dir: Path, *, weights: bool = True, verify: bool = True) -> StageResult | None:
+    """The stored result of a finished stage, or None (a stage is done when result.json and final.pt exist;
+    result.json is written after final.pt). ``weights=False`` reads results whose checkpoints were not kept
+    (run summaries, e.g. benchmarks/runs): enough for reports, not for resuming or growing.
 
-    With `verify`, final.pt must match the size and sha256 recorded in result.json when it was written; a
-    damaged one (truncated copy, disk error) makes the stage not done, and `train_stage` then rebuilds
-    final.pt from last.pt (which holds the last step) and rewrites result.json.
+    With `weights` and `verify`, final.pt must also match the size and sha256 recorded in result.json when
+    it was written; a damaged one (truncated copy, disk error) makes the stage not done, and `train_stage`
+    then rebuilds final.pt from last.pt (which holds the last step) and rewrites result.json.
     """
     path, final = Path(out_dir) / "result.json", Path(out_dir) / "final.pt"
-    if not (path.is_file() and final.is_file()):
+    if not path.is_file() or (weights and not final.is_file()):
         return None
     raw = json.loads(path.read_text())
-    problem = verify_digest(final, raw.get("final_pt")) if verify else ""
+    problem = verify_digest(final, raw.get("final_pt")) if weights and verify else ""
     if problem:
         print(f"compt: {problem}; the stage is not done — rebuilding it from {final.with_name('last.pt')}",
               file=sys.stderr)
