@@ -103,10 +103,11 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     if distributed.world_info_from_env()[0] == 0:
         try:
             fd = acquire(run_dir)
-        except UserError as e:
+        except Exception as e:  # in use, or the folder is not writable: every rank must hear of it
             error = e
     if not distributed.all_true(error is None):
-        raise error or UserError(f"run directory {run_dir} is in use by another run (see rank 0's message)")
+        raise error or UserError(f"run directory {run_dir} is in use by another run or not writable (see rank "
+                                 f"0's message)")
     try:
         yield
     finally:
