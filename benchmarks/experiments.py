@@ -236,7 +236,8 @@ def save_summaries(run_dir: Path) -> Path:
     return target
 
 
-def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh: bool = False) -> Path:
+def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh: bool = False,
+                chain_only: bool = False) -> Path:
     cfg = variant_config(v, seed, extra)
     run_dir = RUNS / exp.name / v.name / f"seed{seed}"
     if fresh and run_dir.exists():
@@ -245,7 +246,7 @@ def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh:
     reused = 0 if fresh else reuse_finished(run_dir, cfg)
     t0 = time.perf_counter()
     print(f"[{exp.name}/{v.name}/seed{seed}] {' → '.join(v.chain)} (reused {reused} stage(s))", flush=True)
-    train_chain(cfg, run_dir, progress=False)
+    train_chain(cfg, run_dir, progress=False, baselines=False if chain_only else None)
     save_summaries(run_dir)
     print(f"[{exp.name}/{v.name}/seed{seed}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return run_dir
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--list", action="store_true")
     p.add_argument("--variants", nargs="+", default=None, help="only these variants of the experiment")
+    p.add_argument("--chain-only", action="store_true",
+                   help="train the chain stages only (baselines later, or copied from another variant)")
     p.add_argument("--save-summaries", action="store_true",
                    help="only copy the small files of every run under runs/bench to benchmarks/runs")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{exp.name}/{v.name}: {' → '.join(v.chain)} {' '.join(v.overrides)}")
                 continue
             for seed in args.seeds:
-                run_variant(exp, v, seed, args.overrides, args.fresh)
+                run_variant(exp, v, seed, args.overrides, args.fresh, args.chain_only)
     return 0
 
 
