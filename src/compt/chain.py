@@ -99,13 +99,24 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
     return stage_dir(kind, index, cfg.chain[index].model)
 
 
+# Member settings added after the first fingerprints were written: they enter a fingerprint only when set, so
+# run directories made before they existed keep the same fingerprint.
+MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout")
+
+
+def _later_settings(m: MemberConfig) -> dict[str, Any]:
+    return {k: getattr(m, k) for k in MEMBER_SETTINGS_ADDED_LATER if getattr(m, k) is not None}
+
+
 def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
     """The settings a stage's result depends on (for detecting config changes on resume)."""
     if stage.from_scratch:  # growth/distillation settings do not touch a from-scratch run
         m = stage.member
-        members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr}]
+        members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr,
+                    **_later_settings(m)}]
     else:
-        members = [asdict(m) for m in (*cfg.chain[: stage.index], stage.member)]
+        members = [{k: v for k, v in asdict(m).items() if k not in MEMBER_SETTINGS_ADDED_LATER} | _later_settings(m)
+                   for m in (*cfg.chain[: stage.index], stage.member)]
     return _without_unfingerprinted({"members": members, "data": asdict(cfg.data), "train": asdict(cfg.train)})
 
 
