@@ -89,6 +89,7 @@ class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     family: str = ""
+    init_logit_bias: float | None = None   # set: a learnable logit bias (SigLIP; see `compt.siglip`)
 
     @property
     def is_swin(self) -> bool:
@@ -106,7 +107,8 @@ class ModelConfig:
         t = self.text
         text = {"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
                 "heads": t.heads, "layers": t.layers, "mlp_ratio": t.mlp_ratio}
-        return {"embed_dim": self.embed_dim, "vision_cfg": vision, "text_cfg": text}
+        out = {"embed_dim": self.embed_dim, "vision_cfg": vision, "text_cfg": text}
+        return out if self.init_logit_bias is None else {**out, "init_logit_bias": self.init_logit_bias}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,7 +120,7 @@ class ModelConfig:
             s = dict(v["swin"])
             v["swin"] = SwinConfig(**{**s, "depths": tuple(s["depths"]), "num_heads": tuple(s["num_heads"])})
         return cls(name=d["name"], embed_dim=d["embed_dim"], family=d.get("family", ""),
-                   vision=VisionConfig(**v), text=TextConfig(**d["text"]))
+                   vision=VisionConfig(**v), text=TextConfig(**d["text"]), init_logit_bias=d.get("init_logit_bias"))
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -281,7 +283,8 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
 
         swin.ensure_registered(cfg.vision)
     oc = cfg.to_open_clip()
-    return CLIP(embed_dim=oc["embed_dim"], vision_cfg=oc["vision_cfg"], text_cfg=oc["text_cfg"])
+    return CLIP(embed_dim=oc["embed_dim"], vision_cfg=oc["vision_cfg"], text_cfg=oc["text_cfg"],
+                init_logit_bias=cfg.init_logit_bias)
 
 
 def create_model(name_or_cfg: str | ModelConfig, *, state_dict: dict[str, torch.Tensor] | None = None,

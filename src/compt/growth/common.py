@@ -56,6 +56,8 @@ def validate_growth(parent: ModelConfig, child: ModelConfig) -> None:
     _same("text head dim", pt.head_width, ct.head_width, "heads are carried over whole")
     _no_shrink("text MLP width", int(pt.width * pt.mlp_ratio), int(ct.width * ct.mlp_ratio))
     _no_shrink("embedding size", parent.embed_dim, child.embed_dim)
+    _same("learnable logit bias", parent.init_logit_bias is not None, child.init_logit_bias is not None,
+          "both must be trained with the same objective")
 
 
 def _vision_width(cfg: ModelConfig) -> int:

@@ -218,7 +218,7 @@ def _build_task(student: nn.Module, s_cfg: ModelConfig, member: MemberConfig, tr
     """(task, cache-fill FLOPs, training FLOPs per sample)."""
     per_sample = 3 * model_flops(s_cfg).per_sample(captions)
     if teacher is None:
-        return build_task(student), 0.0, per_sample
+        return build_task(student, objective=train.objective), 0.0, per_sample
     t_cfg, t_state = teacher
     if (t_cfg.vision.image_size, t_cfg.text.context_length) != (s_cfg.vision.image_size, s_cfg.text.context_length):
         raise UserError(f"teacher {t_cfg.name} and student {s_cfg.name} need the same image size and context")
@@ -233,7 +233,8 @@ def _build_task(student: nn.Module, s_cfg: ModelConfig, member: MemberConfig, tr
                                    mmap_dir=out_dir / "teacher_cache" if big else None)
         t_model, fill = None, len(dataset) * t_fwd
     task = build_task(student, distill=member.distill, weight=member.distill_weight, teacher=t_model,
-                      student_dim=s_cfg.embed_dim, teacher_dim=t_cfg.embed_dim, cache=cache)
+                      student_dim=s_cfg.embed_dim, teacher_dim=t_cfg.embed_dim, cache=cache,
+                      objective=train.objective)
     return task, fill, per_sample + (t_fwd if cache is None else 0.0)
 
 
