@@ -192,6 +192,13 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
     return load_checkpoint(init)
 
 
+def member_config(cfg: RunConfig, index: int) -> ModelConfig:
+    """The model config of chain member `index` as this run trains it (SigLIP adds the logit bias)."""
+    from compt.siglip import model_for_objective
+
+    return model_for_objective(get_model_config(cfg.chain[index].model), cfg.train.objective)
+
+
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
               evaluate: Callable[[ModelConfig], Callable[[torch.nn.Module], dict[str, float]]] | None,
               dataset_for: Callable[[ModelConfig], Any], progress: bool) -> dict[str, Any]:
@@ -199,7 +206,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
     from compt.train import train_stage
 
     d = run_dir / stage.directory
-    model_cfg = get_model_config(stage.member.model)
+    model_cfg = member_config(cfg, stage.index)
     result_file = d / "result.json"
     if result_file.is_file() and (d / "final.pt").is_file():
         state.set(stage.key, "done")
@@ -208,7 +215,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind}
     if not stage.from_scratch:
         parent_dir = run_dir / f"chain/{stage.index:02d}-{slug(cfg.chain[stage.index - 1].model)}"
-        parent_cfg = get_model_config(cfg.chain[stage.index - 1].model)
+        parent_cfg = member_config(cfg, stage.index - 1)
         parent_ckpt = parent_dir / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
         grown = grow_into(d, parent_ckpt, parent_sha, parent, parent_cfg, model_cfg, stage.member.growth,
@@ -242,6 +249,12 @@ def _result_dict(result: Any) -> dict[str, Any]:
 def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
                 from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Run every stage of `cfg` in `run_dir` (resuming finished work); returns results by stage key."""
+    from compt.lm.models import is_lm
+
+    if is_lm(cfg.chain[0].model):  # language-model families: same run layout, LM stages (compt.lm.chain)
+        from compt.lm.chain import train_lm_chain
+
+        return train_lm_chain(cfg, run_dir, baselines=baselines, from_stage=from_stage, progress=progress)
     from compt.data import build_eval_suite, build_train_dataset, evaluate
 
     run_dir = Path(run_dir)

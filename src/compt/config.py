@@ -45,7 +45,7 @@ else:  # pragma: no cover
 from compt.errors import UserError, unknown_name
 
 DISTILL_LOSSES = ("fd", "affinity", "icl", "fd+affinity", "none")
-DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart", "folder")
+DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart", "folder", "text")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +71,7 @@ class DataConfig:
                                        # $COMPT_CACHE_DIR or ~/.cache/compt; "none" = never)
     zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
     probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
+    tokenizer: str | None = None       # kind "text": byte (default) | bpe (trained to the model's vocabulary)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +98,7 @@ class TrainConfig:
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
     loader_workers: int = 0            # DataLoader worker processes of the training loop (0 = in-process)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
+    objective: str | None = None       # None / "clip": InfoNCE | "siglip": sigmoid loss + logit bias (compt.siglip)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +112,7 @@ class MemberConfig:
     distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
     warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
     lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
+    distill_temperature: float | None = None  # language models: token-KL temperature τ (default 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,9 +257,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 # ----------------------------------------------------------------------------------------------- checks
 def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
-    from compt.flops import model_flops
-    from compt.models import get_model_config
-
     if cfg.data.kind not in DATA_KINDS:
         raise unknown_name("data kind", cfg.data.kind, DATA_KINDS)
     for key in ("batch_size", "accum_steps", "num_samples"):
@@ -265,25 +265,55 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"{key} must be positive, got {getattr(obj, key)}")
     if cfg.baseline_epochs < 0:
         raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
-    ops = _growth_ops()
-    cfgs = [get_model_config(m.model) for m in cfg.chain]
+    from compt.siglip import is_siglip
+
+    is_siglip(cfg.train.objective)  # unknown objectives are a UserError
+    rules = chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
         if m.epochs <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
         if m.lr is not None and m.lr <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
-        if i > 0 and m.growth not in ops:
-            raise unknown_name("growth operator", m.growth, ops)
-        if i > 0 and m.distill not in DISTILL_LOSSES:
-            raise unknown_name("distillation loss", m.distill, DISTILL_LOSSES)
-    for i in range(1, len(cfgs)):
-        a, b = cfgs[i - 1], cfgs[i]
-        if model_flops(b).total <= model_flops(a).total:
+        if i > 0 and m.growth not in rules.growth_ops:
+            raise unknown_name("growth operator", m.growth, rules.growth_ops)
+        if i > 0 and m.distill not in rules.distill_losses:
+            raise unknown_name("distillation loss", m.distill, rules.distill_losses)
+    for i in range(1, len(rules.configs)):
+        a, b = rules.configs[i - 1], rules.configs[i]
+        if rules.flops[i] <= rules.flops[i - 1]:
             raise UserError(f"chain is not ascending in compute: member {i + 1} {b.name} "
-                            f"({model_flops(b).total / 1e9:.3g} GFLOPs) is not larger than member {i} "
-                            f"{a.name} ({model_flops(a).total / 1e9:.3g} GFLOPs)")
+                            f"({rules.flops[i] / 1e9:.3g} GFLOPs) is not larger than member {i} "
+                            f"{a.name} ({rules.flops[i - 1] / 1e9:.3g} GFLOPs)")
         if cfg.chain[i].growth != "none":
-            _validate_growth(a, b)
+            rules.validate_growth(a, b)
+
+
+@dataclass(frozen=True)
+class ChainRules:
+    """What a chain of one model kind allows: its resolved member configs, their forward FLOPs, growth
+    operators, distillation losses and the pairwise growth check (CLIP here, LMs in `compt.lm.chain`)."""
+
+    configs: list[Any]
+    flops: list[float]
+    growth_ops: tuple[str, ...]
+    distill_losses: tuple[str, ...]
+    validate_growth: Any
+
+
+def chain_rules(cfg: RunConfig) -> ChainRules:
+    """The rules of `cfg`'s model kind: language models when any member is one, else CLIP."""
+    from compt.lm.models import is_lm
+
+    if any(is_lm(m.model) for m in cfg.chain):
+        from compt.lm.chain import lm_chain_rules
+
+        return lm_chain_rules(cfg)
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+
+    cfgs = [get_model_config(m.model) for m in cfg.chain]
+    return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=_growth_ops(),
+                      distill_losses=DISTILL_LOSSES, validate_growth=_validate_growth)
 
 
 def _growth_ops() -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Cost model of a chain versus individual training (SPEC §5).
 
-With F(m) the per-sample forward FLOPs of model m for one image and K captions (image + K × text),
-N training samples per epoch and E epochs:
+With F(m) the per-sample forward FLOPs of model m for one image and K captions (image + K × text) — for a
+language model, one sequence of its context length (`compt.lm.flops`) — N training samples per epoch and
+E epochs:
 
     individual(m)   = E_ind · N · 3·F(m)                     # forward + backward ≈ 3 × forward
     stage(m_1)      = E_1   · N · 3·F(m_1)                   # the first member trains from scratch
@@ -60,11 +61,22 @@ def stage_flops(student_fwd: float, teacher_fwd: float | None, epochs: float, sa
     return cost
 
 
+def forward_flops(model: str, captions: int) -> float:
+    """Per-sample forward FLOPs: one image with `captions` captions, or one sequence of a language model."""
+    from compt.lm.models import get_lm_config, is_lm
+
+    if is_lm(model):
+        from compt.lm.flops import lm_flops
+
+        return lm_flops(get_lm_config(model)).forward
+    return model_flops(get_model_config(model)).per_sample(captions)
+
+
 def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bool = False) -> ChainPlan:
     """Per-member and chain-level costs of `cfg` (FLOPs), following the formulas in the module docstring."""
     n = samples if samples is not None else cfg.data.num_samples
     k = cfg.data.captions_per_image
-    fwd = [model_flops(get_model_config(m.model)).per_sample(k) for m in cfg.chain]
+    fwd = [forward_flops(m.model, k) for m in cfg.chain]
     members, cumulative = [], 0.0
     for i, m in enumerate(cfg.chain):
         distilled = i > 0 and m.distill != "none"

@@ -26,11 +26,14 @@ def _curve(row: StageRow, offset: float, key: str) -> tuple[list[float], list[fl
 
 def plot_accuracy_vs_compute(runs: list[RunSummary], path: Path) -> Path:
     """Accuracy against cumulative training FLOPs: chain (solid) and individual baselines (dashed), per member."""
+    from compt.report import metrics_for
+
     run = runs[0]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 4.2), squeeze=False)
+    metrics = METRICS if metrics_for(run.cfg)[0][0] == METRICS[0][0] else metrics_for(run.cfg)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False)
     colors = plt.get_cmap("viridis")
     n = len(run.cfg.chain)
-    for ax, (key, label) in zip(axes[0], METRICS):
+    for ax, (key, label) in zip(axes[0], metrics):
         for i, row in enumerate(run.chain):
             c = colors(i / max(1, n - 1))
             xs, ys = _curve(row, row.cumulative_flops - row.flops, key)

@@ -22,6 +22,14 @@ from compt.errors import UserError
 from compt.plan import human_flops, plan_chain
 
 METRICS = (("zeroshot_top1", "zero-shot top-1"), ("retrieval_r1", "retrieval R@1"))
+LM_METRICS = (("val_loss", "held-out loss"), ("val_ppl", "held-out perplexity"))
+
+
+def metrics_for(cfg: RunConfig) -> tuple[tuple[str, str], ...]:
+    """The table's metric columns: CLIP evaluation, or held-out loss/perplexity for language-model runs."""
+    from compt.lm.models import is_lm
+
+    return LM_METRICS if is_lm(cfg.chain[0].model) else METRICS
 
 
 @dataclass
@@ -117,21 +125,22 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
                      "flops": _stat([x.flops for x in rows]),
                      "cumulative_flops": _stat([x.cumulative_flops for x in rows]),
                      "wall_s": _stat([x.wall_s for x in rows])}
-            for key, _ in METRICS:
+            for key, _ in metrics_for(base.cfg):
                 vals = [x.metrics[key] for x in rows if key in x.metrics]
                 if vals:
                     entry[key] = _stat(vals)
             members.append(entry)
-    _add_deltas(members)
+    metrics = metrics_for(base.cfg)
+    _add_deltas(members, metrics)
     return {"name": base.name, "runs": [r.run_dir for r in runs], "members": members,
-            "family": _family(runs, n_members)}
+            "family": _family(runs, n_members), "metrics": [list(m) for m in metrics]}
 
 
-def _add_deltas(members: list[dict[str, Any]]) -> None:
+def _add_deltas(members: list[dict[str, Any]], metrics: tuple[tuple[str, str], ...]) -> None:
     ind = {m["model"]: m for m in members if m["method"] == "individual"}
     for m in members:
         if m["method"] == "chain" and m["model"] in ind:
-            for key, _ in METRICS:
+            for key, _ in metrics:
                 if key in m and key in ind[m["model"]]:
                     m[f"delta_{key}"] = m[key]["mean"] - ind[m["model"]][key]["mean"]
 
@@ -162,13 +171,17 @@ def _fmt(stat: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> 
 
 def format_markdown(summary: dict[str, Any]) -> str:
     """The paper-style table (Markdown) plus family-level lines."""
-    lines = ["| member | method | epochs | train FLOPs | cumulative | wall-clock (s) | zero-shot top-1 | "
-             "Δ | retrieval R@1 | Δ |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    metrics = summary.get("metrics", METRICS)
+    digits = 3 if metrics[0][0] == LM_METRICS[0][0] else 1
+    lines = ["| member | method | epochs | train FLOPs | cumulative | wall-clock (s) | "
+             + " | ".join(f"{label} | Δ" for _, label in metrics) + " |",
+             "|---|---|---:|---:|---:|---:|" + "---:|---:|" * len(metrics)]
     for m in summary["members"]:
-        delta = [f"{m[f'delta_{k}']:+.1f}" if f"delta_{k}" in m else "" for k, _ in METRICS]
+        cells = [f"{_fmt(m.get(k), digits=digits)} | " + (f"{m[f'delta_{k}']:+.{digits}f}" if f"delta_{k}" in m
+                                                          else "") for k, _ in metrics]
         lines.append(f"| {m['model']} | {m['method']} | {m['epochs']:g} | {human_flops(m['flops']['mean'])} | "
                      f"{human_flops(m['cumulative_flops']['mean'])} | {_fmt(m['wall_s'])} | "
-                     f"{_fmt(m.get('zeroshot_top1'))} | {delta[0]} | {_fmt(m.get('retrieval_r1'))} | {delta[1]} |")
+                     + " | ".join(cells) + " |")
     f = summary["family"]
     lines += ["", f"- chain cost: {human_flops(f['chain_flops']['mean'])} = "
                   f"{_fmt(f['chain_pct_of_largest'])} % of training the largest member alone"

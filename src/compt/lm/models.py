@@ -112,8 +112,8 @@ register_lm_family("lm-pythia", [
     _lm("lm/2.8B", 2560, 32, 40, 8, 8192, **_REAL),
 ])
 
-# Test sizes (seconds on CPU): vocab 64, context 16, head dim 8; include tied/untied and GQA changes.
-_TEST = {"vocab_size": 64, "context_length": 16}
+# Test sizes (seconds on CPU): byte vocabulary, context 16, head dim 8; include tied/untied and GQA changes.
+_TEST = {"vocab_size": 264, "context_length": 16}
 register_lm_family("lm-test", [
     _lm("lm/test-A", 16, 2, 2, 1, 32, **_TEST),
     _lm("lm/test-B", 24, 3, 3, 1, 40, **_TEST),
@@ -181,8 +181,11 @@ def export_pretrained(cfg: LMConfig, state_dict: dict[str, torch.Tensor], direct
                       tokenizer_file: str | Path | None = None) -> Path:
     """Write a Hugging Face folder (config.json + safetensors [+ tokenizer.json]) loadable by
     ``transformers.AutoModelForCausalLM.from_pretrained(directory)``."""
+    from transformers.utils import logging as hf_logging
+
     model = create_lm(cfg, state_dict=state_dict)
     directory = Path(directory)
+    hf_logging.disable_progress_bar()
     model.save_pretrained(directory)
     if tokenizer_file is not None:
         (directory / "tokenizer.json").write_bytes(Path(tokenizer_file).read_bytes())

@@ -198,11 +198,14 @@ class TokenWindows(Dataset):
         return torch.from_numpy(self.tokens[a:a + self.context + 1].astype(np.int64)), i
 
 
-def split(corpus: TokenCorpus, context: int, eval_tokens: int) -> tuple[TokenWindows, TokenWindows]:
-    """(train, held-out) windows: the held-out split is the last `eval_tokens` tokens of the corpus."""
+def split(corpus: TokenCorpus, context: int, eval_tokens: int, max_train: int | None = None
+          ) -> tuple[TokenWindows, TokenWindows]:
+    """(train, held-out) windows: the held-out split is the last `eval_tokens` tokens of the corpus; training
+    uses the first `max_train` windows of the rest (all when None)."""
     n = corpus.tokens.size
     if n < 2 * (context + 1) or eval_tokens >= n - (context + 1):
         raise UserError(f"the text corpus in {corpus.directory} has only {n} tokens: too few for a train and a "
                         f"held-out split of {eval_tokens} tokens with context {context}")
     cut = n - max(eval_tokens, context + 1)
-    return TokenWindows(corpus.tokens, context, 0, cut), TokenWindows(corpus.tokens, context, cut, n)
+    stop = cut if max_train is None else min(cut, max_train * context + 1)
+    return TokenWindows(corpus.tokens, context, 0, stop), TokenWindows(corpus.tokens, context, cut, n)
