@@ -38,6 +38,7 @@ class Variant:
     stage_epochs: tuple[float, ...] = ()       # per grown member (default: base config's stage epochs)
     baseline_epochs: float = 0.0               # individual schedule and member 1 (default: base config's)
     overrides: tuple[str, ...] = ()            # applied to every member / section
+    base: str = "tiny-base.toml"               # base config in benchmarks/configs/ (lm-base.toml: language models)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ PAPER_ALLOC = tuple(32 * e / 128 for e in (24, 18, 15))        # 6, 4.5, 3.75 ep
 LONG = ("train.eval_every_epochs=4",)
 PAPER_EPOCHS = (24.0, 18.0, 15.0)                              # the paper's CC3M T → S → B → L stages
 EVERY16 = ("train.eval_every_epochs=16",)
+
+
+LM4 = ("lm/cpu-1M", "lm/cpu-2M", "lm/cpu-6M", "lm/cpu-22M")    # 0.8 M → 22 M parameters, 24x in FLOPs
+SIGLIP = ("train.objective=\"siglip\"",)
 
 
 def _members(overrides: str, n: int = 3) -> tuple[str, ...]:
@@ -130,6 +135,16 @@ EXPERIMENTS = {e.name: e for e in (
                                       ("lr4e-3", " lr=4e-3")))
                # control: is 4e-3 simply a better learning rate for everyone? (baselines and member 1 at 4e-3 too)
                + (Variant("all-lr4e-3", FOUR, overrides=("train.lr=4e-3", *_members("distill_weight=50.0"))),)),
+    Experiment("siglip", "the demo family (N → T → C → S, preserve + fd α = 50) with the SigLIP objective: chain vs "
+               "individual training",
+               (Variant("siglip-chain4", FOUR, overrides=(*SIGLIP, *_members("distill_weight=50.0"))),)),
+    Experiment("lm", "Llama family (lm-cpu 1M → 2M → 6M → 22M) on the Python 3.11 docs: chain vs individual, growth "
+               "operator and distillation loss", (
+        *(Variant(f"lm-{op}-kl", LM4, base="lm-base.toml", overrides=_members(f"growth=\"{op}\""))
+          for op in ("preserve", "corner", "stack")),
+        Variant("lm-preserve-hidden", LM4, base="lm-base.toml", overrides=_members("distill=\"hidden\"")),
+        Variant("lm-preserve-none", LM4, base="lm-base.toml", overrides=_members("distill=\"none\"")),
+    )),
     Experiment("epochs", "epoch allocation per grown stage", tuple(
         Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0, 8.0))),
 )}
@@ -139,7 +154,7 @@ def variant_config(v: Variant, seed: int, extra: list[str]):
     """The run config of one variant and seed."""
     import tomllib
 
-    raw = tomllib.loads(BASE.read_text())
+    raw = tomllib.loads((BASE.parent / v.base).read_text())
     base_stage = raw.pop("stage_epochs")
     epochs = v.stage_epochs or (base_stage,) * (len(v.chain) - 1)
     member = {k: raw["chain_defaults"][k] for k in ("growth", "distill", "distill_weight")}

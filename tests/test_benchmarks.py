@@ -42,3 +42,15 @@ def test_matched_epoch_interpolates_the_first_crossing(value: float, expect: flo
     history = [{"epoch": 4, "m": 20.0}, {"epoch": 8, "m": 30.0}, {"epoch": 12, "m": 28.0}, {"epoch": 16}]
     got = matched_epoch(history, "m", value)
     assert got == (None if expect is None else pytest.approx(expect))
+
+
+def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
+    """The language-model study is runnable: its first variant on the test family, a few steps."""
+    monkeypatch.setattr(experiments, "RUNS", tmp_path)
+    exp = experiments.EXPERIMENTS["lm"]
+    tiny = [f"chain.{i}.model=\"lm/test-{x}\"" for i, x in enumerate("ABCD")]
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 40)
+    extra = [*tiny, f"data.path=\"{tmp_path / 'corpus.txt'}\"", "data.num_samples=16", "data.eval_samples=4",
+             "baseline_epochs=1", *(f"chain.{i}.epochs=1" for i in range(4)), "train.batch_size=8", "baselines=false"]
+    run_dir = experiments.run_variant(exp, exp.variants[0], seed=0, extra=extra)
+    assert (run_dir / "chain/04-lm_test-D/result.json").is_file()

@@ -140,3 +140,10 @@ def test_cli_models_flops_plan(capsys) -> None:
     assert main(["plan", str(config), "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert [m["model"] for m in plan["members"]][-1] == "lm/2.8B" and 0 < plan["reduction_vs_largest"] < 1
+
+
+def test_demo_lm_quick_prints_the_table(tmp_path: Path, corpus: Path, capsys) -> None:
+    assert main(["demo", "--lm", "--quick", "--run-dir", str(tmp_path), f"data.path=\"{corpus}\"",
+                 "data.num_samples=24", "data.eval_samples=4"]) == 0
+    out = capsys.readouterr().out
+    assert "| lm/test-C | chain |" in out and "held-out perplexity" in out and "family acceleration" in out

@@ -246,6 +246,18 @@ def _result_dict(result: Any) -> dict[str, Any]:
     return d
 
 
+def prepare_run(cfg: RunConfig, run_dir: Path, baselines: bool | None, from_stage: str | None
+                ) -> tuple[RunConfig, list[Stage], RunState]:
+    """Resolve `baselines`, plan the stages, check/reset finished ones, write config.toml and run.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
+    stages = plan_stages(cfg, cfg.baselines)
+    check_or_reset(run_dir, cfg, stages, from_stage)
+    if is_main():
+        (run_dir / "config.toml").write_text(tomli_w.dumps(config_to_dict(cfg)))
+    return cfg, stages, RunState(run_dir, stages, cfg.name)
+
+
 def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
                 from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Run every stage of `cfg` in `run_dir` (resuming finished work); returns results by stage key."""
@@ -258,13 +270,7 @@ def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None =
     from compt.data import build_eval_suite, build_train_dataset, evaluate
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
-    stages = plan_stages(cfg, cfg.baselines)
-    check_or_reset(run_dir, cfg, stages, from_stage)
-    if is_main():
-        (run_dir / "config.toml").write_text(tomli_w.dumps(config_to_dict(cfg)))
-    state = RunState(run_dir, stages, cfg.name)
+    cfg, stages, state = prepare_run(cfg, run_dir, baselines, from_stage)
     datasets: dict[tuple, Any] = {}
 
     def dataset_for(model_cfg: ModelConfig) -> Any:

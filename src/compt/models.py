@@ -291,13 +291,17 @@ def create_model(name_or_cfg: str | ModelConfig, *, state_dict: dict[str, torch.
                  ) -> torch.nn.Module:
     """Resolve → build → optionally load weights (strict)."""
     cfg = get_model_config(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
-    model = build_model(cfg)
+    return load_strict(build_model(cfg), state_dict, cfg.name)
+
+
+def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor] | None, name: str) -> torch.nn.Module:
+    """Load `state_dict` (if any) into `model` strictly; a mismatch is a one-line `UserError` naming `name`."""
     if state_dict is not None:
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()
-            raise UserError(f"weights do not fit model {cfg.name}: {' '.join(first[:3])[:400]}") from e
+            raise UserError(f"weights do not fit model {name}: {' '.join(first[:3])[:400]}") from e
     return model
 
 

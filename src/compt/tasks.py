@@ -58,7 +58,27 @@ def encode_with_bias(model: nn.Module, images: Tensor, tokens: Tensor
     return image.float(), text.float().reshape(b, k, -1), scale.float(), bias[0].float() if bias else None
 
 
-class ClipTask(nn.Module):
+class ProjectionState:
+    """Resume state of a task's optional learnable distillation projection `proj` (absent or None: no state)."""
+
+    def _proj(self) -> nn.Linear | None:
+        return getattr(self, "proj", None)
+
+    def extra_state(self) -> dict[str, Tensor]:
+        """Trainable tensors outside the student (saved in resume checkpoints only)."""
+        proj = self._proj()
+        return {} if proj is None else {"proj.weight": proj.weight.detach().cpu().clone()}
+
+    def load_extra_state(self, state: dict[str, Tensor]) -> None:
+        if set(state) != set(self.extra_state()):
+            raise UserError(f"checkpoint task state {sorted(state)} does not fit this task "
+                            f"({sorted(self.extra_state())})")
+        if (proj := self._proj()) is not None:
+            with torch.no_grad():
+                proj.weight.copy_(state["proj.weight"])
+
+
+class ClipTask(ProjectionState, nn.Module):
     """Plain CLIP pre-training of `student` (an open_clip CLIP, possibly wrapped by DDP/FSDP later)."""
 
     def __init__(self, student: nn.Module, objective: str | None = None) -> None:
@@ -80,14 +100,6 @@ class ClipTask(nn.Module):
     def post_step(self) -> None:
         """Clamp the learnable temperature to [0, log 100] (open_clip's rule, applied after each step)."""
         unwrap(self.student).logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-
-    def extra_state(self) -> dict[str, Tensor]:
-        """Trainable tensors outside the student (saved in resume checkpoints only)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, Tensor]) -> None:
-        if state:
-            raise UserError(f"checkpoint holds task state {sorted(state)} this task does not have")
 
 
 def _scales(scale: Tensor, bias: Tensor | None) -> dict[str, Tensor]:
@@ -160,17 +172,6 @@ class DistillTask(ClipTask):
             loss = loss + AFFINITY_WEIGHT * affinity
             out["affinity"] = affinity.detach()
         return {"loss": loss, **out}
-
-    def extra_state(self) -> dict[str, Tensor]:
-        return {} if self.proj is None else {"proj.weight": self.proj.weight.detach().cpu().clone()}
-
-    def load_extra_state(self, state: dict[str, Tensor]) -> None:
-        if set(state) != set(self.extra_state()):
-            raise UserError(f"checkpoint task state {sorted(state)} does not fit this task "
-                            f"({sorted(self.extra_state())})")
-        if self.proj is not None:
-            with torch.no_grad():
-                self.proj.weight.copy_(state["proj.weight"])
 
 
 def freeze(model: nn.Module) -> nn.Module:

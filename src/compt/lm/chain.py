@@ -1,7 +1,7 @@
 """Run a chain of language models (and their individual baselines) from a run config.
 
 Same run directory, stage plan, resume rules and fingerprints as the CLIP chain (`compt.chain`: this module
-reuses `plan_stages`, `check_or_reset`, `RunState`, `fingerprint`); what differs is the model kind:
+reuses `prepare_run`, `RunState`, `fingerprint`); what differs is the model kind:
 members are `LMConfig`s, growth is `compt.lm.growth`, distillation is `compt.lm.task` and the data is a text
 corpus (``[data] kind = "text"``) tokenised once into ``RUN/data/`` (tokens + ``tokenizer.json``, which each
 stage's Hugging Face export ``hf/`` also carries). `train_chain` hands LM runs to `train_lm_chain`.
@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 import torch
 
-from compt.chain import RunState, Stage, check_or_reset, fingerprint, is_main, plan_stages, slug, write_json
-from compt.config import ChainRules, RunConfig, config_to_dict
+from compt.chain import RunState, Stage, fingerprint, is_main, prepare_run, slug, write_json
+from compt.config import ChainRules, RunConfig
 from compt.errors import UserError
 from compt.lm.flops import lm_flops
 from compt.lm.growth import LM_GROWTH_OPS, validate_lm_growth
@@ -115,13 +113,7 @@ def train_lm_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | Non
                    from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Every stage of an LM run config in `run_dir` (resuming finished work); results by stage key."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
-    stages = plan_stages(cfg, cfg.baselines)
-    check_or_reset(run_dir, cfg, stages, from_stage)
-    if is_main():
-        (run_dir / "config.toml").write_text(tomli_w.dumps(config_to_dict(cfg)))
-    state = RunState(run_dir, stages, cfg.name)
+    cfg, stages, state = prepare_run(cfg, run_dir, baselines, from_stage)
     data = text_data(cfg, run_dir)
     return {s.key: run_lm_stage(run_dir, cfg, s, state, data, progress) for s in stages}
 

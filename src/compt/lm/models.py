@@ -118,6 +118,7 @@ register_lm_family("lm-test", [
     _lm("lm/test-A", 16, 2, 2, 1, 32, **_TEST),
     _lm("lm/test-B", 24, 3, 3, 1, 40, **_TEST),
     _lm("lm/test-C", 32, 3, 4, 2, 48, **_TEST),
+    _lm("lm/test-D", 40, 4, 5, 5, 64, **_TEST),
 ])
 
 
@@ -166,15 +167,10 @@ def build_lm(cfg: LMConfig) -> torch.nn.Module:
 
 def create_lm(name_or_cfg: str | LMConfig, *, state_dict: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """Resolve → build → optionally load weights (strict)."""
+    from compt.models import load_strict
+
     cfg = get_lm_config(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
-    model = build_lm(cfg)
-    if state_dict is not None:
-        try:
-            model.load_state_dict(state_dict, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise UserError(f"weights do not fit model {cfg.name}: {' '.join(first[:3])[:400]}") from e
-    return model
+    return load_strict(build_lm(cfg), state_dict, cfg.name)
 
 
 def export_pretrained(cfg: LMConfig, state_dict: dict[str, torch.Tensor], directory: str | Path,

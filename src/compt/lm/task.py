@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from compt.errors import UserError
 from compt.lm.losses import hidden_mse_loss, lm_loss, token_kl_loss
-from compt.tasks import freeze
+from compt.tasks import ProjectionState, freeze
 
 LM_DISTILL_KINDS = {"kl": ("kl",), "hidden": ("hidden",), "kl+hidden": ("kl", "hidden")}
 
@@ -28,7 +28,7 @@ def forward_lm(model: nn.Module, inputs: Tensor, hidden: bool) -> tuple[Tensor, 
     return out.logits, (out.hidden_states[-1] if hidden else None)
 
 
-class LMTask(nn.Module):
+class LMTask(ProjectionState, nn.Module):
     """Plain next-token pre-training of `student`."""
 
     def __init__(self, student: nn.Module) -> None:
@@ -42,13 +42,6 @@ class LMTask(nn.Module):
 
     def post_step(self) -> None:
         """Nothing to clamp (kept for the trainer's task interface)."""
-
-    def extra_state(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, Tensor]) -> None:
-        if state:
-            raise UserError(f"checkpoint holds task state {sorted(state)} this task does not have")
 
 
 class LMDistillTask(LMTask):
@@ -86,16 +79,6 @@ class LMDistillTask(LMTask):
             mse = hidden_mse_loss(h if self.proj is None else self.proj(h), t_h)
             distill, out["hidden_mse"] = distill + mse, mse.detach()
         return {"loss": task + self.weight * distill, **out}
-
-    def extra_state(self) -> dict[str, Tensor]:
-        return {} if self.proj is None else {"proj.weight": self.proj.weight.detach().cpu().clone()}
-
-    def load_extra_state(self, state: dict[str, Tensor]) -> None:
-        if set(state) != set(self.extra_state()):
-            raise UserError(f"checkpoint task state {sorted(state)} does not fit this task")
-        if self.proj is not None:
-            with torch.no_grad():
-                self.proj.weight.copy_(state["proj.weight"])
 
 
 def build_lm_task(student: nn.Module, *, distill: str = "none", weight: float = 0.0,
