@@ -81,6 +81,10 @@ def test_export_loads_in_transformers_with_tokenizer(reference: Path) -> None:
     final = load_lm_checkpoint(reference / "chain/03-lm_test-C/final.pt")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in final["state_dict"].items())
     assert Tokenizer.from_file(str(hf / "tokenizer.json")).encode("ab").ids == [97, 98]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf)
+    assert tok("ab")["input_ids"] == [97, 98] and tok.eos_token_id == 256
 
 
 def test_rerun_skips_finished_stages(reference: Path, corpus: Path) -> None:

@@ -175,14 +175,16 @@ def create_lm(name_or_cfg: str | LMConfig, *, state_dict: dict[str, torch.Tensor
 
 def export_pretrained(cfg: LMConfig, state_dict: dict[str, torch.Tensor], directory: str | Path,
                       tokenizer_file: str | Path | None = None) -> Path:
-    """Write a Hugging Face folder (config.json + safetensors [+ tokenizer.json]) loadable by
-    ``transformers.AutoModelForCausalLM.from_pretrained(directory)``."""
+    """Write a Hugging Face folder (config.json + safetensors [+ tokenizer files]) loadable by
+    ``transformers.AutoModelForCausalLM.from_pretrained(directory)`` (and ``AutoTokenizer``)."""
     from transformers.utils import logging as hf_logging
 
     model = create_lm(cfg, state_dict=state_dict)
     directory = Path(directory)
     hf_logging.disable_progress_bar()
     model.save_pretrained(directory)
-    if tokenizer_file is not None:
-        (directory / "tokenizer.json").write_bytes(Path(tokenizer_file).read_bytes())
+    if tokenizer_file is not None:  # AutoTokenizer.from_pretrained(directory) reads these files
+        from transformers import PreTrainedTokenizerFast
+
+        PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token="<eos>").save_pretrained(directory)
     return directory
