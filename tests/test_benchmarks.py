@@ -48,9 +48,11 @@ def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
     """The language-model study is runnable: its first variant on the test family, a few steps."""
     monkeypatch.setattr(experiments, "RUNS", tmp_path)
     exp = experiments.EXPERIMENTS["lm"]
-    tiny = [f"chain.{i}.model=\"lm/test-{x}\"" for i, x in enumerate("ABCD")]
+    variant = exp.variants[0]
+    n = len(variant.chain)
     (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 40)
-    extra = [*tiny, f"data.path=\"{tmp_path / 'corpus.txt'}\"", "data.num_samples=16", "data.eval_samples=4",
-             "baseline_epochs=1", *(f"chain.{i}.epochs=1" for i in range(4)), "train.batch_size=8", "baselines=false"]
-    run_dir = experiments.run_variant(exp, exp.variants[0], seed=0, extra=extra)
-    assert (run_dir / "chain/04-lm_test-D/result.json").is_file()
+    extra = [*(f"chain.{i}.model=\"lm/test-{x}\"" for i, x in enumerate("ABCD"[:n])),
+             f"data.path=\"{tmp_path / 'corpus.txt'}\"", "data.num_samples=16", "data.eval_samples=4",
+             "baseline_epochs=1", *(f"chain.{i}.epochs=1" for i in range(n)), "train.batch_size=8", "baselines=false"]
+    run_dir = experiments.run_variant(exp, variant, seed=0, extra=extra)
+    assert (run_dir / f"chain/{n:02d}-lm_test-{'ABCD'[n - 1]}/result.json").is_file()

@@ -97,3 +97,16 @@ def test_siglip_chain_runs_and_records_the_bias(tmp_path):
     assert any("logit_bias" in r for r in records if r.get("kind") == "train")
     out, md = write_report([tmp_path])
     assert "test/B" in md and (out / "report.json").is_file()
+
+
+def test_compt_grow_keeps_the_siglip_bias(tmp_path):
+    from compt.checkpoint import load_checkpoint, save_checkpoint
+    from compt.cli import main
+
+    parent_cfg = siglip_cfg("test/A")
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "p.pt", state_dict=create_model(parent_cfg).state_dict(), model_config=parent_cfg)
+    assert main(["grow", "--from", str(tmp_path / "p.pt"), "--to", "test/B", "--op", "preserve",
+                 "--out", str(tmp_path / "c.pt")]) == 0
+    child = load_checkpoint(tmp_path / "c.pt")
+    assert child.model_config.init_logit_bias == INIT_LOGIT_BIAS and child.state_dict["logit_bias"] == INIT_LOGIT_BIAS

@@ -23,6 +23,7 @@ from compt.lm.flops import lm_flops
 from compt.lm.growth import LM_GROWTH_OPS, validate_lm_growth
 from compt.lm.models import LMConfig, build_lm, get_lm_config, is_lm
 from compt.lm.task import LM_DISTILL_KINDS
+from compt.lm.text import TOKENIZERS
 
 
 def lm_chain_rules(cfg: RunConfig) -> ChainRules:
@@ -31,6 +32,8 @@ def lm_chain_rules(cfg: RunConfig) -> ChainRules:
         raise UserError("a chain cannot mix language models and CLIP models")
     if cfg.data.kind != "text":
         raise UserError(f"language models train on [data] kind = \"text\", not {cfg.data.kind!r}")
+    if cfg.data.tokenizer not in (None, *TOKENIZERS):
+        raise UserError(f"unknown tokenizer {cfg.data.tokenizer!r} (known: {', '.join(TOKENIZERS)})")
     cfgs = [get_lm_config(m.model) for m in cfg.chain]
     for c in cfgs[1:]:
         if (c.vocab_size, c.context_length) != (cfgs[0].vocab_size, cfgs[0].context_length):

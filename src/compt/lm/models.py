@@ -9,7 +9,7 @@ This module imports `transformers` only inside the functions that build models, 
 and the cost model work without the optional ``compt[lm]`` extra.
 
 Families (ascending compute):
-- ``lm-cpu``: ``lm/cpu-1M`` … ``lm/cpu-22M``, byte-level vocabulary (256 + 3 specials, padded to 264),
+- ``lm-cpu``: ``lm/cpu-1M`` … ``lm/cpu-22M``, byte-level vocabulary (256 bytes + ``<eos>``, padded to 264),
   head dim 32, context 128, ≈ 0.8 M → 22 M parameters — trains on a laptop CPU;
 - ``lm-pythia``: Pythia-like real sizes for planning (``lm/160M`` … ``lm/2.8B``; vocab 50304, context
   2048, head dim 64, GQA with 3 … 5 query heads per KV head);
@@ -56,7 +56,7 @@ class LMConfig:
         return self.heads // self.kv_heads
 
     def to_hf(self) -> Any:
-        """The `transformers.LlamaConfig` of this model (eager-free: SDPA attention, no biases)."""
+        """The `transformers.LlamaConfig` of this model (no biases, SiLU gate; no special token ids)."""
         from transformers import LlamaConfig
 
         return LlamaConfig(vocab_size=self.vocab_size, hidden_size=self.hidden, intermediate_size=self.intermediate,
