@@ -311,6 +311,9 @@ def chain_rules(cfg: RunConfig) -> ChainRules:
     from compt.flops import model_flops
     from compt.models import get_model_config
 
+    if cfg.data.kind == "text":
+        raise UserError("[data] kind = \"text\" is for language-model chains (lm/… models); CLIP models need "
+                        "image–caption data")
     cfgs = [get_model_config(m.model) for m in cfg.chain]
     return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=_growth_ops(),
                       distill_losses=DISTILL_LOSSES, validate_growth=_validate_growth)
