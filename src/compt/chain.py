@@ -31,6 +31,7 @@ from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
 from compt.config import MemberConfig, RunConfig, config_to_dict
 from compt.errors import UserError
+from compt.lm.models import LMConfig, get_lm_config, is_lm
 from compt.models import ModelConfig, build_model, get_model_config
 from compt.stage import StageSpec, resolve_spec
 
@@ -96,11 +97,20 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
         m = stage.member
         members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr}]
     else:
-        members = [asdict(m) for m in (*cfg.chain[: stage.index], stage.member)]
-    return {"members": members, "data": asdict(cfg.data),
-            "train": {k: v for k, v in asdict(cfg.train).items()
-                      if k not in ("ckpt_every_steps", "log_every_steps", "eval_every_epochs", "report_to",
-                                   "wandb_project")}}
+        members = [_set(asdict(m)) for m in (*cfg.chain[: stage.index], stage.member)]
+    return {"members": members, "data": _set(asdict(cfg.data)),
+            "train": _set({k: v for k, v in asdict(cfg.train).items()
+                           if k not in ("ckpt_every_steps", "log_every_steps", "eval_every_epochs", "report_to",
+                                        "wandb_project")})}
+
+
+# Settings added after fingerprints were first written, whose default None changes nothing: left out while
+# unset, so the fingerprints of existing stages stay identical (`settings_changes` reads absent as None).
+LATER_SETTINGS = ("objective", "tokenizer", "distill_temperature")
+
+
+def _set(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in LATER_SETTINGS and v is None)}
 
 
 def settings_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -193,10 +203,21 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
     return load_checkpoint(init)
 
 
+def member_config(cfg: RunConfig, index: int) -> ModelConfig | LMConfig:
+    """The model config of chain member `index` as this run trains it: an `LMConfig` for language models,
+    else the CLIP config (with the learnable logit bias when the objective is SigLIP)."""
+    from compt.siglip import model_for_objective
+
+    name = cfg.chain[index].model
+    if is_lm(name):
+        return get_lm_config(name)
+    return model_for_objective(get_model_config(name), cfg.train.objective)
+
+
 def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
-    """`stage`'s settings resolved once from the run config (`samples` training pairs per epoch)."""
-    parent = None if stage.from_scratch else get_model_config(cfg.chain[stage.index - 1].model)
-    return resolve_spec(model=get_model_config(stage.member.model), member=stage.member, train=cfg.train,
+    """`stage`'s settings resolved once from the run config (`samples` training samples per epoch)."""
+    parent = None if stage.from_scratch else member_config(cfg, stage.index - 1)
+    return resolve_spec(model=member_config(cfg, stage.index), member=stage.member, train=cfg.train,
                         from_scratch=stage.from_scratch, parent=parent, samples=samples,
                         captions=cfg.data.captions_per_image)
 
@@ -213,7 +234,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
         state.set(stage.key, "done")
         return done.to_dict()
     state.set(stage.key, "running")
-    model_cfg = get_model_config(stage.member.model)
+    model_cfg = member_config(cfg, stage.index)
     dataset = dataset_for(model_cfg)
     spec = stage_spec(cfg, stage, len(dataset))
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
@@ -238,19 +259,28 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
     return result.to_dict()
 
 
-def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
-                from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Run every stage of `cfg` in `run_dir` (resuming finished work); returns results by stage key."""
-    from compt.data import build_eval_suite, build_train_dataset, evaluate
-
-    run_dir = Path(run_dir)
+def prepare_run(cfg: RunConfig, run_dir: Path, baselines: bool | None, from_stage: str | None
+                ) -> tuple[RunConfig, list[Stage], RunState]:
+    """Resolve `baselines`, plan the stages, check/reset finished ones, write config.toml and run.json."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
     stages = plan_stages(cfg, cfg.baselines)
     check_or_reset(run_dir, cfg, stages, from_stage)
     if dist.is_main():
         (run_dir / "config.toml").write_text(tomli_w.dumps(config_to_dict(cfg)))
-    state = RunState(run_dir, stages, cfg.name)
+    return cfg, stages, RunState(run_dir, stages, cfg.name)
+
+
+def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
+                from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Run every stage of the CLIP run `cfg` in `run_dir` (resuming finished work); returns results by stage key.
+    `compt.runner.train_run` picks this or the language-model chain (`compt.lm.chain`) by the model kind."""
+    if is_lm(cfg.chain[0].model):
+        raise ValueError("language-model runs train with compt.runner.train_run (compt.lm.chain)")
+    from compt.data import build_eval_suite, build_train_dataset, evaluate
+
+    run_dir = Path(run_dir)
+    cfg, stages, state = prepare_run(cfg, run_dir, baselines, from_stage)
     datasets: dict[tuple, Any] = {}
 
     def dataset_for(model_cfg: ModelConfig) -> Any:

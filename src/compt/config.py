@@ -44,6 +44,7 @@ else:  # pragma: no cover
 
 from compt.data.settings import DataConfig
 from compt.errors import UserError, unknown_name
+from compt.rules import ChainRules
 
 REPORT_TO = ("tensorboard", "wandb")
 __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
@@ -76,6 +77,7 @@ class TrainConfig:
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
     report_to: tuple[str, ...] = ("tensorboard",)  # metric sinks besides metrics.jsonl: tensorboard, wandb
     wandb_project: str = "compt"       # W&B project of the stages' runs (with "wandb" in report_to)
+    objective: str | None = None       # None / "clip": InfoNCE | "siglip": sigmoid loss + logit bias (compt.siglip)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +91,7 @@ class MemberConfig:
     distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
     warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
     lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
+    distill_temperature: float | None = None  # language models: token-KL temperature τ (default 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,9 +248,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
     from compt.data import adapter
-    from compt.flops import model_flops
-    from compt.models import get_model_config
-    from compt.tasks import DISTILL_NAMES
 
     adapter(cfg.data.kind)  # unknown kinds raise here
     for key in ("batch_size", "accum_steps", "num_samples"):
@@ -257,25 +257,47 @@ def validate(cfg: RunConfig) -> None:
     _validate_report_to(cfg.train.report_to)
     if cfg.baseline_epochs < 0:
         raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
-    ops = _growth_ops()
-    cfgs = [get_model_config(m.model) for m in cfg.chain]
+    from compt.siglip import is_siglip
+
+    is_siglip(cfg.train.objective)  # unknown objectives are a UserError
+    rules = chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
         if m.epochs <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
         if m.lr is not None and m.lr <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
-        if i > 0 and m.growth not in ops:
-            raise unknown_name("growth operator", m.growth, ops)
-        if i > 0 and m.distill not in DISTILL_NAMES:
-            raise unknown_name("distillation loss", m.distill, DISTILL_NAMES)
-    for i in range(1, len(cfgs)):
-        a, b = cfgs[i - 1], cfgs[i]
-        if model_flops(b).total <= model_flops(a).total:
+        if i > 0 and m.growth not in rules.growth_ops:
+            raise unknown_name("growth operator", m.growth, rules.growth_ops)
+        if i > 0 and m.distill not in rules.distill_losses:
+            raise unknown_name("distillation loss", m.distill, rules.distill_losses)
+    for i in range(1, len(rules.configs)):
+        a, b = rules.configs[i - 1], rules.configs[i]
+        if rules.flops[i] <= rules.flops[i - 1]:
             raise UserError(f"chain is not ascending in compute: member {i + 1} {b.name} "
-                            f"({model_flops(b).total / 1e9:.3g} GFLOPs) is not larger than member {i} "
-                            f"{a.name} ({model_flops(a).total / 1e9:.3g} GFLOPs)")
+                            f"({rules.flops[i] / 1e9:.3g} GFLOPs) is not larger than member {i} "
+                            f"{a.name} ({rules.flops[i - 1] / 1e9:.3g} GFLOPs)")
         if cfg.chain[i].growth != "none":
-            _validate_growth(a, b)
+            rules.validate_growth(a, b)
+
+
+def chain_rules(cfg: RunConfig) -> ChainRules:
+    """The rules of `cfg`'s model kind: language models when any member is one, else CLIP."""
+    from compt.lm.models import is_lm
+
+    if any(is_lm(m.model) for m in cfg.chain):
+        from compt.lm.rules import lm_chain_rules
+
+        return lm_chain_rules([m.model for m in cfg.chain], cfg.data)
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+    from compt.tasks import DISTILL_NAMES
+
+    if cfg.data.kind == "text":
+        raise UserError("[data] kind = \"text\" is for language-model chains (lm/… models); CLIP models need "
+                        "image–caption data")
+    cfgs = [get_model_config(m.model) for m in cfg.chain]
+    return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=_growth_ops(),
+                      distill_losses=DISTILL_NAMES, validate_growth=_validate_growth)
 
 
 def _validate_report_to(sinks: tuple[str, ...]) -> None:
