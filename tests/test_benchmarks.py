@@ -122,3 +122,19 @@ def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
              "baseline_epochs=1", *(f"chain.{i}.epochs=1" for i in range(n)), "train.batch_size=8", "baselines=false"]
     run_dir = experiments.run_variant(exp, variant, seed=0, extra=extra)
     assert (run_dir / f"chain/{n:02d}-lm_test-{'ABCD'[n - 1]}/result.json").is_file()
+
+
+def test_flip_variant_trains_longer_at_equal_counted_flops() -> None:
+    import dataclasses
+
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+
+    v = next(v for v in experiments.EXPERIMENTS["beyond_paper"].variants if v.name == "flip50")
+    cfg = experiments.variant_config(v, seed=0, extra=[])
+    for m, paper in zip(cfg.chain[1:], (24.0, 18.0, 15.0)):
+        full = get_model_config(m.model)
+        dropped = dataclasses.replace(full, vision=dataclasses.replace(full.vision, patch_dropout=0.5))
+        assert m.patch_dropout == 0.5 and m.epochs > paper
+        assert m.epochs * model_flops(dropped).per_sample(1) == pytest.approx(paper * model_flops(full).per_sample(1),
+                                                                            rel=1e-3)

@@ -91,11 +91,23 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
     return stage_dir(kind, index, cfg.chain[index].model)
 
 
+# Settings added after the first fingerprints were written: they enter a fingerprint only when set (not None),
+# so run directories made before they existed keep the same fingerprint (`settings_changes` reads an absent
+# key as None). Member schedule options also enter a from-scratch stage's fingerprint.
+MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout")
+SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "objective", "tokenizer")
+
+
+def _later_settings(m: MemberConfig) -> dict[str, Any]:
+    return {k: getattr(m, k) for k in MEMBER_SETTINGS_ADDED_LATER if getattr(m, k) is not None}
+
+
 def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
     """The settings a stage's result depends on (for detecting config changes on resume)."""
     if stage.from_scratch:  # growth/distillation settings do not touch a from-scratch run
         m = stage.member
-        members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr}]
+        members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr,
+                    **_later_settings(m)}]
     else:
         members = [_set(asdict(m)) for m in (*cfg.chain[: stage.index], stage.member)]
     return {"members": members, "data": _set(asdict(cfg.data)),
@@ -104,13 +116,9 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
                                         "wandb_project")})}
 
 
-# Settings added after fingerprints were first written, whose default None changes nothing: left out while
-# unset, so the fingerprints of existing stages stay identical (`settings_changes` reads absent as None).
-LATER_SETTINGS = ("objective", "tokenizer", "distill_temperature")
-
-
 def _set(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if not (k in LATER_SETTINGS and v is None)}
+    """`d` without the settings added later that are unset (see `SETTINGS_ADDED_LATER`)."""
+    return {k: v for k, v in d.items() if not (k in SETTINGS_ADDED_LATER and v is None)}
 
 
 def settings_changes(old: Any, new: Any, prefix: str = "") -> list[str]:

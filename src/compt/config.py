@@ -46,6 +46,8 @@ from compt.data.settings import DataConfig
 from compt.errors import UserError, unknown_name
 from compt.rules import ChainRules
 
+DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
+
 REPORT_TO = ("tensorboard", "wandb")
 __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
            "load_config", "validate"]
@@ -92,6 +94,10 @@ class MemberConfig:
     warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
     lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
     distill_temperature: float | None = None  # language models: token-KL temperature τ (default 1)
+    decay_fraction: float | None = None    # the cosine reaches min_lr after this fraction of the post-warmup
+                                           # steps, then stays there (default 1: the whole stage)
+    distill_schedule: str | None = None    # α over the stage: constant (default) | linear | cosine (→ 0 at the end)
+    patch_dropout: float | None = None     # fraction of image patches dropped while this member trains (FLIP)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,6 +251,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 # ----------------------------------------------------------------------------------------------- checks
+def _validate_stage_schedule(i: int, m: MemberConfig, has_patches: bool) -> None:
+    where = f"chain member {i + 1} ({m.model})"
+    if m.decay_fraction is not None and not 0 < m.decay_fraction <= 1:
+        raise UserError(f"{where}: decay_fraction must be in (0, 1], got {m.decay_fraction}")
+    if m.distill_schedule is not None and m.distill_schedule not in DISTILL_SCHEDULES:
+        raise unknown_name("distillation schedule", m.distill_schedule, DISTILL_SCHEDULES)
+    if m.patch_dropout is not None and not 0 <= m.patch_dropout < 1:
+        raise UserError(f"{where}: patch_dropout must be in [0, 1), got {m.patch_dropout}")
+    if m.patch_dropout and not has_patches:
+        raise UserError(f"{where}: patch_dropout needs a ViT image tower (Swin and language models have no patch "
+                        "tokens to drop)")
+
+
 def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
     from compt.data import adapter
@@ -266,6 +285,7 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
         if m.lr is not None and m.lr <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
+        _validate_stage_schedule(i, m, has_patches=not getattr(rules.configs[i], "is_swin", True))  # LMs: none
         if i > 0 and m.growth not in rules.growth_ops:
             raise unknown_name("growth operator", m.growth, rules.growth_ops)
         if i > 0 and m.distill not in rules.distill_losses:

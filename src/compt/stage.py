@@ -10,8 +10,12 @@ whether a stage distills, or re-derives the caption count from the data. The res
     total steps  = ⌈epochs · N / batch_size⌉          (N training samples per epoch)
     warmup       ← min(warmup, total steps)
     distill      = member.distill for a stage with a parent, else "none"; teacher = parent ⇔ distill ≠ "none"
-    F_student    = image + K · text forward FLOPs of the student   (K = data.captions_per_image);
-                   one sequence's forward for a language model (`compt.lm.flops`)
+    F_student    = image + K · text forward FLOPs of the student   (K = data.captions_per_image), in training:
+                   with patch dropout the image tower runs on the kept patches; one sequence's forward for a
+                   language model (`compt.lm.flops`)
+    decay        = member.decay_fraction   if set, else 1 (the cosine spans the whole stage)
+    α schedule   = member.distill_schedule if set, else "constant"
+    patch drop   = member.patch_dropout    if set, else 0 (baselines never drop patches; CLIP ViTs only)
     objective    = "siglip" if train.objective is "siglip", else "clip" (None means clip; `compt.siglip`)
     temperature  = member.distill_temperature if set, else 1 (LM logit distillation)
 """
@@ -19,7 +23,7 @@ whether a stage distills, or re-derives the caption count from the data. The res
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from compt.config import MemberConfig, TrainConfig
@@ -47,17 +51,27 @@ class StageSpec:
     distill: str                    # "none" ⇔ teacher is None
     distill_weight: float
     captions: int                   # caption slots K per image
-    objective: str                  # "clip" (InfoNCE) | "siglip" (sigmoid loss + logit bias)
-    distill_temperature: float      # τ of LM logit distillation (1 unless the member sets it)
     seed: int
     student_flops: float            # forward FLOPs per sample (image + K captions)
     teacher_flops: float            # the teacher's, 0 without a teacher
+    decay_fraction: float = 1.0     # the lr cosine reaches min_lr after this fraction of the post-warmup steps
+    distill_schedule: str = "constant"  # α · s(t) over the stage (`train.optim.distill_scale`)
+    patch_dropout: float = 0.0      # fraction of image patches the student drops in training (FLIP)
+    objective: str = "clip"         # "clip" (InfoNCE) | "siglip" (sigmoid loss + logit bias)
+    distill_temperature: float = 1.0  # τ of LM logit distillation
     train: TrainConfig              # loop settings (optimizer, batch, precision, checkpoints …); its lr,
                                     # min_lr and warmups are already resolved into the fields above
 
     @property
     def distills(self) -> bool:
         return self.teacher is not None
+
+    @property
+    def train_model(self) -> ModelConfig:
+        """The student as it trains: `model` with the stage's patch dropout (checkpoints keep `model`)."""
+        if not self.patch_dropout:
+            return self.model
+        return replace(self.model, vision=replace(self.model.vision, patch_dropout=self.patch_dropout))
 
     @property
     def batch_size(self) -> int:
@@ -89,6 +103,8 @@ def resolve_spec(*, model: ModelConfig | LMConfig, member: MemberConfig, train: 
     total = math.ceil(member.epochs * samples / train.batch_size)
     warm = member.warmup_steps if member.warmup_steps is not None else (
         train.warmup_steps if from_scratch else train.stage_warmup_steps)
+    drop = member.patch_dropout or 0.0
+    trains_as = replace(model, vision=replace(model.vision, patch_dropout=drop)) if drop else model
     return StageSpec(model=model, parent=parent, teacher=teacher, from_scratch=from_scratch, epochs=member.epochs,
                      samples=samples, total_steps=total, lr=member.lr if member.lr is not None else train.lr,
                      warmup_steps=min(warm, total), min_lr=train.min_lr,
@@ -96,5 +112,7 @@ def resolve_spec(*, model: ModelConfig | LMConfig, member: MemberConfig, train: 
                      distill_weight=member.distill_weight, captions=captions,
                      objective="siglip" if is_siglip(train.objective) else "clip",
                      distill_temperature=member.distill_temperature or 1.0, seed=train.seed,
-                     student_flops=forward_flops(model, captions),
+                     student_flops=forward_flops(trains_as, captions),
+                     decay_fraction=member.decay_fraction or 1.0,
+                     distill_schedule=member.distill_schedule or "constant", patch_dropout=drop,
                      teacher_flops=forward_flops(teacher, captions) if teacher else 0.0, train=train)

@@ -6,8 +6,8 @@ Input: tokens (B, T + 1) — the first T are the inputs, the last T the next-tok
 - `LMDistillTask`: the same plus distillation from the frozen predecessor: ``kl`` — token-level
   KL(teacher ‖ student) of the logits at temperature τ; ``hidden`` — MSE between the teacher's final hidden
   state (after the final RMSNorm) and a learned linear projection of the student's (rectangular identity at
-  init, no parameters for equal widths); ``kl+hidden`` — both. L = L_lm + α · (KL + MSE) with α the member's
-  ``distill_weight`` (a constant, as on the CLIP side).
+  init, no parameters for equal widths); ``kl+hidden`` — both. L = L_lm + s(t) · α · (KL + MSE) with α the
+  member's ``distill_weight`` and s(t) its ``distill_schedule`` (1 = constant), as on the CLIP side.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class LMTask(ProjectionState, nn.Module):
     def __init__(self, student: nn.Module) -> None:
         super().__init__()
         self.student = student
+        self.weight_scale = 1.0   # s(t) of the distillation weight, set by the trainer each step (1: constant)
 
     def forward(self, tokens: Tensor) -> dict[str, Tensor]:
         logits, _ = forward_lm(self.student, tokens[:, :-1], hidden=False)
@@ -78,7 +79,7 @@ class LMDistillTask(LMTask):
         if hidden:
             mse = hidden_mse_loss(h if self.proj is None else self.proj(h), t_h)
             distill, out["hidden_mse"] = distill + mse, mse.detach()
-        return {"loss": task + self.weight * distill, **out}
+        return {"loss": task + self.weight_scale * self.weight * distill, **out}
 
 
 def build_lm_task(student: nn.Module, *, distill: str = "none", weight: float = 0.0,

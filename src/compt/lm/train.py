@@ -38,7 +38,7 @@ from compt.stage import StageSpec
 from compt.tasks import freeze
 from compt.train.conditions import Probe
 from compt.train.metrics import MetricsLog
-from compt.train.optim import build_optimizer, lr_at, set_lr
+from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
 from compt.train.sampler import StepBatchSampler
 from compt.train.state import Progress, rng_state, set_rng_state
 from compt.train.trainer import StageResult, load_result
@@ -199,9 +199,10 @@ def _loop(st: _LMStage) -> None:
                                shard_id=st.info.rank, num_shards=st.info.world_size)
     batches = iter(DataLoader(st.data, batch_sampler=sampler, num_workers=st.train.loader_workers))
     for step in range(st.progress.step, st.total_steps):
-        lr = lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
-                   total=st.total_steps)
+        lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
+                         total=st.total_steps, decay_fraction=st.spec.decay_fraction)
         set_lr(st.optimizer, lr)
+        st.task.weight_scale = distill_scale(step, st.total_steps, st.spec.distill_schedule)
         losses = _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
         if not all(math.isfinite(v) for v in losses.values()):
             raise UserError(f"non-finite loss at step {step + 1} ({losses}); stopped without saving")

@@ -45,7 +45,7 @@ from compt.stage import StageSpec, resolve_spec
 from compt.tasks import ClipTask, build_task, freeze
 from compt.train.conditions import Probe
 from compt.train.metrics import MetricsLog
-from compt.train.optim import build_optimizer, lr_at, set_lr
+from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
 from compt.train.sampler import StepBatchSampler
 from compt.train.state import Progress, rng_state, set_rng_state
 from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
@@ -183,7 +183,7 @@ def _setup(out_dir: Path, spec: StageSpec, dataset: Dataset, init_state: dict[st
     train = spec.train
     _validate(spec, info, len(dataset))
     resume = _load_resume(out_dir / "last.pt", spec)
-    student = create_model(spec.model, state_dict=resume.state_dict if resume else init_state)
+    student = create_model(spec.train_model, state_dict=resume.state_dict if resume else init_state)
     task, cached = _build_task(student, spec, teacher_state, dataset, info, out_dir)
     task.to(info.device)
     state = resume.train_state if resume else None
@@ -262,9 +262,10 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
     batches = iter(_loader(st))
     accum = st.train.accum_steps
     for step in range(st.progress.step, st.total_steps):
-        lr = lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
-                   total=st.total_steps)
+        lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
+                         total=st.total_steps, decay_fraction=st.spec.decay_fraction)
         set_lr(st.optimizer, lr)
+        st.task.weight_scale = distill_scale(step, st.total_steps, st.spec.distill_schedule)
         sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
         losses, stopped = _reduce(sums, stop, st.info)
         st.progress.step = step + 1
