@@ -187,27 +187,34 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
     dist.barrier()
 
 
-def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
-              parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str, seed: int) -> Checkpoint:
-    """Grow the child's initial weights from the parent's final weights, once (atomic init.pt).
-
-    The growth time is recorded in init.pt's lineage (``grow_s``), so it survives resumes.
-    """
-    init = stage_dir / "init.pt"
+def grow_once(init: Path, lineage: dict[str, Any], make: Callable[[], dict[str, torch.Tensor]],
+              save: Callable[[Path, dict[str, torch.Tensor], dict[str, Any]], Any]) -> None:
+    """Write a stage's init.pt once: rank 0 builds the weights with `make()` and saves them (atomically) with
+    `lineage` plus the growth time ``grow_s``, so it survives resumes; every rank waits for the file."""
     if not init.is_file():
         if dist.is_main():
             t0 = time.perf_counter()
-            if op == "none":
-                torch.manual_seed(seed)
-                state = build_model(child_cfg).state_dict()
-            else:
-                from compt.growth import grow
-
-                state = grow(parent_state, parent_cfg, child_cfg, op, seed)
-            lineage = {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": op, "seed": seed,
-                       "stage": "grow", "grow_s": time.perf_counter() - t0}
-            save_checkpoint(init, state_dict=state, model_config=child_cfg, lineage=lineage)
+            state = make()
+            save(init, state, {**lineage, "stage": "grow", "grow_s": time.perf_counter() - t0})
         dist.barrier()
+
+
+def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
+              parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str, seed: int) -> Checkpoint:
+    """Grow the child's initial weights from the parent's final weights, once (`grow_once`)."""
+
+    def make() -> dict[str, torch.Tensor]:
+        if op == "none":
+            torch.manual_seed(seed)
+            return build_model(child_cfg).state_dict()
+        from compt.growth import grow
+
+        return grow(parent_state, parent_cfg, child_cfg, op, seed)
+
+    init = stage_dir / "init.pt"
+    grow_once(init, {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": op, "seed": seed}, make,
+              lambda path, state, lineage: save_checkpoint(path, state_dict=state, model_config=child_cfg,
+                                                           lineage=lineage))
     return load_checkpoint(init)
 
 

@@ -10,14 +10,12 @@ stage's Hugging Face export ``hf/`` also carries). `compt.runner.train_run` hand
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from compt import distributed as dist
-from compt.chain import RunState, Stage, fingerprint, prepare_run, stage_dir, stage_spec, write_json
+from compt.chain import RunState, Stage, fingerprint, grow_once, prepare_run, stage_dir, stage_spec, write_json
 from compt.config import RunConfig
 from compt.lm.models import LMConfig, build_lm, get_lm_config
 
@@ -36,25 +34,22 @@ def text_data(cfg: RunConfig, run_dir: Path) -> tuple[Any, Any, Any]:
 
 
 def _grow(stage_dir: Path, parent_ckpt: Path, parent: dict[str, Any], child: LMConfig, op: str,
-          seed: int) -> dict[str, torch.Tensor]:
-    """The child's initial weights, grown once into init.pt (atomic; growth time in its lineage)."""
+          seed: int) -> dict[str, Any]:
+    """The child's initial weights, grown once into init.pt (`compt.chain.grow_once`)."""
     from compt.checkpoint import sha256_file
     from compt.lm.growth import grow_lm
     from compt.lm.train import load_lm_checkpoint, save_lm_checkpoint
 
+    def make() -> dict[str, torch.Tensor]:
+        if op == "none":
+            torch.manual_seed(seed)
+            return build_lm(child).state_dict()
+        return grow_lm(parent["state_dict"], parent["lm_config"], child, op, seed)
+
     init = stage_dir / "init.pt"
-    if not init.is_file():
-        if dist.is_main():
-            t0 = time.perf_counter()
-            if op == "none":
-                torch.manual_seed(seed)
-                state = build_lm(child).state_dict()
-            else:
-                state = grow_lm(parent["state_dict"], parent["lm_config"], child, op, seed)
-            lineage = {"parent": str(parent_ckpt), "parent_sha256": sha256_file(parent_ckpt), "operator": op,
-                       "seed": seed, "stage": "grow", "grow_s": time.perf_counter() - t0}
-            save_lm_checkpoint(init, state_dict=state, cfg=child, lineage=lineage)
-        dist.barrier()
+    lineage = {"parent": str(parent_ckpt), "parent_sha256": sha256_file(parent_ckpt), "operator": op, "seed": seed}
+    grow_once(init, lineage, make,
+              lambda path, state, lin: save_lm_checkpoint(path, state_dict=state, cfg=child, lineage=lin))
     return load_lm_checkpoint(init)
 
 
