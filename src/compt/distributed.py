@@ -98,8 +98,12 @@ def autocast(info: DistInfo, precision: str) -> contextlib.AbstractContextManage
 
 
 # ----------------------------------------------------------------------------------------------- wrapping
-def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False) -> nn.Module:
-    """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone."""
+def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, blocks: tuple[type, ...] | None = None
+                 ) -> nn.Module:
+    """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone.
+
+    `blocks` are the module types that become one FSDP unit each (default: the CLIP towers' blocks).
+    """
     if info.world_size == 1:
         return model
     if not fsdp:
@@ -109,7 +113,7 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False) -> nn.
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(info.device.type, (info.world_size,))
-    for block in [m for m in model.modules() if isinstance(m, _block_types())]:
+    for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
         fully_shard(block, mesh=mesh)
     # FSDP2 cannot shard 0-d parameters: the scalar logit scale stays replicated (see all_reduce_grads).
     scalars = {p for p in model.parameters() if p.ndim == 0}

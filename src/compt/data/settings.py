@@ -31,3 +31,4 @@ class DataConfig:
                                        # $COMPT_CACHE_DIR or ~/.cache/compt; "none" = never)
     zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
     probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
+    tokenizer: str | None = None       # kind "text": byte (default) | bpe (trained to the model's vocabulary)
