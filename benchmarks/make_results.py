@@ -26,9 +26,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from experiments import EXPERIMENTS  # noqa: E402
 
 # the order docs/results.md reads in
-ORDER = ("main", "paper_protocol", "paper_regime", "fashion", "fashion_wide", "openclipart", "siglip", "lm", "transfer",
-         "growth_op", "distill_loss", "alpha", "stage_lr", "epochs", "family_size", "prepend")
+ORDER = ("main", "paper_protocol", "beyond_paper", "paper_regime", "fashion", "fashion_wide", "openclipart", "siglip",
+         "lm", "transfer", "growth_op", "distill_loss", "alpha", "stage_lr", "epochs", "family_size", "prepend")
 CONVERGENCE = ("main", "paper_protocol", "paper_regime")   # experiments that show how far their baselines still moved
+PARTIAL_OK = ("paper_protocol", "beyond_paper")   # long experiments shown with the stages finished so far
 PAYOFF = ("saturation", "paper_protocol")   # runs with grown members at the paper's fractions of the baseline
 PLOTTED = ("main", "paper_protocol", "paper_regime", "family_size", "fashion", "fashion_wide",
            "openclipart")   # experiments with plots
@@ -259,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     if analysis.is_file():
         parts += [analysis.read_text().strip(), ""]
     for exp in sorted(EXPERIMENTS.values(), key=lambda e: ORDER.index(e.name) if e.name in ORDER else len(ORDER)):
-        done = {v.name: _complete_runs(runs / exp.name / v.name) for v in exp.variants}
+        done = {v.name: _complete_runs(runs / exp.name / v.name, baselines=exp.name not in PARTIAL_OK)
+                for v in exp.variants}
         rows = [(name, summarise([run for _, run in pairs])) for name, pairs in done.items() if pairs]
         if not rows:
             parts += [kept.get(exp.name) or f"## {exp.name}: {exp.question}\n\n_not run yet_\n"]
@@ -267,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         parts += [f"## {exp.name}: {exp.question}", "",
                   f"_Runs: `{_rel(runs / exp.name)}`, generated at commit {commit} on {machine()}._", "",
                   variant_table(rows), ""]
+        if missing := missing_baselines(done):
+            parts += ["Baselines not finished yet (Δ shows —, the FLOPs acceleration uses their planned cost, "
+                      "no wall-clock acceleration): " + "; ".join(missing) + ".", ""]
         first = done[exp.variants[0].name]
         if exp.name in CONVERGENCE and first:
             parts += ["Are the individual baselines converged? Evaluated at half of their schedule and at the end:",
@@ -307,16 +312,28 @@ def previous_sections(doc: Path) -> dict[str, str]:
     return sections
 
 
-def _complete_runs(variant_dir: Path) -> list[tuple[Path, RunSummary]]:
-    """The variant's seed runs whose chain and baselines have all finished, each loaded once."""
+def _complete_runs(variant_dir: Path, baselines: bool = True) -> list[tuple[Path, RunSummary]]:
+    """The variant's seed runs whose chain (and, with `baselines`, every baseline) has finished, each loaded
+    once."""
     out = []
     for d in sorted(variant_dir.glob("seed*")):
         try:
             run = load_run(d)
         except Exception:
             continue
-        if len(run.chain) == len(run.cfg.chain) and all(r is not None for r in run.individual):
+        if len(run.chain) == len(run.cfg.chain) and (not baselines or all(r is not None for r in run.individual)):
             out.append((d, run))
+    return out
+
+
+def missing_baselines(done: dict[str, list[tuple[Path, RunSummary]]]) -> list[str]:
+    """'variant/seedK: model, …' for every listed run whose baselines have not all finished."""
+    out = []
+    for name, pairs in done.items():
+        for d, run in pairs:
+            models = [run.chain[i].model for i, r in enumerate(run.individual) if r is None]
+            if models:
+                out.append(f"{name}/{d.name}: {', '.join(models)}")
     return out
 
 
