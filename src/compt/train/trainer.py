@@ -163,7 +163,7 @@ def _setup(out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, train: T
     state = resume.train_state if resume else None
     if state is not None:
         task.load_extra_state(state["task"])
-    task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp)
+    task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, precision=train.precision)
     optimizer = build_optimizer(task, train)
     prog = Progress.from_dict(state["progress"]) if state is not None else Progress()
     if state is not None:
@@ -239,23 +239,35 @@ def _build_task(student: nn.Module, s_cfg: ModelConfig, member: MemberConfig, tr
 
 # ----------------------------------------------------------------------------------------------- loop
 def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | None) -> None:
-    """Optimizer steps from the resume point to the end; logs, evaluates and checkpoints as it goes."""
+    """Optimizer steps from the resume point to the end; logs, evaluates and checkpoints as it goes.
+
+    The step never waits for the device: losses stay on it and are reduced over ranks and read only at
+    *sync steps* (log, checkpoint, evaluation and last steps), where a non-finite loss seen since the last
+    sync stops the run before anything is saved, and a stop signal (SIGTERM/SIGINT) is honoured.
+    """
     st.task.train()
+    if st.progress.eval_pending:  # killed between a checkpoint and its evaluation
+        _evaluate(st)
     batches = iter(_loader(st))
     accum = st.train.accum_steps
+    finite = torch.ones((), dtype=torch.bool, device=st.info.device)  # every loss since the last sync step
     for step in range(st.progress.step, st.total_steps):
         lr = lr_at(step, base_lr=st.lr, min_lr=st.train.min_lr, warmup=st.warmup, total=st.total_steps)
         set_lr(st.optimizer, lr)
         sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
-        losses, stopped = _reduce(sums, stop, st.info)
+        finite = finite & torch.stack([v.reshape(()) for v in sums.values()]).isfinite().all()
         st.progress.step = step + 1
-        _check_finite(losses, step + 1, st.out_dir)
-        st.progress.losses = losses
-        _after_step(st, lr, stopped)
-        if stopped:
-            name = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal on another rank"
-            raise UserError(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
-                            f"{st.out_dir / 'last.pt'} — run the same command again to resume")
+        due = _due(st)
+        if not any(due.values()):
+            st.log.step({})
+        else:
+            losses, stopped = _reduce(sums, finite, stop, st.info, st.progress.step, st.out_dir)
+            st.progress.losses = losses
+            _after_step(st, lr, stopped, due)
+            if stopped:
+                name = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal on another rank"
+                raise UserError(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
+                                f"{st.out_dir / 'last.pt'} — run the same command again to resume")
         if on_step is not None:
             on_step(step + 1)
 
@@ -290,40 +302,50 @@ def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, 
     return sums
 
 
-def _reduce(sums: dict[str, Tensor], stop: dict[str, int], info: DistInfo) -> tuple[dict[str, float], bool]:
-    """Mean over ranks of every loss part, plus whether any rank was asked to stop (one collective)."""
-    keys = sorted(sums)
-    flag = torch.tensor(float(stop["signal"] > 0), device=info.device)
-    values = distributed.all_reduce_mean(torch.stack([sums[k] for k in keys] + [flag])).tolist()
-    return dict(zip(keys, values[:-1], strict=True)), values[-1] > 0
-
-
-def _check_finite(losses: dict[str, float], step: int, out_dir: Path) -> None:
-    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-    if bad:
-        raise UserError(f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
-                        f"stopped without saving — the last good checkpoint is {out_dir / 'last.pt'}")
-
-
-def _after_step(st: _Stage, lr: float, stopped: bool) -> None:
+def _due(st: _Stage) -> dict[str, bool]:
+    """What the step just done must do: log, evaluate, checkpoint (an evaluation is preceded by a checkpoint)."""
     s, n = st.progress.step, len(st.dataset)
     epochs_done = s * st.batch // n
     epoch_end = epochs_done > (s - 1) * st.batch // n
     last = s == st.total_steps
+    every = st.train.eval_every_epochs
+    evaluate = st.evaluate is not None and (last or (epoch_end and every > 0 and epochs_done % every == 0))
+    every = st.train.ckpt_every_steps
+    ckpt = last or evaluate or (s % every == 0 if every > 0 else epoch_end)
+    return {"log": s % max(st.train.log_every_steps, 1) == 0 or last, "eval": evaluate, "ckpt": ckpt}
+
+
+def _reduce(sums: dict[str, Tensor], finite: Tensor, stop: dict[str, int], info: DistInfo, step: int,
+            out_dir: Path) -> tuple[dict[str, float], bool]:
+    """Mean over ranks of every loss part and whether any rank was asked to stop (one collective, one host
+    sync); `UserError` when any rank saw a non-finite loss since the last sync step."""
+    keys = sorted(sums)
+    flags = torch.stack([(~finite).float(), torch.tensor(float(stop["signal"] > 0), device=info.device)])
+    values = distributed.all_reduce_mean(torch.cat([torch.stack([sums[k] for k in keys]), flags])).tolist()
+    losses = dict(zip(keys, values[:-2], strict=True))
+    if values[-2] > 0:
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v)) or "an earlier step"
+        raise UserError(f"non-finite loss by step {step} ({bad}); stopped without saving — the last good "
+                        f"checkpoint is {out_dir / 'last.pt'}")
+    return losses, values[-1] > 0
+
+
+def _after_step(st: _Stage, lr: float, stopped: bool, due: dict[str, bool]) -> None:
+    """Log, checkpoint, then evaluate (a crash in evaluation loses no training: it reruns on resume)."""
+    s = st.progress.step
     postfix = {}
-    if s % max(st.train.log_every_steps, 1) == 0 or last:
+    if due["log"]:
         ips = st.log.throughput(s, st.batch)
         record = {"kind": "train", **_position(st, s), "lr": lr, **st.progress.losses, "images_per_s": ips,
                   "time_s": st.wall()}
         st.log.write(record, "train")
         postfix = {"loss": st.progress.losses["loss"], "lr": lr, "img/s": ips}
     st.log.step(postfix)
-    every = st.train.eval_every_epochs
-    if st.evaluate is not None and (last or (epoch_end and every > 0 and epochs_done % every == 0)):
-        _evaluate(st)
-    every = st.train.ckpt_every_steps
-    if last or stopped or (s % every == 0 if every > 0 else epoch_end):
+    if due["ckpt"] or stopped:
+        st.progress.eval_pending = due["eval"]
         _save_last(st)
+    if due["eval"] and not stopped:
+        _evaluate(st)
 
 
 def _position(st: _Stage, step: int) -> dict[str, float]:
@@ -337,6 +359,7 @@ def _evaluate(st: _Stage) -> None:
     with torch.no_grad():
         metrics = {k: float(v) for k, v in st.evaluate(model).items()}
     st.task.train()
+    st.progress.eval_pending = False
     entry = {**_position(st, st.progress.step), **metrics}
     st.progress.history.append(entry)
     st.log.write({"kind": "eval", **entry}, "eval")
