@@ -182,3 +182,21 @@ def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
     (tmp_path / "a" / "result.json").unlink()
     with pytest.raises(UserError, match="another stage"):
         train_stage(**stage_kwargs(tmp_path / "a", model="test/B", epochs=0.25))
+
+
+def test_compiled_student_trains_like_eager(tmp_path: Path, monkeypatch) -> None:
+    """train.compile compiles every transformer block (aot_eager here: inductor's C++ build takes minutes
+    on CPU); the stage computes the same losses and its checkpoint keeps open_clip's keys."""
+    from torch._dynamo.utils import counters
+
+    from compt import distributed
+
+    monkeypatch.setattr(distributed, "COMPILE_BACKEND", "aot_eager")
+    counters.clear()
+    eager = train_stage(**stage_kwargs(tmp_path / "eager", model="test/A", epochs=0.5))
+    compiled = train_stage(**stage_kwargs(tmp_path / "compiled", model="test/A", epochs=0.5, compile=True))
+    assert counters["stats"]["unique_graphs"] > 0
+    for a, b in zip(read_metrics(tmp_path / "eager"), read_metrics(tmp_path / "compiled"), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    wa, wb = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
+    assert wa.keys() == wb.keys() and eager.steps == compiled.steps

@@ -29,7 +29,7 @@ import torch
 
 from compt import distributed as dist
 from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, sha256_file
-from compt.config import MemberConfig, RunConfig, config_to_dict
+from compt.config import RUNTIME_KEYS, MemberConfig, RunConfig, config_to_dict
 from compt.errors import UserError
 from compt.models import ModelConfig, build_model, get_model_config
 
@@ -94,9 +94,12 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
         members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr}]
     else:
         members = [asdict(m) for m in (*cfg.chain[: stage.index], stage.member)]
-    return {"members": members, "data": asdict(cfg.data),
-            "train": {k: v for k, v in asdict(cfg.train).items()
-                      if k not in ("ckpt_every_steps", "log_every_steps", "eval_every_epochs")}}
+    return {"members": members, "data": asdict(cfg.data), "train": _without_runtime(asdict(cfg.train))}
+
+
+def _without_runtime(train: dict[str, Any]) -> dict[str, Any]:
+    """The train settings that change results (older fingerprints may still hold runtime keys)."""
+    return {k: v for k, v in train.items() if k not in RUNTIME_KEYS}
 
 
 def settings_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -161,6 +164,8 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
         if not lineage.is_file():
             continue
         old = json.loads(lineage.read_text()).get("fingerprint")
+        if old is not None and isinstance(old.get("train"), dict):
+            old = {**old, "train": _without_runtime(old["train"])}
         new = json.loads(json.dumps(fingerprint(cfg, s), default=str))
         if old is not None and (changes := "; ".join(settings_changes(old, new)[:4])):
             raise UserError(f"stage {s.key} ({s.member.model}) was run with other settings ({changes}); "

@@ -97,6 +97,11 @@ class TrainConfig:
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
     loader_workers: int = 0            # DataLoader worker processes of the training loop (0 = in-process)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
+    compile: bool = False              # torch.compile each transformer block of the student
+
+
+# How a run executes, not what it computes: left out of a stage's settings fingerprint (`compt.chain`).
+RUNTIME_KEYS = ("ckpt_every_steps", "log_every_steps", "eval_every_epochs", "loader_workers", "compile")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -102,14 +102,21 @@ def autocast(info: DistInfo, precision: str) -> contextlib.AbstractContextManage
 
 # ----------------------------------------------------------------------------------------------- wrapping
 FSDP_METHODS = ("encode_image", "encode_text")  # called outside forward (evaluation): FSDP2 must hook them
+COMPILE_BACKEND = "inductor"  # tests on CPU swap in "aot_eager": inductor's C++ build takes minutes there
 
 
-def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precision: str = "auto") -> nn.Module:
+def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precision: str = "auto",
+                 compile: bool = False) -> nn.Module:
     """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone.
 
-    FSDP2 on GPU with bf16 compute all-gathers bf16 parameters and reduce-scatters fp32 gradients; on CPU
-    (gloo) parameters stay fp32, so one and several processes compute the same numbers.
+    With `compile`, every transformer block is compiled in place first (``nn.Module.compile``: state-dict
+    keys unchanged, blocks of one shape share their graph, FSDP2 units stay the blocks). FSDP2 on GPU with
+    bf16 compute all-gathers bf16 parameters and reduce-scatters fp32 gradients; on CPU (gloo) parameters
+    stay fp32, so one and several processes compute the same numbers.
     """
+    if compile:
+        for block in [m for m in model.modules() if isinstance(m, _block_types())]:
+            block.compile(backend=COMPILE_BACKEND)
     if info.world_size == 1:
         return model
     if not fsdp:

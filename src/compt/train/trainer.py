@@ -163,7 +163,8 @@ def _setup(out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, train: T
     state = resume.train_state if resume else None
     if state is not None:
         task.load_extra_state(state["task"])
-    task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, precision=train.precision)
+    task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, precision=train.precision,
+                                            compile=train.compile)
     optimizer = build_optimizer(task, train)
     prog = Progress.from_dict(state["progress"]) if state is not None else Progress()
     if state is not None:
