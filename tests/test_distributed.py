@@ -57,6 +57,9 @@ def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: s
         for a, b in zip(one, two, strict=True):
             a.pop("kind"), b.pop("kind")
             assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    if STAGES[name].get("teacher_cache"):  # one copy per node, written by local rank 0, mapped by both ranks
+        files = sorted(p.name for p in (two_process_runs / name / "teacher_cache").iterdir())
+        assert files == ["node0.image.bf16", "node0.text.bf16"]
     wa, wb = final_weights(tmp_path), final_weights(two_process_runs / name)
     assert wa.keys() == wb.keys()
     for k in wa:

@@ -95,7 +95,7 @@ class TrainConfig:
     eval_every_epochs: int = 0         # 0 = only at the end of each stage
     log_every_steps: int = 10
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
-    loader_workers: int = 0            # DataLoader worker processes of the training loop (0 = in-process)
+    loader_workers: int = -1           # DataLoader worker processes per rank (-1 = CPUs per rank - 1, ≤ 8; 0 = none)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
     compile: bool = False              # torch.compile each transformer block of the student
 

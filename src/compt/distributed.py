@@ -54,6 +54,16 @@ def world_info_from_env() -> tuple[int, int, int]:
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
+def local_world_size() -> int:
+    """Processes on this node (torchrun's LOCAL_WORLD_SIZE; 1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def node_index() -> int:
+    """This node's index among the nodes of the job (torchrun's GROUP_RANK; 0 without torchrun)."""
+    return int(os.environ.get("GROUP_RANK", 0))
+
+
 def init_distributed() -> DistInfo:
     """Join torchrun's process group if there is one (idempotent) and pick this rank's device."""
     rank, world, local = world_info_from_env()

@@ -11,7 +11,8 @@ N training samples per epoch and E epochs:
     acceleration    = Σ_i individual(m_i) / chain            # family-level speed-up
 
 With the teacher-feature cache the teacher forward is paid once (one pass over the data) instead of
-every epoch; `cached_teacher=True` plans that variant.
+every epoch; `cached_teacher=True` plans that variant. Whether or not it is priced, every distilled stage
+lists the size of its cache: one bf16 copy per node of N × (1 + K) × E_teacher values.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass
 from compt.config import RunConfig
 from compt.flops import model_flops
 from compt.models import get_model_config
+from compt.train.teacher_cache import cache_bytes
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class MemberCost:
     individual_cost: float      # FLOPs of training this member alone for the individual schedule
     stage_cost: float           # FLOPs of this member's chain stage (teacher included)
     cumulative_cost: float      # chain FLOPs up to and including this stage
+    teacher_cache_bytes: int = 0  # host bytes per node of this stage's teacher cache (0: no distillation)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
         stage = stage_flops(fwd[i], fwd[i - 1] if distilled else None, m.epochs, n, cached_teacher)
         cumulative += stage
         individual = stage_flops(fwd[i], None, cfg.individual_epochs, n)
-        members.append(MemberCost(m.model, m.epochs, fwd[i], individual, stage, cumulative))
+        cache = cache_bytes(n, k, get_model_config(cfg.chain[i - 1].model).embed_dim) if distilled else 0
+        members.append(MemberCost(m.model, m.epochs, fwd[i], individual, stage, cumulative, cache))
     individual_total = sum(m.individual_cost for m in members)
     largest = members[-1].individual_cost
     return ChainPlan(members=tuple(members), samples=n, captions=k, individual_epochs=cfg.individual_epochs,
@@ -105,4 +109,7 @@ def format_plan(plan: ChainPlan, name: str) -> str:
              f"reduction vs largest:  {100 * plan.reduction_vs_largest:.1f}%",
              f"individual total:      {human_flops(plan.individual_total)} (all {len(plan.members)} members)",
              f"family acceleration:   {plan.acceleration:.2f}×"]
+    caches = [f"{m.model} {m.teacher_cache_bytes / 2**30:.3g} GiB" for m in plan.members if m.teacher_cache_bytes]
+    if caches:
+        rows.append(f"teacher cache per node (bf16, train.teacher_cache): {', '.join(caches)}")
     return "\n".join(rows)

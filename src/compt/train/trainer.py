@@ -37,11 +37,13 @@ from torch.utils.data import DataLoader, Dataset
 from compt import distributed
 from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compt.config import MemberConfig, TrainConfig
+from compt.data.images import to_model_input
 from compt.distributed import DistInfo
 from compt.errors import UserError
 from compt.flops import model_flops
 from compt.models import ModelConfig, create_model
 from compt.tasks import ClipTask, build_task, freeze
+from compt.train.loader import resolve_workers, train_loader
 from compt.train.metrics import MetricsLog
 from compt.train.optim import build_optimizer, lr_at, set_lr
 from compt.train.sampler import StepBatchSampler
@@ -228,10 +230,12 @@ def _build_task(student: nn.Module, s_cfg: ModelConfig, member: MemberConfig, tr
     cache, fill = None, 0.0
     if train.teacher_cache and getattr(dataset, "deterministic", False):
         big = cache_bytes(len(dataset), captions, t_cfg.embed_dim) > train.teacher_cache_mem_gb * 2**30
-        cache = fill_teacher_cache(t_model, dataset, captions=captions, embed_dim=t_cfg.embed_dim,
+        shared = big or distributed.local_world_size() > 1  # one copy per node: a file every local rank maps
+        view = dataset.uint8_view() if hasattr(dataset, "uint8_view") else dataset
+        cache = fill_teacher_cache(t_model, view, captions=captions, embed_dim=t_cfg.embed_dim,
                                    batch_size=train.batch_size // info.world_size, info=info,
-                                   precision=train.precision, workers=train.loader_workers,
-                                   mmap_dir=out_dir / "teacher_cache" if big else None)
+                                   precision=train.precision, workers=resolve_workers(train.loader_workers),
+                                   mmap_dir=out_dir / "teacher_cache" if shared else None)
         t_model, fill = None, len(dataset) * t_fwd
     task = build_task(student, distill=member.distill, weight=member.distill_weight, teacher=t_model,
                       student_dim=s_cfg.embed_dim, teacher_dim=t_cfg.embed_dim, cache=cache)
@@ -277,8 +281,8 @@ def _loader(st: _Stage) -> DataLoader:
     sampler = StepBatchSampler(len(st.dataset), batch_size=st.batch, accum=st.train.accum_steps,
                                seed=st.train.seed, start=st.progress.step, stop=st.total_steps,
                                shard_id=st.info.rank, num_shards=st.info.world_size)
-    return DataLoader(st.dataset, batch_sampler=sampler, num_workers=st.train.loader_workers,
-                      pin_memory=st.info.pin_memory)
+    return train_loader(st.dataset, sampler, workers=st.train.loader_workers, info=st.info,
+                        cache=getattr(st.task, "cache", None))
 
 
 def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, Tensor]:
@@ -287,10 +291,10 @@ def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, 
     sums: dict[str, Tensor] = {}
     last = len(micro_batches) - 1
     for j, batch in enumerate(micro_batches):
-        images, tokens, index = distributed.move(batch, st.info)
+        images, tokens, index, *teacher_rows = distributed.move(batch, st.info)
         with distributed.no_sync(st.task.student, j < last):
             with distributed.autocast(st.info, st.train.precision):
-                out = st.task(images, tokens, index)
+                out = st.task(to_model_input(images), tokens, index, *teacher_rows)
             (out["loss"] / len(micro_batches)).backward()
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro_batches)
