@@ -29,6 +29,8 @@ from compt.config import apply_overrides, config_from_dict, validate
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "benchmarks" / "configs" / "tiny-base.toml"
 RUNS = ROOT / "runs" / "bench"
+SUMMARIES = ROOT / "benchmarks" / "runs"        # committed copies of every finished run's small files
+SUMMARY_SUFFIXES = (".json", ".jsonl", ".toml")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ PAPER_ALLOC = tuple(32 * e / 128 for e in (24, 18, 15))        # 6, 4.5, 3.75 ep
 LONG = ("train.eval_every_epochs=4",)
 PAPER_EPOCHS = (24.0, 18.0, 15.0)                              # the paper's CC3M T → S → B → L stages
 EVERY16 = ("train.eval_every_epochs=16",)
+PAPER_FRACTIONS = tuple(e / 128 for e in PAPER_EPOCHS)
+# (pairs, baseline epochs): 2.5k × 8 and × 32 cost 1/16 and 1/4 of the fixed budget of 320k samples per baseline;
+# 2.5k × 128 = 10k × 32 = 40k × 8 spend all of it with ever fresher data (2.5k × 128 is paper_protocol's NTCS run)
+SATURATION_GRID = ((2500, 8), (2500, 32), (2500, 128), (10_000, 32), (40_000, 8))
 
 
 def _members(overrides: str, n: int = 3) -> tuple[str, ...]:
@@ -123,6 +129,13 @@ EXPERIMENTS = {e.name: e for e in (
         Variant("protocol-NCMB", WIDE, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
                 overrides=(*EVERY16, *_members("distill_weight=50.0"))),
     )),
+    Experiment("saturation", "when does the chain pay off? The same 4 members at a fixed budget of samples seen per "
+               "baseline, from barely trained to saturated baselines, grown members always at the paper's fractions "
+               "(24/128, 18/128, 15/128 of the baseline's epochs); fd α = 50", tuple(
+                   Variant(f"sat-{n / 1000:g}k-{e}ep", FOUR, stage_epochs=tuple(e * f for f in PAPER_FRACTIONS),
+                           baseline_epochs=e, overrides=(f"data.num_samples={n}", f"train.eval_every_epochs={e // 8}",
+                                                         *_members("distill_weight=50.0")))
+                   for n, e in SATURATION_GRID)),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",
                tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))
@@ -177,6 +190,18 @@ def reuse_finished(run_dir: Path, cfg) -> int:
     return copied
 
 
+def save_summaries(run_dir: Path) -> Path:
+    """Copy a run's small files (config, run state, lineage, results, metrics; no checkpoints or logs) under
+    benchmarks/runs, which is committed, so docs/results.md can be regenerated without the checkpoints."""
+    target = SUMMARIES / run_dir.relative_to(RUNS)
+    for f in run_dir.rglob("*"):
+        if f.is_file() and f.suffix in SUMMARY_SUFFIXES and "tb" not in f.relative_to(run_dir).parts:
+            dest = target / f.relative_to(run_dir)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+    return target
+
+
 def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh: bool = False) -> Path:
     cfg = variant_config(v, seed, extra)
     run_dir = RUNS / exp.name / v.name / f"seed{seed}"
@@ -187,6 +212,7 @@ def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh:
     t0 = time.perf_counter()
     print(f"[{exp.name}/{v.name}/seed{seed}] {' → '.join(v.chain)} (reused {reused} stage(s))", flush=True)
     train_chain(cfg, run_dir, progress=False)
+    save_summaries(run_dir)
     print(f"[{exp.name}/{v.name}/seed{seed}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return run_dir
 
@@ -196,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--list", action="store_true")
+    p.add_argument("--variants", nargs="+", default=None, help="only these variants of the experiment")
+    p.add_argument("--save-summaries", action="store_true",
+                   help="only copy the small files of every run under runs/bench to benchmarks/runs")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--fresh", action="store_true",
                    help="delete the variant's run and train every stage again (a clean side-by-side wall-clock)")
@@ -203,9 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.save_summaries:
+        for run_json in sorted(RUNS.glob("*/*/seed*/run.json")):
+            print(save_summaries(run_json.parent))
+        return 0
     exps = list(EXPERIMENTS.values()) if args.experiment == "all" else [EXPERIMENTS[args.experiment]]
     for exp in exps:
         for v in exp.variants:
+            if args.variants and v.name not in args.variants:
+                continue
             if args.list:
                 print(f"{exp.name}/{v.name}: {' → '.join(v.chain)} {' '.join(v.overrides)}")
                 continue

@@ -28,6 +28,7 @@ from experiments import EXPERIMENTS  # noqa: E402
 ORDER = ("main", "paper_protocol", "paper_regime", "fashion", "fashion_wide", "openclipart", "transfer", "growth_op",
          "distill_loss", "alpha", "stage_lr", "epochs", "family_size", "prepend")   # the order docs/results.md reads in
 CONVERGENCE = ("main", "paper_protocol", "paper_regime")   # experiments that show how far their baselines still moved
+PAYOFF = ("saturation", "paper_protocol")   # runs with grown members at the paper's fractions of the baseline
 PLOTTED = ("main", "paper_protocol", "paper_regime", "family_size", "fashion", "fashion_wide",
            "openclipart")   # experiments with plots
 
@@ -118,6 +119,100 @@ def worth_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
     return "\n".join(lines)
 
 
+def second_half_gain(run: RunSummary, i: int, key: str) -> float | None:
+    """How much member i's individual baseline still gained in the second half of its schedule (points)."""
+    base = run.individual[i]
+    if base is None or not base.history or key not in base.metrics:
+        return None
+    half = min(base.history, key=lambda h: abs(h["epoch"] - base.epochs / 2))
+    return base.metrics[key] - half[key] if key in half else None
+
+
+def payoff_points(variants: list[tuple[str, list[RunSummary]]]) -> list[dict]:
+    """One point per (variant, grown member, metric): x = the baseline's second-half gain, y = chain − baseline
+    (means over seeds), with the variant's family acceleration in counted FLOPs."""
+    points = []
+    for name, runs in variants:
+        accel = summarise(runs)["family"]["acceleration_flops"]["mean"]
+        for i in range(1, len(runs[0].chain)):
+            for key, label in METRICS:
+                xs = [second_half_gain(r, i, key) for r in runs]
+                ys = [r.chain[i].metrics[key] - r.individual[i].metrics[key] for r in runs
+                      if r.individual[i] is not None and key in r.chain[i].metrics]
+                if not ys or None in xs:
+                    continue
+                points.append({"variant": name, "member": runs[0].chain[i].model, "metric": label,
+                               "x": sum(xs) / len(xs), "y": sum(ys) / len(ys), "seeds": len(ys), "accel": accel})
+    return points
+
+
+def payoff_table(points: list[dict]) -> str:
+    head = ["variant", "member", "metric", "baseline gain in its 2nd half", "chain − baseline", "accel. FLOPs",
+            "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in points:
+        lines.append(f"| {p['variant']} | {p['member']} | {p['metric']} | {p['x']:+.1f} | {p['y']:+.1f} | "
+                     f"{p['accel']:.2f}× | {p['seeds']} |")
+    return "\n".join(lines)
+
+
+def plot_payoff(points: list[dict], out: Path) -> Path:
+    """x = how far the baseline was from saturating, y = chain member − baseline; one panel per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [label for _, label in METRICS if any(p["metric"] == label for p in points)]
+    variants = sorted({p["variant"] for p in points})
+    members = sorted({p["member"] for p in points})
+    colours = plt.get_cmap("tab10")
+    markers = "osD^v<>"
+    fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 4.2), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        ax.axhspan(-1, 1, color="0.9", zorder=0, label="within 1 point")
+        ax.axhline(0, color="0.4", lw=0.8)
+        for p in (p for p in points if p["metric"] == label):
+            ax.scatter(p["x"], p["y"], color=colours(variants.index(p["variant"]) % 10),
+                       marker=markers[members.index(p["member"]) % len(markers)], s=50, zorder=3)
+        ax.set_xlabel("individual baseline's gain in the 2nd half of its schedule (points)")
+        ax.set_ylabel("chain member − baseline (points)")
+        ax.set_title(label)
+    handles = [plt.Line2D([], [], color=colours(i % 10), marker="o", ls="", label=v) for i, v in enumerate(variants)]
+    handles += [plt.Line2D([], [], color="0.3", marker=markers[i % len(markers)], ls="", label=m)
+                for i, m in enumerate(members)]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def payoff_section(runs_root: Path, img: Path) -> list[str]:
+    """'When does CoM-PT pay off': every run with grown members at the paper's fractions of the baseline."""
+    variants = []
+    for exp_name in PAYOFF:
+        for v in EXPERIMENTS[exp_name].variants:
+            pairs = _complete_runs(runs_root / exp_name / v.name)
+            if pairs and not (exp_name == "saturation" and _same_as_protocol(v.name)):
+                variants.append((f"{exp_name}/{v.name}", [run for _, run in pairs]))
+    parts = ["## When does CoM-PT pay off?", "",
+             "Every run whose grown members train the paper's fractions of their baseline's schedule (24/128, "
+             "18/128, 15/128): the `saturation` grid (same 4 members, baselines from barely trained to a fixed "
+             "budget of 320k samples) and `paper_protocol`. x: how much the individual baseline still gained "
+             "between the middle and the end of its schedule; y: chain member minus baseline (mean over seeds).", ""]
+    points = payoff_points(variants)
+    if not points:
+        return parts + ["_not run yet_", ""]
+    plot_payoff(points, img / "payoff_map.png")
+    return parts + [payoff_table(points), "", "![when the chain pays off](img/payoff_map.png)", ""]
+
+
+def _same_as_protocol(variant: str) -> bool:
+    """saturation's 2.5k × 128 point is paper_protocol's N→T→C→S run (its stages are copied from there)."""
+    return variant == "sat-2.5k-128ep"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -130,7 +225,9 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
+    p.add_argument("--runs", default=str(ROOT / "benchmarks" / "runs"),
+                   help="run summaries (benchmarks/runs, committed; experiments.py copies each finished run there) "
+                        "or runs/bench (the full runs with checkpoints)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     args = p.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
@@ -143,9 +240,12 @@ def main(argv: list[str] | None = None) -> int:
              "`benchmarks/run_all.sh` (`python benchmarks/experiments.py EXPERIMENT --seeds …`; "
              "the seeds column says how many) "
              f"(base config `benchmarks/configs/tiny-base.toml`, commit {commit}).", "",
-             f"Machine: {machine()}. FLOPs are counted (samples processed × analytic per-sample FLOPs, "
+             "Each section says which runs, commit and machine it was generated from; sections without that line "
+             "were generated by session 3 (commit 1835f83, AMD EPYC, 2 cores) from runs whose checkpoints are gone. "
+             "FLOPs are counted (samples processed × analytic per-sample FLOPs, "
              "teacher forward included); wall-clock is measured training time of each stage on this machine, "
              "baselines and chain in the same run.", ""]
+    kept = previous_sections(out)
     analysis = ROOT / "benchmarks" / "analysis.md"
     if analysis.is_file():
         parts += [analysis.read_text().strip(), ""]
@@ -153,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         done = {v.name: _complete_runs(runs / exp.name / v.name) for v in exp.variants}
         rows = [(name, summarise([run for _, run in pairs])) for name, pairs in done.items() if pairs]
         if not rows:
-            parts += [f"## {exp.name}: {exp.question}", "", "_not run yet_", ""]
+            parts += [kept.get(exp.name) or f"## {exp.name}: {exp.question}\n\n_not run yet_\n"]
             continue
-        parts += [f"## {exp.name}: {exp.question}", "", variant_table(rows), ""]
+        parts += [f"## {exp.name}: {exp.question}", "",
+                  f"_Runs: `{_rel(runs / exp.name)}`, generated at commit {commit} on {machine()}._", "",
+                  variant_table(rows), ""]
         first = done[exp.variants[0].name]
         if exp.name in CONVERGENCE and first:
             parts += ["Are the individual baselines converged? Evaluated at half of their schedule and at the end:",
@@ -169,9 +271,31 @@ def main(argv: list[str] | None = None) -> int:
             for png in ("accuracy_vs_compute.png", "cost_breakdown.png"):
                 shutil.copy(report_dir / png, img / f"{exp.name}_{png}")
                 parts += [f"![{exp.name} {png[:-4]}](img/{exp.name}_{png})", ""]
+    parts += payoff_section(runs, img)
     out.write_text("\n".join(parts))
     print(f"wrote {out}")
     return 0
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def previous_sections(doc: Path) -> dict[str, str]:
+    """The experiment sections of an existing results doc, by experiment name: an experiment whose runs are not
+    under --runs (e.g. measured by an earlier session whose checkpoints are gone) keeps its section as it was."""
+    if not doc.is_file():
+        return {}
+    sections, name, lines = {}, None, []
+    for line in doc.read_text().splitlines() + ["## "]:
+        if line.startswith("## "):
+            if name is not None:
+                sections[name] = "\n".join(lines).rstrip() + "\n"
+            head = line[3:].split(":", 1)[0]
+            name, lines = (head if head in EXPERIMENTS else None), [line]
+        else:
+            lines.append(line)
+    return sections
 
 
 def _complete_runs(variant_dir: Path) -> list[tuple[Path, RunSummary]]:

@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import experiments  # noqa: E402
-from make_results import matched_epoch  # noqa: E402
+from make_results import matched_epoch, previous_sections, second_half_gain  # noqa: E402
 
 
 def test_every_variant_is_a_valid_config() -> None:
@@ -42,3 +42,56 @@ def test_matched_epoch_interpolates_the_first_crossing(value: float, expect: flo
     history = [{"epoch": 4, "m": 20.0}, {"epoch": 8, "m": 30.0}, {"epoch": 12, "m": 28.0}, {"epoch": 16}]
     got = matched_epoch(history, "m", value)
     assert got == (None if expect is None else pytest.approx(expect))
+
+
+def test_paper_protocol_is_the_papers_literal_schedule() -> None:
+    for v in experiments.EXPERIMENTS["paper_protocol"].variants:
+        cfg = experiments.variant_config(v, seed=0, extra=[])
+        assert cfg.individual_epochs == 128 and cfg.chain[0].epochs == 128
+        assert [m.epochs for m in cfg.chain[1:]] == [24.0, 18.0, 15.0] and cfg.train.eval_every_epochs == 16
+
+
+def test_saturation_grid_spends_a_fixed_budget_at_the_papers_fractions() -> None:
+    cfgs = [experiments.variant_config(v, seed=0, extra=[]) for v in experiments.EXPERIMENTS["saturation"].variants]
+    full = [c for c in cfgs if c.data.num_samples * c.individual_epochs == 320_000]
+    assert len(full) == 3                                              # 2.5k × 128 = 10k × 32 = 40k × 8
+    for c in cfgs:
+        e = c.individual_epochs
+        assert [m.epochs for m in c.chain[1:]] == pytest.approx([e * 24 / 128, e * 18 / 128, e * 15 / 128])
+        assert c.train.eval_every_epochs * 8 == e                       # 8 evaluations per baseline
+
+
+def test_save_summaries_copies_small_files_only(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(experiments, "SUMMARIES", tmp_path / "summaries")
+    stage = tmp_path / "runs" / "exp" / "v" / "seed0" / "chain" / "01-m"
+    (stage / "tb").mkdir(parents=True)
+    for name in ("result.json", "metrics.jsonl", "final.pt", "last.pt", "tb/events.json"):
+        (stage / name).write_text("x")
+    (stage.parents[1] / "config.toml").write_text("x")
+    out = experiments.save_summaries(stage.parents[1])
+    got = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    assert got == ["chain/01-m/metrics.jsonl", "chain/01-m/result.json", "config.toml"]
+
+
+class _Row:
+    def __init__(self, epochs: float, history: list[dict], metrics: dict) -> None:
+        self.epochs, self.history, self.metrics = epochs, history, metrics
+
+
+class _Run:
+    def __init__(self, base: _Row) -> None:
+        self.individual = [None, base]
+
+
+def test_second_half_gain_is_end_minus_the_evaluation_nearest_the_middle() -> None:
+    base = _Row(8, [{"epoch": 2, "m": 10.0}, {"epoch": 4, "m": 20.0}, {"epoch": 8, "m": 26.0}], {"m": 26.0})
+    assert second_half_gain(_Run(base), 1, "m") == pytest.approx(6.0)
+    assert second_half_gain(_Run(base), 0, "m") is None
+
+
+def test_previous_sections_keeps_experiment_sections_by_name(tmp_path) -> None:
+    doc = tmp_path / "results.md"
+    doc.write_text("# t\n\n## Summary\ntext\n## main: question\n\n| a |\n## unknown: x\ny\n")
+    kept = previous_sections(doc)
+    assert list(kept) == ["main"] and kept["main"] == "## main: question\n\n| a |\n"

@@ -18,6 +18,19 @@ def test_analytic_flops_match_flop_counter(name: str) -> None:
     assert f.image == pytest.approx(image, rel=1e-9) and f.text == pytest.approx(text, rel=1e-9)
 
 
+@pytest.mark.parametrize("name, drop", [("test/A", 0.5), ("tiny/ViT-S", 0.5), ("tiny/ViT-N", 0.75)])
+def test_patch_dropout_flops_match_flop_counter_in_training(name: str, drop: float) -> None:
+    import dataclasses
+
+    base = get_model_config(name)
+    cfg = dataclasses.replace(base, vision=dataclasses.replace(base.vision, patch_dropout=drop))
+    image, _ = counted_flops(cfg)                      # counted in train mode: the blocks see the kept patches
+    assert model_flops(cfg).image == pytest.approx(image, rel=1e-9)
+    assert model_flops(cfg).image < model_flops(base).image and model_flops(cfg).text == model_flops(base).text
+    patches = (cfg.vision.image_size // cfg.vision.patch_size) ** 2
+    assert cfg.vision.kept_patches == max(1, int(patches * (1 - drop)))
+
+
 def test_hand_computed_test_a() -> None:
     # test/A: 16 patches of 4×4×3 → width 16; 1 block on 17 tokens (MLP ×4); projection 16→16.
     conv = 16 * 48 * 16

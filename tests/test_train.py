@@ -202,3 +202,26 @@ def test_compiled_student_trains_like_eager(tmp_path: Path, monkeypatch) -> None
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     wa, wb = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
     assert wa.keys() == wb.keys() and eager.steps == compiled.steps
+
+
+def test_stage_lr_with_faster_decay_reaches_the_floor_early_and_stays() -> None:
+    from compt.train.optim import stage_lr_at
+
+    kw = dict(base_lr=1e-3, min_lr=1e-5, warmup=4, total=20)
+    assert [stage_lr_at(s, **kw) for s in range(20)] == [lr_at(s, **kw) for s in range(20)]   # f = 1: unchanged
+    fast = [stage_lr_at(s, decay_fraction=0.5, **kw) for s in range(20)]
+    assert fast[:4] == [lr_at(s, **kw) for s in range(4)]                    # same warmup and peak
+    assert fast[8] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))              # half-way down after 4 of 8 steps
+    assert fast[12:] == [pytest.approx(1e-5)] * 8                            # floor from step 4 + 8 on
+    with pytest.raises(ValueError):
+        stage_lr_at(0, decay_fraction=0.0, **kw)
+
+
+@pytest.mark.parametrize("schedule, mid, end", [("constant", 1.0, 1.0), ("linear", 0.5, 0.0), ("cosine", 0.5, 0.0)])
+def test_distill_scale_decays_to_zero_over_the_stage(schedule: str, mid: float, end: float) -> None:
+    from compt.train.optim import distill_scale
+
+    assert distill_scale(0, 10, schedule) == 1.0
+    assert distill_scale(5, 10, schedule) == pytest.approx(mid)
+    assert distill_scale(10, 10, schedule) == pytest.approx(end, abs=1e-12)
+    assert distill_scale(3, 10, "cosine") > distill_scale(3, 10, "linear")   # cosine keeps more early on

@@ -7,8 +7,9 @@ wise work (LayerNorm, GELU, softmax) is not. For a transformer block of width w,
     MACs = T·(3w² + w² + 2·r·w²)   # q;k;v in-projection, out-projection, MLP
          + 2·T²·w                  # q·kᵀ and attn·v over all heads (causal masks still compute T×T)
 
-ViT image tower: patch conv P·(3p²)·w for P = (image/p)² patches, L blocks on T = P + 1 tokens, and the
-class-token projection w·E. Text tower: L blocks on T = context tokens and the EOT projection w·E (the
+ViT image tower: patch conv P·(3p²)·w for P = (image/p)² patches, L blocks on T = P + 1 tokens (T = P' + 1
+with training-time patch dropout keeping P' = max(1, ⌊P·(1 − p)⌋) patches), and the class-token projection
+w·E. Text tower: L blocks on T = context tokens and the EOT projection w·E (the
 token embedding is a lookup). Swin: patch conv, per stage s with C_s = C·2^s on N_s tokens and window
 M_s = min(window, side_s): N_s·(4 + 2r)·C_s² + 2·N_s·M_s²·C_s per block, patch merging N_s·(4C_{s-1})·(2C_{s-1})
 and the pooled projection C_last·E.
@@ -52,9 +53,10 @@ def block_macs(tokens: int, width: int, mlp_ratio: float) -> float:
 
 
 def vit_image_macs(v: VisionConfig, embed_dim: int) -> float:
+    """The patch conv sees every patch; with patch dropout the blocks see only the kept patches + class token."""
     patches = (v.image_size // v.patch_size) ** 2
     conv = patches * 3 * v.patch_size**2 * v.width
-    return conv + v.layers * block_macs(patches + 1, v.width, v.mlp_ratio) + v.width * embed_dim
+    return conv + v.layers * block_macs(v.kept_patches + 1, v.width, v.mlp_ratio) + v.width * embed_dim
 
 
 def swin_image_macs(v: VisionConfig, s: SwinConfig, embed_dim: int) -> float:

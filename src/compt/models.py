@@ -53,10 +53,17 @@ class VisionConfig:
     head_width: int = 64
     mlp_ratio: float = 4.0
     swin: SwinConfig | None = None
+    patch_dropout: float = 0.0   # fraction of patch tokens dropped in training (FLIP; open_clip's PatchDropout)
 
     @property
     def heads(self) -> int:
         return self.width // self.head_width
+
+    @property
+    def kept_patches(self) -> int:
+        """Patch tokens the blocks see in training: open_clip keeps max(1, ⌊P·(1 − p)⌋) of the P patches."""
+        patches = (self.image_size // self.patch_size) ** 2
+        return max(1, int(patches * (1 - self.patch_dropout))) if self.patch_dropout else patches
 
     @property
     def num_tokens(self) -> int:
@@ -103,6 +110,8 @@ class ModelConfig:
         else:
             vision = {"image_size": v.image_size, "layers": v.layers, "width": v.width,
                       "head_width": v.head_width, "mlp_ratio": v.mlp_ratio, "patch_size": v.patch_size}
+            if v.patch_dropout:
+                vision["patch_dropout"] = v.patch_dropout
         t = self.text
         text = {"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
                 "heads": t.heads, "layers": t.layers, "mlp_ratio": t.mlp_ratio}

@@ -53,6 +53,34 @@ def lr_at(step: int, *, base_lr: float, min_lr: float, warmup: int, total: int) 
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(step - warmup, span) / span))
 
 
+def stage_lr_at(step: int, *, base_lr: float, min_lr: float, warmup: int, total: int,
+                decay_fraction: float = 1.0) -> float:
+    """`lr_at` with a faster decay: the cosine reaches the floor after a fraction f of the post-warmup steps and
+    stays there (f = 1: the usual schedule). With E' = warmup + f·(total − warmup), the lr is `lr_at(step,
+    total=E')` for step < E' and min_lr after (LEMON's recipe for grown models: same peak, faster decay)."""
+    if not 0.0 < decay_fraction <= 1.0:
+        raise ValueError(f"decay_fraction must be in (0, 1], got {decay_fraction}")
+    end = warmup + max(1, round(decay_fraction * (total - warmup)))
+    return lr_at(min(step, end), base_lr=base_lr, min_lr=min_lr, warmup=warmup, total=end)
+
+
+DISTILL_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def distill_scale(step: int, total: int, schedule: str) -> float:
+    """Multiplier s(t) ∈ [0, 1] of the distillation weight at optimizer step `step` of `total` (t = step/total):
+    constant s = 1 (the paper); linear s = 1 − t; cosine s = ½(1 + cos πt) — the weight decays to 0 over the
+    stage, so the member ends on its own objective (Knowledge Inheritance)."""
+    t = min(max(step / max(total, 1), 0.0), 1.0)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return 1.0 - t
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown distillation schedule {schedule!r} (known: {', '.join(DISTILL_SCHEDULES)})")
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
