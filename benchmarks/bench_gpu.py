@@ -22,8 +22,9 @@ MFU = analytic training FLOPs per image (3 × student forward, + teacher forward
 overrides). Peak memory is `torch.cuda.max_memory_allocated` (GPU only).
 
 End to end: webdataset shards of random smooth JPEGs are written to a temporary folder, read back through
-``data.kind = "wds"`` (indexed reader, lazy decode in the loader workers) and trained on; the loader alone
-is timed on the same shards with the default workers (its images/s over the stage's is the loader margin).
+``data.kind = "wds"`` (indexed reader, lazy decode in the loader workers) and ``"wds-stream"`` (the
+webdataset library's pipeline) and trained on; each loader alone is timed on the same shards with the
+default workers (its images/s over the stage's is the loader margin).
 """
 
 from __future__ import annotations
@@ -256,25 +257,29 @@ def loader_images_per_s(dataset: torch.utils.data.Dataset, size: Size, workers: 
     batches = iter(train_loader(dataset, sampler, workers=workers, info=info))
     next(batches)
     start, n = time.perf_counter(), 0
-    for images, *_ in batches:
-        n += len(images)
+    for _ in range(len(sampler) - 1):  # a stream is endless: take as many batches as the sampler holds
+        n += len(next(batches)[0])
     return n / (time.perf_counter() - start)
 
 
 def end_to_end_rows(size: Size, train: TrainConfig, tmp: Path) -> list[Row]:
-    """A plain stage of the largest plain model reading local shards, and its loader alone."""
+    """A plain stage of the largest plain model reading local shards through each reader, and each loader alone."""
     model = size.models[-1]
     pattern = write_shards(tmp, size)
-    data_cfg = DataConfig(kind="wds", path=pattern, num_samples=size.shards * size.per_shard, eval_samples=0,
-                          predecode_max=0)
-    dataset = build_train_dataset(data_cfg, get_model_config(model))
-    stage = measure("end to end: wds shards, indexed reader", model, size,
-                    lambda: stage_run(tmp / "e2e", model, size, train, dataset), train_flops(model))
-    workers = resolve_workers(train.loader_workers)
-    ips = loader_images_per_s(dataset, size, train.loader_workers)
-    loader = Row(f"loader alone ({workers} workers)", model, size.batch / ips, ips, 0.0, float("nan"))
-    loader.vs = f"{ips / stage.images_per_s:.2f}× the step"
-    return [stage, loader]
+    rows = []
+    for kind, reader in (("wds", "indexed reader"), ("wds-stream", "webdataset stream")):
+        data_cfg = DataConfig(kind=kind, path=pattern, num_samples=size.shards * size.per_shard, eval_samples=0,
+                              predecode_max=0)
+        dataset = build_train_dataset(data_cfg, get_model_config(model))
+        stage = measure(f"end to end: wds shards, {reader}", model, size,
+                        lambda d=dataset, k=kind: stage_run(tmp / f"e2e-{k}", model, size, train, d),
+                        train_flops(model))
+        ips = loader_images_per_s(dataset, size, train.loader_workers)
+        loader = Row(f"{reader} alone ({resolve_workers(train.loader_workers)} workers)", model, size.batch / ips,
+                     ips, 0.0, float("nan"))
+        loader.vs = f"{ips / stage.images_per_s:.2f}× the step"
+        rows += [stage, loader]
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------- report

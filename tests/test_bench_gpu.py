@@ -13,10 +13,11 @@ def test_bench_gpu_runs_on_test_models(tmp_path: Path) -> None:
     report = bench_gpu.main(["--size", "test", "--steps", "4", "--out", str(out)])
     assert out.read_text() == report
     rows = [r for r in report.splitlines() if r.startswith("| ") and not r.startswith("| case")]
-    cases = [r.split(" | ")[0][2:] for r in rows]
+    cases, workers = [r.split(" | ")[0][2:] for r in rows], bench_gpu.resolve_workers(-1)
     assert cases == ["bare open_clip", "compt plain"] * 2 + [
         "compt plain", "distill B → C, live teacher", "distill B → C, cache",
-        "end to end: wds shards, indexed reader", f"loader alone ({bench_gpu.resolve_workers(-1)} workers)"]
+        "end to end: wds shards, indexed reader", f"indexed reader alone ({workers} workers)",
+        "end to end: wds shards, webdataset stream", f"webdataset stream alone ({workers} workers)"]
     assert all(float(r.split(" | ")[3]) > 0 for r in rows)  # images/s
 
 

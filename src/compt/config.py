@@ -8,7 +8,7 @@ A run config is data (frozen dataclasses); the CLI loads a TOML file and applies
     baselines = false               # also train every member individually
 
     [data]
-    kind = "synthetic"              # synthetic | csv | wds | fashion-mnist | openclipart
+    kind = "synthetic"              # synthetic | csv | wds | wds-stream | fashion-mnist | openclipart
     num_samples = 2_890_000         # for planning when the data is not local
     captions_per_image = 7
 
@@ -45,7 +45,7 @@ else:  # pragma: no cover
 from compt.errors import UserError, unknown_name
 
 DISTILL_LOSSES = ("fd", "affinity", "icl", "fd+affinity", "none")
-DATA_KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart", "folder")
+DATA_KINDS = ("synthetic", "csv", "wds", "wds-stream", "fashion-mnist", "openclipart", "folder")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +71,8 @@ class DataConfig:
                                        # $COMPT_CACHE_DIR or ~/.cache/compt; "none" = never)
     zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
     probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
+    shuffle_buffer: int | None = None  # wds-stream: samples in each worker's shuffle buffer (None = 2000)
+    resampled: bool | None = None      # wds-stream: draw shards with replacement (None = no: each shard once a pass)
 
 
 @dataclass(frozen=True, kw_only=True)

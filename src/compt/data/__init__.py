@@ -8,9 +8,11 @@ attribute is True (no augmentation, caption slots fixed per index), so teacher o
 `build_eval_suite(data, model_cfg)` → an `EvalSuite` (zero-shot class sets, retrieval split, probe data)
 for `evaluate(model, suite)` (re-exported from `compt.evaluation`).
 
-Kinds: ``synthetic`` (embedded, no download), ``csv``, ``wds``, ``fashion-mnist``, ``openclipart``,
-``folder`` (image folder ``root/<class>/*``). File sets without ``data.eval_path`` are split by seed: a
-held-out ``min(eval_samples, n // 5)`` images never seen in training.
+Kinds: ``synthetic`` (embedded, no download), ``csv``, ``wds`` (indexed shards: exact resume, cacheable
+teacher), ``wds-stream`` (`compt.data.stream`: shards streamed by the webdataset library; evaluation on
+``data.eval_path``), ``fashion-mnist``, ``openclipart``, ``folder`` (image folder ``root/<class>/*``). File
+sets without ``data.eval_path`` are split by seed: a held-out ``min(eval_samples, n // 5)`` images never seen
+in training.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from compt.config import DataConfig
-from compt.data import files, real, synthetic
+from compt.data import files, real, stream, synthetic
 from compt.data.datasets import BadData, PairDataset, Record, build_pairs
 from compt.data.images import TensorImages, cache_key, decode_all, load_cached, save_cached
 from compt.data.text import tokenize
@@ -30,7 +32,7 @@ from compt.evaluation import evaluate
 from compt.evaluation.suite import EvalSuite, RetrievalSet, ZeroShotTask
 from compt.models import ModelConfig
 
-KINDS = ("synthetic", "csv", "wds", "fashion-mnist", "openclipart", "folder")
+KINDS = ("synthetic", "csv", "wds", "wds-stream", "fashion-mnist", "openclipart", "folder")
 MAX_SYNTHETIC_GIB = 16          # pre-rendered uint8 images held in memory
 MAX_RETRIEVAL_CAPTIONS = 5  # captions per image kept for retrieval (COCO has 5)
 
@@ -46,6 +48,8 @@ def build_train_dataset(data: DataConfig, model_cfg: ModelConfig) -> torch.utils
         return _synthetic_pairs(data, size, ctx, split=0, n=data.num_samples, k=k)
     if data.kind in ("csv", "wds"):
         return build_pairs(_split_records(data)[0], data, size, ctx, source=data.path)
+    if data.kind == "wds-stream":
+        return stream.streaming_pairs(data, size, ctx)
     if data.kind == "fashion-mnist":
         split = real.fashion_mnist(data, size, "train", data.num_samples, stream=0)
         return real.template_pairs(split, k, ctx, data.seed, "fashion-mnist")
@@ -61,7 +65,9 @@ def build_eval_suite(data: DataConfig, model_cfg: ModelConfig) -> EvalSuite:
     size, ctx = model_cfg.vision.image_size, model_cfg.text.context_length
     if data.kind == "synthetic":
         suite = _synthetic_suite(data, size, ctx)
-    elif data.kind in ("csv", "wds"):
+    elif data.kind in ("csv", "wds", "wds-stream"):
+        if data.kind == "wds-stream" and not data.eval_path:
+            raise UserError('data.kind = "wds-stream" evaluates on data.eval_path (held-out shards); set it')
         pairs = build_pairs(_held_out_records(data), data, size, ctx,
                             source=data.eval_path or f"{data.path} (held-out)")
         suite = EvalSuite(name=data.kind, context_length=ctx, retrieval=_retrieval(pairs, ctx))

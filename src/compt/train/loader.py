@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from compt import distributed
 from compt.distributed import DistInfo
+from compt.train.sampler import StepBatchSampler
 from compt.train.teacher_cache import TeacherCache, WithTeacherRows
 
 MAX_AUTO_WORKERS = 8
@@ -37,10 +38,17 @@ def training_view(dataset: Dataset, cache: TeacherCache | None) -> Dataset:
     return WithTeacherRows(view, cache) if cache is not None else view
 
 
-def train_loader(dataset: Dataset, batch_sampler: Sampler, *, workers: int, info: DistInfo,
+def train_loader(dataset: Dataset, batch_sampler: StepBatchSampler, *, workers: int, info: DistInfo,
                  cache: TeacherCache | None = None) -> DataLoader:
-    """DataLoader over `training_view(dataset, cache)` with `resolve_workers(workers)` persistent workers."""
+    """DataLoader over `training_view(dataset, cache)` with `resolve_workers(workers)` persistent workers.
+
+    A map-style dataset is read in `batch_sampler`'s order; a stream (`IterableDataset`, e.g.
+    `compt.data.stream.StreamingPairs`) is cut by each worker into batches of the sampler's shard size.
+    """
     n = resolve_workers(workers)
     extra = {"persistent_workers": True, "prefetch_factor": PREFETCH_FACTOR} if n > 0 else {}
+    if isinstance(dataset, IterableDataset):
+        return DataLoader(dataset, batch_size=batch_sampler.shard_size, num_workers=n, pin_memory=info.pin_memory,
+                          **extra)
     return DataLoader(training_view(dataset, cache), batch_sampler=batch_sampler, num_workers=n,
                       pin_memory=info.pin_memory, **extra)

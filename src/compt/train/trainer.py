@@ -198,7 +198,9 @@ def _validate(train: TrainConfig, info: DistInfo, n: int) -> None:
 
 
 def dataset_captions(dataset: Dataset) -> int:
-    """Caption slots K per image, read from the first item's tokens (K, ctx)."""
+    """Caption slots K per image: the dataset's `k` when it has one, else the first item's tokens (K, ctx)."""
+    if isinstance(getattr(dataset, "k", None), int):
+        return dataset.k
     tokens = dataset[0][1]
     return int(tokens.shape[0]) if tokens.ndim == 2 else 1
 
