@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from compt.config import DataConfig
 from compt.data import build_eval_suite, build_train_dataset, evaluate
 from compt.data.synthetic import COUNT_PROBS
-from compt.models import count_params, create_model, get_model_config
+from compt.flops import model_flops
+from compt.models import create_model, get_model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANCE = {"shape": 12.5, "colour": 10.0, "count": 25.0, "size": 33.3, "position": 11.1}
@@ -108,7 +109,7 @@ def main() -> None:
     for name in args.models:
         model, seconds = train(name, data, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed)
         metrics = evaluate(model, build_eval_suite(data, get_model_config(name)))
-        rows.append({"model": name, "params": count_params(get_model_config(name))["total"], "seconds": seconds,
+        rows.append({"model": name, "params": model_flops(get_model_config(name)).params, "seconds": seconds,
                      "metrics": metrics})
         print(name, {k: round(v, 1) for k, v in metrics.items() if "/" not in k}, flush=True)
     tasks = list(CHANCE)

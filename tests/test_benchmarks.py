@@ -95,3 +95,16 @@ def test_previous_sections_keeps_experiment_sections_by_name(tmp_path) -> None:
     doc.write_text("# t\n\n## Summary\ntext\n## main: question\n\n| a |\n## unknown: x\ny\n")
     kept = previous_sections(doc)
     assert list(kept) == ["main"] and kept["main"] == "## main: question\n\n| a |\n"
+
+
+def test_variant_table_marks_wall_clock_that_is_not_a_clean_measurement(tmp_path: Path) -> None:
+    from make_results import variant_table
+    from test_wall_conditions import BUSY, CLEAN, STAGES, write_run
+
+    from compt.report import load_run, summarise
+
+    runs = {"clean": dict.fromkeys(STAGES, CLEAN), "busy": {**dict.fromkeys(STAGES, CLEAN), "chain/02-test_B": BUSY},
+            "old": {}}
+    table = variant_table([(name, summarise([load_run(write_run(tmp_path / name, c))])) for name, c in runs.items()])
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert "| 2.86× |" in rows["clean"] and "| 2.86× † |" in rows["busy"] and "| 2.86× ? |" in rows["old"]

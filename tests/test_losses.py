@@ -13,6 +13,7 @@ from compt.losses import (
     affinity_distill_loss,
     clip_loss,
     feature_distill_loss,
+    icl_distill_loss,
     multi_caption_clip_loss,
     soft_cross_entropy,
 )
@@ -93,3 +94,22 @@ def test_affinity_loss_matches_naive_and_open_clip() -> None:
     oc = DistillClipLoss()(image, text[:, 0], scale, t_image, t_text[:, 0], t_scale, output_dict=True)
     one = affinity_distill_loss(image, text[:, :1], scale, t_image, t_text[:, :1], t_scale)
     torch.testing.assert_close(one, oc["distill_loss"])
+
+
+def test_icl_loss_matches_naive_infonce_across_models() -> None:
+    """CLIP-KD's ICL: student image vs teacher captions and student caption vs teacher images (InfoNCE)."""
+    b, k = 5, 2
+    image, text, scale = _unit(b, 4, seed=11), _unit(b, k, 4, seed=12), torch.tensor(9.0, dtype=torch.float64)
+    t_image, t_text = _unit(b, 4, seed=13), _unit(b, k, 4, seed=14)
+
+    def nce(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        rows = [-(scale * queries[i] @ keys[i]) + torch.logsumexp(torch.stack([scale * queries[i] @ keys[j]
+                                                                               for j in range(b)]), 0)
+                for i in range(b)]
+        return sum(rows) / b
+
+    ref = sum((nce(image, t_text[:, s]) + nce(text[:, s], t_image)) / 2 for s in range(k)) / k
+    torch.testing.assert_close(icl_distill_loss(image, text, scale, t_image, t_text), ref)
+    # a student equal to its teacher gets CLIP's own loss
+    same = icl_distill_loss(image, text, scale, image, text)
+    torch.testing.assert_close(same, multi_caption_clip_loss(image, text, scale))

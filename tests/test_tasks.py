@@ -46,7 +46,7 @@ def test_post_step_clamps_logit_scale_at_100() -> None:
 
 
 @pytest.mark.parametrize("kind,parts", [("fd", {"fd_image", "fd_text"}), ("affinity", {"affinity"}),
-                                        ("icl", {"affinity"}), ("fd+affinity", {"fd_image", "fd_text", "affinity"})])
+                                        ("icl", {"icl"}), ("fd+affinity", {"fd_image", "fd_text", "affinity"})])
 def test_distill_task_teacher_frozen_and_unchanged_after_step(kind: str, parts: set[str]) -> None:
     teacher = _model("test/B", seed=1)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -56,7 +56,8 @@ def test_distill_task_teacher_frozen_and_unchanged_after_step(kind: str, parts: 
     assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
     out = task(*_batch())
     assert set(out) == {"loss", "clip_loss", "logit_scale"} | parts
-    expected = out["clip_loss"] + 500 * (out.get("fd_image", 0) + out.get("fd_text", 0)) + out.get("affinity", 0)
+    expected = out["clip_loss"] + 500 * (out.get("fd_image", 0) + out.get("fd_text", 0)) + out.get("affinity", 0) \
+        + out.get("icl", 0)
     torch.testing.assert_close(out["loss"].detach(), expected)
     out["loss"].backward()
     opt.step()

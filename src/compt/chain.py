@@ -28,10 +28,11 @@ import tomli_w
 import torch
 
 from compt import distributed as dist
-from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, sha256_file
+from compt.checkpoint import Checkpoint, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
 from compt.config import RUNTIME_KEYS, MemberConfig, RunConfig, config_to_dict
 from compt.errors import UserError
 from compt.models import ModelConfig, build_model, get_model_config
+from compt.stage import StageSpec, resolve_spec
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,13 @@ class Stage:
         return self.kind == "baseline" or self.index == 0
 
 
-def is_main() -> bool:
-    """Only rank 0 writes run files."""
-    return dist.world_info_from_env()[0] == 0
-
-
 def slug(model: str) -> str:
     return model.replace("/", "_")
+
+
+def stage_dir(kind: str, index: int, model: str) -> str:
+    """A stage's folder, relative to the run directory: ``chain/0i-<model>`` or ``baselines/<model>``."""
+    return f"chain/{index + 1:02d}-{slug(model)}" if kind == "chain" else f"baselines/{slug(model)}"
 
 
 def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
@@ -64,15 +65,18 @@ def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
     Member 1's baseline *is* chain stage 1 when the individual schedule equals member 1's epochs
     (same model, data, seed, schedule), so it is trained once and reported in both roles.
     """
-    stages = [Stage(f"chain-{i + 1}", "chain", i, m, f"chain/{i + 1:02d}-{slug(m.model)}")
+    stages = [Stage(f"chain-{i + 1}", "chain", i, m, stage_dir("chain", i, m.model))
               for i, m in enumerate(cfg.chain)]
     if baselines:
-        for i, m in enumerate(cfg.chain):
-            if i == 0 and _member1_is_baseline(cfg):
-                continue
-            member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
-            stages.append(Stage(f"baseline-{i + 1}", "baseline", i, member, f"baselines/{slug(m.model)}"))
+        stages += [individual_stage(cfg, i) for i in range(len(cfg.chain)) if i > 0 or not _member1_is_baseline(cfg)]
     return stages
+
+
+def individual_stage(cfg: RunConfig, index: int) -> Stage:
+    """Member `index` trained alone for the individual schedule (its baseline)."""
+    m = cfg.chain[index]
+    member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
+    return Stage(f"baseline-{index + 1}", "baseline", index, member, stage_dir("baseline", index, m.model))
 
 
 def _member1_is_baseline(cfg: RunConfig) -> bool:
@@ -82,9 +86,8 @@ def _member1_is_baseline(cfg: RunConfig) -> bool:
 
 def baseline_dir(cfg: RunConfig, index: int) -> str:
     """Where member `index`'s individual baseline lives (chain stage 1 may double as member 1's)."""
-    if index == 0 and _member1_is_baseline(cfg):
-        return f"chain/01-{slug(cfg.chain[0].model)}"
-    return f"baselines/{slug(cfg.chain[index].model)}"
+    kind = "chain" if index == 0 and _member1_is_baseline(cfg) else "baseline"
+    return stage_dir(kind, index, cfg.chain[index].model)
 
 
 def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
@@ -139,11 +142,8 @@ class RunState:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (rank 0 only)."""
-    if is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
-        tmp.replace(path)
+    if dist.is_main():
+        atomic_write_json(path, obj)
 
 
 def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stage: str | None) -> None:
@@ -157,7 +157,7 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
         d = run_dir / s.directory
         # later chain members descend from a rerun chain stage; baselines depend on nothing else
         if wipe and (s.key == from_stage or s.kind == keys[from_stage].kind == "chain"):
-            if is_main() and d.exists():
+            if dist.is_main() and d.exists():
                 shutil.rmtree(d)
             continue
         lineage = d / "lineage.json"
@@ -181,7 +181,7 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
     """
     init = stage_dir / "init.pt"
     if not init.is_file():
-        if is_main():
+        if dist.is_main():
             t0 = time.perf_counter()
             if op == "none":
                 torch.manual_seed(seed)
@@ -197,51 +197,49 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
     return load_checkpoint(init)
 
 
+def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
+    """`stage`'s settings resolved once from the run config (`samples` training pairs per epoch)."""
+    parent = None if stage.from_scratch else get_model_config(cfg.chain[stage.index - 1].model)
+    return resolve_spec(model=get_model_config(stage.member.model), member=stage.member, train=cfg.train,
+                        from_scratch=stage.from_scratch, parent=parent, samples=samples,
+                        captions=cfg.data.captions_per_image)
+
+
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
               evaluate: Callable[[ModelConfig], Callable[[torch.nn.Module], dict[str, float]]] | None,
               dataset_for: Callable[[ModelConfig], Any], progress: bool) -> dict[str, Any]:
     """Grow (if needed) and train one stage; returns its stored result."""
-    from compt.train import train_stage
+    from compt.train import load_result, train_stage
 
     d = run_dir / stage.directory
-    model_cfg = get_model_config(stage.member.model)
-    result_file = d / "result.json"
-    if result_file.is_file() and (d / "final.pt").is_file():
+    done = load_result(d)
+    if done is not None:
         state.set(stage.key, "done")
-        return json.loads(result_file.read_text())
+        return done.to_dict()
     state.set(stage.key, "running")
-    init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind}
-    if not stage.from_scratch:
-        parent_dir = run_dir / f"chain/{stage.index:02d}-{slug(cfg.chain[stage.index - 1].model)}"
-        parent_cfg = get_model_config(cfg.chain[stage.index - 1].model)
-        parent_ckpt = parent_dir / "final.pt"
+    model_cfg = get_model_config(stage.member.model)
+    dataset = dataset_for(model_cfg)
+    spec = stage_spec(cfg, stage, len(dataset))
+    init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
+    if spec.parent is not None:
+        parent_ckpt = run_dir / stage_dir("chain", stage.index - 1, cfg.chain[stage.index - 1].model) / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
-        grown = grow_into(d, parent_ckpt, parent_sha, parent, parent_cfg, model_cfg, stage.member.growth,
-                          cfg.train.seed)
-        init, teacher = grown.state_dict, (parent_cfg, parent)
-        lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=stage.member.growth,
-                       distill=stage.member.distill, distill_weight=stage.member.distill_weight,
+        grown = grow_into(d, parent_ckpt, parent_sha, parent, spec.parent, spec.model, spec.growth, spec.seed)
+        init, teacher = grown.state_dict, parent if spec.distills else None
+        lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=spec.growth,
+                       distill=stage.member.distill, distill_weight=spec.distill_weight,
                        grow_s=float(grown.lineage.get("grow_s", 0.0)))
-    lineage.update(epochs=stage.member.epochs, seed=cfg.train.seed, model=model_cfg.name)
-    write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage)})
-    torch.manual_seed(cfg.train.seed)
+    lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name)
+    write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage), "spec": spec.summary()})
+    torch.manual_seed(spec.seed)
     try:
-        result = train_stage(out_dir=d, model_cfg=model_cfg, member=stage.member, train=cfg.train,
-                             dataset=dataset_for(model_cfg), init_state=init, teacher=teacher,
-                             evaluate=evaluate(model_cfg) if evaluate else None, lineage=lineage,
-                             from_scratch=stage.from_scratch, progress=progress)
+        result = train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
+                             evaluate=evaluate(model_cfg) if evaluate else None, lineage=lineage, progress=progress)
     except BaseException:
         state.set(stage.key, "failed")
         raise
-    out = json.loads(result_file.read_text()) if result_file.is_file() else _result_dict(result)
     state.set(stage.key, "done")
-    return out
-
-
-def _result_dict(result: Any) -> dict[str, Any]:
-    d = asdict(result)
-    d["checkpoint"] = str(d["checkpoint"])
-    return d
+    return result.to_dict()
 
 
 def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
@@ -254,7 +252,7 @@ def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None =
     cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
     stages = plan_stages(cfg, cfg.baselines)
     check_or_reset(run_dir, cfg, stages, from_stage)
-    if is_main():
+    if dist.is_main():
         (run_dir / "config.toml").write_text(tomli_w.dumps(config_to_dict(cfg)))
     state = RunState(run_dir, stages, cfg.name)
     datasets: dict[tuple, Any] = {}

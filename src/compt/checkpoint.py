@@ -16,11 +16,13 @@ with ``state_dict``) are read too; they simply carry no config or lineage.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -41,14 +43,14 @@ class Checkpoint:
     path: str = ""
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save` to a temp file in the same folder, fsync, then rename over `path`."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """The one atomic writer: `write(f)` into a temp file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
@@ -57,6 +59,17 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` of `obj` to `path`, atomically."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Indented JSON of `obj` (non-JSON values as str) to `path`, atomically."""
+    text = json.dumps(obj, indent=2, default=str)
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _umask() -> int:

@@ -8,7 +8,7 @@ A run config is data (frozen dataclasses); the CLI loads a TOML file and applies
     baselines = false               # also train every member individually
 
     [data]
-    kind = "synthetic"              # synthetic | csv | wds | wds-stream | fashion-mnist | openclipart
+    kind = "synthetic"              # any kind of `compt.data.ADAPTERS`
     num_samples = 2_890_000         # for planning when the data is not local
     captions_per_image = 7
 
@@ -42,37 +42,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from compt.data.settings import DataConfig
 from compt.errors import UserError, unknown_name
 
-DISTILL_LOSSES = ("fd", "affinity", "icl", "fd+affinity", "none")
-DATA_KINDS = ("synthetic", "csv", "wds", "wds-stream", "fashion-mnist", "openclipart", "folder")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """Where training and evaluation data come from (see `compt.data`)."""
-
-    kind: str = "synthetic"
-    path: str = ""                     # CSV/TSV file, webdataset shard pattern, or dataset root
-    root: str = ""                     # image paths in a CSV are relative to this (default: the CSV's folder)
-    num_samples: int = 10_000          # training pairs (synthetic size; planning size for remote data)
-    eval_samples: int = 1_000          # held-out pairs for zero-shot / retrieval
-    captions_per_image: int = 1        # caption slots per image (the official recipe uses 7)
-    csv_img_key: str = "filepath"
-    csv_caption_key: str = "caption"
-    csv_separator: str = ","
-    eval_path: str = ""                # optional held-out CSV/shards; default: a split of `path`
-    max_bad_fraction: float = 0.01     # fail when more than this fraction of samples is unreadable
-    seed: int = 0                      # dataset generation / split seed
-    workers: int = 0                   # DataLoader worker processes
-    caption_separator: str = ""        # split one caption field / .txt into several captions on this ("" = don't)
-    predecode_max: int = 50_000        # sets with at most this many images are decoded once into memory
-    cache_dir: str = ""                # pre-decoded tensors cache ("" = only the real-data adapters, under
-                                       # $COMPT_CACHE_DIR or ~/.cache/compt; "none" = never)
-    zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
-    probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
-    shuffle_buffer: int | None = None  # wds-stream: samples in each worker's shuffle buffer (None = 2000)
-    resampled: bool | None = None      # wds-stream: draw shards with replacement (None = no: each shard once a pass)
+REPORT_TO = ("tensorboard", "wandb")
+__all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
+           "load_config", "validate"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,11 +74,14 @@ class TrainConfig:
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
     loader_workers: int = -1           # DataLoader worker processes per rank (-1 = CPUs per rank - 1, ≤ 8; 0 = none)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
+    report_to: tuple[str, ...] = ("tensorboard",)  # metric sinks besides metrics.jsonl: tensorboard, wandb
+    wandb_project: str = "compt"       # W&B project of the stages' runs (with "wandb" in report_to)
     compile: bool = False              # torch.compile each transformer block of the student
 
 
 # How a run executes, not what it computes: left out of a stage's settings fingerprint (`compt.chain`).
-RUNTIME_KEYS = ("ckpt_every_steps", "log_every_steps", "eval_every_epochs", "loader_workers", "compile")
+RUNTIME_KEYS = ("ckpt_every_steps", "log_every_steps", "eval_every_epochs", "report_to", "wandb_project",
+                "loader_workers", "compile")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +140,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 raise UserError(f"{where}: expected an integer, got {value!r}")
             return int(num)
         return float(num)
+    if origin is tuple:  # tuple[str, ...]: a TOML list (or one string)
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0], where) for v in items)
     if tp is str:
         if not isinstance(value, str):
             raise UserError(f"{where}: expected a string, got {value!r}")
@@ -236,6 +219,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def parse_field(cls: type, name: str, text: str, where: str) -> Any:
+    """The value of a ``name=text`` override for a field of dataclass `cls`, parsed and type-checked exactly as
+    run-config overrides are (TOML scalar, else the raw text; then `_coerce`)."""
+    return _coerce(_parse_scalar(text), typing.get_type_hints(cls)[name], where)
+
+
 def _parse_scalar(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -261,15 +250,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 # ----------------------------------------------------------------------------------------------- checks
 def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
+    from compt.data import adapter
     from compt.flops import model_flops
     from compt.models import get_model_config
+    from compt.tasks import DISTILL_NAMES
 
-    if cfg.data.kind not in DATA_KINDS:
-        raise unknown_name("data kind", cfg.data.kind, DATA_KINDS)
+    adapter(cfg.data.kind)  # unknown kinds raise here
     for key in ("batch_size", "accum_steps", "num_samples"):
         obj = cfg.data if key == "num_samples" else cfg.train
         if getattr(obj, key) <= 0:
             raise UserError(f"{key} must be positive, got {getattr(obj, key)}")
+    _validate_report_to(cfg.train.report_to)
     if cfg.baseline_epochs < 0:
         raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
     ops = _growth_ops()
@@ -281,8 +272,8 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
         if i > 0 and m.growth not in ops:
             raise unknown_name("growth operator", m.growth, ops)
-        if i > 0 and m.distill not in DISTILL_LOSSES:
-            raise unknown_name("distillation loss", m.distill, DISTILL_LOSSES)
+        if i > 0 and m.distill not in DISTILL_NAMES:
+            raise unknown_name("distillation loss", m.distill, DISTILL_NAMES)
     for i in range(1, len(cfgs)):
         a, b = cfgs[i - 1], cfgs[i]
         if model_flops(b).total <= model_flops(a).total:
@@ -291,6 +282,17 @@ def validate(cfg: RunConfig) -> None:
                             f"{a.name} ({model_flops(a).total / 1e9:.3g} GFLOPs)")
         if cfg.chain[i].growth != "none":
             _validate_growth(a, b)
+
+
+def _validate_report_to(sinks: tuple[str, ...]) -> None:
+    for sink in sinks:
+        if sink not in REPORT_TO:
+            raise unknown_name("train.report_to entry", sink, REPORT_TO)
+    if "wandb" in sinks:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise UserError("train.report_to has \"wandb\" but wandb is not installed: pip install 'compt[wandb]'")
 
 
 def _growth_ops() -> tuple[str, ...]:

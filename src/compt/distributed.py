@@ -64,6 +64,12 @@ def node_index() -> int:
     return int(os.environ.get("GROUP_RANK", 0))
 
 
+def is_main() -> bool:
+    """Whether this process is rank 0, the one that writes run files (from torchrun's environment, like
+    `init_distributed`'s `DistInfo.rank`; usable before it)."""
+    return world_info_from_env()[0] == 0
+
+
 def init_distributed() -> DistInfo:
     """Join torchrun's process group if there is one (idempotent) and pick this rank's device."""
     rank, world, local = world_info_from_env()

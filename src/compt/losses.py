@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# CLIP-KD (Yang et al. 2024) weights ICL 1:1 with the task loss, as open_clip's DistillClipLoss does.
+# CLIP-KD (Yang et al. 2024) weights its contrastive KD terms 1:1 with the task loss (open_clip's
+# DistillClipLoss does the same for the affinity term).
 AFFINITY_WEIGHT = 1.0
+ICL_WEIGHT = 1.0
 
 
 def clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor) -> Tensor:
@@ -72,4 +74,27 @@ def affinity_distill_loss(image: Tensor, text: Tensor, logit_scale: Tensor, teac
         z = logit_scale * image @ text[:, k].T  # (B, B)
         zt = teacher_logit_scale * teacher_image @ teacher_text[:, k].T
         losses.append((soft_cross_entropy(zt, z) + soft_cross_entropy(zt.T, z.T)) / 2)
+    return torch.stack(losses).mean()
+
+
+def icl_distill_loss(image: Tensor, text: Tensor, logit_scale: Tensor, teacher_image: Tensor,
+                     teacher_text: Tensor) -> Tensor:
+    """CLIP-KD's interactive contrastive learning (ICL), averaged over caption slots.
+
+    The student's embeddings are contrasted against the teacher's of the other modality (InfoNCE, the
+    student's temperature s). Per slot k, with y = (0, …, B−1)::
+
+        Z_i2t = s · I Tᵗ_kᵀ,   Z_t2i = s · T_k Iᵗᵀ                        (B×B)
+        L_k = ½ · [ CE(Z_i2t, y) + CE(Z_t2i, y) ],   L = (1/K) Σ_k L_k
+
+    Student and teacher embeddings must share one width (the caller projects the student's first).
+    image (B, E), text (B, K, E), teacher_image (B, E), teacher_text (B, K, E) → scalar.
+    """
+    assert image.shape[-1] == teacher_image.shape[-1] == text.shape[-1] == teacher_text.shape[-1]
+    labels = torch.arange(image.shape[0], device=image.device)
+    losses = []
+    for k in range(text.shape[1]):
+        i2t = logit_scale * image @ teacher_text[:, k].T  # (B, B): student image i against teacher captions
+        t2i = logit_scale * text[:, k] @ teacher_image.T  # (B, B): student caption i against teacher images
+        losses.append((F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2)
     return torch.stack(losses).mean()

@@ -23,23 +23,9 @@ from typing import Any
 import torch
 
 from compt.errors import UserError, unknown_name
+from compt.swin import SwinConfig, ensure_registered
 
-
-@dataclass(frozen=True, kw_only=True)
-class SwinConfig:
-    """A timm Swin trunk: stage widths C·2^i, window attention with `window_size`, patch merging."""
-
-    embed_dim: int
-    depths: tuple[int, ...]
-    num_heads: tuple[int, ...]
-    patch_size: int = 4
-    window_size: int = 7
-
-    @property
-    def timm_name(self) -> str:
-        """The name this trunk is registered under in timm (see `compt.swin`)."""
-        d = "-".join(str(x) for x in self.depths)
-        return f"compt_swin_c{self.embed_dim}_d{d.replace('-', '_')}_p{self.patch_size}_w{self.window_size}"
+__all__ = ["SwinConfig"]  # re-exported: the Swin trunk's config is part of a ModelConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,10 +271,8 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
     """Build a freshly initialised open_clip CLIP for `cfg` (fp32, on CPU)."""
     from open_clip.model import CLIP
 
-    if cfg.is_swin:
-        from compt import swin
-
-        swin.ensure_registered(cfg.vision)
+    if cfg.vision.swin is not None:
+        ensure_registered(cfg.vision.swin, image_size=cfg.vision.image_size, mlp_ratio=cfg.vision.mlp_ratio)
     oc = cfg.to_open_clip()
     return CLIP(embed_dim=oc["embed_dim"], vision_cfg=oc["vision_cfg"], text_cfg=oc["text_cfg"])
 
@@ -313,11 +297,3 @@ def write_open_clip_config(cfg: ModelConfig, directory: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"model_cfg": cfg.to_open_clip(), "preprocess_cfg": {}}, indent=2))
     return path
-
-
-def count_params(cfg: ModelConfig) -> dict[str, int]:
-    """Parameter counts of the image tower, the text side (everything else except logit scale) and total."""
-    model = build_model(cfg)
-    image = sum(p.numel() for p in model.visual.parameters())
-    total = sum(p.numel() for p in model.parameters())
-    return {"image": image, "text": total - image - model.logit_scale.numel(), "total": total}

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from compt.chain import individual_stage, plan_stages, stage_spec
 from compt.config import RunConfig
-from compt.flops import model_flops
-from compt.models import get_model_config
+from compt.flops import training_flops
 from compt.train.teacher_cache import cache_bytes
 
 
@@ -54,32 +54,29 @@ class ChainPlan:
         return d
 
 
-def stage_flops(student_fwd: float, teacher_fwd: float | None, epochs: float, samples: int,
-                cached_teacher: bool = False) -> float:
-    """FLOPs of one training run: 3 × student forward per sample, plus the teacher's forward."""
-    cost = epochs * samples * 3.0 * student_fwd
-    if teacher_fwd is not None:
-        cost += (1.0 if cached_teacher else epochs) * samples * teacher_fwd
-    return cost
-
-
 def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bool = False) -> ChainPlan:
-    """Per-member and chain-level costs of `cfg` (FLOPs), following the formulas in the module docstring."""
+    """Per-member and chain-level costs of `cfg` (FLOPs), following the formulas in the module docstring.
+
+    Every stage is the `StageSpec` the trainer gets (`compt.chain.stage_spec`) and is priced with the
+    trainer's own cost function (`compt.flops.training_flops`), over epochs · N samples.
+    """
     n = samples if samples is not None else cfg.data.num_samples
-    k = cfg.data.captions_per_image
-    fwd = [model_flops(get_model_config(m.model)).per_sample(k) for m in cfg.chain]
     members, cumulative = [], 0.0
-    for i, m in enumerate(cfg.chain):
-        distilled = i > 0 and m.distill != "none"
-        stage = stage_flops(fwd[i], fwd[i - 1] if distilled else None, m.epochs, n, cached_teacher)
-        cumulative += stage
-        individual = stage_flops(fwd[i], None, cfg.individual_epochs, n)
-        cache = cache_bytes(n, k, get_model_config(cfg.chain[i - 1].model).embed_dim) if distilled else 0
-        members.append(MemberCost(m.model, m.epochs, fwd[i], individual, stage, cumulative, cache))
+    for stage in plan_stages(cfg, baselines=False):
+        spec = stage_spec(cfg, stage, n)
+        cost = training_flops(spec.student_flops, spec.teacher_flops, spec.epochs * n,
+                              cached_teacher=cached_teacher, fill_samples=n)
+        cumulative += cost
+        alone = stage_spec(cfg, individual_stage(cfg, stage.index), n)
+        individual = training_flops(alone.student_flops, 0.0, alone.epochs * n)
+        cache = cache_bytes(n, spec.captions, spec.teacher.embed_dim) if spec.teacher is not None else 0
+        members.append(MemberCost(spec.model.name, spec.epochs, spec.student_flops, individual, cost, cumulative,
+                                  cache))
     individual_total = sum(m.individual_cost for m in members)
     largest = members[-1].individual_cost
-    return ChainPlan(members=tuple(members), samples=n, captions=k, individual_epochs=cfg.individual_epochs,
-                     chain_cost=cumulative, individual_total=individual_total, largest_individual=largest,
+    return ChainPlan(members=tuple(members), samples=n, captions=cfg.data.captions_per_image,
+                     individual_epochs=cfg.individual_epochs, chain_cost=cumulative,
+                     individual_total=individual_total, largest_individual=largest,
                      reduction_vs_largest=1.0 - cumulative / largest, acceleration=individual_total / cumulative)
 
 

@@ -2,99 +2,27 @@
 
 Everything comes from what the runs wrote (`config.toml`, `run.json`, each stage's `result.json`): training
 FLOPs are the counted FLOPs of the samples each stage processed (teacher forward included), wall-clock is
-the measured training time (growth included). Several runs of the same config (e.g. seeds) are reported as
-mean ± std.
+the measured training time (growth included), marked indicative where its stage ran under CPU contention or
+did not record its conditions (`compt.train.conditions`). Several runs of the same config (e.g. seeds)
+are reported as mean ± std.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
-from compt.chain import baseline_dir, slug
-from compt.config import RunConfig, config_from_dict
 from compt.errors import UserError
-from compt.plan import human_flops, plan_chain
+from compt.plan import human_flops
+from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
+from compt.runs import METRICS, RunSummary, StageRow, load_run
+from compt.train.conditions import contention
 
-METRICS = (("zeroshot_top1", "zero-shot top-1"), ("retrieval_r1", "retrieval R@1"))
+WALL_MARKS = {"clean": "", "contended": " †", "not recorded": " ?"}   # after a wall-clock cell of the table
 
-
-@dataclass
-class StageRow:
-    model: str
-    method: str                  # "chain" | "individual"
-    epochs: float
-    flops: float                 # training FLOPs of this stage
-    cumulative_flops: float      # chain: FLOPs to obtain this member (stages 1..i); individual: = flops
-    wall_s: float
-    metrics: dict[str, float]
-    history: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class RunSummary:
-    name: str
-    run_dir: str
-    chain: list[StageRow]
-    individual: list[StageRow | None]
-    cfg: RunConfig
-
-    @property
-    def chain_flops(self) -> float:
-        return sum(r.flops for r in self.chain)
-
-    @property
-    def chain_wall(self) -> float:
-        return sum(r.wall_s for r in self.chain)
-
-    def individual_flops(self) -> list[float]:
-        """Counted FLOPs of each baseline; the planner's analytic figure where a baseline was not run."""
-        planned = plan_chain(self.cfg).members
-        return [r.flops if r else planned[i].individual_cost for i, r in enumerate(self.individual)]
-
-
-def _load_result(path: Path) -> dict[str, Any] | None:
-    """A stage's result.json plus the growth time recorded in its lineage.json."""
-    f, lineage = path / "result.json", path / "lineage.json"
-    if not f.is_file():
-        return None
-    grow_s = json.loads(lineage.read_text()).get("grow_s", 0.0) if lineage.is_file() else 0.0
-    return {**json.loads(f.read_text()), "grow_s": grow_s}
-
-
-def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: float) -> StageRow:
-    flops = float(res["train_flops"])
-    return StageRow(model=model, method=method, epochs=epochs, flops=flops, cumulative_flops=offset + flops,
-                    wall_s=float(res["wall_clock_s"]) + float(res.get("grow_s", 0.0)),
-                    metrics={k: float(v) for k, v in res.get("metrics", {}).items()},
-                    history=res.get("history", []))
-
-
-def load_run(run_dir: str | Path) -> RunSummary:
-    """Read a run directory; missing stages are reported as not run."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise UserError(f"{run_dir} is not a compt run directory (no config.toml); run `compt train` first")
-    cfg = config_from_dict(tomllib.loads((run_dir / "config.toml").read_text()))
-    chain, total = [], 0.0
-    for i, m in enumerate(cfg.chain):
-        res = _load_result(run_dir / f"chain/{i + 1:02d}-{slug(m.model)}")
-        if res is None:
-            break
-        chain.append(_row(res, m.model, "chain", m.epochs, total))
-        total += chain[-1].flops
-    individual = []
-    for i, m in enumerate(cfg.chain):
-        res = _load_result(run_dir / baseline_dir(cfg, i))
-        individual.append(_row(res, m.model, "individual", cfg.individual_epochs, 0.0) if res else None)
-    if not chain:
-        raise UserError(f"{run_dir}: no finished stage yet")
-    return RunSummary(name=cfg.name, run_dir=str(run_dir), chain=chain, individual=individual, cfg=cfg)
+__all__ = ["METRICS", "RunSummary", "StageRow", "format_markdown", "load_run", "summarise", "write_report"]
 
 
 def _stat(values: list[float]) -> dict[str, float]:
@@ -116,7 +44,8 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
             entry = {"model": rows[0].model, "method": method, "epochs": rows[0].epochs,
                      "flops": _stat([x.flops for x in rows]),
                      "cumulative_flops": _stat([x.cumulative_flops for x in rows]),
-                     "wall_s": _stat([x.wall_s for x in rows])}
+                     "wall_s": _stat([x.wall_s for x in rows]), "wall_status": _combined_status(rows),
+                     "wall_notes": _wall_notes(rows)}
             for key, _ in METRICS:
                 vals = [x.metrics[key] for x in rows if key in x.metrics]
                 if vals:
@@ -125,6 +54,28 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
     _add_deltas(members)
     return {"name": base.name, "runs": [r.run_dir for r in runs], "members": members,
             "family": _family(runs, n_members)}
+
+
+def _combined_status(rows: list[StageRow]) -> str:
+    """contended if any run's stage was, else not recorded if any lacks conditions, else clean."""
+    states = {r.wall_status() for r in rows}
+    return next(s for s in ("contended", "not recorded", "clean") if s in states)
+
+
+def _wall_notes(rows: list[StageRow]) -> list[str]:
+    """Why each contended measurement is indicative (one line per run that was contended)."""
+    notes = [(i, "; ".join(contention(r.conditions))) for i, r in enumerate(rows) if r.wall_status() == "contended"]
+    return [f"run {i + 1}: {n}" if len(rows) > 1 else n for i, n in notes]
+
+
+def wall_caveat(rows: list[StageRow]) -> str | None:
+    """None when every stage behind a wall-clock figure was measured clean, else why the figure is indicative."""
+    contended = list(dict.fromkeys(r.label for r in rows if r.wall_status() == "contended"))
+    unknown = list(dict.fromkeys(r.label for r in rows if r.wall_status() == "not recorded"))
+    parts = ([f"{len(contended)} of the {len({r.label for r in rows})} stage results it uses were measured "
+              f"under CPU contention ({', '.join(contended)})"] if contended else [])
+    parts += [f"conditions not recorded for {', '.join(unknown)}"] if unknown else []
+    return "; ".join(parts) or None
 
 
 def _add_deltas(members: list[dict[str, Any]]) -> None:
@@ -150,6 +101,9 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
         walls = [(sum(x.wall_s for x in r.individual), r.chain_wall) for r in runs]
         out["acceleration_wall"] = _stat([i / c for i, c in walls])
         out["chain_wall_pct_of_largest"] = _stat([100 * r.chain_wall / r.individual[-1].wall_s for r in runs])
+        used = [x for r in runs for x in (*r.chain, *r.individual)]
+        out["acceleration_wall_status"], out["acceleration_wall_caveat"] = _combined_status(used), wall_caveat(used)
+        out["chain_wall_pct_caveat"] = wall_caveat([x for r in runs for x in (*r.chain, r.individual[-1])])
     return out
 
 
@@ -162,25 +116,51 @@ def _fmt(stat: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> 
 
 def format_markdown(summary: dict[str, Any]) -> str:
     """The paper-style table (Markdown) plus family-level lines."""
-    lines = ["| member | method | epochs | train FLOPs | cumulative | wall-clock (s) | zero-shot top-1 | "
-             "Δ | retrieval R@1 | Δ |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    metrics = [(k, label) for k, label in METRICS if any(k in m for m in summary["members"])]  # recorded ones
+    lines = ["| member | method | epochs | train FLOPs | cumulative | wall-clock (s) | "
+             + "".join(f"{label} | Δ | " for _, label in metrics).rstrip(),
+             "|---|---|---:|---:|---:|---:|" + "---:|---:|" * len(metrics)]
     for m in summary["members"]:
-        delta = [f"{m[f'delta_{k}']:+.1f}" if f"delta_{k}" in m else "" for k, _ in METRICS]
+        mark = WALL_MARKS.get(m.get("wall_status", "not recorded"), "")
+        cells = [f"{_fmt(m.get(k))} | {m[f'delta_{k}']:+.1f}" if f"delta_{k}" in m else f"{_fmt(m.get(k))} | "
+                 for k, _ in metrics]
         lines.append(f"| {m['model']} | {m['method']} | {m['epochs']:g} | {human_flops(m['flops']['mean'])} | "
-                     f"{human_flops(m['cumulative_flops']['mean'])} | {_fmt(m['wall_s'])} | "
-                     f"{_fmt(m.get('zeroshot_top1'))} | {delta[0]} | {_fmt(m.get('retrieval_r1'))} | {delta[1]} |")
+                     f"{human_flops(m['cumulative_flops']['mean'])} | {_fmt(m['wall_s'])}{mark} | "
+                     + "".join(f"{c} | " for c in cells).rstrip())
+    lines += _wall_footnotes(summary["members"])
     f = summary["family"]
     lines += ["", f"- chain cost: {human_flops(f['chain_flops']['mean'])} = "
                   f"{_fmt(f['chain_pct_of_largest'])} % of training the largest member alone"
                   + ("" if f["baselines_counted"] else " (individual costs from the planner: baselines not run)"),
               f"- family acceleration (FLOPs): {_fmt(f['acceleration_flops'], digits=2)}×"]
     if "acceleration_wall" in f:
-        lines.append(f"- family acceleration (wall-clock, same machine, same run): "
-                     f"{_fmt(f['acceleration_wall'], digits=2)}×; chain wall-clock = "
-                     f"{_fmt(f['chain_wall_pct_of_largest'])} % of the largest member's individual run")
+        lines += _wall_lines(f)
     if not f["complete"]:
         lines.append("- the chain is not finished: family numbers cover the finished stages only")
     return "\n".join(lines)
+
+
+def _wall_footnotes(members: list[dict[str, Any]]) -> list[str]:
+    """Footnotes under the table for wall-clock cells that are not clean measurements."""
+    lines = [f"- {WALL_MARKS['contended'].strip()} {m['model']} {m['method']}: wall-clock measured under "
+             f"contention, indicative only — {'; '.join(m['wall_notes'])}"
+             for m in members if m.get("wall_status") == "contended"]
+    if any(m.get("wall_status", "not recorded") == "not recorded" for m in members):
+        lines.append(f"- {WALL_MARKS['not recorded'].strip()} wall-clock conditions not recorded (stage run "
+                     "before compt recorded them): whether other work shared the machine is unknown")
+    return ["", *lines] if lines else []
+
+
+def _wall_lines(f: dict[str, Any]) -> list[str]:
+    """The family wall-clock figures: a measurement only when every stage behind them was clean."""
+    accel, pct = f"{_fmt(f['acceleration_wall'], digits=2)}×", f"{_fmt(f['chain_wall_pct_of_largest'])} %"
+    if f.get("acceleration_wall_caveat", "unknown") is None:
+        head = f"- family acceleration (wall-clock, measured: same machine, same run, no stage contended): {accel}"
+    else:
+        head = (f"- family acceleration (wall-clock): {accel} — indicative only, not a measurement: "
+                f"{f.get('acceleration_wall_caveat') or 'conditions not recorded'}")
+    pct_note = "" if f.get("chain_wall_pct_caveat", "unknown") is None else " (indicative only, as above)"
+    return [head, f"- chain wall-clock = {pct} of the largest member's individual run{pct_note}"]
 
 
 def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> tuple[Path, str]:
@@ -192,10 +172,8 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
     out = Path(out_dir) if out_dir else Path(run_dirs[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs)
-    from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
-
-    plots = [plot_accuracy_vs_compute(runs, out / "accuracy_vs_compute.png"),
-             plot_cost_breakdown(runs[0], out / "cost_breakdown.png")]
+    plots = [p for p in (plot_accuracy_vs_compute(runs, out / "accuracy_vs_compute.png"),
+                         plot_cost_breakdown(runs[0], out / "cost_breakdown.png")) if p is not None]
     summary["plots"] = [str(p) for p in plots]
     md = f"# {summary['name']}\n\nRuns: {', '.join(summary['runs'])}\n\n{format_markdown(summary)}\n"
     md += "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)

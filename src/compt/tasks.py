@@ -7,7 +7,8 @@ when the loader delivers a teacher cache's rows with the batch, (B, E') and (B, 
 
 - `ClipTask`: symmetric InfoNCE averaged over caption slots (global negatives across ranks).
 - `DistillTask`: the same plus distillation from a frozen teacher (``fd``: the paper's inverse feature
-  distillation; ``affinity``/``icl``: CLIP-KD's soft logit matching; ``fd+affinity``: both). Teacher
+  distillation; ``affinity``: CLIP-KD's relational soft logit matching (CRD); ``icl``: CLIP-KD's
+  interactive contrastive learning; ``fd+affinity``: both FD and affinity). Teacher
   features come from a forward of the teacher (eval mode, no grad) or from a `TeacherCache`: rows passed
   with the batch, or (callers that pass none) gathered from it by index on the host.
 """
@@ -18,14 +19,24 @@ import math
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compt.distributed import gather_no_grad, gather_with_grad, unwrap
 from compt.errors import UserError
-from compt.losses import AFFINITY_WEIGHT, affinity_distill_loss, feature_distill_loss, multi_caption_clip_loss
+from compt.losses import (
+    AFFINITY_WEIGHT,
+    ICL_WEIGHT,
+    affinity_distill_loss,
+    feature_distill_loss,
+    icl_distill_loss,
+    multi_caption_clip_loss,
+)
 
 MAX_LOGIT_SCALE = math.log(100.0)  # open_clip clamps the learnable temperature at 100 after every step
-DISTILL_KINDS = {"fd": ("fd",), "affinity": ("affinity",), "icl": ("affinity",), "fd+affinity": ("fd", "affinity")}
+# The one registry of distillation losses: config name → loss terms ("none" = no distillation).
+DISTILL_KINDS = {"fd": ("fd",), "affinity": ("affinity",), "icl": ("icl",), "fd+affinity": ("fd", "affinity")}
+DISTILL_NAMES = (*DISTILL_KINDS, "none")
 
 
 class TeacherFeatures(Protocol):
@@ -81,10 +92,11 @@ def _rect_identity(out_dim: int, in_dim: int) -> Tensor:
 class DistillTask(ClipTask):
     """CLIP loss on the student plus distillation from a frozen teacher.
 
-    L = L_clip + α · (FD(img) + FD(txt)) [fd] + 1 · ICL [affinity], where FD compares the teacher's
-    normalised embedding with T(student's normalised embedding). T is one learnable bias-free linear map
-    shared by both towers (they live in one joint space), initialised to the rectangular identity so that a
-    function-preserving growth starts with zero FD loss; T is the identity (no parameters) when the
+    L = L_clip + α · (FD(img) + FD(txt)) [fd] + 1 · affinity [affinity] + 1 · ICL [icl], where FD compares
+    the teacher's normalised embedding with T(student's normalised embedding) and ICL contrasts
+    normalise(T(student's embedding)) with the teacher's other modality. T is one learnable bias-free linear
+    map shared by both towers (they live in one joint space), initialised to the rectangular identity so that
+    a function-preserving growth starts with zero FD loss; T is the identity (no parameters) when the
     embedding sizes match. `teacher` may be None when every batch's features come from `cache`.
     """
 
@@ -100,7 +112,7 @@ class DistillTask(ClipTask):
         if cache is not None:  # moves with the task to the device, so the step needs nothing from the host
             self.register_buffer("teacher_scale", cache.logit_scale.detach().float().clone(), persistent=False)
         self.proj: nn.Linear | None = None
-        if "fd" in self.parts and student_dim != teacher_dim:
+        if ("fd" in self.parts or "icl" in self.parts) and student_dim != teacher_dim:
             self.proj = nn.Linear(student_dim, teacher_dim, bias=False)
             with torch.no_grad():
                 self.proj.weight.copy_(_rect_identity(teacher_dim, student_dim))
@@ -141,6 +153,11 @@ class DistillTask(ClipTask):
                                              gather_no_grad(t_text), t_scale)
             loss = loss + AFFINITY_WEIGHT * affinity
             out["affinity"] = affinity.detach()
+        if "icl" in self.parts:
+            s_image, s_text = (F.normalize(self.project(x), dim=-1) for x in (g_image, g_text))
+            icl = icl_distill_loss(s_image, s_text, scale, gather_no_grad(t_image), gather_no_grad(t_text))
+            loss = loss + ICL_WEIGHT * icl
+            out["icl"] = icl.detach()
         return {"loss": loss, **out}
 
     def extra_state(self) -> dict[str, Tensor]:
@@ -165,8 +182,9 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def build_task(student: nn.Module, *, distill: str = "none", weight: float = 0.0, teacher: nn.Module | None = None,
                student_dim: int = 0, teacher_dim: int = 0, cache: TeacherFeatures | None = None) -> ClipTask:
-    """`ClipTask` for ``distill="none"`` (or no teacher), else `DistillTask` with the named loss."""
-    if distill == "none" or (teacher is None and cache is None):
+    """`ClipTask` for ``distill="none"``, else `DistillTask` with the named loss (the caller — the trainer,
+    from its `StageSpec` — has already decided whether the stage distills)."""
+    if distill == "none":
         return ClipTask(student)
     return DistillTask(student, teacher=teacher, kind=distill, weight=weight, student_dim=student_dim,
                        teacher_dim=teacher_dim, cache=cache)

@@ -18,17 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compt.config import DataConfig
+from compt.config import DataConfig, parse_field
 from compt.errors import UserError, unknown_name
-
-_WHOLE_FILE_KINDS = ("csv", "wds", "folder")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="zero-shot / retrieval / linear-probe evaluation of a checkpoint")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="compt or plain open_clip checkpoint (.pt)")
     p.add_argument("--data", default="synthetic", metavar="KIND",
-                   help="synthetic | csv | wds | fashion-mnist | openclipart | folder (default: synthetic)")
+                   help="data kind, a key of compt.data.ADAPTERS (default: synthetic)")
     p.add_argument("--data-path", default="", metavar="P", help="CSV file, shard pattern, folder or dataset root")
     p.add_argument("--eval-path", default="", metavar="P", help="separate held-out CSV/shards/folder")
     p.add_argument("--model", default="", metavar="NAME", help="model name (required for plain open_clip files)")
@@ -44,33 +42,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _typed(field: dataclasses.Field, text: str) -> Any:
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "str")
-    try:
-        return {"int": int, "float": float}.get(kind, str)(text)
-    except ValueError:
-        raise UserError(f"--set {field.name}: expected {kind}, got {text!r}") from None
-
-
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The `DataConfig` the command line asks for."""
-    from compt.data import KINDS
+    from compt.data import adapter
 
-    if args.data not in KINDS:
-        raise unknown_name("data kind", args.data, KINDS)
+    whole_file = adapter(args.data).reads_path  # unknown kinds raise here
     values: dict[str, Any] = {"kind": args.data, "path": args.data_path, "eval_path": args.eval_path,
                               "eval_samples": args.eval_samples, "probe_samples": args.probe_samples,
                               "seed": args.seed}
-    if args.data in _WHOLE_FILE_KINDS and not args.eval_path:
+    if whole_file and not args.eval_path:
         values["eval_path"] = args.data_path
-    if args.data in _WHOLE_FILE_KINDS and not args.data_path:
+    if whole_file and not args.data_path:
         raise UserError(f"--data {args.data} needs --data-path")
     fields = {f.name: f for f in dataclasses.fields(DataConfig)}
     for item in args.data_set:
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
             raise unknown_name("data setting", key, fields) if sep else UserError(f"--set {item!r}: use KEY=VALUE")
-        values[key] = _typed(fields[key], value)
+        values[key] = parse_field(DataConfig, key, value, f"--set {key}")
     return DataConfig(**values)
 
 

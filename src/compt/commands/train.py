@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from compt import distributed as dist
-from compt.chain import is_main, train_chain
+from compt.chain import train_chain
 from compt.config import load_config
 
 
@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress)
     finally:
         dist.shutdown()
-    if is_main():
+    if dist.is_main():
         print(f"done: {run_dir}  (next: compt report {run_dir})")
     return 0

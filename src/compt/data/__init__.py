@@ -17,72 +17,56 @@ in training.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from compt.config import DataConfig
 from compt.data import files, real, stream, synthetic
 from compt.data.datasets import BadData, PairDataset, Record, build_pairs
 from compt.data.images import TensorImages, cache_key, decode_all, load_cached, save_cached
+from compt.data.settings import DataConfig
 from compt.data.text import tokenize
 from compt.errors import UserError, unknown_name
 from compt.evaluation import evaluate
 from compt.evaluation.suite import EvalSuite, RetrievalSet, ZeroShotTask
 from compt.models import ModelConfig
 
-KINDS = ("synthetic", "csv", "wds", "wds-stream", "fashion-mnist", "openclipart", "folder")
+__all__ = ["ADAPTERS", "KINDS", "DataAdapter", "EvalSuite", "PairDataset", "adapter", "build_eval_suite",
+           "build_train_dataset", "evaluate", "tokenize"]
+
 MAX_SYNTHETIC_GIB = 16          # pre-rendered uint8 images held in memory
 MAX_RETRIEVAL_CAPTIONS = 5  # captions per image kept for retrieval (COCO has 5)
 
-__all__ = ["KINDS", "EvalSuite", "PairDataset", "build_eval_suite", "build_train_dataset", "evaluate", "tokenize"]
+
+@dataclass(frozen=True)
+class DataAdapter:
+    """One data kind: its training pairs and its held-out evaluation suite, each for (data, image size, context)."""
+
+    train: Callable[[DataConfig, int, int], torch.utils.data.Dataset]
+    eval_suite: Callable[[DataConfig, int, int], EvalSuite]
+    reads_path: bool = False   # the data is the file set named by data.path (nothing built in or downloaded)
+
+
+def adapter(kind: str) -> DataAdapter:
+    """The registered adapter of `kind` (a one-line UserError naming the known kinds otherwise)."""
+    if kind not in ADAPTERS:
+        raise unknown_name("data kind", kind, ADAPTERS)
+    return ADAPTERS[kind]
 
 
 def build_train_dataset(data: DataConfig, model_cfg: ModelConfig) -> torch.utils.data.Dataset:
     """The training image–caption pairs of `data`, preprocessed for `model_cfg` (see module doc)."""
-    size, ctx, k = model_cfg.vision.image_size, model_cfg.text.context_length, data.captions_per_image
-    if k < 1:
-        raise UserError(f"captions_per_image must be at least 1, got {k}")
-    if data.kind == "synthetic":
-        return _synthetic_pairs(data, size, ctx, split=0, n=data.num_samples, k=k)
-    if data.kind in ("csv", "wds"):
-        return build_pairs(_split_records(data)[0], data, size, ctx, source=data.path)
-    if data.kind == "wds-stream":
-        return stream.streaming_pairs(data, size, ctx)
-    if data.kind == "fashion-mnist":
-        split = real.fashion_mnist(data, size, "train", data.num_samples, stream=0)
-        return real.template_pairs(split, k, ctx, data.seed, "fashion-mnist")
-    if data.kind == "openclipart":
-        return _openclipart_train(data, size, ctx)
-    if data.kind == "folder":
-        return real.template_pairs(_folder(data.path, data, size), k, ctx, data.seed, data.path)
-    raise unknown_name("data kind", data.kind, KINDS)
+    if data.captions_per_image < 1:
+        raise UserError(f"captions_per_image must be at least 1, got {data.captions_per_image}")
+    return adapter(data.kind).train(data, model_cfg.vision.image_size, model_cfg.text.context_length)
 
 
 def build_eval_suite(data: DataConfig, model_cfg: ModelConfig) -> EvalSuite:
     """Held-out zero-shot tasks / retrieval split / probe data of `data` for `model_cfg`."""
     size, ctx = model_cfg.vision.image_size, model_cfg.text.context_length
-    if data.kind == "synthetic":
-        suite = _synthetic_suite(data, size, ctx)
-    elif data.kind in ("csv", "wds", "wds-stream"):
-        if data.kind == "wds-stream" and not data.eval_path:
-            raise UserError('data.kind = "wds-stream" evaluates on data.eval_path (held-out shards); set it')
-        pairs = build_pairs(_held_out_records(data), data, size, ctx,
-                            source=data.eval_path or f"{data.path} (held-out)")
-        suite = EvalSuite(name=data.kind, context_length=ctx, retrieval=_retrieval(pairs, ctx))
-    elif data.kind == "fashion-mnist":
-        test = real.fashion_mnist(data, size, "t10k", data.eval_samples, stream=1)
-        probe = real.fashion_mnist(data, size, "train", data.probe_samples, stream=0) if data.probe_samples else None
-        suite = EvalSuite(name="fashion-mnist", context_length=ctx,
-                          zeroshot=(_labelled_task("fashion-mnist", test, probe),))
-    elif data.kind == "openclipart":
-        suite = _openclipart_suite(data, size, ctx)
-    elif data.kind == "folder":
-        labelled = _folder(data.eval_path or data.path, data, size)
-        suite = EvalSuite(name="folder", context_length=ctx, zeroshot=(_labelled_task("folder", labelled, None),))
-    else:
-        raise unknown_name("data kind", data.kind, KINDS)
+    suite = adapter(data.kind).eval_suite(data, size, ctx)
     if data.zeroshot_folder:
         extra = _labelled_task("folder", _folder(data.zeroshot_folder, data, size), None)
         suite = EvalSuite(name=suite.name, context_length=ctx, zeroshot=(*suite.zeroshot, extra),
@@ -251,3 +235,61 @@ def _openclipart_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
                         classnames=tuple(files.classname_of(c) for c in classes),
                         templates=real.OPENCLIPART_TEMPLATES)
     return EvalSuite(name="openclipart", context_length=ctx, zeroshot=(task,), retrieval=retrieval)
+
+
+# ----------------------------------------------------------------------------------------------- registry
+def _synthetic_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
+    return _synthetic_pairs(data, size, ctx, split=0, n=data.num_samples, k=data.captions_per_image)
+
+
+def _files_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
+    return build_pairs(_split_records(data)[0], data, size, ctx, source=data.path)
+
+
+def _stream_train(data: DataConfig, size: int, ctx: int) -> torch.utils.data.Dataset:
+    return stream.streaming_pairs(data, size, ctx)
+
+
+def _stream_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    """A stream has no held-out split: evaluation reads ``data.eval_path`` with the indexed reader."""
+    if not data.eval_path:
+        raise UserError('data.kind = "wds-stream" evaluates on data.eval_path (held-out shards); set it')
+    return _files_suite(data, size, ctx)
+
+
+def _files_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    pairs = build_pairs(_held_out_records(data), data, size, ctx, source=data.eval_path or f"{data.path} (held-out)")
+    return EvalSuite(name=data.kind, context_length=ctx, retrieval=_retrieval(pairs, ctx))
+
+
+def _fashion_mnist_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
+    split = real.fashion_mnist(data, size, "train", data.num_samples, stream=0)
+    return real.template_pairs(split, data.captions_per_image, ctx, data.seed, "fashion-mnist")
+
+
+def _fashion_mnist_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    test = real.fashion_mnist(data, size, "t10k", data.eval_samples, stream=1)
+    probe = real.fashion_mnist(data, size, "train", data.probe_samples, stream=0) if data.probe_samples else None
+    return EvalSuite(name="fashion-mnist", context_length=ctx, zeroshot=(_labelled_task("fashion-mnist", test, probe),))
+
+
+def _folder_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
+    return real.template_pairs(_folder(data.path, data, size), data.captions_per_image, ctx, data.seed, data.path)
+
+
+def _folder_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    labelled = _folder(data.eval_path or data.path, data, size)
+    return EvalSuite(name="folder", context_length=ctx, zeroshot=(_labelled_task("folder", labelled, None),))
+
+
+# The one registry of data kinds: training set and evaluation suite of each, from one entry.
+ADAPTERS: dict[str, DataAdapter] = {
+    "synthetic": DataAdapter(_synthetic_train, _synthetic_suite),
+    "csv": DataAdapter(_files_train, _files_suite, reads_path=True),
+    "wds": DataAdapter(_files_train, _files_suite, reads_path=True),
+    "wds-stream": DataAdapter(_stream_train, _stream_suite, reads_path=True),
+    "fashion-mnist": DataAdapter(_fashion_mnist_train, _fashion_mnist_suite),
+    "openclipart": DataAdapter(_openclipart_train, _openclipart_suite),
+    "folder": DataAdapter(_folder_train, _folder_suite, reads_path=True),
+}
+KINDS = tuple(ADAPTERS)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
 log = logging.getLogger("compt.data")
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+OPENAI_MEAN, OPENAI_STD = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # open_clip's, the CLIP normalisation
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _MEAN = torch.tensor(OPENAI_MEAN).view(3, 1, 1)
 _STD = torch.tensor(OPENAI_STD).view(3, 1, 1)

@@ -1,7 +1,4 @@
-"""Captions → tokens: a fast, exact open_clip tokenizer and deterministic multi-caption sampling.
-
-`tokenize` gives the same ids as ``open_clip.tokenizer.tokenize`` (SOT + BPE + EOT, zero padded, truncated
-with EOT last) but caches BPE per word and per caption, so pre-tokenising a whole corpus takes seconds.
+"""Captions: deterministic multi-caption sampling (and `tokenize`, re-exported from `compt.tokenizer`).
 
 Multi-caption slots follow the official CoM-PT recipe: slot 0 is the raw caption, slots 1…K-1 are sentences
 sampled from the image's long captions. Sampling is a pure function of ``(seed, index)`` — the same image
@@ -15,76 +12,11 @@ import random
 import re
 from collections.abc import Sequence
 
-import numpy as np
-import torch
+from compt.tokenizer import tokenize
+
+__all__ = ["caption_rng", "sample_captions", "split_sentences", "template_captions", "tokenize"]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_CAPTION_CACHE_MAX = 200_000
-
-
-class FastTokenizer:
-    """open_clip's `SimpleTokenizer` with per-word and per-caption caches (same ids, ~10× faster)."""
-
-    def __init__(self) -> None:
-        from open_clip.tokenizer import SimpleTokenizer, basic_clean
-
-        self._tok = SimpleTokenizer()
-        self._basic_clean = basic_clean
-        self._words: dict[str, list[int]] = {}
-        self._captions: dict[str, list[int]] = {}
-        self.sot, self.eot = self._tok.sot_token_id, self._tok.eot_token_id
-
-    def _clean(self, text: str) -> str:
-        # ftfy/html unescaping is a no-op on printable ASCII without entities; skip it there (it is the slow part)
-        if not (text.isascii() and text.isprintable() and "&" not in text):
-            text = self._basic_clean(text)
-        return " ".join(text.split()).lower()
-
-    def _chunk(self, chunk: str) -> list[int]:
-        """BPE ids of one whitespace-free chunk (the tokenizer's pattern never matches across whitespace)."""
-        ids = self._words.get(chunk)
-        if ids is None:
-            t = self._tok
-            ids = []
-            for word in t.pat.findall(chunk):
-                encoded = "".join(t.byte_encoder[b] for b in word.encode("utf-8"))
-                ids.extend(t.encoder[piece] for piece in t.bpe(encoded).split(" "))
-            self._words[chunk] = ids
-        return ids
-
-    def encode(self, text: str) -> list[int]:
-        """BPE ids of one caption, without SOT/EOT."""
-        ids = self._captions.get(text)
-        if ids is None:
-            words = self._words
-            ids = []
-            for chunk in self._clean(text).split(" "):
-                ids.extend(words[chunk] if chunk in words else self._chunk(chunk))
-            if len(self._captions) < _CAPTION_CACHE_MAX:
-                self._captions[text] = ids
-        return ids
-
-    def __call__(self, texts: Sequence[str], context_length: int) -> torch.Tensor:
-        """(len(texts), context_length) int64 token ids, exactly as open_clip's tokenizer."""
-        out = np.zeros((len(texts), context_length), dtype=np.int64)
-        for row, text in enumerate(texts):
-            ids = [self.sot, *self.encode(text), self.eot]
-            if len(ids) > context_length:
-                ids = ids[:context_length]
-                ids[-1] = self.eot
-            out[row, : len(ids)] = ids
-        return torch.from_numpy(out)
-
-
-_TOKENIZER: FastTokenizer | None = None
-
-
-def tokenize(texts: str | Sequence[str], context_length: int) -> torch.Tensor:
-    """Tokenise captions with open_clip's BPE vocabulary (49408) → LongTensor (N, context_length)."""
-    global _TOKENIZER
-    if _TOKENIZER is None:
-        _TOKENIZER = FastTokenizer()
-    return _TOKENIZER([texts] if isinstance(texts, str) else list(texts), context_length)
 
 
 def split_sentences(text: str) -> list[str]:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from compt.evaluation.metrics import retrieval_recall, topk_accuracy
 from compt.evaluation.probe import linear_probe
 from compt.evaluation.suite import EvalSuite, RetrievalSet, ZeroShotTask
+from compt.tokenizer import tokenize
 
 __all__ = ["EvalSuite", "RetrievalSet", "ZeroShotTask", "evaluate", "linear_probe", "retrieval_recall",
            "topk_accuracy", "zeroshot_classifier"]
@@ -59,8 +60,6 @@ def zeroshot_classifier(model: torch.nn.Module, classnames: tuple[str, ...], tem
                         batch_size: int = 256) -> torch.Tensor:
     """(D, C) zero-shot weights: per class, the mean of its normalised prompt embeddings, re-normalised."""
     from open_clip.zero_shot_classifier import build_zero_shot_classifier
-
-    from compt.data.text import tokenize
 
     tokenizer: Callable[[list[str]], torch.Tensor] = lambda texts: tokenize(texts, context_length)  # noqa: E731
     weights = build_zero_shot_classifier(model, tokenizer, classnames, templates, device=device,

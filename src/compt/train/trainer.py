@@ -35,20 +35,23 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from compt import distributed
-from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compt.checkpoint import Checkpoint, atomic_write_json, load_checkpoint, save_checkpoint
 from compt.config import MemberConfig, TrainConfig
 from compt.data.images import to_model_input
 from compt.distributed import DistInfo
 from compt.errors import UserError
-from compt.flops import model_flops
+from compt.flops import training_flops
 from compt.models import ModelConfig, create_model
+from compt.stage import StageSpec, resolve_spec
 from compt.tasks import ClipTask, build_task, freeze
+from compt.train.conditions import Probe
 from compt.train.loader import resolve_workers, train_loader
 from compt.train.metrics import MetricsLog
 from compt.train.optim import build_optimizer, lr_at, set_lr
 from compt.train.sampler import StepBatchSampler
 from compt.train.state import Progress, rng_state, set_rng_state
 from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
+from compt.train.wandb_log import wandb_settings
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 POSITION_KEYS = ("step", "epoch", "samples", "flops")
@@ -63,6 +66,7 @@ class StageResult:
     train_flops: float          # samples × (3 × student fwd + teacher fwd if not cached) + cache fill
     wall_clock_s: float         # training wall clock (fill pass, steps, checkpoints; evaluation excluded)
     history: list[dict] = field(default_factory=list)  # [{"step", "epoch", "samples", "flops", **metrics}]
+    conditions: dict = field(default_factory=dict)     # of the wall clock (`compt.train.conditions`); {} = unknown
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "checkpoint": str(self.checkpoint)}
@@ -74,20 +78,15 @@ class StageResult:
 
 @dataclass
 class _Stage:
-    """Everything the loop needs; built once by `_setup`."""
+    """Everything the loop needs; built once by `_setup`. Settings come from `spec` only."""
 
     out_dir: Path
-    model_cfg: ModelConfig
-    train: TrainConfig
+    spec: StageSpec
     info: DistInfo
     dataset: Dataset
     task: ClipTask
     optimizer: torch.optim.Optimizer
-    total_steps: int
-    warmup: int
-    lr: float                   # peak learning rate (member.lr or train.lr)
-    sample_flops: float         # training FLOPs per sample
-    fill_flops: float           # teacher-cache fill pass
+    cached_teacher: bool        # teacher forward paid once by the cache fill, not per sample
     lineage: dict[str, Any]
     progress: Progress
     log: MetricsLog
@@ -97,51 +96,81 @@ class _Stage:
     eval_s: float = 0.0
 
     @property
+    def train(self) -> TrainConfig:
+        return self.spec.train
+
+    @property
     def batch(self) -> int:
-        return self.train.batch_size
+        return self.spec.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.spec.total_steps
 
     def epoch(self, step: int) -> float:
         return step * self.batch / len(self.dataset)
 
     def flops(self, step: int) -> float:
-        return self.fill_flops + step * self.batch * self.sample_flops
+        s = self.spec
+        return training_flops(s.student_flops, s.teacher_flops, step * self.batch, cached_teacher=self.cached_teacher,
+                              fill_samples=len(self.dataset))
 
     def wall(self) -> float:
         """Accumulated training wall clock: earlier sessions plus this one, evaluation excluded."""
         return self.progress.wall_clock_s + time.perf_counter() - self.started - self.eval_s
 
 
-def train_stage(*, out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, train: TrainConfig,
-                dataset: Dataset, init_state: dict[str, Tensor] | None = None,
-                teacher: tuple[ModelConfig, dict[str, Tensor]] | None = None, evaluate: Evaluate | None = None,
-                lineage: dict | None = None, from_scratch: bool = True, progress: bool = True,
-                on_step: Callable[[int], None] | None = None) -> StageResult:
-    """Train `model_cfg` on `dataset` for `member.epochs` epochs into `out_dir`, resuming from last.pt.
+def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Dataset,
+                init_state: dict[str, Tensor] | None = None, teacher_state: dict[str, Tensor] | None = None,
+                evaluate: Evaluate | None = None, lineage: dict | None = None, progress: bool = True,
+                on_step: Callable[[int], None] | None = None, **legacy: Any) -> StageResult:
+    """Train the stage `spec` on `dataset` into `out_dir`, resuming from last.pt.
 
-    `init_state` initialises the student (None: the caller-seeded fresh init); with `teacher` and
-    ``member.distill != "none"`` the stage distills from that frozen model. `evaluate` runs on the
-    unwrapped student every `train.eval_every_epochs` epochs and at the end (on every rank; rank 0's
-    result is kept). `on_step(step)` is called after every optimizer step (tests, benchmarks).
+    `init_state` initialises the student (None: the caller-seeded fresh init); a distilling spec needs the
+    teacher's weights `teacher_state`. `evaluate` runs on the unwrapped student every
+    `train.eval_every_epochs` epochs and at the end (on every rank; rank 0's result is kept).
+    `on_step(step)` is called after every optimizer step (tests, benchmarks).
+
+    Without `spec`, the older keyword form ``model_cfg=, member=, train=, teacher=(cfg, state),
+    from_scratch=, captions=`` is accepted and resolved by `legacy_spec`.
     """
-    started = time.perf_counter()
+    started, probe = time.perf_counter(), Probe()
     out_dir = Path(out_dir)
     done = load_result(out_dir)
     if done is not None:
         return done
+    if spec is None:
+        spec, teacher_state = legacy_spec(dataset, **legacy)
+    elif legacy:
+        raise TypeError(f"train_stage(spec, ...) got unexpected arguments {sorted(legacy)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    stage = _setup(out_dir, model_cfg, member, train, dataset, init_state, teacher, evaluate, lineage,
-                   from_scratch, progress)
+    stage = _setup(out_dir, spec, dataset, init_state, teacher_state, evaluate, lineage, progress)
     stage.started = started  # the wall clock includes set-up and the teacher-cache fill
     try:
         with _stop_signals() as stop:
             _loop(stage, stop, on_step)
-        return _finish(stage)
+        return _finish(stage, probe)
     finally:
         stage.log.close()
 
 
+def legacy_spec(dataset: Dataset, *, model_cfg: ModelConfig, member: MemberConfig, train: TrainConfig,
+                teacher: tuple[ModelConfig, dict[str, Tensor]] | None = None, from_scratch: bool = True,
+                captions: int | None = None) -> tuple[StageSpec, dict[str, Tensor] | None]:
+    """(spec, teacher weights) of the keyword form of `train_stage` (tests and benchmarks that train one
+    stage without a run config). Without `captions`, K is read from the first item's tokens (K, ctx)."""
+    if captions is None and isinstance(getattr(dataset, "k", None), int):
+        captions = dataset.k  # a stream cannot be indexed
+    if captions is None:
+        tokens = dataset[0][1]
+        captions = int(tokens.shape[0]) if tokens.ndim == 2 else 1
+    spec = resolve_spec(model=model_cfg, member=member, train=train, from_scratch=from_scratch,
+                        parent=teacher[0] if teacher else None, samples=len(dataset), captions=captions)
+    return spec, teacher[1] if teacher and spec.distills else None
+
+
 def load_result(out_dir: Path) -> StageResult | None:
-    """The stored result of a finished stage, or None."""
+    """The stored result of a finished stage, or None (a stage is done when result.json and final.pt exist)."""
     path = Path(out_dir) / "result.json"
     if path.is_file() and (Path(out_dir) / "final.pt").is_file():
         return StageResult.from_dict(json.loads(path.read_text()))
@@ -149,45 +178,37 @@ def load_result(out_dir: Path) -> StageResult | None:
 
 
 # ----------------------------------------------------------------------------------------------- setup
-def _setup(out_dir: Path, model_cfg: ModelConfig, member: MemberConfig, train: TrainConfig, dataset: Dataset,
-           init_state: dict[str, Tensor] | None, teacher: tuple[ModelConfig, dict[str, Tensor]] | None,
-           evaluate: Evaluate | None, lineage: dict | None, from_scratch: bool, progress: bool) -> _Stage:
+def _setup(out_dir: Path, spec: StageSpec, dataset: Dataset, init_state: dict[str, Tensor] | None,
+           teacher_state: dict[str, Tensor] | None, evaluate: Evaluate | None, lineage: dict | None,
+           progress: bool) -> _Stage:
     info = distributed.init_distributed()
-    _validate(train, info, len(dataset))
-    captions = dataset_captions(dataset)
-    total = math.ceil(member.epochs * len(dataset) / train.batch_size)
-    resume = _load_resume(out_dir / "last.pt", model_cfg, train, total)
-    student = create_model(model_cfg, state_dict=resume.state_dict if resume else init_state)
-    teacher = teacher if member.distill != "none" else None
-    task, fill_flops, sample_flops = _build_task(student, model_cfg, member, train, teacher, dataset, captions,
-                                                 info, out_dir)
+    train = spec.train
+    _validate(spec, info, len(dataset))
+    resume = _load_resume(out_dir / "last.pt", spec)
+    student = create_model(spec.model, state_dict=resume.state_dict if resume else init_state)
+    task, cached = _build_task(student, spec, teacher_state, dataset, info, out_dir)
     task.to(info.device)
     state = resume.train_state if resume else None
     if state is not None:
         task.load_extra_state(state["task"])
     task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, precision=train.precision,
                                             compile=train.compile)
-    optimizer = build_optimizer(task, train)
+    optimizer = build_optimizer(task, train, lr=spec.lr)
     prog = Progress.from_dict(state["progress"]) if state is not None else Progress()
     if state is not None:
         distributed.load_optimizer_state_dict(task, optimizer, state["optimizer"], train.fsdp)
         set_rng_state(state["rng"])
-    log = MetricsLog(out_dir, enabled=info.is_main, progress=progress, total_steps=total, step=prog.step,
-                     truncate_to=prog.metrics_offset if state is not None else None, desc=model_cfg.name)
-    warm = member.warmup_steps if member.warmup_steps is not None else (
-        train.warmup_steps if from_scratch else train.stage_warmup_steps)
-    peak_lr = member.lr if member.lr is not None else train.lr
-    stage_info = {"distill": member.distill if teacher else "none", "teacher": teacher[0].name if teacher else None,
-                  "epochs": member.epochs, "steps": total, "batch_size": train.batch_size, "seed": train.seed,
-                  "lr": peak_lr}
-    return _Stage(out_dir=out_dir, model_cfg=model_cfg, train=train, info=info, dataset=dataset, task=task,
-                  optimizer=optimizer, total_steps=total, warmup=min(warm, total),
-                  lr=peak_lr, sample_flops=sample_flops,
-                  fill_flops=fill_flops, lineage={**(lineage or {}), "train_stage": stage_info}, progress=prog,
+    log = MetricsLog(out_dir, enabled=info.is_main, progress=progress, total_steps=spec.total_steps,
+                     step=prog.step, truncate_to=prog.metrics_offset if state is not None else None,
+                     desc=spec.model.name, report_to=train.report_to,
+                     wandb=wandb_settings(train, lineage, spec.model.name))
+    return _Stage(out_dir=out_dir, spec=spec, info=info, dataset=dataset, task=task, optimizer=optimizer,
+                  cached_teacher=cached, lineage={**(lineage or {}), "train_stage": spec.summary()}, progress=prog,
                   log=log, evaluate=evaluate, unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
 
 
-def _validate(train: TrainConfig, info: DistInfo, n: int) -> None:
+def _validate(spec: StageSpec, info: DistInfo, n: int) -> None:
+    train = spec.train
     if train.batch_size % (train.accum_steps * info.world_size):
         raise UserError(f"batch_size {train.batch_size} must be divisible by accum_steps × processes "
                         f"({train.accum_steps} × {info.world_size})")
@@ -195,53 +216,47 @@ def _validate(train: TrainConfig, info: DistInfo, n: int) -> None:
         raise UserError(f"precision must be auto, fp32 or bf16, got {train.precision!r}")
     if n == 0:
         raise UserError("the training dataset is empty")
+    if n != spec.samples:
+        raise ValueError(f"the spec was resolved for {spec.samples} samples, the dataset has {n}")
 
 
-def dataset_captions(dataset: Dataset) -> int:
-    """Caption slots K per image: the dataset's `k` when it has one, else the first item's tokens (K, ctx)."""
-    if isinstance(getattr(dataset, "k", None), int):
-        return dataset.k
-    tokens = dataset[0][1]
-    return int(tokens.shape[0]) if tokens.ndim == 2 else 1
-
-
-def _load_resume(path: Path, model_cfg: ModelConfig, train: TrainConfig, total: int) -> Checkpoint | None:
+def _load_resume(path: Path, spec: StageSpec) -> Checkpoint | None:
     if not path.is_file():
         return None
     ckpt = load_checkpoint(path)
     state = ckpt.train_state or {}
     got = (ckpt.model_config.name if ckpt.model_config else None, state.get("total_steps"), state.get("batch_size"))
-    if got != (model_cfg.name, total, train.batch_size):
+    expected = (spec.model.name, spec.total_steps, spec.batch_size)
+    if got != expected:
         raise UserError(f"{path} belongs to another stage (model, steps, batch = {got}, expected "
-                        f"{(model_cfg.name, total, train.batch_size)}); use a fresh folder or delete it")
+                        f"{expected}); use a fresh folder or delete it")
     return ckpt
 
 
-def _build_task(student: nn.Module, s_cfg: ModelConfig, member: MemberConfig, train: TrainConfig,
-                teacher: tuple[ModelConfig, dict[str, Tensor]] | None, dataset: Dataset, captions: int,
-                info: DistInfo, out_dir: Path) -> tuple[ClipTask, float, float]:
-    """(task, cache-fill FLOPs, training FLOPs per sample)."""
-    per_sample = 3 * model_flops(s_cfg).per_sample(captions)
-    if teacher is None:
-        return build_task(student), 0.0, per_sample
-    t_cfg, t_state = teacher
+def _build_task(student: nn.Module, spec: StageSpec, teacher_state: dict[str, Tensor] | None, dataset: Dataset,
+                info: DistInfo, out_dir: Path) -> tuple[ClipTask, bool]:
+    """(task, whether the teacher's features come from a cache filled once)."""
+    if spec.teacher is None:
+        return build_task(student), False
+    s_cfg, t_cfg, train = spec.model, spec.teacher, spec.train
+    if teacher_state is None:
+        raise ValueError(f"stage {s_cfg.name} distills from {t_cfg.name} but got no teacher weights")
     if (t_cfg.vision.image_size, t_cfg.text.context_length) != (s_cfg.vision.image_size, s_cfg.text.context_length):
         raise UserError(f"teacher {t_cfg.name} and student {s_cfg.name} need the same image size and context")
-    t_model = freeze(create_model(t_cfg, state_dict=t_state)).to(info.device)
-    t_fwd = model_flops(t_cfg).per_sample(captions)
-    cache, fill = None, 0.0
+    t_model = freeze(create_model(t_cfg, state_dict=teacher_state)).to(info.device)
+    cache = None
     if train.teacher_cache and getattr(dataset, "deterministic", False):
-        big = cache_bytes(len(dataset), captions, t_cfg.embed_dim) > train.teacher_cache_mem_gb * 2**30
+        big = cache_bytes(len(dataset), spec.captions, t_cfg.embed_dim) > train.teacher_cache_mem_gb * 2**30
         shared = big or distributed.local_world_size() > 1  # one copy per node: a file every local rank maps
         view = dataset.uint8_view() if hasattr(dataset, "uint8_view") else dataset
-        cache = fill_teacher_cache(t_model, view, captions=captions, embed_dim=t_cfg.embed_dim,
+        cache = fill_teacher_cache(t_model, view, captions=spec.captions, embed_dim=t_cfg.embed_dim,
                                    batch_size=train.batch_size // info.world_size, info=info,
                                    precision=train.precision, workers=resolve_workers(train.loader_workers),
                                    mmap_dir=out_dir / "teacher_cache" if shared else None)
-        t_model, fill = None, len(dataset) * t_fwd
-    task = build_task(student, distill=member.distill, weight=member.distill_weight, teacher=t_model,
+        t_model = None
+    task = build_task(student, distill=spec.distill, weight=spec.distill_weight, teacher=t_model,
                       student_dim=s_cfg.embed_dim, teacher_dim=t_cfg.embed_dim, cache=cache)
-    return task, fill, per_sample + (t_fwd if cache is None else 0.0)
+    return task, cache is not None
 
 
 # ----------------------------------------------------------------------------------------------- loop
@@ -259,7 +274,8 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
     accum = st.train.accum_steps
     finite = torch.ones((), dtype=torch.bool, device=st.info.device)  # every loss since the last sync step
     for step in range(st.progress.step, st.total_steps):
-        lr = lr_at(step, base_lr=st.lr, min_lr=st.train.min_lr, warmup=st.warmup, total=st.total_steps)
+        lr = lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
+                   total=st.total_steps)
         set_lr(st.optimizer, lr)
         sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
         finite = finite & torch.stack([v.reshape(()) for v in sums.values()]).isfinite().all()
@@ -281,7 +297,7 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
 
 def _loader(st: _Stage) -> DataLoader:
     sampler = StepBatchSampler(len(st.dataset), batch_size=st.batch, accum=st.train.accum_steps,
-                               seed=st.train.seed, start=st.progress.step, stop=st.total_steps,
+                               seed=st.spec.seed, start=st.progress.step, stop=st.total_steps,
                                shard_id=st.info.rank, num_shards=st.info.world_size)
     return train_loader(st.dataset, sampler, workers=st.train.loader_workers, info=st.info,
                         cache=getattr(st.task, "cache", None))
@@ -382,24 +398,23 @@ def _save_last(st: _Stage) -> None:
     if st.info.is_main:
         state = {"progress": st.progress.to_dict(), "optimizer": optim, "task": st.task.extra_state(),
                  "rng": rng_state(), "total_steps": st.total_steps, "batch_size": st.batch}
-        save_checkpoint(st.out_dir / "last.pt", state_dict=weights, model_config=st.model_cfg,
+        save_checkpoint(st.out_dir / "last.pt", state_dict=weights, model_config=st.spec.model,
                         lineage=st.lineage, train_state=state)
     distributed.barrier()
 
 
-def _finish(st: _Stage) -> StageResult:
+def _finish(st: _Stage, probe: Probe) -> StageResult:
     weights = distributed.model_state_dict(st.task.student)
     evals = st.progress.history[-1] if st.progress.history else {}
     metrics = {k: v for k, v in evals.items() if k not in POSITION_KEYS}
     metrics |= {f"train_{k}" if k != "logit_scale" else k: v for k, v in st.progress.losses.items()}
     result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=st.total_steps,
                          samples=st.total_steps * st.batch, train_flops=st.flops(st.total_steps),
-                         wall_clock_s=st.wall(), history=list(st.progress.history))
+                         wall_clock_s=st.wall(), history=list(st.progress.history),
+                         conditions=probe.finish(st.info.device))
     if st.info.is_main:
-        save_checkpoint(result.checkpoint, state_dict=weights, model_config=st.model_cfg, lineage=st.lineage)
-        path = st.out_dir / "result.json"
-        path.with_suffix(".json.tmp").write_text(json.dumps(result.to_dict(), indent=2))
-        path.with_suffix(".json.tmp").replace(path)
+        save_checkpoint(result.checkpoint, state_dict=weights, model_config=st.spec.model, lineage=st.lineage)
+        atomic_write_json(st.out_dir / "result.json", result.to_dict())
     distributed.barrier()
     return result
 

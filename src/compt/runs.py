@@ -1,0 +1,109 @@
+"""What a run directory holds, read once: per-stage rows of the chain and the baselines (`load_run`).
+
+Rows come from each finished stage's result (`compt.train.load_result`) in the folders `compt.chain`
+assigns; growth time comes from the stage's lineage.json. Used by `compt.report` and `compt.plots`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from compt.chain import baseline_dir, plan_stages
+from compt.config import RunConfig, config_from_dict
+from compt.errors import UserError
+from compt.plan import plan_chain
+from compt.train import load_result
+from compt.train.conditions import contention
+
+# The headline metrics of tables and plots: (key in a stage's metrics, label)
+METRICS = (("zeroshot_top1", "zero-shot top-1"), ("retrieval_r1", "retrieval R@1"))
+
+
+@dataclass
+class StageRow:
+    model: str
+    method: str                  # "chain" | "individual"
+    epochs: float
+    flops: float                 # training FLOPs of this stage
+    cumulative_flops: float      # chain: FLOPs to obtain this member (stages 1..i); individual: = flops
+    wall_s: float
+    metrics: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    conditions: dict[str, Any] | None = None   # of the wall clock (`compt.train.conditions`); None = not recorded
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.method}"
+
+    def wall_status(self) -> str:
+        """clean | contended | not recorded (results written before compt recorded the conditions)."""
+        if not self.conditions:
+            return "not recorded"
+        return "contended" if contention(self.conditions) else "clean"
+
+
+@dataclass
+class RunSummary:
+    name: str
+    run_dir: str
+    chain: list[StageRow]
+    individual: list[StageRow | None]
+    cfg: RunConfig
+
+    @property
+    def chain_flops(self) -> float:
+        return sum(r.flops for r in self.chain)
+
+    @property
+    def chain_wall(self) -> float:
+        return sum(r.wall_s for r in self.chain)
+
+    def individual_flops(self) -> list[float]:
+        """Counted FLOPs of each baseline; the planner's analytic figure where a baseline was not run."""
+        planned = plan_chain(self.cfg).members if None in self.individual else []
+        return [r.flops if r else planned[i].individual_cost for i, r in enumerate(self.individual)]
+
+
+def _load_result(path: Path) -> dict[str, Any] | None:
+    """A finished stage's result plus the growth time recorded in its lineage.json (None: not done)."""
+    result = load_result(path)
+    if result is None:
+        return None
+    lineage = path / "lineage.json"
+    grow_s = json.loads(lineage.read_text()).get("grow_s", 0.0) if lineage.is_file() else 0.0
+    return {**result.to_dict(), "grow_s": grow_s}
+
+
+def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: float) -> StageRow:
+    flops = float(res["train_flops"])
+    return StageRow(model=model, method=method, epochs=epochs, flops=flops, cumulative_flops=offset + flops,
+                    wall_s=float(res["wall_clock_s"]) + float(res.get("grow_s", 0.0)),
+                    metrics={k: float(v) for k, v in res.get("metrics", {}).items()},
+                    history=res.get("history", []), conditions=res.get("conditions") or None)
+
+
+def load_run(run_dir: str | Path) -> RunSummary:
+    """Read a run directory; missing stages are reported as not run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir} is not a compt run directory (no config.toml); run `compt train` first")
+    cfg = config_from_dict(tomllib.loads((run_dir / "config.toml").read_text()))
+    chain, total = [], 0.0
+    for stage in plan_stages(cfg, baselines=False):
+        res = _load_result(run_dir / stage.directory)
+        if res is None:
+            break
+        chain.append(_row(res, stage.member.model, "chain", stage.member.epochs, total))
+        total += chain[-1].flops
+    individual = []
+    for i, m in enumerate(cfg.chain):
+        res = _load_result(run_dir / baseline_dir(cfg, i))
+        individual.append(_row(res, m.model, "individual", cfg.individual_epochs, 0.0) if res else None)
+    if not chain:
+        raise UserError(f"{run_dir}: no finished stage yet")
+    return RunSummary(name=cfg.name, run_dir=str(run_dir), chain=chain, individual=individual, cfg=cfg)

@@ -1,0 +1,81 @@
+"""`StageSpec`: every setting of one training stage, resolved once from the run config.
+
+`compt.chain` resolves one spec per stage (`chain.stage_spec`) and hands it to the trainer, the planner,
+the report and the stage's lineage; nothing downstream re-reads ``train.lr`` / ``member.lr``, re-decides
+whether a stage distills, or re-derives the caption count from the data. The resolution rules::
+
+    peak lr      = member.lr            if set, else train.lr
+    warmup       = member.warmup_steps  if set, else train.warmup_steps (from scratch)
+                                                     or train.stage_warmup_steps (grown stage)
+    total steps  = ⌈epochs · N / batch_size⌉          (N training samples per epoch)
+    warmup       ← min(warmup, total steps)
+    distill      = member.distill for a stage with a parent, else "none"; teacher = parent ⇔ distill ≠ "none"
+    F_student    = image + K · text forward FLOPs of the student   (K = data.captions_per_image)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from compt.config import MemberConfig, TrainConfig
+from compt.flops import model_flops
+from compt.models import ModelConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageSpec:
+    """One stage's resolved settings (see the module docstring for how each is derived)."""
+
+    model: ModelConfig
+    parent: ModelConfig | None      # the previous chain member (grown stages); None from scratch
+    teacher: ModelConfig | None     # the parent when the stage distills, else None
+    from_scratch: bool
+    epochs: float
+    samples: int                    # training samples per epoch (N)
+    total_steps: int
+    lr: float                       # peak learning rate
+    warmup_steps: int
+    min_lr: float
+    growth: str                     # "none" for a from-scratch stage
+    distill: str                    # "none" ⇔ teacher is None
+    distill_weight: float
+    captions: int                   # caption slots K per image
+    seed: int
+    student_flops: float            # forward FLOPs per sample (image + K captions)
+    teacher_flops: float            # the teacher's, 0 without a teacher
+    train: TrainConfig              # loop settings (optimizer, batch, precision, checkpoints …); its lr,
+                                    # min_lr and warmups are already resolved into the fields above
+
+    @property
+    def distills(self) -> bool:
+        return self.teacher is not None
+
+    @property
+    def batch_size(self) -> int:
+        return self.train.batch_size
+
+    def summary(self) -> dict:
+        """JSON-ready description (lineage, logs): every resolved value except the nested configs."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("model", "parent", "teacher", "train")}
+        return {**d, "model": self.model.name, "parent": self.parent.name if self.parent else None,
+                "teacher": self.teacher.name if self.teacher else None, "batch_size": self.batch_size,
+                "steps": self.total_steps}
+
+
+def resolve_spec(*, model: ModelConfig, member: MemberConfig, train: TrainConfig, from_scratch: bool,
+                 parent: ModelConfig | None, samples: int, captions: int) -> StageSpec:
+    """The one place a stage's settings are resolved (rules in the module docstring)."""
+    parent = None if from_scratch else parent
+    distill = "none" if parent is None else member.distill
+    teacher = parent if distill != "none" else None
+    total = math.ceil(member.epochs * samples / train.batch_size)
+    warm = member.warmup_steps if member.warmup_steps is not None else (
+        train.warmup_steps if from_scratch else train.stage_warmup_steps)
+    return StageSpec(model=model, parent=parent, teacher=teacher, from_scratch=from_scratch, epochs=member.epochs,
+                     samples=samples, total_steps=total, lr=member.lr if member.lr is not None else train.lr,
+                     warmup_steps=min(warm, total), min_lr=train.min_lr,
+                     growth="none" if from_scratch else member.growth, distill=distill,
+                     distill_weight=member.distill_weight, captions=captions, seed=train.seed,
+                     student_flops=model_flops(model).per_sample(captions),
+                     teacher_flops=model_flops(teacher).per_sample(captions) if teacher else 0.0, train=train)
