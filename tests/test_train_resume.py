@@ -106,7 +106,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path: Path)
     def poison(step: int) -> None:
         data.poison = step >= 3
 
-    kwargs = stage_kwargs(tmp_path, dataset=data, ckpt_every_steps=2)
+    kwargs = stage_kwargs(tmp_path, dataset=data, ckpt_every_steps=2, loader_workers=0)  # poisoned in-process
     with pytest.raises(UserError, match="non-finite loss by step 4"):
         train_stage(**kwargs, on_step=poison)
     assert _step_of(tmp_path) == 2 and not (tmp_path / "final.pt").exists()
@@ -128,7 +128,7 @@ def test_losses_are_read_only_at_sync_steps_and_nan_is_caught_there(tmp_path: Pa
         data.poison = step >= 4
 
     with pytest.raises(UserError, match="non-finite loss by step 6"):
-        train_stage(**stage_kwargs(tmp_path / "nan", dataset=data, log_every_steps=3), on_step=poison)
+        train_stage(**stage_kwargs(tmp_path / "nan", dataset=data, log_every_steps=3, loader_workers=0), on_step=poison)
     assert _step_of(tmp_path / "nan") == 4
 
 
