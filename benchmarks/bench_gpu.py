@@ -315,6 +315,11 @@ def render(rows: list[Row], args: argparse.Namespace, size: Size, device: str, p
         lines.append(f"| {r.case} | {r.model} | {r.step_s * 1e3:.1f} | {r.images_per_s:.1f} | {r.vs or '—'} | "
                      f"{fmt(100 * mfu, '.1f')}{'' if math.isnan(mfu) else ' %'} | {fmt(r.peak_gib, '.2f')} | "
                      f"{fmt(r.setup_s, '.1f')} |")
+    if not torch.cuda.is_available():
+        lines += ["", "**No GPU ran this.** These are CPU numbers of the same code path (no bf16 peak: no MFU; no "
+                  "device memory); the GPU numbers — ViT-S-16, ViT-B-16 and B → BL at batch 256 in bf16, MFU "
+                  "against the stated peak — are still open. On one GPU (sized for < 8 minutes):", "",
+                  "    python benchmarks/bench_gpu.py --out benchmarks/results/gpu.md"]
     return "\n".join(lines) + "\n"
 
 

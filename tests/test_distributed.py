@@ -8,6 +8,7 @@ step by step, the evaluations (``evaluate=True``: retrieval + feature sums throu
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from helpers import final_weights, read_metrics, stage_kwargs, toy_evaluate
 
 from compt import distributed
+from compt.errors import UserError
 from compt.train import train_stage
 
 _DISTILL = {"model": "test/C", "teacher": "test/B", "distill": "fd+affinity", "epochs": 1}
@@ -76,6 +78,12 @@ def test_fsdp_resume_is_bit_identical(two_process_runs: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_multi_node_run_dir_must_be_shared(two_process_runs: Path) -> None:
+    for rank in (0, 1):
+        text = (two_process_runs / f"not-shared.{rank}.txt").read_text()
+        assert "is not shared by all nodes (1 of 2 ranks cannot read" in text
+
+
 def test_single_process_helpers_are_identities() -> None:
     info = distributed.init_distributed()
     assert (info.rank, info.world_size, info.is_main) == (0, 1, True)
@@ -99,4 +107,13 @@ if __name__ == "__main__":
         _run(root / RESUMED[0], **RESUMED[1], on_step=crash)
     except RuntimeError:
         _run(root / RESUMED[0], **RESUMED[1])
+    # pretend to be two single-rank nodes: a shared folder passes, one folder per node fails on every rank
+    os.environ["LOCAL_WORLD_SIZE"] = "1"
+    rank = int(os.environ["RANK"])
+    (root / f"local{rank}").mkdir()
+    distributed.check_shared_dir(root)
+    try:
+        distributed.check_shared_dir(root / f"local{rank}")
+    except UserError as e:
+        (root / f"not-shared.{rank}.txt").write_text(str(e))
     distributed.shutdown()

@@ -249,6 +249,7 @@ def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None =
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    dist.check_shared_dir(run_dir)  # multi-node: every rank reads what rank 0 writes here
     cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
     stages = plan_stages(cfg, cfg.baselines)
     check_or_reset(run_dir, cfg, stages, from_stage)

@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from compt.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,40 @@ def _world() -> int:
 def barrier() -> None:
     if _world() > 1:
         dist.barrier()
+
+
+def check_shared_dir(path: Path) -> None:
+    """Multi-node runs need `path` on a filesystem every node sees (rank 0 writes the run's files — grown
+    init.pt, the parent's final.pt — and every rank reads them): check it once, at start-up, on every rank.
+
+    Rank 0 writes a token with a fresh nonce; every rank reads it back; any rank that cannot makes all raise.
+    Single-node runs (every rank on rank 0's node) skip the check.
+    """
+    if _world() == 1 or local_world_size() == _world():
+        return
+    nonce = [f"{os.getpid()}-{time.time_ns()}"]
+    dist.broadcast_object_list(nonce, src=0)
+    token = Path(path) / ".compt-shared-fs-check"
+    if dist.get_rank() == 0:
+        token.write_text(nonce[0])
+    barrier()
+    try:
+        seen = token.read_text() == nonce[0]
+    except OSError:
+        seen = False
+    missing = torch.tensor([0.0 if seen else 1.0], device=_collective_device())
+    dist.all_reduce(missing, op=dist.ReduceOp.SUM)
+    barrier()
+    if dist.get_rank() == 0:
+        token.unlink(missing_ok=True)
+    if missing.item() > 0:
+        raise UserError(f"{path} is not shared by all nodes ({int(missing.item())} of {_world()} ranks cannot read "
+                        f"what rank 0 wrote there): multi-node runs need the run directory (and data.path) on a "
+                        f"filesystem every node mounts")
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------------------------- devices
