@@ -56,6 +56,25 @@ PAPER_ALLOC = tuple(32 * e / 128 for e in (24, 18, 15))        # 6, 4.5, 3.75 ep
 LONG = ("train.eval_every_epochs=4",)
 PAPER_EPOCHS = (24.0, 18.0, 15.0)                              # the paper's CC3M T → S → B → L stages
 EVERY16 = ("train.eval_every_epochs=16",)
+PROTOCOL = (*EVERY16, *(f"chain.{i}.distill_weight=50.0" for i in (1, 2, 3)))
+
+
+def equal_flops_epochs(models: tuple[str, ...], epochs: tuple[float, ...], drop: float) -> tuple[float, ...]:
+    """Epochs of grown members that drop a fraction `drop` of their patches, at the counted FLOPs of `epochs`
+    without dropping (the teacher cache is filled once either way, so the per-sample student cost decides)."""
+    from dataclasses import replace
+
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+
+    out = []
+    for name, e in zip(models, epochs):
+        cfg = get_model_config(name)
+        dropped = replace(cfg, vision=replace(cfg.vision, patch_dropout=drop))
+        out.append(round(e * model_flops(cfg).per_sample(1) / model_flops(dropped).per_sample(1), 3))
+    return tuple(out)
+
+
 PAPER_FRACTIONS = tuple(e / 128 for e in PAPER_EPOCHS)
 # (pairs, baseline epochs): 2.5k × 8 and × 32 cost 1/16 and 1/4 of the fixed budget of 320k samples per baseline;
 # 2.5k × 128 = 10k × 32 = 40k × 8 spend all of it with ever fresher data (2.5k × 128 is paper_protocol's NTCS run)
@@ -136,6 +155,21 @@ EXPERIMENTS = {e.name: e for e in (
                            baseline_epochs=e, overrides=(f"data.num_samples={n}", f"train.eval_every_epochs={e // 8}",
                                                          *_members("distill_weight=50.0")))
                    for n, e in SATURATION_GRID)),
+    Experiment("beyond_paper", "going past the paper on its own protocol (N → T → C → S, 128-epoch baselines, "
+               "grown members at 24 / 18 / 15 epochs, fd α = 50): the grown member's lr schedule, a distillation "
+               "weight decaying to 0, FLIP patch dropout at equal counted FLOPs", (
+        Variant("protocol", FOUR, stage_epochs=PAPER_EPOCHS, baseline_epochs=128, overrides=PROTOCOL),
+        Variant("lr4e-3", FOUR, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
+                overrides=(*PROTOCOL, *_members("lr=4e-3"))),
+        Variant("fast-decay", FOUR, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
+                overrides=(*PROTOCOL, *_members("decay_fraction=0.5"))),
+        Variant("lr4e-3-fast-decay", FOUR, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
+                overrides=(*PROTOCOL, *_members("lr=4e-3 decay_fraction=0.5"))),
+        Variant("ki-cosine", FOUR, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
+                overrides=(*PROTOCOL, *_members("distill_schedule=\"cosine\""))),
+        Variant("flip50", FOUR, stage_epochs=equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.5), baseline_epochs=128,
+                overrides=(*PROTOCOL, *_members("patch_dropout=0.5"))),
+    )),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",
                tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))
@@ -202,7 +236,8 @@ def save_summaries(run_dir: Path) -> Path:
     return target
 
 
-def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh: bool = False) -> Path:
+def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh: bool = False,
+                chain_only: bool = False) -> Path:
     cfg = variant_config(v, seed, extra)
     run_dir = RUNS / exp.name / v.name / f"seed{seed}"
     if fresh and run_dir.exists():
@@ -211,7 +246,7 @@ def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh:
     reused = 0 if fresh else reuse_finished(run_dir, cfg)
     t0 = time.perf_counter()
     print(f"[{exp.name}/{v.name}/seed{seed}] {' → '.join(v.chain)} (reused {reused} stage(s))", flush=True)
-    train_chain(cfg, run_dir, progress=False)
+    train_chain(cfg, run_dir, progress=False, baselines=False if chain_only else None)
     save_summaries(run_dir)
     print(f"[{exp.name}/{v.name}/seed{seed}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return run_dir
@@ -223,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--list", action="store_true")
     p.add_argument("--variants", nargs="+", default=None, help="only these variants of the experiment")
+    p.add_argument("--chain-only", action="store_true",
+                   help="train the chain stages only (baselines later, or copied from another variant)")
     p.add_argument("--save-summaries", action="store_true",
                    help="only copy the small files of every run under runs/bench to benchmarks/runs")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -245,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{exp.name}/{v.name}: {' → '.join(v.chain)} {' '.join(v.overrides)}")
                 continue
             for seed in args.seeds:
-                run_variant(exp, v, seed, args.overrides, args.fresh)
+                run_variant(exp, v, seed, args.overrides, args.fresh, args.chain_only)
     return 0
 
 

@@ -108,3 +108,19 @@ def test_variant_table_marks_wall_clock_that_is_not_a_clean_measurement(tmp_path
     table = variant_table([(name, summarise([load_run(write_run(tmp_path / name, c))])) for name, c in runs.items()])
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
     assert "| 2.86× |" in rows["clean"] and "| 2.86× † |" in rows["busy"] and "| 2.86× ? |" in rows["old"]
+
+
+def test_flip_variant_trains_longer_at_equal_counted_flops() -> None:
+    import dataclasses
+
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+
+    v = next(v for v in experiments.EXPERIMENTS["beyond_paper"].variants if v.name == "flip50")
+    cfg = experiments.variant_config(v, seed=0, extra=[])
+    for m, paper in zip(cfg.chain[1:], (24.0, 18.0, 15.0)):
+        full = get_model_config(m.model)
+        dropped = dataclasses.replace(full, vision=dataclasses.replace(full.vision, patch_dropout=0.5))
+        assert m.patch_dropout == 0.5 and m.epochs > paper
+        assert m.epochs * model_flops(dropped).per_sample(1) == pytest.approx(paper * model_flops(full).per_sample(1),
+                                                                            rel=1e-3)

@@ -225,3 +225,31 @@ def test_distill_scale_decays_to_zero_over_the_stage(schedule: str, mid: float, 
     assert distill_scale(5, 10, schedule) == pytest.approx(mid)
     assert distill_scale(10, 10, schedule) == pytest.approx(end, abs=1e-12)
     assert distill_scale(3, 10, "cosine") > distill_scale(3, 10, "linear")   # cosine keeps more early on
+
+
+def test_member_decay_fraction_reaches_the_floor_halfway(tmp_path: Path) -> None:
+    train_stage(**stage_kwargs(tmp_path, epochs=3, min_lr=1e-5, member={"warmup_steps": 2, "decay_fraction": 0.5}))
+    lrs = [r["lr"] for r in read_metrics(tmp_path)]                      # 12 steps: warmup 2, cosine over 5
+    assert len(lrs) == 12 and lrs[1] == lrs[2] == pytest.approx(1e-3) and lrs[3] < 1e-3
+    assert lrs[7:] == [pytest.approx(1e-5)] * 5 and lrs[6] > 1e-5
+
+
+def test_distill_schedule_scales_the_distillation_terms(tmp_path: Path) -> None:
+    kw = {"model": "test/C", "teacher": "test/B", "distill": "fd", "epochs": 2}
+    train_stage(**stage_kwargs(tmp_path / "lin", member={"distill_weight": 50.0, "distill_schedule": "linear"}, **kw))
+    rows = read_metrics(tmp_path / "lin")                                # 8 steps: s(t) = 1 − step/8
+    for step, r in enumerate(rows):
+        fd = 50.0 * (1 - step / 8) * (r["fd_image"] + r["fd_text"])
+        assert r["loss"] == pytest.approx(r["clip_loss"] + fd, rel=1e-5, abs=1e-7)
+
+
+def test_patch_dropout_trains_on_kept_patches_and_counts_their_flops(tmp_path: Path) -> None:
+    import dataclasses
+
+    result = train_stage(**stage_kwargs(tmp_path, epochs=1, model="test/B", member={"patch_dropout": 0.5}))
+    base = get_model_config("test/B")
+    dropped = dataclasses.replace(base, vision=dataclasses.replace(base.vision, patch_dropout=0.5))
+    assert result.train_flops == pytest.approx(result.samples * 3 * model_flops(dropped).per_sample(2))
+    assert model_flops(dropped).image < model_flops(base).image
+    saved = torch.load(tmp_path / "final.pt", weights_only=True)["model_config"]
+    assert saved["vision"]["patch_dropout"] == 0.0                        # checkpoints describe the architecture

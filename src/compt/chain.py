@@ -90,14 +90,27 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
     return stage_dir(kind, index, cfg.chain[index].model)
 
 
+# Member and data settings added after the first fingerprints were written: they enter a fingerprint only
+# when set, so run directories made before they existed keep the same fingerprint.
+MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout")
+DATA_SETTINGS_ADDED_LATER = ("shuffle_buffer", "resampled")
+
+
+def _later_settings(m: MemberConfig) -> dict[str, Any]:
+    return {k: getattr(m, k) for k in MEMBER_SETTINGS_ADDED_LATER if getattr(m, k) is not None}
+
+
 def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
     """The settings a stage's result depends on (for detecting config changes on resume)."""
     if stage.from_scratch:  # growth/distillation settings do not touch a from-scratch run
         m = stage.member
-        members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr}]
+        members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr,
+                    **_later_settings(m)}]
     else:
-        members = [asdict(m) for m in (*cfg.chain[: stage.index], stage.member)]
-    return {"members": members, "data": asdict(cfg.data), "train": _without_runtime(asdict(cfg.train))}
+        members = [{k: v for k, v in asdict(m).items() if k not in MEMBER_SETTINGS_ADDED_LATER} | _later_settings(m)
+                   for m in (*cfg.chain[: stage.index], stage.member)]
+    data = {k: v for k, v in asdict(cfg.data).items() if not (k in DATA_SETTINGS_ADDED_LATER and v is None)}
+    return {"members": members, "data": data, "train": _without_runtime(asdict(cfg.train))}
 
 
 def _without_runtime(train: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import sys
 
 from compt.errors import UserError
 
-COMMANDS = ("models", "flops", "plan", "grow", "train", "eval", "report", "demo")
+COMMANDS = ("models", "flops", "plan", "grow", "train", "eval", "export", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

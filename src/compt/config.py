@@ -45,6 +45,8 @@ else:  # pragma: no cover
 from compt.data.settings import DataConfig
 from compt.errors import UserError, unknown_name
 
+DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
+
 REPORT_TO = ("tensorboard", "wandb")
 __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
            "load_config", "validate"]
@@ -95,6 +97,10 @@ class MemberConfig:
     distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
     warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
     lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
+    decay_fraction: float | None = None    # the cosine reaches min_lr after this fraction of the post-warmup
+                                           # steps, then stays there (default 1: the whole stage)
+    distill_schedule: str | None = None    # α over the stage: constant (default) | linear | cosine (→ 0 at the end)
+    patch_dropout: float | None = None     # fraction of image patches dropped while this member trains (FLIP)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,6 +254,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 # ----------------------------------------------------------------------------------------------- checks
+def _validate_stage_schedule(i: int, m: MemberConfig, is_swin: bool) -> None:
+    where = f"chain member {i + 1} ({m.model})"
+    if m.decay_fraction is not None and not 0 < m.decay_fraction <= 1:
+        raise UserError(f"{where}: decay_fraction must be in (0, 1], got {m.decay_fraction}")
+    if m.distill_schedule is not None and m.distill_schedule not in DISTILL_SCHEDULES:
+        raise unknown_name("distillation schedule", m.distill_schedule, DISTILL_SCHEDULES)
+    if m.patch_dropout is not None and not 0 <= m.patch_dropout < 1:
+        raise UserError(f"{where}: patch_dropout must be in [0, 1), got {m.patch_dropout}")
+    if m.patch_dropout and is_swin:
+        raise UserError(f"{where}: patch_dropout needs a ViT image tower (Swin has no patch tokens to drop)")
+
+
 def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
     from compt.data import adapter
@@ -270,6 +288,7 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
         if m.lr is not None and m.lr <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
+        _validate_stage_schedule(i, m, cfgs[i].is_swin)
         if i > 0 and m.growth not in ops:
             raise unknown_name("growth operator", m.growth, ops)
         if i > 0 and m.distill not in DISTILL_NAMES:

@@ -177,6 +177,9 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
     summary["plots"] = [str(p) for p in plots]
     md = f"# {summary['name']}\n\nRuns: {', '.join(summary['runs'])}\n\n{format_markdown(summary)}\n"
     md += "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)
+    from compt.bench.table import benchmark_section
+
+    md += benchmark_section(run_dirs, out)  # clip_benchmark per-dataset table, when `compt eval --benchmark` ran
     (out / "report.md").write_text(md)
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     return out, md

@@ -71,7 +71,7 @@ class RunSummary:
 
 def _load_result(path: Path) -> dict[str, Any] | None:
     """A finished stage's result plus the growth time recorded in its lineage.json (None: not done)."""
-    result = load_result(path)
+    result = load_result(path, weights=False)   # reports also read run summaries kept without checkpoints
     if result is None:
         return None
     lineage = path / "lineage.json"

@@ -10,13 +10,17 @@ whether a stage distills, or re-derives the caption count from the data. The res
     total steps  = ⌈epochs · N / batch_size⌉          (N training samples per epoch)
     warmup       ← min(warmup, total steps)
     distill      = member.distill for a stage with a parent, else "none"; teacher = parent ⇔ distill ≠ "none"
-    F_student    = image + K · text forward FLOPs of the student   (K = data.captions_per_image)
+    F_student    = image + K · text forward FLOPs of the student   (K = data.captions_per_image), in training:
+                   with patch dropout the image tower runs on the kept patches
+    decay        = member.decay_fraction   if set, else 1 (the cosine spans the whole stage)
+    α schedule   = member.distill_schedule if set, else "constant"
+    patch drop   = member.patch_dropout    if set, else 0 (baselines never drop patches)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from compt.config import MemberConfig, TrainConfig
 from compt.flops import model_flops
@@ -44,12 +48,22 @@ class StageSpec:
     seed: int
     student_flops: float            # forward FLOPs per sample (image + K captions)
     teacher_flops: float            # the teacher's, 0 without a teacher
+    decay_fraction: float = 1.0     # the lr cosine reaches min_lr after this fraction of the post-warmup steps
+    distill_schedule: str = "constant"  # α · s(t) over the stage (`train.optim.distill_scale`)
+    patch_dropout: float = 0.0      # fraction of image patches the student drops in training (FLIP)
     train: TrainConfig              # loop settings (optimizer, batch, precision, checkpoints …); its lr,
                                     # min_lr and warmups are already resolved into the fields above
 
     @property
     def distills(self) -> bool:
         return self.teacher is not None
+
+    @property
+    def train_model(self) -> ModelConfig:
+        """The student as it trains: `model` with the stage's patch dropout (checkpoints keep `model`)."""
+        if not self.patch_dropout:
+            return self.model
+        return replace(self.model, vision=replace(self.model.vision, patch_dropout=self.patch_dropout))
 
     @property
     def batch_size(self) -> int:
@@ -72,10 +86,14 @@ def resolve_spec(*, model: ModelConfig, member: MemberConfig, train: TrainConfig
     total = math.ceil(member.epochs * samples / train.batch_size)
     warm = member.warmup_steps if member.warmup_steps is not None else (
         train.warmup_steps if from_scratch else train.stage_warmup_steps)
+    drop = member.patch_dropout or 0.0
+    trains_as = replace(model, vision=replace(model.vision, patch_dropout=drop)) if drop else model
     return StageSpec(model=model, parent=parent, teacher=teacher, from_scratch=from_scratch, epochs=member.epochs,
                      samples=samples, total_steps=total, lr=member.lr if member.lr is not None else train.lr,
                      warmup_steps=min(warm, total), min_lr=train.min_lr,
                      growth="none" if from_scratch else member.growth, distill=distill,
                      distill_weight=member.distill_weight, captions=captions, seed=train.seed,
-                     student_flops=model_flops(model).per_sample(captions),
+                     student_flops=model_flops(trains_as).per_sample(captions),
+                     decay_fraction=member.decay_fraction or 1.0,
+                     distill_schedule=member.distill_schedule or "constant", patch_dropout=drop,
                      teacher_flops=model_flops(teacher).per_sample(captions) if teacher else 0.0, train=train)

@@ -65,6 +65,7 @@ class ClipTask(nn.Module):
     def __init__(self, student: nn.Module) -> None:
         super().__init__()
         self.student = student
+        self.weight_scale = 1.0   # s(t) of the distillation weight, set by the trainer each step (1: constant)
 
     def forward(self, images: Tensor, tokens: Tensor, index: Tensor, *teacher_rows: Tensor) -> dict[str, Tensor]:
         image, text, scale = encode(self.student, images, tokens)
@@ -92,7 +93,8 @@ def _rect_identity(out_dim: int, in_dim: int) -> Tensor:
 class DistillTask(ClipTask):
     """CLIP loss on the student plus distillation from a frozen teacher.
 
-    L = L_clip + α · (FD(img) + FD(txt)) [fd] + 1 · affinity [affinity] + 1 · ICL [icl], where FD compares
+    L = L_clip + s(t) · (α · (FD(img) + FD(txt)) [fd] + 1 · affinity [affinity] + 1 · ICL [icl]), where
+    s(t) = `weight_scale` is the stage's distillation schedule (1 = constant, the paper), FD compares
     the teacher's normalised embedding with T(student's normalised embedding) and ICL contrasts
     normalise(T(student's embedding)) with the teacher's other modality. T is one learnable bias-free linear
     map shared by both towers (they live in one joint space), initialised to the rectangular identity so that
@@ -146,17 +148,17 @@ class DistillTask(ClipTask):
             # local samples only: DDP's gradient averaging turns the per-rank means into the global mean
             fd_image = feature_distill_loss(self.project(image), t_image)
             fd_text = feature_distill_loss(self.project(text), t_text)
-            loss = loss + self.weight * (fd_image + fd_text)
+            loss = loss + self.weight_scale * self.weight * (fd_image + fd_text)
             out |= {"fd_image": fd_image.detach(), "fd_text": fd_text.detach()}
         if "affinity" in self.parts:
             affinity = affinity_distill_loss(g_image, g_text, scale, gather_no_grad(t_image),
                                              gather_no_grad(t_text), t_scale)
-            loss = loss + AFFINITY_WEIGHT * affinity
+            loss = loss + self.weight_scale * AFFINITY_WEIGHT * affinity
             out["affinity"] = affinity.detach()
         if "icl" in self.parts:
             s_image, s_text = (F.normalize(self.project(x), dim=-1) for x in (g_image, g_text))
             icl = icl_distill_loss(s_image, s_text, scale, gather_no_grad(t_image), gather_no_grad(t_text))
-            loss = loss + ICL_WEIGHT * icl
+            loss = loss + self.weight_scale * ICL_WEIGHT * icl
             out["icl"] = icl.detach()
         return {"loss": loss, **out}
 

@@ -39,6 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="data_set",
                    help="any data setting, e.g. --set csv_separator=tab --set root=/data (repeatable)")
+    b = p.add_argument_group("clip_benchmark (pip install 'compt[bench]'): CHECKPOINT is then a RUN_DIR")
+    b.add_argument("--benchmark", default="", metavar="DATASET[,DATASET…]",
+                   help="evaluate every member of RUN_DIR with clip_benchmark (e.g. wds/fashion_mnist)")
+    b.add_argument("--dataset-root", default="", metavar="ROOT",
+                   help="folder with one folder per dataset, or a clip_benchmark template with {dataset_cleaned}")
+    b.add_argument("--task", default="auto", metavar="TASK",
+                   help="zeroshot_classification | zeroshot_retrieval | auto (default; wds: by dataset_type.txt)")
+    b.add_argument("--workers", type=int, default=0, help="clip_benchmark data loader workers (default 0)")
     p.set_defaults(func=run)
 
 
@@ -90,8 +98,25 @@ def format_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def run_clip_benchmark(args: argparse.Namespace) -> int:
+    """`--benchmark`: clip_benchmark on every member of the run directory (`compt.bench`)."""
+    from compt.bench import BenchmarkConfig, run_benchmark
+
+    if not args.dataset_root:
+        raise UserError("--benchmark needs --dataset-root ROOT (the datasets must already be there: offline)")
+    cfg = BenchmarkConfig(datasets=tuple(d.strip() for d in args.benchmark.split(",")), task=args.task,
+                          dataset_root=args.dataset_root, batch_size=args.batch_size, workers=args.workers)
+    files = run_benchmark(args.checkpoint, cfg)
+    print(f"{len(files)} clip_benchmark result files under {Path(args.checkpoint) / 'benchmark' / 'results'}; "
+          f"`compt report {args.checkpoint}` tabulates them")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from compt.data import build_eval_suite, evaluate
+
+    if args.benchmark:
+        return run_clip_benchmark(args)
 
     data = data_config(args)
     model, cfg = load_model(args.checkpoint, args.model)

@@ -96,11 +96,16 @@ def _grey_to_model(images: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(out).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
 
 
+def read_fashion_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Raw split "train" or "t10k": uint8 images (N, 28, 28) and labels (N,) from the IDX files in `root`."""
+    root = Path(root)
+    return (_read_idx(_fashion_file(root, f"{split}-images-idx3-ubyte")),
+            _read_idx(_fashion_file(root, f"{split}-labels-idx1-ubyte")))
+
+
 def fashion_mnist(data: DataConfig, size: int, split: str, count: int, stream: int) -> Labelled:
     """`count` seeded images of the "train" or "t10k" split at the model's size."""
-    root = Path(data.path or FASHION_DIR)
-    images = _read_idx(_fashion_file(root, f"{split}-images-idx3-ubyte"))
-    labels = _read_idx(_fashion_file(root, f"{split}-labels-idx1-ubyte"))
+    images, labels = read_fashion_mnist(data.path or FASHION_DIR, split)
     pick = subset(len(images), count, data.seed, stream)
     return Labelled(_grey_to_model(images[pick], size), torch.from_numpy(labels[pick].astype(np.int64)),
                     FASHION_CLASSES, FASHION_TEMPLATES)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from compt.config import TrainConfig
+from compt.config import DISTILL_SCHEDULES, TrainConfig
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
@@ -64,9 +64,6 @@ def stage_lr_at(step: int, *, base_lr: float, min_lr: float, warmup: int, total:
         raise ValueError(f"decay_fraction must be in (0, 1], got {decay_fraction}")
     end = warmup + max(1, round(decay_fraction * (total - warmup)))
     return lr_at(min(step, end), base_lr=base_lr, min_lr=min_lr, warmup=warmup, total=end)
-
-
-DISTILL_SCHEDULES = ("constant", "linear", "cosine")
 
 
 def distill_scale(step: int, total: int, schedule: str) -> float:

@@ -47,7 +47,7 @@ from compt.tasks import ClipTask, build_task, freeze
 from compt.train.conditions import Probe
 from compt.train.loader import resolve_workers, train_loader
 from compt.train.metrics import MetricsLog
-from compt.train.optim import build_optimizer, lr_at, set_lr
+from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
 from compt.train.sampler import StepBatchSampler
 from compt.train.state import Progress, rng_state, set_rng_state
 from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
@@ -169,10 +169,12 @@ def legacy_spec(dataset: Dataset, *, model_cfg: ModelConfig, member: MemberConfi
     return spec, teacher[1] if teacher and spec.distills else None
 
 
-def load_result(out_dir: Path) -> StageResult | None:
-    """The stored result of a finished stage, or None (a stage is done when result.json and final.pt exist)."""
+def load_result(out_dir: Path, *, weights: bool = True) -> StageResult | None:
+    """The stored result of a finished stage, or None (a stage is done when result.json and final.pt exist;
+    result.json is written after final.pt). ``weights=False`` reads results whose checkpoints were not kept
+    (run summaries, e.g. benchmarks/runs): enough for reports, not for resuming or growing."""
     path = Path(out_dir) / "result.json"
-    if path.is_file() and (Path(out_dir) / "final.pt").is_file():
+    if path.is_file() and (not weights or (Path(out_dir) / "final.pt").is_file()):
         return StageResult.from_dict(json.loads(path.read_text()))
     return None
 
@@ -185,7 +187,7 @@ def _setup(out_dir: Path, spec: StageSpec, dataset: Dataset, init_state: dict[st
     train = spec.train
     _validate(spec, info, len(dataset))
     resume = _load_resume(out_dir / "last.pt", spec)
-    student = create_model(spec.model, state_dict=resume.state_dict if resume else init_state)
+    student = create_model(spec.train_model, state_dict=resume.state_dict if resume else init_state)
     task, cached = _build_task(student, spec, teacher_state, dataset, info, out_dir)
     task.to(info.device)
     state = resume.train_state if resume else None
@@ -274,9 +276,10 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
     accum = st.train.accum_steps
     finite = torch.ones((), dtype=torch.bool, device=st.info.device)  # every loss since the last sync step
     for step in range(st.progress.step, st.total_steps):
-        lr = lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
-                   total=st.total_steps)
+        lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
+                         total=st.total_steps, decay_fraction=st.spec.decay_fraction)
         set_lr(st.optimizer, lr)
+        st.task.weight_scale = distill_scale(step, st.total_steps, st.spec.distill_schedule)
         sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
         finite = finite & torch.stack([v.reshape(()) for v in sums.values()]).isfinite().all()
         st.progress.step = step + 1
