@@ -143,7 +143,7 @@ def test_settings_added_later_at_their_default_are_no_change() -> None:
         return {"members": [{"model": "test/A", "epochs": 1, "lr": lr}], "train": {"lr": 1e-3}}
 
     assert settings_changes(old, new(None)) == []
-    assert settings_changes(old, new(5e-4)) == ["members[0].lr: None -> 0.0005"]
+    assert settings_changes(old, new(5e-4)) == ["member 1.lr: None -> 0.0005"]  # 1-based like stage keys
 
 
 def test_runtime_settings_are_no_change(reference: Path, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 The run directory is the single source of truth::
 
     RUN/config.toml                 resolved config (what was asked)
-    RUN/run.json                    stage states: pending / running / done / failed
+    RUN/run.json                    stage states: pending / running / done / interrupted / failed; threads
+    RUN/.compt.lock                 held by the run in progress (`compt.runlock`)
     RUN/chain/01-<model>/           member 1, trained from scratch
     RUN/chain/0i-<model>/init.pt    member i grown from member i-1's final.pt (written atomically)
     RUN/chain/0i-<model>/…          final.pt, last.pt, metrics.jsonl, result.json, lineage.json
@@ -28,11 +29,19 @@ import tomli_w
 import torch
 
 from compt import distributed as dist
-from compt.checkpoint import Checkpoint, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
-from compt.config import RUNTIME_KEYS, MemberConfig, RunConfig, config_to_dict
-from compt.errors import UserError
+from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
+from compt.config import MemberConfig, RunConfig, config_to_dict
+from compt.errors import Interrupted, UserError
 from compt.models import ModelConfig, build_model, get_model_config
+from compt.runlock import run_lock
 from compt.stage import StageSpec, resolve_spec
+from compt.threads import configure_threads
+
+# settings that cannot change a stage's numbers (data.workers, loader_workers) or that are recorded next to
+# them instead (threads, see compt.threads): changing them on resume is not a settings change
+NOT_FINGERPRINTED = {"data": ("workers",), "train": ("ckpt_every_steps", "log_every_steps", "eval_every_epochs",
+                                                      "loader_workers", "threads", "report_to",
+                                                      "wandb_project", "compile")}
 
 
 @dataclass(frozen=True)
@@ -110,35 +119,48 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
         members = [{k: v for k, v in asdict(m).items() if k not in MEMBER_SETTINGS_ADDED_LATER} | _later_settings(m)
                    for m in (*cfg.chain[: stage.index], stage.member)]
     data = {k: v for k, v in asdict(cfg.data).items() if not (k in DATA_SETTINGS_ADDED_LATER and v is None)}
-    return {"members": members, "data": data, "train": _without_runtime(asdict(cfg.train))}
+    return _without_unfingerprinted({"members": members, "data": data, "train": asdict(cfg.train)})
 
 
-def _without_runtime(train: dict[str, Any]) -> dict[str, Any]:
-    """The train settings that change results (older fingerprints may still hold runtime keys)."""
-    return {k: v for k, v in train.items() if k not in RUNTIME_KEYS}
+def _without_unfingerprinted(fp: dict[str, Any]) -> dict[str, Any]:
+    """`fp` without the `NOT_FINGERPRINTED` settings (also applied to fingerprints stored by older runs)."""
+    out = dict(fp)
+    for table, keys in NOT_FINGERPRINTED.items():
+        if isinstance(out.get(table), dict):
+            out[table] = {k: v for k, v in out[table].items() if k not in keys}
+    return out
 
 
-def settings_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+def settings_changes(old: Any, new: Any, prefix: str = "", first_member: int = 1) -> list[str]:
     """Differences between two fingerprints, one 'key: old -> new' line each (a key absent from one side
-    counts as None there, so a setting added to compt later, left at its default None, is no change)."""
+    counts as None there, so a setting added to compt later, left at its default None, is no change).
+
+    Members are named 1-based like stages and error messages (``member 3.epochs``); `first_member` is the
+    chain position of the fingerprint's first member (a baseline's fingerprint holds only its own member).
+    """
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new)):
-            out += settings_changes(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+            out += settings_changes(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k), first_member)
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in settings_changes(a, b, f"{prefix}[{i}]")]
+        name = prefix.removesuffix("s")
+        return [d for i, (a, b) in enumerate(zip(old, new))
+                for d in settings_changes(a, b, f"{name} {first_member + i}", first_member)]
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
 class RunState:
     """`run.json`: per-stage state, written atomically by rank 0."""
 
-    def __init__(self, run_dir: Path, stages: list[Stage], name: str) -> None:
+    def __init__(self, run_dir: Path, stages: list[Stage], name: str, threads: dict[str, Any]) -> None:
         self.path = run_dir / "run.json"
-        old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        try:
+            old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except json.JSONDecodeError:  # damaged (e.g. written on a full disk): the stage folders tell the truth
+            old = {}
         prev = {s["key"]: s for s in old.get("stages", [])}
-        self.data = {"name": name, "stages": [
+        self.data = {"name": name, "threads": threads, "stages": [
             {"key": s.key, "kind": s.kind, "model": s.member.model, "epochs": s.member.epochs,
              "dir": s.directory, "state": prev.get(s.key, {}).get("state", "pending")} for s in stages]}
         self.save()
@@ -164,26 +186,37 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
     keys = {s.key: s for s in stages}
     if from_stage is not None and from_stage not in keys:
         raise UserError(f"--from-stage {from_stage!r} is not a stage of this run (stages: {', '.join(keys)})")
-    wipe = False
+    wipe, doomed = False, []
     for s in stages:
         wipe = wipe or s.key == from_stage
         d = run_dir / s.directory
         # later chain members descend from a rerun chain stage; baselines depend on nothing else
         if wipe and (s.key == from_stage or s.kind == keys[from_stage].kind == "chain"):
-            if dist.is_main() and d.exists():
-                shutil.rmtree(d)
+            doomed.append(d)
             continue
         lineage = d / "lineage.json"
         if not lineage.is_file():
             continue
         old = json.loads(lineage.read_text()).get("fingerprint")
-        if old is not None and isinstance(old.get("train"), dict):
-            old = {**old, "train": _without_runtime(old["train"])}
         new = json.loads(json.dumps(fingerprint(cfg, s), default=str))
-        if old is not None and (changes := "; ".join(settings_changes(old, new)[:4])):
+        first = s.index + 1 if s.from_scratch else 1
+        if old is not None and (changes := "; ".join(settings_changes(_without_unfingerprinted(old), new,
+                                                                      first_member=first)[:4])):
             raise UserError(f"stage {s.key} ({s.member.model}) was run with other settings ({changes}); "
                             f"use a new run directory or rerun from it with --from-stage {s.key}")
+    dist.barrier()  # every rank has read every lineage.json before rank 0 deletes anything
+    for d in doomed:
+        if dist.is_main() and d.exists():
+            shutil.rmtree(d)
     dist.barrier()
+
+
+def fresh_state(model_cfg: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """A freshly initialised model's weights, drawn from their own seeded generator: the same weights
+    whatever this process drew from the global RNG before (datasets, evaluation suites, earlier stages)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(model_cfg).state_dict()
 
 
 def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
@@ -197,8 +230,7 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
         if dist.is_main():
             t0 = time.perf_counter()
             if op == "none":
-                torch.manual_seed(seed)
-                state = build_model(child_cfg).state_dict()
+                state = fresh_state(child_cfg, seed)
             else:
                 from compt.growth import grow
 
@@ -225,7 +257,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
     from compt.train import load_result, train_stage
 
     d = run_dir / stage.directory
-    done = load_result(d)
+    done = load_result(d)  # with final.pt verified against the size and sha256 recorded with it
     if done is not None:
         state.set(stage.key, "done")
         return done.to_dict()
@@ -234,6 +266,8 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
     dataset = dataset_for(model_cfg)
     spec = stage_spec(cfg, stage, len(dataset))
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
+    if spec.parent is None and not (d / "last.pt").is_file():
+        init = fresh_state(spec.model, spec.seed)
     if spec.parent is not None:
         parent_ckpt = run_dir / stage_dir("chain", stage.index - 1, cfg.chain[stage.index - 1].model) / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
@@ -242,14 +276,15 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
         lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=spec.growth,
                        distill=stage.member.distill, distill_weight=spec.distill_weight,
                        grow_s=float(grown.lineage.get("grow_s", 0.0)))
-    lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name)
+    lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name, threads=torch.get_num_threads())
     write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage), "spec": spec.summary()})
-    torch.manual_seed(spec.seed)
+    evaluate_fn = evaluate(model_cfg) if evaluate else None
+    torch.manual_seed(spec.seed)  # after the data: the stage's RNG stream does not depend on it either
     try:
         result = train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
-                             evaluate=evaluate(model_cfg) if evaluate else None, lineage=lineage, progress=progress)
-    except BaseException:
-        state.set(stage.key, "failed")
+                             evaluate=evaluate_fn, lineage=lineage, progress=progress)
+    except BaseException as e:  # a requested stop resumes like any other: it did not fail
+        state.set(stage.key, "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed")
         raise
     state.set(stage.key, "done")
     return result.to_dict()
@@ -257,19 +292,33 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
 
 def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
                 from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Run every stage of `cfg` in `run_dir` (resuming finished work); returns results by stage key."""
-    from compt.data import build_eval_suite, build_train_dataset, evaluate
+    """Run every stage of `cfg` in `run_dir` (resuming finished work); returns results by stage key.
 
+    The run directory is locked for the whole call (`compt.runlock`); the torch thread count is set once
+    (`compt.threads`) and recorded in run.json and every stage's lineage.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dist.check_shared_dir(run_dir)  # multi-node: every rank reads what rank 0 writes here
     cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
+    dist.init_distributed()
+    threads = configure_threads(cfg.train.threads)
+    with run_lock(run_dir):
+        return _train_locked(cfg, run_dir, from_stage, progress, threads)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, from_stage: str | None, progress: bool,
+                  threads: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from compt.data import build_eval_suite, build_train_dataset, evaluate
+
     stages = plan_stages(cfg, cfg.baselines)
     check_or_reset(run_dir, cfg, stages, from_stage)
     if dist.is_main():
-        (run_dir / "config.toml").write_text(tomli_w.dumps(config_to_dict(cfg)))
-    state = RunState(run_dir, stages, cfg.name)
+        text = tomli_w.dumps(config_to_dict(cfg))
+        atomic_write(run_dir / "config.toml", lambda f: f.write(text.encode()))
+    state = RunState(run_dir, stages, cfg.name, threads)
     datasets: dict[tuple, Any] = {}
+    suites: dict[tuple, Any] = {}
 
     def dataset_for(model_cfg: ModelConfig) -> Any:
         key = (model_cfg.vision.image_size, model_cfg.text.context_length)
@@ -278,10 +327,31 @@ def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None =
         return datasets[key]
 
     def evaluator(model_cfg: ModelConfig) -> Callable[[torch.nn.Module], dict[str, float]]:
-        suite = build_eval_suite(cfg.data, model_cfg)
-        return lambda model: evaluate(model, suite)
+        key = (model_cfg.vision.image_size, model_cfg.text.context_length)
+        if key not in suites:
+            suites[key] = build_eval_suite(cfg.data, model_cfg)
+        return lambda model, suite=suites[key]: evaluate(model, suite)
 
+    preflight(run_dir, cfg, stages, dataset_for, evaluator)
     results = {}
     for stage in stages:
         results[stage.key] = run_stage(run_dir, cfg, stage, state, evaluator, dataset_for, progress)
     return results
+
+
+def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], dataset_for: Callable[[ModelConfig], Any],
+              evaluator: Callable[[ModelConfig], Any]) -> None:
+    """Build the first unfinished stage's training set and evaluation suite before any stage trains, so that
+    data problems (bad files, an evaluation split that cannot be made, a batch larger than the data) stop
+    the run before work is done rather than after a stage trained."""
+    from compt.train import load_result
+
+    pending = [s for s in stages if load_result(run_dir / s.directory, verify=False) is None]
+    if not pending:
+        return
+    model_cfg = get_model_config(pending[0].member.model)
+    n = len(dataset_for(model_cfg))
+    if cfg.train.batch_size > n:
+        raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set ({n} "
+                        f"samples): one step would see samples twice; lower train.batch_size")
+    evaluator(model_cfg)

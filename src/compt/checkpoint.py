@@ -18,6 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from compt.errors import UserError
+from compt.errors import UserError, os_error_message
 from compt.models import ModelConfig
 
 FORMAT = "compt-checkpoint/1"
@@ -55,8 +58,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)):  # torch's zip writer reports a full disk as RuntimeError
+            raise write_error(path, e) from e
         raise
     return path
 
@@ -70,6 +75,40 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Indented JSON of `obj` (non-JSON values as str) to `path`, atomically."""
     text = json.dumps(obj, indent=2, default=str)
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_error(path: Path, e: BaseException) -> UserError:
+    """One line for a failed write: the OS reason, or (torch's RuntimeError) whether the disk is full."""
+    if isinstance(e, OSError):
+        return UserError(f"cannot write {path}: {os_error_message(e)}")
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = -1
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    why = "no space left on device" if 0 <= free < 1 << 20 else "the write failed"
+    return UserError(f"cannot write {path}: {why} ({first}); nothing was lost — free some space and rerun "
+                     f"the same command to resume")
+
+
+def file_digest(path: str | Path) -> dict[str, Any]:
+    """Size and sha256 of a file, recorded when it is written and checked before it is trusted."""
+    return {"size": Path(path).stat().st_size, "sha256": sha256_file(path)}
+
+
+def verify_digest(path: str | Path, digest: dict[str, Any] | None) -> str:
+    """"" when `path` matches `digest` (or no digest was recorded), else what is wrong with it."""
+    path = Path(path)
+    if not digest:
+        return ""
+    if not path.is_file():
+        return f"{path} is missing"
+    size = path.stat().st_size
+    if size != digest.get("size"):
+        return f"{path} has {size} bytes, {digest.get('size')} were written (truncated or replaced)"
+    if sha256_file(path) != digest.get("sha256"):
+        return f"{path} does not match the sha256 recorded when it was written (corrupt or replaced)"
+    return ""
 
 
 def _umask() -> int:
@@ -115,17 +154,36 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise UserError(f"checkpoint not found: {path}")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        blocked = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
+        if blocked:  # a readable pickle that names code to run: refused, not damaged
+            raise UserError(f"refusing to load {path}: it would run or build {blocked.group(1)}, which safe "
+                            f"loading (weights_only=True) blocks — not a plain tensor checkpoint; only load files "
+                            f"you trust, and convert them to a state dict first") from e
+        raise _unreadable(path, e) from e
     except Exception as e:  # torch raises several types for truncated zip / pickle data
-        raise UserError(f"cannot read checkpoint {path}: corrupt or truncated ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'})") from e
+        raise _unreadable(path, e) from e
     return _interpret(raw, str(path))
+
+
+def _unreadable(path: Path, e: Exception) -> UserError:
+    return UserError(f"cannot read checkpoint {path}: corrupt or truncated ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'})")
+
+
+def _model_config(raw: Any, path: str) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{path}: its model_config is malformed ({type(e).__name__}: {e}); the file was not "
+                        f"written by this compt version or was edited") from None
 
 
 def _interpret(raw: Any, path: str) -> Checkpoint:
     if not isinstance(raw, dict):
         raise UserError(f"{path} is not a checkpoint (a {type(raw).__name__}, expected a dict of tensors)")
     if raw.get("format") == FORMAT:
-        return Checkpoint(state_dict=raw["state_dict"], model_config=ModelConfig.from_dict(raw["model_config"]),
+        return Checkpoint(state_dict=raw["state_dict"], model_config=_model_config(raw.get("model_config"), path),
                           lineage=raw.get("lineage", {}), train_state=raw.get("train_state"), path=path)
     sd = raw.get("state_dict", raw.get("model", raw))
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):

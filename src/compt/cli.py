@@ -1,6 +1,7 @@
 """`compt` command line: one sub-command per module in `compt.commands`.
 
-User errors (`UserError`) print one line to stderr and exit with status 2, without a traceback.
+User errors (`UserError`) and environment failures (`OSError`: disk full, read-only filesystem, missing
+permissions) print one line to stderr and exit with status 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ import argparse
 import importlib
 import sys
 
-from compt.errors import UserError
+from compt.errors import UserError, one_line, os_error_message
+from compt.threads import passive_wait_policy
+
+passive_wait_policy()  # before any command imports torch (see compt.threads)
 
 COMMANDS = ("models", "flops", "plan", "grow", "train", "eval", "export", "report", "demo")
 
@@ -27,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"compt {args.command}: error: {e}", file=sys.stderr)
+        print(f"compt {args.command}: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"compt {args.command}: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"compt {args.command}: interrupted", file=sys.stderr)

@@ -76,14 +76,10 @@ class TrainConfig:
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
     loader_workers: int = -1           # DataLoader worker processes per rank (-1 = CPUs per rank - 1, ≤ 8; 0 = none)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
+    threads: int = 0                   # torch threads per process (0 = automatic, see compt.threads)
     report_to: tuple[str, ...] = ("tensorboard",)  # metric sinks besides metrics.jsonl: tensorboard, wandb
     wandb_project: str = "compt"       # W&B project of the stages' runs (with "wandb" in report_to)
     compile: bool = False              # torch.compile each transformer block of the student
-
-
-# How a run executes, not what it computes: left out of a stage's settings fingerprint (`compt.chain`).
-RUNTIME_KEYS = ("ckpt_every_steps", "log_every_steps", "eval_every_epochs", "report_to", "wandb_project",
-                "loader_workers", "compile")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,16 +264,18 @@ def _validate_stage_schedule(i: int, m: MemberConfig, is_swin: bool) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
-    from compt.data import adapter
     from compt.flops import model_flops
     from compt.models import get_model_config
     from compt.tasks import DISTILL_NAMES
 
-    adapter(cfg.data.kind)  # unknown kinds raise here
-    for key in ("batch_size", "accum_steps", "num_samples"):
-        obj = cfg.data if key == "num_samples" else cfg.train
-        if getattr(obj, key) <= 0:
-            raise UserError(f"{key} must be positive, got {getattr(obj, key)}")
+    if not cfg.name.strip() or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
+        raise UserError(f"name must be a non-empty folder name (it names the run folder runs/<name>), got "
+                        f"{cfg.name!r}")
+    validate_data(cfg.data)
+    validate_train(cfg.train)
+    if cfg.data.kind == "synthetic" and cfg.train.batch_size > cfg.data.num_samples:
+        raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
+                        f"(data.num_samples = {cfg.data.num_samples}): one step would see samples twice")
     _validate_report_to(cfg.train.report_to)
     if cfg.baseline_epochs < 0:
         raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
@@ -288,6 +286,9 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
         if m.lr is not None and m.lr <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
+        if m.distill_weight < 0 or (m.warmup_steps is not None and m.warmup_steps < 0):
+            raise UserError(f"chain member {i + 1} ({m.model}): distill_weight and warmup_steps must not be "
+                            f"negative, got {m.distill_weight} and {m.warmup_steps}")
         _validate_stage_schedule(i, m, cfgs[i].is_swin)
         if i > 0 and m.growth not in ops:
             raise unknown_name("growth operator", m.growth, ops)
@@ -312,6 +313,41 @@ def _validate_report_to(sinks: tuple[str, ...]) -> None:
 
         if importlib.util.find_spec("wandb") is None:
             raise UserError("train.report_to has \"wandb\" but wandb is not installed: pip install 'compt[wandb]'")
+def _check_range(where: str, obj: Any, rules: dict[str, tuple[float, float | None, bool]]) -> None:
+    """`rules`: field → (lowest, highest or None, lowest allowed?). One-line `UserError` on the first miss."""
+    for key, (low, high, closed) in rules.items():
+        v = getattr(obj, key)
+        if (v < low if closed else v <= low) or (high is not None and v > high):
+            bound = f"{'at least' if closed else 'above'} {low:g}" + (f" and at most {high:g}" if high else "")
+            raise UserError(f"{where}.{key} must be {bound}, got {v!r}")
+
+
+def validate_data(data: DataConfig) -> None:
+    """Checks of a `DataConfig` alone (shared by the run config and `compt eval`)."""
+    from compt.data import adapter
+
+    if adapter(data.kind).reads_path and not data.path.strip():  # unknown kinds raise in adapter()
+        raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file, a shard pattern or a folder)")
+    _check_range("data", data, {"num_samples": (1, None, True), "eval_samples": (1, None, True),
+                                "captions_per_image": (1, None, True), "probe_samples": (0, None, True),
+                                "max_bad_fraction": (0, 1, True), "workers": (0, None, True),
+                                "predecode_max": (0, None, True)})
+
+
+def validate_train(train: TrainConfig) -> None:
+    """Checks of the `[train]` table: positive sizes and rates, betas in [0, 1), known precision."""
+    if train.precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"train.precision must be auto, fp32 or bf16, got {train.precision!r}")
+    for key in ("beta1", "beta2"):
+        if not 0 <= getattr(train, key) < 1:
+            raise UserError(f"train.{key} must be in [0, 1), got {getattr(train, key)!r}")
+    _check_range("train", train, {
+        "batch_size": (1, None, True), "accum_steps": (1, None, True), "lr": (0, None, False),
+        "min_lr": (0, None, True), "weight_decay": (0, None, True), "eps": (0, None, False),
+        "warmup_steps": (0, None, True),
+        "stage_warmup_steps": (0, None, True), "grad_clip": (0, None, True), "ckpt_every_steps": (0, None, True),
+        "eval_every_epochs": (0, None, True), "log_every_steps": (0, None, True), "loader_workers": (0, None, True),
+        "teacher_cache_mem_gb": (0, None, True), "threads": (0, None, True)})
 
 
 def _growth_ops() -> tuple[str, ...]:

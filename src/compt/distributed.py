@@ -329,3 +329,13 @@ def load_optimizer_state_dict(root: nn.Module, optimizer: torch.optim.Optimizer,
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     set_optimizer_state_dict(root, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def all_true(flag: bool) -> bool:
+    """Whether `flag` holds on every rank (one small collective; the flag itself when alone)."""
+    if _world() == 1:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    x = torch.tensor(float(flag), device=device)
+    dist.all_reduce(x, op=dist.ReduceOp.MIN)
+    return bool(x.item() > 0)

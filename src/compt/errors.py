@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -10,10 +11,51 @@ class UserError(Exception):
     """A problem with what the user asked for (config, names, files), not a bug in compt."""
 
 
+class Interrupted(UserError):
+    """A stage stopped on request (SIGTERM/SIGINT) after writing a checkpoint: it resumes, it did not fail."""
+
+
+def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """Up to `n` known names close to `name`; case-insensitive equals first, then difflib's ranking of the
+    lower-cased names (so ``test/b`` suggests ``test/B`` before ``test/C``)."""
+    known = sorted(known)
+    exact = [k for k in known if k.lower() == name.lower()]
+    lowered: dict[str, list[str]] = {}
+    for k in known:
+        lowered.setdefault(k.lower(), []).append(k)
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=n + len(exact), cutoff=0.5)
+    ranked = exact + [k for c in close for k in lowered[c] if k not in exact]
+    return ranked[:n]
+
+
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
     """Build a `UserError` for an unknown name that suggests the closest known names."""
     known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close = close_names(name, known)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return UserError(f"unknown {kind} {name!r}{hint} (see `compt models` for the list)" if kind == "model"
                      else f"unknown {kind} {name!r}{hint} (known: {', '.join(known)})")
+
+
+def one_line(message: str) -> str:
+    """The user's message of an error, on one line.
+
+    A `UserError` raised inside a DataLoader worker comes back re-raised with the worker's traceback in its
+    message ("Caught UserError in DataLoader worker process 0. Original Traceback …"), possibly nested;
+    the innermost ``UserError: …`` line is the message that was raised.
+    """
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    inner = [ln for ln in lines if ln.startswith(("compt.errors.UserError: ", "compt.errors.Interrupted: "))]
+    if inner:
+        return inner[-1].split(": ", 1)[1]
+    return " ".join(lines)
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an environment failure (disk full, read-only filesystem, permissions …)."""
+    what = f"{e.filename}: " if e.filename else ""
+    reason = e.strerror or str(e) or type(e).__name__
+    hint = {errno.ENOSPC: " — free some space (nothing was lost: rerun the same command to resume)",
+            errno.EROFS: " — choose a writable folder (e.g. --run-dir / --out)",
+            errno.EACCES: " — choose a folder you can write to"}.get(e.errno or 0, "")
+    return f"{what}{reason}{hint}"

@@ -7,6 +7,7 @@ assigns; growth time comes from the stage's lineage.json. Used by `compt.report`
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,11 @@ def _load_result(path: Path) -> dict[str, Any] | None:
     result = load_result(path, weights=False)   # reports also read run summaries kept without checkpoints
     if result is None:
         return None
+    final, recorded = path / "final.pt", json.loads((path / "result.json").read_text()).get("final_pt") or {}
+    if recorded and final.is_file() and final.stat().st_size != recorded.get("size"):  # size: cheap
+        print(f"compt report: warning: {final} has {final.stat().st_size} bytes, {recorded.get('size')} were "
+              f"written — the checkpoint is damaged (the metrics shown are the recorded ones); `compt train` "
+              f"on this run directory rebuilds it", file=sys.stderr)
     lineage = path / "lineage.json"
     grow_s = json.loads(lineage.read_text()).get("grow_s", 0.0) if lineage.is_file() else 0.0
     return {**result.to_dict(), "grow_s": grow_s}

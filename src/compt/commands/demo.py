@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train a tiny family (chain + baselines) on the embedded data and report")
     p.add_argument("--quick", action="store_true", help="a ≤ 1 minute smoke run on the test-size family")
     p.add_argument("--run-dir", help="output folder (default: runs/demo or runs/demo-quick)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compt.config import DataConfig, parse_field
+from compt.config import DataConfig, parse_field, validate_data
 from compt.errors import UserError, unknown_name
 
 
@@ -50,10 +50,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Sizes that must be positive (or, for the probe, not negative), checked before anything is loaded."""
+    for flag, value, least in (("--eval-samples", args.eval_samples, 1), ("--batch-size", args.batch_size, 1),
+                               ("--probe-samples", args.probe_samples, 0)):
+        if value < least:
+            raise UserError(f"{flag} must be {'positive' if least else '0 or more'}, got {value}")
+
+
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The `DataConfig` the command line asks for."""
     from compt.data import adapter
 
+    check_numbers(args)
     whole_file = adapter(args.data).reads_path  # unknown kinds raise here
     values: dict[str, Any] = {"kind": args.data, "path": args.data_path, "eval_path": args.eval_path,
                               "eval_samples": args.eval_samples, "probe_samples": args.probe_samples,
@@ -68,7 +77,9 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         if not sep or key not in fields:
             raise unknown_name("data setting", key, fields) if sep else UserError(f"--set {item!r}: use KEY=VALUE")
         values[key] = parse_field(DataConfig, key, value, f"--set {key}")
-    return DataConfig(**values)
+    data = DataConfig(**values)
+    validate_data(data)
+    return data
 
 
 def load_model(path: str, model_name: str) -> tuple[Any, Any]:

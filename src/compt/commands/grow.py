@@ -13,6 +13,7 @@ Every check runs before anything is written; on error nothing is written.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, sha256_file
@@ -49,12 +50,27 @@ def parent_config(ckpt: Checkpoint, from_model: str | None) -> tuple[ModelConfig
     return cfg, f"inferred parent model {cfg.name} from the checkpoint's shapes{also}"
 
 
+def check_config_folder(out: Path, child_cfg: ModelConfig) -> None:
+    """The folder's `open_clip_config.json` describes one model: refuse to overwrite it with another's."""
+    existing = out.parent / "open_clip_config.json"
+    if not existing.is_file():
+        return
+    try:
+        same = json.loads(existing.read_text()).get("model_cfg") == json.loads(json.dumps(child_cfg.to_open_clip()))
+    except (json.JSONDecodeError, AttributeError):
+        same = False
+    if not same:
+        raise UserError(f"{existing} already describes another model (open_clip's local-dir: reads one config per "
+                        f"folder); put {child_cfg.name} in its own folder with --out")
+
+
 def run(args: argparse.Namespace) -> int:
     get_operator(args.op)
     child_cfg = get_model_config(args.child)
     parent_path, out = Path(args.parent), Path(args.out)
     if out.exists() and out.resolve() == parent_path.resolve():
         raise UserError("--out must not overwrite the parent checkpoint")
+    check_config_folder(out, child_cfg)
     ckpt = load_checkpoint(parent_path)
     parent_cfg, note = parent_config(ckpt, args.from_model)
     state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)

@@ -12,7 +12,8 @@ from compt.plan import format_plan, plan_chain
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="cost of a chain vs individual training (FLOPs, reduction, acceleration)")
     p.add_argument("config", help="run config (TOML)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. chain.1.epochs=30")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides, e.g. chain.1.epochs=30")
     p.add_argument("--teacher-cache", action="store_true", help="price the teacher forward once, not per epoch")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

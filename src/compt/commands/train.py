@@ -17,7 +17,8 @@ from compt.config import load_config
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model family as a CoM-PT chain (resumable)")
     p.add_argument("config", help="run config (TOML)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=5e-4")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides, e.g. train.lr=5e-4")
     p.add_argument("--run-dir", help="output folder (default: runs/<name>)")
     p.add_argument("--baselines", action="store_true", default=None, help="also train every member individually")
     p.add_argument("--from-stage", help="rerun from this stage (e.g. chain-3), discarding it and what follows")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from compt.data import files, real, stream, synthetic
-from compt.data.datasets import BadData, PairDataset, Record, build_pairs
+from compt.data.datasets import BadData, PairDataset, Record, build_pairs, clean_records
 from compt.data.images import TensorImages, cache_key, decode_all, load_cached, save_cached
 from compt.data.settings import DataConfig
 from compt.data.text import tokenize
@@ -124,40 +124,51 @@ def _synthetic_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
 
 
 # ----------------------------------------------------------------------------------------------- files
-def _read_records(path: str, data: DataConfig) -> list[Record]:
-    if data.kind == "csv":
-        return files.read_csv(path, data)
+def _read_records(path: str, data: DataConfig) -> tuple[list[Record], BadData]:
+    """(usable records, what was skipped and out of how many) of a CSV or shard set.
+
+    Index-time problems (undecodable caption rows, missing/truncated shards, empty captions, missing image
+    files) are counted over the whole source, before any split, and checked against
+    ``data.max_bad_fraction`` once — so a bad row that lands in a small held-out split does not tip it over.
+    """
     bad = BadData(path, data.max_bad_fraction)
-    records = files.read_shards(path, data, bad)
-    bad.check(len(records) + len(bad))  # shard-level problems (missing/truncated shards, samples without image)
-    return records
+    records = files.read_csv(path, data, bad) if data.kind == "csv" else files.read_shards(path, data, bad)
+    unread = len(bad)
+    good = clean_records(records, bad)
+    bad.total = len(records) + unread
+    bad.check(bad.total)
+    return good, bad
 
 
-def _split_records(data: DataConfig) -> tuple[list[Record], list[Record]]:
-    """(train, held-out) records of ``data.path``: a seeded split holding out min(eval_samples, n // 5)."""
+def _split_records(data: DataConfig) -> tuple[list[Record], list[Record], BadData]:
+    """(train, held-out, the source's skipped records) of ``data.path``: a seeded split holding out
+    min(eval_samples, n // 5) of the usable records."""
     if not data.path:
         raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file or a shard pattern)")
-    records = _read_records(data.path, data)
+    records, bad = _read_records(data.path, data)
     if not records:
-        raise UserError(f"{data.path}: no samples")
+        raise UserError(f"{data.path}: no usable samples")
     if data.eval_path:
-        return records, []
+        return records, [], bad
     n_eval = min(data.eval_samples, len(records) // 5)
     held = set(real.subset(len(records), n_eval, data.seed, stream=1).tolist())
-    return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held], bad
 
 
-def _held_out_records(data: DataConfig) -> list[Record]:
-    """``data.eval_path`` (at most eval_samples of it, seeded) when set, else the held-out split of ``data.path``."""
+def _held_out_records(data: DataConfig) -> tuple[list[Record], BadData]:
+    """(records, their source's skipped records): ``data.eval_path`` (at most eval_samples of it, seeded) when set,
+    else the held-out split of ``data.path``."""
     if not data.eval_path:
-        held_out = _split_records(data)[1]
+        _, held_out, bad = _split_records(data)
         if not held_out:
             raise UserError(f"{data.path}: too few samples to hold out an evaluation split (needs at least 5); "
                             f"set data.eval_path")
-        return held_out
-    records = _read_records(data.eval_path, data)
+        return held_out, bad
+    records, bad = _read_records(data.eval_path, data)
+    if not records:
+        raise UserError(f"{data.eval_path}: no usable samples")
     pick = real.subset(len(records), data.eval_samples, data.seed, stream=1)
-    return [records[i] for i in sorted(pick)]
+    return [records[i] for i in sorted(pick)], bad
 
 
 def _retrieval(pairs: PairDataset, ctx: int) -> RetrievalSet:
@@ -243,7 +254,8 @@ def _synthetic_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
 
 
 def _files_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
-    return build_pairs(_split_records(data)[0], data, size, ctx, source=data.path)
+    train, _, bad = _split_records(data)
+    return build_pairs(train, data, size, ctx, source=data.path, source_bad=bad)
 
 
 def _stream_train(data: DataConfig, size: int, ctx: int) -> torch.utils.data.Dataset:
@@ -258,7 +270,9 @@ def _stream_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
 
 
 def _files_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
-    pairs = build_pairs(_held_out_records(data), data, size, ctx, source=data.eval_path or f"{data.path} (held-out)")
+    held_out, bad = _held_out_records(data)
+    pairs = build_pairs(held_out, data, size, ctx, source=data.eval_path or f"{data.path} (held-out)",
+                        source_bad=bad)
     return EvalSuite(name=data.kind, context_length=ctx, retrieval=_retrieval(pairs, ctx))
 
 

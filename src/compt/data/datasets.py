@@ -47,6 +47,13 @@ class BadData:
     def __init__(self, source: str, max_fraction: float) -> None:
         self.source, self.max_fraction = source, max_fraction
         self.items: list[tuple[str, str]] = []  # (what, why)
+        self.total = 0                          # samples in the whole source (set once it is read)
+
+    def copy(self, source: str) -> BadData:
+        """The same counts under another name (a split adds its own decode failures to its source's)."""
+        out = BadData(source, self.max_fraction)
+        out.items, out.total = list(self.items), self.total
+        return out
 
     def add(self, what: str, why: str) -> None:
         self.items.append((what, why))
@@ -193,10 +200,15 @@ def pretokenize(captions: Sequence[tuple[str, ...]], k: int, context_length: int
 
 
 def build_pairs(records: Sequence[Record], data: DataConfig, image_size: int, context_length: int,
-                *, source: str) -> PairDataset:
-    """Records → `PairDataset` under the bad-data policy (see module doc)."""
-    bad = BadData(source, data.max_bad_fraction)
-    total = len(records)
+                *, source: str, source_bad: BadData | None = None) -> PairDataset:
+    """Records → `PairDataset` under the bad-data policy (see module doc).
+
+    `source_bad`: what was already skipped in the whole source these records were split from; this split's
+    own failures are added to it and the bad-data fraction is taken of the whole source, so a split is not
+    refused for what is a small share of its source.
+    """
+    bad = source_bad.copy(source) if source_bad is not None else BadData(source, data.max_bad_fraction)
+    total = bad.total or len(records)
     good = clean_records(records, bad)
     k = data.captions_per_image
     if len(good) > data.predecode_max:

@@ -50,17 +50,19 @@ def _separator(raw: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- CSV
-def read_csv(path: str, data: DataConfig) -> list[Record]:
+def read_csv(path: str, data: DataConfig, bad: BadData | None = None) -> list[Record]:
     """open_clip-style CSV/TSV (``filepath,caption``; column names and separator from `data`) → records.
 
-    Relative image paths resolve against ``data.root`` when set, else the CSV's folder.
+    Relative image paths resolve against ``data.root`` when set, else the CSV's folder. A row whose caption
+    is not valid UTF-8 is skipped and counted in `bad` (the file is read with ``surrogateescape``, so one
+    bad byte costs one row, not the run).
     """
     file = Path(path)
     if not file.is_file():
         raise UserError(f"CSV file not found: {file}")
     root = Path(data.root) if data.root else file.parent
     sep = _separator(data.csv_separator)
-    with open(file, newline="", encoding="utf-8-sig") as f:
+    with open(file, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.DictReader(f, delimiter=sep)
         columns = reader.fieldnames or []
         missing = [c for c in (data.csv_img_key, data.csv_caption_key) if c not in columns]
@@ -72,8 +74,22 @@ def read_csv(path: str, data: DataConfig) -> list[Record]:
         for row in reader:
             image = (row.get(data.csv_img_key) or "").strip()
             target = "" if not image else image if os.path.isabs(image) else str(root / image)
-            grouped.setdefault(target, []).extend(_split(row.get(data.csv_caption_key) or "", data.caption_separator))
+            caption = row.get(data.csv_caption_key) or ""
+            if not _is_utf8(caption):
+                if bad is not None:
+                    bad.add(f"{file}:{reader.line_num}", "caption is not valid UTF-8")
+                continue
+            grouped.setdefault(target, []).extend(_split(caption, data.caption_separator))
     return [Record(image, tuple(caps)) for image, caps in grouped.items()]
+
+
+def _is_utf8(text: str) -> bool:
+    """False when reading with ``surrogateescape`` had to escape undecodable bytes in `text`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- shards

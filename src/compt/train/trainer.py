@@ -6,7 +6,8 @@ Stage folder::
     final.pt       final weights + model config + lineage (no train state)
     metrics.jsonl  train / eval records (see `compt.train.metrics`)
     tb/            TensorBoard events
-    result.json    the `StageResult`; when it and final.pt exist the stage is done and is not rerun
+    result.json    the `StageResult` + final.pt's size and sha256; when both exist and final.pt matches, the stage
+                   is done and is not rerun
 
 A stage killed at any point and started again with the same call resumes from last.pt and ends with the
 same weights and metrics, bit for bit on CPU: data order, learning rate and every piece of state are
@@ -23,10 +24,11 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from compt import distributed
-from compt.checkpoint import Checkpoint, atomic_write_json, load_checkpoint, save_checkpoint
+from compt.checkpoint import Checkpoint, atomic_write_json, file_digest, load_checkpoint, save_checkpoint, verify_digest
 from compt.config import MemberConfig, TrainConfig
 from compt.data.images import to_model_input
 from compt.distributed import DistInfo
-from compt.errors import UserError
+from compt.errors import Interrupted, UserError
 from compt.flops import training_flops
 from compt.models import ModelConfig, create_model
 from compt.stage import StageSpec, resolve_spec
@@ -73,7 +75,9 @@ class StageResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageResult:
-        return cls(**{**d, "checkpoint": Path(d["checkpoint"])})
+        """From result.json (which also records ``final_pt``, the digest of final.pt, not a field here)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names and k != "checkpoint"}, checkpoint=Path(d["checkpoint"]))
 
 
 @dataclass
@@ -169,14 +173,25 @@ def legacy_spec(dataset: Dataset, *, model_cfg: ModelConfig, member: MemberConfi
     return spec, teacher[1] if teacher and spec.distills else None
 
 
-def load_result(out_dir: Path, *, weights: bool = True) -> StageResult | None:
+def load_result(out_dir: Path, *, weights: bool = True, verify: bool = True) -> StageResult | None:
     """The stored result of a finished stage, or None (a stage is done when result.json and final.pt exist;
     result.json is written after final.pt). ``weights=False`` reads results whose checkpoints were not kept
-    (run summaries, e.g. benchmarks/runs): enough for reports, not for resuming or growing."""
-    path = Path(out_dir) / "result.json"
-    if path.is_file() and (not weights or (Path(out_dir) / "final.pt").is_file()):
-        return StageResult.from_dict(json.loads(path.read_text()))
-    return None
+    (run summaries, e.g. benchmarks/runs): enough for reports, not for resuming or growing.
+
+    With `weights` and `verify`, final.pt must also match the size and sha256 recorded in result.json when
+    it was written; a damaged one (truncated copy, disk error) makes the stage not done, and `train_stage`
+    then rebuilds final.pt from last.pt (which holds the last step) and rewrites result.json.
+    """
+    path, final = Path(out_dir) / "result.json", Path(out_dir) / "final.pt"
+    if not path.is_file() or (weights and not final.is_file()):
+        return None
+    raw = json.loads(path.read_text())
+    problem = verify_digest(final, raw.get("final_pt")) if weights and verify else ""
+    if problem:
+        print(f"compt: {problem}; the stage is not done — rebuilding it from {final.with_name('last.pt')}",
+              file=sys.stderr)
+        return None
+    return StageResult.from_dict(raw)
 
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -218,6 +233,9 @@ def _validate(spec: StageSpec, info: DistInfo, n: int) -> None:
         raise UserError(f"precision must be auto, fp32 or bf16, got {train.precision!r}")
     if n == 0:
         raise UserError("the training dataset is empty")
+    if train.batch_size > n:
+        raise UserError(f"train.batch_size {train.batch_size} is larger than the training set ({n} samples): "
+                        f"one step would see samples twice; lower train.batch_size")
     if n != spec.samples:
         raise ValueError(f"the spec was resolved for {spec.samples} samples, the dataset has {n}")
 
@@ -292,10 +310,12 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
             _after_step(st, lr, stopped, due)
             if stopped:
                 name = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal on another rank"
-                raise UserError(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
-                                f"{st.out_dir / 'last.pt'} — run the same command again to resume")
+                raise Interrupted(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
+                                  f"{st.out_dir / 'last.pt'} — run the same command again to resume")
         if on_step is not None:
             on_step(step + 1)
+    if st.evaluate is not None and not any(h["step"] == st.total_steps for h in st.progress.history):
+        _evaluate(st)  # a last.pt from before `eval_pending` existed: its final evaluation is still owed
 
 
 def _loader(st: _Stage) -> DataLoader:
@@ -417,7 +437,7 @@ def _finish(st: _Stage, probe: Probe) -> StageResult:
                          conditions=probe.finish(st.info.device))
     if st.info.is_main:
         save_checkpoint(result.checkpoint, state_dict=weights, model_config=st.spec.model, lineage=st.lineage)
-        atomic_write_json(st.out_dir / "result.json", result.to_dict())
+        atomic_write_json(st.out_dir / "result.json", {**result.to_dict(), "final_pt": file_digest(result.checkpoint)})
     distributed.barrier()
     return result
 
