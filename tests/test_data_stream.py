@@ -77,3 +77,11 @@ def test_stage_trains_on_a_stream_and_evaluation_needs_eval_path(tmp_path: Path)
     suite = build_eval_suite(DataConfig(kind="wds-stream", path=pattern, eval_path=pattern, eval_samples=8),
                              get_model_config("test/A"))
     assert len(suite.retrieval.images) == 8
+
+
+def test_stream_settings_are_validated() -> None:
+    from compt.config import validate_data
+
+    validate_data(DataConfig(kind="wds-stream", path="s/{0..1}.tar", shuffle_buffer=1, resampled=True))
+    with pytest.raises(UserError, match="data.shuffle_buffer must be at least 1"):
+        validate_data(DataConfig(kind="wds-stream", path="s/{0..1}.tar", shuffle_buffer=0))

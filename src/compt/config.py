@@ -332,6 +332,8 @@ def validate_data(data: DataConfig) -> None:
                                 "captions_per_image": (1, None, True), "probe_samples": (0, None, True),
                                 "max_bad_fraction": (0, 1, True), "workers": (0, None, True),
                                 "predecode_max": (0, None, True)})
+    if data.shuffle_buffer is not None and data.shuffle_buffer < 1:
+        raise UserError(f"data.shuffle_buffer must be at least 1, got {data.shuffle_buffer!r}")
 
 
 def validate_train(train: TrainConfig) -> None:
@@ -346,7 +348,7 @@ def validate_train(train: TrainConfig) -> None:
         "min_lr": (0, None, True), "weight_decay": (0, None, True), "eps": (0, None, False),
         "warmup_steps": (0, None, True),
         "stage_warmup_steps": (0, None, True), "grad_clip": (0, None, True), "ckpt_every_steps": (0, None, True),
-        "eval_every_epochs": (0, None, True), "log_every_steps": (0, None, True), "loader_workers": (0, None, True),
+        "eval_every_epochs": (0, None, True), "log_every_steps": (0, None, True), "loader_workers": (-1, None, True),
         "teacher_cache_mem_gb": (0, None, True), "threads": (0, None, True)})
 
 
