@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from compt.chain import fingerprint, plan_stages, settings_changes, train_chain
+from compt.chain import fingerprint, plan_stages, settings_changes
 from compt.config import apply_overrides, config_from_dict, validate
+from compt.runner import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "benchmarks" / "configs" / "tiny-base.toml"
@@ -40,6 +41,7 @@ class Variant:
     stage_epochs: tuple[float, ...] = ()       # per grown member (default: base config's stage epochs)
     baseline_epochs: float = 0.0               # individual schedule and member 1 (default: base config's)
     overrides: tuple[str, ...] = ()            # applied to every member / section
+    base: str = "tiny-base.toml"               # base config in benchmarks/configs/ (lm-base.toml: language models)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,11 @@ PAPER_FRACTIONS = tuple(e / 128 for e in PAPER_EPOCHS)
 # (pairs, baseline epochs): 2.5k × 8 and × 32 cost 1/16 and 1/4 of the fixed budget of 320k samples per baseline;
 # 2.5k × 128 = 10k × 32 = 40k × 8 spend all of it with ever fresher data (2.5k × 128 is paper_protocol's NTCS run)
 SATURATION_GRID = ((2500, 8), (2500, 32), (2500, 128), (10_000, 32), (40_000, 8))
+
+
+LM3 = ("lm/cpu-1M", "lm/cpu-2M", "lm/cpu-6M")                  # 0.8 M → 6 M parameters, 7x in FLOPs
+LM4 = (*LM3, "lm/cpu-22M")                                     # to 22 M: 24x in FLOPs (cpu-22M dominates the cost)
+SIGLIP = ("train.objective=\"siglip\"",)
 
 
 def _members(overrides: str, n: int = 3) -> tuple[str, ...]:
@@ -177,6 +184,17 @@ EXPERIMENTS = {e.name: e for e in (
                                       ("lr4e-3", " lr=4e-3")))
                # control: is 4e-3 simply a better learning rate for everyone? (baselines and member 1 at 4e-3 too)
                + (Variant("all-lr4e-3", FOUR, overrides=("train.lr=4e-3", *_members("distill_weight=50.0"))),)),
+    Experiment("siglip", "the demo family (N → T → C → S, preserve + fd α = 50) with the SigLIP objective: chain vs "
+               "individual training",
+               (Variant("siglip-chain4", FOUR, overrides=(*SIGLIP, *_members("distill_weight=50.0"))),)),
+    Experiment("lm", "Llama family (lm-cpu 1M → 2M → 6M, and → 22M) on the Python 3.11 docs: chain vs individual, "
+               "growth operator and distillation loss", (
+        *(Variant(f"lm-{op}-kl", LM3, base="lm-base.toml", overrides=_members(f"growth=\"{op}\"", 2))
+          for op in ("preserve", "corner", "stack")),
+        Variant("lm-preserve-hidden", LM3, base="lm-base.toml", overrides=_members("distill=\"hidden\"", 2)),
+        Variant("lm-preserve-none", LM3, base="lm-base.toml", overrides=_members("distill=\"none\"", 2)),
+        Variant("lm4-preserve-kl", LM4, base="lm-base.toml"),
+    )),
     Experiment("epochs", "epoch allocation per grown stage", tuple(
         Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0, 8.0))),
 )}
@@ -186,7 +204,7 @@ def variant_config(v: Variant, seed: int, extra: list[str]):
     """The run config of one variant and seed."""
     import tomllib
 
-    raw = tomllib.loads(BASE.read_text())
+    raw = tomllib.loads((BASE.parent / v.base).read_text())
     base_stage = raw.pop("stage_epochs")
     epochs = v.stage_epochs or (base_stage,) * (len(v.chain) - 1)
     member = {k: raw["chain_defaults"][k] for k in ("growth", "distill", "distill_weight")}
@@ -246,7 +264,7 @@ def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh:
     reused = 0 if fresh else reuse_finished(run_dir, cfg)
     t0 = time.perf_counter()
     print(f"[{exp.name}/{v.name}/seed{seed}] {' → '.join(v.chain)} (reused {reused} stage(s))", flush=True)
-    train_chain(cfg, run_dir, progress=False, baselines=False if chain_only else None)
+    train_run(cfg, run_dir, progress=False, baselines=False if chain_only else None)
     save_summaries(run_dir)
     print(f"[{exp.name}/{v.name}/seed{seed}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return run_dir

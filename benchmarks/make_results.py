@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from experiments import EXPERIMENTS  # noqa: E402
 
-ORDER = ("main", "paper_protocol", "paper_regime", "fashion", "fashion_wide", "openclipart", "transfer", "growth_op",
-         "distill_loss", "alpha", "stage_lr", "epochs", "family_size", "prepend")   # the order docs/results.md reads in
+# the order docs/results.md reads in
+ORDER = ("main", "paper_protocol", "paper_regime", "fashion", "fashion_wide", "openclipart", "siglip", "lm", "transfer",
+         "growth_op", "distill_loss", "alpha", "stage_lr", "epochs", "family_size", "prepend")
 CONVERGENCE = ("main", "paper_protocol", "paper_regime")   # experiments that show how far their baselines still moved
 PAYOFF = ("saturation", "paper_protocol")   # runs with grown members at the paper's fractions of the baseline
 PLOTTED = ("main", "paper_protocol", "paper_regime", "family_size", "fashion", "fashion_wide",
@@ -40,18 +41,22 @@ def _pm(stat: dict | None, digits: int = 1) -> str:
 
 
 def variant_table(rows: list[tuple[str, dict]]) -> str:
-    """One row per (variant, member): chain accuracy, Δ to the individual baseline, and family-level cost."""
-    head = ["variant", "member", *[f"chain {label}" for _, label in METRICS], *[f"Δ {k}" for k, _ in METRICS],
-            "individual zero-shot", "chain FLOPs (% of largest alone)", "accel. FLOPs", "accel. wall-clock", "seeds"]
+    """One row per (variant, member): chain accuracy (LMs: held-out loss), Δ to the individual baseline, and
+    family-level cost."""
+    metrics = [tuple(m) for m in rows[0][1].get("metrics", METRICS)]
+    head = ["variant", "member", *[f"chain {label}" for _, label in metrics], *[f"Δ {k}" for k, _ in metrics],
+            f"individual {metrics[0][1]}", "chain FLOPs (% of largest alone)", "accel. FLOPs", "accel. wall-clock",
+            "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    digits = 1 if metrics[0][0] == METRICS[0][0] else 3
     for name, s in rows:
         ind = {m["model"]: m for m in s["members"] if m["method"] == "individual"}
         fam = s["family"]
         for m in (m for m in s["members"] if m["method"] == "chain"):
-            deltas = [f"{m[f'delta_{k}']:+.1f}" if f"delta_{k}" in m else "—" for k, _ in METRICS]
+            deltas = [f"{m[f'delta_{k}']:+.{digits}f}" if f"delta_{k}" in m else "—" for k, _ in metrics]
             lines.append("| " + " | ".join([
-                name, m["model"], *[_pm(m.get(k)) for k, _ in METRICS], *deltas,
-                _pm(ind.get(m["model"], {}).get("zeroshot_top1")),
+                name, m["model"], *[_pm(m.get(k), digits) for k, _ in metrics], *deltas,
+                _pm(ind.get(m["model"], {}).get(metrics[0][0]), digits),
                 f"{human_flops(fam['chain_flops']['mean'])} ({_pm(fam['chain_pct_of_largest'])} %)",
                 _pm(fam["acceleration_flops"], 2) + "×", _pm(fam.get("acceleration_wall"), 2) + "×"
                 + WALL_MARKS[fam.get("acceleration_wall_status", "not recorded")],

@@ -110,6 +110,20 @@ def test_variant_table_marks_wall_clock_that_is_not_a_clean_measurement(tmp_path
     assert "| 2.86× |" in rows["clean"] and "| 2.86× † |" in rows["busy"] and "| 2.86× ? |" in rows["old"]
 
 
+def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
+    """The language-model study is runnable: its first variant on the test family, a few steps."""
+    monkeypatch.setattr(experiments, "RUNS", tmp_path)
+    exp = experiments.EXPERIMENTS["lm"]
+    variant = exp.variants[0]
+    n = len(variant.chain)
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 40)
+    extra = [*(f"chain.{i}.model=\"lm/test-{x}\"" for i, x in enumerate("ABCD"[:n])),
+             f"data.path=\"{tmp_path / 'corpus.txt'}\"", "data.num_samples=16", "data.eval_samples=4",
+             "baseline_epochs=1", *(f"chain.{i}.epochs=1" for i in range(n)), "train.batch_size=8", "baselines=false"]
+    run_dir = experiments.run_variant(exp, variant, seed=0, extra=extra)
+    assert (run_dir / f"chain/{n:02d}-lm_test-{'ABCD'[n - 1]}/result.json").is_file()
+
+
 def test_flip_variant_trains_longer_at_equal_counted_flops() -> None:
     import dataclasses
 

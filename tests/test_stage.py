@@ -66,3 +66,25 @@ def test_run_directories_of_the_previous_layout_stay_recognised(tmp_path) -> Non
         (tmp_path / s.directory).mkdir(parents=True)
         (tmp_path / s.directory / "lineage.json").write_text(json.dumps({"fingerprint": stored}))
     check_or_reset(tmp_path, cfg, stages, None)  # no "was run with other settings"
+
+
+def test_specs_resolve_the_objective_and_price_language_models() -> None:
+    """SigLIP is resolved once into the spec (and its models carry the logit bias); LM stages get their
+    forward FLOPs from compt.lm.flops, and the plan prices them with the same cost function."""
+    from compt.lm.flops import lm_flops
+    from compt.lm.models import get_lm_config
+    from compt.siglip import INIT_LOGIT_BIAS
+
+    clip = [stage_spec(config_from_dict(RAW), s, 40) for s in plan_stages(config_from_dict(RAW), baselines=False)]
+    siglip_raw = {**RAW, "train": {**RAW["train"], "objective": "siglip"}}
+    sig = stage_spec(config_from_dict(siglip_raw), plan_stages(config_from_dict(siglip_raw), baselines=False)[1], 40)
+    assert {s.objective for s in clip} == {"clip"} and clip[1].model.init_logit_bias is None
+    assert sig.objective == "siglip" and sig.model.init_logit_bias == sig.teacher.init_logit_bias == INIT_LOGIT_BIAS
+    lm = config_from_dict({"name": "lm", "baseline_epochs": 1, "data": {"kind": "text", "num_samples": 32},
+                           "chain": [{"model": "lm/test-A", "epochs": 1},
+                                     {"model": "lm/test-B", "epochs": 2, "distill": "kl", "distill_temperature": 2.0}]})
+    a, b = (stage_spec(lm, s, 32) for s in plan_stages(lm, baselines=False))
+    assert (a.distill_temperature, b.distill_temperature, b.distill) == (1.0, 2.0, "kl")
+    assert b.student_flops == lm_flops(get_lm_config("lm/test-B")).forward
+    assert b.teacher_flops == lm_flops(get_lm_config("lm/test-A")).forward
+    assert plan_chain(lm).members[1].stage_cost == training_flops(b.student_flops, b.teacher_flops, 2 * 32)

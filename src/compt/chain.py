@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
 from compt.config import MemberConfig, RunConfig, config_to_dict
 from compt.errors import Interrupted, UserError
+from compt.lm.models import LMConfig, get_lm_config, is_lm
 from compt.models import ModelConfig, build_model, get_model_config
 from compt.runlock import run_lock
 from compt.stage import StageSpec, resolve_spec
@@ -99,10 +101,12 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
     return stage_dir(kind, index, cfg.chain[index].model)
 
 
-# Member and data settings added after the first fingerprints were written: they enter a fingerprint only
-# when set, so run directories made before they existed keep the same fingerprint.
+# Settings added after the first fingerprints were written: they enter a fingerprint only when set (not None),
+# so run directories made before they existed keep the same fingerprint (`settings_changes` reads an absent
+# key as None). Member schedule options also enter a from-scratch stage's fingerprint.
 MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout")
-DATA_SETTINGS_ADDED_LATER = ("shuffle_buffer", "resampled")
+SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "objective", "tokenizer",
+                        "shuffle_buffer", "resampled")
 
 
 def _later_settings(m: MemberConfig) -> dict[str, Any]:
@@ -116,10 +120,14 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
         members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr,
                     **_later_settings(m)}]
     else:
-        members = [{k: v for k, v in asdict(m).items() if k not in MEMBER_SETTINGS_ADDED_LATER} | _later_settings(m)
-                   for m in (*cfg.chain[: stage.index], stage.member)]
-    data = {k: v for k, v in asdict(cfg.data).items() if not (k in DATA_SETTINGS_ADDED_LATER and v is None)}
-    return _without_unfingerprinted({"members": members, "data": data, "train": asdict(cfg.train)})
+        members = [_set(asdict(m)) for m in (*cfg.chain[: stage.index], stage.member)]
+    return _without_unfingerprinted({"members": members, "data": _set(asdict(cfg.data)),
+                                     "train": _set(asdict(cfg.train))})
+
+
+def _set(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` without the settings added later that are unset (see `SETTINGS_ADDED_LATER`)."""
+    return {k: v for k, v in d.items() if not (k in SETTINGS_ADDED_LATER and v is None)}
 
 
 def _without_unfingerprinted(fp: dict[str, Any]) -> dict[str, Any]:
@@ -219,33 +227,51 @@ def fresh_state(model_cfg: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
         return build_model(model_cfg).state_dict()
 
 
-def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
-              parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str, seed: int) -> Checkpoint:
-    """Grow the child's initial weights from the parent's final weights, once (atomic init.pt).
-
-    The growth time is recorded in init.pt's lineage (``grow_s``), so it survives resumes.
-    """
-    init = stage_dir / "init.pt"
+def grow_once(init: Path, lineage: dict[str, Any], make: Callable[[], dict[str, torch.Tensor]],
+              save: Callable[[Path, dict[str, torch.Tensor], dict[str, Any]], Any]) -> None:
+    """Write a stage's init.pt once: rank 0 builds the weights with `make()` and saves them (atomically) with
+    `lineage` plus the growth time ``grow_s``, so it survives resumes; every rank waits for the file."""
     if not init.is_file():
         if dist.is_main():
             t0 = time.perf_counter()
-            if op == "none":
-                state = fresh_state(child_cfg, seed)
-            else:
-                from compt.growth import grow
-
-                state = grow(parent_state, parent_cfg, child_cfg, op, seed)
-            lineage = {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": op, "seed": seed,
-                       "stage": "grow", "grow_s": time.perf_counter() - t0}
-            save_checkpoint(init, state_dict=state, model_config=child_cfg, lineage=lineage)
+            state = make()
+            save(init, state, {**lineage, "stage": "grow", "grow_s": time.perf_counter() - t0})
         dist.barrier()
+
+
+def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
+              parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str, seed: int) -> Checkpoint:
+    """Grow the child's initial weights from the parent's final weights, once (`grow_once`)."""
+
+    def make() -> dict[str, torch.Tensor]:
+        if op == "none":
+            return fresh_state(child_cfg, seed)
+        from compt.growth import grow
+
+        return grow(parent_state, parent_cfg, child_cfg, op, seed)
+
+    init = stage_dir / "init.pt"
+    grow_once(init, {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": op, "seed": seed}, make,
+              lambda path, state, lineage: save_checkpoint(path, state_dict=state, model_config=child_cfg,
+                                                           lineage=lineage))
     return load_checkpoint(init)
 
 
+def member_config(cfg: RunConfig, index: int) -> ModelConfig | LMConfig:
+    """The model config of chain member `index` as this run trains it: an `LMConfig` for language models,
+    else the CLIP config (with the learnable logit bias when the objective is SigLIP)."""
+    from compt.siglip import model_for_objective
+
+    name = cfg.chain[index].model
+    if is_lm(name):
+        return get_lm_config(name)
+    return model_for_objective(get_model_config(name), cfg.train.objective)
+
+
 def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
-    """`stage`'s settings resolved once from the run config (`samples` training pairs per epoch)."""
-    parent = None if stage.from_scratch else get_model_config(cfg.chain[stage.index - 1].model)
-    return resolve_spec(model=get_model_config(stage.member.model), member=stage.member, train=cfg.train,
+    """`stage`'s settings resolved once from the run config (`samples` training samples per epoch)."""
+    parent = None if stage.from_scratch else member_config(cfg, stage.index - 1)
+    return resolve_spec(model=member_config(cfg, stage.index), member=stage.member, train=cfg.train,
                         from_scratch=stage.from_scratch, parent=parent, samples=samples,
                         captions=cfg.data.captions_per_image)
 
@@ -262,7 +288,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
         state.set(stage.key, "done")
         return done.to_dict()
     state.set(stage.key, "running")
-    model_cfg = get_model_config(stage.member.model)
+    model_cfg = member_config(cfg, stage.index)
     dataset = dataset_for(model_cfg)
     spec = stage_spec(cfg, stage, len(dataset))
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
@@ -290,33 +316,48 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
     return result.to_dict()
 
 
-def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
-                from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Run every stage of `cfg` in `run_dir` (resuming finished work); returns results by stage key.
-
-    The run directory is locked for the whole call (`compt.runlock`); the torch thread count is set once
-    (`compt.threads`) and recorded in run.json and every stage's lineage.
-    """
-    run_dir = Path(run_dir)
+@contextmanager
+def run_session(cfg: RunConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
+    """What every run holds for its whole length: the distributed group, the torch thread count (set once,
+    `compt.threads`, yielded to be recorded in run.json and every stage's lineage) and the run directory's
+    lock (`compt.runlock`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    dist.check_shared_dir(run_dir)  # multi-node: every rank reads what rank 0 writes here
-    cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
     dist.init_distributed()
+    dist.check_shared_dir(run_dir)  # multi-node: every rank reads what rank 0 writes here
     threads = configure_threads(cfg.train.threads)
     with run_lock(run_dir):
-        return _train_locked(cfg, run_dir, from_stage, progress, threads)
+        yield threads
 
 
-def _train_locked(cfg: RunConfig, run_dir: Path, from_stage: str | None, progress: bool,
-                  threads: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from compt.data import build_eval_suite, build_train_dataset, evaluate
-
+def prepare_run(cfg: RunConfig, run_dir: Path, baselines: bool | None, from_stage: str | None,
+                threads: dict[str, Any]) -> tuple[RunConfig, list[Stage], RunState]:
+    """Resolve `baselines`, plan the stages, check/reset finished ones, write config.toml and run.json
+    (inside `run_session`)."""
+    cfg = replace(cfg, baselines=cfg.baselines if baselines is None else baselines)
     stages = plan_stages(cfg, cfg.baselines)
     check_or_reset(run_dir, cfg, stages, from_stage)
     if dist.is_main():
         text = tomli_w.dumps(config_to_dict(cfg))
         atomic_write(run_dir / "config.toml", lambda f: f.write(text.encode()))
-    state = RunState(run_dir, stages, cfg.name, threads)
+    return cfg, stages, RunState(run_dir, stages, cfg.name, threads)
+
+
+def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
+                from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Run every stage of the CLIP run `cfg` in `run_dir` (resuming finished work); returns results by stage key.
+    `compt.runner.train_run` picks this or the language-model chain (`compt.lm.chain`) by the model kind."""
+    if is_lm(cfg.chain[0].model):
+        raise ValueError("language-model runs train with compt.runner.train_run (compt.lm.chain)")
+    run_dir = Path(run_dir)
+    with run_session(cfg, run_dir) as threads:
+        cfg, stages, state = prepare_run(cfg, run_dir, baselines, from_stage, threads)
+        return _train_stages(cfg, run_dir, stages, state, progress)
+
+
+def _train_stages(cfg: RunConfig, run_dir: Path, stages: list[Stage], state: RunState,
+                  progress: bool) -> dict[str, dict[str, Any]]:
+    from compt.data import build_eval_suite, build_train_dataset, evaluate
+
     datasets: dict[tuple, Any] = {}
     suites: dict[tuple, Any] = {}
 

@@ -44,6 +44,7 @@ else:  # pragma: no cover
 
 from compt.data.settings import DataConfig
 from compt.errors import UserError, unknown_name
+from compt.rules import ChainRules
 
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
 
@@ -79,6 +80,7 @@ class TrainConfig:
     threads: int = 0                   # torch threads per process (0 = automatic, see compt.threads)
     report_to: tuple[str, ...] = ("tensorboard",)  # metric sinks besides metrics.jsonl: tensorboard, wandb
     wandb_project: str = "compt"       # W&B project of the stages' runs (with "wandb" in report_to)
+    objective: str | None = None       # None / "clip": InfoNCE | "siglip": sigmoid loss + logit bias (compt.siglip)
     compile: bool = False              # torch.compile each transformer block of the student
 
 
@@ -93,6 +95,7 @@ class MemberConfig:
     distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
     warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
     lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
+    distill_temperature: float | None = None  # language models: token-KL temperature τ (default 1)
     decay_fraction: float | None = None    # the cosine reaches min_lr after this fraction of the post-warmup
                                            # steps, then stays there (default 1: the whole stage)
     distill_schedule: str | None = None    # α over the stage: constant (default) | linear | cosine (→ 0 at the end)
@@ -250,7 +253,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def _validate_stage_schedule(i: int, m: MemberConfig, is_swin: bool) -> None:
+def _validate_stage_schedule(i: int, m: MemberConfig, has_patches: bool) -> None:
     where = f"chain member {i + 1} ({m.model})"
     if m.decay_fraction is not None and not 0 < m.decay_fraction <= 1:
         raise UserError(f"{where}: decay_fraction must be in (0, 1], got {m.decay_fraction}")
@@ -258,15 +261,13 @@ def _validate_stage_schedule(i: int, m: MemberConfig, is_swin: bool) -> None:
         raise unknown_name("distillation schedule", m.distill_schedule, DISTILL_SCHEDULES)
     if m.patch_dropout is not None and not 0 <= m.patch_dropout < 1:
         raise UserError(f"{where}: patch_dropout must be in [0, 1), got {m.patch_dropout}")
-    if m.patch_dropout and is_swin:
-        raise UserError(f"{where}: patch_dropout needs a ViT image tower (Swin has no patch tokens to drop)")
+    if m.patch_dropout and not has_patches:
+        raise UserError(f"{where}: patch_dropout needs a ViT image tower (Swin and language models have no patch "
+                        "tokens to drop)")
 
 
 def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
-    from compt.flops import model_flops
-    from compt.models import get_model_config
-    from compt.tasks import DISTILL_NAMES
 
     if not cfg.name.strip() or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
         raise UserError(f"name must be a non-empty folder name (it names the run folder runs/<name>), got "
@@ -279,8 +280,10 @@ def validate(cfg: RunConfig) -> None:
     _validate_report_to(cfg.train.report_to)
     if cfg.baseline_epochs < 0:
         raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
-    ops = _growth_ops()
-    cfgs = [get_model_config(m.model) for m in cfg.chain]
+    from compt.siglip import is_siglip
+
+    is_siglip(cfg.train.objective)  # unknown objectives are a UserError
+    rules = chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
         if m.epochs <= 0:
             raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
@@ -289,19 +292,39 @@ def validate(cfg: RunConfig) -> None:
         if m.distill_weight < 0 or (m.warmup_steps is not None and m.warmup_steps < 0):
             raise UserError(f"chain member {i + 1} ({m.model}): distill_weight and warmup_steps must not be "
                             f"negative, got {m.distill_weight} and {m.warmup_steps}")
-        _validate_stage_schedule(i, m, cfgs[i].is_swin)
-        if i > 0 and m.growth not in ops:
-            raise unknown_name("growth operator", m.growth, ops)
-        if i > 0 and m.distill not in DISTILL_NAMES:
-            raise unknown_name("distillation loss", m.distill, DISTILL_NAMES)
-    for i in range(1, len(cfgs)):
-        a, b = cfgs[i - 1], cfgs[i]
-        if model_flops(b).total <= model_flops(a).total:
+        _validate_stage_schedule(i, m, has_patches=not getattr(rules.configs[i], "is_swin", True))  # LMs: none
+        if i > 0 and m.growth not in rules.growth_ops:
+            raise unknown_name("growth operator", m.growth, rules.growth_ops)
+        if i > 0 and m.distill not in rules.distill_losses:
+            raise unknown_name("distillation loss", m.distill, rules.distill_losses)
+    for i in range(1, len(rules.configs)):
+        a, b = rules.configs[i - 1], rules.configs[i]
+        if rules.flops[i] <= rules.flops[i - 1]:
             raise UserError(f"chain is not ascending in compute: member {i + 1} {b.name} "
-                            f"({model_flops(b).total / 1e9:.3g} GFLOPs) is not larger than member {i} "
-                            f"{a.name} ({model_flops(a).total / 1e9:.3g} GFLOPs)")
+                            f"({rules.flops[i] / 1e9:.3g} GFLOPs) is not larger than member {i} "
+                            f"{a.name} ({rules.flops[i - 1] / 1e9:.3g} GFLOPs)")
         if cfg.chain[i].growth != "none":
-            _validate_growth(a, b)
+            rules.validate_growth(a, b)
+
+
+def chain_rules(cfg: RunConfig) -> ChainRules:
+    """The rules of `cfg`'s model kind: language models when any member is one, else CLIP."""
+    from compt.lm.models import is_lm
+
+    if any(is_lm(m.model) for m in cfg.chain):
+        from compt.lm.rules import lm_chain_rules
+
+        return lm_chain_rules([m.model for m in cfg.chain], cfg.data)
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+    from compt.tasks import DISTILL_NAMES
+
+    if cfg.data.kind == "text":
+        raise UserError("[data] kind = \"text\" is for language-model chains (lm/… models); CLIP models need "
+                        "image–caption data")
+    cfgs = [get_model_config(m.model) for m in cfg.chain]
+    return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=_growth_ops(),
+                      distill_losses=DISTILL_NAMES, validate_growth=_validate_growth)
 
 
 def _validate_report_to(sinks: tuple[str, ...]) -> None:

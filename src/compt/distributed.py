@@ -160,16 +160,17 @@ COMPILE_BACKEND = "inductor"  # tests on CPU swap in "aot_eager": inductor's C++
 
 
 def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precision: str = "auto",
-                 compile: bool = False) -> nn.Module:
+                 compile: bool = False, blocks: tuple[type, ...] | None = None) -> nn.Module:
     """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone.
 
+    `blocks` are the module types that become one FSDP unit each (default: the CLIP towers' blocks).
     With `compile`, every transformer block is compiled in place first (``nn.Module.compile``: state-dict
     keys unchanged, blocks of one shape share their graph, FSDP2 units stay the blocks). FSDP2 on GPU with
     bf16 compute all-gathers bf16 parameters and reduce-scatters fp32 gradients; on CPU (gloo) parameters
     stay fp32, so one and several processes compute the same numbers.
     """
     if compile:
-        for block in [m for m in model.modules() if isinstance(m, _block_types())]:
+        for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
             block.compile(backend=COMPILE_BACKEND)
     if info.world_size == 1:
         return model
@@ -183,7 +184,7 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precis
     mp = MixedPrecisionPolicy()
     if info.device.type == "cuda" and uses_bf16(info, precision):
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for block in [m for m in model.modules() if isinstance(m, _block_types())]:
+    for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
         fully_shard(block, mesh=mesh, mp_policy=mp)
     # FSDP2 cannot shard 0-d parameters: the scalar logit scale stays replicated (see all_reduce_grads).
     scalars = {p for p in model.parameters() if p.ndim == 0}

@@ -108,7 +108,7 @@ def param_counts(cfg: ModelConfig) -> tuple[int, int]:
     """(image tower, text side incl. logit scale) parameter counts; ViTs analytically, Swin via the meta device."""
     v, t, e = cfg.vision, cfg.text, cfg.embed_dim
     text = (t.vocab_size + t.context_length) * t.width + t.layers * block_params(t.width, t.mlp_ratio) \
-        + 2 * t.width + t.width * e + 1
+        + 2 * t.width + t.width * e + 1 + (cfg.init_logit_bias is not None)
     if v.swin is None:
         image = 3 * v.patch_size**2 * v.width + (v.num_tokens + 1) * v.width + 4 * v.width \
             + v.layers * block_params(v.width, v.mlp_ratio) + v.width * e

@@ -98,3 +98,24 @@ def icl_distill_loss(image: Tensor, text: Tensor, logit_scale: Tensor, teacher_i
         t2i = logit_scale * text[:, k] @ teacher_image.T  # (B, B): student caption i against teacher images
         losses.append((F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2)
     return torch.stack(losses).mean()
+
+
+def siglip_loss(image: Tensor, text: Tensor, logit_scale: Tensor, logit_bias: Tensor) -> Tensor:
+    """SigLIP's pairwise sigmoid loss (open_clip's `SigLipLoss` on one process).
+
+    With logits Z = s · I Tᵀ + b (B×B) and labels y_ij = +1 if i = j else −1::
+
+        L = −(1/B) Σ_i Σ_j log σ(y_ij · Z_ij)
+
+    image (B, E), text (B, E), logit_scale (), logit_bias () → scalar. Callers pass features gathered over
+    the global batch, so every rank computes the global loss (as for `clip_loss`).
+    """
+    from open_clip.loss import SigLipLoss
+
+    return SigLipLoss()(image, text, logit_scale, logit_bias)
+
+
+def multi_caption_siglip_loss(image: Tensor, text: Tensor, logit_scale: Tensor, logit_bias: Tensor) -> Tensor:
+    """`siglip_loss` averaged over caption slots: (1/K) Σ_k L(I, T[:, k])   image (B, E), text (B, K, E)."""
+    return torch.stack([siglip_loss(image, text[:, k], logit_scale, logit_bias)
+                        for k in range(text.shape[1])]).mean()

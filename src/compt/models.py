@@ -82,6 +82,7 @@ class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     family: str = ""
+    init_logit_bias: float | None = None   # set: a learnable logit bias (SigLIP; see `compt.siglip`)
 
     @property
     def is_swin(self) -> bool:
@@ -101,7 +102,8 @@ class ModelConfig:
         t = self.text
         text = {"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
                 "heads": t.heads, "layers": t.layers, "mlp_ratio": t.mlp_ratio}
-        return {"embed_dim": self.embed_dim, "vision_cfg": vision, "text_cfg": text}
+        out = {"embed_dim": self.embed_dim, "vision_cfg": vision, "text_cfg": text}
+        return out if self.init_logit_bias is None else {**out, "init_logit_bias": self.init_logit_bias}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,7 +115,7 @@ class ModelConfig:
             s = dict(v["swin"])
             v["swin"] = SwinConfig(**{**s, "depths": tuple(s["depths"]), "num_heads": tuple(s["num_heads"])})
         return cls(name=d["name"], embed_dim=d["embed_dim"], family=d.get("family", ""),
-                   vision=VisionConfig(**v), text=TextConfig(**d["text"]))
+                   vision=VisionConfig(**v), text=TextConfig(**d["text"]), init_logit_bias=d.get("init_logit_bias"))
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -274,20 +276,25 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
     if cfg.vision.swin is not None:
         ensure_registered(cfg.vision.swin, image_size=cfg.vision.image_size, mlp_ratio=cfg.vision.mlp_ratio)
     oc = cfg.to_open_clip()
-    return CLIP(embed_dim=oc["embed_dim"], vision_cfg=oc["vision_cfg"], text_cfg=oc["text_cfg"])
+    return CLIP(embed_dim=oc["embed_dim"], vision_cfg=oc["vision_cfg"], text_cfg=oc["text_cfg"],
+                init_logit_bias=cfg.init_logit_bias)
 
 
 def create_model(name_or_cfg: str | ModelConfig, *, state_dict: dict[str, torch.Tensor] | None = None,
                  ) -> torch.nn.Module:
     """Resolve → build → optionally load weights (strict)."""
     cfg = get_model_config(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
-    model = build_model(cfg)
+    return load_strict(build_model(cfg), state_dict, cfg.name)
+
+
+def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor] | None, name: str) -> torch.nn.Module:
+    """Load `state_dict` (if any) into `model` strictly; a mismatch is a one-line `UserError` naming `name`."""
     if state_dict is not None:
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()
-            raise UserError(f"weights do not fit model {cfg.name}: {' '.join(first[:3])[:400]}") from e
+            raise UserError(f"weights do not fit model {name}: {' '.join(first[:3])[:400]}") from e
     return model
 
 

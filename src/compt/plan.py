@@ -1,7 +1,8 @@
 """Cost model of a chain versus individual training (SPEC §5).
 
-With F(m) the per-sample forward FLOPs of model m for one image and K captions (image + K × text),
-N training samples per epoch and E epochs:
+With F(m) the per-sample forward FLOPs of model m for one image and K captions (image + K × text) — for a
+language model, one sequence of its context length (`compt.lm.flops`) — N training samples per epoch and
+E epochs:
 
     individual(m)   = E_ind · N · 3·F(m)                     # forward + backward ≈ 3 × forward
     stage(m_1)      = E_1   · N · 3·F(m_1)                   # the first member trains from scratch

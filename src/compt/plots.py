@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 
-from compt.runs import METRICS, RunSummary, StageRow  # noqa: E402
+from compt.runs import RunSummary, StageRow, metrics_for  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -79,9 +79,10 @@ def set_compute_axis(ax: Axes, xs: list[float], label: str = "cumulative trainin
 
 
 def present_metrics(runs: list[RunSummary]) -> list[tuple[str, str]]:
-    """The report's metrics that at least one stage of the first run recorded."""
+    """The report's metrics (`compt.runs.metrics_for`) that at least one stage of the first run recorded."""
     rows = [r for r in (*runs[0].chain, *runs[0].individual) if r is not None]
-    return [(k, label) for k, label in METRICS if any(k in r.metrics or any(k in h for h in r.history) for r in rows)]
+    return [(k, label) for k, label in metrics_for(runs[0].cfg)
+            if any(k in r.metrics or any(k in h for h in r.history) for r in rows)]
 
 
 def _curve(row: StageRow, offset: float, key: str) -> tuple[list[float], list[float]]:

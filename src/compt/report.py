@@ -17,12 +17,13 @@ from typing import Any
 from compt.errors import UserError
 from compt.plan import human_flops
 from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
-from compt.runs import METRICS, RunSummary, StageRow, load_run
+from compt.runs import LM_METRICS, METRICS, RunSummary, StageRow, load_run, metrics_for
 from compt.train.conditions import contention
 
 WALL_MARKS = {"clean": "", "contended": " †", "not recorded": " ?"}   # after a wall-clock cell of the table
 
-__all__ = ["METRICS", "RunSummary", "StageRow", "format_markdown", "load_run", "summarise", "write_report"]
+__all__ = ["LM_METRICS", "METRICS", "RunSummary", "StageRow", "format_markdown", "load_run", "metrics_for",
+           "summarise", "write_report"]
 
 
 def _stat(values: list[float]) -> dict[str, float]:
@@ -46,14 +47,15 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
                      "cumulative_flops": _stat([x.cumulative_flops for x in rows]),
                      "wall_s": _stat([x.wall_s for x in rows]), "wall_status": _combined_status(rows),
                      "wall_notes": _wall_notes(rows)}
-            for key, _ in METRICS:
+            for key, _ in metrics_for(base.cfg):
                 vals = [x.metrics[key] for x in rows if key in x.metrics]
                 if vals:
                     entry[key] = _stat(vals)
             members.append(entry)
-    _add_deltas(members)
+    metrics = metrics_for(base.cfg)
+    _add_deltas(members, metrics)
     return {"name": base.name, "runs": [r.run_dir for r in runs], "members": members,
-            "family": _family(runs, n_members)}
+            "family": _family(runs, n_members), "metrics": [list(m) for m in metrics]}
 
 
 def _combined_status(rows: list[StageRow]) -> str:
@@ -78,11 +80,11 @@ def wall_caveat(rows: list[StageRow]) -> str | None:
     return "; ".join(parts) or None
 
 
-def _add_deltas(members: list[dict[str, Any]]) -> None:
+def _add_deltas(members: list[dict[str, Any]], metrics: tuple[tuple[str, str], ...]) -> None:
     ind = {m["model"]: m for m in members if m["method"] == "individual"}
     for m in members:
         if m["method"] == "chain" and m["model"] in ind:
-            for key, _ in METRICS:
+            for key, _ in metrics:
                 if key in m and key in ind[m["model"]]:
                     m[f"delta_{key}"] = m[key]["mean"] - ind[m["model"]][key]["mean"]
 
@@ -116,13 +118,16 @@ def _fmt(stat: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> 
 
 def format_markdown(summary: dict[str, Any]) -> str:
     """The paper-style table (Markdown) plus family-level lines."""
-    metrics = [(k, label) for k, label in METRICS if any(k in m for m in summary["members"])]  # recorded ones
+    metrics = [(k, label) for k, label in summary.get("metrics", METRICS)
+               if any(k in m for m in summary["members"])]  # recorded ones
+    digits = 3 if summary.get("metrics", METRICS)[0][0] == LM_METRICS[0][0] else 1
     lines = ["| member | method | epochs | train FLOPs | cumulative | wall-clock (s) | "
              + "".join(f"{label} | Δ | " for _, label in metrics).rstrip(),
              "|---|---|---:|---:|---:|---:|" + "---:|---:|" * len(metrics)]
     for m in summary["members"]:
         mark = WALL_MARKS.get(m.get("wall_status", "not recorded"), "")
-        cells = [f"{_fmt(m.get(k))} | {m[f'delta_{k}']:+.1f}" if f"delta_{k}" in m else f"{_fmt(m.get(k))} | "
+        cells = [f"{_fmt(m.get(k), digits=digits)} | {m[f'delta_{k}']:+.{digits}f}" if f"delta_{k}" in m
+                 else f"{_fmt(m.get(k), digits=digits)} | "
                  for k, _ in metrics]
         lines.append(f"| {m['model']} | {m['method']} | {m['epochs']:g} | {human_flops(m['flops']['mean'])} | "
                      f"{human_flops(m['cumulative_flops']['mean'])} | {_fmt(m['wall_s'])}{mark} | "

@@ -23,6 +23,14 @@ from compt.train.conditions import contention
 
 # The headline metrics of tables and plots: (key in a stage's metrics, label)
 METRICS = (("zeroshot_top1", "zero-shot top-1"), ("retrieval_r1", "retrieval R@1"))
+LM_METRICS = (("val_loss", "held-out loss"), ("val_ppl", "held-out perplexity"))   # language-model runs
+
+
+def metrics_for(cfg: RunConfig) -> tuple[tuple[str, str], ...]:
+    """The headline metrics of `cfg`'s runs: CLIP evaluation, or held-out loss/perplexity for language models."""
+    from compt.lm.models import is_lm
+
+    return LM_METRICS if is_lm(cfg.chain[0].model) else METRICS
 
 
 @dataclass

@@ -5,7 +5,8 @@ The trainer only calls ``task(images, tokens, index, *teacher_rows)``, ``task.po
 (B, 3, H, W), tokens (B, K, ctx) with K caption slots per image, index (B,) dataset indices; teacher_rows,
 when the loader delivers a teacher cache's rows with the batch, (B, E') and (B, K, E').
 
-- `ClipTask`: symmetric InfoNCE averaged over caption slots (global negatives across ranks).
+- `ClipTask`: symmetric InfoNCE averaged over caption slots (global negatives across ranks), or SigLIP's
+  sigmoid loss with the model's learnable logit bias when ``train.objective = "siglip"`` (`compt.siglip`).
 - `DistillTask`: the same plus distillation from a frozen teacher (``fd``: the paper's inverse feature
   distillation; ``affinity``: CLIP-KD's relational soft logit matching (CRD); ``icl``: CLIP-KD's
   interactive contrastive learning; ``fd+affinity``: both FD and affinity). Teacher
@@ -31,7 +32,9 @@ from compt.losses import (
     feature_distill_loss,
     icl_distill_loss,
     multi_caption_clip_loss,
+    multi_caption_siglip_loss,
 )
+from compt.siglip import is_siglip
 
 MAX_LOGIT_SCALE = math.log(100.0)  # open_clip clamps the learnable temperature at 100 after every step
 # The one registry of distillation losses: config name → loss terms ("none" = no distillation).
@@ -52,38 +55,67 @@ def encode(model: nn.Module, images: Tensor, tokens: Tensor) -> tuple[Tensor, Te
 
     Returns normalised image (B, E) and text (B, K, E) features in fp32 and the exponentiated logit scale.
     """
+    return encode_with_bias(model, images, tokens)[:3]
+
+
+def encode_with_bias(model: nn.Module, images: Tensor, tokens: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """`encode` plus the learnable logit bias of a SigLIP model (None for CLIP)."""
     if tokens.ndim == 2:  # (B, ctx): one caption per image
         tokens = tokens[:, None]
     b, k = tokens.shape[:2]
-    image, text, scale = model(images, tokens.reshape(b * k, -1))
-    return image.float(), text.float().reshape(b, k, -1), scale.float()
+    image, text, scale, *bias = model(images, tokens.reshape(b * k, -1))
+    return image.float(), text.float().reshape(b, k, -1), scale.float(), bias[0].float() if bias else None
 
 
-class ClipTask(nn.Module):
+class ProjectionState:
+    """Resume state of a task's optional learnable distillation projection `proj` (absent or None: no state)."""
+
+    def _proj(self) -> nn.Linear | None:
+        return getattr(self, "proj", None)
+
+    def extra_state(self) -> dict[str, Tensor]:
+        """Trainable tensors outside the student (saved in resume checkpoints only)."""
+        proj = self._proj()
+        return {} if proj is None else {"proj.weight": proj.weight.detach().cpu().clone()}
+
+    def load_extra_state(self, state: dict[str, Tensor]) -> None:
+        if set(state) != set(self.extra_state()):
+            raise UserError(f"checkpoint task state {sorted(state)} does not fit this task "
+                            f"({sorted(self.extra_state())})")
+        if (proj := self._proj()) is not None:
+            with torch.no_grad():
+                proj.weight.copy_(state["proj.weight"])
+
+
+class ClipTask(ProjectionState, nn.Module):
     """Plain CLIP pre-training of `student` (an open_clip CLIP, possibly wrapped by DDP/FSDP later)."""
 
-    def __init__(self, student: nn.Module) -> None:
+    def __init__(self, student: nn.Module, objective: str | None = None) -> None:
         super().__init__()
-        self.student = student
+        self.student, self.siglip = student, is_siglip(objective)
         self.weight_scale = 1.0   # s(t) of the distillation weight, set by the trainer each step (1: constant)
 
+    def task_loss(self, image: Tensor, text: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
+        """InfoNCE, or SigLIP's sigmoid loss when the run's objective is siglip (features already gathered)."""
+        if self.siglip:
+            return multi_caption_siglip_loss(image, text, scale, bias)
+        return multi_caption_clip_loss(image, text, scale)
+
     def forward(self, images: Tensor, tokens: Tensor, index: Tensor, *teacher_rows: Tensor) -> dict[str, Tensor]:
-        image, text, scale = encode(self.student, images, tokens)
-        loss = multi_caption_clip_loss(gather_with_grad(image), gather_with_grad(text), scale)
-        return {"loss": loss, "clip_loss": loss.detach(), "logit_scale": scale.detach()}
+        image, text, scale, bias = encode_with_bias(self.student, images, tokens)
+        loss = self.task_loss(gather_with_grad(image), gather_with_grad(text), scale, bias)
+        return {"loss": loss, "clip_loss": loss.detach(), **_scales(scale, bias)}
 
     @torch.no_grad()
     def post_step(self) -> None:
         """Clamp the learnable temperature to [0, log 100] (open_clip's rule, applied after each step)."""
         unwrap(self.student).logit_scale.clamp_(0, MAX_LOGIT_SCALE)
 
-    def extra_state(self) -> dict[str, Tensor]:
-        """Trainable tensors outside the student (saved in resume checkpoints only)."""
-        return {}
 
-    def load_extra_state(self, state: dict[str, Tensor]) -> None:
-        if state:
-            raise UserError(f"checkpoint holds task state {sorted(state)} this task does not have")
+def _scales(scale: Tensor, bias: Tensor | None) -> dict[str, Tensor]:
+    """The logged temperature (and SigLIP bias)."""
+    return {"logit_scale": scale.detach()} | ({} if bias is None else {"logit_bias": bias.detach()})
 
 
 def _rect_identity(out_dim: int, in_dim: int) -> Tensor:
@@ -103,8 +135,9 @@ class DistillTask(ClipTask):
     """
 
     def __init__(self, student: nn.Module, *, teacher: nn.Module | None, kind: str, weight: float,
-                 student_dim: int, teacher_dim: int, cache: TeacherFeatures | None = None) -> None:
-        super().__init__(student)
+                 student_dim: int, teacher_dim: int, cache: TeacherFeatures | None = None,
+                 objective: str | None = None) -> None:
+        super().__init__(student, objective)
         if kind not in DISTILL_KINDS:
             raise UserError(f"unknown distillation loss {kind!r} (known: {', '.join(DISTILL_KINDS)}, none)")
         if teacher is None and cache is None:
@@ -138,11 +171,11 @@ class DistillTask(ClipTask):
         return x if self.proj is None else self.proj(x)
 
     def forward(self, images: Tensor, tokens: Tensor, index: Tensor, *teacher_rows: Tensor) -> dict[str, Tensor]:
-        image, text, scale = encode(self.student, images, tokens)
+        image, text, scale, bias = encode_with_bias(self.student, images, tokens)
         t_image, t_text, t_scale = self.teacher_features(images, tokens, index, teacher_rows)
         g_image, g_text = gather_with_grad(image), gather_with_grad(text)
-        clip = multi_caption_clip_loss(g_image, g_text, scale)
-        out = {"clip_loss": clip.detach(), "logit_scale": scale.detach()}
+        clip = self.task_loss(g_image, g_text, scale, bias)
+        out = {"clip_loss": clip.detach(), **_scales(scale, bias)}
         loss = clip
         if "fd" in self.parts:
             # local samples only: DDP's gradient averaging turns the per-rank means into the global mean
@@ -162,17 +195,6 @@ class DistillTask(ClipTask):
             out["icl"] = icl.detach()
         return {"loss": loss, **out}
 
-    def extra_state(self) -> dict[str, Tensor]:
-        return {} if self.proj is None else {"proj.weight": self.proj.weight.detach().cpu().clone()}
-
-    def load_extra_state(self, state: dict[str, Tensor]) -> None:
-        if set(state) != set(self.extra_state()):
-            raise UserError(f"checkpoint task state {sorted(state)} does not fit this task "
-                            f"({sorted(self.extra_state())})")
-        if self.proj is not None:
-            with torch.no_grad():
-                self.proj.weight.copy_(state["proj.weight"])
-
 
 def freeze(model: nn.Module) -> nn.Module:
     """Teacher mode: eval, no parameter requires grad."""
@@ -183,10 +205,11 @@ def freeze(model: nn.Module) -> nn.Module:
 
 
 def build_task(student: nn.Module, *, distill: str = "none", weight: float = 0.0, teacher: nn.Module | None = None,
-               student_dim: int = 0, teacher_dim: int = 0, cache: TeacherFeatures | None = None) -> ClipTask:
+               student_dim: int = 0, teacher_dim: int = 0, cache: TeacherFeatures | None = None,
+               objective: str | None = None) -> ClipTask:
     """`ClipTask` for ``distill="none"``, else `DistillTask` with the named loss (the caller — the trainer,
-    from its `StageSpec` — has already decided whether the stage distills)."""
+    from its `StageSpec` — has already decided whether the stage distills and which objective it trains)."""
     if distill == "none":
-        return ClipTask(student)
+        return ClipTask(student, objective)
     return DistillTask(student, teacher=teacher, kind=distill, weight=weight, student_dim=student_dim,
-                       teacher_dim=teacher_dim, cache=cache)
+                       teacher_dim=teacher_dim, cache=cache, objective=objective)

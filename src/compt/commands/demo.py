@@ -12,32 +12,36 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from compt.chain import train_chain
 from compt.config import load_config
 from compt.report import write_report
+from compt.runner import train_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train a tiny family (chain + baselines) on the embedded data and report")
     p.add_argument("--quick", action="store_true", help="a ≤ 1 minute smoke run on the test-size family")
+    p.add_argument("--lm", action="store_true", help="the language-model family (Llama, lm-cpu) on an offline "
+                                                     "text corpus instead of CLIP")
     p.add_argument("--run-dir", help="output folder (default: runs/demo or runs/demo-quick)")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
 
 
-def demo_config_path(quick: bool) -> Path:
-    return Path(str(resources.files("compt") / "configs" / ("demo-quick.toml" if quick else "demo.toml")))
+def demo_config_path(quick: bool, lm: bool = False) -> Path:
+    name = ("demo-lm" if lm else "demo") + ("-quick" if quick else "")
+    return Path(str(resources.files("compt") / "configs" / f"{name}.toml"))
 
 
 def run(args: argparse.Namespace) -> int:
-    path = demo_config_path(args.quick)
+    path = demo_config_path(args.quick, args.lm)
     cfg = load_config(path, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     members = " → ".join(m.model for m in cfg.chain)
-    print(f"compt demo: chain {members} and each member individually, on the embedded synthetic corpus "
-          f"({cfg.data.num_samples:,} pairs); output in {run_dir}")
+    data = f"an offline text corpus ({cfg.data.num_samples:,} training windows)" if args.lm else \
+        f"the embedded synthetic corpus ({cfg.data.num_samples:,} pairs)"
+    print(f"compt demo: chain {members} and each member individually, on {data}; output in {run_dir}")
     t0 = time.perf_counter()
-    train_chain(cfg, run_dir, baselines=True)
+    train_run(cfg, run_dir, baselines=True)
     out, md = write_report([run_dir])
     print()
     print(md)

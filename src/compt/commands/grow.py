@@ -13,6 +13,7 @@ Every check runs before anything is written; on error nothing is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     check_config_folder(out, child_cfg)
     ckpt = load_checkpoint(parent_path)
     parent_cfg, note = parent_config(ckpt, args.from_model)
+    # a SigLIP parent (learnable logit bias) grows into the SigLIP variant of the named child
+    child_cfg = dataclasses.replace(child_cfg, init_logit_bias=parent_cfg.init_logit_bias)
     state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
     lineage = {"parent": str(parent_path.resolve()), "parent_sha256": sha256_file(parent_path),
                "parent_model": parent_cfg.name, "operator": args.op, "seed": args.seed, "stage": "grow"}

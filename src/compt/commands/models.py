@@ -11,7 +11,8 @@ from compt.models import get_model_config, list_families, list_models
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered models and families")
-    p.add_argument("--family", help="one family (paper, paper-swin, tiny, test, test-swin, open_clip)")
+    p.add_argument("--family", help="one family (paper, paper-swin, tiny, test, test-swin, open_clip, "
+                                    "lm-cpu, lm-pythia, lm-test)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -27,12 +28,44 @@ def model_row(name: str) -> dict:
             "gflops": f.total / 1e9}
 
 
+def lm_row(name: str) -> dict:
+    from compt.lm.flops import lm_flops
+    from compt.lm.models import get_lm_config
+
+    c = get_lm_config(name)
+    f = lm_flops(c)
+    return {"model": name, "family": c.family, "hidden": c.hidden, "layers": c.layers, "heads": c.heads,
+            "kv_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate": c.intermediate, "vocab": c.vocab_size,
+            "context": c.context_length, "params_m": f.params / 1e6, "gflops": f.forward / 1e9}
+
+
+def print_lm_rows(rows: list[dict]) -> None:
+    head = f"{'model':<14} {'family':<10} {'d×L':>9} {'heads/kv':>8} {'MLP':>5} {'vocab':>6} {'ctx':>5} " \
+           f"{'params (M)':>10} {'GFLOPs/seq':>10}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['model']:<14} {r['family']:<10} {r['hidden']:>5}×{r['layers']:<3} "
+              f"{r['heads']:>5}/{r['kv_heads']:<2} {r['intermediate']:>5} {r['vocab']:>6} {r['context']:>5} "
+              f"{r['params_m']:>10.2f} {r['gflops']:>10.4g}")
+
+
 def run(args: argparse.Namespace) -> int:
-    names = list_models(args.family)
-    rows = [model_row(n) for n in names]
+    from compt.lm.models import list_lm_models, lm_families
+
+    lm_fams = lm_families()
+    lm_names = list_lm_models(args.family) if args.family in (None, *lm_fams) else []
+    names = list_models(args.family) if args.family not in lm_fams else []
+    rows, lm_rows = [model_row(n) for n in names], [lm_row(n) for n in lm_names]
     if args.json:
-        print(json.dumps({"families": {k: list(v) for k, v in list_families().items()}, "models": rows}, indent=2))
+        fams = {k: list(v) for k, v in (list_families() | lm_fams).items()}
+        print(json.dumps({"families": fams, "models": rows, "language_models": lm_rows}, indent=2))
         return 0
+    if lm_rows:
+        print_lm_rows(lm_rows)
+        if not rows:
+            return 0
+        print()
     head = f"{'model':<22} {'family':<10} {'vision':<16} {'text':<11} {'embed':>5} {'img':>4} " \
            f"{'params img/txt (M)':>19} {'GFLOPs img/txt':>17}"
     print(head)

@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 
 from compt import distributed as dist
-from compt.chain import train_chain
 from compt.config import load_config
+from compt.runner import train_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     dist.init_distributed()
     try:
-        train_chain(cfg, run_dir, baselines=args.baselines, from_stage=args.from_stage,
+        train_run(cfg, run_dir, baselines=args.baselines, from_stage=args.from_stage,
                     progress=not args.no_progress)
     finally:
         dist.shutdown()

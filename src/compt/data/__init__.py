@@ -10,15 +10,17 @@ for `evaluate(model, suite)` (re-exported from `compt.evaluation`).
 
 Kinds: ``synthetic`` (embedded, no download), ``csv``, ``wds`` (indexed shards: exact resume, cacheable
 teacher), ``wds-stream`` (`compt.data.stream`: shards streamed by the webdataset library; evaluation on
-``data.eval_path``), ``fashion-mnist``, ``openclipart``, ``folder`` (image folder ``root/<class>/*``). File
-sets without ``data.eval_path`` are split by seed: a held-out ``min(eval_samples, n // 5)`` images never seen
-in training.
+``data.eval_path``), ``fashion-mnist``, ``openclipart``, ``folder`` (image folder ``root/<class>/*``);
+``text`` is registered for validation only: it is the corpus of language-model chains, which
+`compt.lm.chain` reads itself. File sets without ``data.eval_path`` are split by seed: a held-out
+``min(eval_samples, n // 5)`` images never seen in training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -296,6 +298,11 @@ def _folder_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
     return EvalSuite(name="folder", context_length=ctx, zeroshot=(_labelled_task("folder", labelled, None),))
 
 
+def _text_only(data: DataConfig, size: int, ctx: int) -> Any:
+    raise UserError("[data] kind = \"text\" is a text corpus for language-model chains (compt.lm.chain reads "
+                    "it); CLIP models need image–caption data")
+
+
 # The one registry of data kinds: training set and evaluation suite of each, from one entry.
 ADAPTERS: dict[str, DataAdapter] = {
     "synthetic": DataAdapter(_synthetic_train, _synthetic_suite),
@@ -305,5 +312,6 @@ ADAPTERS: dict[str, DataAdapter] = {
     "fashion-mnist": DataAdapter(_fashion_mnist_train, _fashion_mnist_suite),
     "openclipart": DataAdapter(_openclipart_train, _openclipart_suite),
     "folder": DataAdapter(_folder_train, _folder_suite, reads_path=True),
+    "text": DataAdapter(_text_only, _text_only),   # data.path optional: compt.lm.text's default corpus
 }
 KINDS = tuple(ADAPTERS)

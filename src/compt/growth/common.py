@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -55,6 +56,8 @@ def validate_growth(parent: ModelConfig, child: ModelConfig) -> None:
     _same("text head dim", pt.head_width, ct.head_width, "heads are carried over whole")
     _no_shrink("text MLP width", int(pt.width * pt.mlp_ratio), int(ct.width * ct.mlp_ratio))
     _no_shrink("embedding size", parent.embed_dim, child.embed_dim)
+    _same("learnable logit bias", parent.init_logit_bias is not None, child.init_logit_bias is not None,
+          "both must be trained with the same objective")
 
 
 def _vision_width(cfg: ModelConfig) -> int:
@@ -84,16 +87,20 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def check_state(state: StateDict, cfg: ModelConfig, what: str = "parent") -> None:
     """`UserError` naming the first key that is missing, unexpected or of the wrong shape for `cfg`."""
-    want = expected_shapes(cfg)
+    check_shapes(state, expected_shapes(cfg), cfg.name, what)
+
+
+def check_shapes(state: StateDict, want: dict[str, tuple[int, ...]], name: str, what: str) -> None:
+    """`UserError` naming the first key of `state` that is missing, unexpected or not of shape `want[key]`."""
     for k, shape in want.items():
         if k not in state:
-            raise UserError(f"{what} state dict does not match {cfg.name}: missing key {k} (expected {list(shape)})")
+            raise UserError(f"{what} state dict does not match {name}: missing key {k} (expected {list(shape)})")
         if tuple(state[k].shape) != shape:
-            raise UserError(f"{what} state dict does not match {cfg.name}: {k} has shape {list(state[k].shape)}, "
+            raise UserError(f"{what} state dict does not match {name}: {k} has shape {list(state[k].shape)}, "
                             f"expected {list(shape)}")
     extra = [k for k in state if k not in want]
     if extra:
-        raise UserError(f"{what} state dict does not match {cfg.name}: unexpected key {extra[0]}"
+        raise UserError(f"{what} state dict does not match {name}: unexpected key {extra[0]}"
                         + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
 
 
@@ -113,12 +120,13 @@ def one_thread() -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------------------------- fresh child
-def fresh_child(cfg: ModelConfig, generator: torch.Generator) -> StateDict:
-    """A freshly initialised child (open_clip's own init), seeded from `generator`, global RNG untouched."""
+def fresh_child(cfg: ModelConfig, generator: torch.Generator, build: Callable[[Any], torch.nn.Module] = build_model
+                ) -> StateDict:
+    """A freshly initialised child (the library's own init), seeded from `generator`, global RNG untouched."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(cfg)
+        model = build(cfg)
     return model.state_dict()
 
 
@@ -147,7 +155,11 @@ def put(state: StateDict, key: str, value: Tensor, index: tuple | Tensor | None 
 
 def assert_child(state: StateDict, cfg: ModelConfig) -> StateDict:
     """Final check of an operator's output against the fresh child's keys and shapes."""
-    want = expected_shapes(cfg)
+    return assert_shapes(state, expected_shapes(cfg))
+
+
+def assert_shapes(state: StateDict, want: dict[str, tuple[int, ...]]) -> StateDict:
+    """Assert that `state` has exactly the keys of `want`, each of that shape."""
     assert set(state) == set(want), sorted(set(state) ^ set(want))[:5]
     for k, v in state.items():
         assert tuple(v.shape) == want[k], (k, tuple(v.shape), want[k])

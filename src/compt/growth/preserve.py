@@ -105,7 +105,9 @@ def _widen(p: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, genera
             _put_rows(c, key, p[key], et.embed)
         _blocks(p, c, pt, ct, et, depth(pt.layers, ct.layers), noise)
         _head(p, c, "ln_final", "text_projection", et, noise)
-        put(c, "logit_scale", p["logit_scale"])
+        for key in ("logit_scale", "logit_bias"):   # logit_bias: SigLIP models only
+            if key in c:
+                put(c, key, p[key])
     return assert_child(c, child_cfg)
 
 

@@ -257,7 +257,7 @@ def _build_task(student: nn.Module, spec: StageSpec, teacher_state: dict[str, Te
                 info: DistInfo, out_dir: Path) -> tuple[ClipTask, bool]:
     """(task, whether the teacher's features come from a cache filled once)."""
     if spec.teacher is None:
-        return build_task(student), False
+        return build_task(student, objective=spec.objective), False
     s_cfg, t_cfg, train = spec.model, spec.teacher, spec.train
     if teacher_state is None:
         raise ValueError(f"stage {s_cfg.name} distills from {t_cfg.name} but got no teacher weights")
@@ -275,7 +275,8 @@ def _build_task(student: nn.Module, spec: StageSpec, teacher_state: dict[str, Te
                                    mmap_dir=out_dir / "teacher_cache" if shared else None)
         t_model = None
     task = build_task(student, distill=spec.distill, weight=spec.distill_weight, teacher=t_model,
-                      student_dim=s_cfg.embed_dim, teacher_dim=t_cfg.embed_dim, cache=cache)
+                      student_dim=s_cfg.embed_dim, teacher_dim=t_cfg.embed_dim, cache=cache,
+                      objective=spec.objective)
     return task, cache is not None
 
 

@@ -1,0 +1,12 @@
+"""Decoder-only language-model families (Hugging Face `transformers` Llama) for chain pre-training.
+
+- `compt.lm.models`  `LMConfig`, the registry (``lm-cpu``, ``lm-pythia``, ``lm-test``), factory, HF export
+- `compt.lm.flops`   analytic FLOPs (6·N·D plus attention), checked against FlopCounterMode
+- `compt.lm.growth`  ``preserve`` (exact), ``stack`` and ``corner`` growth of Llama state dicts
+- `compt.lm.losses`  next-token CE, token-level KL, hidden-state MSE
+- `compt.lm.task`    LM tasks (plain and distilled from the frozen predecessor)
+- `compt.lm.rules`   what an LM chain allows (validation), `compt.lm.chain` / `compt.lm.train` run it
+- `compt.lm.text`    plain-text corpora tokenised once into a memory-mapped token array
+
+Only `models` and `flops` import without the optional ``compt[lm]`` extra (transformers, tokenizers).
+"""

@@ -1,0 +1,212 @@
+"""Plain-text data for language models: read files, tokenise once into a memory-mapped token array.
+
+``[data] kind = "text"``, ``path`` = a text file or a folder (every regular file below it, sorted). Each file
+must be non-empty UTF-8; anything else stops with a one-line `UserError` naming the file. Documents are
+joined with an end-of-document token.
+
+Tokenizers (the `tokenizers` library; the tokenizer is stored next to the tokens as ``tokenizer.json``, which
+`transformers` reads too):
+
+- ``byte``: byte-level, 256 byte tokens + ``<eos>`` (id 256); nothing to train, fits the ``lm-cpu`` family;
+- ``bpe``: byte-level BPE trained on the training documents up to the model's vocabulary size.
+
+The token array is written once to ``DIR/tokens.bin`` (uint16 or uint32) with ``DIR/tokens.json`` describing
+it (files, sizes, tokenizer); a later run with the same files and tokenizer memory-maps it instead. The last
+`eval_tokens` tokens are the held-out split (validation loss); the rest is cut into non-overlapping samples of
+``context + 1`` tokens (inputs and next-token targets).
+
+Default corpus (`default_corpus`): the reST sources of the Python 3.11 documentation shipped by Debian's
+``python3.11-doc`` (497 files, 12 MB, PSF licence), else Debian's ``fortunes`` files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from compt.errors import UserError
+
+EOS = "<eos>"
+TOKENIZERS = ("byte", "bpe")
+CORPORA = (Path("/usr/share/doc/python3.11/html/_sources"), Path("/usr/share/games/fortunes"))
+
+
+def default_corpus() -> Path:
+    """The first offline corpus present on this machine (see the module docstring)."""
+    for path in CORPORA:
+        if path.is_dir():
+            return path
+    raise UserError("no offline text corpus found (looked in " + ", ".join(map(str, CORPORA)) + "): install "
+                    "Debian's package with `apt-get install python3.11-doc` (or `fortunes`), or set data.path to a "
+                    "text file or folder")
+
+
+def text_files(path: str | Path) -> list[Path]:
+    """The files of a corpus: `path` itself, or every regular file below the folder, sorted."""
+    root = Path(path)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise UserError(f"text data not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith((".dat", ".u8")))
+    if not files:
+        raise UserError(f"text folder {root} holds no files")
+    return files
+
+
+def read_document(path: Path) -> str:
+    """The text of one file; empty or non-UTF-8 files are a `UserError` that names them."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise UserError(f"text file {path} is empty")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"text file {path} is not UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r})") from None
+
+
+def documents(files: list[Path]) -> Iterator[str]:
+    for f in files:
+        yield read_document(f)
+
+
+# ----------------------------------------------------------------------------------------------- tokenizers
+def byte_tokenizer() -> Any:
+    """Byte-level tokenizer: ids 0…255 are the bytes (in `ByteLevel.alphabet()` order), 256 is ``<eos>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda ch: _byte_of(ch))
+    vocab = {ch: i for i, ch in enumerate(alphabet)} | {EOS: 256}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([EOS])
+    return tok
+
+
+def _byte_of(ch: str) -> int:
+    """Inverse of GPT-2's bytes → printable-unicode table (printable Latin-1 maps to itself)."""
+    code = ord(ch)
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    if code in printable:
+        return code
+    others = [b for b in range(256) if b not in printable]
+    return others[code - 256]
+
+
+def train_bpe(texts: Iterator[str], vocab_size: int) -> Any:
+    """Byte-level BPE with at most `vocab_size` tokens (``<eos>`` included), trained on `texts`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def encode(tok: Any, kind: str, text: str) -> np.ndarray:
+    """Token ids of `text` (int64). Byte-level ids *are* the UTF-8 bytes, so they skip the tokenizer."""
+    if kind == "byte":
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+    return np.asarray(tok.encode(text).ids, dtype=np.int64)
+
+
+def build_tokenizer(kind: str, files: list[Path], vocab_size: int) -> Any:
+    if kind == "byte":
+        return byte_tokenizer()
+    if kind == "bpe":
+        return train_bpe(documents(files), vocab_size)
+    raise UserError(f"unknown tokenizer {kind!r} (known: {', '.join(TOKENIZERS)})")
+
+
+# ----------------------------------------------------------------------------------------------- token array
+@dataclass(frozen=True)
+class TokenCorpus:
+    """A tokenised corpus: the memory-mapped token array, its tokenizer and where they are stored."""
+
+    tokens: np.ndarray          # (N,) uint16 / uint32, memory-mapped
+    directory: Path
+    vocab_size: int             # tokenizer vocabulary (≤ the model's)
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.directory / "tokenizer.json"
+
+
+def _manifest(files: list[Path], tokenizer: str, vocab_size: int) -> dict[str, Any]:
+    return {"tokenizer": tokenizer, "vocab_size": vocab_size,
+            "files": [[str(f), f.stat().st_size, int(f.stat().st_mtime)] for f in files]}
+
+
+def tokenize_corpus(path: str | Path, directory: str | Path, *, tokenizer: str = "byte",
+                    vocab_size: int = 264) -> TokenCorpus:
+    """Tokenise the corpus at `path` once into `directory` (reused when files and tokenizer are unchanged)."""
+    files, directory = text_files(path), Path(directory)
+    meta_path, bin_path = directory / "tokens.json", directory / "tokens.bin"
+    manifest = _manifest(files, tokenizer, vocab_size)
+    if meta_path.is_file() and bin_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if {k: meta.get(k) for k in manifest} == json.loads(json.dumps(manifest)):
+            return _open(directory, meta)
+    tok = build_tokenizer(tokenizer, files, vocab_size)
+    if tok.get_vocab_size() > vocab_size:
+        raise UserError(f"tokenizer {tokenizer!r} has {tok.get_vocab_size()} tokens; the model has {vocab_size}")
+    ids = [np.append(encode(tok, tokenizer, doc), tok.token_to_id(EOS)) for doc in documents(files)]
+    dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
+    directory.mkdir(parents=True, exist_ok=True)
+    tok.save(str(directory / "tokenizer.json"))
+    flat = np.concatenate(ids).astype(dtype)
+    tmp = bin_path.with_suffix(".bin.tmp")
+    flat.tofile(tmp)
+    os.replace(tmp, bin_path)
+    meta = {**manifest, "dtype": np.dtype(dtype).name, "num_tokens": int(flat.size),
+            "tokenizer_vocab": tok.get_vocab_size()}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return _open(directory, meta)
+
+
+def _open(directory: Path, meta: dict[str, Any]) -> TokenCorpus:
+    tokens = np.memmap(directory / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],))
+    return TokenCorpus(tokens=tokens, directory=directory, vocab_size=int(meta["tokenizer_vocab"]))
+
+
+class TokenWindows(Dataset):
+    """Non-overlapping windows of ``context + 1`` tokens over tokens[start:stop]; item = (tokens, index)."""
+
+    deterministic = True
+
+    def __init__(self, tokens: np.ndarray, context: int, start: int = 0, stop: int | None = None) -> None:
+        self.tokens, self.context, self.start = tokens, context, start
+        stop = tokens.size if stop is None else stop
+        self.n = max(0, (stop - start - 1) // context)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        a = self.start + i * self.context
+        return torch.from_numpy(self.tokens[a:a + self.context + 1].astype(np.int64)), i
+
+
+def split(corpus: TokenCorpus, context: int, eval_tokens: int, max_train: int | None = None
+          ) -> tuple[TokenWindows, TokenWindows]:
+    """(train, held-out) windows: the held-out split is the last `eval_tokens` tokens of the corpus; training
+    uses the first `max_train` windows of the rest (all when None)."""
+    n = corpus.tokens.size
+    if n < 2 * (context + 1) or eval_tokens >= n - (context + 1):
+        raise UserError(f"the text corpus in {corpus.directory} has only {n} tokens: too few for a train and a "
+                        f"held-out split of {eval_tokens} tokens with context {context}")
+    cut = n - max(eval_tokens, context + 1)
+    stop = cut if max_train is None else min(cut, max_train * context + 1)
+    return TokenWindows(corpus.tokens, context, 0, stop), TokenWindows(corpus.tokens, context, cut, n)

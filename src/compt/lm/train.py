@@ -1,0 +1,298 @@
+"""`train_lm_stage`: train one language-model chain member (from scratch, or grown + distilled) to a final checkpoint.
+
+The stage folder has the same layout as a CLIP stage (`compt.train.trainer`), so `compt report` reads it
+unchanged: ``last.pt`` (resume), ``final.pt``, ``metrics.jsonl`` + ``tb/``, ``result.json`` (a `StageResult`)
+and, in addition, ``hf/`` — the final weights as a Hugging Face folder (`AutoModelForCausalLM.from_pretrained`).
+
+It reuses the CLIP trainer's parts: step-indexed batches (`StepBatchSampler`, so a resumed stage sees the same
+data), AdamW groups and the cosine schedule (`compt.train.optim`), RNG/progress state, the metrics log and the
+distributed helpers (DDP, or FSDP2 with one unit per `LlamaDecoderLayer`), the wall-clock conditions and the
+metric sinks. Every setting comes from the stage's `StageSpec` (`compt.chain.stage_spec`: lr, warmup, steps,
+teacher, distillation loss and temperature, forward FLOPs). A sample is one window of ``context + 1``
+tokens; FLOPs are `compt.flops.training_flops` of the analytic `compt.lm.flops` forwards (3 × student
+forward per sample, plus one teacher forward when distilling). Evaluation is the held-out next-token loss
+(``val_loss``) and its perplexity.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from compt import distributed
+from compt.checkpoint import atomic_save, atomic_write_json
+from compt.config import TrainConfig
+from compt.errors import UserError
+from compt.flops import training_flops
+from compt.lm.losses import lm_loss
+from compt.lm.models import LMConfig, create_lm, export_pretrained
+from compt.lm.task import LMTask, build_lm_task
+from compt.stage import StageSpec
+from compt.tasks import freeze
+from compt.train.conditions import Probe
+from compt.train.metrics import MetricsLog
+from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
+from compt.train.sampler import StepBatchSampler
+from compt.train.state import Progress, rng_state, set_rng_state
+from compt.train.trainer import StageResult, load_result
+from compt.train.wandb_log import wandb_settings
+
+LM_FORMAT = "compt-lm-checkpoint/1"
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def save_lm_checkpoint(path: Path, *, state_dict: dict[str, Tensor], cfg: LMConfig, lineage: dict[str, Any],
+                       train_state: dict[str, Any] | None = None) -> Path:
+    """Self-describing LM checkpoint: weights, `LMConfig`, lineage [, train state], written atomically."""
+    payload = {"format": LM_FORMAT, "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+               "lm_config": cfg.to_dict(), "lineage": dict(lineage)}
+    return atomic_save(payload if train_state is None else {**payload, "train_state": train_state}, path)
+
+
+def load_lm_checkpoint(path: Path) -> dict[str, Any]:
+    """Read an LM checkpoint (``weights_only``); anything else is a `UserError`."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}") from e
+    if not isinstance(raw, dict) or raw.get("format") != LM_FORMAT:
+        raise UserError(f"{path} is not a compt language-model checkpoint")
+    return {**raw, "lm_config": LMConfig.from_dict(raw["lm_config"])}
+
+
+# ----------------------------------------------------------------------------------------------- stage
+@dataclass
+class _LMStage:
+    """Everything the loop needs; settings come from `spec` only (as in the CLIP trainer)."""
+
+    out_dir: Path
+    spec: StageSpec
+    info: distributed.DistInfo
+    data: Dataset
+    held_out: Dataset
+    task: LMTask
+    optimizer: torch.optim.Optimizer
+    lineage: dict[str, Any]
+    progress: Progress
+    log: MetricsLog
+    tokenizer_file: Path | None = None
+    unmanaged: list[nn.Parameter] = field(default_factory=list)   # task parameters outside the wrapped student
+    started: float = field(default_factory=time.perf_counter)
+    eval_s: float = 0.0
+
+    @property
+    def cfg(self) -> LMConfig:
+        return self.spec.model
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.spec.train
+
+    @property
+    def total_steps(self) -> int:
+        return self.spec.total_steps
+
+    def wall(self) -> float:
+        return self.progress.wall_clock_s + time.perf_counter() - self.started - self.eval_s
+
+    def position(self, step: int) -> dict[str, float]:
+        b, s = self.train.batch_size, self.spec
+        return {"step": step, "epoch": step * b / len(self.data), "samples": step * b,
+                "flops": training_flops(s.student_flops, s.teacher_flops, step * b)}
+
+
+def train_lm_stage(spec: StageSpec, *, out_dir: Path, data: Dataset, held_out: Dataset,
+                   init_state: dict[str, Tensor] | None = None, teacher_state: dict[str, Tensor] | None = None,
+                   lineage: dict | None = None, tokenizer_file: Path | None = None,
+                   progress: bool = True) -> StageResult:
+    """Train the LM stage `spec` (`compt.chain.stage_spec`) on `data` into `out_dir` (resuming from last.pt);
+    a distilling spec needs the teacher's weights `teacher_state`."""
+    started, probe = time.perf_counter(), Probe()
+    out_dir = Path(out_dir)
+    done = load_result(out_dir)
+    if done is not None:
+        return done
+    out_dir.mkdir(parents=True, exist_ok=True)
+    st = _setup(out_dir, spec, data, held_out, init_state, teacher_state, lineage or {}, progress)
+    st.tokenizer_file, st.started = tokenizer_file, started
+    try:
+        _loop(st)
+        return _finish(st, probe)
+    finally:
+        st.log.close()
+
+
+def _setup(out_dir: Path, spec: StageSpec, data: Dataset, held_out: Dataset, init_state: dict[str, Tensor] | None,
+           teacher_state: dict[str, Tensor] | None, lineage: dict[str, Any], progress: bool) -> _LMStage:
+    info = distributed.init_distributed()
+    if len(data) == 0 or len(held_out) == 0:
+        raise UserError("the text corpus gives an empty training or held-out split")
+    if len(data) != spec.samples:
+        raise ValueError(f"the spec was resolved for {spec.samples} samples, the data has {len(data)}")
+    train = spec.train
+    resume = _load_resume(out_dir / "last.pt", spec.model, spec.total_steps, train.batch_size)
+    student = create_lm(spec.model, state_dict=resume["state_dict"] if resume else init_state)
+    task = _task(student, spec, teacher_state, info)
+    state = resume["train_state"] if resume else None
+    if state is not None:
+        task.load_extra_state(state["task"])
+    task.to(info.device)
+    task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, blocks=decoder_block_types())
+    optimizer = build_optimizer(task, train, lr=spec.lr)
+    prog = Progress.from_dict(state["progress"]) if state is not None else Progress()
+    if state is not None:
+        distributed.load_optimizer_state_dict(task, optimizer, state["optimizer"], train.fsdp)
+        set_rng_state(state["rng"])
+    log = MetricsLog(out_dir, enabled=info.is_main, progress=progress, total_steps=spec.total_steps, step=prog.step,
+                     truncate_to=prog.metrics_offset if state is not None else None, desc=spec.model.name,
+                     report_to=train.report_to, wandb=wandb_settings(train, lineage, spec.model.name))
+    return _LMStage(out_dir=out_dir, spec=spec, info=info, data=data, held_out=held_out, task=task,
+                    optimizer=optimizer, lineage={**lineage, "train_stage": spec.summary()}, progress=prog, log=log,
+                    unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
+
+
+def _load_resume(path: Path, cfg: LMConfig, total: int, batch_size: int) -> dict[str, Any] | None:
+    """The stage's last.pt, refused when it belongs to another model or schedule."""
+    if not path.is_file():
+        return None
+    ckpt = load_lm_checkpoint(path)
+    state = ckpt.get("train_state") or {}
+    got = (ckpt["lm_config"].name, state.get("total_steps"), state.get("batch_size"))
+    if got != (cfg.name, total, batch_size):
+        raise UserError(f"{path} belongs to another stage (model, steps, batch = {got}, expected "
+                        f"{(cfg.name, total, batch_size)}); use a fresh folder or delete it")
+    return ckpt
+
+
+def decoder_block_types() -> tuple[type, ...]:
+    """The FSDP2 units of a Llama model: its decoder layers."""
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    return (LlamaDecoderLayer,)
+
+
+def _task(student: nn.Module, spec: StageSpec, teacher_state: dict[str, Tensor] | None,
+          info: distributed.DistInfo) -> LMTask:
+    """The plain LM task, or the distillation task of a spec with a teacher (the spec decided)."""
+    if spec.teacher is None:
+        return build_lm_task(student)
+    if teacher_state is None:
+        raise ValueError(f"stage {spec.model.name} distills from {spec.teacher.name} but got no teacher weights")
+    t_model = freeze(create_lm(spec.teacher, state_dict=teacher_state)).to(info.device)
+    return build_lm_task(student, distill=spec.distill, weight=spec.distill_weight, teacher=t_model,
+                         student_dim=spec.model.hidden, teacher_dim=spec.teacher.hidden,
+                         temperature=spec.distill_temperature)
+
+
+# ----------------------------------------------------------------------------------------------- loop
+def _loop(st: _LMStage) -> None:
+    st.task.train()
+    sampler = StepBatchSampler(len(st.data), batch_size=st.train.batch_size, accum=st.train.accum_steps,
+                               seed=st.spec.seed, start=st.progress.step, stop=st.total_steps,
+                               shard_id=st.info.rank, num_shards=st.info.world_size)
+    batches = iter(DataLoader(st.data, batch_sampler=sampler, num_workers=st.train.loader_workers))
+    for step in range(st.progress.step, st.total_steps):
+        lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
+                         total=st.total_steps, decay_fraction=st.spec.decay_fraction)
+        set_lr(st.optimizer, lr)
+        st.task.weight_scale = distill_scale(step, st.total_steps, st.spec.distill_schedule)
+        losses = _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise UserError(f"non-finite loss at step {step + 1} ({losses}); stopped without saving")
+        st.progress.step, st.progress.losses = step + 1, losses
+        _after_step(st, lr)
+
+
+def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, float]:
+    st.optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, Tensor] = {}
+    for j, (tokens, _index) in enumerate(micro):
+        with distributed.no_sync(st.task.student, j < len(micro) - 1), \
+                distributed.autocast(st.info, st.train.precision):
+            out = st.task(tokens.to(st.info.device))
+            (out["loss"] / len(micro)).backward()
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro)
+    distributed.all_reduce_grads(st.unmanaged)
+    if st.train.grad_clip > 0:
+        params = [p for g in st.optimizer.param_groups for p in g["params"]]
+        distributed.clip_grad_norm(params, st.train.grad_clip)
+    st.optimizer.step()
+    keys = sorted(sums)
+    values = distributed.all_reduce_mean(torch.stack([sums[k] for k in keys])).tolist()
+    return dict(zip(keys, values, strict=True))
+
+
+def _after_step(st: _LMStage, lr: float) -> None:
+    s, n, b = st.progress.step, len(st.data), st.train.batch_size
+    epoch_end, last = s * b // n > (s - 1) * b // n, s == st.total_steps
+    if s % max(st.train.log_every_steps, 1) == 0 or last:
+        st.log.write({"kind": "train", **st.position(s), "lr": lr, **st.progress.losses, "time_s": st.wall()},
+                     "train")
+    st.log.step({"loss": st.progress.losses["loss"]})
+    every = st.train.eval_every_epochs
+    if last or (epoch_end and every > 0 and (s * b // n) % every == 0):
+        _evaluate(st)
+    if last or epoch_end or (st.train.ckpt_every_steps > 0 and s % st.train.ckpt_every_steps == 0):
+        _save_last(st)
+
+
+@torch.no_grad()
+def held_out_loss(model: nn.Module, data: Dataset, batch_size: int, device: torch.device) -> float:
+    """Mean next-token cross-entropy over every held-out window."""
+    total, count = 0.0, 0
+    for tokens, _ in DataLoader(data, batch_size=batch_size):
+        tokens = tokens.to(device)
+        logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
+        total += lm_loss(logits, tokens[:, 1:]).item() * tokens.shape[0]
+        count += tokens.shape[0]
+    return total / count
+
+
+def _evaluate(st: _LMStage) -> None:
+    start = time.perf_counter()
+    model = distributed.unwrap(st.task.student)
+    model.eval()
+    loss = held_out_loss(model, st.held_out, st.train.batch_size, st.info.device)
+    st.task.train()
+    entry = {**st.position(st.progress.step), "val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+    st.progress.history.append(entry)
+    st.log.write({"kind": "eval", **entry}, "eval")
+    st.eval_s += time.perf_counter() - start
+
+
+def _save_last(st: _LMStage) -> None:
+    weights = distributed.model_state_dict(st.task.student)
+    optim = distributed.optimizer_state_dict(st.task, st.optimizer, st.train.fsdp)
+    st.progress.wall_clock_s, st.started, st.eval_s = st.wall(), time.perf_counter(), 0.0
+    st.progress.metrics_offset = st.log.offset()
+    if st.info.is_main:
+        state = {"progress": st.progress.to_dict(), "optimizer": optim, "task": st.task.extra_state(),
+                 "rng": rng_state(), "total_steps": st.total_steps, "batch_size": st.train.batch_size}
+        save_lm_checkpoint(st.out_dir / "last.pt", state_dict=weights, cfg=st.cfg, lineage=st.lineage,
+                           train_state=state)
+    distributed.barrier()
+
+
+def _finish(st: _LMStage, probe: Probe) -> StageResult:
+    weights = distributed.model_state_dict(st.task.student)
+    evals = st.progress.history[-1] if st.progress.history else {}
+    metrics = {k: v for k, v in evals.items() if k not in ("step", "epoch", "samples", "flops")}
+    metrics |= {f"train_{k}": v for k, v in st.progress.losses.items()}
+    result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=st.total_steps,
+                         samples=st.total_steps * st.train.batch_size, train_flops=st.position(st.total_steps)["flops"],
+                         wall_clock_s=st.wall(), history=list(st.progress.history),
+                         conditions=probe.finish(st.info.device))
+    if st.info.is_main:
+        save_lm_checkpoint(result.checkpoint, state_dict=weights, cfg=st.cfg, lineage=st.lineage)
+        export_pretrained(st.cfg, weights, st.out_dir / "hf", tokenizer_file=st.tokenizer_file)
+        atomic_write_json(st.out_dir / "result.json", result.to_dict())
+    distributed.barrier()
+    return result

@@ -1,0 +1,155 @@
+"""Language-model chains end to end: config rules, run → grow → distill → report, resume, HF export, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from compt.cli import main
+from compt.config import config_from_dict, validate
+from compt.errors import UserError
+from compt.lm import train as lm_train
+from compt.lm.models import create_lm, get_lm_config
+from compt.lm.train import load_lm_checkpoint
+from compt.report import write_report
+from compt.runner import train_run
+
+TEXT = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}  # line {i}\n" for i in range(300))
+
+
+def raw(corpus: Path) -> dict:
+    return {"name": "lm", "baseline_epochs": 2, "baselines": True,
+            "data": {"kind": "text", "path": str(corpus), "num_samples": 48, "eval_samples": 8},
+            "train": {"batch_size": 8, "warmup_steps": 2, "stage_warmup_steps": 1, "lr": 3e-3, "log_every_steps": 1},
+            "chain": [{"model": "lm/test-A", "epochs": 2},
+                      {"model": "lm/test-B", "epochs": 1, "growth": "preserve", "distill": "kl+hidden",
+                       "distill_weight": 1.0, "distill_temperature": 2.0},
+                      {"model": "lm/test-C", "epochs": 1, "growth": "corner", "distill": "kl"}]}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "a.py.txt").write_text(TEXT[: len(TEXT) // 2])
+    (root / "sub").mkdir()
+    (root / "sub" / "b.txt").write_text(TEXT[len(TEXT) // 2:])
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, corpus) -> Path:
+    d = tmp_path_factory.mktemp("run")
+    train_run(config_from_dict(raw(corpus)), d, progress=False)
+    return d
+
+
+def test_chain_runs_grows_exactly_and_reports(reference: Path) -> None:
+    state = json.loads((reference / "run.json").read_text())
+    assert [s["key"] for s in state["stages"]] == ["chain-1", "chain-2", "chain-3", "baseline-2", "baseline-3"]
+    assert all(s["state"] == "done" for s in state["stages"])
+    parent = load_lm_checkpoint(reference / "chain/01-lm_test-A/final.pt")
+    init = load_lm_checkpoint(reference / "chain/02-lm_test-B/init.pt")
+    assert init["lineage"]["operator"] == "preserve" and len(init["lineage"]["parent_sha256"]) == 64
+    ids = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        want = create_lm(parent["lm_config"], state_dict=parent["state_dict"])(input_ids=ids).logits
+        got = create_lm(init["lm_config"], state_dict=init["state_dict"])(input_ids=ids).logits
+    assert (want - got).abs().max() < 1e-5
+    result = json.loads((reference / "chain/02-lm_test-B/result.json").read_text())
+    assert {"val_loss", "val_ppl", "train_kl", "train_hidden_mse", "train_lm_loss"} <= set(result["metrics"])
+    assert result["train_flops"] > 0 and result["steps"] == 6
+    out, md = write_report([reference])
+    assert "held-out loss" in md and "| lm/test-C | chain |" in md
+    assert json.loads((out / "report.json").read_text())["family"]["acceleration_flops"]["mean"] > 1
+
+
+def test_training_lowers_held_out_loss(reference: Path) -> None:
+    history = json.loads((reference / "chain/01-lm_test-A/result.json").read_text())["history"]
+    assert history[-1]["val_loss"] < 5.58  # ln(264): a uniform guess over the vocabulary
+
+
+def test_export_loads_in_transformers_with_tokenizer(reference: Path) -> None:
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    hf = reference / "chain/03-lm_test-C/hf"
+    model = AutoModelForCausalLM.from_pretrained(hf)
+    final = load_lm_checkpoint(reference / "chain/03-lm_test-C/final.pt")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in final["state_dict"].items())
+    assert Tokenizer.from_file(str(hf / "tokenizer.json")).encode("ab").ids == [97, 98]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf)
+    assert tok("ab")["input_ids"] == [97, 98] and tok.eos_token_id == 256
+
+
+def test_rerun_skips_finished_stages(reference: Path, corpus: Path) -> None:
+    before = (reference / "chain/03-lm_test-C/final.pt").stat().st_mtime_ns
+    train_run(config_from_dict(raw(corpus)), reference, progress=False)
+    assert (reference / "chain/03-lm_test-C/final.pt").stat().st_mtime_ns == before
+    changed = copy.deepcopy(raw(corpus))
+    changed["chain"][1]["distill_temperature"] = 4.0
+    with pytest.raises(UserError, match="distill_temperature"):
+        train_run(config_from_dict(changed), reference, progress=False)
+
+
+def test_interrupted_stage_resumes_bit_exactly(tmp_path: Path, corpus: Path, reference: Path, monkeypatch) -> None:
+    cfg = raw(corpus) | {"baselines": False}
+    cfg["train"] = cfg["train"] | {"ckpt_every_steps": 2}
+    cfg["chain"] = cfg["chain"][:2]
+    real = lm_train._after_step
+
+    def crash(st, lr):
+        real(st, lr)
+        if st.cfg.name == "lm/test-B" and st.progress.step == 3:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(lm_train, "_after_step", crash)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_run(config_from_dict(cfg), tmp_path, progress=False)
+    monkeypatch.setattr(lm_train, "_after_step", real)
+    train_run(config_from_dict(cfg), tmp_path, progress=False)
+    again = load_lm_checkpoint(tmp_path / "chain/02-lm_test-B/final.pt")["state_dict"]
+    # the reference run checkpointed at epoch ends only; weights do not depend on when checkpoints are written
+    ref = load_lm_checkpoint(reference / "chain/02-lm_test-B/final.pt")["state_dict"]
+    assert all(torch.equal(again[k], ref[k]) for k in ref)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda r: r["chain"][1].update(model="test/B"), "cannot mix"),
+    (lambda r: r["data"].update(kind="synthetic"), "kind = \"text\""),
+    (lambda r: r["chain"][2].update(model="lm/test-A"), "not ascending"),
+    (lambda r: r["chain"][1].update(distill="fd"), "unknown distillation loss 'fd'"),
+    (lambda r: r["data"].update(tokenizer="wordpiece"), "unknown tokenizer 'wordpiece'"),
+    (lambda r: [m.update(model=f"test/{x}") for m, x in zip(r["chain"], "ABC")], "for language-model chains"),
+])
+def test_invalid_lm_configs(corpus: Path, change, match) -> None:
+    r = raw(corpus)
+    change(r)
+    with pytest.raises(UserError, match=match):
+        validate(config_from_dict(r))
+
+
+def test_cli_models_flops_plan(capsys) -> None:
+    assert main(["models", "--family", "lm-cpu", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["language_models"]
+    assert [r["model"] for r in rows] == ["lm/cpu-1M", "lm/cpu-2M", "lm/cpu-6M", "lm/cpu-22M"]
+    assert main(["flops", "lm/160M", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    per_token = 3 * out["gflops"] * 1e9 / get_lm_config("lm/160M").context_length
+    assert out["train_flops_per_token"] == pytest.approx(per_token)
+    config = Path(__file__).parents[1] / "configs" / "lm-pythia.toml"
+    assert main(["plan", str(config), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [m["model"] for m in plan["members"]][-1] == "lm/2.8B" and 0 < plan["reduction_vs_largest"] < 1
+
+
+def test_demo_lm_quick_prints_the_table(tmp_path: Path, corpus: Path, capsys) -> None:
+    assert main(["demo", "--lm", "--quick", "--run-dir", str(tmp_path), f"data.path=\"{corpus}\"",
+                 "data.num_samples=24", "data.eval_samples=4"]) == 0
+    out = capsys.readouterr().out
+    assert "| lm/test-C | chain |" in out and "held-out perplexity" in out and "family acceleration" in out
