@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from compt.chain import individual_stage, plan_stages, stage_spec
 from compt.config import RunConfig
 from compt.flops import training_flops
+from compt.lm.models import is_lm
+from compt.stage import StageSpec
 from compt.train.teacher_cache import cache_bytes
 
 
@@ -55,6 +57,13 @@ class ChainPlan:
         return d
 
 
+def _teacher_cache_bytes(spec: StageSpec, samples: int) -> int:
+    """Per-node bytes of a CLIP stage's teacher cache (0: no teacher, or a language model: no cache)."""
+    if spec.teacher is None or is_lm(spec.teacher.name):
+        return 0
+    return cache_bytes(samples, spec.captions, spec.teacher.embed_dim)
+
+
 def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bool = False) -> ChainPlan:
     """Per-member and chain-level costs of `cfg` (FLOPs), following the formulas in the module docstring.
 
@@ -70,7 +79,7 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
         cumulative += cost
         alone = stage_spec(cfg, individual_stage(cfg, stage.index), n)
         individual = training_flops(alone.student_flops, 0.0, alone.epochs * n)
-        cache = cache_bytes(n, spec.captions, spec.teacher.embed_dim) if spec.teacher is not None else 0
+        cache = _teacher_cache_bytes(spec, n)
         members.append(MemberCost(spec.model.name, spec.epochs, spec.student_flops, individual, cost, cumulative,
                                   cache))
     individual_total = sum(m.individual_cost for m in members)
