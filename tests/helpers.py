@@ -76,3 +76,23 @@ def final_weights(out_dir) -> dict[str, torch.Tensor]:
     from pathlib import Path
 
     return torch.load(Path(out_dir) / "final.pt", weights_only=True)["state_dict"]
+
+
+def toy_evaluate(n: int = 16):
+    """An `evaluate` callable for `train_stage`: retrieval on `n` held-out toy pairs through
+    `compt.evaluation.evaluate` (encode_image / encode_text), plus a continuous image and text feature sum."""
+    from compt.evaluation import evaluate
+    from compt.evaluation.suite import EvalSuite, RetrievalSet
+
+    data = ToyPairs(n, captions=1, seed=7)
+    images = torch.utils.data.TensorDataset(data.images)
+    suite = EvalSuite(name="toy", context_length=data.tokens.shape[-1],
+                      retrieval=RetrievalSet(images=images, tokens=data.tokens[:, 0], text_to_image=torch.arange(n)))
+
+    def run(model: torch.nn.Module) -> dict[str, float]:
+        out = evaluate(model, suite, batch_size=8)
+        out["image_sum"] = float(model.encode_image(data.images[:4], normalize=True).float()[:, :4].sum())
+        out["text_sum"] = float(model.encode_text(data.tokens[:4, 0], normalize=True).float()[:, :4].sum())
+        return out
+
+    return run

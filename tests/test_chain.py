@@ -146,6 +146,24 @@ def test_settings_added_later_at_their_default_are_no_change() -> None:
     assert settings_changes(old, new(5e-4)) == ["member 1.lr: None -> 0.0005"]  # 1-based like stage keys
 
 
+def test_runtime_settings_are_no_change(reference: Path, tmp_path: Path) -> None:
+    """Loader workers, compilation and logging cadence do not invalidate finished stages, also against
+    fingerprints written when they were still recorded."""
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(reference, d)
+    lineage = d / "chain/02-test_B/lineage.json"
+    old = json.loads(lineage.read_text())
+    assert "loader_workers" not in old["fingerprint"]["train"]
+    old["fingerprint"]["train"] |= {"loader_workers": 0, "compile": False}
+    lineage.write_text(json.dumps(old))
+    raw = json.loads(json.dumps(RAW))
+    raw["train"] |= {"loader_workers": 1, "compile": True, "log_every_steps": 3}
+    cfg = config_from_dict(raw)
+    chain_mod.check_or_reset(d, cfg, plan_stages(cfg, False), None)
+
+
 def test_member1_with_its_own_lr_gets_a_separate_baseline() -> None:
     cfg = config_from_dict({**RAW, "baselines": True})
     assert "baseline-1" not in [s.key for s in plan_stages(cfg, True)]

@@ -2,20 +2,23 @@
 
 Run by torchrun (``torchrun --standalone --nproc_per_node 2 tests/test_distributed.py OUT``) this file trains
 every stage of `STAGES` into OUT/<name>; the test then trains them in one process and compares the losses
-step by step and the final weights (float tolerance: the reduction order differs).
+step by step, the evaluations (``evaluate=True``: retrieval + feature sums through ``encode_image`` /
+``encode_text`` of the wrapped student) and the final weights (float tolerance: the reduction order differs).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import final_weights, read_metrics, stage_kwargs
+from helpers import final_weights, read_metrics, stage_kwargs, toy_evaluate
 
 from compt import distributed
+from compt.errors import UserError
 from compt.train import train_stage
 
 _DISTILL = {"model": "test/C", "teacher": "test/B", "distill": "fd+affinity", "epochs": 1}
@@ -23,10 +26,11 @@ STAGES = {
     "ddp_clip": {"model": "test/B", "epochs": 1.5},
     # live teacher, projection outside DDP, 2 micro-batches per step (4 samples per rank each), clipping
     "ddp_distill": {**_DISTILL, "teacher_cache": False, "accum_steps": 2, "grad_clip": 1.0},
-    # teacher cache filled by both ranks and all-gathered
-    "ddp_cached": {**_DISTILL, "teacher_cache": True},
-    # FSDP2: sharded blocks, replicated logit scale and projection, clipping over mixed tensors
-    "fsdp_distill": {**_DISTILL, "teacher_cache": True, "fsdp": True, "grad_clip": 1.0},
+    # teacher cache filled by both ranks and all-gathered; evaluated every epoch
+    "ddp_cached": {**_DISTILL, "teacher_cache": True, "evaluate": True, "eval_every_epochs": 1},
+    # FSDP2: sharded blocks, replicated logit scale and projection, clipping over mixed tensors, evaluation
+    "fsdp_distill": {**_DISTILL, "teacher_cache": True, "fsdp": True, "grad_clip": 1.0, "evaluate": True},
+    "fsdp_clip": {"model": "test/B", "epochs": 1.5, "fsdp": True, "evaluate": True, "eval_every_epochs": 1},
 }
 # fsdp_distill again, crashed after step 2 and resumed from its checkpoint (sharded optimizer state round trip)
 RESUMED = ("fsdp_resumed", {**STAGES["fsdp_distill"], "ckpt_every_steps": 1})
@@ -42,14 +46,22 @@ def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _run(out: Path, evaluate: bool = False, on_step=None, **kw) -> None:
+    train_stage(**stage_kwargs(out, **kw), evaluate=toy_evaluate() if evaluate else None, on_step=on_step)
+
+
 @pytest.mark.parametrize("name", list(STAGES))
 def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: str) -> None:
-    train_stage(**stage_kwargs(tmp_path, **STAGES[name]))
-    one, two = read_metrics(tmp_path), read_metrics(two_process_runs / name)
-    assert len(one) == len(two) > 0
-    for a, b in zip(one, two, strict=True):
-        a.pop("kind"), b.pop("kind")
-        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    _run(tmp_path, **STAGES[name])
+    for kind in ("train", "eval"):
+        one, two = read_metrics(tmp_path, kind), read_metrics(two_process_runs / name, kind)
+        assert len(one) == len(two) > 0 or (kind == "eval" and not STAGES[name].get("evaluate"))
+        for a, b in zip(one, two, strict=True):
+            a.pop("kind"), b.pop("kind")
+            assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    if STAGES[name].get("teacher_cache"):  # one copy per node, written by local rank 0, mapped by both ranks
+        files = sorted(p.name for p in (two_process_runs / name / "teacher_cache").iterdir())
+        assert files == ["node0.image.bf16", "node0.text.bf16"]
     wa, wb = final_weights(tmp_path), final_weights(two_process_runs / name)
     assert wa.keys() == wb.keys()
     for k in wa:
@@ -61,9 +73,15 @@ def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: s
 
 def test_fsdp_resume_is_bit_identical(two_process_runs: Path) -> None:
     a, b = two_process_runs / "fsdp_distill", two_process_runs / RESUMED[0]
-    assert read_metrics(a) == read_metrics(b)
+    assert read_metrics(a) == read_metrics(b) and read_metrics(a, "eval") == read_metrics(b, "eval")
     wa, wb = final_weights(a), final_weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_multi_node_run_dir_must_be_shared(two_process_runs: Path) -> None:
+    for rank in (0, 1):
+        text = (two_process_runs / f"not-shared.{rank}.txt").read_text()
+        assert "is not shared by all nodes (1 of 2 ranks cannot read" in text
 
 
 def test_single_process_helpers_are_identities() -> None:
@@ -79,14 +97,23 @@ def test_single_process_helpers_are_identities() -> None:
 if __name__ == "__main__":
     root = Path(sys.argv[1])
     for stage, kw in STAGES.items():
-        train_stage(**stage_kwargs(root / stage, **kw))
+        _run(root / stage, **kw)
 
     def crash(step: int) -> None:
         if step == 2:
             raise RuntimeError("simulated crash")
 
     try:
-        train_stage(**stage_kwargs(root / RESUMED[0], **RESUMED[1]), on_step=crash)
+        _run(root / RESUMED[0], **RESUMED[1], on_step=crash)
     except RuntimeError:
-        train_stage(**stage_kwargs(root / RESUMED[0], **RESUMED[1]))
+        _run(root / RESUMED[0], **RESUMED[1])
+    # pretend to be two single-rank nodes: a shared folder passes, one folder per node fails on every rank
+    os.environ["LOCAL_WORLD_SIZE"] = "1"
+    rank = int(os.environ["RANK"])
+    (root / f"local{rank}").mkdir()
+    distributed.check_shared_dir(root)
+    try:
+        distributed.check_shared_dir(root / f"local{rank}")
+    except UserError as e:
+        (root / f"not-shared.{rank}.txt").write_text(str(e))
     distributed.shutdown()

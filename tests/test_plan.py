@@ -38,6 +38,16 @@ def test_teacher_cache_and_no_distillation_pricing() -> None:
     assert plan_chain(config_from_dict(raw)).members[1].stage_cost == 2 * 10 * 3 * f_b
 
 
+def test_teacher_cache_size_per_node(capsys) -> None:
+    plan = plan_chain(config_from_dict(SMALL))
+    assert [m.teacher_cache_bytes for m in plan.members] == [0, 2 * 10 * (1 + 2) * 16]  # bf16, N (1 + K) E_A
+    cfg = load_config(CONFIGS / "paper-cc3m-vit.toml")
+    # CC3M, 7 captions, E = 512: 2 B × 2.89 M × 8 × 512 ≈ 22 GiB per node (the fp32 per-rank table was 47 GB)
+    assert plan_chain(cfg).members[1].teacher_cache_bytes == 2 * 2_890_000 * 8 * 512
+    assert main(["plan", str(CONFIGS / "paper-cc3m-vit.toml")]) == 0
+    assert "teacher cache per node (bf16, train.teacher_cache): paper/ViT-S-16 22 GiB" in capsys.readouterr().out
+
+
 def test_paper_cc3m_chain_costs_about_28_percent_of_vit_l() -> None:
     cfg = load_config(CONFIGS / "paper-cc3m-vit.toml")
     assert [m.epochs for m in cfg.chain] == [128, 24, 18, 15] and cfg.data.num_samples == 2_890_000

@@ -24,6 +24,7 @@ from compt.train.sampler import StepBatchSampler, global_batch
 # loss, the schedule, the optimizer or the data order shows up as a mismatch (tolerance 1e-4).
 GOLDEN_CLIP = [4.762624, 3.524632, 3.01758, 2.864525, 2.812356, 2.803963]          # test/A, 1.5 epochs
 GOLDEN_DISTILL = [137.367477, 136.107468, 117.511002, 106.825089]                  # test/B ← test/A, fd+affinity
+# (live teacher: the exact fp32 reference; the cache stores bf16 rows, see test_teacher_cache_…)
 
 
 def test_golden_loss_curve_clip(tmp_path: Path) -> None:
@@ -32,7 +33,8 @@ def test_golden_loss_curve_clip(tmp_path: Path) -> None:
 
 
 def test_golden_loss_curve_distill(tmp_path: Path) -> None:
-    train_stage(**stage_kwargs(tmp_path, model="test/B", teacher="test/A", distill="fd+affinity", epochs=1))
+    train_stage(**stage_kwargs(tmp_path, model="test/B", teacher="test/A", distill="fd+affinity", epochs=1,
+                               teacher_cache=False))
     assert [r["loss"] for r in read_metrics(tmp_path)] == pytest.approx(GOLDEN_DISTILL, abs=1e-4)
 
 
@@ -125,9 +127,9 @@ def test_teacher_cache_same_losses_and_flops(tmp_path: Path, mem_gb: float) -> N
     live = train_stage(**stage_kwargs(tmp_path / "live", teacher_cache=False, **kw))
     cached = train_stage(**stage_kwargs(tmp_path / "cached", teacher_cache=True, teacher_cache_mem_gb=mem_gb, **kw))
     a, b = read_metrics(tmp_path / "live"), read_metrics(tmp_path / "cached")
-    for ra, rb in zip(a, b, strict=True):
+    for ra, rb in zip(a, b, strict=True):  # bf16 rows: each teacher value within 2^-9 of the live fp32 one
         for k in ("loss", "clip_loss", "fd_image", "fd_text", "affinity"):
-            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6)
+            assert ra[k] == pytest.approx(rb[k], rel=5e-3, abs=1e-5)
     student, teacher = _fwd("test/C"), _fwd("test/B")
     assert live.train_flops == pytest.approx(live.samples * (3 * student + teacher))
     assert cached.train_flops == pytest.approx(cached.samples * 3 * student + 64 * teacher)
@@ -182,6 +184,24 @@ def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
     (tmp_path / "a" / "result.json").unlink()
     with pytest.raises(UserError, match="another stage"):
         train_stage(**stage_kwargs(tmp_path / "a", model="test/B", epochs=0.25))
+
+
+def test_compiled_student_trains_like_eager(tmp_path: Path, monkeypatch) -> None:
+    """train.compile compiles every transformer block (aot_eager here: inductor's C++ build takes minutes
+    on CPU); the stage computes the same losses and its checkpoint keeps open_clip's keys."""
+    from torch._dynamo.utils import counters
+
+    from compt import distributed
+
+    monkeypatch.setattr(distributed, "COMPILE_BACKEND", "aot_eager")
+    counters.clear()
+    eager = train_stage(**stage_kwargs(tmp_path / "eager", model="test/A", epochs=0.5))
+    compiled = train_stage(**stage_kwargs(tmp_path / "compiled", model="test/A", epochs=0.5, compile=True))
+    assert counters["stats"]["unique_graphs"] > 0
+    for a, b in zip(read_metrics(tmp_path / "eager"), read_metrics(tmp_path / "compiled"), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    wa, wb = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
+    assert wa.keys() == wb.keys() and eager.steps == compiled.steps
 
 
 def test_stage_lr_with_faster_decay_reaches_the_floor_early_and_stays() -> None:

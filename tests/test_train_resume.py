@@ -106,11 +106,50 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path: Path)
     def poison(step: int) -> None:
         data.poison = step >= 3
 
-    kwargs = stage_kwargs(tmp_path, dataset=data, ckpt_every_steps=2)
-    with pytest.raises(UserError, match="non-finite loss at step 4"):
+    kwargs = stage_kwargs(tmp_path, dataset=data, ckpt_every_steps=2, loader_workers=0)  # poisoned in-process
+    with pytest.raises(UserError, match="non-finite loss by step 4"):
         train_stage(**kwargs, on_step=poison)
     assert _step_of(tmp_path) == 2 and not (tmp_path / "final.pt").exists()
 
+
+def test_losses_are_read_only_at_sync_steps_and_nan_is_caught_there(tmp_path: Path, monkeypatch) -> None:
+    """Log every 3 steps, checkpoint at epoch ends (every 4): steps 3, 4, 6, 8 read losses, no other step.
+    A NaN from step 5 on is caught at the next sync step (6), before anything is saved after step 4."""
+    from compt.train import trainer
+
+    synced: list[int] = []
+    reduce = trainer._reduce
+    monkeypatch.setattr(trainer, "_reduce", lambda *a: synced.append(a[4]) or reduce(*a))
+    train_stage(**stage_kwargs(tmp_path / "ok", log_every_steps=3))
+    assert synced == [3, 4, 6, 8]
+    data = Poisoned(64, captions=2)
+
+    def poison(step: int) -> None:
+        data.poison = step >= 4
+
+    with pytest.raises(UserError, match="non-finite loss by step 6"):
+        train_stage(**stage_kwargs(tmp_path / "nan", dataset=data, log_every_steps=3, loader_workers=0), on_step=poison)
+    assert _step_of(tmp_path / "nan") == 4
+
+
+
+def test_crash_in_evaluation_loses_no_training(tmp_path: Path) -> None:
+    """The last step's checkpoint is written before its evaluation; a crash there resumes into the evaluation."""
+    calls: list[int] = []
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("evaluation crashed")
+        return {"acc": float(len(calls))}
+
+    with pytest.raises(RuntimeError, match="evaluation crashed"):
+        train_stage(**stage_kwargs(tmp_path, eval_every_epochs=1), evaluate=evaluate)
+    assert _step_of(tmp_path) == 8 and not (tmp_path / "final.pt").exists()
+    steps: list[int] = []
+    result = train_stage(**stage_kwargs(tmp_path, eval_every_epochs=1), evaluate=evaluate, on_step=steps.append)
+    assert steps == [] and [(h["step"], h["acc"]) for h in result.history] == [(4, 1.0), (8, 3.0)]
+    assert [r["acc"] for r in read_metrics(tmp_path, "eval")] == [1.0, 3.0]
 
 if __name__ == "__main__":  # the crashing run of test_sigkill_mid_epoch_then_resume_is_bit_identical
     out, kill_at, threads = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

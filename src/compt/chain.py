@@ -43,7 +43,7 @@ from compt.threads import configure_threads
 # them instead (threads, see compt.threads): changing them on resume is not a settings change
 NOT_FINGERPRINTED = {"data": ("workers",), "train": ("ckpt_every_steps", "log_every_steps", "eval_every_epochs",
                                                       "loader_workers", "threads", "report_to",
-                                                      "wandb_project")}
+                                                      "wandb_project", "compile")}
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
 # so run directories made before they existed keep the same fingerprint (`settings_changes` reads an absent
 # key as None). Member schedule options also enter a from-scratch stage's fingerprint.
 MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout")
-SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "objective", "tokenizer")
+SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "objective", "tokenizer",
+                        "shuffle_buffer", "resampled")
 
 
 def _later_settings(m: MemberConfig) -> dict[str, Any]:
@@ -322,6 +323,7 @@ def run_session(cfg: RunConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     lock (`compt.runlock`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     dist.init_distributed()
+    dist.check_shared_dir(run_dir)  # multi-node: every rank reads what rank 0 writes here
     threads = configure_threads(cfg.train.threads)
     with run_lock(run_dir):
         yield threads

@@ -75,12 +75,13 @@ class TrainConfig:
     eval_every_epochs: int = 0         # 0 = only at the end of each stage
     log_every_steps: int = 10
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
-    loader_workers: int = 0            # DataLoader worker processes of the training loop (0 = in-process)
+    loader_workers: int = -1           # DataLoader worker processes per rank (-1 = CPUs per rank - 1, ≤ 8; 0 = none)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
     threads: int = 0                   # torch threads per process (0 = automatic, see compt.threads)
     report_to: tuple[str, ...] = ("tensorboard",)  # metric sinks besides metrics.jsonl: tensorboard, wandb
     wandb_project: str = "compt"       # W&B project of the stages' runs (with "wandb" in report_to)
     objective: str | None = None       # None / "clip": InfoNCE | "siglip": sigmoid loss + logit bias (compt.siglip)
+    compile: bool = False              # torch.compile each transformer block of the student
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,6 +355,8 @@ def validate_data(data: DataConfig) -> None:
                                 "captions_per_image": (1, None, True), "probe_samples": (0, None, True),
                                 "max_bad_fraction": (0, 1, True), "workers": (0, None, True),
                                 "predecode_max": (0, None, True)})
+    if data.shuffle_buffer is not None and data.shuffle_buffer < 1:
+        raise UserError(f"data.shuffle_buffer must be at least 1, got {data.shuffle_buffer!r}")
 
 
 def validate_train(train: TrainConfig) -> None:
@@ -368,7 +371,7 @@ def validate_train(train: TrainConfig) -> None:
         "min_lr": (0, None, True), "weight_decay": (0, None, True), "eps": (0, None, False),
         "warmup_steps": (0, None, True),
         "stage_warmup_steps": (0, None, True), "grad_clip": (0, None, True), "ckpt_every_steps": (0, None, True),
-        "eval_every_epochs": (0, None, True), "log_every_steps": (0, None, True), "loader_workers": (0, None, True),
+        "eval_every_epochs": (0, None, True), "log_every_steps": (0, None, True), "loader_workers": (-1, None, True),
         "teacher_cache_mem_gb": (0, None, True), "threads": (0, None, True)})
 
 

@@ -3,8 +3,11 @@
 One process (no torchrun) needs no initialisation: every helper below is then the identity / a no-op.
 Under ``torchrun`` the process group is created from RANK / WORLD_SIZE / LOCAL_RANK (NCCL on GPU, gloo on
 CPU). Only the student is wrapped (DDP, or FSDP2's ``fully_shard`` when asked); the frozen teacher stays a
-plain replicated module. Parameters a wrapper does not manage (a distillation projection, FSDP's ignored
-scalar ``logit_scale``) get their gradients averaged by `all_reduce_grads`.
+plain replicated module. FSDP2 hooks ``forward``, ``encode_image`` and ``encode_text`` (evaluation calls the
+latter two) and, on GPU under bf16, gathers parameters in bf16 and reduces gradients in fp32
+(``MixedPrecisionPolicy``). On GPU, fp32 matmuls may use TF32. Parameters a wrapper does not manage (a
+distillation projection, FSDP's ignored scalar ``logit_scale``) get their gradients averaged by
+`all_reduce_grads`.
 
 Contrastive losses need global negatives: `gather_with_grad` concatenates every rank's features with
 ``torch.distributed.nn.functional.all_gather``, whose backward sums the gradients of all ranks. Every rank
@@ -17,13 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from compt.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,16 @@ def world_info_from_env() -> tuple[int, int, int]:
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
+def local_world_size() -> int:
+    """Processes on this node (torchrun's LOCAL_WORLD_SIZE; 1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def node_index() -> int:
+    """This node's index among the nodes of the job (torchrun's GROUP_RANK; 0 without torchrun)."""
+    return int(os.environ.get("GROUP_RANK", 0))
+
+
 def is_main() -> bool:
     """Whether this process is rank 0, the one that writes run files (from torchrun's environment, like
     `init_distributed`'s `DistInfo.rank`; usable before it)."""
@@ -63,6 +80,8 @@ def init_distributed() -> DistInfo:
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (eval, fp32 runs) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
@@ -83,41 +102,96 @@ def barrier() -> None:
         dist.barrier()
 
 
+def check_shared_dir(path: Path) -> None:
+    """Multi-node runs need `path` on a filesystem every node sees (rank 0 writes the run's files — grown
+    init.pt, the parent's final.pt — and every rank reads them): check it once, at start-up, on every rank.
+
+    Rank 0 writes a token with a fresh nonce; every rank reads it back; any rank that cannot makes all raise.
+    Single-node runs (every rank on rank 0's node) skip the check.
+    """
+    if _world() == 1 or local_world_size() == _world():
+        return
+    nonce = [f"{os.getpid()}-{time.time_ns()}"]
+    dist.broadcast_object_list(nonce, src=0)
+    token = Path(path) / ".compt-shared-fs-check"
+    if dist.get_rank() == 0:
+        token.write_text(nonce[0])
+    barrier()
+    try:
+        seen = token.read_text() == nonce[0]
+    except OSError:
+        seen = False
+    missing = torch.tensor([0.0 if seen else 1.0], device=_collective_device())
+    dist.all_reduce(missing, op=dist.ReduceOp.SUM)
+    barrier()
+    if dist.get_rank() == 0:
+        token.unlink(missing_ok=True)
+    if missing.item() > 0:
+        raise UserError(f"{path} is not shared by all nodes ({int(missing.item())} of {_world()} ranks cannot read "
+                        f"what rank 0 wrote there): multi-node runs need the run directory (and data.path) on a "
+                        f"filesystem every node mounts")
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 # ----------------------------------------------------------------------------------------------- devices
 def move(batch: Iterable[Tensor], info: DistInfo) -> list[Tensor]:
     """Move a batch (tuple of tensors) to this rank's device."""
     return [t.to(info.device, non_blocking=True) for t in batch]
 
 
+def uses_bf16(info: DistInfo, precision: str) -> bool:
+    """Whether `precision` ("auto" | "fp32" | "bf16") means bf16 compute on this rank's device."""
+    return precision == "bf16" or (precision == "auto" and info.device.type == "cuda")
+
+
 def autocast(info: DistInfo, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast for precision "bf16", or "auto" on GPU; plain fp32 otherwise."""
-    bf16 = precision == "bf16" or (precision == "auto" and info.device.type == "cuda")
-    if not bf16:
+    if not uses_bf16(info, precision):
         return contextlib.nullcontext()
     return torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
 
 
 # ----------------------------------------------------------------------------------------------- wrapping
-def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, blocks: tuple[type, ...] | None = None
-                 ) -> nn.Module:
+FSDP_METHODS = ("encode_image", "encode_text")  # called outside forward (evaluation): FSDP2 must hook them
+COMPILE_BACKEND = "inductor"  # tests on CPU swap in "aot_eager": inductor's C++ build takes minutes there
+
+
+def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precision: str = "auto",
+                 compile: bool = False, blocks: tuple[type, ...] | None = None) -> nn.Module:
     """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone.
 
     `blocks` are the module types that become one FSDP unit each (default: the CLIP towers' blocks).
+    With `compile`, every transformer block is compiled in place first (``nn.Module.compile``: state-dict
+    keys unchanged, blocks of one shape share their graph, FSDP2 units stay the blocks). FSDP2 on GPU with
+    bf16 compute all-gathers bf16 parameters and reduce-scatters fp32 gradients; on CPU (gloo) parameters
+    stay fp32, so one and several processes compute the same numbers.
     """
+    if compile:
+        for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
+            block.compile(backend=COMPILE_BACKEND)
     if info.world_size == 1:
         return model
     if not fsdp:
         ids = [info.device.index] if info.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     mesh = init_device_mesh(info.device.type, (info.world_size,))
+    mp = MixedPrecisionPolicy()
+    if info.device.type == "cuda" and uses_bf16(info, precision):
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
-        fully_shard(block, mesh=mesh)
+        fully_shard(block, mesh=mesh, mp_policy=mp)
     # FSDP2 cannot shard 0-d parameters: the scalar logit scale stays replicated (see all_reduce_grads).
     scalars = {p for p in model.parameters() if p.ndim == 0}
-    fully_shard(model, mesh=mesh, ignored_params=scalars)
+    fully_shard(model, mesh=mesh, ignored_params=scalars, mp_policy=mp)
+    for name in FSDP_METHODS:
+        if hasattr(model, name):
+            register_fsdp_forward_method(model, name)
     return model
 
 

@@ -12,7 +12,8 @@ E epochs:
     acceleration    = Σ_i individual(m_i) / chain            # family-level speed-up
 
 With the teacher-feature cache the teacher forward is paid once (one pass over the data) instead of
-every epoch; `cached_teacher=True` plans that variant.
+every epoch; `cached_teacher=True` plans that variant. Whether or not it is priced, every distilled stage
+lists the size of its cache: one bf16 copy per node of N × (1 + K) × E_teacher values.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from dataclasses import asdict, dataclass
 from compt.chain import individual_stage, plan_stages, stage_spec
 from compt.config import RunConfig
 from compt.flops import training_flops
+from compt.lm.models import is_lm
+from compt.stage import StageSpec
+from compt.train.teacher_cache import cache_bytes
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class MemberCost:
     individual_cost: float      # FLOPs of training this member alone for the individual schedule
     stage_cost: float           # FLOPs of this member's chain stage (teacher included)
     cumulative_cost: float      # chain FLOPs up to and including this stage
+    teacher_cache_bytes: int = 0  # host bytes per node of this stage's teacher cache (0: no distillation)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,13 @@ class ChainPlan:
         return d
 
 
+def _teacher_cache_bytes(spec: StageSpec, samples: int) -> int:
+    """Per-node bytes of a CLIP stage's teacher cache (0: no teacher, or a language model: no cache)."""
+    if spec.teacher is None or is_lm(spec.teacher.name):
+        return 0
+    return cache_bytes(samples, spec.captions, spec.teacher.embed_dim)
+
+
 def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bool = False) -> ChainPlan:
     """Per-member and chain-level costs of `cfg` (FLOPs), following the formulas in the module docstring.
 
@@ -67,7 +79,9 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
         cumulative += cost
         alone = stage_spec(cfg, individual_stage(cfg, stage.index), n)
         individual = training_flops(alone.student_flops, 0.0, alone.epochs * n)
-        members.append(MemberCost(spec.model.name, spec.epochs, spec.student_flops, individual, cost, cumulative))
+        cache = _teacher_cache_bytes(spec, n)
+        members.append(MemberCost(spec.model.name, spec.epochs, spec.student_flops, individual, cost, cumulative,
+                                  cache))
     individual_total = sum(m.individual_cost for m in members)
     largest = members[-1].individual_cost
     return ChainPlan(members=tuple(members), samples=n, captions=cfg.data.captions_per_image,
@@ -102,4 +116,7 @@ def format_plan(plan: ChainPlan, name: str) -> str:
              f"reduction vs largest:  {100 * plan.reduction_vs_largest:.1f}%",
              f"individual total:      {human_flops(plan.individual_total)} (all {len(plan.members)} members)",
              f"family acceleration:   {plan.acceleration:.2f}×"]
+    caches = [f"{m.model} {m.teacher_cache_bytes / 2**30:.3g} GiB" for m in plan.members if m.teacher_cache_bytes]
+    if caches:
+        rows.append(f"teacher cache per node (bf16, train.teacher_cache): {', '.join(caches)}")
     return "\n".join(rows)

@@ -1,15 +1,17 @@
 """Training tasks: a Task owns the student, the frozen teacher and the loss, and returns a dict with `loss`.
 
-The trainer only calls ``task(images, tokens, index)``, ``task.post_step()`` and reads ``out["loss"]``;
-everything else in the dict (loss parts, the logit scale) is logged. Shapes: images (B, 3, H, W),
-tokens (B, K, ctx) with K caption slots per image, index (B,) dataset indices.
+The trainer only calls ``task(images, tokens, index, *teacher_rows)``, ``task.post_step()`` and reads
+``out["loss"]``; everything else in the dict (loss parts, the logit scale) is logged. Shapes: images
+(B, 3, H, W), tokens (B, K, ctx) with K caption slots per image, index (B,) dataset indices; teacher_rows,
+when the loader delivers a teacher cache's rows with the batch, (B, E') and (B, K, E').
 
 - `ClipTask`: symmetric InfoNCE averaged over caption slots (global negatives across ranks), or SigLIP's
   sigmoid loss with the model's learnable logit bias when ``train.objective = "siglip"`` (`compt.siglip`).
 - `DistillTask`: the same plus distillation from a frozen teacher (``fd``: the paper's inverse feature
   distillation; ``affinity``: CLIP-KD's relational soft logit matching (CRD); ``icl``: CLIP-KD's
   interactive contrastive learning; ``fd+affinity``: both FD and affinity). Teacher
-  features come from a forward of the teacher (eval mode, no grad) or from a `TeacherCache` by index.
+  features come from a forward of the teacher (eval mode, no grad) or from a `TeacherCache`: rows passed
+  with the batch, or (callers that pass none) gathered from it by index on the host.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ DISTILL_NAMES = (*DISTILL_KINDS, "none")
 
 
 class TeacherFeatures(Protocol):
-    """Anything that returns the teacher's (image (B, E), text (B, K, E), logit scale ()) for dataset indices."""
+    """Cached teacher outputs: rows by dataset index (image (B, E), text (B, K, E)) and the logit scale ()."""
 
-    def lookup(self, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor, Tensor]: ...
+    logit_scale: Tensor
+
+    def rows(self, index: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 def encode(model: nn.Module, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -98,7 +102,7 @@ class ClipTask(ProjectionState, nn.Module):
             return multi_caption_siglip_loss(image, text, scale, bias)
         return multi_caption_clip_loss(image, text, scale)
 
-    def forward(self, images: Tensor, tokens: Tensor, index: Tensor) -> dict[str, Tensor]:
+    def forward(self, images: Tensor, tokens: Tensor, index: Tensor, *teacher_rows: Tensor) -> dict[str, Tensor]:
         image, text, scale, bias = encode_with_bias(self.student, images, tokens)
         loss = self.task_loss(gather_with_grad(image), gather_with_grad(text), scale, bias)
         return {"loss": loss, "clip_loss": loss.detach(), **_scales(scale, bias)}
@@ -140,6 +144,8 @@ class DistillTask(ClipTask):
             raise ValueError("DistillTask needs a teacher module or a teacher cache")
         self.parts, self.weight, self.cache = DISTILL_KINDS[kind], weight, cache
         self.teacher = freeze(teacher) if teacher is not None else None
+        if cache is not None:  # moves with the task to the device, so the step needs nothing from the host
+            self.register_buffer("teacher_scale", cache.logit_scale.detach().float().clone(), persistent=False)
         self.proj: nn.Linear | None = None
         if ("fd" in self.parts or "icl" in self.parts) and student_dim != teacher_dim:
             self.proj = nn.Linear(student_dim, teacher_dim, bias=False)
@@ -152,19 +158,21 @@ class DistillTask(ClipTask):
             self.teacher.eval()  # the teacher never leaves eval mode
         return self
 
-    def teacher_features(self, images: Tensor, tokens: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Teacher's normalised image (B, E'), text (B, K, E') features and logit scale, without gradient."""
+    def teacher_features(self, images: Tensor, tokens: Tensor, index: Tensor,
+                         rows: tuple[Tensor, ...] = ()) -> tuple[Tensor, Tensor, Tensor]:
+        """Teacher's normalised image (B, E'), text (B, K, E') features (fp32) and logit scale, without gradient."""
         if self.cache is not None:
-            return self.cache.lookup(index, images.device)
+            image, text = rows or tuple(r.to(images.device) for r in self.cache.rows(index.cpu()))
+            return image.float(), text.float(), self.teacher_scale
         with torch.no_grad():
             return encode(self.teacher, images, tokens)
 
     def project(self, x: Tensor) -> Tensor:
         return x if self.proj is None else self.proj(x)
 
-    def forward(self, images: Tensor, tokens: Tensor, index: Tensor) -> dict[str, Tensor]:
+    def forward(self, images: Tensor, tokens: Tensor, index: Tensor, *teacher_rows: Tensor) -> dict[str, Tensor]:
         image, text, scale, bias = encode_with_bias(self.student, images, tokens)
-        t_image, t_text, t_scale = self.teacher_features(images, tokens, index)
+        t_image, t_text, t_scale = self.teacher_features(images, tokens, index, teacher_rows)
         g_image, g_text = gather_with_grad(image), gather_with_grad(text)
         clip = self.task_loss(g_image, g_text, scale, bias)
         out = {"clip_loss": clip.detach(), **_scales(scale, bias)}

@@ -8,10 +8,12 @@ attribute is True (no augmentation, caption slots fixed per index), so teacher o
 `build_eval_suite(data, model_cfg)` → an `EvalSuite` (zero-shot class sets, retrieval split, probe data)
 for `evaluate(model, suite)` (re-exported from `compt.evaluation`).
 
-Kinds: ``synthetic`` (embedded, no download), ``csv``, ``wds``, ``fashion-mnist``, ``openclipart``,
-``folder`` (image folder ``root/<class>/*``); ``text`` is registered for validation only: it is the corpus
-of language-model chains, which `compt.lm.chain` reads itself. File sets without ``data.eval_path`` are split by seed: a
-held-out ``min(eval_samples, n // 5)`` images never seen in training.
+Kinds: ``synthetic`` (embedded, no download), ``csv``, ``wds`` (indexed shards: exact resume, cacheable
+teacher), ``wds-stream`` (`compt.data.stream`: shards streamed by the webdataset library; evaluation on
+``data.eval_path``), ``fashion-mnist``, ``openclipart``, ``folder`` (image folder ``root/<class>/*``);
+``text`` is registered for validation only: it is the corpus of language-model chains, which
+`compt.lm.chain` reads itself. File sets without ``data.eval_path`` are split by seed: a held-out
+``min(eval_samples, n // 5)`` images never seen in training.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compt.data import files, real, synthetic
+from compt.data import files, real, stream, synthetic
 from compt.data.datasets import BadData, PairDataset, Record, build_pairs, clean_records
 from compt.data.images import TensorImages, cache_key, decode_all, load_cached, save_cached
 from compt.data.settings import DataConfig
@@ -258,6 +260,17 @@ def _files_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
     return build_pairs(train, data, size, ctx, source=data.path, source_bad=bad)
 
 
+def _stream_train(data: DataConfig, size: int, ctx: int) -> torch.utils.data.Dataset:
+    return stream.streaming_pairs(data, size, ctx)
+
+
+def _stream_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    """A stream has no held-out split: evaluation reads ``data.eval_path`` with the indexed reader."""
+    if not data.eval_path:
+        raise UserError('data.kind = "wds-stream" evaluates on data.eval_path (held-out shards); set it')
+    return _files_suite(data, size, ctx)
+
+
 def _files_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
     held_out, bad = _held_out_records(data)
     pairs = build_pairs(held_out, data, size, ctx, source=data.eval_path or f"{data.path} (held-out)",
@@ -295,6 +308,7 @@ ADAPTERS: dict[str, DataAdapter] = {
     "synthetic": DataAdapter(_synthetic_train, _synthetic_suite),
     "csv": DataAdapter(_files_train, _files_suite, reads_path=True),
     "wds": DataAdapter(_files_train, _files_suite, reads_path=True),
+    "wds-stream": DataAdapter(_stream_train, _stream_suite, reads_path=True),
     "fashion-mnist": DataAdapter(_fashion_mnist_train, _fashion_mnist_suite),
     "openclipart": DataAdapter(_openclipart_train, _openclipart_suite),
     "folder": DataAdapter(_folder_train, _folder_suite, reads_path=True),

@@ -15,6 +15,7 @@ bad samples is a `UserError`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -136,9 +137,12 @@ class PairDataset(torch.utils.data.Dataset):
 
     ``tokens`` is either a pre-tokenised int tensor (N, K, ctx) or None, in which case the K slots are
     sampled from ``captions[i]`` (`sample_captions`, deterministic in (seed, i)) and tokenised on access.
+    `uint8_view` gives the same items with uint8 images (a quarter of the bytes through the loader and the
+    host-to-device copy; the consumer normalises on its device with `compt.data.images.to_model_input`).
     """
 
     deterministic = True  # no augmentation, caption slots fixed per index: teacher outputs can be cached
+    normalized = True     # False in a `uint8_view`
 
     def __init__(self, images: torch.utils.data.Dataset, *, tokens: torch.Tensor | None = None,
                  captions: Sequence[tuple[str, ...]] | None = None, k: int = 1, context_length: int = 77,
@@ -161,13 +165,29 @@ class PairDataset(torch.utils.data.Dataset):
             return self.tokens[i].long()
         return tokenize(self.caption_slots(i), self.context_length)
 
+    def uint8_view(self) -> PairDataset:
+        """The same pairs with uint8 (3, H, W) images (shares every tensor with this dataset)."""
+        view = copy.copy(self)
+        view.normalized = False
+        return view
+
+    def _image(self, i: int) -> torch.Tensor:
+        if self.normalized:
+            return self.images[i]
+        if isinstance(self.images, TensorImages):
+            return self.images.images[i]
+        if isinstance(self.images, LazyImages):
+            return self.images.resolve(i)[1]
+        raise TypeError(f"no uint8 images in {type(self.images).__name__}")
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return self.images[i], self._tokens(i), i
+        return self._image(i), self._tokens(i), i
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         if isinstance(self.images, TensorImages) and self.tokens is not None:
             idx = np.asarray(indices, dtype=np.int64)  # numpy gathers: single-threaded, see `normalize`
-            images = normalize(torch.from_numpy(self.images.images.numpy()[idx])).unbind(0)
+            pixels = torch.from_numpy(self.images.images.numpy()[idx])
+            images = (normalize(pixels) if self.normalized else pixels).unbind(0)
             tokens = torch.from_numpy(self.tokens.numpy()[idx].astype(np.int64)).unbind(0)
             return [(im, tok, int(i)) for im, tok, i in zip(images, tokens, indices, strict=True)]
         return [self[i] for i in indices]

@@ -63,6 +63,12 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """A batch as the model takes it: uint8 (B, 3, H, W) is normalised where it lies (on the GPU after a
+    uint8 copy); float batches are already normalised and pass through."""
+    return normalize(images) if images.dtype == torch.uint8 else images
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB copy of a PIL image; transparent pixels are composited on white."""
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)

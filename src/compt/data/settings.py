@@ -32,3 +32,5 @@ class DataConfig:
     zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
     probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
     tokenizer: str | None = None       # kind "text": byte (default) | bpe (trained to the model's vocabulary)
+    shuffle_buffer: int | None = None  # wds-stream: samples in each worker's shuffle buffer (None = 2000)
+    resampled: bool | None = None      # wds-stream: draw shards with replacement (None = no: each shard once a pass)

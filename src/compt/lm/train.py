@@ -37,6 +37,7 @@ from compt.lm.task import LMTask, build_lm_task
 from compt.stage import StageSpec
 from compt.tasks import freeze
 from compt.train.conditions import Probe
+from compt.train.loader import resolve_workers
 from compt.train.metrics import MetricsLog
 from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
 from compt.train.sampler import StepBatchSampler
@@ -197,7 +198,7 @@ def _loop(st: _LMStage) -> None:
     sampler = StepBatchSampler(len(st.data), batch_size=st.train.batch_size, accum=st.train.accum_steps,
                                seed=st.spec.seed, start=st.progress.step, stop=st.total_steps,
                                shard_id=st.info.rank, num_shards=st.info.world_size)
-    batches = iter(DataLoader(st.data, batch_sampler=sampler, num_workers=st.train.loader_workers))
+    batches = iter(DataLoader(st.data, batch_sampler=sampler, num_workers=resolve_workers(st.train.loader_workers)))
     for step in range(st.progress.step, st.total_steps):
         lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
                          total=st.total_steps, decay_fraction=st.spec.decay_fraction)

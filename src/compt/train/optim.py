@@ -33,10 +33,14 @@ def build_optimizer(module: nn.Module, train: TrainConfig, *, lr: float | None =
     """AdamW over every trainable parameter of `module` (a task: student and its distillation head).
 
     `lr` is the stage's resolved peak (`StageSpec.lr`; default ``train.lr`` for optimisers outside a stage);
-    the loop sets each step's value with `set_lr`.
+    the loop sets each step's value with `set_lr`. Parameters on a GPU use the fused CUDA kernel (one launch
+    for all tensors); elsewhere torch's default.
     """
     groups = param_groups(module.named_parameters(), train.weight_decay)
-    return torch.optim.AdamW(groups, lr=train.lr if lr is None else lr, betas=(train.beta1, train.beta2), eps=train.eps)
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.device.type == "cuda" for p in params)
+    return torch.optim.AdamW(groups, lr=train.lr if lr is None else lr, betas=(train.beta1, train.beta2),
+                             eps=train.eps, fused=fused or None)
 
 
 def lr_at(step: int, *, base_lr: float, min_lr: float, warmup: int, total: int) -> float:

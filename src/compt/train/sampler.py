@@ -47,6 +47,11 @@ class StepBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return (self.stop - self.start) * self.accum
 
+    @property
+    def shard_size(self) -> int:
+        """Samples per yielded index list: one rank's share of one micro-batch."""
+        return self.batch_size // self.accum // self.num_shards
+
     def __iter__(self) -> Iterator[list[int]]:
         micro = self.batch_size // self.accum
         shard = micro // self.num_shards

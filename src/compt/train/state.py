@@ -49,12 +49,14 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     losses: dict[str, float] = field(default_factory=dict)
     metrics_offset: int = 0
+    eval_pending: bool = False  # the checkpoint was saved before the evaluation of its step: run it on resume
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "wall_clock_s": self.wall_clock_s, "history": self.history,
-                "losses": self.losses, "metrics_offset": self.metrics_offset}
+                "losses": self.losses, "metrics_offset": self.metrics_offset, "eval_pending": self.eval_pending}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Progress:
         return cls(step=d["step"], wall_clock_s=d["wall_clock_s"], history=list(d["history"]),
-                   losses=dict(d["losses"]), metrics_offset=d["metrics_offset"])
+                   losses=dict(d["losses"]), metrics_offset=d["metrics_offset"],
+                   eval_pending=bool(d.get("eval_pending", False)))

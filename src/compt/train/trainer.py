@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from compt import distributed
 from compt.checkpoint import Checkpoint, atomic_write_json, file_digest, load_checkpoint, save_checkpoint, verify_digest
 from compt.config import MemberConfig, TrainConfig
+from compt.data.images import to_model_input
 from compt.distributed import DistInfo
 from compt.errors import Interrupted, UserError
 from compt.flops import training_flops
@@ -46,6 +47,7 @@ from compt.models import ModelConfig, create_model
 from compt.stage import StageSpec, resolve_spec
 from compt.tasks import ClipTask, build_task, freeze
 from compt.train.conditions import Probe
+from compt.train.loader import resolve_workers, train_loader
 from compt.train.metrics import MetricsLog
 from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
 from compt.train.sampler import StepBatchSampler
@@ -161,6 +163,8 @@ def legacy_spec(dataset: Dataset, *, model_cfg: ModelConfig, member: MemberConfi
                 captions: int | None = None) -> tuple[StageSpec, dict[str, Tensor] | None]:
     """(spec, teacher weights) of the keyword form of `train_stage` (tests and benchmarks that train one
     stage without a run config). Without `captions`, K is read from the first item's tokens (K, ctx)."""
+    if captions is None and isinstance(getattr(dataset, "k", None), int):
+        captions = dataset.k  # a stream cannot be indexed
     if captions is None:
         tokens = dataset[0][1]
         captions = int(tokens.shape[0]) if tokens.ndim == 2 else 1
@@ -204,7 +208,8 @@ def _setup(out_dir: Path, spec: StageSpec, dataset: Dataset, init_state: dict[st
     state = resume.train_state if resume else None
     if state is not None:
         task.load_extra_state(state["task"])
-    task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp)
+    task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, precision=train.precision,
+                                            compile=train.compile)
     optimizer = build_optimizer(task, train, lr=spec.lr)
     prog = Progress.from_dict(state["progress"]) if state is not None else Progress()
     if state is not None:
@@ -262,10 +267,12 @@ def _build_task(student: nn.Module, spec: StageSpec, teacher_state: dict[str, Te
     cache = None
     if train.teacher_cache and getattr(dataset, "deterministic", False):
         big = cache_bytes(len(dataset), spec.captions, t_cfg.embed_dim) > train.teacher_cache_mem_gb * 2**30
-        cache = fill_teacher_cache(t_model, dataset, captions=spec.captions, embed_dim=t_cfg.embed_dim,
+        shared = big or distributed.local_world_size() > 1  # one copy per node: a file every local rank maps
+        view = dataset.uint8_view() if hasattr(dataset, "uint8_view") else dataset
+        cache = fill_teacher_cache(t_model, view, captions=spec.captions, embed_dim=t_cfg.embed_dim,
                                    batch_size=train.batch_size // info.world_size, info=info,
-                                   precision=train.precision, workers=train.loader_workers,
-                                   mmap_dir=out_dir / "teacher_cache" if big else None)
+                                   precision=train.precision, workers=resolve_workers(train.loader_workers),
+                                   mmap_dir=out_dir / "teacher_cache" if shared else None)
         t_model = None
     task = build_task(student, distill=spec.distill, weight=spec.distill_weight, teacher=t_model,
                       student_dim=s_cfg.embed_dim, teacher_dim=t_cfg.embed_dim, cache=cache,
@@ -275,37 +282,49 @@ def _build_task(student: nn.Module, spec: StageSpec, teacher_state: dict[str, Te
 
 # ----------------------------------------------------------------------------------------------- loop
 def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | None) -> None:
-    """Optimizer steps from the resume point to the end; logs, evaluates and checkpoints as it goes."""
+    """Optimizer steps from the resume point to the end; logs, evaluates and checkpoints as it goes.
+
+    The step never waits for the device: losses stay on it and are reduced over ranks and read only at
+    *sync steps* (log, checkpoint, evaluation and last steps), where a non-finite loss seen since the last
+    sync stops the run before anything is saved, and a stop signal (SIGTERM/SIGINT) is honoured.
+    """
     st.task.train()
+    if st.progress.eval_pending:  # killed between a checkpoint and its evaluation
+        _evaluate(st)
     batches = iter(_loader(st))
     accum = st.train.accum_steps
+    finite = torch.ones((), dtype=torch.bool, device=st.info.device)  # every loss since the last sync step
     for step in range(st.progress.step, st.total_steps):
         lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
                          total=st.total_steps, decay_fraction=st.spec.decay_fraction)
         set_lr(st.optimizer, lr)
         st.task.weight_scale = distill_scale(step, st.total_steps, st.spec.distill_schedule)
         sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
-        losses, stopped = _reduce(sums, stop, st.info)
+        finite = finite & torch.stack([v.reshape(()) for v in sums.values()]).isfinite().all()
         st.progress.step = step + 1
-        _check_finite(losses, step + 1, st.out_dir)
-        st.progress.losses = losses
-        _after_step(st, lr, stopped)
-        if stopped:
-            name = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal on another rank"
-            raise Interrupted(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
-                              f"{st.out_dir / 'last.pt'} — run the same command again to resume")
+        due = _due(st)
+        if not any(due.values()):
+            st.log.step({})
+        else:
+            losses, stopped = _reduce(sums, finite, stop, st.info, st.progress.step, st.out_dir)
+            st.progress.losses = losses
+            _after_step(st, lr, stopped, due)
+            if stopped:
+                name = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal on another rank"
+                raise Interrupted(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
+                                  f"{st.out_dir / 'last.pt'} — run the same command again to resume")
         if on_step is not None:
             on_step(step + 1)
     if st.evaluate is not None and not any(h["step"] == st.total_steps for h in st.progress.history):
-        _evaluate(st)  # the final evaluation runs after the final last.pt: a failing one loses no training
+        _evaluate(st)  # a last.pt from before `eval_pending` existed: its final evaluation is still owed
 
 
 def _loader(st: _Stage) -> DataLoader:
     sampler = StepBatchSampler(len(st.dataset), batch_size=st.batch, accum=st.train.accum_steps,
                                seed=st.spec.seed, start=st.progress.step, stop=st.total_steps,
                                shard_id=st.info.rank, num_shards=st.info.world_size)
-    return DataLoader(st.dataset, batch_sampler=sampler, num_workers=st.train.loader_workers,
-                      pin_memory=st.info.pin_memory)
+    return train_loader(st.dataset, sampler, workers=st.train.loader_workers, info=st.info,
+                        cache=getattr(st.task, "cache", None))
 
 
 def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, Tensor]:
@@ -314,10 +333,10 @@ def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, 
     sums: dict[str, Tensor] = {}
     last = len(micro_batches) - 1
     for j, batch in enumerate(micro_batches):
-        images, tokens, index = distributed.move(batch, st.info)
+        images, tokens, index, *teacher_rows = distributed.move(batch, st.info)
         with distributed.no_sync(st.task.student, j < last):
             with distributed.autocast(st.info, st.train.precision):
-                out = st.task(images, tokens, index)
+                out = st.task(to_model_input(images), tokens, index, *teacher_rows)
             (out["loss"] / len(micro_batches)).backward()
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro_batches)
@@ -330,40 +349,50 @@ def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, 
     return sums
 
 
-def _reduce(sums: dict[str, Tensor], stop: dict[str, int], info: DistInfo) -> tuple[dict[str, float], bool]:
-    """Mean over ranks of every loss part, plus whether any rank was asked to stop (one collective)."""
-    keys = sorted(sums)
-    flag = torch.tensor(float(stop["signal"] > 0), device=info.device)
-    values = distributed.all_reduce_mean(torch.stack([sums[k] for k in keys] + [flag])).tolist()
-    return dict(zip(keys, values[:-1], strict=True)), values[-1] > 0
-
-
-def _check_finite(losses: dict[str, float], step: int, out_dir: Path) -> None:
-    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-    if bad:
-        raise UserError(f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
-                        f"stopped without saving — the last good checkpoint is {out_dir / 'last.pt'}")
-
-
-def _after_step(st: _Stage, lr: float, stopped: bool) -> None:
+def _due(st: _Stage) -> dict[str, bool]:
+    """What the step just done must do: log, evaluate, checkpoint (an evaluation is preceded by a checkpoint)."""
     s, n = st.progress.step, len(st.dataset)
     epochs_done = s * st.batch // n
     epoch_end = epochs_done > (s - 1) * st.batch // n
     last = s == st.total_steps
+    every = st.train.eval_every_epochs
+    evaluate = st.evaluate is not None and (last or (epoch_end and every > 0 and epochs_done % every == 0))
+    every = st.train.ckpt_every_steps
+    ckpt = last or evaluate or (s % every == 0 if every > 0 else epoch_end)
+    return {"log": s % max(st.train.log_every_steps, 1) == 0 or last, "eval": evaluate, "ckpt": ckpt}
+
+
+def _reduce(sums: dict[str, Tensor], finite: Tensor, stop: dict[str, int], info: DistInfo, step: int,
+            out_dir: Path) -> tuple[dict[str, float], bool]:
+    """Mean over ranks of every loss part and whether any rank was asked to stop (one collective, one host
+    sync); `UserError` when any rank saw a non-finite loss since the last sync step."""
+    keys = sorted(sums)
+    flags = torch.stack([(~finite).float(), torch.tensor(float(stop["signal"] > 0), device=info.device)])
+    values = distributed.all_reduce_mean(torch.cat([torch.stack([sums[k] for k in keys]), flags])).tolist()
+    losses = dict(zip(keys, values[:-2], strict=True))
+    if values[-2] > 0:
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v)) or "an earlier step"
+        raise UserError(f"non-finite loss by step {step} ({bad}); stopped without saving — the last good "
+                        f"checkpoint is {out_dir / 'last.pt'}")
+    return losses, values[-1] > 0
+
+
+def _after_step(st: _Stage, lr: float, stopped: bool, due: dict[str, bool]) -> None:
+    """Log, checkpoint, then evaluate (a crash in evaluation loses no training: it reruns on resume)."""
+    s = st.progress.step
     postfix = {}
-    if s % max(st.train.log_every_steps, 1) == 0 or last:
+    if due["log"]:
         ips = st.log.throughput(s, st.batch)
         record = {"kind": "train", **_position(st, s), "lr": lr, **st.progress.losses, "images_per_s": ips,
                   "time_s": st.wall()}
         st.log.write(record, "train")
         postfix = {"loss": st.progress.losses["loss"], "lr": lr, "img/s": ips}
     st.log.step(postfix)
-    every = st.train.eval_every_epochs
-    if st.evaluate is not None and not last and epoch_end and every > 0 and epochs_done % every == 0:
-        _evaluate(st)
-    every = st.train.ckpt_every_steps
-    if last or stopped or (s % every == 0 if every > 0 else epoch_end):
+    if due["ckpt"] or stopped:
+        st.progress.eval_pending = due["eval"]
         _save_last(st)
+    if due["eval"] and not stopped:
+        _evaluate(st)
 
 
 def _position(st: _Stage, step: int) -> dict[str, float]:
@@ -377,6 +406,7 @@ def _evaluate(st: _Stage) -> None:
     with torch.no_grad():
         metrics = {k: float(v) for k, v in st.evaluate(model).items()}
     st.task.train()
+    st.progress.eval_pending = False
     entry = {**_position(st, st.progress.step), **metrics}
     st.progress.history.append(entry)
     st.log.write({"kind": "eval", **entry}, "eval")

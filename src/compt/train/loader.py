@@ -1,0 +1,54 @@
+"""The training DataLoader: worker processes sized from the CPUs per rank, pinned, prefetching, uint8 images.
+
+Images travel as uint8 (a quarter of float32's bytes) from the workers through pinned memory to the device,
+where `compt.data.images.to_model_input` normalises them; with a teacher cache, the batch's teacher rows
+come along (`WithTeacherRows`), gathered by the workers. ``TrainConfig.loader_workers = -1`` (the default)
+means one worker per CPU this rank owns, less one for the training process, at most `MAX_AUTO_WORKERS`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from compt import distributed
+from compt.distributed import DistInfo
+from compt.train.sampler import StepBatchSampler
+from compt.train.teacher_cache import TeacherCache, WithTeacherRows
+
+MAX_AUTO_WORKERS = 8
+PREFETCH_FACTOR = 4  # batches in flight per worker
+
+
+def cpus_per_rank() -> int:
+    """CPUs this process may use, shared evenly by the ranks of its node."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // distributed.local_world_size())
+
+
+def resolve_workers(requested: int) -> int:
+    """`requested` when ≥ 0; -1 (auto): CPUs per rank − 1, at most `MAX_AUTO_WORKERS`."""
+    return requested if requested >= 0 else max(0, min(MAX_AUTO_WORKERS, cpus_per_rank() - 1))
+
+
+def training_view(dataset: Dataset, cache: TeacherCache | None) -> Dataset:
+    """What the training loader reads: uint8 images where the dataset offers them, teacher rows appended."""
+    view = dataset.uint8_view() if hasattr(dataset, "uint8_view") else dataset
+    return WithTeacherRows(view, cache) if cache is not None else view
+
+
+def train_loader(dataset: Dataset, batch_sampler: StepBatchSampler, *, workers: int, info: DistInfo,
+                 cache: TeacherCache | None = None) -> DataLoader:
+    """DataLoader over `training_view(dataset, cache)` with `resolve_workers(workers)` persistent workers.
+
+    A map-style dataset is read in `batch_sampler`'s order; a stream (`IterableDataset`, e.g.
+    `compt.data.stream.StreamingPairs`) is cut by each worker into batches of the sampler's shard size.
+    """
+    n = resolve_workers(workers)
+    extra = {"persistent_workers": True, "prefetch_factor": PREFETCH_FACTOR} if n > 0 else {}
+    if isinstance(dataset, IterableDataset):
+        return DataLoader(dataset, batch_size=batch_sampler.shard_size, num_workers=n, pin_memory=info.pin_memory,
+                          **extra)
+    return DataLoader(training_view(dataset, cache), batch_sampler=batch_sampler, num_workers=n,
+                      pin_memory=info.pin_memory, **extra)
