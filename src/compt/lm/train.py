@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from compt import distributed
 from compt.checkpoint import atomic_save, atomic_write_json
-from compt.config import TrainConfig
 from compt.errors import UserError
 from compt.flops import training_flops
 from compt.lm.losses import lm_loss
@@ -37,12 +36,10 @@ from compt.lm.task import LMTask, build_lm_task
 from compt.stage import StageSpec
 from compt.tasks import freeze
 from compt.train.conditions import Probe
-from compt.train.metrics import MetricsLog
 from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
 from compt.train.sampler import StepBatchSampler
-from compt.train.state import Progress, rng_state, set_rng_state
+from compt.train.stage_loop import LoopState, open_log, resume_progress, save_last
 from compt.train.trainer import StageResult, load_result
-from compt.train.wandb_log import wandb_settings
 
 LM_FORMAT = "compt-lm-checkpoint/1"
 
@@ -69,38 +66,16 @@ def load_lm_checkpoint(path: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- stage
 @dataclass
-class _LMStage:
-    """Everything the loop needs; settings come from `spec` only (as in the CLIP trainer)."""
+class _LMStage(LoopState):
+    """Everything the loop needs; settings come from `spec` only (`LoopState`, shared with the CLIP trainer)."""
 
-    out_dir: Path
-    spec: StageSpec
-    info: distributed.DistInfo
     data: Dataset
     held_out: Dataset
-    task: LMTask
-    optimizer: torch.optim.Optimizer
-    lineage: dict[str, Any]
-    progress: Progress
-    log: MetricsLog
     tokenizer_file: Path | None = None
-    unmanaged: list[nn.Parameter] = field(default_factory=list)   # task parameters outside the wrapped student
-    started: float = field(default_factory=time.perf_counter)
-    eval_s: float = 0.0
 
     @property
     def cfg(self) -> LMConfig:
         return self.spec.model
-
-    @property
-    def train(self) -> TrainConfig:
-        return self.spec.train
-
-    @property
-    def total_steps(self) -> int:
-        return self.spec.total_steps
-
-    def wall(self) -> float:
-        return self.progress.wall_clock_s + time.perf_counter() - self.started - self.eval_s
 
     def position(self, step: int) -> dict[str, float]:
         b, s = self.train.batch_size, self.spec
@@ -146,13 +121,8 @@ def _setup(out_dir: Path, spec: StageSpec, data: Dataset, held_out: Dataset, ini
     task.to(info.device)
     task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, blocks=decoder_block_types())
     optimizer = build_optimizer(task, train, lr=spec.lr)
-    prog = Progress.from_dict(state["progress"]) if state is not None else Progress()
-    if state is not None:
-        distributed.load_optimizer_state_dict(task, optimizer, state["optimizer"], train.fsdp)
-        set_rng_state(state["rng"])
-    log = MetricsLog(out_dir, enabled=info.is_main, progress=progress, total_steps=spec.total_steps, step=prog.step,
-                     truncate_to=prog.metrics_offset if state is not None else None, desc=spec.model.name,
-                     report_to=train.report_to, wandb=wandb_settings(train, lineage, spec.model.name))
+    prog = resume_progress(task, optimizer, state, train)
+    log = open_log(out_dir, spec, info, prog, state is not None, lineage, progress)
     return _LMStage(out_dir=out_dir, spec=spec, info=info, data=data, held_out=held_out, task=task,
                     optimizer=optimizer, lineage={**lineage, "train_stage": spec.summary()}, progress=prog, log=log,
                     unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
@@ -269,16 +239,9 @@ def _evaluate(st: _LMStage) -> None:
 
 
 def _save_last(st: _LMStage) -> None:
-    weights = distributed.model_state_dict(st.task.student)
-    optim = distributed.optimizer_state_dict(st.task, st.optimizer, st.train.fsdp)
-    st.progress.wall_clock_s, st.started, st.eval_s = st.wall(), time.perf_counter(), 0.0
-    st.progress.metrics_offset = st.log.offset()
-    if st.info.is_main:
-        state = {"progress": st.progress.to_dict(), "optimizer": optim, "task": st.task.extra_state(),
-                 "rng": rng_state(), "total_steps": st.total_steps, "batch_size": st.train.batch_size}
-        save_lm_checkpoint(st.out_dir / "last.pt", state_dict=weights, cfg=st.cfg, lineage=st.lineage,
-                           train_state=state)
-    distributed.barrier()
+    """Resume checkpoint in the LM format (`compt.train.stage_loop.save_last`)."""
+    save_last(st, lambda path, weights, state: save_lm_checkpoint(path, state_dict=weights, cfg=st.cfg,
+                                                                  lineage=st.lineage, train_state=state))
 
 
 def _finish(st: _LMStage, probe: Probe) -> StageResult:
