@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from compt import distributed
-from compt.checkpoint import atomic_save, atomic_write_json
+from compt.checkpoint import atomic_save
 from compt.errors import UserError
 from compt.flops import training_flops
 from compt.lm.losses import lm_loss
@@ -39,7 +39,7 @@ from compt.train.conditions import Probe
 from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
 from compt.train.sampler import StepBatchSampler
 from compt.train.stage_loop import LoopState, open_log, resume_progress, save_last
-from compt.train.trainer import StageResult, load_result
+from compt.train.trainer import StageResult, finish_stage, load_result
 
 LM_FORMAT = "compt-lm-checkpoint/1"
 
@@ -245,17 +245,11 @@ def _save_last(st: _LMStage) -> None:
 
 
 def _finish(st: _LMStage, probe: Probe) -> StageResult:
-    weights = distributed.model_state_dict(st.task.student)
-    evals = st.progress.history[-1] if st.progress.history else {}
-    metrics = {k: v for k, v in evals.items() if k not in ("step", "epoch", "samples", "flops")}
-    metrics |= {f"train_{k}": v for k, v in st.progress.losses.items()}
-    result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=st.total_steps,
-                         samples=st.total_steps * st.train.batch_size, train_flops=st.position(st.total_steps)["flops"],
-                         wall_clock_s=st.wall(), history=list(st.progress.history),
-                         conditions=probe.finish(st.info.device))
-    if st.info.is_main:
-        save_lm_checkpoint(result.checkpoint, state_dict=weights, cfg=st.cfg, lineage=st.lineage)
-        export_pretrained(st.cfg, weights, st.out_dir / "hf", tokenizer_file=st.tokenizer_file)
-        atomic_write_json(st.out_dir / "result.json", result.to_dict())
-    distributed.barrier()
-    return result
+    return finish_stage(st, probe, train_flops=st.position(st.total_steps)["flops"],
+                        write_final=lambda path, weights: _write_final(st, path, weights))
+
+
+def _write_final(st: _LMStage, path: Path, weights: dict[str, Tensor]) -> None:
+    """final.pt, and the same weights as a Hugging Face folder ``hf/``."""
+    save_lm_checkpoint(path, state_dict=weights, cfg=st.cfg, lineage=st.lineage)
+    export_pretrained(st.cfg, weights, st.out_dir / "hf", tokenizer_file=st.tokenizer_file)

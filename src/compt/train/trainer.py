@@ -354,16 +354,26 @@ def _save_last(st: _Stage) -> None:
 
 
 def _finish(st: _Stage, probe: Probe) -> StageResult:
+    return finish_stage(st, probe, train_flops=st.flops(st.total_steps),
+                        write_final=lambda path, weights: save_checkpoint(path, state_dict=weights,
+                                                                          model_config=st.spec.model,
+                                                                          lineage=st.lineage))
+
+
+def finish_stage(st: LoopState, probe: Probe, *, train_flops: float,
+                 write_final: Callable[[Path, dict[str, Tensor]], Any]) -> StageResult:
+    """The stage's `StageResult` (last eval metrics + final train losses); rank 0 writes final.pt with
+    `write_final(path, weights)`, then result.json with final.pt's digest (the stage is then done)."""
     weights = distributed.model_state_dict(st.task.student)
     evals = st.progress.history[-1] if st.progress.history else {}
     metrics = {k: v for k, v in evals.items() if k not in POSITION_KEYS}
     metrics |= {f"train_{k}" if k != "logit_scale" else k: v for k, v in st.progress.losses.items()}
     result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=st.total_steps,
-                         samples=st.total_steps * st.batch, train_flops=st.flops(st.total_steps),
+                         samples=st.total_steps * st.spec.batch_size, train_flops=train_flops,
                          wall_clock_s=st.wall(), history=list(st.progress.history),
                          conditions=probe.finish(st.info.device))
     if st.info.is_main:
-        save_checkpoint(result.checkpoint, state_dict=weights, model_config=st.spec.model, lineage=st.lineage)
+        write_final(result.checkpoint, weights)
         atomic_write_json(st.out_dir / "result.json", {**result.to_dict(), "final_pt": file_digest(result.checkpoint)})
     distributed.barrier()
     return result
