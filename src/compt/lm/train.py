@@ -36,9 +36,19 @@ from compt.lm.task import LMTask, build_lm_task
 from compt.stage import StageSpec
 from compt.tasks import freeze
 from compt.train.conditions import Probe
-from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
+from compt.train.optim import build_optimizer
 from compt.train.sampler import StepBatchSampler
-from compt.train.stage_loop import LoopState, open_log, resume_progress, save_last
+from compt.train.stage_loop import (
+    LoopState,
+    apply_grads,
+    open_log,
+    raise_stopped,
+    reduce_losses,
+    resume_progress,
+    save_last,
+    schedule_step,
+    stop_signals,
+)
 from compt.train.trainer import StageResult, finish_stage, load_result
 
 LM_FORMAT = "compt-lm-checkpoint/1"
@@ -98,7 +108,8 @@ def train_lm_stage(spec: StageSpec, *, out_dir: Path, data: Dataset, held_out: D
     st = _setup(out_dir, spec, data, held_out, init_state, teacher_state, lineage or {}, progress)
     st.tokenizer_file, st.started = tokenizer_file, started
     try:
-        _loop(st)
+        with stop_signals(st.stop):
+            _loop(st)
         return _finish(st, probe)
     finally:
         st.log.close()
@@ -169,18 +180,20 @@ def _loop(st: _LMStage) -> None:
                                shard_id=st.info.rank, num_shards=st.info.world_size)
     batches = iter(DataLoader(st.data, batch_sampler=sampler, num_workers=st.train.loader_workers))
     for step in range(st.progress.step, st.total_steps):
-        lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
-                         total=st.total_steps, decay_fraction=st.spec.decay_fraction)
-        set_lr(st.optimizer, lr)
-        st.task.weight_scale = distill_scale(step, st.total_steps, st.spec.distill_schedule)
-        losses = _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
+        lr = schedule_step(st, step)
+        sums = _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
+        losses, stopped = reduce_losses(sums, st.stop, st.info)
         if not all(math.isfinite(v) for v in losses.values()):
             raise UserError(f"non-finite loss at step {step + 1} ({losses}); stopped without saving")
         st.progress.step, st.progress.losses = step + 1, losses
         _after_step(st, lr)
+        if stopped:  # SIGTERM/SIGINT on some rank (`stop_signals`): checkpoint this step, then stop
+            _save_last(st)
+            raise_stopped(st, step + 1)
 
 
-def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, float]:
+def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, Tensor]:
+    """Forward/backward over the micro-batches, then clip and step; returns this rank's mean of each output."""
     st.optimizer.zero_grad(set_to_none=True)
     sums: dict[str, Tensor] = {}
     for j, (tokens, _index) in enumerate(micro):
@@ -190,14 +203,8 @@ def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, float]
             (out["loss"] / len(micro)).backward()
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro)
-    distributed.all_reduce_grads(st.unmanaged)
-    if st.train.grad_clip > 0:
-        params = [p for g in st.optimizer.param_groups for p in g["params"]]
-        distributed.clip_grad_norm(params, st.train.grad_clip)
-    st.optimizer.step()
-    keys = sorted(sums)
-    values = distributed.all_reduce_mean(torch.stack([sums[k] for k in keys])).tolist()
-    return dict(zip(keys, values, strict=True))
+    apply_grads(st)
+    return sums
 
 
 def _after_step(st: _LMStage, lr: float) -> None:

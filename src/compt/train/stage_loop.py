@@ -1,6 +1,6 @@
 """The parts of a stage loop that the CLIP trainer (`compt.train.trainer`) and the LM trainer (`compt.lm.train`)
-share: the loop's state, resuming it from a ``train_state``, the metrics log, the resume checkpoint
-``last.pt`` and the "SIGTERM/SIGINT → checkpoint after the step, then stop" handling.
+share: the loop's state, resuming it from a ``train_state``, the metrics log, the step's schedule and gradient
+step, the resume checkpoint ``last.pt`` and the "SIGTERM/SIGINT → checkpoint after the step, then stop" handling.
 
 Each trainer keeps what differs: the task, the data, the optimizer step's forward and the checkpoint format
 (a ``write(path, weights, train_state)`` callback).
@@ -26,6 +26,7 @@ from compt.distributed import DistInfo
 from compt.errors import Interrupted
 from compt.stage import StageSpec
 from compt.train.metrics import MetricsLog
+from compt.train.optim import distill_scale, set_lr, stage_lr_at
 from compt.train.state import Progress, rng_state, set_rng_state
 from compt.train.wandb_log import wandb_settings
 
@@ -80,6 +81,26 @@ def open_log(out_dir: Path, spec: StageSpec, info: DistInfo, prog: Progress, res
                       step=prog.step, truncate_to=prog.metrics_offset if resumed else None,
                       desc=spec.model.name, report_to=train.report_to,
                       wandb=wandb_settings(train, lineage, spec.model.name))
+
+
+def schedule_step(st: LoopState, step: int) -> float:
+    """Set the learning rate (`stage_lr_at`) and distillation weight (`distill_scale`) of optimizer step
+    `step` (0-based); returns the learning rate."""
+    s = st.spec
+    lr = stage_lr_at(step, base_lr=s.lr, min_lr=s.min_lr, warmup=s.warmup_steps, total=s.total_steps,
+                     decay_fraction=s.decay_fraction)
+    set_lr(st.optimizer, lr)
+    st.task.weight_scale = distill_scale(step, s.total_steps, s.distill_schedule)
+    return lr
+
+
+def apply_grads(st: LoopState) -> None:
+    """After backward: all-reduce the gradients DDP/FSDP do not manage, clip (``train.grad_clip > 0``), step."""
+    distributed.all_reduce_grads(st.unmanaged)
+    if st.train.grad_clip > 0:
+        params = [p for group in st.optimizer.param_groups for p in group["params"]]
+        distributed.clip_grad_norm(params, st.train.grad_clip)
+    st.optimizer.step()
 
 
 def save_last(st: LoopState, write: WriteLast) -> None:

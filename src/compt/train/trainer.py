@@ -43,15 +43,17 @@ from compt.models import ModelConfig, create_model
 from compt.stage import StageSpec, resolve_spec
 from compt.tasks import ClipTask, build_task, freeze
 from compt.train.conditions import Probe
-from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
+from compt.train.optim import build_optimizer
 from compt.train.sampler import StepBatchSampler
 from compt.train.stage_loop import (
     LoopState,
+    apply_grads,
     open_log,
     raise_stopped,
     reduce_losses,
     resume_progress,
     save_last,
+    schedule_step,
     stop_signals,
 )
 from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
@@ -254,10 +256,7 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
     batches = iter(_loader(st))
     accum = st.train.accum_steps
     for step in range(st.progress.step, st.total_steps):
-        lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
-                         total=st.total_steps, decay_fraction=st.spec.decay_fraction)
-        set_lr(st.optimizer, lr)
-        st.task.weight_scale = distill_scale(step, st.total_steps, st.spec.distill_schedule)
+        lr = schedule_step(st, step)
         sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
         losses, stopped = reduce_losses(sums, stop, st.info)
         st.progress.step = step + 1
@@ -293,11 +292,7 @@ def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, 
             (out["loss"] / len(micro_batches)).backward()
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro_batches)
-    distributed.all_reduce_grads(st.unmanaged)
-    if st.train.grad_clip > 0:
-        params = [p for group in st.optimizer.param_groups for p in group["params"]]
-        distributed.clip_grad_norm(params, st.train.grad_clip)
-    st.optimizer.step()
+    apply_grads(st)
     st.task.post_step()
     return sums
 
