@@ -7,8 +7,11 @@ and, in addition, ``hf/`` — the final weights as a Hugging Face folder (`AutoM
 It reuses the CLIP trainer's parts: step-indexed batches (`StepBatchSampler`, so a resumed stage sees the same
 data), AdamW groups and the cosine schedule (`compt.train.optim`), RNG/progress state, the metrics log and the
 distributed helpers (DDP, or FSDP2 with one unit per `LlamaDecoderLayer`), the wall-clock conditions and the
-metric sinks. Every setting comes from the stage's `StageSpec` (`compt.chain.stage_spec`: lr, warmup, steps,
-teacher, distillation loss and temperature, forward FLOPs). A sample is one window of ``context + 1``
+metric sinks; the loop's state, resume, ``last.pt``/``final.pt``/``result.json`` writing and the
+"SIGTERM/SIGINT → checkpoint after the step, then stop" handling are the CLIP trainer's own
+(`compt.train.stage_loop`, `compt.train.trainer.finish_stage`). Every setting comes from the stage's
+`StageSpec` (`compt.chain.stage_spec`: lr, warmup, steps, teacher, distillation loss and temperature,
+forward FLOPs). A sample is one window of ``context + 1``
 tokens; FLOPs are `compt.flops.training_flops` of the analytic `compt.lm.flops` forwards (3 × student
 forward per sample, plus one teacher forward when distilling). Evaluation is the held-out next-token loss
 (``val_loss``) and its perplexity.
@@ -35,20 +38,11 @@ from compt.lm.models import LMConfig, create_lm, export_pretrained
 from compt.lm.task import LMTask, build_lm_task
 from compt.stage import StageSpec
 from compt.tasks import freeze
+from compt.train import stage_loop
 from compt.train.conditions import Probe
 from compt.train.optim import build_optimizer
 from compt.train.sampler import StepBatchSampler
-from compt.train.stage_loop import (
-    LoopState,
-    apply_grads,
-    open_log,
-    raise_stopped,
-    reduce_losses,
-    resume_progress,
-    save_last,
-    schedule_step,
-    stop_signals,
-)
+from compt.train.stage_loop import LoopState
 from compt.train.trainer import StageResult, finish_stage, load_result
 
 LM_FORMAT = "compt-lm-checkpoint/1"
@@ -108,7 +102,7 @@ def train_lm_stage(spec: StageSpec, *, out_dir: Path, data: Dataset, held_out: D
     st = _setup(out_dir, spec, data, held_out, init_state, teacher_state, lineage or {}, progress)
     st.tokenizer_file, st.started = tokenizer_file, started
     try:
-        with stop_signals(st.stop):
+        with stage_loop.stop_signals(st.stop):
             _loop(st)
         return _finish(st, probe)
     finally:
@@ -132,8 +126,8 @@ def _setup(out_dir: Path, spec: StageSpec, data: Dataset, held_out: Dataset, ini
     task.to(info.device)
     task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, blocks=decoder_block_types())
     optimizer = build_optimizer(task, train, lr=spec.lr)
-    prog = resume_progress(task, optimizer, state, train)
-    log = open_log(out_dir, spec, info, prog, state is not None, lineage, progress)
+    prog = stage_loop.resume_progress(task, optimizer, state, train)
+    log = stage_loop.open_log(out_dir, spec, info, prog, state is not None, lineage, progress)
     return _LMStage(out_dir=out_dir, spec=spec, info=info, data=data, held_out=held_out, task=task,
                     optimizer=optimizer, lineage={**lineage, "train_stage": spec.summary()}, progress=prog, log=log,
                     unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
@@ -180,16 +174,16 @@ def _loop(st: _LMStage) -> None:
                                shard_id=st.info.rank, num_shards=st.info.world_size)
     batches = iter(DataLoader(st.data, batch_sampler=sampler, num_workers=st.train.loader_workers))
     for step in range(st.progress.step, st.total_steps):
-        lr = schedule_step(st, step)
+        lr = stage_loop.schedule_step(st, step)
         sums = _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
-        losses, stopped = reduce_losses(sums, st.stop, st.info)
+        losses, stopped = stage_loop.reduce_losses(sums, st.stop, st.info)
         if not all(math.isfinite(v) for v in losses.values()):
             raise UserError(f"non-finite loss at step {step + 1} ({losses}); stopped without saving")
         st.progress.step, st.progress.losses = step + 1, losses
         _after_step(st, lr)
         if stopped:  # SIGTERM/SIGINT on some rank (`stop_signals`): checkpoint this step, then stop
             _save_last(st)
-            raise_stopped(st, step + 1)
+            stage_loop.raise_stopped(st, step + 1)
 
 
 def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, Tensor]:
@@ -203,7 +197,7 @@ def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, Tensor
             (out["loss"] / len(micro)).backward()
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro)
-    apply_grads(st)
+    stage_loop.apply_grads(st)
     return sums
 
 
@@ -247,7 +241,7 @@ def _evaluate(st: _LMStage) -> None:
 
 def _save_last(st: _LMStage) -> None:
     """Resume checkpoint in the LM format (`compt.train.stage_loop.save_last`)."""
-    save_last(st, lambda path, weights, state: save_lm_checkpoint(path, state_dict=weights, cfg=st.cfg,
+    stage_loop.save_last(st, lambda path, weights, state: save_lm_checkpoint(path, state_dict=weights, cfg=st.cfg,
                                                                   lineage=st.lineage, train_state=state))
 
 
