@@ -153,3 +153,30 @@ def test_demo_lm_quick_prints_the_table(tmp_path: Path, corpus: Path, capsys) ->
                  "data.num_samples=24", "data.eval_samples=4"]) == 0
     out = capsys.readouterr().out
     assert "| lm/test-C | chain |" in out and "held-out perplexity" in out and "family acceleration" in out
+
+
+def test_sigterm_saves_last_pt_then_stops_and_resumes(tmp_path: Path, corpus: Path, reference: Path,
+                                                      monkeypatch) -> None:
+    """As in the CLIP trainer (`compt.train.stage_loop.stop_signals`): SIGTERM checkpoints after the step."""
+    import os
+    import signal
+
+    cfg = raw(corpus) | {"baselines": False}
+    cfg["chain"] = cfg["chain"][:1]
+    real = lm_train._after_step
+
+    def term(st, lr):
+        real(st, lr)
+        if st.progress.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(lm_train, "_after_step", term)
+    with pytest.raises(UserError, match="stopped by SIGTERM after step 4/12"):  # seen after the next step
+        train_run(config_from_dict(cfg), tmp_path, progress=False)
+    last = load_lm_checkpoint(tmp_path / "chain/01-lm_test-A/last.pt")
+    assert last["train_state"]["progress"]["step"] == 4
+    monkeypatch.setattr(lm_train, "_after_step", real)
+    train_run(config_from_dict(cfg), tmp_path, progress=False)
+    got = load_lm_checkpoint(tmp_path / "chain/01-lm_test-A/final.pt")["state_dict"]
+    ref = load_lm_checkpoint(reference / "chain/01-lm_test-A/final.pt")["state_dict"]
+    assert all(torch.equal(got[k], ref[k]) for k in ref)

@@ -7,8 +7,11 @@ and, in addition, ``hf/`` — the final weights as a Hugging Face folder (`AutoM
 It reuses the CLIP trainer's parts: step-indexed batches (`StepBatchSampler`, so a resumed stage sees the same
 data), AdamW groups and the cosine schedule (`compt.train.optim`), RNG/progress state, the metrics log and the
 distributed helpers (DDP, or FSDP2 with one unit per `LlamaDecoderLayer`), the wall-clock conditions and the
-metric sinks. Every setting comes from the stage's `StageSpec` (`compt.chain.stage_spec`: lr, warmup, steps,
-teacher, distillation loss and temperature, forward FLOPs). A sample is one window of ``context + 1``
+metric sinks; the loop's state, resume, ``last.pt``/``final.pt``/``result.json`` writing and the
+"SIGTERM/SIGINT → checkpoint after the step, then stop" handling are the CLIP trainer's own
+(`compt.train.stage_loop`, `compt.train.trainer.finish_stage`). Every setting comes from the stage's
+`StageSpec` (`compt.chain.stage_spec`: lr, warmup, steps, teacher, distillation loss and temperature,
+forward FLOPs). A sample is one window of ``context + 1``
 tokens; FLOPs are `compt.flops.training_flops` of the analytic `compt.lm.flops` forwards (3 × student
 forward per sample, plus one teacher forward when distilling). Evaluation is the held-out next-token loss
 (``val_loss``) and its perplexity.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from compt import distributed
-from compt.checkpoint import atomic_save, atomic_write_json
-from compt.config import TrainConfig
+from compt.checkpoint import atomic_save
 from compt.errors import UserError
 from compt.flops import training_flops
 from compt.lm.losses import lm_loss
@@ -36,14 +38,13 @@ from compt.lm.models import LMConfig, create_lm, export_pretrained
 from compt.lm.task import LMTask, build_lm_task
 from compt.stage import StageSpec
 from compt.tasks import freeze
+from compt.train import stage_loop
 from compt.train.conditions import Probe
 from compt.train.loader import resolve_workers
-from compt.train.metrics import MetricsLog
-from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
+from compt.train.optim import build_optimizer
 from compt.train.sampler import StepBatchSampler
-from compt.train.state import Progress, rng_state, set_rng_state
-from compt.train.trainer import StageResult, load_result
-from compt.train.wandb_log import wandb_settings
+from compt.train.stage_loop import LoopState
+from compt.train.trainer import StageResult, finish_stage, load_result
 
 LM_FORMAT = "compt-lm-checkpoint/1"
 
@@ -70,38 +71,16 @@ def load_lm_checkpoint(path: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- stage
 @dataclass
-class _LMStage:
-    """Everything the loop needs; settings come from `spec` only (as in the CLIP trainer)."""
+class _LMStage(LoopState):
+    """Everything the loop needs; settings come from `spec` only (`LoopState`, shared with the CLIP trainer)."""
 
-    out_dir: Path
-    spec: StageSpec
-    info: distributed.DistInfo
     data: Dataset
     held_out: Dataset
-    task: LMTask
-    optimizer: torch.optim.Optimizer
-    lineage: dict[str, Any]
-    progress: Progress
-    log: MetricsLog
     tokenizer_file: Path | None = None
-    unmanaged: list[nn.Parameter] = field(default_factory=list)   # task parameters outside the wrapped student
-    started: float = field(default_factory=time.perf_counter)
-    eval_s: float = 0.0
 
     @property
     def cfg(self) -> LMConfig:
         return self.spec.model
-
-    @property
-    def train(self) -> TrainConfig:
-        return self.spec.train
-
-    @property
-    def total_steps(self) -> int:
-        return self.spec.total_steps
-
-    def wall(self) -> float:
-        return self.progress.wall_clock_s + time.perf_counter() - self.started - self.eval_s
 
     def position(self, step: int) -> dict[str, float]:
         b, s = self.train.batch_size, self.spec
@@ -124,7 +103,8 @@ def train_lm_stage(spec: StageSpec, *, out_dir: Path, data: Dataset, held_out: D
     st = _setup(out_dir, spec, data, held_out, init_state, teacher_state, lineage or {}, progress)
     st.tokenizer_file, st.started = tokenizer_file, started
     try:
-        _loop(st)
+        with stage_loop.stop_signals(st.stop):
+            _loop(st)
         return _finish(st, probe)
     finally:
         st.log.close()
@@ -147,13 +127,8 @@ def _setup(out_dir: Path, spec: StageSpec, data: Dataset, held_out: Dataset, ini
     task.to(info.device)
     task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, blocks=decoder_block_types())
     optimizer = build_optimizer(task, train, lr=spec.lr)
-    prog = Progress.from_dict(state["progress"]) if state is not None else Progress()
-    if state is not None:
-        distributed.load_optimizer_state_dict(task, optimizer, state["optimizer"], train.fsdp)
-        set_rng_state(state["rng"])
-    log = MetricsLog(out_dir, enabled=info.is_main, progress=progress, total_steps=spec.total_steps, step=prog.step,
-                     truncate_to=prog.metrics_offset if state is not None else None, desc=spec.model.name,
-                     report_to=train.report_to, wandb=wandb_settings(train, lineage, spec.model.name))
+    prog = stage_loop.resume_progress(task, optimizer, state, train)
+    log = stage_loop.open_log(out_dir, spec, info, prog, state is not None, lineage, progress)
     return _LMStage(out_dir=out_dir, spec=spec, info=info, data=data, held_out=held_out, task=task,
                     optimizer=optimizer, lineage={**lineage, "train_stage": spec.summary()}, progress=prog, log=log,
                     unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
@@ -200,18 +175,20 @@ def _loop(st: _LMStage) -> None:
                                shard_id=st.info.rank, num_shards=st.info.world_size)
     batches = iter(DataLoader(st.data, batch_sampler=sampler, num_workers=resolve_workers(st.train.loader_workers)))
     for step in range(st.progress.step, st.total_steps):
-        lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
-                         total=st.total_steps, decay_fraction=st.spec.decay_fraction)
-        set_lr(st.optimizer, lr)
-        st.task.weight_scale = distill_scale(step, st.total_steps, st.spec.distill_schedule)
-        losses = _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
+        lr = stage_loop.schedule_step(st, step)
+        sums = _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
+        losses, stopped, _ = stage_loop.reduce_losses(sums, st.stop, st.info)
         if not all(math.isfinite(v) for v in losses.values()):
             raise UserError(f"non-finite loss at step {step + 1} ({losses}); stopped without saving")
         st.progress.step, st.progress.losses = step + 1, losses
         _after_step(st, lr)
+        if stopped:  # SIGTERM/SIGINT on some rank (`stop_signals`): checkpoint this step, then stop
+            _save_last(st)
+            stage_loop.raise_stopped(st, step + 1)
 
 
-def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, float]:
+def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, Tensor]:
+    """Forward/backward over the micro-batches, then clip and step; returns this rank's mean of each output."""
     st.optimizer.zero_grad(set_to_none=True)
     sums: dict[str, Tensor] = {}
     for j, (tokens, _index) in enumerate(micro):
@@ -221,14 +198,8 @@ def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, float]
             (out["loss"] / len(micro)).backward()
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro)
-    distributed.all_reduce_grads(st.unmanaged)
-    if st.train.grad_clip > 0:
-        params = [p for g in st.optimizer.param_groups for p in g["params"]]
-        distributed.clip_grad_norm(params, st.train.grad_clip)
-    st.optimizer.step()
-    keys = sorted(sums)
-    values = distributed.all_reduce_mean(torch.stack([sums[k] for k in keys])).tolist()
-    return dict(zip(keys, values, strict=True))
+    stage_loop.apply_grads(st)
+    return sums
 
 
 def _after_step(st: _LMStage, lr: float) -> None:
@@ -270,30 +241,17 @@ def _evaluate(st: _LMStage) -> None:
 
 
 def _save_last(st: _LMStage) -> None:
-    weights = distributed.model_state_dict(st.task.student)
-    optim = distributed.optimizer_state_dict(st.task, st.optimizer, st.train.fsdp)
-    st.progress.wall_clock_s, st.started, st.eval_s = st.wall(), time.perf_counter(), 0.0
-    st.progress.metrics_offset = st.log.offset()
-    if st.info.is_main:
-        state = {"progress": st.progress.to_dict(), "optimizer": optim, "task": st.task.extra_state(),
-                 "rng": rng_state(), "total_steps": st.total_steps, "batch_size": st.train.batch_size}
-        save_lm_checkpoint(st.out_dir / "last.pt", state_dict=weights, cfg=st.cfg, lineage=st.lineage,
-                           train_state=state)
-    distributed.barrier()
+    """Resume checkpoint in the LM format (`compt.train.stage_loop.save_last`)."""
+    stage_loop.save_last(st, lambda path, weights, state: save_lm_checkpoint(path, state_dict=weights, cfg=st.cfg,
+                                                                  lineage=st.lineage, train_state=state))
 
 
 def _finish(st: _LMStage, probe: Probe) -> StageResult:
-    weights = distributed.model_state_dict(st.task.student)
-    evals = st.progress.history[-1] if st.progress.history else {}
-    metrics = {k: v for k, v in evals.items() if k not in ("step", "epoch", "samples", "flops")}
-    metrics |= {f"train_{k}": v for k, v in st.progress.losses.items()}
-    result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=st.total_steps,
-                         samples=st.total_steps * st.train.batch_size, train_flops=st.position(st.total_steps)["flops"],
-                         wall_clock_s=st.wall(), history=list(st.progress.history),
-                         conditions=probe.finish(st.info.device))
-    if st.info.is_main:
-        save_lm_checkpoint(result.checkpoint, state_dict=weights, cfg=st.cfg, lineage=st.lineage)
-        export_pretrained(st.cfg, weights, st.out_dir / "hf", tokenizer_file=st.tokenizer_file)
-        atomic_write_json(st.out_dir / "result.json", result.to_dict())
-    distributed.barrier()
-    return result
+    return finish_stage(st, probe, train_flops=st.position(st.total_steps)["flops"],
+                        write_final=lambda path, weights: _write_final(st, path, weights))
+
+
+def _write_final(st: _LMStage, path: Path, weights: dict[str, Tensor]) -> None:
+    """final.pt, and the same weights as a Hugging Face folder ``hf/``."""
+    save_lm_checkpoint(path, state_dict=weights, cfg=st.cfg, lineage=st.lineage)
+    export_pretrained(st.cfg, weights, st.out_dir / "hf", tokenizer_file=st.tokenizer_file)

@@ -20,14 +20,11 @@ micro-batch (batch_size / A samples) — plain gradient accumulation, not open_c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -41,19 +38,27 @@ from compt.checkpoint import Checkpoint, atomic_write_json, file_digest, load_ch
 from compt.config import MemberConfig, TrainConfig
 from compt.data.images import to_model_input
 from compt.distributed import DistInfo
-from compt.errors import Interrupted, UserError
+from compt.errors import UserError
 from compt.flops import training_flops
 from compt.models import ModelConfig, create_model
 from compt.stage import StageSpec, resolve_spec
 from compt.tasks import ClipTask, build_task, freeze
 from compt.train.conditions import Probe
 from compt.train.loader import resolve_workers, train_loader
-from compt.train.metrics import MetricsLog
-from compt.train.optim import build_optimizer, distill_scale, set_lr, stage_lr_at
+from compt.train.optim import build_optimizer
 from compt.train.sampler import StepBatchSampler
-from compt.train.state import Progress, rng_state, set_rng_state
+from compt.train.stage_loop import (
+    LoopState,
+    apply_grads,
+    open_log,
+    raise_stopped,
+    reduce_losses,
+    resume_progress,
+    save_last,
+    schedule_step,
+    stop_signals,
+)
 from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
-from compt.train.wandb_log import wandb_settings
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 POSITION_KEYS = ("step", "epoch", "samples", "flops")
@@ -81,35 +86,16 @@ class StageResult:
 
 
 @dataclass
-class _Stage:
+class _Stage(LoopState):
     """Everything the loop needs; built once by `_setup`. Settings come from `spec` only."""
 
-    out_dir: Path
-    spec: StageSpec
-    info: DistInfo
     dataset: Dataset
-    task: ClipTask
-    optimizer: torch.optim.Optimizer
     cached_teacher: bool        # teacher forward paid once by the cache fill, not per sample
-    lineage: dict[str, Any]
-    progress: Progress
-    log: MetricsLog
     evaluate: Evaluate | None = None
-    unmanaged: list[nn.Parameter] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
-    eval_s: float = 0.0
-
-    @property
-    def train(self) -> TrainConfig:
-        return self.spec.train
 
     @property
     def batch(self) -> int:
         return self.spec.batch_size
-
-    @property
-    def total_steps(self) -> int:
-        return self.spec.total_steps
 
     def epoch(self, step: int) -> float:
         return step * self.batch / len(self.dataset)
@@ -118,10 +104,6 @@ class _Stage:
         s = self.spec
         return training_flops(s.student_flops, s.teacher_flops, step * self.batch, cached_teacher=self.cached_teacher,
                               fill_samples=len(self.dataset))
-
-    def wall(self) -> float:
-        """Accumulated training wall clock: earlier sessions plus this one, evaluation excluded."""
-        return self.progress.wall_clock_s + time.perf_counter() - self.started - self.eval_s
 
 
 def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Dataset,
@@ -151,7 +133,7 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
     stage = _setup(out_dir, spec, dataset, init_state, teacher_state, evaluate, lineage, progress)
     stage.started = started  # the wall clock includes set-up and the teacher-cache fill
     try:
-        with _stop_signals() as stop:
+        with stop_signals(stage.stop) as stop:
             _loop(stage, stop, on_step)
         return _finish(stage, probe)
     finally:
@@ -211,14 +193,8 @@ def _setup(out_dir: Path, spec: StageSpec, dataset: Dataset, init_state: dict[st
     task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, precision=train.precision,
                                             compile=train.compile)
     optimizer = build_optimizer(task, train, lr=spec.lr)
-    prog = Progress.from_dict(state["progress"]) if state is not None else Progress()
-    if state is not None:
-        distributed.load_optimizer_state_dict(task, optimizer, state["optimizer"], train.fsdp)
-        set_rng_state(state["rng"])
-    log = MetricsLog(out_dir, enabled=info.is_main, progress=progress, total_steps=spec.total_steps,
-                     step=prog.step, truncate_to=prog.metrics_offset if state is not None else None,
-                     desc=spec.model.name, report_to=train.report_to,
-                     wandb=wandb_settings(train, lineage, spec.model.name))
+    prog = resume_progress(task, optimizer, state, train)
+    log = open_log(out_dir, spec, info, prog, state is not None, lineage, progress)
     return _Stage(out_dir=out_dir, spec=spec, info=info, dataset=dataset, task=task, optimizer=optimizer,
                   cached_teacher=cached, lineage={**(lineage or {}), "train_stage": spec.summary()}, progress=prog,
                   log=log, evaluate=evaluate, unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
@@ -295,10 +271,7 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
     accum = st.train.accum_steps
     finite = torch.ones((), dtype=torch.bool, device=st.info.device)  # every loss since the last sync step
     for step in range(st.progress.step, st.total_steps):
-        lr = stage_lr_at(step, base_lr=st.spec.lr, min_lr=st.spec.min_lr, warmup=st.spec.warmup_steps,
-                         total=st.total_steps, decay_fraction=st.spec.decay_fraction)
-        set_lr(st.optimizer, lr)
-        st.task.weight_scale = distill_scale(step, st.total_steps, st.spec.distill_schedule)
+        lr = schedule_step(st, step)
         sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
         finite = finite & torch.stack([v.reshape(()) for v in sums.values()]).isfinite().all()
         st.progress.step = step + 1
@@ -310,9 +283,7 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
             st.progress.losses = losses
             _after_step(st, lr, stopped, due)
             if stopped:
-                name = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal on another rank"
-                raise Interrupted(f"stopped by {name} after step {step + 1}/{st.total_steps}; checkpoint saved to "
-                                  f"{st.out_dir / 'last.pt'} — run the same command again to resume")
+                raise_stopped(st, step + 1)
         if on_step is not None:
             on_step(step + 1)
     if st.evaluate is not None and not any(h["step"] == st.total_steps for h in st.progress.history):
@@ -340,11 +311,7 @@ def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, 
             (out["loss"] / len(micro_batches)).backward()
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro_batches)
-    distributed.all_reduce_grads(st.unmanaged)
-    if st.train.grad_clip > 0:
-        params = [p for group in st.optimizer.param_groups for p in group["params"]]
-        distributed.clip_grad_norm(params, st.train.grad_clip)
-    st.optimizer.step()
+    apply_grads(st)
     st.task.post_step()
     return sums
 
@@ -364,17 +331,14 @@ def _due(st: _Stage) -> dict[str, bool]:
 
 def _reduce(sums: dict[str, Tensor], finite: Tensor, stop: dict[str, int], info: DistInfo, step: int,
             out_dir: Path) -> tuple[dict[str, float], bool]:
-    """Mean over ranks of every loss part and whether any rank was asked to stop (one collective, one host
-    sync); `UserError` when any rank saw a non-finite loss since the last sync step."""
-    keys = sorted(sums)
-    flags = torch.stack([(~finite).float(), torch.tensor(float(stop["signal"] > 0), device=info.device)])
-    values = distributed.all_reduce_mean(torch.cat([torch.stack([sums[k] for k in keys]), flags])).tolist()
-    losses = dict(zip(keys, values[:-2], strict=True))
-    if values[-2] > 0:
+    """Mean over ranks of every loss part and whether any rank was asked to stop (`reduce_losses`: one
+    collective, one host sync); `UserError` when any rank saw a non-finite loss since the last sync step."""
+    losses, stopped, all_finite = reduce_losses(sums, stop, info, finite)
+    if not all_finite:
         bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v)) or "an earlier step"
         raise UserError(f"non-finite loss by step {step} ({bad}); stopped without saving — the last good "
                         f"checkpoint is {out_dir / 'last.pt'}")
-    return losses, values[-1] > 0
+    return losses, stopped
 
 
 def _after_step(st: _Stage, lr: float, stopped: bool, due: dict[str, bool]) -> None:
@@ -414,49 +378,33 @@ def _evaluate(st: _Stage) -> None:
 
 
 def _save_last(st: _Stage) -> None:
-    """Resume checkpoint (every rank takes part in gathering sharded state; rank 0 writes)."""
-    weights = distributed.model_state_dict(st.task.student)
-    optim = distributed.optimizer_state_dict(st.task, st.optimizer, st.train.fsdp)
-    st.progress.wall_clock_s, st.started, st.eval_s = st.wall(), time.perf_counter(), 0.0
-    st.progress.metrics_offset = st.log.offset()
-    if st.info.is_main:
-        state = {"progress": st.progress.to_dict(), "optimizer": optim, "task": st.task.extra_state(),
-                 "rng": rng_state(), "total_steps": st.total_steps, "batch_size": st.batch}
-        save_checkpoint(st.out_dir / "last.pt", state_dict=weights, model_config=st.spec.model,
-                        lineage=st.lineage, train_state=state)
-    distributed.barrier()
+    """Resume checkpoint in the compt format (`compt.train.stage_loop.save_last`)."""
+    save_last(st, lambda path, weights, state: save_checkpoint(path, state_dict=weights, model_config=st.spec.model,
+                                                               lineage=st.lineage, train_state=state))
 
 
 def _finish(st: _Stage, probe: Probe) -> StageResult:
+    return finish_stage(st, probe, train_flops=st.flops(st.total_steps),
+                        write_final=lambda path, weights: save_checkpoint(path, state_dict=weights,
+                                                                          model_config=st.spec.model,
+                                                                          lineage=st.lineage))
+
+
+def finish_stage(st: LoopState, probe: Probe, *, train_flops: float,
+                 write_final: Callable[[Path, dict[str, Tensor]], Any]) -> StageResult:
+    """The stage's `StageResult` (last eval metrics + final train losses); rank 0 writes final.pt with
+    `write_final(path, weights)`, then result.json with final.pt's digest (the stage is then done)."""
     weights = distributed.model_state_dict(st.task.student)
     evals = st.progress.history[-1] if st.progress.history else {}
     metrics = {k: v for k, v in evals.items() if k not in POSITION_KEYS}
     metrics |= {f"train_{k}" if k != "logit_scale" else k: v for k, v in st.progress.losses.items()}
     result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=st.total_steps,
-                         samples=st.total_steps * st.batch, train_flops=st.flops(st.total_steps),
+                         samples=st.total_steps * st.spec.batch_size, train_flops=train_flops,
                          wall_clock_s=st.wall(), history=list(st.progress.history),
                          conditions=probe.finish(st.info.device))
     if st.info.is_main:
-        save_checkpoint(result.checkpoint, state_dict=weights, model_config=st.spec.model, lineage=st.lineage)
+        write_final(result.checkpoint, weights)
         atomic_write_json(st.out_dir / "result.json", {**result.to_dict(), "final_pt": file_digest(result.checkpoint)})
     distributed.barrier()
     return result
 
-
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[dict[str, int]]:
-    """While training, SIGTERM/SIGINT only set a flag: the loop checkpoints after the step and stops."""
-    flag = {"signal": 0}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        flag["signal"] = signum
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)

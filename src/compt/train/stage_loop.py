@@ -1,0 +1,153 @@
+"""The parts of a stage loop that the CLIP trainer (`compt.train.trainer`) and the LM trainer (`compt.lm.train`)
+share: the loop's state, resuming it from a ``train_state``, the metrics log, the step's schedule and gradient
+step, the resume checkpoint ``last.pt`` and the "SIGTERM/SIGINT → checkpoint after the step, then stop" handling.
+
+Each trainer keeps what differs: the task, the data, the optimizer step's forward and the checkpoint format
+(a ``write(path, weights, train_state)`` callback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from compt import distributed
+from compt.config import TrainConfig
+from compt.distributed import DistInfo
+from compt.errors import Interrupted
+from compt.stage import StageSpec
+from compt.train.metrics import MetricsLog
+from compt.train.optim import distill_scale, set_lr, stage_lr_at
+from compt.train.state import Progress, rng_state, set_rng_state
+from compt.train.wandb_log import wandb_settings
+
+WriteLast = Callable[[Path, dict[str, Tensor], dict[str, Any]], Any]
+
+
+@dataclass(kw_only=True)
+class LoopState:
+    """What every stage loop holds; settings come from `spec` only. Trainers subclass it with their data/task."""
+
+    out_dir: Path
+    spec: StageSpec
+    info: DistInfo
+    task: Any                   # a ClipTask or an LMTask: extra_state(), load_extra_state(), student
+    optimizer: torch.optim.Optimizer
+    lineage: dict[str, Any]
+    progress: Progress
+    log: MetricsLog
+    unmanaged: list[nn.Parameter] = field(default_factory=list)   # task parameters outside the wrapped student
+    started: float = field(default_factory=time.perf_counter)
+    eval_s: float = 0.0
+    stop: dict[str, int] = field(default_factory=lambda: {"signal": 0})   # set by `stop_signals`
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.spec.train
+
+    @property
+    def total_steps(self) -> int:
+        return self.spec.total_steps
+
+    def wall(self) -> float:
+        """Accumulated training wall clock: earlier sessions plus this one, evaluation excluded."""
+        return self.progress.wall_clock_s + time.perf_counter() - self.started - self.eval_s
+
+
+def resume_progress(task: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any] | None,
+                    train: TrainConfig) -> Progress:
+    """The progress of a resumed ``train_state`` (restoring optimizer and RNG state too), or a fresh one."""
+    if state is None:
+        return Progress()
+    distributed.load_optimizer_state_dict(task, optimizer, state["optimizer"], train.fsdp)
+    set_rng_state(state["rng"])
+    return Progress.from_dict(state["progress"])
+
+
+def open_log(out_dir: Path, spec: StageSpec, info: DistInfo, prog: Progress, resumed: bool,
+             lineage: dict[str, Any] | None, progress: bool) -> MetricsLog:
+    """The stage's metrics log, cut back to the resume point when `resumed`."""
+    train = spec.train
+    return MetricsLog(out_dir, enabled=info.is_main, progress=progress, total_steps=spec.total_steps,
+                      step=prog.step, truncate_to=prog.metrics_offset if resumed else None,
+                      desc=spec.model.name, report_to=train.report_to,
+                      wandb=wandb_settings(train, lineage, spec.model.name))
+
+
+def schedule_step(st: LoopState, step: int) -> float:
+    """Set the learning rate (`stage_lr_at`) and distillation weight (`distill_scale`) of optimizer step
+    `step` (0-based); returns the learning rate."""
+    s = st.spec
+    lr = stage_lr_at(step, base_lr=s.lr, min_lr=s.min_lr, warmup=s.warmup_steps, total=s.total_steps,
+                     decay_fraction=s.decay_fraction)
+    set_lr(st.optimizer, lr)
+    st.task.weight_scale = distill_scale(step, s.total_steps, s.distill_schedule)
+    return lr
+
+
+def apply_grads(st: LoopState) -> None:
+    """After backward: all-reduce the gradients DDP/FSDP do not manage, clip (``train.grad_clip > 0``), step."""
+    distributed.all_reduce_grads(st.unmanaged)
+    if st.train.grad_clip > 0:
+        params = [p for group in st.optimizer.param_groups for p in group["params"]]
+        distributed.clip_grad_norm(params, st.train.grad_clip)
+    st.optimizer.step()
+
+
+def save_last(st: LoopState, write: WriteLast) -> None:
+    """Resume checkpoint (every rank takes part in gathering sharded state; rank 0 calls `write`)."""
+    weights = distributed.model_state_dict(st.task.student)
+    optim = distributed.optimizer_state_dict(st.task, st.optimizer, st.train.fsdp)
+    st.progress.wall_clock_s, st.started, st.eval_s = st.wall(), time.perf_counter(), 0.0
+    st.progress.metrics_offset = st.log.offset()
+    if st.info.is_main:
+        state = {"progress": st.progress.to_dict(), "optimizer": optim, "task": st.task.extra_state(),
+                 "rng": rng_state(), "total_steps": st.total_steps, "batch_size": st.spec.batch_size}
+        write(st.out_dir / "last.pt", weights, state)
+    distributed.barrier()
+
+
+def reduce_losses(sums: dict[str, Tensor], stop: dict[str, int], info: DistInfo,
+                  finite: Tensor | None = None) -> tuple[dict[str, float], bool, bool]:
+    """Mean over ranks of every loss part, whether any rank was asked to stop and whether every rank's
+    `finite` flag (a 0-d bool tensor; true when omitted) holds — one collective, one host sync."""
+    keys = sorted(sums)
+    ok = torch.ones((), dtype=torch.bool, device=info.device) if finite is None else finite
+    flags = torch.stack([(~ok).float(), torch.tensor(float(stop["signal"] > 0), device=info.device)])
+    values = distributed.all_reduce_mean(torch.cat([torch.stack([sums[k] for k in keys]), flags])).tolist()
+    return dict(zip(keys, values[:-2], strict=True)), values[-1] > 0, not values[-2] > 0
+
+
+def raise_stopped(st: LoopState, step: int) -> None:
+    """After the checkpoint of a stopped step: the `Interrupted` that tells the user how to resume."""
+    name = signal.Signals(st.stop["signal"]).name if st.stop["signal"] else "a signal on another rank"
+    raise Interrupted(f"stopped by {name} after step {step}/{st.total_steps}; checkpoint saved to "
+                      f"{st.out_dir / 'last.pt'} — run the same command again to resume")
+
+
+@contextlib.contextmanager
+def stop_signals(flag: dict[str, int] | None = None) -> Iterator[dict[str, int]]:
+    """While training, SIGTERM/SIGINT only set ``flag["signal"]``: the loop checkpoints after the step and stops."""
+    flag = {"signal": 0} if flag is None else flag
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        flag["signal"] = signum
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
