@@ -113,6 +113,7 @@ def test_variant_table_marks_wall_clock_that_is_not_a_clean_measurement(tmp_path
 def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
     """The language-model study is runnable: its first variant on the test family, a few steps."""
     monkeypatch.setattr(experiments, "RUNS", tmp_path)
+    monkeypatch.setattr(experiments, "SUMMARIES", tmp_path / "summaries")
     exp = experiments.EXPERIMENTS["lm"]
     variant = exp.variants[0]
     n = len(variant.chain)
