@@ -42,12 +42,17 @@ def lm_row(name: str) -> dict:
 def print_lm_rows(rows: list[dict]) -> None:
     head = f"{'model':<14} {'family':<10} {'d×L':>9} {'heads/kv':>8} {'MLP':>5} {'vocab':>6} {'ctx':>5} " \
            f"{'params (M)':>10} {'GFLOPs/seq':>10}"
+    print_table(head, [f"{r['model']:<14} {r['family']:<10} {r['hidden']:>5}×{r['layers']:<3} "
+                       f"{r['heads']:>5}/{r['kv_heads']:<2} {r['intermediate']:>5} {r['vocab']:>6} "
+                       f"{r['context']:>5} {r['params_m']:>10.2f} {r['gflops']:>10.4g}" for r in rows])
+
+
+def print_table(head: str, lines: list[str]) -> None:
+    """A fixed-width table: the header, a rule as wide as it, then one line per row."""
     print(head)
     print("-" * len(head))
-    for r in rows:
-        print(f"{r['model']:<14} {r['family']:<10} {r['hidden']:>5}×{r['layers']:<3} "
-              f"{r['heads']:>5}/{r['kv_heads']:<2} {r['intermediate']:>5} {r['vocab']:>6} {r['context']:>5} "
-              f"{r['params_m']:>10.2f} {r['gflops']:>10.4g}")
+    for line in lines:
+        print(line)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,12 +73,9 @@ def run(args: argparse.Namespace) -> int:
         print()
     head = f"{'model':<22} {'family':<10} {'vision':<16} {'text':<11} {'embed':>5} {'img':>4} " \
            f"{'params img/txt (M)':>19} {'GFLOPs img/txt':>17}"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(f"{r['model']:<22} {r['family']:<10} {r['vision']:<16} {r['text']:<11} {r['embed_dim']:>5} "
-              f"{r['image_size']:>4} {r['params_image_m']:>9.2f}/{r['params_text_m']:<9.2f} "
-              f"{r['image_gflops']:>8.3g}/{r['text_gflops']:<8.3g}")
+    print_table(head, [f"{r['model']:<22} {r['family']:<10} {r['vision']:<16} {r['text']:<11} {r['embed_dim']:>5} "
+                       f"{r['image_size']:>4} {r['params_image_m']:>9.2f}/{r['params_text_m']:<9.2f} "
+                       f"{r['image_gflops']:>8.3g}/{r['text_gflops']:<8.3g}" for r in rows])
     print("\nfamilies (ascending compute): " + "; ".join(f"{k}: {' < '.join(v)}" for k, v in list_families().items()
                                                           if args.family in (None, k)))
     return 0
