@@ -69,9 +69,7 @@ class StageSpec:
     @property
     def train_model(self) -> ModelConfig:
         """The student as it trains: `model` with the stage's patch dropout (checkpoints keep `model`)."""
-        if not self.patch_dropout:
-            return self.model
-        return replace(self.model, vision=replace(self.model.vision, patch_dropout=self.patch_dropout))
+        return with_patch_dropout(self.model, self.patch_dropout)
 
     @property
     def batch_size(self) -> int:
@@ -83,6 +81,11 @@ class StageSpec:
         return {**d, "model": self.model.name, "parent": self.parent.name if self.parent else None,
                 "teacher": self.teacher.name if self.teacher else None, "batch_size": self.batch_size,
                 "steps": self.total_steps}
+
+
+def with_patch_dropout(model: Any, drop: float) -> Any:
+    """`model` as it trains with a fraction `drop` of its image patches dropped (itself when `drop` is 0)."""
+    return replace(model, vision=replace(model.vision, patch_dropout=drop)) if drop else model
 
 
 def forward_flops(model: Any, captions: int) -> float:
@@ -104,7 +107,7 @@ def resolve_spec(*, model: ModelConfig | LMConfig, member: MemberConfig, train: 
     warm = member.warmup_steps if member.warmup_steps is not None else (
         train.warmup_steps if from_scratch else train.stage_warmup_steps)
     drop = member.patch_dropout or 0.0
-    trains_as = replace(model, vision=replace(model.vision, patch_dropout=drop)) if drop else model
+    trains_as = with_patch_dropout(model, drop)
     return StageSpec(model=model, parent=parent, teacher=teacher, from_scratch=from_scratch, epochs=member.epochs,
                      samples=samples, total_steps=total, lr=member.lr if member.lr is not None else train.lr,
                      warmup_steps=min(warm, total), min_lr=train.min_lr,

@@ -77,12 +77,17 @@ def _validate_swin(p: SwinConfig, c: SwinConfig) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- shapes
+def meta_shapes(build: Callable[[Any], torch.nn.Module], cfg: Any) -> dict[str, tuple[int, ...]]:
+    """Key → shape of `build(cfg).state_dict()`, built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        model = build(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 @functools.lru_cache(maxsize=64)
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Key → shape of `build_model(cfg).state_dict()`, built on the meta device (no memory, no init)."""
-    with torch.device("meta"):
-        model = build_model(cfg)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Key → shape of `build_model(cfg).state_dict()`."""
+    return meta_shapes(build_model, cfg)
 
 
 def check_state(state: StateDict, cfg: ModelConfig, what: str = "parent") -> None:

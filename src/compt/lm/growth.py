@@ -43,7 +43,7 @@ import math
 import torch
 
 from compt.errors import UserError, unknown_name
-from compt.growth.common import StateDict, assert_shapes, check_shapes, fresh_child, one_thread, put
+from compt.growth.common import StateDict, assert_shapes, check_shapes, fresh_child, meta_shapes, one_thread, put
 from compt.growth.corner import corner_copy
 from compt.growth.preserve import DepthRule, identity_depth, stacked_depth
 from compt.lm.models import LMConfig, build_lm
@@ -80,10 +80,8 @@ def kv_copies(parent: LMConfig, child: LMConfig) -> int:
 
 @functools.lru_cache(maxsize=64)
 def lm_expected_shapes(cfg: LMConfig) -> dict[str, tuple[int, ...]]:
-    """Key → shape of `build_lm(cfg).state_dict()`, built on the meta device."""
-    with torch.device("meta"):
-        model = build_lm(cfg)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Key → shape of `build_lm(cfg).state_dict()`."""
+    return meta_shapes(build_lm, cfg)
 
 
 def check_lm_state(state: StateDict, cfg: LMConfig, what: str = "parent") -> None:
