@@ -20,6 +20,7 @@ import torch
 
 from compt.plan import human_flops
 from compt.report import METRICS, WALL_MARKS, RunSummary, load_run, summarise, write_report
+from compt.runs import LOWER_IS_BETTER, metrics_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -28,11 +29,12 @@ from experiments import EXPERIMENTS  # noqa: E402
 # the order docs/results.md reads in
 ORDER = ("main", "paper_protocol", "beyond_paper", "paper_regime", "fashion", "fashion_wide", "openclipart", "siglip",
          "lm", "transfer", "growth_op", "distill_loss", "alpha", "stage_lr", "epochs", "family_size", "prepend")
-CONVERGENCE = ("main", "paper_protocol", "paper_regime")   # experiments that show how far their baselines still moved
+CONVERGENCE = ("main", "paper_protocol", "paper_regime", "lm")   # show how far their baselines still moved
 PARTIAL_OK = ("paper_protocol", "beyond_paper")   # long experiments shown with the stages finished so far
 PAYOFF = ("saturation", "paper_protocol")   # runs with grown members at the paper's fractions of the baseline
 PLOTTED = ("main", "paper_protocol", "paper_regime", "family_size", "fashion", "fashion_wide",
-           "openclipart")   # experiments with plots
+           "openclipart", "siglip", "lm")   # experiments with plots
+EQUAL_LOSS = ("lm",)   # language-model experiments: compute at equal held-out loss
 
 
 def _pm(stat: dict | None, digits: int = 1) -> str:
@@ -45,7 +47,7 @@ def variant_table(rows: list[tuple[str, dict]]) -> str:
     """One row per (variant, member): chain accuracy (LMs: held-out loss), Δ to the individual baseline, and
     family-level cost."""
     metrics = [tuple(m) for m in rows[0][1].get("metrics", METRICS)]
-    head = ["variant", "member", *[f"chain {label}" for _, label in metrics], *[f"Δ {k}" for k, _ in metrics],
+    head = ["variant", "member", *[f"chain {label}" for _, label in metrics], *[f"Δ {label}" for _, label in metrics],
             f"individual {metrics[0][1]}", "chain FLOPs (% of largest alone)", "accel. FLOPs", "accel. wall-clock",
             "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -67,36 +69,91 @@ def variant_table(rows: list[tuple[str, dict]]) -> str:
 
 def convergence_table(runs: list[RunSummary]) -> str:
     """How far each individual baseline still moved in the second half of its schedule (mean over seeds)."""
-    head = ["baseline", "epochs", *[f"{label} at ½ → end" for _, label in METRICS]]
+    metrics = metrics_for(runs[0].cfg)
+    digits = 3 if metrics[0][0] in LOWER_IS_BETTER else 1
+    head = ["baseline", "epochs", *[f"{label} at ½ → end" for _, label in metrics]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, model in enumerate(r.model for r in runs[0].chain):
         rows = [run.individual[i] for run in runs if run.individual[i] is not None and run.individual[i].history]
         if not rows:
             continue
         cells = []
-        for key, _ in METRICS:
+        for key, _ in metrics:
             half = [min(r.history, key=lambda h: abs(h["epoch"] - r.epochs / 2)).get(key) for r in rows]
             end = [r.metrics.get(key) for r in rows]
             if None in half or None in end:
                 cells.append("—")
                 continue
-            cells.append(f"{sum(half) / len(half):.1f} → {sum(end) / len(end):.1f}")
+            cells.append(f"{sum(half) / len(half):.{digits}f} → {sum(end) / len(end):.{digits}f}")
         lines.append(f"| {model} | {rows[0].epochs:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def matched_epoch(history: list[dict], key: str, value: float) -> float | None:
-    """The (linearly interpolated) epoch at which a baseline's evaluation history first reaches `value`;
-    None when it never does. Before the first evaluation the curve is taken to rise linearly from 0 at epoch 0."""
-    prev_epoch, prev = 0.0, 0.0
+    """The (linearly interpolated) epoch at which a baseline's evaluation history first reaches `value` (for a
+    loss: first gets down to it); None when it never does. Before the first evaluation an accuracy is taken to
+    rise linearly from 0 at epoch 0; a loss reached by the first evaluation gives that evaluation's epoch (an
+    upper bound: the untrained loss is not recorded)."""
+    sign = -1.0 if key in LOWER_IS_BETTER else 1.0
+    prev_epoch, prev = 0.0, (None if sign < 0 else 0.0)
     for h in history:
         if key not in h:
             continue
-        if h[key] >= value:
-            frac = (value - prev) / (h[key] - prev) if h[key] > prev else 1.0
+        y, v = sign * h[key], sign * value
+        if y >= v:
+            if prev is None:
+                return float(h["epoch"])
+            frac = (v - prev) / (y - prev) if y > prev else 1.0
             return prev_epoch + max(0.0, min(1.0, frac)) * (h["epoch"] - prev_epoch)
-        prev_epoch, prev = h["epoch"], h[key]
+        prev_epoch, prev = h["epoch"], y
     return None
+
+
+def equal_loss_costs(run: RunSummary, key: str = "val_loss") -> list[tuple[float, float, bool]]:
+    """Per member: (FLOPs, wall-clock s, reached) its individual baseline spent until its held-out loss first
+    equals the chain member's final loss (a fraction of its schedule, interpolated between evaluations; the
+    whole baseline and reached=False when it never gets there). Member 1 is the same training in both."""
+    out = []
+    for i, (chain, base) in enumerate(zip(run.chain, run.individual)):
+        epoch = base.epochs if i == 0 else matched_epoch(base.history, key, chain.metrics[key])
+        frac = 1.0 if epoch is None else epoch / base.epochs
+        out.append((frac * base.flops, frac * base.wall_s, epoch is not None))
+    return out
+
+
+def equal_loss_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
+    """Per grown member: the baseline compute that reaches the chain member's final loss, against the chain's
+    cumulative compute; per variant: the family acceleration at equal loss (means over seeds)."""
+    head = ["variant", "member", "chain cumulative FLOPs", "baseline FLOPs to reach chain loss",
+            "baseline epochs to reach it", "family accel. at equal loss (FLOPs)", "(wall-clock)", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, runs in variants:
+        costs = [equal_loss_costs(r) for r in runs]
+        accel = [sum(f for f, _, _ in c) / r.chain_flops for c, r in zip(costs, runs)]
+        wall = [sum(w for _, w, _ in c) / r.chain_wall for c, r in zip(costs, runs)]
+        status = "contended" if any(x.wall_status() == "contended" for r in runs for x in r.chain + r.individual) \
+            else "clean"
+        for i in range(1, len(runs[0].chain)):
+            reached = [c[i][2] for c in costs]
+            flops = sum(c[i][0] for c in costs) / len(costs)
+            epochs = [c[i][0] / r.individual[i].flops * r.individual[i].epochs for c, r in zip(costs, runs)]
+            never = "" if all(reached) else f" (never in {reached.count(False)}/{len(reached)} seeds: ≥)"
+            bound = "" if all(ok for c in costs for _, _, ok in c) else "≥ "
+            family = [f"{bound}{_mean_std(accel, 2)}×", f"{bound}{_mean_std(wall, 2)}×{WALL_MARKS[status]}"] \
+                if i == 1 else ["", ""]
+            lines.append(f"| {name} | {runs[0].chain[i].model} | "
+                         f"{human_flops(sum(r.chain[i].cumulative_flops for r in runs) / len(runs))} | "
+                         f"{human_flops(flops)}{never} | {sum(epochs) / len(epochs):.2f} of "
+                         f"{runs[0].individual[i].epochs:g} | " + " | ".join(family) + f" | {len(runs)} |")
+    return "\n".join(lines)
+
+
+def _mean_std(xs: list[float], digits: int) -> str:
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return f"{mean:.{digits}f}"
+    std = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def worth_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
@@ -276,10 +333,19 @@ def main(argv: list[str] | None = None) -> int:
         if exp.name in CONVERGENCE and first:
             parts += ["Are the individual baselines converged? Evaluated at half of their schedule and at the end:",
                       "", convergence_table([run for _, run in first]), ""]
+        if exp.name in CONVERGENCE and first and exp.name not in EQUAL_LOSS:
             parts += ["What is a grown member worth? The epoch at which its individual baseline's evaluation "
                       "curve reaches the chain member's final accuracy (interpolated between evaluations; "
                       "'never': the baseline stays below the chain member throughout):", "",
                       worth_table([(name, [run for _, run in pairs]) for name, pairs in done.items() if pairs]), ""]
+        if exp.name in EQUAL_LOSS and first:
+            parts += ["Compute at equal loss: the FLOPs (and fraction of its schedule) each individual baseline "
+                      "spends until its held-out loss first equals the chain member's final loss (interpolated "
+                      "between its evaluations; '≥' where it never gets there), and the family acceleration at "
+                      "equal loss = Σ those baseline costs / the chain's cost (member 1 is the same training in "
+                      "both):", "",
+                      equal_loss_table([(name, [run for _, run in pairs]) for name, pairs in done.items() if pairs]),
+                      ""]
         if exp.name in PLOTTED and first:
             report_dir, _ = write_report([d for d, _ in first], runs / exp.name / "report")
             for png in (p for p in ("accuracy_vs_compute.png", "cost_breakdown.png") if (report_dir / p).is_file()):

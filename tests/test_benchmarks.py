@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import experiments  # noqa: E402
-from make_results import matched_epoch, previous_sections, second_half_gain  # noqa: E402
+from make_results import equal_loss_costs, matched_epoch, previous_sections, second_half_gain  # noqa: E402
 
 
 def test_every_variant_is_a_valid_config() -> None:
@@ -42,6 +42,35 @@ def test_matched_epoch_interpolates_the_first_crossing(value: float, expect: flo
     history = [{"epoch": 4, "m": 20.0}, {"epoch": 8, "m": 30.0}, {"epoch": 12, "m": 28.0}, {"epoch": 16}]
     got = matched_epoch(history, "m", value)
     assert got == (None if expect is None else pytest.approx(expect))
+
+
+@pytest.mark.parametrize("value, expect", [
+    (2.75, 1.5),      # halfway down from the first evaluation (epoch 1, 3.0) to the second (epoch 2, 2.5)
+    (3.2, 1.0),       # reached by the first evaluation: its epoch (the untrained loss is not recorded)
+    (2.2, None),      # never: the curve's minimum is 2.4
+])
+def test_matched_epoch_of_a_loss_finds_the_first_time_it_gets_down_to_the_value(value, expect) -> None:
+    history = [{"epoch": 1, "val_loss": 3.0}, {"epoch": 2, "val_loss": 2.5}, {"epoch": 3, "val_loss": 2.4},
+               {"epoch": 4, "val_loss": 2.45}]
+    got = matched_epoch(history, "val_loss", value)
+    assert got == (None if expect is None else pytest.approx(expect))
+
+
+class _Stage:
+    def __init__(self, epochs: float, flops: float, wall_s: float, loss: float, history: list[dict] = ()) -> None:
+        self.epochs, self.flops, self.wall_s, self.history = epochs, flops, wall_s, list(history)
+        self.metrics = {"val_loss": loss}
+
+
+def test_equal_loss_costs_take_the_baselines_share_of_its_schedule_until_it_matches_the_chain() -> None:
+    curve = [{"epoch": e, "val_loss": v} for e, v in ((1, 3.0), (2, 2.5), (3, 2.4), (4, 2.3))]
+    run = type("Run", (), {})()
+    run.chain = [_Stage(4, 10.0, 1.0, 2.9), _Stage(1, 8.0, 2.0, 2.75), _Stage(1, 8.0, 2.0, 2.0)]
+    run.individual = [_Stage(4, 10.0, 1.0, 2.9), _Stage(4, 40.0, 20.0, 2.3, curve), _Stage(4, 80.0, 40.0, 2.3, curve)]
+    costs = equal_loss_costs(run)
+    assert costs[0] == (10.0, 1.0, True)                      # member 1: the same training in both
+    assert costs[1] == (pytest.approx(15.0), pytest.approx(7.5), True)   # 1.5 of 4 epochs of 40 FLOPs, 20 s
+    assert costs[2] == (80.0, 40.0, False)                    # never reaches 2.0: the whole baseline, a lower bound
 
 
 def test_paper_protocol_is_the_papers_literal_schedule() -> None:

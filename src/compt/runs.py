@@ -24,6 +24,7 @@ from compt.train.conditions import contention
 # The headline metrics of tables and plots: (key in a stage's metrics, label)
 METRICS = (("zeroshot_top1", "zero-shot top-1"), ("retrieval_r1", "retrieval R@1"))
 LM_METRICS = (("val_loss", "held-out loss"), ("val_ppl", "held-out perplexity"))   # language-model runs
+LOWER_IS_BETTER = frozenset({"val_loss", "val_ppl"})   # every other headline metric: higher is better
 
 
 def metrics_for(cfg: RunConfig) -> tuple[tuple[str, str], ...]:
