@@ -7,7 +7,8 @@ and, in addition, ``hf/`` — the final weights as a Hugging Face folder (`AutoM
 It reuses the CLIP trainer's parts: step-indexed batches (`StepBatchSampler`, so a resumed stage sees the same
 data), AdamW groups and the cosine schedule (`compt.train.optim`), RNG/progress state, the metrics log and the
 distributed helpers (DDP, or FSDP2 with one unit per `LlamaDecoderLayer`), the wall-clock conditions and the
-metric sinks; the loop's state, resume, ``last.pt``/``final.pt``/``result.json`` writing and the
+metric sinks; the loop's state, resume, what a step must do, the sync-free losses (read on the host only at
+log, evaluation and checkpoint steps), ``last.pt``/``final.pt``/``result.json`` writing and the
 "SIGTERM/SIGINT → checkpoint after the step, then stop" handling are the CLIP trainer's own
 (`compt.train.stage_loop`, `compt.train.trainer.finish_stage`). Every setting comes from the stage's
 `StageSpec` (`compt.chain.stage_spec`: lr, warmup, steps, teacher, distillation loss and temperature,
