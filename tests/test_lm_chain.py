@@ -103,8 +103,8 @@ def test_interrupted_stage_resumes_bit_exactly(tmp_path: Path, corpus: Path, ref
     cfg["chain"] = cfg["chain"][:2]
     real = lm_train._after_step
 
-    def crash(st, lr):
-        real(st, lr)
+    def crash(st, *a):
+        real(st, *a)
         if st.cfg.name == "lm/test-B" and st.progress.step == 3:
             raise RuntimeError("simulated crash")
 
@@ -165,8 +165,8 @@ def test_sigterm_saves_last_pt_then_stops_and_resumes(tmp_path: Path, corpus: Pa
     cfg["chain"] = cfg["chain"][:1]
     real = lm_train._after_step
 
-    def term(st, lr):
-        real(st, lr)
+    def term(st, *a):
+        real(st, *a)
         if st.progress.step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -180,3 +180,29 @@ def test_sigterm_saves_last_pt_then_stops_and_resumes(tmp_path: Path, corpus: Pa
     got = load_lm_checkpoint(tmp_path / "chain/01-lm_test-A/final.pt")["state_dict"]
     ref = load_lm_checkpoint(reference / "chain/01-lm_test-A/final.pt")["state_dict"]
     assert all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_losses_are_read_only_at_sync_steps_and_nan_stops_before_saving(tmp_path: Path, corpus: Path,
+                                                                        monkeypatch) -> None:
+    """12 steps, epochs end at 6 and 12, log every 5: only steps 5, 6, 10, 12 read losses. A NaN loss from
+    step 7 on is caught at the next sync step (10), before anything is saved after step 6."""
+    from compt.train import stage_loop
+
+    cfg = raw(corpus) | {"baselines": False}
+    cfg["train"] = cfg["train"] | {"log_every_steps": 5}
+    cfg["chain"] = cfg["chain"][:1]
+    synced: list[int] = []
+    sync, step = stage_loop.sync_losses, lm_train._optimizer_step
+
+    def poisoned(st, micro):
+        sums = step(st, micro)
+        return {k: v * float("nan") for k, v in sums.items()} if st.progress.step >= 6 else sums
+
+    monkeypatch.setattr(stage_loop, "sync_losses", lambda st, *a: synced.append(st.progress.step) or sync(st, *a))
+    monkeypatch.setattr(lm_train, "_optimizer_step", poisoned)
+    with pytest.raises(UserError, match="non-finite loss by step 10"):
+        train_run(config_from_dict(cfg), tmp_path, progress=False)
+    assert synced == [5, 6, 10]
+    stage = tmp_path / "chain/01-lm_test-A"
+    assert load_lm_checkpoint(stage / "last.pt")["train_state"]["progress"]["step"] == 6
+    assert not (stage / "final.pt").exists()

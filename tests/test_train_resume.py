@@ -6,6 +6,7 @@ and SIGKILLs itself right after optimizer step KILL_AT — the "crash" the test 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ import pytest
 import torch
 from helpers import ToyPairs, final_weights, read_metrics, stage_kwargs
 
+from compt.config import TrainConfig
 from compt.errors import UserError
 from compt.train import train_stage
+from compt.train.stage_loop import due_at
 
 # A distillation stage with an FD projection (test/C embed 24 ← test/B embed 16), 12 steps over 3 epochs,
 # checkpoints every 3 steps and an evaluation every epoch.
@@ -118,8 +121,8 @@ def test_losses_are_read_only_at_sync_steps_and_nan_is_caught_there(tmp_path: Pa
     from compt.train import trainer
 
     synced: list[int] = []
-    reduce = trainer._reduce
-    monkeypatch.setattr(trainer, "_reduce", lambda *a: synced.append(a[4]) or reduce(*a))
+    sync = trainer.sync_losses
+    monkeypatch.setattr(trainer, "sync_losses", lambda st, *a: synced.append(st.progress.step) or sync(st, *a))
     train_stage(**stage_kwargs(tmp_path / "ok", log_every_steps=3))
     assert synced == [3, 4, 6, 8]
     data = Poisoned(64, captions=2)
@@ -130,6 +133,22 @@ def test_losses_are_read_only_at_sync_steps_and_nan_is_caught_there(tmp_path: Pa
     with pytest.raises(UserError, match="non-finite loss by step 6"):
         train_stage(**stage_kwargs(tmp_path / "nan", dataset=data, log_every_steps=3, loader_workers=0), on_step=poison)
     assert _step_of(tmp_path / "nan") == 4
+
+
+def test_due_at_gives_the_sync_steps() -> None:
+    """64 samples, batch 16 (an epoch ends every 4 steps), 12 steps, log every 3, evaluate every 2 epochs."""
+    train = TrainConfig(batch_size=16, log_every_steps=3, eval_every_epochs=2)
+
+    def steps(kind: str, train: TrainConfig = train, evaluates: bool = True, **kw: bool) -> list[int]:
+        return [s for s in range(1, 13)
+                if due_at(s, samples=64, batch=16, total=12, train=train, evaluates=evaluates, **kw)[kind]]
+
+    assert steps("log") == [3, 6, 9, 12]
+    assert steps("eval") == [8, 12] and steps("eval", evaluates=False) == [] and steps("ckpt") == [4, 8, 12]
+    every5 = dataclasses.replace(train, ckpt_every_steps=5)
+    assert steps("ckpt", every5) == [5, 8, 10, 12]  # the evaluation at step 8 gets its checkpoint
+    assert steps("ckpt", every5, evaluates=False) == [5, 10, 12]
+    assert steps("ckpt", every5, ckpt_at_epoch_ends=True) == [4, 5, 8, 10, 12]
 
 
 

@@ -7,7 +7,8 @@ and, in addition, ``hf/`` — the final weights as a Hugging Face folder (`AutoM
 It reuses the CLIP trainer's parts: step-indexed batches (`StepBatchSampler`, so a resumed stage sees the same
 data), AdamW groups and the cosine schedule (`compt.train.optim`), RNG/progress state, the metrics log and the
 distributed helpers (DDP, or FSDP2 with one unit per `LlamaDecoderLayer`), the wall-clock conditions and the
-metric sinks; the loop's state, resume, ``last.pt``/``final.pt``/``result.json`` writing and the
+metric sinks; the loop's state, resume, what a step must do, the sync-free losses (read on the host only at
+log, evaluation and checkpoint steps), ``last.pt``/``final.pt``/``result.json`` writing and the
 "SIGTERM/SIGINT → checkpoint after the step, then stop" handling are the CLIP trainer's own
 (`compt.train.stage_loop`, `compt.train.trainer.finish_stage`). Every setting comes from the stage's
 `StageSpec` (`compt.chain.stage_spec`: lr, warmup, steps, teacher, distillation loss and temperature,
@@ -169,21 +170,27 @@ def _task(student: nn.Module, spec: StageSpec, teacher_state: dict[str, Tensor] 
 
 # ----------------------------------------------------------------------------------------------- loop
 def _loop(st: _LMStage) -> None:
+    """Optimizer steps from the resume point to the end; sync-free as the CLIP loop (`compt.train.trainer`):
+    losses stay on the device and are read only at sync steps (`stage_loop.due_at`, `stage_loop.sync_losses`)."""
     st.task.train()
     sampler = StepBatchSampler(len(st.data), batch_size=st.train.batch_size, accum=st.train.accum_steps,
                                seed=st.spec.seed, start=st.progress.step, stop=st.total_steps,
                                shard_id=st.info.rank, num_shards=st.info.world_size)
     batches = iter(DataLoader(st.data, batch_sampler=sampler, num_workers=resolve_workers(st.train.loader_workers)))
+    finite = torch.ones((), dtype=torch.bool, device=st.info.device)  # every loss since the last sync step
     for step in range(st.progress.step, st.total_steps):
         lr = stage_loop.schedule_step(st, step)
         sums = _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
-        losses, stopped, _ = stage_loop.reduce_losses(sums, st.stop, st.info)
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise UserError(f"non-finite loss at step {step + 1} ({losses}); stopped without saving")
-        st.progress.step, st.progress.losses = step + 1, losses
-        _after_step(st, lr)
-        if stopped:  # SIGTERM/SIGINT on some rank (`stop_signals`): checkpoint this step, then stop
-            _save_last(st)
+        finite = stage_loop.track_finite(finite, sums)
+        st.progress.step = step + 1
+        due = stage_loop.due_at(step + 1, samples=len(st.data), batch=st.train.batch_size, total=st.total_steps,
+                                train=st.train, evaluates=True, ckpt_at_epoch_ends=True)
+        if not any(due.values()):
+            st.log.step({})
+            continue
+        st.progress.losses, stopped = stage_loop.sync_losses(st, sums, finite)
+        _after_step(st, lr, stopped, due)
+        if stopped:  # SIGTERM/SIGINT on some rank (`stop_signals`): checkpointed this step, now stop
             stage_loop.raise_stopped(st, step + 1)
 
 
@@ -202,17 +209,15 @@ def _optimizer_step(st: _LMStage, micro: list[list[Tensor]]) -> dict[str, Tensor
     return sums
 
 
-def _after_step(st: _LMStage, lr: float) -> None:
-    s, n, b = st.progress.step, len(st.data), st.train.batch_size
-    epoch_end, last = s * b // n > (s - 1) * b // n, s == st.total_steps
-    if s % max(st.train.log_every_steps, 1) == 0 or last:
-        st.log.write({"kind": "train", **st.position(s), "lr": lr, **st.progress.losses, "time_s": st.wall()},
-                     "train")
+def _after_step(st: _LMStage, lr: float, stopped: bool, due: dict[str, bool]) -> None:
+    """At a sync step: log, evaluate, then checkpoint (last.pt then holds the evaluation)."""
+    if due["log"]:
+        st.log.write({"kind": "train", **st.position(st.progress.step), "lr": lr, **st.progress.losses,
+                      "time_s": st.wall()}, "train")
     st.log.step({"loss": st.progress.losses["loss"]})
-    every = st.train.eval_every_epochs
-    if last or (epoch_end and every > 0 and (s * b // n) % every == 0):
+    if due["eval"]:
         _evaluate(st)
-    if last or epoch_end or (st.train.ckpt_every_steps > 0 and s % st.train.ckpt_every_steps == 0):
+    if due["ckpt"] or stopped:
         _save_last(st)
 
 

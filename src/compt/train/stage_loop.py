@@ -1,6 +1,11 @@
 """The parts of a stage loop that the CLIP trainer (`compt.train.trainer`) and the LM trainer (`compt.lm.train`)
 share: the loop's state, resuming it from a ``train_state``, the metrics log, the step's schedule and gradient
-step, the resume checkpoint ``last.pt`` and the "SIGTERM/SIGINT → checkpoint after the step, then stop" handling.
+step, what a step must do (`due_at`), the sync-free loss handling (`track_finite`, `sync_losses`), the resume
+checkpoint ``last.pt`` and the "SIGTERM/SIGINT → checkpoint after the step, then stop" handling.
+
+Both loops are *sync-free*: a step's losses stay on the device, and only *sync steps* (a step with anything
+due) reduce them over ranks and read them on the host; a non-finite loss since the last sync step then stops
+the run before anything is saved, and a stop signal is honoured.
 
 Each trainer keeps what differs: the task, the data, the optimizer step's forward and the checkpoint format
 (a ``write(path, weights, train_state)`` callback).
@@ -9,6 +14,7 @@ Each trainer keeps what differs: the task, the data, the optimizer step's forwar
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -23,7 +29,7 @@ from torch import Tensor, nn
 from compt import distributed
 from compt.config import TrainConfig
 from compt.distributed import DistInfo
-from compt.errors import Interrupted
+from compt.errors import Interrupted, UserError
 from compt.stage import StageSpec
 from compt.train.metrics import MetricsLog
 from compt.train.optim import distill_scale, set_lr, stage_lr_at
@@ -114,6 +120,46 @@ def save_last(st: LoopState, write: WriteLast) -> None:
                  "rng": rng_state(), "total_steps": st.total_steps, "batch_size": st.spec.batch_size}
         write(st.out_dir / "last.pt", weights, state)
     distributed.barrier()
+
+
+def due_at(step: int, *, samples: int, batch: int, total: int, train: TrainConfig, evaluates: bool,
+           ckpt_at_epoch_ends: bool = False) -> dict[str, bool]:
+    """What optimizer step `step` (1-based: the steps done) must do; the step is a sync step when any holds.
+
+    An epoch of `samples` ends at step s when ⌊s·batch/samples⌋ > ⌊(s−1)·batch/samples⌋; s = `total` is last.
+
+    * ``log``: s ≡ 0 (mod ``train.log_every_steps``), or the last step;
+    * ``eval`` (only when `evaluates`): the last step, or an epoch end with ``train.eval_every_epochs`` > 0
+      dividing the epochs done;
+    * ``ckpt``: the last step, every evaluation (the CLIP trainer writes that checkpoint before evaluating, so
+      a crash in evaluation loses no training), and s ≡ 0 (mod ``train.ckpt_every_steps``) — each epoch end
+      when that is 0, and in any case with `ckpt_at_epoch_ends`.
+    """
+    epochs_done = step * batch // samples
+    epoch_end = epochs_done > (step - 1) * batch // samples
+    last = step == total
+    every = train.eval_every_epochs
+    evaluate = evaluates and (last or (epoch_end and every > 0 and epochs_done % every == 0))
+    every = train.ckpt_every_steps
+    ckpt = last or evaluate or (step % every == 0 if every > 0 else epoch_end) or (ckpt_at_epoch_ends and epoch_end)
+    return {"log": step % max(train.log_every_steps, 1) == 0 or last, "eval": evaluate, "ckpt": ckpt}
+
+
+def track_finite(finite: Tensor, sums: dict[str, Tensor]) -> Tensor:
+    """`finite` (a 0-d bool tensor) and whether every loss part in `sums` is finite — on the device, no sync."""
+    return finite & torch.stack([v.reshape(()) for v in sums.values()]).isfinite().all()
+
+
+def sync_losses(st: LoopState, sums: dict[str, Tensor], finite: Tensor) -> tuple[dict[str, float], bool]:
+    """At a sync step: the mean over ranks of every loss part and whether any rank was asked to stop
+    (`reduce_losses`: one collective, one host sync); `UserError` naming the last good checkpoint when any
+    rank's `finite` flag (`track_finite`) says it saw a non-finite loss since the last sync step."""
+    losses, stopped, all_finite = reduce_losses(sums, st.stop, st.info, finite)
+    if not all_finite:
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v)) or "an earlier step"
+        raise UserError(f"non-finite loss by step {st.progress.step} ({bad}); stopped without saving — the last "
+                        f"good checkpoint is {st.out_dir / 'last.pt'}")
+    return losses, stopped
 
 
 def reduce_losses(sums: dict[str, Tensor], stop: dict[str, int], info: DistInfo,

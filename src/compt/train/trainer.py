@@ -21,7 +21,6 @@ micro-batch (batch_size / A samples) — plain gradient accumulation, not open_c
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -50,13 +49,15 @@ from compt.train.sampler import StepBatchSampler
 from compt.train.stage_loop import (
     LoopState,
     apply_grads,
+    due_at,
     open_log,
     raise_stopped,
-    reduce_losses,
     resume_progress,
     save_last,
     schedule_step,
     stop_signals,
+    sync_losses,
+    track_finite,
 )
 from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
 
@@ -133,8 +134,8 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
     stage = _setup(out_dir, spec, dataset, init_state, teacher_state, evaluate, lineage, progress)
     stage.started = started  # the wall clock includes set-up and the teacher-cache fill
     try:
-        with stop_signals(stage.stop) as stop:
-            _loop(stage, stop, on_step)
+        with stop_signals(stage.stop):
+            _loop(stage, on_step)
         return _finish(stage, probe)
     finally:
         stage.log.close()
@@ -257,12 +258,12 @@ def _build_task(student: nn.Module, spec: StageSpec, teacher_state: dict[str, Te
 
 
 # ----------------------------------------------------------------------------------------------- loop
-def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | None) -> None:
+def _loop(st: _Stage, on_step: Callable[[int], None] | None) -> None:
     """Optimizer steps from the resume point to the end; logs, evaluates and checkpoints as it goes.
 
     The step never waits for the device: losses stay on it and are reduced over ranks and read only at
-    *sync steps* (log, checkpoint, evaluation and last steps), where a non-finite loss seen since the last
-    sync stops the run before anything is saved, and a stop signal (SIGTERM/SIGINT) is honoured.
+    *sync steps* (log, checkpoint, evaluation and last steps: `due_at`), where a non-finite loss seen since the
+    last sync stops the run before anything is saved, and a stop signal (SIGTERM/SIGINT) is honoured.
     """
     st.task.train()
     if st.progress.eval_pending:  # killed between a checkpoint and its evaluation
@@ -273,14 +274,14 @@ def _loop(st: _Stage, stop: dict[str, int], on_step: Callable[[int], None] | Non
     for step in range(st.progress.step, st.total_steps):
         lr = schedule_step(st, step)
         sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
-        finite = finite & torch.stack([v.reshape(()) for v in sums.values()]).isfinite().all()
+        finite = track_finite(finite, sums)
         st.progress.step = step + 1
-        due = _due(st)
+        due = due_at(step + 1, samples=len(st.dataset), batch=st.batch, total=st.total_steps, train=st.train,
+                     evaluates=st.evaluate is not None)
         if not any(due.values()):
             st.log.step({})
         else:
-            losses, stopped = _reduce(sums, finite, stop, st.info, st.progress.step, st.out_dir)
-            st.progress.losses = losses
+            st.progress.losses, stopped = sync_losses(st, sums, finite)
             _after_step(st, lr, stopped, due)
             if stopped:
                 raise_stopped(st, step + 1)
@@ -314,31 +315,6 @@ def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, 
     apply_grads(st)
     st.task.post_step()
     return sums
-
-
-def _due(st: _Stage) -> dict[str, bool]:
-    """What the step just done must do: log, evaluate, checkpoint (an evaluation is preceded by a checkpoint)."""
-    s, n = st.progress.step, len(st.dataset)
-    epochs_done = s * st.batch // n
-    epoch_end = epochs_done > (s - 1) * st.batch // n
-    last = s == st.total_steps
-    every = st.train.eval_every_epochs
-    evaluate = st.evaluate is not None and (last or (epoch_end and every > 0 and epochs_done % every == 0))
-    every = st.train.ckpt_every_steps
-    ckpt = last or evaluate or (s % every == 0 if every > 0 else epoch_end)
-    return {"log": s % max(st.train.log_every_steps, 1) == 0 or last, "eval": evaluate, "ckpt": ckpt}
-
-
-def _reduce(sums: dict[str, Tensor], finite: Tensor, stop: dict[str, int], info: DistInfo, step: int,
-            out_dir: Path) -> tuple[dict[str, float], bool]:
-    """Mean over ranks of every loss part and whether any rank was asked to stop (`reduce_losses`: one
-    collective, one host sync); `UserError` when any rank saw a non-finite loss since the last sync step."""
-    losses, stopped, all_finite = reduce_losses(sums, stop, info, finite)
-    if not all_finite:
-        bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v)) or "an earlier step"
-        raise UserError(f"non-finite loss by step {step} ({bad}); stopped without saving — the last good "
-                        f"checkpoint is {out_dir / 'last.pt'}")
-    return losses, stopped
 
 
 def _after_step(st: _Stage, lr: float, stopped: bool, due: dict[str, bool]) -> None:
