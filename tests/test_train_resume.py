@@ -139,16 +139,15 @@ def test_due_at_gives_the_sync_steps() -> None:
     """64 samples, batch 16 (an epoch ends every 4 steps), 12 steps, log every 3, evaluate every 2 epochs."""
     train = TrainConfig(batch_size=16, log_every_steps=3, eval_every_epochs=2)
 
-    def steps(kind: str, train: TrainConfig = train, evaluates: bool = True, **kw: bool) -> list[int]:
+    def steps(kind: str, train: TrainConfig = train, evaluates: bool = True) -> list[int]:
         return [s for s in range(1, 13)
-                if due_at(s, samples=64, batch=16, total=12, train=train, evaluates=evaluates, **kw)[kind]]
+                if due_at(s, samples=64, batch=16, total=12, train=train, evaluates=evaluates)[kind]]
 
     assert steps("log") == [3, 6, 9, 12]
     assert steps("eval") == [8, 12] and steps("eval", evaluates=False) == [] and steps("ckpt") == [4, 8, 12]
     every5 = dataclasses.replace(train, ckpt_every_steps=5)
     assert steps("ckpt", every5) == [5, 8, 10, 12]  # the evaluation at step 8 gets its checkpoint
     assert steps("ckpt", every5, evaluates=False) == [5, 10, 12]
-    assert steps("ckpt", every5, ckpt_at_epoch_ends=True) == [4, 5, 8, 10, 12]
 
 
 

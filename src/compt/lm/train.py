@@ -184,7 +184,7 @@ def _loop(st: _LMStage) -> None:
         finite = stage_loop.track_finite(finite, sums)
         st.progress.step = step + 1
         due = stage_loop.due_at(step + 1, samples=len(st.data), batch=st.train.batch_size, total=st.total_steps,
-                                train=st.train, evaluates=True, ckpt_at_epoch_ends=True)
+                                train=st.train, evaluates=True)
         if not any(due.values()):
             st.log.step({})
             continue

@@ -122,8 +122,8 @@ def save_last(st: LoopState, write: WriteLast) -> None:
     distributed.barrier()
 
 
-def due_at(step: int, *, samples: int, batch: int, total: int, train: TrainConfig, evaluates: bool,
-           ckpt_at_epoch_ends: bool = False) -> dict[str, bool]:
+def due_at(step: int, *, samples: int, batch: int, total: int, train: TrainConfig, evaluates: bool
+           ) -> dict[str, bool]:
     """What optimizer step `step` (1-based: the steps done) must do; the step is a sync step when any holds.
 
     An epoch of `samples` ends at step s when ⌊s·batch/samples⌋ > ⌊(s−1)·batch/samples⌋; s = `total` is last.
@@ -133,7 +133,7 @@ def due_at(step: int, *, samples: int, batch: int, total: int, train: TrainConfi
       dividing the epochs done;
     * ``ckpt``: the last step, every evaluation (the CLIP trainer writes that checkpoint before evaluating, so
       a crash in evaluation loses no training), and s ≡ 0 (mod ``train.ckpt_every_steps``) — each epoch end
-      when that is 0, and in any case with `ckpt_at_epoch_ends`.
+      when that is 0.
     """
     epochs_done = step * batch // samples
     epoch_end = epochs_done > (step - 1) * batch // samples
@@ -141,7 +141,7 @@ def due_at(step: int, *, samples: int, batch: int, total: int, train: TrainConfi
     every = train.eval_every_epochs
     evaluate = evaluates and (last or (epoch_end and every > 0 and epochs_done % every == 0))
     every = train.ckpt_every_steps
-    ckpt = last or evaluate or (step % every == 0 if every > 0 else epoch_end) or (ckpt_at_epoch_ends and epoch_end)
+    ckpt = last or evaluate or (step % every == 0 if every > 0 else epoch_end)
     return {"log": step % max(train.log_every_steps, 1) == 0 or last, "eval": evaluate, "ckpt": ckpt}
 
 
