@@ -11,6 +11,10 @@ A compt checkpoint is a plain dict (loads with ``torch.load(..., weights_only=Tr
 
 Plain open_clip checkpoints (a bare state dict, with or without ``module.`` prefixes, or a training dict
 with ``state_dict``) are read too; they simply carry no config or lineage.
+
+Language-model checkpoints (``"format": "compt-lm-checkpoint/1"``, written by `compt.lm.train`) carry an
+``lm_config`` (`compt.lm.models.LMConfig`) instead of a ``model_config``; `load_checkpoint` reads them into
+`Checkpoint.lm_config`, so whether a checkpoint holds a language model is answered by the file itself.
 """
 
 from __future__ import annotations
@@ -30,20 +34,29 @@ from typing import Any, BinaryIO
 import torch
 
 from compt.errors import UserError, os_error_message
+from compt.lm.models import LMConfig
 from compt.models import ModelConfig
 
 FORMAT = "compt-checkpoint/1"
+LM_FORMAT = "compt-lm-checkpoint/1"
 
 
 @dataclass
 class Checkpoint:
-    """What was read from a checkpoint file. `model_config` is None for plain open_clip files."""
+    """What was read from a checkpoint file. `model_config` is None for plain open_clip files and for language
+    models, whose config is `lm_config`."""
 
     state_dict: dict[str, torch.Tensor]
     model_config: ModelConfig | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] | None = None
     path: str = ""
+    lm_config: LMConfig | None = None
+
+    @property
+    def is_lm(self) -> bool:
+        """Whether the file holds a language model (`compt.lm`), by its own stored config."""
+        return self.lm_config is not None
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -179,11 +192,21 @@ def _model_config(raw: Any, path: str) -> ModelConfig:
                         f"written by this compt version or was edited") from None
 
 
+def _lm_config(raw: Any, path: str) -> LMConfig:
+    try:
+        return LMConfig.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: its lm_config is malformed ({type(e).__name__}: {e})") from None
+
+
 def _interpret(raw: Any, path: str) -> Checkpoint:
     if not isinstance(raw, dict):
         raise UserError(f"{path} is not a checkpoint (a {type(raw).__name__}, expected a dict of tensors)")
     if raw.get("format") == FORMAT:
         return Checkpoint(state_dict=raw["state_dict"], model_config=_model_config(raw.get("model_config"), path),
+                          lineage=raw.get("lineage", {}), train_state=raw.get("train_state"), path=path)
+    if raw.get("format") == LM_FORMAT:
+        return Checkpoint(state_dict=raw["state_dict"], lm_config=_lm_config(raw.get("lm_config"), path),
                           lineage=raw.get("lineage", {}), train_state=raw.get("train_state"), path=path)
     sd = raw.get("state_dict", raw.get("model", raw))
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):

@@ -188,6 +188,14 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, raw, "")
 
 
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run directory holds (``RUN/config.toml``, written by `compt.chain.prepare_run`)."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a compt run directory (no config.toml)")
+    return config_from_dict(tomllib.loads(path.read_text()))
+
+
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Plain dict (TOML-serialisable: None values dropped) of a run config."""
     def clean(x: Any) -> Any:

@@ -14,6 +14,12 @@ directory exports every member (each chain stage and each individual baseline) u
 
 Swin members are not exportable: their trunk is a timm model that compt registers at run time
 (`compt.swin`), which plain open_clip cannot build.
+
+Language models (`compt.lm`; the checkpoint's own ``lm_config`` says so, `compt.checkpoint.Checkpoint.is_lm`)
+export as Hugging Face folders instead (`compt.lm.models.export_pretrained`: ``config.json`` +
+``model.safetensors``, plus the run's ``tokenizer.json`` and tokenizer config when the checkpoint lies in a run
+that stored one) with the same ``compt_member.json``, so ``transformers.AutoModelForCausalLM.from_pretrained(FOLDER)``
+and ``AutoTokenizer.from_pretrained(FOLDER)`` load them; the run layout and ``members.json`` are the same.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import tomllib
 import torch
 
 from compt.checkpoint import Checkpoint, load_checkpoint, sha256_file
@@ -31,6 +36,7 @@ from compt.models import ModelConfig, build_model, get_model_config, write_open_
 
 WEIGHTS_FILE = "open_clip_model.safetensors"
 MEMBERS_FILE = "members.json"
+PROVENANCE_FILE = "compt_member.json"
 
 
 @dataclass(frozen=True)
@@ -46,12 +52,10 @@ class Member:
 def run_members(run_dir: str | Path) -> list[Member]:
     """Every finished member of a run directory (a folder with ``final.pt``), chain stages first."""
     from compt.chain import baseline_dir, plan_stages
-    from compt.config import config_from_dict
+    from compt.config import read_run_config
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise UserError(f"{run_dir} is not a compt run directory (no config.toml)")
-    cfg = config_from_dict(tomllib.loads((run_dir / "config.toml").read_text()))
+    cfg = read_run_config(run_dir)
     individual = {baseline_dir(cfg, i): i for i in range(len(cfg.chain))}
     members = []
     for stage in plan_stages(cfg, baselines=True):
@@ -90,22 +94,52 @@ def _check_fits(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> None:
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, model_name: str = "",
                       methods: tuple[str, ...] = ()) -> Path:
-    """Write `checkpoint` as an open_clip local-dir folder `out_dir`; returns the folder."""
+    """Write `checkpoint` as an open_clip local-dir folder `out_dir` (a Hugging Face folder for a language
+    model); returns the folder."""
+    ckpt, out = load_checkpoint(checkpoint), Path(out_dir)
+    if ckpt.is_lm:
+        _export_lm(ckpt, out, model_name)
+    else:
+        _export_clip(ckpt, out, model_name)
+    info = {"model": exported_model(ckpt, model_name), "methods": list(methods),
+            "source": str(Path(checkpoint).resolve()), "source_sha256": sha256_file(checkpoint),
+            "lineage": ckpt.lineage}
+    (out / PROVENANCE_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return out
+
+
+def exported_model(ckpt: Checkpoint, model_name: str) -> str:
+    """The model name an export of `ckpt` records: its stored config's, else `model_name` (plain open_clip)."""
+    cfg = ckpt.lm_config or ckpt.model_config
+    return cfg.name if cfg is not None else model_name
+
+
+def _export_clip(ckpt: Checkpoint, out: Path, model_name: str) -> None:
     from safetensors.torch import save_file
 
-    ckpt = load_checkpoint(checkpoint)
     cfg = _config_of(ckpt, model_name)
     _check_fits(cfg, ckpt.state_dict)
-    out = Path(out_dir)
     write_open_clip_config(cfg, out)
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
     tmp = out / f".{WEIGHTS_FILE}.tmp"
     save_file(tensors, str(tmp), metadata={"format": "pt", "model": cfg.name})
     tmp.replace(out / WEIGHTS_FILE)
-    info = {"model": cfg.name, "methods": list(methods), "source": str(Path(checkpoint).resolve()),
-            "source_sha256": sha256_file(checkpoint), "lineage": ckpt.lineage}
-    (out / "compt_member.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    return out
+
+
+def _export_lm(ckpt: Checkpoint, out: Path, model_name: str) -> None:
+    """Hugging Face folder of a language model, with the tokenizer its run stored (if it lies in a run)."""
+    from compt.lm.chain import run_of, run_tokenizer
+    from compt.lm.models import export_pretrained, require_transformers
+
+    assert ckpt.lm_config is not None
+    if model_name:
+        raise UserError(f"{ckpt.path} is a language-model checkpoint ({ckpt.lm_config.name}) with its own config; "
+                        f"drop --model (it names plain open_clip checkpoints)")
+    require_transformers()
+    run = run_of(ckpt.path)
+    tokenizer = run_tokenizer(run)[1] if run is not None else None
+    export_pretrained(ckpt.lm_config, ckpt.state_dict, out,
+                      tokenizer_file=tokenizer if tokenizer is not None and tokenizer.is_file() else None)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> list[tuple[Member, Path]]:

@@ -7,6 +7,12 @@ retrieval recall@1/5/10, linear probe. Prints a table; ``--json`` also writes th
 For ``csv``, ``wds`` and ``folder`` the file(s) named by ``--data-path`` are evaluated whole (unless
 ``--eval-path`` names a separate held-out set); for ``fashion-mnist`` and ``openclipart`` ``--data-path``
 overrides the dataset folder. Other data settings: ``--set key=value`` (any `DataConfig` field).
+
+A language-model checkpoint (`compt.lm`; its stored config says so) evaluates on ``--data text --data-path
+FILE_OR_FOLDER``: held-out loss (nats/token), perplexity, bits per byte (byte-level tokenizer) and the token
+count over the last ``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and
+``data.eval_samples`` that is the run's own held-out split). ``--tokenizer FILE`` overrides the tokenizer
+(default: the run's BPE ``tokenizer.json`` when the checkpoint lies in a BPE run, else byte-level).
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-path", default="", metavar="P", help="separate held-out CSV/shards/folder")
     p.add_argument("--model", default="", metavar="NAME", help="model name (required for plain open_clip files)")
     p.add_argument("--json", default="", metavar="OUT", help="also write the metrics as JSON to OUT")
-    p.add_argument("--eval-samples", type=int, default=1000, metavar="N", help="held-out images (default 1000)")
-    p.add_argument("--probe-samples", type=int, default=2000, metavar="N",
+    p.add_argument("--eval-samples", type=int, default=1000, metavar="N",
+                   help="held-out images, or text windows for a language model (default 1000)")
+    p.add_argument("--probe-samples", type=int, default=None, metavar="N",
                    help="labelled train images for the linear probe, 0 = no probe (default 2000)")
+    p.add_argument("--tokenizer", default="", metavar="FILE",
+                   help="language models: tokenizer.json to tokenise --data text with (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="data generation / split seed (default 0)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
@@ -54,7 +63,7 @@ def check_numbers(args: argparse.Namespace) -> None:
     """Sizes that must be positive (or, for the probe, not negative), checked before anything is loaded."""
     for flag, value, least in (("--eval-samples", args.eval_samples, 1), ("--batch-size", args.batch_size, 1),
                                ("--probe-samples", args.probe_samples, 0)):
-        if value < least:
+        if value is not None and value < least:
             raise UserError(f"{flag} must be {'positive' if least else '0 or more'}, got {value}")
 
 
@@ -65,8 +74,9 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     check_numbers(args)
     whole_file = adapter(args.data).reads_path  # unknown kinds raise here
     values: dict[str, Any] = {"kind": args.data, "path": args.data_path, "eval_path": args.eval_path,
-                              "eval_samples": args.eval_samples, "probe_samples": args.probe_samples,
-                              "seed": args.seed}
+                              "eval_samples": args.eval_samples, "seed": args.seed}
+    if args.probe_samples is not None:  # else DataConfig's default
+        values["probe_samples"] = args.probe_samples
     if whole_file and not args.eval_path:
         values["eval_path"] = args.data_path
     if whole_file and not args.data_path:
@@ -88,6 +98,9 @@ def load_model(path: str, model_name: str) -> tuple[Any, Any]:
     from compt.models import create_model, get_model_config
 
     ckpt = load_checkpoint(path)
+    if ckpt.is_lm:
+        raise UserError(f"{path} holds a language model ({ckpt.lm_config.name}): evaluate it with --data text "
+                        f"--data-path FILE_OR_FOLDER")
     cfg = ckpt.model_config
     if cfg is None:
         if not model_name:
@@ -112,7 +125,15 @@ def format_table(metrics: dict[str, float]) -> str:
 def run_clip_benchmark(args: argparse.Namespace) -> int:
     """`--benchmark`: clip_benchmark on every member of the run directory (`compt.bench`)."""
     from compt.bench import BenchmarkConfig, run_benchmark
+    from compt.config import read_run_config
+    from compt.lm.models import is_lm
 
+    run_dir = Path(args.checkpoint)
+    if run_dir.is_file():
+        raise UserError(f"--benchmark evaluates every member of a RUN_DIR with clip_benchmark; {run_dir} is a file")
+    if (run_dir / "config.toml").is_file() and is_lm(read_run_config(run_dir).chain[0].model):
+        raise UserError(f"{args.checkpoint} is a language-model run: clip_benchmark evaluates CLIP models; "
+                        f"evaluate its checkpoints with --data text --data-path FILE_OR_FOLDER")
     if not args.dataset_root:
         raise UserError("--benchmark needs --dataset-root ROOT (the datasets must already be there: offline)")
     cfg = BenchmarkConfig(datasets=tuple(d.strip() for d in args.benchmark.split(",")), task=args.task,
@@ -123,12 +144,68 @@ def run_clip_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def lm_text_eval(args: argparse.Namespace) -> Any:
+    """The `compt.lm.evaluate.TextEval` of ``--data text``; options that only mean something for CLIP are refused."""
+    from compt.lm.evaluate import TextEval, resolve_tokenizer
+    from compt.lm.text import default_corpus
+
+    check_numbers(args)
+    clip_only = [flag for flag, given in (("--model", args.model), ("--eval-path", args.eval_path),
+                                          ("--set", args.data_set), ("--probe-samples", args.probe_samples),
+                                          ("--benchmark", args.benchmark)) if given]
+    if clip_only:
+        raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data text (a language model "
+                        f"describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] [--tokenizer FILE])")
+    kind, file = resolve_tokenizer(args.checkpoint, args.tokenizer)
+    return TextEval(path=Path(args.data_path or default_corpus()), tokenizer=kind, tokenizer_file=file,
+                    windows=args.eval_samples)
+
+
+def run_lm(args: argparse.Namespace) -> int:
+    """``--data text``: held-out loss, perplexity (and bits per byte) of a language-model checkpoint."""
+    from compt.checkpoint import load_checkpoint
+    from compt.lm.evaluate import evaluate_text
+    from compt.lm.models import require_transformers
+
+    data = lm_text_eval(args)
+    ckpt = load_checkpoint(args.checkpoint)
+    if not ckpt.is_lm:
+        raise UserError(f"{args.checkpoint} is not a language-model checkpoint; --data text evaluates compt.lm "
+                        f"models (CLIP models need image–caption data)")
+    require_transformers()
+    start = time.perf_counter()
+    metrics = evaluate_text(ckpt, data, batch_size=args.batch_size, device=args.device)
+    suite = data.describe(ckpt.lm_config.context_length)
+    print(f"{ckpt.lm_config.name} on {suite}")
+    width = max(len(k) for k in metrics)
+    print("\n".join(f"{k:<{width}}  {v:>12.6f}" if isinstance(v, float) else f"{k:<{width}}  {v:>12d}"
+                    for k, v in metrics.items()))
+    print(f"({time.perf_counter() - start:.1f} s; val_loss in nats/token)")
+    if args.json:
+        info = {"kind": "text", "path": str(data.path), "eval_samples": data.windows, "tokenizer": data.tokenizer,
+                "tokenizer_file": str(data.tokenizer_file) if data.tokenizer_file else None}
+        write_json(args, ckpt.lm_config.name, info, suite, metrics)
+    return 0
+
+
+def write_json(args: argparse.Namespace, model: str, data: dict[str, Any], suite: str, metrics: dict) -> None:
+    """``--json OUT``: the metrics with what was evaluated."""
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"checkpoint": str(args.checkpoint), "model": model, "data": data, "suite": suite, "metrics": metrics}
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"written: {out}")
+
+
 def run(args: argparse.Namespace) -> int:
     from compt.data import build_eval_suite, evaluate
 
+    if args.data == "text":
+        return run_lm(args)
     if args.benchmark:
         return run_clip_benchmark(args)
-
+    if args.tokenizer:
+        raise UserError("--tokenizer is for language-model checkpoints (with --data text)")
     data = data_config(args)
     model, cfg = load_model(args.checkpoint, args.model)
     model.to(args.device)
@@ -139,10 +216,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(metrics))
     print(f"({time.perf_counter() - start:.1f} s)")
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"checkpoint": str(args.checkpoint), "model": cfg.name, "data": dataclasses.asdict(data),
-                   "suite": suite.describe(), "metrics": metrics}
-        out.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"written: {out}")
+        write_json(args, cfg.name, dataclasses.asdict(data), suite.describe(), metrics)
     return 0

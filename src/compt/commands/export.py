@@ -3,19 +3,29 @@
 Writes open_clip ``local-dir`` folders (``open_clip_config.json`` + ``open_clip_model.safetensors``) that load
 with plain open_clip, no compt needed: ``open_clip.create_model_and_transforms('local-dir:DIR/…')``. A run
 directory exports every finished member under its run layout (``chain/0i-<model>``, ``baselines/<model>``)
-and a ``members.json`` index; a single checkpoint exports into DIR itself.
+and a ``members.json`` index; a single checkpoint exports into DIR itself. Language-model runs and checkpoints
+(`compt.lm`) export as Hugging Face folders: ``transformers.AutoModelForCausalLM.from_pretrained('DIR/…')``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from compt.errors import UserError
 
+LOAD_HINTS = {
+    False: "load with: open_clip.create_model_and_transforms('local-dir:FOLDER'), "
+           "open_clip.get_tokenizer('local-dir:FOLDER')",
+    True: "load with: transformers.AutoModelForCausalLM.from_pretrained(FOLDER), "
+          "transformers.AutoTokenizer.from_pretrained(FOLDER) (when FOLDER has tokenizer.json)",
+}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write open_clip local-dir folders (config + weights) of a run or checkpoint")
+    p = sub.add_parser("export", help="write open_clip local-dir folders (config + weights) of a run or checkpoint; "
+                                      "Hugging Face folders for language models")
     p.add_argument("source", metavar="RUN_DIR|CHECKPOINT", help="a compt run directory or one checkpoint (.pt)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--model", default="", metavar="NAME", help="model name of a plain open_clip checkpoint")
@@ -23,17 +33,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compt.export import export_checkpoint, export_run
+    from compt.export import PROVENANCE_FILE, export_checkpoint, export_run
+    from compt.lm.models import is_lm
 
     source, out = Path(args.source), Path(args.out)
     if source.is_dir():
         if args.model:
             raise UserError("--model is only for a single plain open_clip checkpoint")
-        for member, folder in export_run(source, out):
-            print(f"{member.model:<16} {'+'.join(member.methods):<17} local-dir:{folder}")
+        done = export_run(source, out)
+        for member, folder in done:
+            print(f"{member.model:<16} {'+'.join(member.methods):<17} {_where(member.model, folder)}")
+        lm = is_lm(done[0][0].model)
     else:
         folder = export_checkpoint(source, out, model_name=args.model)
-        print(f"local-dir:{folder}")
-    print("load with: open_clip.create_model_and_transforms('local-dir:FOLDER'), "
-          "open_clip.get_tokenizer('local-dir:FOLDER')")
+        model = json.loads((folder / PROVENANCE_FILE).read_text())["model"]
+        print(_where(model, folder))
+        lm = is_lm(model)
+    print(LOAD_HINTS[lm])
     return 0
+
+
+def _where(model: str, folder: Path) -> str:
+    from compt.lm.models import is_lm
+
+    return str(folder) if is_lm(model) else f"local-dir:{folder}"

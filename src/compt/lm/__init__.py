@@ -7,6 +7,7 @@
 - `compt.lm.task`    LM tasks (plain and distilled from the frozen predecessor)
 - `compt.lm.rules`   what an LM chain allows (validation), `compt.lm.chain` / `compt.lm.train` run it
 - `compt.lm.text`    plain-text corpora tokenised once into a memory-mapped token array
+- `compt.lm.evaluate` held-out loss / perplexity of a checkpoint on a text file (`compt eval --data text`)
 
 Only `models` and `flops` import without the optional ``compt[lm]`` extra (transformers, tokenizers).
 """

@@ -26,9 +26,32 @@ from compt.chain import (
     stage_spec,
     write_json,
 )
-from compt.config import RunConfig
+from compt.config import RunConfig, read_run_config
 from compt.errors import Interrupted
 from compt.lm.models import LMConfig, build_lm, get_lm_config
+
+
+def corpus_dir(run_dir: Path) -> Path:
+    """Where a run's corpus is tokenised once: tokens and its ``tokenizer.json`` (`compt.lm.text`)."""
+    return Path(run_dir) / "data"
+
+
+def tokenizer_kind(cfg: RunConfig) -> str:
+    """The run's tokenizer (`compt.lm.text.TOKENIZERS`): ``data.tokenizer``, byte-level when unset."""
+    return cfg.data.tokenizer or "byte"
+
+
+def run_of(checkpoint: str | Path) -> Path | None:
+    """The run directory of a stage checkpoint ``RUN/chain|baselines/<stage>/*.pt``; None for a loose file."""
+    parents = Path(checkpoint).resolve().parents
+    return parents[2] if len(parents) > 2 and (parents[2] / "config.toml").is_file() else None
+
+
+def run_tokenizer(run_dir: Path) -> tuple[str, Path]:
+    """(kind, stored ``tokenizer.json``) of the run's corpus; the file exists once the first stage has started."""
+    from compt.lm.text import TOKENIZER_FILE
+
+    return tokenizer_kind(read_run_config(run_dir)), corpus_dir(run_dir) / TOKENIZER_FILE
 
 
 def text_data(cfg: RunConfig, run_dir: Path) -> tuple[Any, Any, Any]:
@@ -37,8 +60,8 @@ def text_data(cfg: RunConfig, run_dir: Path) -> tuple[Any, Any, Any]:
     from compt.lm.text import default_corpus, split, tokenize_corpus
 
     first = get_lm_config(cfg.chain[0].model)
-    corpus = tokenize_corpus(cfg.data.path or default_corpus(), run_dir / "data",
-                             tokenizer=cfg.data.tokenizer or "byte", vocab_size=first.vocab_size)
+    corpus = tokenize_corpus(cfg.data.path or default_corpus(), corpus_dir(run_dir),
+                             tokenizer=tokenizer_kind(cfg), vocab_size=first.vocab_size)
     train, held = split(corpus, first.context_length, cfg.data.eval_samples * first.context_length,
                         max_train=cfg.data.num_samples)
     return train, held, corpus

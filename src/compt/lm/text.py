@@ -32,9 +32,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from compt.checkpoint import sha256_file
 from compt.errors import UserError
 
 EOS = "<eos>"
+TOKENIZER_FILE = "tokenizer.json"   # stored next to the tokens; `transformers` reads it too
 TOKENIZERS = ("byte", "bpe")
 CORPORA = (Path("/usr/share/doc/python3.11/html/_sources"), Path("/usr/share/games/fortunes"))
 
@@ -122,7 +124,15 @@ def encode(tok: Any, kind: str, text: str) -> np.ndarray:
     return np.asarray(tok.encode(text).ids, dtype=np.int64)
 
 
-def build_tokenizer(kind: str, files: list[Path], vocab_size: int) -> Any:
+def build_tokenizer(kind: str, files: list[Path], vocab_size: int, tokenizer_file: Path | None = None) -> Any:
+    """The tokenizer of `kind`, or the one stored in `tokenizer_file` (e.g. a run's ``tokenizer.json``)."""
+    if tokenizer_file is not None:
+        from tokenizers import Tokenizer
+
+        try:
+            return Tokenizer.from_file(str(tokenizer_file))
+        except Exception as e:  # the tokenizers library raises its own exception type for unreadable files
+            raise UserError(f"cannot read tokenizer {tokenizer_file}: {str(e).splitlines()[0][:160]}") from None
     if kind == "byte":
         return byte_tokenizer()
     if kind == "bpe":
@@ -141,31 +151,35 @@ class TokenCorpus:
 
     @property
     def tokenizer_file(self) -> Path:
-        return self.directory / "tokenizer.json"
+        return self.directory / TOKENIZER_FILE
 
 
-def _manifest(files: list[Path], tokenizer: str, vocab_size: int) -> dict[str, Any]:
-    return {"tokenizer": tokenizer, "vocab_size": vocab_size,
-            "files": [[str(f), f.stat().st_size, int(f.stat().st_mtime)] for f in files]}
+def _manifest(files: list[Path], tokenizer: str, vocab_size: int, tokenizer_file: Path | None) -> dict[str, Any]:
+    out = {"tokenizer": tokenizer, "vocab_size": vocab_size,
+           "files": [[str(f), f.stat().st_size, int(f.stat().st_mtime)] for f in files]}
+    if tokenizer_file is not None:
+        out["tokenizer_file"] = [str(tokenizer_file), sha256_file(tokenizer_file)]
+    return out
 
 
 def tokenize_corpus(path: str | Path, directory: str | Path, *, tokenizer: str = "byte",
-                    vocab_size: int = 264) -> TokenCorpus:
-    """Tokenise the corpus at `path` once into `directory` (reused when files and tokenizer are unchanged)."""
+                    vocab_size: int = 264, tokenizer_file: Path | None = None) -> TokenCorpus:
+    """Tokenise the corpus at `path` once into `directory` (reused when files and tokenizer are unchanged).
+    With `tokenizer_file` (a stored ``tokenizer.json``) that tokenizer is used instead of building one."""
     files, directory = text_files(path), Path(directory)
     meta_path, bin_path = directory / "tokens.json", directory / "tokens.bin"
-    manifest = _manifest(files, tokenizer, vocab_size)
+    manifest = _manifest(files, tokenizer, vocab_size, tokenizer_file)
     if meta_path.is_file() and bin_path.is_file():
         meta = json.loads(meta_path.read_text())
         if {k: meta.get(k) for k in manifest} == json.loads(json.dumps(manifest)):
             return _open(directory, meta)
-    tok = build_tokenizer(tokenizer, files, vocab_size)
+    tok = build_tokenizer(tokenizer, files, vocab_size, tokenizer_file)
     if tok.get_vocab_size() > vocab_size:
         raise UserError(f"tokenizer {tokenizer!r} has {tok.get_vocab_size()} tokens; the model has {vocab_size}")
     ids = [np.append(encode(tok, tokenizer, doc), tok.token_to_id(EOS)) for doc in documents(files)]
     dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
     directory.mkdir(parents=True, exist_ok=True)
-    tok.save(str(directory / "tokenizer.json"))
+    tok.save(str(directory / TOKENIZER_FILE))
     flat = np.concatenate(ids).astype(dtype)
     tmp = bin_path.with_suffix(".bin.tmp")
     flat.tofile(tmp)
@@ -207,6 +221,12 @@ def split(corpus: TokenCorpus, context: int, eval_tokens: int, max_train: int | 
     if n < 2 * (context + 1) or eval_tokens >= n - (context + 1):
         raise UserError(f"the text corpus in {corpus.directory} has only {n} tokens: too few for a train and a "
                         f"held-out split of {eval_tokens} tokens with context {context}")
-    cut = n - max(eval_tokens, context + 1)
-    stop = cut if max_train is None else min(cut, max_train * context + 1)
-    return TokenWindows(corpus.tokens, context, 0, stop), TokenWindows(corpus.tokens, context, cut, n)
+    held = held_out(corpus.tokens, context, eval_tokens)
+    stop = held.start if max_train is None else min(held.start, max_train * context + 1)
+    return TokenWindows(corpus.tokens, context, 0, stop), held
+
+
+def held_out(tokens: np.ndarray, context: int, eval_tokens: int) -> TokenWindows:
+    """The windows over the last `eval_tokens` tokens (at least ``context + 1``; the whole array when shorter):
+    the held-out split of `split`, and what `compt eval --data text` evaluates."""
+    return TokenWindows(tokens, context, max(0, tokens.size - max(eval_tokens, context + 1)), tokens.size)

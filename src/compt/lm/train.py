@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from compt import distributed
-from compt.checkpoint import atomic_save
+from compt.checkpoint import LM_FORMAT, atomic_save, load_checkpoint
 from compt.errors import UserError
 from compt.flops import training_flops
 from compt.lm.losses import lm_loss
@@ -47,8 +47,6 @@ from compt.train.sampler import StepBatchSampler
 from compt.train.stage_loop import LoopState
 from compt.train.trainer import StageResult, finish_stage, load_result
 
-LM_FORMAT = "compt-lm-checkpoint/1"
-
 
 # ----------------------------------------------------------------------------------------------- checkpoints
 def save_lm_checkpoint(path: Path, *, state_dict: dict[str, Tensor], cfg: LMConfig, lineage: dict[str, Any],
@@ -60,14 +58,14 @@ def save_lm_checkpoint(path: Path, *, state_dict: dict[str, Tensor], cfg: LMConf
 
 
 def load_lm_checkpoint(path: Path) -> dict[str, Any]:
-    """Read an LM checkpoint (``weights_only``); anything else is a `UserError`."""
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}") from e
-    if not isinstance(raw, dict) or raw.get("format") != LM_FORMAT:
+    """Read an LM checkpoint (`compt.checkpoint.load_checkpoint`, ``weights_only``) as a dict with its
+    ``state_dict``, ``lm_config``, ``lineage`` and ``train_state`` (None when absent); anything else is a
+    `UserError`."""
+    ckpt = load_checkpoint(path)
+    if not ckpt.is_lm:
         raise UserError(f"{path} is not a compt language-model checkpoint")
-    return {**raw, "lm_config": LMConfig.from_dict(raw["lm_config"])}
+    return {"state_dict": ckpt.state_dict, "lm_config": ckpt.lm_config, "lineage": ckpt.lineage,
+            "train_state": ckpt.train_state}
 
 
 # ----------------------------------------------------------------------------------------------- stage
@@ -233,13 +231,18 @@ def held_out_loss(model: nn.Module, data: Dataset, batch_size: int, device: torc
     return total / count
 
 
+def perplexity(loss: float) -> float:
+    """exp(loss) of a mean next-token loss in nats, capped at e^50 so a diverged model still gives a number."""
+    return math.exp(min(loss, 50.0))
+
+
 def _evaluate(st: _LMStage) -> None:
     start = time.perf_counter()
     model = distributed.unwrap(st.task.student)
     model.eval()
     loss = held_out_loss(model, st.held_out, st.train.batch_size, st.info.device)
     st.task.train()
-    entry = {**st.position(st.progress.step), "val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+    entry = {**st.position(st.progress.step), "val_loss": loss, "val_ppl": perplexity(loss)}
     st.progress.history.append(entry)
     st.log.write({"kind": "eval", **entry}, "eval")
     st.eval_s += time.perf_counter() - start
