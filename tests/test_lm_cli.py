@@ -133,7 +133,7 @@ def test_eval_reproduces_the_trainers_held_out_loss(run_dir: Path, corpus: Path,
         metrics = payload["metrics"]
         assert metrics["val_loss"] == pytest.approx(recorded["val_loss"], abs=1e-5)
         assert metrics["val_ppl"] == pytest.approx(recorded["val_ppl"], rel=1e-5)
-        assert metrics["tokens"] == 16 * metrics["windows"] and metrics["windows"] == 7
+        assert metrics["tokens"] == 16 * metrics["windows"] and metrics["windows"] == 8
         assert "bits_per_byte" not in metrics and payload["model"] == "lm/test-B"
         assert payload["data"]["tokenizer_file"] == str(run_dir / "data/tokenizer.json")
 
@@ -147,11 +147,11 @@ def test_eval_byte_level_equals_hand_cross_entropy(tmp_path: Path, capsys) -> No
     assert "bits_per_byte" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "r.json").read_text())["metrics"]
     tokens = torch.tensor([*text.encode(), 256])          # bytes, then <eos>
-    start = len(tokens) - 3 * 16                          # the last 3 · context tokens
+    start = len(tokens) - (3 * 16 + 1)                    # the last 3 windows: 3 · context + 1 tokens
     windows = torch.stack([tokens[a:a + 17] for a in range(start, len(tokens) - 16, 16)])
     logits = compt_logits(ckpt, windows[:, :-1])
     nll = -logits.log_softmax(-1).gather(-1, windows[:, 1:, None]).squeeze(-1)
-    assert metrics["windows"] == len(windows) == 2 and metrics["tokens"] == nll.numel()
+    assert metrics["windows"] == len(windows) == 3 and metrics["tokens"] == nll.numel()
     assert metrics["val_loss"] == pytest.approx(nll.mean().item(), abs=1e-5)
     assert metrics["val_loss"] == pytest.approx(F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten()).item(),
                                                 abs=1e-5)

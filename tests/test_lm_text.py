@@ -47,13 +47,13 @@ def test_bpe_tokenizer_fits_the_vocabulary_and_roundtrips(tmp_path):
 
 def test_split_windows(tmp_path):
     c = tokenize_corpus(corpus(tmp_path, {"a.txt": bytes(range(97, 123)) * 10}), tmp_path / "tok")
-    train, held = split(c, context=8, eval_tokens=50)
-    assert c.tokens.size == 261 and len(held) == 6 and len(train) == (211 - 1) // 8
+    train, held = split(c, context=8, eval_windows=6)
+    assert c.tokens.size == 261 and len(held) == 6 and len(train) == (212 - 1) // 8   # held: the last 6·8 + 1
     x, i = train[2]
     assert x.shape == (9,) and i == 2 and x.tolist() == c.tokens[16:25].tolist()
-    assert held[0][0].tolist() == c.tokens[211:220].tolist()
+    assert held[0][0].tolist() == c.tokens[212:221].tolist() and held[5][0].tolist() == c.tokens[252:261].tolist()
     with pytest.raises(UserError, match="too few"):
-        split(c, context=8, eval_tokens=300)
+        split(c, context=8, eval_windows=32)
 
 
 @pytest.mark.parametrize("texts,match", [({"a.txt": b"ok", "b.txt": b"  \n"}, "b.txt is empty"),

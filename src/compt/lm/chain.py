@@ -62,7 +62,7 @@ def text_data(cfg: RunConfig, run_dir: Path) -> tuple[Any, Any, Any]:
     first = get_lm_config(cfg.chain[0].model)
     corpus = tokenize_corpus(cfg.data.path or default_corpus(), corpus_dir(run_dir),
                              tokenizer=tokenizer_kind(cfg), vocab_size=first.vocab_size)
-    train, held = split(corpus, first.context_length, cfg.data.eval_samples * first.context_length,
+    train, held = split(corpus, first.context_length, cfg.data.eval_samples,
                         max_train=cfg.data.num_samples)
     return train, held, corpus
 

@@ -74,7 +74,7 @@ def evaluate_text(ckpt: Checkpoint, data: TextEval, *, batch_size: int, device: 
     with tempfile.TemporaryDirectory(prefix="compt-eval-") as tmp:
         corpus = tokenize_corpus(data.path, tmp, tokenizer=data.tokenizer, vocab_size=cfg.vocab_size,
                                  tokenizer_file=data.tokenizer_file)
-        windows = held_out(corpus.tokens, context, data.windows * context)
+        windows = held_out(corpus.tokens, context, data.windows)
         if len(windows) == 0:
             raise UserError(f"{data.path} has only {corpus.tokens.size} tokens: fewer than one window of "
                             f"{context + 1} tokens")

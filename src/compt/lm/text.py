@@ -12,8 +12,8 @@ Tokenizers (the `tokenizers` library; the tokenizer is stored next to the tokens
 
 The token array is written once to ``DIR/tokens.bin`` (uint16 or uint32) with ``DIR/tokens.json`` describing
 it (files, sizes, tokenizer); a later run with the same files and tokenizer memory-maps it instead. The last
-`eval_tokens` tokens are the held-out split (validation loss); the rest is cut into non-overlapping samples of
-``context + 1`` tokens (inputs and next-token targets).
+`eval_samples` windows are the held-out split (validation loss); the rest is cut into samples of
+``context + 1`` tokens at stride ``context`` (inputs and next-token targets).
 
 Default corpus (`default_corpus`): the reST sources of the Python 3.11 documentation shipped by Debian's
 ``python3.11-doc`` (497 files, 12 MB, PSF licence), else Debian's ``fortunes`` files.
@@ -213,20 +213,21 @@ class TokenWindows(Dataset):
         return torch.from_numpy(self.tokens[a:a + self.context + 1].astype(np.int64)), i
 
 
-def split(corpus: TokenCorpus, context: int, eval_tokens: int, max_train: int | None = None
+def split(corpus: TokenCorpus, context: int, eval_windows: int, max_train: int | None = None
           ) -> tuple[TokenWindows, TokenWindows]:
-    """(train, held-out) windows: the held-out split is the last `eval_tokens` tokens of the corpus; training
-    uses the first `max_train` windows of the rest (all when None)."""
-    n = corpus.tokens.size
-    if n < 2 * (context + 1) or eval_tokens >= n - (context + 1):
+    """(train, held-out) windows: the held-out split is the last `eval_windows` windows of the corpus
+    (`held_out`); training uses the first `max_train` windows of the rest (all when None)."""
+    n, need = corpus.tokens.size, eval_windows * context + 1
+    if n < 2 * (context + 1) or need >= n - (context + 1):
         raise UserError(f"the text corpus in {corpus.directory} has only {n} tokens: too few for a train and a "
-                        f"held-out split of {eval_tokens} tokens with context {context}")
-    held = held_out(corpus.tokens, context, eval_tokens)
+                        f"held-out split of {eval_windows} windows of {context} tokens")
+    held = held_out(corpus.tokens, context, eval_windows)
     stop = held.start if max_train is None else min(held.start, max_train * context + 1)
     return TokenWindows(corpus.tokens, context, 0, stop), held
 
 
-def held_out(tokens: np.ndarray, context: int, eval_tokens: int) -> TokenWindows:
-    """The windows over the last `eval_tokens` tokens (at least ``context + 1``; the whole array when shorter):
-    the held-out split of `split`, and what `compt eval --data text` evaluates."""
-    return TokenWindows(tokens, context, max(0, tokens.size - max(eval_tokens, context + 1)), tokens.size)
+def held_out(tokens: np.ndarray, context: int, windows: int) -> TokenWindows:
+    """The last `windows` windows of `context` (+1 shifted target) tokens — the last windows·context + 1 tokens,
+    at least one window; the whole array when shorter: the held-out split of `split`, and what
+    `compt eval --data text` evaluates."""
+    return TokenWindows(tokens, context, max(0, tokens.size - (max(windows, 1) * context + 1)), tokens.size)
