@@ -194,6 +194,9 @@ EXPERIMENTS = {e.name: e for e in (
         Variant("lm4-stack-kl", LM4, base="lm-base.toml", overrides=_members("growth=\"stack\"")),
         Variant("lm4-corner-kl", LM4, base="lm-base.toml", overrides=_members("growth=\"corner\"")),
         Variant("lm4-preserve-hidden", LM4, base="lm-base.toml", overrides=_members("distill=\"hidden\"")),
+        # longer baselines: do they catch up with the chain when trained 4x as long? (the chain keeps 25 %)
+        Variant("lm3-16ep-preserve-kl", LM4[:3], stage_epochs=(4.0, 4.0), baseline_epochs=16, base="lm-base.toml",
+                overrides=("train.eval_every_epochs=2",)),
     )),
     Experiment("epochs", "epoch allocation per grown stage", tuple(
         Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0, 8.0))),

@@ -136,15 +136,21 @@ def equal_loss_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
         for i in range(1, len(runs[0].chain)):
             reached = [c[i][2] for c in costs]
             flops = sum(c[i][0] for c in costs) / len(costs)
-            epochs = [c[i][0] / r.individual[i].flops * r.individual[i].epochs for c, r in zip(costs, runs)]
-            never = "" if all(reached) else f" (never in {reached.count(False)}/{len(reached)} seeds: ≥)"
+            epochs = [c[i][0] / r.individual[i].flops * r.individual[i].epochs
+                      for c, r, ok in zip(costs, runs, reached) if ok]
+            schedule = runs[0].individual[i].epochs
+            if all(reached):
+                when = f"{sum(epochs) / len(epochs):.2f} of {schedule:g}"
+            else:
+                when = (f"{sum(epochs) / len(epochs):.2f} of {schedule:g}, " if epochs else "") + \
+                    f"never in {reached.count(False)}/{len(reached)} seeds (its whole curve is above)"
             bound = "" if all(ok for c in costs for _, _, ok in c) else "≥ "
             family = [f"{bound}{_mean_std(accel, 2)}×", f"{bound}{_mean_std(wall, 2)}×{WALL_MARKS[status]}"] \
                 if i == 1 else ["", ""]
             lines.append(f"| {name} | {runs[0].chain[i].model} | "
                          f"{human_flops(sum(r.chain[i].cumulative_flops for r in runs) / len(runs))} | "
-                         f"{human_flops(flops)}{never} | {sum(epochs) / len(epochs):.2f} of "
-                         f"{runs[0].individual[i].epochs:g} | " + " | ".join(family) + f" | {len(runs)} |")
+                         f"{'' if all(reached) else '≥ '}{human_flops(flops)} | {when} | " + " | ".join(family)
+                         + f" | {len(runs)} |")
     return "\n".join(lines)
 
 
