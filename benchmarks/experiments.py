@@ -32,6 +32,7 @@ BASE = ROOT / "benchmarks" / "configs" / "tiny-base.toml"
 RUNS = ROOT / "runs" / "bench"
 SUMMARIES = ROOT / "benchmarks" / "runs"        # committed copies of every finished run's small files
 SUMMARY_SUFFIXES = (".json", ".jsonl", ".toml")
+NOT_SUMMARIES = {"tb", "hf", "data"}   # TensorBoard events, Hugging Face exports, the tokenised corpus
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ def save_summaries(run_dir: Path) -> Path:
     benchmarks/runs, which is committed, so docs/results.md can be regenerated without the checkpoints."""
     target = SUMMARIES / run_dir.relative_to(RUNS)
     for f in run_dir.rglob("*"):
-        if f.is_file() and f.suffix in SUMMARY_SUFFIXES and "tb" not in f.relative_to(run_dir).parts:
+        if f.is_file() and f.suffix in SUMMARY_SUFFIXES and not NOT_SUMMARIES & set(f.relative_to(run_dir).parts):
             dest = target / f.relative_to(run_dir)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dest)

@@ -94,8 +94,10 @@ def test_save_summaries_copies_small_files_only(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(experiments, "SUMMARIES", tmp_path / "summaries")
     stage = tmp_path / "runs" / "exp" / "v" / "seed0" / "chain" / "01-m"
-    (stage / "tb").mkdir(parents=True)
-    for name in ("result.json", "metrics.jsonl", "final.pt", "last.pt", "tb/events.json"):
+    for sub in ("tb", "hf", "../../data"):
+        (stage / sub).mkdir(parents=True, exist_ok=True)
+    for name in ("result.json", "metrics.jsonl", "final.pt", "last.pt", "tb/events.json", "hf/config.json",
+                 "../../data/tokenizer.json"):
         (stage / name).write_text("x")
     (stage.parents[1] / "config.toml").write_text("x")
     out = experiments.save_summaries(stage.parents[1])
