@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             parts += [kept.get(exp.name) or f"## {exp.name}: {exp.question}\n\n_not run yet_\n"]
             continue
         parts += [f"## {exp.name}: {exp.question}", "",
-                  f"_Runs: `{_rel(runs / exp.name)}`, generated at commit {commit} on {machine()}._", "",
+                  f"_Runs: `{_rel(runs / exp.name)}`, generated at commit {commit} on {machine()}; made with "
+                  f"{reproduce(exp, done)}._", "",
                   variant_table(rows), ""]
         if missing := missing_baselines(done):
             parts += ["Baselines not finished yet (Δ shows —, the FLOPs acceleration uses their planned cost, "
@@ -361,6 +362,16 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text("\n".join(parts))
     print(f"wrote {out}")
     return 0
+
+
+def reproduce(exp, done: dict[str, list[tuple[Path, RunSummary]]]) -> str:
+    """The experiments.py command line(s) that made an experiment's finished runs, and their base config."""
+    seeds = sorted({int(d.name.removeprefix("seed")) for pairs in done.values() for d, _ in pairs})
+    names = [v.name for v in exp.variants if done.get(v.name)]
+    only = "" if len(names) == len(exp.variants) else f" --variants {' '.join(names)}"
+    bases = sorted({v.base for v in exp.variants if v.name in names})
+    return (f"`python benchmarks/experiments.py {exp.name}{only} --seeds {' '.join(map(str, seeds))}` (base config "
+            f"{', '.join(f'`benchmarks/configs/{b}`' for b in bases)})")
 
 
 def _rel(path: Path) -> str:
