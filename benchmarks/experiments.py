@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from compt.chain import fingerprint, plan_stages, settings_changes
+from compt.chain import plan_stages, stage_changes
 from compt.config import apply_overrides, config_from_dict, validate
 from compt.runner import train_run
 
@@ -233,13 +233,12 @@ def reuse_finished(run_dir: Path, cfg) -> int:
         target = run_dir / stage.directory
         if (target / "result.json").is_file():
             continue
-        want = json.loads(json.dumps(fingerprint(cfg, stage), default=str))
         for lineage in RUNS.glob(f"*/*/seed{cfg.train.seed}/*/*/lineage.json"):
             donor = lineage.parent
             if donor == target or not (donor / "result.json").is_file():
                 continue
             have = json.loads(lineage.read_text()).get("fingerprint")
-            if have is not None and not settings_changes(have, want):
+            if have is not None and not stage_changes(have, cfg, stage):
                 shutil.copytree(donor, target, dirs_exist_ok=True)
                 copied += 1
                 break

@@ -139,6 +139,14 @@ def _without_unfingerprinted(fp: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def stage_changes(stored: dict[str, Any], cfg: RunConfig, stage: Stage) -> list[str]:
+    """How `stage` under `cfg` differs from a finished stage whose lineage.json stored fingerprint `stored`
+    ([] = same settings: its result can stand for this stage's — on resume, or copied from another run)."""
+    new = json.loads(json.dumps(fingerprint(cfg, stage), default=str))
+    first = stage.index + 1 if stage.from_scratch else 1
+    return settings_changes(_without_unfingerprinted(stored), new, first_member=first)
+
+
 def settings_changes(old: Any, new: Any, prefix: str = "", first_member: int = 1) -> list[str]:
     """Differences between two fingerprints, one 'key: old -> new' line each (a key absent from one side
     counts as None there, so a setting added to compt later, left at its default None, is no change).
@@ -206,10 +214,7 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
         if not lineage.is_file():
             continue
         old = json.loads(lineage.read_text()).get("fingerprint")
-        new = json.loads(json.dumps(fingerprint(cfg, s), default=str))
-        first = s.index + 1 if s.from_scratch else 1
-        if old is not None and (changes := "; ".join(settings_changes(_without_unfingerprinted(old), new,
-                                                                      first_member=first)[:4])):
+        if old is not None and (changes := "; ".join(stage_changes(old, cfg, s)[:4])):
             raise UserError(f"stage {s.key} ({s.member.model}) was run with other settings ({changes}); "
                             f"use a new run directory or rerun from it with --from-stage {s.key}")
     dist.barrier()  # every rank has read every lineage.json before rank 0 deletes anything
