@@ -162,6 +162,12 @@ def test_runtime_settings_are_no_change(reference: Path, tmp_path: Path) -> None
     raw["train"] |= {"loader_workers": 1, "compile": True, "log_every_steps": 3}
     cfg = config_from_dict(raw)
     chain_mod.check_or_reset(d, cfg, plan_stages(cfg, False), None)
+    stage = plan_stages(cfg, False)[1]           # the same check decides whether another run's stage is reusable
+    assert chain_mod.stage_changes(old["fingerprint"], cfg, stage) == []
+    raw["chain"][1]["epochs"] = 2
+    other = config_from_dict(raw)
+    assert chain_mod.stage_changes(old["fingerprint"], other, plan_stages(other, False)[1]) == [
+        "member 2.epochs: 1.0 -> 2.0"]
 
 
 def test_member1_with_its_own_lr_gets_a_separate_baseline() -> None:
