@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from compt.plan import human_flops
-from compt.report import METRICS, WALL_MARKS, RunSummary, load_run, summarise, write_report
+from compt.report import METRICS, WALL_MARKS, RunSummary, combined_status, load_run, stat, summarise, write_report
 from compt.runs import LOWER_IS_BETTER, metrics_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,8 +131,7 @@ def equal_loss_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
         costs = [equal_loss_costs(r) for r in runs]
         accel = [sum(f for f, _, _ in c) / r.chain_flops for c, r in zip(costs, runs)]
         wall = [sum(w for _, w, _ in c) / r.chain_wall for c, r in zip(costs, runs)]
-        status = "contended" if any(x.wall_status() == "contended" for r in runs for x in r.chain + r.individual) \
-            else "clean"
+        status = combined_status([x for r in runs for x in r.chain + r.individual])
         for i in range(1, len(runs[0].chain)):
             reached = [c[i][2] for c in costs]
             flops = sum(c[i][0] for c in costs) / len(costs)
@@ -145,21 +144,13 @@ def equal_loss_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
                 when = (f"{sum(epochs) / len(epochs):.2f} of {schedule:g}, " if epochs else "") + \
                     f"never in {reached.count(False)}/{len(reached)} seeds (its whole curve is above)"
             bound = "" if all(ok for c in costs for _, _, ok in c) else "≥ "
-            family = [f"{bound}{_mean_std(accel, 2)}×", f"{bound}{_mean_std(wall, 2)}×{WALL_MARKS[status]}"] \
+            family = [f"{bound}{_pm(stat(accel), 2)}×", f"{bound}{_pm(stat(wall), 2)}×{WALL_MARKS[status]}"] \
                 if i == 1 else ["", ""]
             lines.append(f"| {name} | {runs[0].chain[i].model} | "
                          f"{human_flops(sum(r.chain[i].cumulative_flops for r in runs) / len(runs))} | "
                          f"{'' if all(reached) else '≥ '}{human_flops(flops)} | {when} | " + " | ".join(family)
                          + f" | {len(runs)} |")
     return "\n".join(lines)
-
-
-def _mean_std(xs: list[float], digits: int) -> str:
-    mean = sum(xs) / len(xs)
-    if len(xs) == 1:
-        return f"{mean:.{digits}f}"
-    std = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def worth_table(variants: list[tuple[str, list[RunSummary]]]) -> str:

@@ -192,7 +192,7 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     """The resolved config a run directory holds (``RUN/config.toml``, written by `compt.chain.prepare_run`)."""
     path = Path(run_dir) / "config.toml"
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a compt run directory (no config.toml)")
+        raise UserError(f"{run_dir} is not a compt run directory (no config.toml); run `compt train` first")
     return config_from_dict(tomllib.loads(path.read_text()))
 
 

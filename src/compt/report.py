@@ -26,7 +26,7 @@ __all__ = ["LM_METRICS", "METRICS", "RunSummary", "StageRow", "format_markdown",
            "summarise", "write_report"]
 
 
-def _stat(values: list[float]) -> dict[str, float]:
+def stat(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n": len(values)}
 
@@ -43,14 +43,14 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
             if not rows:
                 continue
             entry = {"model": rows[0].model, "method": method, "epochs": rows[0].epochs,
-                     "flops": _stat([x.flops for x in rows]),
-                     "cumulative_flops": _stat([x.cumulative_flops for x in rows]),
-                     "wall_s": _stat([x.wall_s for x in rows]), "wall_status": _combined_status(rows),
+                     "flops": stat([x.flops for x in rows]),
+                     "cumulative_flops": stat([x.cumulative_flops for x in rows]),
+                     "wall_s": stat([x.wall_s for x in rows]), "wall_status": combined_status(rows),
                      "wall_notes": _wall_notes(rows)}
             for key, _ in metrics_for(base.cfg):
                 vals = [x.metrics[key] for x in rows if key in x.metrics]
                 if vals:
-                    entry[key] = _stat(vals)
+                    entry[key] = stat(vals)
             members.append(entry)
     metrics = metrics_for(base.cfg)
     _add_deltas(members, metrics)
@@ -58,7 +58,7 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
             "family": _family(runs, n_members), "metrics": [list(m) for m in metrics]}
 
 
-def _combined_status(rows: list[StageRow]) -> str:
+def combined_status(rows: list[StageRow]) -> str:
     """contended if any run's stage was, else not recorded if any lacks conditions, else clean."""
     states = {r.wall_status() for r in rows}
     return next(s for s in ("contended", "not recorded", "clean") if s in states)
@@ -95,16 +95,16 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
     per_member = [r.individual_flops() for r in runs]
     indiv = [sum(f) for f in per_member]
     largest = [f[-1] for f in per_member]
-    out: dict[str, Any] = {"complete": complete, "chain_flops": _stat(chain), "individual_flops": _stat(indiv),
-                           "chain_pct_of_largest": _stat([100 * c / lg for c, lg in zip(chain, largest)]),
-                           "acceleration_flops": _stat([i / c for i, c in zip(indiv, chain)]),
+    out: dict[str, Any] = {"complete": complete, "chain_flops": stat(chain), "individual_flops": stat(indiv),
+                           "chain_pct_of_largest": stat([100 * c / lg for c, lg in zip(chain, largest)]),
+                           "acceleration_flops": stat([i / c for i, c in zip(indiv, chain)]),
                            "baselines_counted": all(all(x is not None for x in r.individual) for r in runs)}
     if out["baselines_counted"]:
         walls = [(sum(x.wall_s for x in r.individual), r.chain_wall) for r in runs]
-        out["acceleration_wall"] = _stat([i / c for i, c in walls])
-        out["chain_wall_pct_of_largest"] = _stat([100 * r.chain_wall / r.individual[-1].wall_s for r in runs])
+        out["acceleration_wall"] = stat([i / c for i, c in walls])
+        out["chain_wall_pct_of_largest"] = stat([100 * r.chain_wall / r.individual[-1].wall_s for r in runs])
         used = [x for r in runs for x in (*r.chain, *r.individual)]
-        out["acceleration_wall_status"], out["acceleration_wall_caveat"] = _combined_status(used), wall_caveat(used)
+        out["acceleration_wall_status"], out["acceleration_wall_caveat"] = combined_status(used), wall_caveat(used)
         out["chain_wall_pct_caveat"] = wall_caveat([x for r in runs for x in (*r.chain, r.individual[-1])])
     return out
 

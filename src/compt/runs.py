@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from compt.chain import baseline_dir, plan_stages
-from compt.config import RunConfig, config_from_dict
+from compt.config import RunConfig, read_run_config
 from compt.errors import UserError
 from compt.plan import plan_chain
 from compt.train import load_result
@@ -105,9 +103,7 @@ def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: fl
 def load_run(run_dir: str | Path) -> RunSummary:
     """Read a run directory; missing stages are reported as not run."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise UserError(f"{run_dir} is not a compt run directory (no config.toml); run `compt train` first")
-    cfg = config_from_dict(tomllib.loads((run_dir / "config.toml").read_text()))
+    cfg = read_run_config(run_dir)
     chain, total = [], 0.0
     for stage in plan_stages(cfg, baselines=False):
         res = _load_result(run_dir / stage.directory)

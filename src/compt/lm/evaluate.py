@@ -2,7 +2,7 @@
 
 The text goes through the training pipeline (`compt.lm.text.tokenize_corpus`, into a temporary folder) and
 the loss is the trainer's own (`compt.lm.train.held_out_loss`) over `compt.lm.text.held_out` windows: the
-last ``windows · context`` tokens of the corpus, as non-overlapping windows of ``context + 1`` tokens. With
+last ``windows · context + 1`` tokens of the corpus, as windows of ``context + 1`` tokens at stride ``context``. With
 the corpus and ``data.eval_samples`` of a run this is exactly that run's held-out split, so the numbers equal
 the ``val_loss`` its stages recorded.
 
@@ -36,11 +36,11 @@ class TextEval:
     path: Path
     tokenizer: str                  # "byte" | "bpe" (`compt.lm.text.TOKENIZERS`)
     tokenizer_file: Path | None     # a stored tokenizer.json (BPE or an explicit one); None = byte-level
-    windows: int                    # evaluate the last windows · context tokens
+    windows: int                    # evaluate the corpus's last `windows` windows
 
     def describe(self, context: int) -> str:
         tok = f"tokenizer {self.tokenizer_file}" if self.tokenizer_file else "byte-level tokenizer"
-        return f"text {self.path} (its last {self.windows}·{context} tokens in windows of {context} + 1, {tok})"
+        return f"text {self.path} (its last {self.windows} windows of {context} + 1 tokens, {tok})"
 
 
 def resolve_tokenizer(checkpoint: str | Path, override: str = "") -> tuple[str, Path | None]:

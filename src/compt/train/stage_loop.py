@@ -163,12 +163,11 @@ def sync_losses(st: LoopState, sums: dict[str, Tensor], finite: Tensor) -> tuple
 
 
 def reduce_losses(sums: dict[str, Tensor], stop: dict[str, int], info: DistInfo,
-                  finite: Tensor | None = None) -> tuple[dict[str, float], bool, bool]:
+                  finite: Tensor) -> tuple[dict[str, float], bool, bool]:
     """Mean over ranks of every loss part, whether any rank was asked to stop and whether every rank's
-    `finite` flag (a 0-d bool tensor; true when omitted) holds — one collective, one host sync."""
+    `finite` flag (a 0-d bool tensor) holds — one collective, one host sync."""
     keys = sorted(sums)
-    ok = torch.ones((), dtype=torch.bool, device=info.device) if finite is None else finite
-    flags = torch.stack([(~ok).float(), torch.tensor(float(stop["signal"] > 0), device=info.device)])
+    flags = torch.stack([(~finite).float(), torch.tensor(float(stop["signal"] > 0), device=info.device)])
     values = distributed.all_reduce_mean(torch.cat([torch.stack([sums[k] for k in keys]), flags])).tolist()
     return dict(zip(keys, values[:-2], strict=True)), values[-1] > 0, not values[-2] > 0
 
