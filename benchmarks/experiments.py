@@ -176,6 +176,13 @@ EXPERIMENTS = {e.name: e for e in (
                 overrides=(*PROTOCOL, *_members("distill_schedule=\"cosine\""))),
         Variant("flip50", FOUR, stage_epochs=equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.5), baseline_epochs=128,
                 overrides=(*PROTOCOL, *_members("patch_dropout=0.5"))),
+        # session 6: the issue allows growth only; FLIP at a higher drop rate; the two best so far combined
+        Variant("growth-only", FOUR, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
+                overrides=(*EVERY16, *_members("distill=\"none\""))),
+        Variant("flip75", FOUR, stage_epochs=equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.75), baseline_epochs=128,
+                overrides=(*PROTOCOL, *_members("patch_dropout=0.75"))),
+        Variant("flip50-lr4e-3-fast-decay", FOUR, stage_epochs=equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.5),
+                baseline_epochs=128, overrides=(*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 decay_fraction=0.5"))),
     )),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",

@@ -156,17 +156,25 @@ def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
     assert (run_dir / f"chain/{n:02d}-lm_test-{'ABCD'[n - 1]}/result.json").is_file()
 
 
-def test_flip_variant_trains_longer_at_equal_counted_flops() -> None:
+@pytest.mark.parametrize(("name", "drop"), [("flip50", 0.5), ("flip75", 0.75), ("flip50-lr4e-3-fast-decay", 0.5)])
+def test_flip_variant_trains_longer_at_equal_counted_flops(name: str, drop: float) -> None:
     import dataclasses
 
     from compt.flops import model_flops
     from compt.models import get_model_config
 
-    v = next(v for v in experiments.EXPERIMENTS["beyond_paper"].variants if v.name == "flip50")
+    v = next(v for v in experiments.EXPERIMENTS["beyond_paper"].variants if v.name == name)
     cfg = experiments.variant_config(v, seed=0, extra=[])
     for m, paper in zip(cfg.chain[1:], (24.0, 18.0, 15.0)):
         full = get_model_config(m.model)
-        dropped = dataclasses.replace(full, vision=dataclasses.replace(full.vision, patch_dropout=0.5))
-        assert m.patch_dropout == 0.5 and m.epochs > paper
+        dropped = dataclasses.replace(full, vision=dataclasses.replace(full.vision, patch_dropout=drop))
+        assert m.patch_dropout == drop and m.epochs > paper
         assert m.epochs * model_flops(dropped).per_sample(1) == pytest.approx(paper * model_flops(full).per_sample(1),
                                                                             rel=1e-3)
+
+
+def test_growth_only_protocol_variant_keeps_the_paper_epochs_without_a_teacher() -> None:
+    v = next(v for v in experiments.EXPERIMENTS["beyond_paper"].variants if v.name == "growth-only")
+    cfg = experiments.variant_config(v, seed=0, extra=[])
+    assert [m.epochs for m in cfg.chain] == [128.0, 24.0, 18.0, 15.0]
+    assert [m.distill for m in cfg.chain[1:]] == ["none"] * 3 and cfg.train.eval_every_epochs == 16
