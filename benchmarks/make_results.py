@@ -35,6 +35,9 @@ PAYOFF = ("saturation", "paper_protocol")   # runs with grown members at the pap
 PLOTTED = ("main", "paper_protocol", "paper_regime", "family_size", "fashion", "fashion_wide",
            "openclipart", "siglip", "lm")   # experiments with plots
 EQUAL_LOSS = ("lm",)   # language-model experiments: compute at equal held-out loss
+# the evidence target: a 4-member CLIP family at >= 4x counted FLOPs (>= 3.5x wall-clock, clean, same runs), every
+# grown member within 1 point of its baseline or above on every metric, mean of >= 2 seeds
+TARGET = {"members": 4, "flops": 4.0, "wall": 3.5, "tolerance": 1.0, "seeds": 2}
 
 
 def _pm(stat: dict | None, digits: int = 1) -> str:
@@ -249,6 +252,56 @@ def plot_payoff(points: list[dict], out: Path) -> Path:
     return out
 
 
+def target_check(summary: dict) -> dict:
+    """How a CLIP variant's summary stands against TARGET: the worst grown member's Δ per metric, the family
+    accelerations, the seeds, and the conditions it misses (empty: target met)."""
+    fam = summary["family"]
+    chain = [m for m in summary["members"] if m["method"] == "chain"][1:]
+    worst = {label: min(m[f"delta_{k}"] for m in chain) for k, label in METRICS
+             if chain and all(f"delta_{k}" in m for m in chain)}
+    seeds = min(m["flops"]["n"] for m in chain) if chain else 0
+    flops = fam["acceleration_flops"]["mean"]
+    wall, status = fam.get("acceleration_wall"), fam.get("acceleration_wall_status", "not recorded")
+    misses = [f"{label} {d:+.1f}" for label, d in worst.items() if d < -TARGET["tolerance"]]
+    if len(worst) < len(METRICS):
+        misses.append("baselines not finished")
+    if flops < TARGET["flops"]:
+        misses.append(f"{flops:.2f}× FLOPs")
+    if wall is None or wall["mean"] < TARGET["wall"]:
+        misses.append("no wall-clock" if wall is None else f"{wall['mean']:.2f}× wall-clock")
+    elif status != "clean":
+        misses.append("wall-clock not measured clean")
+    if seeds < TARGET["seeds"]:
+        misses.append(f"{seeds} seed" + ("s" if seeds != 1 else ""))
+    return {"worst": worst, "flops": flops, "wall": wall, "wall_status": status, "seeds": seeds, "misses": misses}
+
+
+def target_section(candidates: list[tuple[str, dict]]) -> list[str]:
+    """Every 4-member CLIP variant at >= 4x counted FLOPs (runs under --runs), checked against TARGET."""
+    rows = [(name, target_check(s)) for name, s in candidates
+            if len([m for m in s["members"] if m["method"] == "chain"]) == TARGET["members"]
+            and [tuple(m) for m in s["metrics"]] == list(METRICS)
+            and s["family"]["acceleration_flops"]["mean"] >= TARGET["flops"]]
+    parts = ["## The target: ≥ 4× with every grown member within 1 point", "",
+             f"Every {TARGET['members']}-member CLIP variant above whose chain costs ≤ 1/{TARGET['flops']:g} of "
+             "training the members alone (counted FLOPs), checked against the target: wall-clock acceleration "
+             f"≥ {TARGET['wall']:g}× measured clean in the same runs, every grown member within "
+             f"{TARGET['tolerance']:g} point of its baseline or above on zero-shot top-1 and retrieval R@1 (mean "
+             f"of ≥ {TARGET['seeds']} seeds). Worst: the lowest Δ over the grown members.", ""]
+    if not rows:
+        return parts + ["_no variant at ≥ 4× has finished yet_", ""]
+    head = ["variant", "accel. FLOPs", "accel. wall-clock", *[f"worst Δ {label}" for _, label in METRICS], "seeds",
+            "target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, t in rows:
+        wall = "—" if t["wall"] is None else f"{_pm(t['wall'], 2)}×{WALL_MARKS[t['wall_status']]}"
+        worst = [f"{t['worst'][label]:+.1f}" if label in t["worst"] else "—" for _, label in METRICS]
+        verdict = "**met**" if not t["misses"] else "missed: " + ", ".join(t["misses"])
+        lines.append("| " + " | ".join([name, f"{t['flops']:.2f}×", wall, *worst, str(t["seeds"]), verdict]) + " |")
+    met = sum(not t["misses"] for _, t in rows)
+    return parts + ["\n".join(lines), "", f"{met} of {len(rows)} variants meet the target.", ""]
+
+
 def payoff_section(runs_root: Path, img: Path) -> list[str]:
     """'When does CoM-PT pay off': every run with grown members at the paper's fractions of the baseline."""
     variants = []
@@ -310,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
              "`compt report`), one marked ? used stages whose conditions were not recorded (runs from before "
              "compt recorded them).", ""]
     kept = previous_sections(out)
+    candidates: list[tuple[str, dict]] = []
     analysis = ROOT / "benchmarks" / "analysis.md"
     if analysis.is_file():
         parts += [analysis.read_text().strip(), ""]
@@ -317,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         done = {v.name: _complete_runs(runs / exp.name / v.name, baselines=exp.name not in PARTIAL_OK)
                 for v in exp.variants}
         rows = [(name, summarise([run for _, run in pairs])) for name, pairs in done.items() if pairs]
+        candidates += [(f"{exp.name}/{name}", s) for name, s in rows]
         if not rows:
             parts += [kept.get(exp.name) or f"## {exp.name}: {exp.question}\n\n_not run yet_\n"]
             continue
@@ -349,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             for png in (p for p in ("accuracy_vs_compute.png", "cost_breakdown.png") if (report_dir / p).is_file()):
                 shutil.copy(report_dir / png, img / f"{exp.name}_{png}")
                 parts += [f"![{exp.name} {png[:-4]}](img/{exp.name}_{png})", ""]
+    parts += target_section(candidates)
     parts += payoff_section(runs, img)
     out.write_text("\n".join(parts))
     print(f"wrote {out}")

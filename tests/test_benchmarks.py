@@ -178,3 +178,41 @@ def test_growth_only_protocol_variant_keeps_the_paper_epochs_without_a_teacher()
     cfg = experiments.variant_config(v, seed=0, extra=[])
     assert [m.epochs for m in cfg.chain] == [128.0, 24.0, 18.0, 15.0]
     assert [m.distill for m in cfg.chain[1:]] == ["none"] * 3 and cfg.train.eval_every_epochs == 16
+
+
+def _summary(deltas: list[tuple[float, float]], flops: float, wall: float | None, status: str, seeds: int) -> dict:
+    chain = [{"model": f"m{i}", "method": "chain", "flops": {"n": seeds}} for i in range(len(deltas) + 1)]
+    for m, (zs, r1) in zip(chain[1:], deltas):
+        m.update(delta_zeroshot_top1=zs, delta_retrieval_r1=r1)
+    family = {"acceleration_flops": {"mean": flops, "n": seeds}, "acceleration_wall_status": status}
+    if wall is not None:
+        family["acceleration_wall"] = {"mean": wall, "std": 0.0, "n": seeds}
+    return {"members": chain, "family": family,
+            "metrics": [["zeroshot_top1", "zero-shot top-1"], ["retrieval_r1", "retrieval R@1"]]}
+
+
+@pytest.mark.parametrize("deltas, flops, wall, status, seeds, misses", [
+    ([(0.5, -0.9), (-1.0, 2.0), (0.0, 0.0)], 4.1, 3.6, "clean", 2, []),
+    ([(0.5, -1.2), (-1.0, 2.0), (0.0, 0.0)], 4.1, 3.6, "clean", 2, ["retrieval R@1 -1.2"]),
+    ([(0.5, 0.0), (-3.0, 2.0), (0.0, 0.0)], 3.9, 3.6, "contended", 1,
+     ["zero-shot top-1 -3.0", "3.90× FLOPs", "wall-clock not measured clean", "1 seed"]),
+    ([(0.5, 0.0), (0.0, 0.0), (0.0, 0.0)], 4.5, 3.4, "clean", 3, ["3.40× wall-clock"]),
+    ([(0.5, 0.0), (0.0, 0.0), (0.0, 0.0)], 4.5, None, "not recorded", 2, ["no wall-clock"]),
+])
+def test_target_check_names_every_condition_a_variant_misses(deltas, flops, wall, status, seeds, misses) -> None:
+    from make_results import target_check
+
+    got = target_check(_summary(deltas, flops, wall, status, seeds))
+    assert got["misses"] == misses
+    assert got["worst"]["zero-shot top-1"] == min(d[0] for d in deltas)
+
+
+def test_target_section_lists_only_four_member_variants_at_four_times(tmp_path: Path) -> None:
+    from make_results import target_section
+
+    ok = _summary([(0.0, 0.0)] * 3, 4.2, 3.8, "clean", 2)
+    slow = _summary([(0.0, 0.0)] * 3, 2.5, 2.4, "clean", 2)
+    three = _summary([(0.0, 0.0)] * 2, 5.0, 4.0, "clean", 2)
+    text = "\n".join(target_section([("a/ok", ok), ("a/slow", slow), ("a/three", three)]))
+    assert "| a/ok | 4.20× | 3.80 ± 0.00× | +0.0 | +0.0 | 2 | **met** |" in text
+    assert "a/slow" not in text and "a/three" not in text and "1 of 1 variants meet the target." in text
