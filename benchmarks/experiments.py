@@ -161,7 +161,12 @@ EXPERIMENTS = {e.name: e for e in (
                    Variant(f"sat-{n / 1000:g}k-{e}ep", FOUR, stage_epochs=tuple(e * f for f in PAPER_FRACTIONS),
                            baseline_epochs=e, overrides=(f"data.num_samples={n}", f"train.eval_every_epochs={e // 8}",
                                                          *_members("distill_weight=50.0")))
-                   for n, e in SATURATION_GRID)),
+                   for n, e in SATURATION_GRID)
+               # real images: a Fashion-MNIST subset of the same size, baselines 32 epochs
+               + (Variant("sat-fmnist-2.5k-32ep", FOUR, stage_epochs=tuple(32 * f for f in PAPER_FRACTIONS),
+                          baseline_epochs=32, overrides=("data.kind=\"fashion-mnist\"", "data.num_samples=2500",
+                                                         "train.eval_every_epochs=4",
+                                                         *_members("distill_weight=50.0"))),)),
     Experiment("beyond_paper", "going past the paper on its own protocol (N → T → C → S, 128-epoch baselines, "
                "grown members at 24 / 18 / 15 epochs, fd α = 50): the grown member's lr schedule, a distillation "
                "weight decaying to 0, FLIP patch dropout at equal counted FLOPs", (
