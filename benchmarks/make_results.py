@@ -34,6 +34,7 @@ PARTIAL_OK = ("paper_protocol", "beyond_paper")   # long experiments shown with 
 PAYOFF = ("saturation", "paper_protocol")   # runs with grown members at the paper's fractions of the baseline
 PLOTTED = ("main", "paper_protocol", "paper_regime", "family_size", "fashion", "fashion_wide",
            "openclipart", "siglip", "lm")   # experiments with plots
+PAIRED = {"beyond_paper": "paper_protocol/protocol-NTCS"}   # recipes compared with the protocol seed by seed
 EQUAL_LOSS = ("lm",)   # language-model experiments: compute at equal held-out loss
 # the evidence target: a 4-member CLIP family at >= 4x counted FLOPs (>= 3.5x wall-clock, clean, same runs), every
 # grown member within 1 point of its baseline or above on every metric, mean of >= 2 seeds
@@ -180,6 +181,40 @@ def worth_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
             base = runs[0].individual[i]
             lines.append(f"| {name} | {runs[0].chain[i].model} | {runs[0].chain[i].epochs:g} | " + " | ".join(cells)
                          + (f" | {base.epochs:g} |" if base else " | — |"))
+    return "\n".join(lines)
+
+
+def paired_deltas(variant: list[tuple[Path, RunSummary]], reference: list[tuple[Path, RunSummary]]) -> dict:
+    """Per grown member and metric, the mean over shared seeds of (variant's chain member − reference's chain
+    member): two recipes compared on the same seeds, baselines and member 1, so the baselines' seed noise cancels.
+    Returns {"n": seeds, (i, key): mean difference}."""
+    ref = {d.name: run for d, run in reference}
+    pairs = [(run, ref[d.name]) for d, run in variant if d.name in ref]
+    out: dict = {"n": len(pairs)}
+    if not pairs:
+        return out
+    for i in range(1, min(len(pairs[0][0].chain), len(pairs[0][1].chain))):
+        for key, _ in METRICS:
+            diffs = [a.chain[i].metrics[key] - b.chain[i].metrics[key] for a, b in pairs
+                     if key in a.chain[i].metrics and key in b.chain[i].metrics]
+            if len(diffs) == len(pairs):
+                out[(i, key)] = sum(diffs) / len(diffs)
+    return out
+
+
+def paired_table(done: dict[str, list[tuple[Path, RunSummary]]], reference: list[tuple[Path, RunSummary]]) -> str:
+    """One row per variant: each grown member's change against the reference recipe on the same seeds."""
+    first = next(pairs for pairs in done.values() if pairs)[0][1]
+    models = [r.model.split("/")[-1] for r in first.chain[1:]]
+    head = ["variant", *[f"{label} ({' / '.join(models)})" for _, label in METRICS], "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, pairs in done.items():
+        d = paired_deltas(pairs, reference)
+        if not d["n"]:
+            continue
+        cells = [" / ".join(f"{d[(i, key)]:+.1f}" if (i, key) in d else "—" for i in range(1, len(models) + 1))
+                 for key, _ in METRICS]
+        lines.append("| " + " | ".join([name, *cells, str(d["n"])]) + " |")
     return "\n".join(lines)
 
 
@@ -382,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
         if missing := missing_baselines(done):
             parts += ["Baselines not finished yet (Δ shows —, the FLOPs acceleration uses their planned cost, "
                       "no wall-clock acceleration): " + "; ".join(missing) + ".", ""]
+        if exp.name in PAIRED:
+            reference = _complete_runs(runs / PAIRED[exp.name], baselines=False)
+            parts += [f"Each recipe against `{PAIRED[exp.name]}` on the same seeds (same baselines and member 1, so "
+                      "the baselines' seed noise cancels): the grown members' change in points, mean over the seeds "
+                      "both have:", "", paired_table(done, reference), ""]
         first = done[exp.variants[0].name]
         if exp.name in CONVERGENCE and first:
             parts += ["Are the individual baselines converged? Evaluated at half of their schedule and at the end:",

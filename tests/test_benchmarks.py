@@ -216,3 +216,25 @@ def test_target_section_lists_only_four_member_variants_at_four_times(tmp_path: 
     text = "\n".join(target_section([("a/ok", ok), ("a/slow", slow), ("a/three", three)]))
     assert "| a/ok | 4.20× | 3.80 ± 0.00× | +0.0 | +0.0 | 2 | **met** |" in text
     assert "a/slow" not in text and "a/three" not in text and "1 of 1 variants meet the target." in text
+
+
+class _Member:
+    def __init__(self, zs: float, r1: float) -> None:
+        self.metrics = {"zeroshot_top1": zs, "retrieval_r1": r1}
+
+
+class _Chain:
+    def __init__(self, *members: tuple[float, float]) -> None:
+        self.chain = [_Member(*m) for m in members]
+
+
+def test_paired_deltas_compare_recipes_seed_by_seed_on_shared_seeds_only() -> None:
+    from make_results import paired_deltas
+
+    ref = [(Path("seed0"), _Chain((30, 20), (31, 22))), (Path("seed1"), _Chain((29, 18), (30, 20)))]
+    variant = [(Path("seed0"), _Chain((30, 20), (33, 27))), (Path("seed1"), _Chain((29, 18), (31, 21))),
+               (Path("seed2"), _Chain((0, 0), (99, 99)))]     # no reference run for seed 2: left out
+    d = paired_deltas(variant, ref)
+    assert d["n"] == 2
+    assert d[(1, "zeroshot_top1")] == pytest.approx(1.5) and d[(1, "retrieval_r1")] == pytest.approx(3.0)
+    assert paired_deltas(variant[2:], ref) == {"n": 0}
