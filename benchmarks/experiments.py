@@ -64,18 +64,11 @@ PROTOCOL = (*EVERY16, *(f"chain.{i}.distill_weight=50.0" for i in (1, 2, 3)))
 
 def equal_flops_epochs(models: tuple[str, ...], epochs: tuple[float, ...], drop: float) -> tuple[float, ...]:
     """Epochs of grown members that drop a fraction `drop` of their patches, at the counted FLOPs of `epochs`
-    without dropping (the teacher cache is filled once either way, so the per-sample student cost decides)."""
-    from dataclasses import replace
-
-    from compt.flops import model_flops
+    without dropping (`compt.flops.equal_flops_epochs`, rounded to 3 decimals)."""
+    from compt.flops import equal_flops_epochs as one
     from compt.models import get_model_config
 
-    out = []
-    for name, e in zip(models, epochs):
-        cfg = get_model_config(name)
-        dropped = replace(cfg, vision=replace(cfg.vision, patch_dropout=drop))
-        out.append(round(e * model_flops(cfg).per_sample(1) / model_flops(dropped).per_sample(1), 3))
-    return tuple(out)
+    return tuple(round(one(get_model_config(name), e, drop), 3) for name, e in zip(models, epochs))
 
 
 PAPER_FRACTIONS = tuple(e / 128 for e in PAPER_EPOCHS)

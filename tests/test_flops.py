@@ -1,6 +1,7 @@
 """Analytic FLOPs and parameters against torch's FlopCounterMode and a real model, and the CLI output."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -69,3 +70,18 @@ def test_models_cli_lists_family(capsys) -> None:
     rows = json.loads(capsys.readouterr().out)["models"]
     assert [r["model"] for r in rows][:2] == ["tiny/ViT-N", "tiny/ViT-T"]
     assert all(r["gflops"] > 0 and r["params_image_m"] > 0 for r in rows)
+
+
+def test_equal_flops_epochs_keeps_the_student_cost_of_the_undropped_schedule() -> None:
+    from compt.flops import equal_flops_epochs
+
+    cfg = get_model_config("tiny/ViT-S")
+    assert equal_flops_epochs(cfg, 24.0, 0.0) == pytest.approx(24.0)
+    for captions in (1, 7):
+        dropped = replace(cfg, vision=replace(cfg.vision, patch_dropout=0.5))
+        e = equal_flops_epochs(cfg, 24.0, 0.5, captions)
+        assert e > 24.0
+        assert e * model_flops(dropped).per_sample(captions) == pytest.approx(24.0 * model_flops(cfg).per_sample(
+            captions))
+    # the text towers do not drop anything: with more captions the saving, and the extra epochs, shrink
+    assert equal_flops_epochs(cfg, 24.0, 0.5, 7) < equal_flops_epochs(cfg, 24.0, 0.5, 1)

@@ -69,3 +69,13 @@ def test_plan_human_output_is_a_table(capsys) -> None:
     assert main(["plan", str(CONFIGS / "paper-cc3m-vit.toml")]) == 0
     out = capsys.readouterr().out
     assert "EFLOPs" in out and "reduction vs largest:  71.8%" in out and "paper/ViT-L-16" in out
+
+
+def test_flip_recipe_config_costs_what_the_paper_config_costs() -> None:
+    """configs/paper-cc3m-vit-flip.toml: more epochs on half the patches, the same counted FLOPs per stage."""
+    paper = plan_chain(load_config(CONFIGS / "paper-cc3m-vit.toml"), cached_teacher=True)
+    flip_cfg = load_config(CONFIGS / "paper-cc3m-vit-flip.toml")
+    flip = plan_chain(flip_cfg, cached_teacher=True)
+    assert [m.patch_dropout for m in flip_cfg.chain[1:]] == [0.5] * 3
+    for a, b in zip(paper.members, flip.members):
+        assert b.stage_cost == pytest.approx(a.stage_cost, rel=1e-3) and b.epochs >= a.epochs

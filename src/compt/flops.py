@@ -18,7 +18,7 @@ and the pooled projection C_last·E.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -80,6 +80,17 @@ def model_flops(cfg: ModelConfig) -> ModelFlops:
     text = t.layers * block_macs(t.context_length, t.width, t.mlp_ratio) + t.width * cfg.embed_dim
     p_image, p_text = param_counts(cfg)
     return ModelFlops(image=2.0 * image, text=2.0 * text, params_image=p_image, params_text=p_text)
+
+
+def equal_flops_epochs(cfg: ModelConfig, epochs: float, drop: float, captions: int = 1) -> float:
+    """Epochs of a member that drops a fraction `drop` of its image patches (FLIP) at the student cost of `epochs`
+    without dropping::
+
+        epochs' = epochs · F(cfg) / F(cfg with patch_dropout = drop)     (F: forward FLOPs per sample, K captions)
+
+    The teacher's cost is left out: with a teacher cache it is paid once per sample whatever the epochs."""
+    dropped = replace(cfg, vision=replace(cfg.vision, patch_dropout=drop))
+    return epochs * model_flops(cfg).per_sample(captions) / model_flops(dropped).per_sample(captions)
 
 
 def training_flops(student_fwd: float, teacher_fwd: float, samples: float, *, cached_teacher: bool = False,
