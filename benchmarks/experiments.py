@@ -181,6 +181,9 @@ EXPERIMENTS = {e.name: e for e in (
                 overrides=(*PROTOCOL, *_members("patch_dropout=0.75"))),
         Variant("flip50-lr4e-3-fast-decay", FOUR, stage_epochs=equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.5),
                 baseline_epochs=128, overrides=(*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 decay_fraction=0.5"))),
+        # the same recipe on the 17x family N -> C -> M -> B (against paper_protocol/protocol-NCMB)
+        Variant("wide-flip50-lr4e-3-fast-decay", WIDE, stage_epochs=equal_flops_epochs(WIDE[1:], PAPER_EPOCHS, 0.5),
+                baseline_epochs=128, overrides=(*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 decay_fraction=0.5"))),
     )),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",

@@ -34,7 +34,7 @@ PARTIAL_OK = ("paper_protocol", "beyond_paper")   # long experiments shown with 
 PAYOFF = ("saturation", "paper_protocol")   # runs with grown members at the paper's fractions of the baseline
 PLOTTED = ("main", "paper_protocol", "paper_regime", "family_size", "fashion", "fashion_wide",
            "openclipart", "siglip", "lm")   # experiments with plots
-PAIRED = {"beyond_paper": "paper_protocol/protocol-NTCS"}   # recipes compared with the protocol seed by seed
+PAIRED = {"beyond_paper": "paper_protocol"}   # recipes compared seed by seed with this experiment's run of their family
 EQUAL_LOSS = ("lm",)   # language-model experiments: compute at equal held-out loss
 # the evidence target: a 4-member CLIP family at >= 4x counted FLOPs (>= 3.5x wall-clock, clean, same runs), every
 # grown member within 1 point of its baseline or above on every metric, mean of >= 2 seeds
@@ -202,20 +202,32 @@ def paired_deltas(variant: list[tuple[Path, RunSummary]], reference: list[tuple[
     return out
 
 
-def paired_table(done: dict[str, list[tuple[Path, RunSummary]]], reference: list[tuple[Path, RunSummary]]) -> str:
-    """One row per variant: each grown member's change against the reference recipe on the same seeds."""
-    first = next(pairs for pairs in done.values() if pairs)[0][1]
-    models = [r.model.split("/")[-1] for r in first.chain[1:]]
-    head = ["variant", *[f"{label} ({' / '.join(models)})" for _, label in METRICS], "seeds"]
+def paired_table(rows: list[tuple[str, list[tuple[Path, RunSummary]], str, list[tuple[Path, RunSummary]]]]) -> str:
+    """One row per (variant, its runs, reference name, reference runs): each grown member's change against the
+    reference recipe on the same seeds."""
+    head = ["variant", "against", *[f"Δ {label} (grown members)" for _, label in METRICS], "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, pairs in done.items():
+    for name, pairs, ref_name, reference in rows:
         d = paired_deltas(pairs, reference)
         if not d["n"]:
             continue
-        cells = [" / ".join(f"{d[(i, key)]:+.1f}" if (i, key) in d else "—" for i in range(1, len(models) + 1))
-                 for key, _ in METRICS]
-        lines.append("| " + " | ".join([name, *cells, str(d["n"])]) + " |")
+        models = [r.model.split("/")[-1] for r in pairs[0][1].chain[1:]]
+        cells = [" / ".join(f"{m} {d[(i, key)]:+.1f}" if (i, key) in d else f"{m} —"
+                            for i, m in enumerate(models, start=1)) for key, _ in METRICS]
+        lines.append("| " + " | ".join([name, ref_name, *cells, str(d["n"])]) + " |")
     return "\n".join(lines)
+
+
+def paired_rows(exp, done: dict[str, list[tuple[Path, RunSummary]]], runs: Path) -> list[tuple]:
+    """Each finished variant of `exp` with the PAIRED experiment's variant of the same family as its reference."""
+    ref_exp = EXPERIMENTS[PAIRED[exp.name]]
+    out = []
+    for v in exp.variants:
+        ref = next((r for r in ref_exp.variants if r.chain == v.chain), None)
+        if done.get(v.name) and ref is not None:
+            ref_name = f"{ref_exp.name}/{ref.name}"
+            out.append((v.name, done[v.name], ref_name, _complete_runs(runs / ref_name, baselines=False)))
+    return out
 
 
 def second_half_gain(run: RunSummary, i: int, key: str) -> float | None:
@@ -418,10 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             parts += ["Baselines not finished yet (Δ shows —, the FLOPs acceleration uses their planned cost, "
                       "no wall-clock acceleration): " + "; ".join(missing) + ".", ""]
         if exp.name in PAIRED:
-            reference = _complete_runs(runs / PAIRED[exp.name], baselines=False)
-            parts += [f"Each recipe against `{PAIRED[exp.name]}` on the same seeds (same baselines and member 1, so "
-                      "the baselines' seed noise cancels): the grown members' change in points, mean over the seeds "
-                      "both have:", "", paired_table(done, reference), ""]
+            parts += [f"Each recipe against the `{PAIRED[exp.name]}` run of its family on the same seeds (same "
+                      "baselines and member 1, so the baselines' seed noise cancels): the grown members' change in "
+                      "points, mean over the seeds both have:", "", paired_table(paired_rows(exp, done, runs)), ""]
         first = done[exp.variants[0].name]
         if exp.name in CONVERGENCE and first:
             parts += ["Are the individual baselines converged? Evaluated at half of their schedule and at the end:",

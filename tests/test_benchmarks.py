@@ -156,7 +156,8 @@ def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
     assert (run_dir / f"chain/{n:02d}-lm_test-{'ABCD'[n - 1]}/result.json").is_file()
 
 
-@pytest.mark.parametrize(("name", "drop"), [("flip50", 0.5), ("flip75", 0.75), ("flip50-lr4e-3-fast-decay", 0.5)])
+@pytest.mark.parametrize(("name", "drop"), [("flip50", 0.5), ("flip75", 0.75), ("flip50-lr4e-3-fast-decay", 0.5),
+                                                  ("wide-flip50-lr4e-3-fast-decay", 0.5)])
 def test_flip_variant_trains_longer_at_equal_counted_flops(name: str, drop: float) -> None:
     import dataclasses
 
@@ -219,8 +220,8 @@ def test_target_section_lists_only_four_member_variants_at_four_times(tmp_path: 
 
 
 class _Member:
-    def __init__(self, zs: float, r1: float) -> None:
-        self.metrics = {"zeroshot_top1": zs, "retrieval_r1": r1}
+    def __init__(self, zs: float, r1: float, model: str = "tiny/ViT-X") -> None:
+        self.metrics, self.model = {"zeroshot_top1": zs, "retrieval_r1": r1}, model
 
 
 class _Chain:
@@ -238,3 +239,13 @@ def test_paired_deltas_compare_recipes_seed_by_seed_on_shared_seeds_only() -> No
     assert d["n"] == 2
     assert d[(1, "zeroshot_top1")] == pytest.approx(1.5) and d[(1, "retrieval_r1")] == pytest.approx(3.0)
     assert paired_deltas(variant[2:], ref) == {"n": 0}
+
+
+def test_paired_table_names_each_recipes_reference_and_skips_recipes_without_shared_seeds() -> None:
+    from make_results import paired_table
+
+    ref = [(Path("seed0"), _Chain((30, 20), (31, 22)))]
+    rows = [("better", [(Path("seed0"), _Chain((30, 20), (33, 27)))], "p/ref", ref),
+            ("unpaired", [(Path("seed5"), _Chain((30, 20), (40, 40)))], "p/ref", ref)]
+    lines = paired_table(rows).splitlines()
+    assert lines[2] == "| better | p/ref | ViT-X +2.0 | ViT-X +5.0 | 1 |" and len(lines) == 3
