@@ -9,6 +9,7 @@ is `benchmarks/analysis.md`, included verbatim after the tables' header.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shutil
@@ -493,9 +494,10 @@ def previous_sections(doc: Path) -> dict[str, str]:
     return sections
 
 
-def _complete_runs(variant_dir: Path, baselines: bool = True) -> list[tuple[Path, RunSummary]]:
+@functools.cache
+def _complete_runs(variant_dir: Path, baselines: bool = True) -> tuple[tuple[Path, RunSummary], ...]:
     """The variant's seed runs whose chain (and, with `baselines`, every baseline) has finished, each loaded
-    once."""
+    once per process (the paired and pay-off tables read runs the experiment tables already loaded)."""
     out = []
     for d in sorted(variant_dir.glob("seed*")):
         try:
@@ -504,7 +506,7 @@ def _complete_runs(variant_dir: Path, baselines: bool = True) -> list[tuple[Path
             continue
         if len(run.chain) == len(run.cfg.chain) and (not baselines or all(r is not None for r in run.individual)):
             out.append((d, run))
-    return out
+    return tuple(out)
 
 
 def missing_baselines(done: dict[str, list[tuple[Path, RunSummary]]]) -> list[str]:
