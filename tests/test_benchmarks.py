@@ -251,13 +251,14 @@ def test_paired_table_names_each_recipes_reference_and_skips_recipes_without_sha
     assert lines[2] == "| better | p/ref | ViT-X +2.0 | ViT-X +5.0 | 1 |" and len(lines) == 3
 
 
-def test_wide_headroom_variant_spends_half_again_the_recipes_epochs_and_stays_past_4x() -> None:
+@pytest.mark.parametrize("k", [1.5, 1.25])
+def test_wide_headroom_variants_scale_the_recipes_epochs_and_stay_past_4x(k: float) -> None:
     from compt.plan import plan_chain
 
     variants = {v.name: v for v in experiments.EXPERIMENTS["beyond_paper"].variants}
     recipe = experiments.variant_config(variants["wide-flip50-lr4e-3-fast-decay"], seed=0, extra=[])
-    more = experiments.variant_config(variants["wide-recipe-1.5x-epochs"], seed=0, extra=[])
-    assert [m.epochs for m in more.chain[1:]] == pytest.approx([1.5 * m.epochs for m in recipe.chain[1:]], abs=1e-3)
+    more = experiments.variant_config(variants[f"wide-recipe-{k:g}x-epochs"], seed=0, extra=[])
+    assert [m.epochs for m in more.chain[1:]] == pytest.approx([k * m.epochs for m in recipe.chain[1:]], abs=1e-3)
     assert more.chain[0].epochs == more.baseline_epochs == 128
     assert more.train.teacher_cache                       # the runs cache the teacher: priced as they are run
     accel = [plan_chain(c, cached_teacher=True).acceleration for c in (more, recipe)]
