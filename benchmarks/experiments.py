@@ -85,6 +85,12 @@ def _members(overrides: str, n: int = 3) -> tuple[str, ...]:
     return tuple(f"chain.{i}.{o}" for i in range(1, n + 1) for o in overrides.split())
 
 
+# the grown-member recipe (beyond_paper): FLIP 50 % at the protocol's counted FLOPs, lr 4e-3, decay over half the stage
+RECIPE = (*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 decay_fraction=0.5"))
+FOUR_FLIP50 = equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.5)
+WIDE_FLIP50 = equal_flops_epochs(WIDE[1:], PAPER_EPOCHS, 0.5)
+
+
 EXPERIMENTS = {e.name: e for e in (
     Experiment("main", "4-member chain vs each member trained individually", (Variant("chain4", FOUR),)),
     Experiment("family_size", "families of 3, 4 and 6 members over the same size range (tiny N … B)", (
@@ -172,24 +178,21 @@ EXPERIMENTS = {e.name: e for e in (
                 overrides=(*PROTOCOL, *_members("lr=4e-3 decay_fraction=0.5"))),
         Variant("ki-cosine", FOUR, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
                 overrides=(*PROTOCOL, *_members("distill_schedule=\"cosine\""))),
-        Variant("flip50", FOUR, stage_epochs=equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.5), baseline_epochs=128,
+        Variant("flip50", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
                 overrides=(*PROTOCOL, *_members("patch_dropout=0.5"))),
         # session 6: the issue allows growth only; FLIP at a higher drop rate; the two best so far combined
         Variant("growth-only", FOUR, stage_epochs=PAPER_EPOCHS, baseline_epochs=128,
                 overrides=(*EVERY16, *_members("distill=\"none\""))),
         Variant("flip75", FOUR, stage_epochs=equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.75), baseline_epochs=128,
                 overrides=(*PROTOCOL, *_members("patch_dropout=0.75"))),
-        Variant("flip50-lr4e-3-fast-decay", FOUR, stage_epochs=equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.5),
-                baseline_epochs=128, overrides=(*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 decay_fraction=0.5"))),
+        Variant("flip50-lr4e-3-fast-decay", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128, overrides=RECIPE),
         # the same recipe on the 17x family N -> C -> M -> B (against paper_protocol/protocol-NCMB)
-        Variant("wide-flip50-lr4e-3-fast-decay", WIDE, stage_epochs=equal_flops_epochs(WIDE[1:], PAPER_EPOCHS, 0.5),
-                baseline_epochs=128, overrides=(*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 decay_fraction=0.5"))),
+        Variant("wide-flip50-lr4e-3-fast-decay", WIDE, stage_epochs=WIDE_FLIP50, baseline_epochs=128,
+                overrides=RECIPE),
         # session 7: the 17x family is at 6.22x, well past the 4x target; spend that headroom on every grown member
         # alike (1.5x the recipe's epochs: 4.45x family FLOPs; 1.25x: 5.2x) -- does the retrieval gap close?
-        *(Variant(f"wide-recipe-{k:g}x-epochs", WIDE,
-                  stage_epochs=tuple(round(k * e, 3) for e in equal_flops_epochs(WIDE[1:], PAPER_EPOCHS, 0.5)),
-                  baseline_epochs=128, overrides=(*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 decay_fraction=0.5")))
-          for k in (1.5, 1.25)),
+        *(Variant(f"wide-recipe-{k:g}x-epochs", WIDE, stage_epochs=tuple(round(k * e, 3) for e in WIDE_FLIP50),
+                  baseline_epochs=128, overrides=RECIPE) for k in (1.5, 1.25)),
     )),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",
