@@ -293,9 +293,9 @@ def plot_payoff(points: list[dict], out: Path) -> Path:
     handles = [plt.Line2D([], [], color=colours(i % 10), marker="o", ls="", label=v) for i, v in enumerate(variants)]
     handles += [plt.Line2D([], [], color="0.3", marker=markers[i % len(markers)], ls="", label=m)
                 for i, m in enumerate(members)]
-    axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))   # beside, over no point
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -311,8 +311,13 @@ def target_check(summary: dict) -> dict:
     flops = fam["acceleration_flops"]["mean"]
     wall, status = fam.get("acceleration_wall"), fam.get("acceleration_wall_status", "not recorded")
     misses = [f"{label} {d:+.1f}" for label, d in worst.items() if d < -TARGET["tolerance"]]
-    if len(worst) < len(METRICS):
-        misses.append("baselines not finished")
+    for key, label in METRICS:
+        if label in worst:
+            continue
+        # a metric the chain members never report is one the data cannot measure (Fashion-MNIST: no captions
+        # to retrieve); one they report without a Δ lacks the baseline to compare with
+        measured = chain and all(key in m for m in chain)
+        misses.append("baselines not finished" if measured else f"no {label} on this data")
     if flops < TARGET["flops"]:
         misses.append(f"{flops:.2f}× FLOPs")
     if wall is None or wall["mean"] < TARGET["wall"]:

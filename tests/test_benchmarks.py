@@ -208,6 +208,19 @@ def test_target_check_names_every_condition_a_variant_misses(deltas, flops, wall
     assert got["worst"]["zero-shot top-1"] == min(d[0] for d in deltas)
 
 
+def test_target_check_tells_a_metric_the_data_lacks_from_an_unfinished_baseline() -> None:
+    from make_results import target_check
+
+    no_retrieval = _summary([(0.5, 0.0)] * 3, 4.5, 4.0, "clean", 2)
+    unfinished = _summary([(0.5, 0.0)] * 3, 4.5, 4.0, "clean", 2)
+    for m in no_retrieval["members"][1:] + unfinished["members"][1:]:
+        del m["delta_retrieval_r1"]
+    for m in unfinished["members"][1:]:
+        m["retrieval_r1"] = {"mean": 10.0, "std": 0.0, "n": 2}
+    assert target_check(no_retrieval)["misses"] == ["no retrieval R@1 on this data"]
+    assert target_check(unfinished)["misses"] == ["baselines not finished"]
+
+
 def test_target_section_lists_only_four_member_variants_at_four_times(tmp_path: Path) -> None:
     from make_results import target_section
 
