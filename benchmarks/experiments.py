@@ -186,6 +186,9 @@ EXPERIMENTS = {e.name: e for e in (
         Variant("flip75", FOUR, stage_epochs=equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.75), baseline_epochs=128,
                 overrides=(*PROTOCOL, *_members("patch_dropout=0.75"))),
         Variant("flip50-lr4e-3-fast-decay", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128, overrides=RECIPE),
+        # growth that escapes the parent: the paper's corner copy (not function-preserving) with the recipe
+        Variant("corner-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
+                overrides=(*RECIPE, *_members("growth=\"corner\""))),
         # the same recipe on the 17x family N -> C -> M -> B (against paper_protocol/protocol-NCMB)
         Variant("wide-flip50-lr4e-3-fast-decay", WIDE, stage_epochs=WIDE_FLIP50, baseline_epochs=128,
                 overrides=RECIPE),
