@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from compt.chain import plan_stages, stage_changes
+from compt.chain import plan_stages, stage_changes, train_run
 from compt.config import apply_overrides, config_from_dict, validate
-from compt.runner import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "benchmarks" / "configs" / "tiny-base.toml"

@@ -1,6 +1,6 @@
 """Shared test set-up: small thread counts so two xdist workers share 2 cores, deterministic seeds.
 
-The thread count goes into OMP_NUM_THREADS too, so that `compt.threads` (which `train_chain` consults) and
+The thread count goes into OMP_NUM_THREADS too, so that `compt.threads` (which `train_run` consults) and
 subprocesses pick the same count; idle OpenMP threads sleep instead of spinning (see `compt.threads`).
 """
 

@@ -67,7 +67,7 @@ def _image(label: int, i: int, rng: np.random.Generator, size: tuple[int, int] =
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("run")
-    chain_mod.train_chain(config_from_dict(RAW), d, baselines=True, progress=False)
+    chain_mod.train_run(config_from_dict(RAW), d, baselines=True, progress=False)
     return d
 
 

@@ -23,7 +23,7 @@ RAW = {"name": "t", "baseline_epochs": 2, "baselines": True,
 
 
 def run(run_dir: Path, raw: dict = RAW, **kw) -> dict:
-    return chain_mod.train_chain(config_from_dict(raw), run_dir, progress=False, **kw)
+    return chain_mod.train_run(config_from_dict(raw), run_dir, progress=False, **kw)
 
 
 def final_weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -23,7 +23,7 @@ import pytest
 import tomli_w
 import torch
 
-from compt.chain import train_chain
+from compt.chain import train_run
 from compt.config import config_from_dict
 from compt.train.metrics import TIMING_KEYS
 
@@ -81,7 +81,7 @@ def kill_after(proc: subprocess.Popen, run_dir: Path, target: int, delay: float)
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
-    train_chain(config_from_dict(RAW), reference, progress=False)
+    train_run(config_from_dict(RAW), reference, progress=False)
     total = progress(reference)
     config = tmp_path / "chaos.toml"
     config.write_text(tomli_w.dumps(RAW))

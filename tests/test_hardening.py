@@ -16,7 +16,7 @@ import torch
 from helpers import ToyPairs, final_weights, stage_kwargs
 
 from compt import chain as chain_mod
-from compt.chain import settings_changes, train_chain
+from compt.chain import settings_changes, train_run
 from compt.checkpoint import load_checkpoint, save_checkpoint
 from compt.cli import main
 from compt.config import config_from_dict, load_config
@@ -48,7 +48,7 @@ def toml_file(tmp_path: Path, raw: dict = ONE) -> Path:
 
 
 def run(run_dir: Path, raw: dict = ONE, **kw) -> dict:
-    return train_chain(config_from_dict(raw), run_dir, progress=False, **kw)
+    return train_run(config_from_dict(raw), run_dir, progress=False, **kw)
 
 
 def one_line_error(capsys) -> str:

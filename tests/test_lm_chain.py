@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from compt.chain import train_run
+from compt.checkpoint import load_checkpoint
 from compt.cli import main
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
-from compt.lm import train as lm_train
 from compt.lm.models import create_lm, get_lm_config
-from compt.lm.train import load_lm_checkpoint
 from compt.report import write_report
-from compt.runner import train_run
+from compt.train import trainer as lm_train
 
 TEXT = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}  # line {i}\n" for i in range(300))
 
@@ -51,13 +51,13 @@ def test_chain_runs_grows_exactly_and_reports(reference: Path) -> None:
     state = json.loads((reference / "run.json").read_text())
     assert [s["key"] for s in state["stages"]] == ["chain-1", "chain-2", "chain-3", "baseline-2", "baseline-3"]
     assert all(s["state"] == "done" for s in state["stages"])
-    parent = load_lm_checkpoint(reference / "chain/01-lm_test-A/final.pt")
-    init = load_lm_checkpoint(reference / "chain/02-lm_test-B/init.pt")
-    assert init["lineage"]["operator"] == "preserve" and len(init["lineage"]["parent_sha256"]) == 64
+    parent = load_checkpoint(reference / "chain/01-lm_test-A/final.pt")
+    init = load_checkpoint(reference / "chain/02-lm_test-B/init.pt")
+    assert init.lineage["operator"] == "preserve" and len(init.lineage["parent_sha256"]) == 64
     ids = torch.randint(0, 256, (2, 16))
     with torch.no_grad():
-        want = create_lm(parent["lm_config"], state_dict=parent["state_dict"])(input_ids=ids).logits
-        got = create_lm(init["lm_config"], state_dict=init["state_dict"])(input_ids=ids).logits
+        want = create_lm(parent.model_config, state_dict=parent.state_dict)(input_ids=ids).logits
+        got = create_lm(init.model_config, state_dict=init.state_dict)(input_ids=ids).logits
     assert (want - got).abs().max() < 1e-5
     result = json.loads((reference / "chain/02-lm_test-B/result.json").read_text())
     assert {"val_loss", "val_ppl", "train_kl", "train_hidden_mse", "train_lm_loss"} <= set(result["metrics"])
@@ -78,8 +78,8 @@ def test_export_loads_in_transformers_with_tokenizer(reference: Path) -> None:
 
     hf = reference / "chain/03-lm_test-C/hf"
     model = AutoModelForCausalLM.from_pretrained(hf)
-    final = load_lm_checkpoint(reference / "chain/03-lm_test-C/final.pt")
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in final["state_dict"].items())
+    final = load_checkpoint(reference / "chain/03-lm_test-C/final.pt")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in final.state_dict.items())
     assert Tokenizer.from_file(str(hf / "tokenizer.json")).encode("ab").ids == [97, 98]
     from transformers import AutoTokenizer
 
@@ -105,7 +105,7 @@ def test_interrupted_stage_resumes_bit_exactly(tmp_path: Path, corpus: Path, ref
 
     def crash(st, *a):
         real(st, *a)
-        if st.cfg.name == "lm/test-B" and st.progress.step == 3:
+        if st.spec.model.name == "lm/test-B" and st.progress.step == 3:
             raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(lm_train, "_after_step", crash)
@@ -113,9 +113,9 @@ def test_interrupted_stage_resumes_bit_exactly(tmp_path: Path, corpus: Path, ref
         train_run(config_from_dict(cfg), tmp_path, progress=False)
     monkeypatch.setattr(lm_train, "_after_step", real)
     train_run(config_from_dict(cfg), tmp_path, progress=False)
-    again = load_lm_checkpoint(tmp_path / "chain/02-lm_test-B/final.pt")["state_dict"]
+    again = load_checkpoint(tmp_path / "chain/02-lm_test-B/final.pt").state_dict
     # the reference run checkpointed at epoch ends only; weights do not depend on when checkpoints are written
-    ref = load_lm_checkpoint(reference / "chain/02-lm_test-B/final.pt")["state_dict"]
+    ref = load_checkpoint(reference / "chain/02-lm_test-B/final.pt").state_dict
     assert all(torch.equal(again[k], ref[k]) for k in ref)
 
 
@@ -173,12 +173,12 @@ def test_sigterm_saves_last_pt_then_stops_and_resumes(tmp_path: Path, corpus: Pa
     monkeypatch.setattr(lm_train, "_after_step", term)
     with pytest.raises(UserError, match="stopped by SIGTERM after step 4/12"):  # seen after the next step
         train_run(config_from_dict(cfg), tmp_path, progress=False)
-    last = load_lm_checkpoint(tmp_path / "chain/01-lm_test-A/last.pt")
-    assert last["train_state"]["progress"]["step"] == 4
+    last = load_checkpoint(tmp_path / "chain/01-lm_test-A/last.pt")
+    assert last.train_state["progress"]["step"] == 4
     monkeypatch.setattr(lm_train, "_after_step", real)
     train_run(config_from_dict(cfg), tmp_path, progress=False)
-    got = load_lm_checkpoint(tmp_path / "chain/01-lm_test-A/final.pt")["state_dict"]
-    ref = load_lm_checkpoint(reference / "chain/01-lm_test-A/final.pt")["state_dict"]
+    got = load_checkpoint(tmp_path / "chain/01-lm_test-A/final.pt").state_dict
+    ref = load_checkpoint(reference / "chain/01-lm_test-A/final.pt").state_dict
     assert all(torch.equal(got[k], ref[k]) for k in ref)
 
 
@@ -186,23 +186,21 @@ def test_losses_are_read_only_at_sync_steps_and_nan_stops_before_saving(tmp_path
                                                                         monkeypatch) -> None:
     """12 steps, epochs end at 6 and 12, log every 5: only steps 5, 6, 10, 12 read losses. A NaN loss from
     step 7 on is caught at the next sync step (10), before anything is saved after step 6."""
-    from compt.train import stage_loop
-
     cfg = raw(corpus) | {"baselines": False}
     cfg["train"] = cfg["train"] | {"log_every_steps": 5}
     cfg["chain"] = cfg["chain"][:1]
     synced: list[int] = []
-    sync, step = stage_loop.sync_losses, lm_train._optimizer_step
+    sync, step = lm_train.sync_losses, lm_train._optimizer_step
 
     def poisoned(st, micro):
         sums = step(st, micro)
         return {k: v * float("nan") for k, v in sums.items()} if st.progress.step >= 6 else sums
 
-    monkeypatch.setattr(stage_loop, "sync_losses", lambda st, *a: synced.append(st.progress.step) or sync(st, *a))
+    monkeypatch.setattr(lm_train, "sync_losses", lambda st, *a: synced.append(st.progress.step) or sync(st, *a))
     monkeypatch.setattr(lm_train, "_optimizer_step", poisoned)
     with pytest.raises(UserError, match="non-finite loss by step 10"):
         train_run(config_from_dict(cfg), tmp_path, progress=False)
     assert synced == [5, 6, 10]
     stage = tmp_path / "chain/01-lm_test-A"
-    assert load_lm_checkpoint(stage / "last.pt")["train_state"]["progress"]["step"] == 6
+    assert load_checkpoint(stage / "last.pt").train_state["progress"]["step"] == 6
     assert not (stage / "final.pt").exists()

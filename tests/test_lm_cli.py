@@ -19,14 +19,13 @@ import torch
 import torch.nn.functional as F
 from test_lm_chain import TEXT, raw
 
+from compt.chain import train_run
 from compt.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from compt.cli import main
 from compt.config import config_from_dict
 from compt.export import export_checkpoint, run_members
 from compt.lm.models import create_lm, get_lm_config
-from compt.lm.train import save_lm_checkpoint
 from compt.models import create_model, get_model_config
-from compt.runner import train_run
 
 PROMPT = "def f12(x):\n    return x * 12"
 
@@ -65,13 +64,14 @@ def run_dir(tmp_path_factory, corpus: Path) -> Path:
 
 def loose_checkpoint(path: Path, name: str = "lm/test-A") -> Path:
     torch.manual_seed(0)
-    return save_lm_checkpoint(path, state_dict=create_lm(name).state_dict(), cfg=get_lm_config(name), lineage={})
+    return save_checkpoint(path, state_dict=create_lm(name).state_dict(), model_config=get_lm_config(name),
+                           lineage={})
 
 
 def compt_logits(checkpoint: Path, ids: torch.Tensor) -> torch.Tensor:
     ckpt = load_checkpoint(checkpoint)
     with torch.no_grad():
-        return create_lm(ckpt.lm_config, state_dict=ckpt.state_dict).eval()(input_ids=ids).logits
+        return create_lm(ckpt.model_config, state_dict=ckpt.state_dict).eval()(input_ids=ids).logits
 
 
 def test_export_run_loads_in_plain_transformers_with_same_logits(run_dir: Path, tmp_path: Path) -> None:

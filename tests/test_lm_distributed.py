@@ -16,10 +16,11 @@ from helpers import final_weights, read_metrics
 
 from compt import distributed
 from compt.config import MemberConfig, TrainConfig
+from compt.lm.data import held_out_evaluator
 from compt.lm.models import create_lm, get_lm_config
 from compt.lm.text import TokenWindows
-from compt.lm.train import train_lm_stage
 from compt.stage import resolve_spec
+from compt.train import train_stage
 
 _DISTILL = {"teacher": "lm/test-A", "distill": "kl+hidden", "grad_clip": 1.0}
 STAGES = {
@@ -42,8 +43,9 @@ def lm_stage_kwargs(out_dir: Path, *, teacher: str, distill: str, **train) -> di
                                                         distill_weight=1.0),
                         train=TrainConfig(**{"batch_size": 16, "warmup_steps": 2, "stage_warmup_steps": 2,
                                              "log_every_steps": 1, **train}))
-    return {"spec": spec, "out_dir": out_dir, "init_state": create_lm("lm/test-B").state_dict(), "data": data,
-            "held_out": TokenWindows(tokens, 16, 48 * 16), "teacher_state": t_state, "progress": False}
+    return {"spec": spec, "out_dir": out_dir, "init_state": create_lm("lm/test-B").state_dict(), "dataset": data,
+            "evaluate": held_out_evaluator(TokenWindows(tokens, 16, 48 * 16), 16), "teacher_state": t_state,
+            "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", list(STAGES))
 def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: str) -> None:
-    train_lm_stage(**lm_stage_kwargs(tmp_path, **STAGES[name]))
+    train_stage(**lm_stage_kwargs(tmp_path, **STAGES[name]))
     one, two = read_metrics(tmp_path), read_metrics(two_process_runs / name)
     assert len(one) == len(two) == 3
     for a, b in zip(one, two, strict=True):
@@ -72,5 +74,5 @@ def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: s
 if __name__ == "__main__":
     root = Path(sys.argv[1])
     for stage, kw in STAGES.items():
-        train_lm_stage(**lm_stage_kwargs(root / stage, **kw))
+        train_stage(**lm_stage_kwargs(root / stage, **kw))
     distributed.shutdown()

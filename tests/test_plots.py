@@ -9,17 +9,19 @@ from compt.config import MemberConfig, RunConfig
 from compt.plots import PALETTE, accuracy_figure, cost_figure, flops_unit, log_ticks
 from compt.report import RunSummary, StageRow
 
+NAMES = ("test/A", "test/B", "test/C", "tiny/ViT-N", "tiny/ViT-T", "tiny/ViT-C", "tiny/ViT-S")  # registered CLIP models
+
 
 def toy_run(n: int, metrics: tuple[str, ...] = ("retrieval_r1",), evals: int = 3) -> RunSummary:
     """`n` members 2.2× apart in cost (from 3e11 FLOPs); chain stages after the first cost 25 % of going alone."""
-    cfg = RunConfig(name=f"toy{n}", chain=tuple(MemberConfig(model=f"m{i + 1}", epochs=8 if i == 0 else 2)
+    cfg = RunConfig(name=f"toy{n}", chain=tuple(MemberConfig(model=NAMES[i], epochs=8 if i == 0 else 2)
                                                 for i in range(n)), baseline_epochs=8)
     alone = [3e11 * 2.2**i for i in range(n)]
 
     def row(i: int, method: str, flops: float, offset: float) -> StageRow:
         hist = [{"flops": flops * (k + 1) / evals, "epoch": k + 1, **{m: 10.0 + 5 * i + k for m in metrics}}
                 for k in range(evals)]
-        return StageRow(model=f"m{i + 1}", method=method, epochs=8, flops=flops, cumulative_flops=offset + flops,
+        return StageRow(model=NAMES[i], method=method, epochs=8, flops=flops, cumulative_flops=offset + flops,
                         wall_s=1.0, metrics={m: hist[-1][m] for m in metrics}, history=hist)
 
     chain, total = [], 0.0
@@ -70,7 +72,7 @@ def test_accuracy_plot_without_zeroshot_has_one_readable_retrieval_panel(n: int)
     boundaries = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
     assert len(boundaries) == n                                   # where each chain stage ends
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == [f"m{i + 1}" for i in range(n)] + ["CoM-PT chain", "individual", "chain stage ends"]
+    assert legend == list(NAMES[:n]) + ["CoM-PT chain", "individual", "chain stage ends"]
 
 
 def test_accuracy_plot_has_a_panel_per_recorded_metric_and_none_without_metrics() -> None:
@@ -93,7 +95,8 @@ def test_cost_plot_stacks_every_stage_in_one_unit(n: int) -> None:
     scale, unit = flops_unit(sum(run.individual_flops()))
     assert unit in ax.get_ylabel()
     assert ax.get_ylim()[1] > max(run.chain_flops, sum(run.individual_flops()))
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["CoM-PT chain", f"m{n} alone", "every member alone"]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["CoM-PT chain", f"{NAMES[n - 1]} alone", "every member alone"]
 
 
 def test_log_ticks_pick_the_densest_set_that_fits() -> None:

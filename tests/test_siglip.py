@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from helpers import ToyPairs
 
-from compt.chain import train_chain
+from compt.chain import train_run
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
 from compt.growth import grow
@@ -86,7 +86,7 @@ def test_unknown_objective_is_refused():
 def test_siglip_chain_runs_and_records_the_bias(tmp_path):
     cfg = config_from_dict(RAW)
     validate(cfg)
-    results = train_chain(cfg, tmp_path, progress=False)
+    results = train_run(cfg, tmp_path, progress=False)
     assert set(results) == {"chain-1", "chain-2", "baseline-2"}
     final = torch.load(tmp_path / "chain/02-test_B/final.pt", weights_only=True)
     assert "logit_bias" in final["state_dict"] and final["model_config"]["init_logit_bias"] == INIT_LOGIT_BIAS

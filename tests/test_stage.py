@@ -7,7 +7,8 @@ import pytest
 
 from compt.chain import individual_stage, plan_stages, stage_spec
 from compt.config import config_from_dict
-from compt.flops import model_flops, training_flops
+from compt.costs import training_flops
+from compt.flops import model_flops
 from compt.plan import plan_chain
 
 RAW = {"name": "s", "baseline_epochs": 3,

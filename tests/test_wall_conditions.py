@@ -140,7 +140,7 @@ def test_csv_chain_report_has_one_retrieval_panel_and_flags_contention(tmp_path:
     from test_data_files import COLOURS, write_csv, write_images
     from test_plots import assert_readable_compute_axis
 
-    from compt.chain import train_chain
+    from compt.chain import train_run
     from compt.config import config_from_dict
     from compt.plots import accuracy_figure
     from compt.report import load_run
@@ -155,7 +155,7 @@ def test_csv_chain_report_has_one_retrieval_panel_and_flags_contention(tmp_path:
            "train": {"batch_size": 16, "warmup_steps": 1, "stage_warmup_steps": 1},
            "chain": [{"model": "test/A", "epochs": 1}, {"model": "test/B", "epochs": 1}]}
     run_dir = tmp_path / "run"
-    train_chain(config_from_dict(raw), run_dir, progress=False)
+    train_run(config_from_dict(raw), run_dir, progress=False)
     run = load_run(run_dir)
     assert all(set(r.conditions) == KEYS for r in (*run.chain, *run.individual))
     fig = accuracy_figure([run])

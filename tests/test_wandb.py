@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from compt.chain import train_chain
+from compt.chain import train_run
 from compt.config import config_from_dict, load_config
 from compt.errors import UserError
 
@@ -33,7 +33,7 @@ def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_each_stage_is_one_offline_wandb_run_grouped_by_chain(tmp_path: Path, wandb_offline: list) -> None:
     run_dir = tmp_path / "wandb-chain-7f3"
-    train_chain(config_from_dict(RAW), run_dir, progress=False)
+    train_run(config_from_dict(RAW), run_dir, progress=False)
     assert [(c["group"], c["name"], c["project"]) for c in wandb_offline] == [
         ("wandb-chain-7f3", "chain-1 test/A", "compt"), ("wandb-chain-7f3", "chain-2 test/B", "compt")]
     for stage in ("chain/01-test_A", "chain/02-test_B"):

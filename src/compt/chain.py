@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,10 +31,9 @@ import torch
 
 from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
-from compt.config import MemberConfig, RunConfig, config_to_dict
+from compt.config import MemberConfig, RunConfig, config_to_dict, resolved_member
 from compt.errors import Interrupted, UserError
-from compt.lm.models import LMConfig, get_lm_config, is_lm
-from compt.models import ModelConfig, build_model, get_model_config
+from compt.paradigm import Paradigm, RunData, paradigm_for_run
 from compt.runlock import run_lock
 from compt.stage import StageSpec, resolve_spec
 from compt.threads import configure_threads
@@ -119,8 +118,8 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
         m = stage.member
         members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr,
                     **_later_settings(m)}]
-    else:
-        members = [_set(asdict(m)) for m in (*cfg.chain[: stage.index], stage.member)]
+    else:  # members resolved: a default decided by the paradigm fingerprints as the value it stands for
+        members = [_set(asdict(resolved_member(m, cfg))) for m in (*cfg.chain[: stage.index], stage.member)]
     return _without_unfingerprinted({"members": members, "data": _set(asdict(cfg.data)),
                                      "train": _set(asdict(cfg.train))})
 
@@ -224,67 +223,51 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
     dist.barrier()
 
 
-def fresh_state(model_cfg: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+def fresh_state(paradigm: Paradigm, model_cfg: Any, seed: int) -> dict[str, torch.Tensor]:
     """A freshly initialised model's weights, drawn from their own seeded generator: the same weights
     whatever this process drew from the global RNG before (datasets, evaluation suites, earlier stages)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(model_cfg).state_dict()
-
-
-def grow_once(init: Path, lineage: dict[str, Any], make: Callable[[], dict[str, torch.Tensor]],
-              save: Callable[[Path, dict[str, torch.Tensor], dict[str, Any]], Any]) -> None:
-    """Write a stage's init.pt once: rank 0 builds the weights with `make()` and saves them (atomically) with
-    `lineage` plus the growth time ``grow_s``, so it survives resumes; every rank waits for the file."""
-    if not init.is_file():
-        if dist.is_main():
-            t0 = time.perf_counter()
-            state = make()
-            save(init, state, {**lineage, "stage": "grow", "grow_s": time.perf_counter() - t0})
-        dist.barrier()
+        return paradigm.build(model_cfg).state_dict()
 
 
 def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
-              parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str, seed: int) -> Checkpoint:
-    """Grow the child's initial weights from the parent's final weights, once (`grow_once`)."""
-
-    def make() -> dict[str, torch.Tensor]:
-        if op == "none":
-            return fresh_state(child_cfg, seed)
-        from compt.growth import grow
-
-        return grow(parent_state, parent_cfg, child_cfg, op, seed)
-
+              spec: StageSpec, paradigm: Paradigm) -> Checkpoint:
+    """The child's initial weights grown from the parent's final weights by the stage's operator, written
+    once to ``init.pt`` by rank 0 (atomically, with the growth time ``grow_s`` in its lineage, so it
+    survives resumes); every rank waits for the file and reads it."""
     init = stage_dir / "init.pt"
-    grow_once(init, {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": op, "seed": seed}, make,
-              lambda path, state, lineage: save_checkpoint(path, state_dict=state, model_config=child_cfg,
-                                                           lineage=lineage))
+    if not init.is_file():
+        if dist.is_main():
+            t0 = time.perf_counter()
+            if spec.growth == "none":
+                state = fresh_state(paradigm, spec.model, spec.seed)
+            else:
+                state = paradigm.grow(parent_state, spec.parent, spec.model, spec.growth, spec.seed)
+            lineage = {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": spec.growth,
+                       "seed": spec.seed, "stage": "grow", "grow_s": time.perf_counter() - t0}
+            save_checkpoint(init, state_dict=state, model_config=spec.model, lineage=lineage)
+        dist.barrier()
     return load_checkpoint(init)
 
 
-def member_config(cfg: RunConfig, index: int) -> ModelConfig | LMConfig:
-    """The model config of chain member `index` as this run trains it: an `LMConfig` for language models,
-    else the CLIP config (with the learnable logit bias when the objective is SigLIP)."""
-    from compt.siglip import model_for_objective
-
-    name = cfg.chain[index].model
-    if is_lm(name):
-        return get_lm_config(name)
-    return model_for_objective(get_model_config(name), cfg.train.objective)
+def member_config(cfg: RunConfig, index: int) -> Any:
+    """The model config of chain member `index` as this run trains it (the paradigm's: e.g. a CLIP config
+    with the learnable logit bias when the objective is SigLIP)."""
+    return paradigm_for_run(cfg).member_config(cfg.chain[index].model, cfg.train.objective)
 
 
 def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
     """`stage`'s settings resolved once from the run config (`samples` training samples per epoch)."""
     parent = None if stage.from_scratch else member_config(cfg, stage.index - 1)
-    return resolve_spec(model=member_config(cfg, stage.index), member=stage.member, train=cfg.train,
-                        from_scratch=stage.from_scratch, parent=parent, samples=samples,
-                        captions=cfg.data.captions_per_image)
+    return resolve_spec(model=member_config(cfg, stage.index), member=resolved_member(stage.member, cfg),
+                        train=cfg.train, from_scratch=stage.from_scratch, parent=parent, samples=samples,
+                        captions=cfg.data.captions_per_image, paradigm=paradigm_for_run(cfg))
 
 
-def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
-              evaluate: Callable[[ModelConfig], Callable[[torch.nn.Module], dict[str, float]]] | None,
-              dataset_for: Callable[[ModelConfig], Any], progress: bool) -> dict[str, Any]:
-    """Grow (if needed) and train one stage; returns its stored result."""
+def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data: RunData,
+              progress: bool) -> dict[str, Any]:
+    """Grow (if needed) and train one stage of any paradigm; returns its stored result."""
     from compt.train import load_result, train_stage
 
     d = run_dir / stage.directory
@@ -293,27 +276,29 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState,
         state.set(stage.key, "done")
         return done.to_dict()
     state.set(stage.key, "running")
+    paradigm = paradigm_for_run(cfg)
     model_cfg = member_config(cfg, stage.index)
-    dataset = dataset_for(model_cfg)
+    dataset = data.train_set(model_cfg)
     spec = stage_spec(cfg, stage, len(dataset))
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
     if spec.parent is None and not (d / "last.pt").is_file():
-        init = fresh_state(spec.model, spec.seed)
+        init = fresh_state(paradigm, spec.model, spec.seed)
     if spec.parent is not None:
         parent_ckpt = run_dir / stage_dir("chain", stage.index - 1, cfg.chain[stage.index - 1].model) / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
-        grown = grow_into(d, parent_ckpt, parent_sha, parent, spec.parent, spec.model, spec.growth, spec.seed)
+        grown = grow_into(d, parent_ckpt, parent_sha, parent, spec, paradigm)
         init, teacher = grown.state_dict, parent if spec.distills else None
         lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=spec.growth,
-                       distill=stage.member.distill, distill_weight=spec.distill_weight,
+                       distill=spec.distill, distill_weight=spec.distill_weight,
                        grow_s=float(grown.lineage.get("grow_s", 0.0)))
     lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name, threads=torch.get_num_threads())
     write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage), "spec": spec.summary()})
-    evaluate_fn = evaluate(model_cfg) if evaluate else None
+    evaluate_fn = data.evaluator(model_cfg)
     torch.manual_seed(spec.seed)  # after the data: the stage's RNG stream does not depend on it either
     try:
         result = train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
-                             evaluate=evaluate_fn, lineage=lineage, progress=progress)
+                             evaluate=evaluate_fn, lineage=lineage, progress=progress,
+                             after_final=lambda out, weights: data.after_final(out, spec.model, weights))
     except BaseException as e:  # a requested stop resumes like any other: it did not fail
         state.set(stage.key, "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed")
         raise
@@ -347,47 +332,20 @@ def prepare_run(cfg: RunConfig, run_dir: Path, baselines: bool | None, from_stag
     return cfg, stages, RunState(run_dir, stages, cfg.name, threads)
 
 
-def train_chain(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
-                from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Run every stage of the CLIP run `cfg` in `run_dir` (resuming finished work); returns results by stage key.
-    `compt.runner.train_run` picks this or the language-model chain (`compt.lm.chain`) by the model kind."""
-    if is_lm(cfg.chain[0].model):
-        raise ValueError("language-model runs train with compt.runner.train_run (compt.lm.chain)")
+def train_run(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = None,
+              from_stage: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Run every stage of `cfg` in `run_dir`, any paradigm (resuming finished work); results by stage key.
+    The entry point of ``compt train`` and ``compt demo``."""
     run_dir = Path(run_dir)
     with run_session(cfg, run_dir) as threads:
         cfg, stages, state = prepare_run(cfg, run_dir, baselines, from_stage, threads)
-        return _train_stages(cfg, run_dir, stages, state, progress)
+        data = paradigm_for_run(cfg).open_data(cfg, run_dir)
+        preflight(run_dir, cfg, stages, data)
+        return {s.key: run_stage(run_dir, cfg, s, state, data, progress) for s in stages}
 
 
-def _train_stages(cfg: RunConfig, run_dir: Path, stages: list[Stage], state: RunState,
-                  progress: bool) -> dict[str, dict[str, Any]]:
-    from compt.data import build_eval_suite, build_train_dataset, evaluate
-
-    datasets: dict[tuple, Any] = {}
-    suites: dict[tuple, Any] = {}
-
-    def dataset_for(model_cfg: ModelConfig) -> Any:
-        key = (model_cfg.vision.image_size, model_cfg.text.context_length)
-        if key not in datasets:
-            datasets[key] = build_train_dataset(cfg.data, model_cfg)
-        return datasets[key]
-
-    def evaluator(model_cfg: ModelConfig) -> Callable[[torch.nn.Module], dict[str, float]]:
-        key = (model_cfg.vision.image_size, model_cfg.text.context_length)
-        if key not in suites:
-            suites[key] = build_eval_suite(cfg.data, model_cfg)
-        return lambda model, suite=suites[key]: evaluate(model, suite)
-
-    preflight(run_dir, cfg, stages, dataset_for, evaluator)
-    results = {}
-    for stage in stages:
-        results[stage.key] = run_stage(run_dir, cfg, stage, state, evaluator, dataset_for, progress)
-    return results
-
-
-def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], dataset_for: Callable[[ModelConfig], Any],
-              evaluator: Callable[[ModelConfig], Any]) -> None:
-    """Build the first unfinished stage's training set and evaluation suite before any stage trains, so that
+def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], data: RunData) -> None:
+    """Build the first unfinished stage's training set and evaluation before any stage trains, so that
     data problems (bad files, an evaluation split that cannot be made, a batch larger than the data) stop
     the run before work is done rather than after a stage trained."""
     from compt.train import load_result
@@ -395,9 +353,9 @@ def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], dataset_for: C
     pending = [s for s in stages if load_result(run_dir / s.directory, verify=False) is None]
     if not pending:
         return
-    model_cfg = get_model_config(pending[0].member.model)
-    n = len(dataset_for(model_cfg))
+    model_cfg = member_config(cfg, pending[0].index)
+    n = len(data.train_set(model_cfg))
     if cfg.train.batch_size > n:
         raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set ({n} "
                         f"samples): one step would see samples twice; lower train.batch_size")
-    evaluator(model_cfg)
+    data.evaluator(model_cfg)

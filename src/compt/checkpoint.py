@@ -1,20 +1,19 @@
 """Self-describing, atomically written checkpoints — the one place compt reads and writes weights.
 
-A compt checkpoint is a plain dict (loads with ``torch.load(..., weights_only=True)``)::
+A compt checkpoint is a plain dict (loads with ``torch.load(..., weights_only=True)``), one format for every
+paradigm (`compt.paradigm`)::
 
     {"format": "compt-checkpoint/1",
-     "state_dict": {open_clip keys: tensors},       # so open_clip.create_model(..., pretrained=PATH) loads it
-     "model_config": ModelConfig.to_dict(),
-     "open_clip_config": {"embed_dim", "vision_cfg", "text_cfg"},
+     "paradigm": "clip" | "lm" | …,                 # whose model config this is (absent in older files: clip)
+     "state_dict": {the model's own keys: tensors}, # open_clip's for CLIP: open_clip.create_model(pretrained=PATH)
+     "model_config": the paradigm's config as a dict,
+     …the paradigm's extra keys (CLIP: "open_clip_config" {"embed_dim", "vision_cfg", "text_cfg"}),
      "lineage": {...},                              # parent path + sha256, growth operator, stage, seed …
      "train_state": {...} | absent}                 # optimizer, scheduler, step, epoch, RNG, loader position
 
 Plain open_clip checkpoints (a bare state dict, with or without ``module.`` prefixes, or a training dict
-with ``state_dict``) are read too; they simply carry no config or lineage.
-
-Language-model checkpoints (``"format": "compt-lm-checkpoint/1"``, written by `compt.lm.train`) carry an
-``lm_config`` (`compt.lm.models.LMConfig`) instead of a ``model_config``; `load_checkpoint` reads them into
-`Checkpoint.lm_config`, so whether a checkpoint holds a language model is answered by the file itself.
+with ``state_dict``) are read too; they simply carry no config or lineage. Language-model checkpoints of
+earlier compt versions (``"format": "compt-lm-checkpoint/1"`` with an ``lm_config``) read as paradigm ``lm``.
 """
 
 from __future__ import annotations
@@ -34,29 +33,23 @@ from typing import Any, BinaryIO
 import torch
 
 from compt.errors import UserError, os_error_message
-from compt.lm.models import LMConfig
-from compt.models import ModelConfig
+from compt.paradigm import paradigm_named, paradigm_of_config
 
 FORMAT = "compt-checkpoint/1"
-LM_FORMAT = "compt-lm-checkpoint/1"
+OLD_LM_FORMAT = "compt-lm-checkpoint/1"   # language-model checkpoints of earlier versions (read, never written)
 
 
 @dataclass
 class Checkpoint:
-    """What was read from a checkpoint file. `model_config` is None for plain open_clip files and for language
-    models, whose config is `lm_config`."""
+    """What was read from a checkpoint file: `model_config` is the `paradigm`'s config (None for plain
+    open_clip files, which are paradigm ``clip``)."""
 
     state_dict: dict[str, torch.Tensor]
-    model_config: ModelConfig | None = None
+    model_config: Any = None
     lineage: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] | None = None
     path: str = ""
-    lm_config: LMConfig | None = None
-
-    @property
-    def is_lm(self) -> bool:
-        """Whether the file holds a language model (`compt.lm`), by its own stored config."""
-        return self.lm_config is not None
+    paradigm: str = "clip"
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -130,14 +123,17 @@ def _umask() -> int:
     return mask
 
 
-def save_checkpoint(path: str | Path, *, state_dict: dict[str, torch.Tensor], model_config: ModelConfig,
+def save_checkpoint(path: str | Path, *, state_dict: dict[str, torch.Tensor], model_config: Any,
                     lineage: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None) -> Path:
-    """Write a self-describing checkpoint atomically (tensors are detached, contiguous, on CPU)."""
+    """Write a self-describing checkpoint atomically (tensors are detached, contiguous, on CPU); the
+    paradigm is the one whose config `model_config` is."""
+    p = paradigm_of_config(model_config)
     payload: dict[str, Any] = {
         "format": FORMAT,
+        "paradigm": p.name,
         "state_dict": {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()},
-        "model_config": model_config.to_dict(),
-        "open_clip_config": model_config.to_open_clip(),
+        "model_config": p.config_to_dict(model_config),
+        **p.checkpoint_extras(model_config),
         "lineage": dict(lineage or {}),
     }
     if train_state is not None:
@@ -184,30 +180,24 @@ def _unreadable(path: Path, e: Exception) -> UserError:
                      f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'})")
 
 
-def _model_config(raw: Any, path: str) -> ModelConfig:
+def _model_config(paradigm: str, raw: Any, path: str) -> Any:
+    p = paradigm_named(paradigm)
     try:
-        return ModelConfig.from_dict(raw)
+        return p.config_from_dict(raw)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{path}: its model_config is malformed ({type(e).__name__}: {e}); the file was not "
                         f"written by this compt version or was edited") from None
 
 
-def _lm_config(raw: Any, path: str) -> LMConfig:
-    try:
-        return LMConfig.from_dict(raw)
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: its lm_config is malformed ({type(e).__name__}: {e})") from None
-
-
 def _interpret(raw: Any, path: str) -> Checkpoint:
     if not isinstance(raw, dict):
         raise UserError(f"{path} is not a checkpoint (a {type(raw).__name__}, expected a dict of tensors)")
-    if raw.get("format") == FORMAT:
-        return Checkpoint(state_dict=raw["state_dict"], model_config=_model_config(raw.get("model_config"), path),
-                          lineage=raw.get("lineage", {}), train_state=raw.get("train_state"), path=path)
-    if raw.get("format") == LM_FORMAT:
-        return Checkpoint(state_dict=raw["state_dict"], lm_config=_lm_config(raw.get("lm_config"), path),
-                          lineage=raw.get("lineage", {}), train_state=raw.get("train_state"), path=path)
+    if raw.get("format") in (FORMAT, OLD_LM_FORMAT):
+        old_lm = raw["format"] == OLD_LM_FORMAT
+        paradigm = "lm" if old_lm else str(raw.get("paradigm", "clip"))
+        cfg = _model_config(paradigm, raw.get("lm_config" if old_lm else "model_config"), path)
+        return Checkpoint(state_dict=raw["state_dict"], model_config=cfg, lineage=raw.get("lineage", {}),
+                          train_state=raw.get("train_state"), path=path, paradigm=paradigm)
     sd = raw.get("state_dict", raw.get("model", raw))
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UserError(f"{path} holds no state dict of tensors (keys: {', '.join(list(raw)[:6])})")

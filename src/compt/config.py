@@ -42,15 +42,42 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from compt.data.settings import DataConfig
 from compt.errors import UserError, unknown_name
-from compt.rules import ChainRules
+from compt.paradigm import ChainRules, paradigm_for_run
 
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
 
 REPORT_TO = ("tensorboard", "wandb")
 __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
            "load_config", "validate"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where training and evaluation data come from (the paradigm reads it: `compt.paradigm.Paradigm.open_data`)."""
+
+    kind: str = "synthetic"            # CLIP: a key of `compt.data.ADAPTERS`; language models: "text"
+    path: str = ""                     # CSV/TSV file, webdataset shard pattern, or dataset root
+    root: str = ""                     # image paths in a CSV are relative to this (default: the CSV's folder)
+    num_samples: int = 10_000          # training pairs (synthetic size; planning size for remote data)
+    eval_samples: int = 1_000          # held-out pairs for zero-shot / retrieval
+    captions_per_image: int = 1        # caption slots per image (the official recipe uses 7)
+    csv_img_key: str = "filepath"
+    csv_caption_key: str = "caption"
+    csv_separator: str = ","
+    eval_path: str = ""                # optional held-out CSV/shards; default: a split of `path`
+    max_bad_fraction: float = 0.01     # fail when more than this fraction of samples is unreadable
+    seed: int = 0                      # dataset generation / split seed
+    workers: int = 0                   # DataLoader worker processes
+    caption_separator: str = ""        # split one caption field / .txt into several captions on this ("" = don't)
+    predecode_max: int = 50_000        # sets with at most this many images are decoded once into memory
+    cache_dir: str = ""                # pre-decoded tensors cache ("" = only the real-data adapters, under
+                                       # $COMPT_CACHE_DIR or ~/.cache/compt; "none" = never)
+    zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
+    probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
+    tokenizer: str | None = None       # kind "text": byte (default) | bpe (trained to the model's vocabulary)
+    shuffle_buffer: int | None = None  # wds-stream: samples in each worker's shuffle buffer (None = 2000)
+    resampled: bool | None = None      # wds-stream: draw shards with replacement (None = no: each shard once a pass)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,12 +113,13 @@ class TrainConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MemberConfig:
-    """One chain member. The first member trains from scratch; `growth`/`distill` apply to the rest."""
+    """One chain member. The first member trains from scratch; `growth`/`distill` apply to the rest.
+    Settings left None are resolved once, by `resolved_member`, into what the stage trains with."""
 
     model: str
     epochs: float
     growth: str = "preserve"
-    distill: str = "fd"
+    distill: str = "default"           # "default": the paradigm's (fd for CLIP, kl for language models); "none"
     distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
     warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
     lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
@@ -288,9 +316,6 @@ def validate(cfg: RunConfig) -> None:
     _validate_report_to(cfg.train.report_to)
     if cfg.baseline_epochs < 0:
         raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
-    from compt.siglip import is_siglip
-
-    is_siglip(cfg.train.objective)  # unknown objectives are a UserError
     rules = chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
         if m.epochs <= 0:
@@ -300,11 +325,12 @@ def validate(cfg: RunConfig) -> None:
         if m.distill_weight < 0 or (m.warmup_steps is not None and m.warmup_steps < 0):
             raise UserError(f"chain member {i + 1} ({m.model}): distill_weight and warmup_steps must not be "
                             f"negative, got {m.distill_weight} and {m.warmup_steps}")
-        _validate_stage_schedule(i, m, has_patches=not getattr(rules.configs[i], "is_swin", True))  # LMs: none
+        _validate_stage_schedule(i, m, has_patches=rules.patch_tokens[i])
+        distill = resolved_member(m, cfg).distill
         if i > 0 and m.growth not in rules.growth_ops:
             raise unknown_name("growth operator", m.growth, rules.growth_ops)
-        if i > 0 and m.distill not in rules.distill_losses:
-            raise unknown_name("distillation loss", m.distill, rules.distill_losses)
+        if i > 0 and distill not in rules.distill_losses:
+            raise unknown_name("distillation loss", distill, rules.distill_losses)
     for i in range(1, len(rules.configs)):
         a, b = rules.configs[i - 1], rules.configs[i]
         if rules.flops[i] <= rules.flops[i - 1]:
@@ -316,23 +342,17 @@ def validate(cfg: RunConfig) -> None:
 
 
 def chain_rules(cfg: RunConfig) -> ChainRules:
-    """The rules of `cfg`'s model kind: language models when any member is one, else CLIP."""
-    from compt.lm.models import is_lm
+    """The rules of `cfg`'s chain, from its paradigm (`compt.paradigm.paradigm_for_run`)."""
+    return paradigm_for_run(cfg).chain_rules(cfg)
 
-    if any(is_lm(m.model) for m in cfg.chain):
-        from compt.lm.rules import lm_chain_rules
 
-        return lm_chain_rules([m.model for m in cfg.chain], cfg.data)
-    from compt.flops import model_flops
-    from compt.models import get_model_config
-    from compt.tasks import DISTILL_NAMES
-
-    if cfg.data.kind == "text":
-        raise UserError("[data] kind = \"text\" is for language-model chains (lm/… models); CLIP models need "
-                        "image–caption data")
-    cfgs = [get_model_config(m.model) for m in cfg.chain]
-    return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=_growth_ops(),
-                      distill_losses=DISTILL_NAMES, validate_growth=_validate_growth)
+def resolved_member(member: MemberConfig, cfg: RunConfig) -> MemberConfig:
+    """`member` with the defaults that depend on the run's paradigm filled in: ``distill`` ("default" → the
+    paradigm's `default_distill`). The one place such a default is decided; the stage spec, validation and
+    fingerprints all read the resolved member."""
+    if member.distill != "default":
+        return member
+    return dataclasses.replace(member, distill=paradigm_for_run(cfg).default_distill)
 
 
 def _validate_report_to(sinks: tuple[str, ...]) -> None:
@@ -354,11 +374,8 @@ def _check_range(where: str, obj: Any, rules: dict[str, tuple[float, float | Non
 
 
 def validate_data(data: DataConfig) -> None:
-    """Checks of a `DataConfig` alone (shared by the run config and `compt eval`)."""
-    from compt.data import adapter
-
-    if adapter(data.kind).reads_path and not data.path.strip():  # unknown kinds raise in adapter()
-        raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file, a shard pattern or a folder)")
+    """Range checks of a `DataConfig` alone (shared by the run config and `compt eval`; whether the kind
+    exists and what it needs is the paradigm's check, `compt.paradigm.Paradigm.chain_rules`)."""
     _check_range("data", data, {"num_samples": (1, None, True), "eval_samples": (1, None, True),
                                 "captions_per_image": (1, None, True), "probe_samples": (0, None, True),
                                 "max_bad_fraction": (0, 1, True), "workers": (0, None, True),
@@ -381,15 +398,3 @@ def validate_train(train: TrainConfig) -> None:
         "stage_warmup_steps": (0, None, True), "grad_clip": (0, None, True), "ckpt_every_steps": (0, None, True),
         "eval_every_epochs": (0, None, True), "log_every_steps": (0, None, True), "loader_workers": (-1, None, True),
         "teacher_cache_mem_gb": (0, None, True), "threads": (0, None, True)})
-
-
-def _growth_ops() -> tuple[str, ...]:
-    from compt.growth import GROWTH_OPS
-
-    return (*GROWTH_OPS, "none")
-
-
-def _validate_growth(parent: Any, child: Any) -> None:
-    from compt.growth import validate_growth
-
-    validate_growth(parent, child)

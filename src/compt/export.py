@@ -1,6 +1,8 @@
-"""Export compt checkpoints as open_clip ``local-dir`` folders that load without compt installed.
+"""Export compt checkpoints as folders their field's library loads without compt installed.
 
-An exported member is a folder with
+Each paradigm writes its own folder (`compt.paradigm.Paradigm.export`); this module adds the provenance file
+``compt_member.json`` (model, method, source checkpoint + sha256, lineage) and exports whole runs. A CLIP
+member (`compt.clip.export`) is a folder with
 
     open_clip_config.json          {"model_cfg": ModelConfig.to_open_clip(), "preprocess_cfg": {}}  (one writer:
                                    `compt.models.write_open_clip_config`, also used by `compt grow`)
@@ -15,7 +17,7 @@ directory exports every member (each chain stage and each individual baseline) u
 Swin members are not exportable: their trunk is a timm model that compt registers at run time
 (`compt.swin`), which plain open_clip cannot build.
 
-Language models (`compt.lm`; the checkpoint's own ``lm_config`` says so, `compt.checkpoint.Checkpoint.is_lm`)
+Language models (`compt.lm`; the checkpoint's own paradigm says so, `compt.checkpoint.Checkpoint.paradigm`)
 export as Hugging Face folders instead (`compt.lm.models.export_pretrained`: ``config.json`` +
 ``model.safetensors``, plus the run's ``tokenizer.json`` and tokenizer config when the checkpoint lies in a run
 that stored one) with the same ``compt_member.json``, so ``transformers.AutoModelForCausalLM.from_pretrained(FOLDER)``
@@ -28,13 +30,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from compt.checkpoint import Checkpoint, load_checkpoint, sha256_file
 from compt.errors import UserError
-from compt.models import ModelConfig, build_model, get_model_config, write_open_clip_config
+from compt.paradigm import paradigm_named
 
-WEIGHTS_FILE = "open_clip_model.safetensors"
 MEMBERS_FILE = "members.json"
 PROVENANCE_FILE = "compt_member.json"
 
@@ -70,37 +69,12 @@ def run_members(run_dir: str | Path) -> list[Member]:
     return members
 
 
-def _config_of(ckpt: Checkpoint, model_name: str) -> ModelConfig:
-    cfg = ckpt.model_config
-    if cfg is None:
-        if not model_name:
-            raise UserError(f"{ckpt.path} is a plain open_clip checkpoint without a model config; pass --model NAME")
-        cfg = get_model_config(model_name)
-    if cfg.is_swin:
-        raise UserError(f"{cfg.name}: Swin members use a timm trunk that compt registers at run time; "
-                        f"plain open_clip cannot build them, so they are not exported")
-    return cfg
-
-
-def _check_fits(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> None:
-    """Refuse weights whose keys or shapes differ from the model `cfg` builds (built on the meta device: no memory)."""
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if got != expected:
-        wrong = sorted(set(got) ^ set(expected)) or [k for k in expected if got[k] != expected[k]]
-        raise UserError(f"weights do not fit model {cfg.name}: {len(wrong)} keys differ, e.g. {', '.join(wrong[:3])}")
-
-
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, model_name: str = "",
                       methods: tuple[str, ...] = ()) -> Path:
     """Write `checkpoint` as an open_clip local-dir folder `out_dir` (a Hugging Face folder for a language
     model); returns the folder."""
     ckpt, out = load_checkpoint(checkpoint), Path(out_dir)
-    if ckpt.is_lm:
-        _export_lm(ckpt, out, model_name)
-    else:
-        _export_clip(ckpt, out, model_name)
+    paradigm_named(ckpt.paradigm).export(ckpt, out, model_name)
     info = {"model": exported_model(ckpt, model_name), "methods": list(methods),
             "source": str(Path(checkpoint).resolve()), "source_sha256": sha256_file(checkpoint),
             "lineage": ckpt.lineage}
@@ -110,36 +84,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, model_name
 
 def exported_model(ckpt: Checkpoint, model_name: str) -> str:
     """The model name an export of `ckpt` records: its stored config's, else `model_name` (plain open_clip)."""
-    cfg = ckpt.lm_config or ckpt.model_config
+    cfg = ckpt.model_config
     return cfg.name if cfg is not None else model_name
-
-
-def _export_clip(ckpt: Checkpoint, out: Path, model_name: str) -> None:
-    from safetensors.torch import save_file
-
-    cfg = _config_of(ckpt, model_name)
-    _check_fits(cfg, ckpt.state_dict)
-    write_open_clip_config(cfg, out)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt", "model": cfg.name})
-    tmp.replace(out / WEIGHTS_FILE)
-
-
-def _export_lm(ckpt: Checkpoint, out: Path, model_name: str) -> None:
-    """Hugging Face folder of a language model, with the tokenizer its run stored (if it lies in a run)."""
-    from compt.lm.chain import run_of, run_tokenizer
-    from compt.lm.models import export_pretrained, require_transformers
-
-    assert ckpt.lm_config is not None
-    if model_name:
-        raise UserError(f"{ckpt.path} is a language-model checkpoint ({ckpt.lm_config.name}) with its own config; "
-                        f"drop --model (it names plain open_clip checkpoints)")
-    require_transformers()
-    run = run_of(ckpt.path)
-    tokenizer = run_tokenizer(run)[1] if run is not None else None
-    export_pretrained(ckpt.lm_config, ckpt.state_dict, out,
-                      tokenizer_file=tokenizer if tokenizer is not None and tokenizer.is_file() else None)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> list[tuple[Member, Path]]:

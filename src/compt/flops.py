@@ -93,22 +93,6 @@ def equal_flops_epochs(cfg: ModelConfig, epochs: float, drop: float, captions: i
     return epochs * model_flops(cfg).per_sample(captions) / model_flops(dropped).per_sample(captions)
 
 
-def training_flops(student_fwd: float, teacher_fwd: float, samples: float, *, cached_teacher: bool = False,
-                   fill_samples: float = 0) -> float:
-    """Training FLOPs of `samples` samples (SPEC §5) — the one cost model of `compt plan` and the trainer.
-
-    Per sample 3 × student forward (forward + backward) plus one teacher forward; with a teacher cache the
-    teacher runs once over `fill_samples` samples instead::
-
-        cost = fill_samples · F_t + samples · (3·F_s + F_t)        (F_t → 0 in the bracket when cached)
-
-    `teacher_fwd` = 0 for a stage without a teacher.
-    """
-    per_sample = 3 * student_fwd + (0.0 if cached_teacher else teacher_fwd)
-    fill = fill_samples * teacher_fwd if cached_teacher else 0.0
-    return fill + samples * per_sample
-
-
 def block_params(width: int, mlp_ratio: float) -> int:
     """Parameters of one block: q;k;v + out projections, MLP, two LayerNorms (weights and biases)."""
     hidden = int(width * mlp_ratio)

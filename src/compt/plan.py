@@ -22,10 +22,9 @@ from dataclasses import asdict, dataclass
 
 from compt.chain import individual_stage, plan_stages, stage_spec
 from compt.config import RunConfig
-from compt.flops import training_flops
-from compt.lm.models import is_lm
+from compt.costs import training_flops
+from compt.paradigm import paradigm_named
 from compt.stage import StageSpec
-from compt.train.teacher_cache import cache_bytes
 
 
 @dataclass(frozen=True)
@@ -58,17 +57,17 @@ class ChainPlan:
 
 
 def _teacher_cache_bytes(spec: StageSpec, samples: int) -> int:
-    """Per-node bytes of a CLIP stage's teacher cache (0: no teacher, or a language model: no cache)."""
-    if spec.teacher is None or is_lm(spec.teacher.name):
+    """Per-node bytes of a stage's teacher cache (0: no teacher, or a paradigm that caches nothing)."""
+    if spec.teacher is None:
         return 0
-    return cache_bytes(samples, spec.captions, spec.teacher.embed_dim)
+    return paradigm_named(spec.paradigm).teacher_cache_bytes(samples, spec.captions, spec.teacher)
 
 
 def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bool = False) -> ChainPlan:
     """Per-member and chain-level costs of `cfg` (FLOPs), following the formulas in the module docstring.
 
     Every stage is the `StageSpec` the trainer gets (`compt.chain.stage_spec`) and is priced with the
-    trainer's own cost function (`compt.flops.training_flops`), over epochs · N samples.
+    trainer's own cost function (`compt.costs.training_flops`), over epochs · N samples.
     """
     n = samples if samples is not None else cfg.data.num_samples
     members, cumulative = [], 0.0

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 
-from compt.runs import LOWER_IS_BETTER, RunSummary, StageRow, metrics_for  # noqa: E402
+from compt.runs import RunSummary, StageRow, lower_is_better, metrics_for  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -149,13 +149,13 @@ def accuracy_figure(runs: list[RunSummary]) -> Figure | None:
             xs += cx + bx
         _stage_bands(ax, run)
         set_compute_axis(ax, xs)
-        ax.set_ylabel(label if key in LOWER_IS_BETTER else f"{label} (%)")
+        ax.set_ylabel(label if lower_is_better(key) else f"{label} (%)")
         ax.margins(y=0.08)
         ax.grid(alpha=0.3, which="major")
     axes[0][-1].legend(handles=_legend_handles(run), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                        borderaxespad=0)
     seeds = f" (seed run 1 of {len(runs)})" if len(runs) > 1 else ""
-    what = "held-out loss" if metrics[0][0] in LOWER_IS_BETTER else "accuracy"
+    what = "held-out loss" if lower_is_better(metrics[0][0]) else "accuracy"
     fig.suptitle(f"{run.name}: {what} vs training compute{seeds}")
     return fig
 

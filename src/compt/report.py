@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from compt.errors import UserError
+from compt.paradigm import paradigm_for_run
 from compt.plan import human_flops
 from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
-from compt.runs import LM_METRICS, METRICS, RunSummary, StageRow, load_run, metrics_for
+from compt.runs import RunSummary, StageRow, load_run, metric_info, metrics_for
 from compt.train.conditions import contention
 
 WALL_MARKS = {"clean": "", "contended": " †", "not recorded": " ?"}   # after a wall-clock cell of the table
 
-__all__ = ["LM_METRICS", "METRICS", "RunSummary", "StageRow", "format_markdown", "load_run", "metrics_for",
+__all__ = ["RunSummary", "StageRow", "format_markdown", "load_run", "metrics_for",
            "summarise", "write_report"]
 
 
@@ -118,9 +119,9 @@ def _fmt(stat: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> 
 
 def format_markdown(summary: dict[str, Any]) -> str:
     """The paper-style table (Markdown) plus family-level lines."""
-    metrics = [(k, label) for k, label in summary.get("metrics", METRICS)
+    metrics = [(k, label) for k, label in summary["metrics"]
                if any(k in m for m in summary["members"])]  # recorded ones
-    digits = 3 if summary.get("metrics", METRICS)[0][0] == LM_METRICS[0][0] else 1
+    digits = metric_info(summary["metrics"][0][0]).digits
     lines = ["| member | method | epochs | train FLOPs | cumulative | wall-clock (s) | "
              + "".join(f"{label} | Δ | " for _, label in metrics).rstrip(),
              "|---|---|---:|---:|---:|---:|" + "---:|---:|" * len(metrics)]
@@ -182,9 +183,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
     summary["plots"] = [str(p) for p in plots]
     md = f"# {summary['name']}\n\nRuns: {', '.join(summary['runs'])}\n\n{format_markdown(summary)}\n"
     md += "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)
-    from compt.bench.table import benchmark_section
-
-    md += benchmark_section(run_dirs, out)  # clip_benchmark per-dataset table, when `compt eval --benchmark` ran
+    md += paradigm_for_run(runs[0].cfg).report_sections([Path(d) for d in run_dirs], out)
     (out / "report.md").write_text(md)
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     return out, md

@@ -1,4 +1,4 @@
-"""One run per run directory: an exclusive lock file held for the life of a `train_chain` call.
+"""One run per run directory: an exclusive lock file held for the life of a `train_run` call.
 
 ``RUN/.compt.lock`` is locked with ``flock`` (released by the kernel when the holder exits, even on
 SIGKILL) and holds who has it: pid, host, torchrun job and start time. A second run on the same folder

@@ -15,21 +15,28 @@ from typing import Any
 from compt.chain import baseline_dir, plan_stages
 from compt.config import RunConfig, read_run_config
 from compt.errors import UserError
+from compt.paradigm import Metric, paradigm_for_run, paradigms
 from compt.plan import plan_chain
 from compt.train import load_result
 from compt.train.conditions import contention
 
-# The headline metrics of tables and plots: (key in a stage's metrics, label)
-METRICS = (("zeroshot_top1", "zero-shot top-1"), ("retrieval_r1", "retrieval R@1"))
-LM_METRICS = (("val_loss", "held-out loss"), ("val_ppl", "held-out perplexity"))   # language-model runs
-LOWER_IS_BETTER = frozenset({"val_loss", "val_ppl"})   # every other headline metric: higher is better
-
 
 def metrics_for(cfg: RunConfig) -> tuple[tuple[str, str], ...]:
-    """The headline metrics of `cfg`'s runs: CLIP evaluation, or held-out loss/perplexity for language models."""
-    from compt.lm.models import is_lm
+    """The headline metrics (key, label) of `cfg`'s runs: its paradigm's (`compt.paradigm.Metric`)."""
+    return tuple((m.key, m.label) for m in paradigm_for_run(cfg).metrics)
 
-    return LM_METRICS if is_lm(cfg.chain[0].model) else METRICS
+
+def metric_info(key: str) -> Metric:
+    """The `Metric` named `key` in any paradigm (direction, decimals); an unknown key: higher is better."""
+    for p in paradigms():
+        for m in p.metrics:
+            if m.key == key:
+                return m
+    return Metric(key, key)
+
+
+def lower_is_better(key: str) -> bool:
+    return not metric_info(key).higher_is_better
 
 
 @dataclass

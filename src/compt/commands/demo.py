@@ -12,9 +12,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from compt.chain import train_run
 from compt.config import load_config
 from compt.report import write_report
-from compt.runner import train_run
 
 # what the CLIP demo shows, in one line (issue 17: the demo stays until a configuration that fits its 10 minutes
 # shows the paper's >= 4x at parity; docs/results.md "When does CoM-PT pay off?" has the measured map)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from compt.clip.paradigm import check_data_kind
 from compt.config import DataConfig, parse_field, validate_data
 from compt.errors import UserError, unknown_name
 
@@ -89,6 +90,7 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         values[key] = parse_field(DataConfig, key, value, f"--set {key}")
     data = DataConfig(**values)
     validate_data(data)
+    check_data_kind(data)
     return data
 
 
@@ -96,11 +98,12 @@ def load_model(path: str, model_name: str) -> tuple[Any, Any]:
     """(model, ModelConfig) from a compt or plain open_clip checkpoint."""
     from compt.checkpoint import load_checkpoint
     from compt.models import create_model, get_model_config
+    from compt.paradigm import paradigm_named
 
     ckpt = load_checkpoint(path)
-    if ckpt.is_lm:
-        raise UserError(f"{path} holds a language model ({ckpt.lm_config.name}): evaluate it with --data text "
-                        f"--data-path FILE_OR_FOLDER")
+    if ckpt.paradigm != "clip":
+        raise UserError(f"{path} holds a {paradigm_named(ckpt.paradigm).label} ({ckpt.model_config.name}): "
+                        f"evaluate it with --data text --data-path FILE_OR_FOLDER")
     cfg = ckpt.model_config
     if cfg is None:
         if not model_name:
@@ -126,12 +129,12 @@ def run_clip_benchmark(args: argparse.Namespace) -> int:
     """`--benchmark`: clip_benchmark on every member of the run directory (`compt.bench`)."""
     from compt.bench import BenchmarkConfig, run_benchmark
     from compt.config import read_run_config
-    from compt.lm.models import is_lm
+    from compt.paradigm import paradigm_for_run
 
     run_dir = Path(args.checkpoint)
     if run_dir.is_file():
         raise UserError(f"--benchmark evaluates every member of a RUN_DIR with clip_benchmark; {run_dir} is a file")
-    if (run_dir / "config.toml").is_file() and is_lm(read_run_config(run_dir).chain[0].model):
+    if (run_dir / "config.toml").is_file() and paradigm_for_run(read_run_config(run_dir)).name != "clip":
         raise UserError(f"{args.checkpoint} is a language-model run: clip_benchmark evaluates CLIP models; "
                         f"evaluate its checkpoints with --data text --data-path FILE_OR_FOLDER")
     if not args.dataset_root:
@@ -169,14 +172,14 @@ def run_lm(args: argparse.Namespace) -> int:
 
     data = lm_text_eval(args)
     ckpt = load_checkpoint(args.checkpoint)
-    if not ckpt.is_lm:
+    if ckpt.paradigm != "lm":
         raise UserError(f"{args.checkpoint} is not a language-model checkpoint; --data text evaluates compt.lm "
                         f"models (CLIP models need image–caption data)")
     require_transformers()
     start = time.perf_counter()
     metrics = evaluate_text(ckpt, data, batch_size=args.batch_size, device=args.device)
-    suite = data.describe(ckpt.lm_config.context_length)
-    print(f"{ckpt.lm_config.name} on {suite}")
+    suite = data.describe(ckpt.model_config.context_length)
+    print(f"{ckpt.model_config.name} on {suite}")
     width = max(len(k) for k in metrics)
     print("\n".join(f"{k:<{width}}  {v:>12.6f}" if isinstance(v, float) else f"{k:<{width}}  {v:>12d}"
                     for k, v in metrics.items()))
@@ -184,7 +187,7 @@ def run_lm(args: argparse.Namespace) -> int:
     if args.json:
         info = {"kind": "text", "path": str(data.path), "eval_samples": data.windows, "tokenizer": data.tokenizer,
                 "tokenizer_file": str(data.tokenizer_file) if data.tokenizer_file else None}
-        write_json(args, ckpt.lm_config.name, info, suite, metrics)
+        write_json(args, ckpt.model_config.name, info, suite, metrics)
     return 0
 
 

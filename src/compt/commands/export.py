@@ -15,10 +15,10 @@ from pathlib import Path
 
 from compt.errors import UserError
 
-LOAD_HINTS = {
-    False: "load with: open_clip.create_model_and_transforms('local-dir:FOLDER'), "
-           "open_clip.get_tokenizer('local-dir:FOLDER')",
-    True: "load with: transformers.AutoModelForCausalLM.from_pretrained(FOLDER), "
+LOAD_HINTS = {  # by paradigm
+    "clip": "load with: open_clip.create_model_and_transforms('local-dir:FOLDER'), "
+            "open_clip.get_tokenizer('local-dir:FOLDER')",
+    "lm": "load with: transformers.AutoModelForCausalLM.from_pretrained(FOLDER), "
           "transformers.AutoTokenizer.from_pretrained(FOLDER) (when FOLDER has tokenizer.json)",
 }
 
@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from compt.export import PROVENANCE_FILE, export_checkpoint, export_run
-    from compt.lm.models import is_lm
+    from compt.paradigm import paradigm_of
 
     source, out = Path(args.source), Path(args.out)
     if source.is_dir():
@@ -43,17 +43,16 @@ def run(args: argparse.Namespace) -> int:
         done = export_run(source, out)
         for member, folder in done:
             print(f"{member.model:<16} {'+'.join(member.methods):<17} {_where(member.model, folder)}")
-        lm = is_lm(done[0][0].model)
+        model = done[0][0].model
     else:
         folder = export_checkpoint(source, out, model_name=args.model)
         model = json.loads((folder / PROVENANCE_FILE).read_text())["model"]
         print(_where(model, folder))
-        lm = is_lm(model)
-    print(LOAD_HINTS[lm])
+    print(LOAD_HINTS.get(paradigm_of(model).name, ""))
     return 0
 
 
 def _where(model: str, folder: Path) -> str:
-    from compt.lm.models import is_lm
+    from compt.paradigm import paradigm_of
 
-    return str(folder) if is_lm(model) else f"local-dir:{folder}"
+    return paradigm_of(model).load_hint(folder)

@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 
 from compt import distributed as dist
+from compt.chain import train_run
 from compt.config import load_config
-from compt.runner import train_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from compt.config import DataConfig
 from compt.data import files, real, stream, synthetic
 from compt.data.datasets import BadData, PairDataset, Record, build_pairs, clean_records
 from compt.data.images import TensorImages, cache_key, decode_all, load_cached, save_cached
-from compt.data.settings import DataConfig
 from compt.data.text import tokenize
 from compt.errors import UserError, unknown_name
 from compt.evaluation import evaluate

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from compt.config import DataConfig
 from compt.data.images import ImageRef, TarMember, TensorImages, decode_all, describe, load_image, normalize
-from compt.data.settings import DataConfig
 from compt.data.text import sample_captions, tokenize
 from compt.errors import UserError
 

@@ -17,9 +17,9 @@ import re
 import tarfile
 from pathlib import Path
 
+from compt.config import DataConfig
 from compt.data.datasets import BadData, Record
 from compt.data.images import IMAGE_EXTENSIONS, TarMember
-from compt.data.settings import DataConfig
 from compt.errors import UserError
 
 _BRACE = re.compile(r"\{([^{}]*)\}")

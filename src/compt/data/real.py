@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compt.config import DataConfig
 from compt.data.datasets import PairDataset
 from compt.data.images import TensorImages, cache_key, decode_all, load_cached, save_cached
-from compt.data.settings import DataConfig
 from compt.data.text import template_captions, tokenize
 from compt.errors import UserError
 

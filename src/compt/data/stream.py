@@ -26,9 +26,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from compt.config import DataConfig
 from compt.data.files import expand_braces
 from compt.data.images import resize_center_crop, to_rgb
-from compt.data.settings import DataConfig
 from compt.data.text import sample_captions, tokenize
 from compt.errors import UserError
 

@@ -1,7 +1,7 @@
 """Held-out evaluation of a language-model checkpoint on a text file or folder (`compt eval --data text`).
 
 The text goes through the training pipeline (`compt.lm.text.tokenize_corpus`, into a temporary folder) and
-the loss is the trainer's own (`compt.lm.train.held_out_loss`) over `compt.lm.text.held_out` windows: the
+the loss is the trainer's own (`compt.lm.data.held_out_loss`) over `compt.lm.text.held_out` windows: the
 last ``windows · context + 1`` tokens of the corpus, as windows of ``context + 1`` tokens at stride ``context``. With
 the corpus and ``data.eval_samples`` of a run this is exactly that run's held-out split, so the numbers equal
 the ``val_loss`` its stages recorded.
@@ -12,7 +12,7 @@ Metrics, with L the mean next-token cross-entropy in nats over the N predicted t
                                                                     byte; end-of-document tokens count as bytes)
 
 The tokenizer: byte-level by default; for a checkpoint inside a run whose tokenizer is BPE, the
-``tokenizer.json`` that run stored (`compt.lm.chain.run_tokenizer`); an explicit tokenizer file overrides both.
+``tokenizer.json`` that run stored (`compt.lm.data.run_tokenizer`); an explicit tokenizer file overrides both.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class TextEval:
 
 def resolve_tokenizer(checkpoint: str | Path, override: str = "") -> tuple[str, Path | None]:
     """(kind, tokenizer file) for evaluating `checkpoint`: `override`, else its run's BPE tokenizer, else bytes."""
-    from compt.lm.chain import run_of, run_tokenizer
+    from compt.lm.data import run_of, run_tokenizer
 
     if override:
         if not Path(override).is_file():
@@ -65,12 +65,11 @@ def resolve_tokenizer(checkpoint: str | Path, override: str = "") -> tuple[str, 
 
 def evaluate_text(ckpt: Checkpoint, data: TextEval, *, batch_size: int, device: str) -> dict[str, Any]:
     """Held-out metrics (module docstring) of the language model in `ckpt` on `data`."""
+    from compt.lm.data import held_out_loss, perplexity
     from compt.lm.models import create_lm
     from compt.lm.text import held_out, tokenize_corpus
-    from compt.lm.train import held_out_loss, perplexity
 
-    assert ckpt.lm_config is not None
-    cfg, context = ckpt.lm_config, ckpt.lm_config.context_length
+    cfg, context = ckpt.model_config, ckpt.model_config.context_length
     with tempfile.TemporaryDirectory(prefix="compt-eval-") as tmp:
         corpus = tokenize_corpus(data.path, tmp, tokenizer=data.tokenizer, vocab_size=cfg.vocab_size,
                                  tokenizer_file=data.tokenizer_file)

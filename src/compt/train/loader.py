@@ -9,13 +9,13 @@ means one worker per CPU this rank owns, less one for the training process, at m
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from compt import distributed
 from compt.distributed import DistInfo
 from compt.train.sampler import StepBatchSampler
-from compt.train.teacher_cache import TeacherCache, WithTeacherRows
 
 MAX_AUTO_WORKERS = 8
 PREFETCH_FACTOR = 4  # batches in flight per worker
@@ -32,14 +32,15 @@ def resolve_workers(requested: int) -> int:
     return requested if requested >= 0 else max(0, min(MAX_AUTO_WORKERS, cpus_per_rank() - 1))
 
 
-def training_view(dataset: Dataset, cache: TeacherCache | None) -> Dataset:
-    """What the training loader reads: uint8 images where the dataset offers them, teacher rows appended."""
+def training_view(dataset: Dataset, cache: Any | None) -> Dataset:
+    """What the training loader reads: uint8 images where the dataset offers them, with a task's teacher cache
+    (`compt.train.teacher_cache.TeacherCache`) its rows appended."""
     view = dataset.uint8_view() if hasattr(dataset, "uint8_view") else dataset
-    return WithTeacherRows(view, cache) if cache is not None else view
+    return cache.attach(view) if cache is not None else view
 
 
 def train_loader(dataset: Dataset, batch_sampler: StepBatchSampler, *, workers: int, info: DistInfo,
-                 cache: TeacherCache | None = None) -> DataLoader:
+                 cache: Any | None = None) -> DataLoader:
     """DataLoader over `training_view(dataset, cache)` with `resolve_workers(workers)` persistent workers.
 
     A map-style dataset is read in `batch_sampler`'s order; a stream (`IterableDataset`, e.g.

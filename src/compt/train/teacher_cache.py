@@ -45,6 +45,10 @@ class TeacherCache:
         idx = torch.as_tensor(index, dtype=torch.long)
         return self.image[idx], self.text[idx]
 
+    def attach(self, dataset: Dataset) -> Dataset:
+        """`dataset` whose items carry their cached teacher rows (what the training loader reads)."""
+        return WithTeacherRows(dataset, self)
+
 
 class WithTeacherRows(Dataset):
     """Items of `dataset` followed by their cached teacher rows: (image, tokens, i, t_image (E,), t_text (K, E))."""

@@ -1,4 +1,9 @@
-"""`train_stage`: train one chain member (from scratch, or grown + distilled) to a final checkpoint.
+"""`train_stage`: train one chain member of any paradigm (from scratch, or grown + distilled) to a final checkpoint.
+
+The stage's paradigm (`compt.paradigm.Paradigm`, named by its `StageSpec`) supplies the model, the task
+(student + frozen teacher + loss), how a batch goes through it and the FSDP/compile blocks; this module is
+the one loop every paradigm trains in: resume, step, log, checkpoint-then-evaluate, pending-evaluation
+recovery, the NaN stop and SIGTERM/SIGINT.
 
 Stage folder::
 
@@ -6,6 +11,7 @@ Stage folder::
     final.pt       final weights + model config + lineage (no train state)
     metrics.jsonl  train / eval records (see `compt.train.metrics`)
     tb/            TensorBoard events
+    …              what the paradigm writes beside final.pt (`RunData.after_final`; language models: hf/)
     result.json    the `StageResult` + final.pt's size and sha256; when both exist and final.pt matches, the stage
                    is done and is not rerun
 
@@ -35,15 +41,13 @@ from torch.utils.data import DataLoader, Dataset
 from compt import distributed
 from compt.checkpoint import Checkpoint, atomic_write_json, file_digest, load_checkpoint, save_checkpoint, verify_digest
 from compt.config import MemberConfig, TrainConfig
-from compt.data.images import to_model_input
+from compt.costs import training_flops
 from compt.distributed import DistInfo
 from compt.errors import UserError
-from compt.flops import training_flops
-from compt.models import ModelConfig, create_model
+from compt.paradigm import Paradigm, StateDict, paradigm_named
 from compt.stage import StageSpec, resolve_spec
-from compt.tasks import ClipTask, build_task, freeze
 from compt.train.conditions import Probe
-from compt.train.loader import resolve_workers, train_loader
+from compt.train.loader import train_loader
 from compt.train.optim import build_optimizer
 from compt.train.sampler import StepBatchSampler
 from compt.train.stage_loop import (
@@ -59,7 +63,6 @@ from compt.train.stage_loop import (
     sync_losses,
     track_finite,
 )
-from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 POSITION_KEYS = ("step", "epoch", "samples", "flops")
@@ -91,8 +94,10 @@ class _Stage(LoopState):
     """Everything the loop needs; built once by `_setup`. Settings come from `spec` only."""
 
     dataset: Dataset
+    paradigm: Paradigm
     cached_teacher: bool        # teacher forward paid once by the cache fill, not per sample
     evaluate: Evaluate | None = None
+    after_final: Callable[[Path, StateDict], None] | None = None   # beside final.pt (rank 0)
 
     @property
     def batch(self) -> int:
@@ -110,13 +115,15 @@ class _Stage(LoopState):
 def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Dataset,
                 init_state: dict[str, Tensor] | None = None, teacher_state: dict[str, Tensor] | None = None,
                 evaluate: Evaluate | None = None, lineage: dict | None = None, progress: bool = True,
-                on_step: Callable[[int], None] | None = None, **legacy: Any) -> StageResult:
+                on_step: Callable[[int], None] | None = None,
+                after_final: Callable[[Path, StateDict], None] | None = None, **legacy: Any) -> StageResult:
     """Train the stage `spec` on `dataset` into `out_dir`, resuming from last.pt.
 
     `init_state` initialises the student (None: the caller-seeded fresh init); a distilling spec needs the
     teacher's weights `teacher_state`. `evaluate` runs on the unwrapped student every
     `train.eval_every_epochs` epochs and at the end (on every rank; rank 0's result is kept).
-    `on_step(step)` is called after every optimizer step (tests, benchmarks).
+    `on_step(step)` is called after every optimizer step (tests, benchmarks); `after_final(out_dir, weights)`
+    on rank 0 after final.pt is written (the run data's `after_final`).
 
     Without `spec`, the older keyword form ``model_cfg=, member=, train=, teacher=(cfg, state),
     from_scratch=, captions=`` is accepted and resolved by `legacy_spec`.
@@ -132,7 +139,7 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
         raise TypeError(f"train_stage(spec, ...) got unexpected arguments {sorted(legacy)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = _setup(out_dir, spec, dataset, init_state, teacher_state, evaluate, lineage, progress)
-    stage.started = started  # the wall clock includes set-up and the teacher-cache fill
+    stage.started, stage.after_final = started, after_final  # the wall clock includes set-up and the teacher-cache fill
     try:
         with stop_signals(stage.stop):
             _loop(stage, on_step)
@@ -141,8 +148,8 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
         stage.log.close()
 
 
-def legacy_spec(dataset: Dataset, *, model_cfg: ModelConfig, member: MemberConfig, train: TrainConfig,
-                teacher: tuple[ModelConfig, dict[str, Tensor]] | None = None, from_scratch: bool = True,
+def legacy_spec(dataset: Dataset, *, model_cfg: Any, member: MemberConfig, train: TrainConfig,
+                teacher: tuple[Any, dict[str, Tensor]] | None = None, from_scratch: bool = True,
                 captions: int | None = None) -> tuple[StageSpec, dict[str, Tensor] | None]:
     """(spec, teacher weights) of the keyword form of `train_stage` (tests and benchmarks that train one
     stage without a run config). Without `captions`, K is read from the first item's tokens (K, ctx)."""
@@ -182,23 +189,27 @@ def _setup(out_dir: Path, spec: StageSpec, dataset: Dataset, init_state: dict[st
            teacher_state: dict[str, Tensor] | None, evaluate: Evaluate | None, lineage: dict | None,
            progress: bool) -> _Stage:
     info = distributed.init_distributed()
-    train = spec.train
+    train, paradigm = spec.train, paradigm_named(spec.paradigm)
     _validate(spec, info, len(dataset))
     resume = _load_resume(out_dir / "last.pt", spec)
-    student = create_model(spec.train_model, state_dict=resume.state_dict if resume else init_state)
-    task, cached = _build_task(student, spec, teacher_state, dataset, info, out_dir)
+    student = paradigm.create(spec.train_model, resume.state_dict if resume else init_state)
+    task, cached = paradigm.build_task(student, spec, teacher_state, dataset, info, out_dir)
     task.to(info.device)
     state = resume.train_state if resume else None
     if state is not None:
         task.load_extra_state(state["task"])
     task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, precision=train.precision,
-                                            compile=train.compile)
+                                            compile=train.compile, blocks=paradigm.block_types())
     optimizer = build_optimizer(task, train, lr=spec.lr)
     prog = resume_progress(task, optimizer, state, train)
+    if state is not None and info.is_main:  # a person sees the resume too, not only the logs
+        print(f"compt: resuming {lineage.get('stage', out_dir.name) if lineage else out_dir.name} "
+              f"({spec.model.name}) at step {prog.step} of {spec.total_steps}", file=sys.stderr, flush=True)
     log = open_log(out_dir, spec, info, prog, state is not None, lineage, progress)
-    return _Stage(out_dir=out_dir, spec=spec, info=info, dataset=dataset, task=task, optimizer=optimizer,
-                  cached_teacher=cached, lineage={**(lineage or {}), "train_stage": spec.summary()}, progress=prog,
-                  log=log, evaluate=evaluate, unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
+    return _Stage(out_dir=out_dir, spec=spec, info=info, dataset=dataset, paradigm=paradigm, task=task,
+                  optimizer=optimizer, cached_teacher=cached, progress=prog, log=log, evaluate=evaluate,
+                  lineage={**(lineage or {}), "train_stage": spec.summary()},
+                  unmanaged=distributed.unmanaged_params(task.parameters(), task.student))
 
 
 def _validate(spec: StageSpec, info: DistInfo, n: int) -> None:
@@ -228,33 +239,6 @@ def _load_resume(path: Path, spec: StageSpec) -> Checkpoint | None:
         raise UserError(f"{path} belongs to another stage (model, steps, batch = {got}, expected "
                         f"{expected}); use a fresh folder or delete it")
     return ckpt
-
-
-def _build_task(student: nn.Module, spec: StageSpec, teacher_state: dict[str, Tensor] | None, dataset: Dataset,
-                info: DistInfo, out_dir: Path) -> tuple[ClipTask, bool]:
-    """(task, whether the teacher's features come from a cache filled once)."""
-    if spec.teacher is None:
-        return build_task(student, objective=spec.objective), False
-    s_cfg, t_cfg, train = spec.model, spec.teacher, spec.train
-    if teacher_state is None:
-        raise ValueError(f"stage {s_cfg.name} distills from {t_cfg.name} but got no teacher weights")
-    if (t_cfg.vision.image_size, t_cfg.text.context_length) != (s_cfg.vision.image_size, s_cfg.text.context_length):
-        raise UserError(f"teacher {t_cfg.name} and student {s_cfg.name} need the same image size and context")
-    t_model = freeze(create_model(t_cfg, state_dict=teacher_state)).to(info.device)
-    cache = None
-    if train.teacher_cache and getattr(dataset, "deterministic", False):
-        big = cache_bytes(len(dataset), spec.captions, t_cfg.embed_dim) > train.teacher_cache_mem_gb * 2**30
-        shared = big or distributed.local_world_size() > 1  # one copy per node: a file every local rank maps
-        view = dataset.uint8_view() if hasattr(dataset, "uint8_view") else dataset
-        cache = fill_teacher_cache(t_model, view, captions=spec.captions, embed_dim=t_cfg.embed_dim,
-                                   batch_size=train.batch_size // info.world_size, info=info,
-                                   precision=train.precision, workers=resolve_workers(train.loader_workers),
-                                   mmap_dir=out_dir / "teacher_cache" if shared else None)
-        t_model = None
-    task = build_task(student, distill=spec.distill, weight=spec.distill_weight, teacher=t_model,
-                      student_dim=s_cfg.embed_dim, teacher_dim=t_cfg.embed_dim, cache=cache,
-                      objective=spec.objective)
-    return task, cache is not None
 
 
 # ----------------------------------------------------------------------------------------------- loop
@@ -305,10 +289,10 @@ def _optimizer_step(st: _Stage, micro_batches: list[list[Tensor]]) -> dict[str, 
     sums: dict[str, Tensor] = {}
     last = len(micro_batches) - 1
     for j, batch in enumerate(micro_batches):
-        images, tokens, index, *teacher_rows = distributed.move(batch, st.info)
+        batch = distributed.move(batch, st.info)
         with distributed.no_sync(st.task.student, j < last):
             with distributed.autocast(st.info, st.train.precision):
-                out = st.task(to_model_input(images), tokens, index, *teacher_rows)
+                out = st.paradigm.forward(st.task, batch)
             (out["loss"] / len(micro_batches)).backward()
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float() / len(micro_batches)
@@ -361,9 +345,14 @@ def _save_last(st: _Stage) -> None:
 
 def _finish(st: _Stage, probe: Probe) -> StageResult:
     return finish_stage(st, probe, train_flops=st.flops(st.total_steps),
-                        write_final=lambda path, weights: save_checkpoint(path, state_dict=weights,
-                                                                          model_config=st.spec.model,
-                                                                          lineage=st.lineage))
+                        write_final=lambda path, weights: _write_final(st, path, weights))
+
+
+def _write_final(st: _Stage, path: Path, weights: StateDict) -> None:
+    """final.pt, then what the run's paradigm writes beside it (rank 0)."""
+    save_checkpoint(path, state_dict=weights, model_config=st.spec.model, lineage=st.lineage)
+    if st.after_final is not None:
+        st.after_final(st.out_dir, weights)
 
 
 def finish_stage(st: LoopState, probe: Probe, *, train_flops: float,

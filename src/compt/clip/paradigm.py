@@ -1,0 +1,285 @@
+"""The CLIP paradigm's adapter: open_clip image–text models behind `compt.paradigm.Paradigm`.
+
+Members are `compt.models.ModelConfig`s (ViT or Swin image towers; SigLIP adds a learnable logit bias,
+`compt.siglip`); a training sample is one image with K caption slots, its cost image + K · text forward
+FLOPs (`compt.flops`); growth is `compt.growth` (``corner``, ``preserve``, ``stack``); the task is
+`compt.tasks` (InfoNCE or SigLIP, plus ``fd`` / ``affinity`` / ``icl`` distillation from the frozen
+parent, whose features may come from a teacher cache filled once); data and evaluation are `compt.data`
+(zero-shot classification, retrieval, linear probe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from compt.errors import UserError
+from compt.models import ModelConfig
+from compt.paradigm import ChainRules, Evaluate, Metric, StateDict
+
+
+class ClipData:
+    """A CLIP run's training sets and evaluation suites, built once per (image size, context length)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.data = cfg.data
+        self._train: dict[tuple[int, int], Dataset] = {}
+        self._suites: dict[tuple[int, int], Any] = {}
+
+    @staticmethod
+    def _key(model_cfg: ModelConfig) -> tuple[int, int]:
+        return model_cfg.vision.image_size, model_cfg.text.context_length
+
+    def train_set(self, model_cfg: ModelConfig) -> Dataset:
+        from compt.data import build_train_dataset
+
+        key = self._key(model_cfg)
+        if key not in self._train:
+            self._train[key] = build_train_dataset(self.data, model_cfg)
+        return self._train[key]
+
+    def evaluator(self, model_cfg: ModelConfig) -> Evaluate:
+        from compt.data import build_eval_suite, evaluate
+
+        key = self._key(model_cfg)
+        if key not in self._suites:
+            self._suites[key] = build_eval_suite(self.data, model_cfg)
+        return lambda model, suite=self._suites[key]: evaluate(model, suite)
+
+    def after_final(self, out_dir: Path, model_cfg: ModelConfig, weights: StateDict) -> None:
+        """Nothing beside final.pt: a CLIP checkpoint already loads in open_clip (`compt export` for folders)."""
+
+
+class ClipParadigm:
+    """open_clip CLIP / SigLIP members (see the module docstring)."""
+
+    name = "clip"
+    label = "CLIP model"
+    config_class = ModelConfig
+    metrics = (Metric("zeroshot_top1", "zero-shot top-1"), Metric("retrieval_r1", "retrieval R@1"))
+    default_distill = "fd"
+
+    # ------------------------------------------------------------------ models
+    def owns(self, model: str) -> bool:
+        from compt.models import get_model_config
+
+        try:
+            get_model_config(model)
+        except UserError:
+            return False
+        return True
+
+    def model_names(self, family: str | None = None) -> list[str]:
+        from compt.models import list_models
+
+        return list_models(family)
+
+    def families(self) -> dict[str, tuple[str, ...]]:
+        from compt.models import list_families
+
+        return list_families()
+
+    def member_config(self, model: str, objective: str | None) -> ModelConfig:
+        from compt.models import get_model_config
+        from compt.siglip import model_for_objective
+
+        return model_for_objective(get_model_config(model), objective)
+
+    def config_from_dict(self, raw: dict[str, Any]) -> ModelConfig:
+        return ModelConfig.from_dict(raw)
+
+    def config_to_dict(self, cfg: ModelConfig) -> dict[str, Any]:
+        return cfg.to_dict()
+
+    def checkpoint_extras(self, cfg: ModelConfig) -> dict[str, Any]:
+        return {"open_clip_config": cfg.to_open_clip()}
+
+    def build(self, cfg: ModelConfig) -> nn.Module:
+        from compt.models import build_model
+
+        return build_model(cfg)
+
+    def create(self, cfg: ModelConfig, state_dict: StateDict | None) -> nn.Module:
+        from compt.models import create_model
+
+        return create_model(cfg, state_dict=state_dict)
+
+    def block_types(self) -> tuple[type, ...]:
+        """open_clip's transformer blocks (ViT and text towers) and timm's Swin block."""
+        from open_clip.transformer import ResidualAttentionBlock
+        from timm.models.swin_transformer import SwinTransformerBlock
+
+        return ResidualAttentionBlock, SwinTransformerBlock
+
+    # ------------------------------------------------------------------ cost
+    def forward_flops(self, cfg: ModelConfig, captions: int) -> float:
+        from compt.flops import model_flops
+
+        return model_flops(cfg).per_sample(captions)
+
+    def trains_as(self, cfg: ModelConfig, patch_dropout: float) -> ModelConfig:
+        """`cfg` with a fraction `patch_dropout` of its image patches dropped in training (itself when 0)."""
+        return replace(cfg, vision=replace(cfg.vision, patch_dropout=patch_dropout)) if patch_dropout else cfg
+
+    def objective(self, requested: str | None) -> str:
+        from compt.siglip import is_siglip
+
+        return "siglip" if is_siglip(requested) else "clip"
+
+    def teacher_cache_bytes(self, samples: int, captions: int, teacher: ModelConfig) -> int:
+        from compt.train.teacher_cache import cache_bytes
+
+        return cache_bytes(samples, captions, teacher.embed_dim)
+
+    # ------------------------------------------------------------------ rules and growth
+    def chain_rules(self, cfg: Any) -> ChainRules:
+        from compt.flops import model_flops
+        from compt.growth import GROWTH_OPS, validate_growth
+        from compt.tasks import DISTILL_NAMES
+
+        if cfg.data.kind == "text":
+            raise UserError("[data] kind = \"text\" is for language-model chains (lm/… models); CLIP models need "
+                            "image–caption data")
+        self.objective(cfg.train.objective)  # unknown objectives are a UserError
+        check_data_kind(cfg.data)
+        cfgs = [self.member_config(m.model, cfg.train.objective) for m in cfg.chain]
+        return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=(*GROWTH_OPS, "none"),
+                          distill_losses=DISTILL_NAMES, validate_growth=validate_growth,
+                          patch_tokens=tuple(not c.is_swin for c in cfgs))
+
+    def grow(self, parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str,
+             seed: int) -> StateDict:
+        from compt.growth import grow
+
+        return grow(parent_state, parent_cfg, child_cfg, op, seed)
+
+    # ------------------------------------------------------------------ data, task, step
+    def open_data(self, cfg: Any, run_dir: Path) -> ClipData:
+        return ClipData(cfg)
+
+    def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
+                   info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
+        """(task, whether the teacher's features come from a cache filled once)."""
+        from compt.tasks import build_task
+
+        if spec.teacher is None:
+            return build_task(student, objective=spec.objective), False
+        s_cfg, t_cfg = spec.model, spec.teacher
+        if teacher_state is None:
+            raise ValueError(f"stage {s_cfg.name} distills from {t_cfg.name} but got no teacher weights")
+        if (t_cfg.vision.image_size, t_cfg.text.context_length) != (s_cfg.vision.image_size,
+                                                                    s_cfg.text.context_length):
+            raise UserError(f"teacher {t_cfg.name} and student {s_cfg.name} need the same image size and context")
+        from compt.tasks import freeze
+
+        teacher = freeze(self.create(t_cfg, teacher_state)).to(info.device)
+        cache = _teacher_cache(teacher, spec, dataset, info, out_dir)
+        task = build_task(student, distill=spec.distill, weight=spec.distill_weight,
+                          teacher=None if cache is not None else teacher, student_dim=s_cfg.embed_dim,
+                          teacher_dim=t_cfg.embed_dim, cache=cache, objective=spec.objective)
+        return task, cache is not None
+
+    def forward(self, task: nn.Module, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+        """images uint8 (B, 3, H, W) → normalised on the device; tokens (B, K, ctx); index (B,); teacher rows."""
+        from compt.data.images import to_model_input
+
+        images, tokens, index, *teacher_rows = batch
+        return task(to_model_input(images), tokens, index, *teacher_rows)
+
+    # ------------------------------------------------------------------ export
+    def export(self, ckpt: Any, out: Path, model_name: str) -> None:
+        from compt.clip.export import export_clip
+
+        export_clip(ckpt, out, model_name)
+
+    def load_hint(self, folder: Path) -> str:
+        """How a user loads an exported member: open_clip's model name for a local folder."""
+        return f"local-dir:{folder}"
+
+    def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
+        """The clip_benchmark per-dataset table, when `compt eval --benchmark` ran on the runs."""
+        from compt.bench.table import benchmark_section
+
+        return benchmark_section(list(run_dirs), out)
+
+    # ------------------------------------------------------------------ listings (compt models, compt flops)
+    def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
+        """(JSON key, rows, text lines) of `compt models` for `family` (None: all); None: not this paradigm's."""
+        from compt.models import list_families, list_models
+
+        families = list_families()
+        if family not in (None, "open_clip", *families):
+            return None
+        rows = [_model_row(n) for n in list_models(family)]
+        head = f"{'model':<22} {'family':<10} {'vision':<16} {'text':<11} {'embed':>5} {'img':>4} " \
+               f"{'params img/txt (M)':>19} {'GFLOPs img/txt':>17}"
+        lines = [head, "-" * len(head)] + [
+            f"{r['model']:<22} {r['family']:<10} {r['vision']:<16} {r['text']:<11} {r['embed_dim']:>5} "
+            f"{r['image_size']:>4} {r['params_image_m']:>9.2f}/{r['params_text_m']:<9.2f} "
+            f"{r['image_gflops']:>8.3g}/{r['text_gflops']:<8.3g}" for r in rows]
+        lines += ["", "families (ascending compute): " + "; ".join(
+            f"{k}: {' < '.join(v)}" for k, v in families.items() if family in (None, k))]
+        return "models", rows, lines
+
+    def flops_row(self, model: str) -> dict[str, Any]:
+        """`compt flops`: forward GFLOPs of one image and one caption, parameters."""
+        from compt.flops import model_flops
+        from compt.models import get_model_config
+
+        cfg = get_model_config(model)
+        f = model_flops(cfg)
+        return {"model": cfg.name, "image_gflops": f.image / 1e9, "text_gflops": f.text / 1e9,
+                "gflops": f.total / 1e9, "params_m": f.params / 1e6, "params_image_m": f.params_image / 1e6,
+                "params_text_m": f.params_text / 1e6, "image_size": cfg.vision.image_size,
+                "context_length": cfg.text.context_length}
+
+
+def check_data_kind(data: Any) -> None:
+    """The data kind is a registered image–caption source, with the path it needs (`compt.data.ADAPTERS`)."""
+    from compt.data import adapter
+
+    if adapter(data.kind).reads_path and not data.path.strip():  # unknown kinds raise in adapter()
+        raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file, a shard pattern or a folder)")
+
+
+def _teacher_cache(teacher: nn.Module, spec: Any, dataset: Dataset, info: Any, out_dir: Path) -> Any:
+    """The teacher's features over the whole (deterministic) training set, computed once; None when the
+    run disabled the cache or the data is augmented or streamed."""
+    from compt import distributed
+    from compt.train.loader import resolve_workers
+    from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
+
+    train, t_cfg = spec.train, spec.teacher
+    if not (train.teacher_cache and getattr(dataset, "deterministic", False)):
+        return None
+    big = cache_bytes(len(dataset), spec.captions, t_cfg.embed_dim) > train.teacher_cache_mem_gb * 2**30
+    shared = big or distributed.local_world_size() > 1  # one copy per node: a file every local rank maps
+    view = dataset.uint8_view() if hasattr(dataset, "uint8_view") else dataset
+    return fill_teacher_cache(teacher, view, captions=spec.captions, embed_dim=t_cfg.embed_dim,
+                              batch_size=train.batch_size // info.world_size, info=info, precision=train.precision,
+                              workers=resolve_workers(train.loader_workers),
+                              mmap_dir=out_dir / "teacher_cache" if shared else None)
+
+
+
+def _model_row(name: str) -> dict[str, Any]:
+    """One row of `compt models` for a CLIP model."""
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+
+    cfg = get_model_config(name)
+    f = model_flops(cfg)
+    v, t = cfg.vision, cfg.text
+    vision = f"swin C{v.swin.embed_dim} {'-'.join(map(str, v.swin.depths))}" if v.swin else f"{v.width}×{v.layers}"
+    return {"model": name, "family": cfg.family, "vision": vision, "text": f"{t.width}/{t.heads}×{t.layers}",
+            "embed_dim": cfg.embed_dim, "image_size": v.image_size, "params_image_m": f.params_image / 1e6,
+            "params_text_m": f.params_text / 1e6, "image_gflops": f.image / 1e9, "text_gflops": f.text / 1e9,
+            "gflops": f.total / 1e9}
+
+
+PARADIGM = ClipParadigm()

@@ -1,0 +1,113 @@
+"""A language-model run's data: a text corpus (``[data] kind = "text"``) tokenised once into ``RUN/data/``.
+
+``RUN/data/`` holds the tokens and ``tokenizer.json``, which each stage's Hugging Face export ``hf/`` also
+carries. `LMData` is the run data the chain runner asks for training windows, the held-out evaluation and
+the files written beside a finished stage's final.pt (`compt.paradigm.RunData`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from compt.config import RunConfig, read_run_config
+from compt.errors import UserError
+from compt.lm.models import LMConfig, get_lm_config
+
+
+def corpus_dir(run_dir: Path) -> Path:
+    """Where a run's corpus is tokenised once: tokens and its ``tokenizer.json`` (`compt.lm.text`)."""
+    return Path(run_dir) / "data"
+
+
+def tokenizer_kind(cfg: RunConfig) -> str:
+    """The run's tokenizer (`compt.lm.text.TOKENIZERS`): ``data.tokenizer``, byte-level when unset."""
+    return cfg.data.tokenizer or "byte"
+
+
+def run_of(checkpoint: str | Path) -> Path | None:
+    """The run directory of a stage checkpoint ``RUN/chain|baselines/<stage>/*.pt``; None for a loose file."""
+    parents = Path(checkpoint).resolve().parents
+    return parents[2] if len(parents) > 2 and (parents[2] / "config.toml").is_file() else None
+
+
+def run_tokenizer(run_dir: Path) -> tuple[str, Path]:
+    """(kind, stored ``tokenizer.json``) of the run's corpus; the file exists once the first stage has started."""
+    from compt.lm.text import TOKENIZER_FILE
+
+    return tokenizer_kind(read_run_config(run_dir)), corpus_dir(run_dir) / TOKENIZER_FILE
+
+
+def text_data(cfg: RunConfig, run_dir: Path) -> tuple[Any, Any, Any]:
+    """(train windows, held-out windows, corpus), tokenised once into RUN/data: the last `eval_samples` windows
+    of the corpus are held out, training uses the first `num_samples` windows of the rest (or all there are)."""
+    from compt.lm.text import default_corpus, split, tokenize_corpus
+
+    first = get_lm_config(cfg.chain[0].model)
+    corpus = tokenize_corpus(cfg.data.path or default_corpus(), corpus_dir(run_dir),
+                             tokenizer=tokenizer_kind(cfg), vocab_size=first.vocab_size)
+    train, held = split(corpus, first.context_length, cfg.data.eval_samples,
+                        max_train=cfg.data.num_samples)
+    return train, held, corpus
+
+
+class LMData:
+    """The run's corpus, tokenised on first use: training windows, held-out loss and the ``hf/`` export."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self._split: tuple[Any, Any, Any] | None = None
+
+    def _data(self) -> tuple[Any, Any, Any]:
+        if self._split is None:
+            self._split = text_data(self.cfg, self.run_dir)
+            if len(self._split[0]) == 0 or len(self._split[1]) == 0:
+                raise UserError("the text corpus gives an empty training or held-out split")
+        return self._split
+
+    def train_set(self, model_cfg: LMConfig) -> Any:
+        return self._data()[0]
+
+    def evaluator(self, model_cfg: LMConfig) -> Any:
+        """Held-out next-token loss (``val_loss``, nats) and perplexity (``val_ppl``) over every held-out window."""
+        return held_out_evaluator(self._data()[1], self.cfg.train.batch_size)
+
+    def after_final(self, out_dir: Path, model_cfg: LMConfig, weights: dict[str, Any]) -> None:
+        """The final weights as a Hugging Face folder ``hf/`` with the run's tokenizer."""
+        from compt.lm.models import export_pretrained
+
+        export_pretrained(model_cfg, weights, Path(out_dir) / "hf", tokenizer_file=self._data()[2].tokenizer_file)
+
+
+@torch.no_grad()
+def held_out_loss(model: nn.Module, data: Dataset, batch_size: int, device: torch.device) -> float:
+    """Mean next-token cross-entropy over every held-out window (the trainer's ``val_loss``)."""
+    from compt.lm.losses import lm_loss
+
+    total, count = 0.0, 0
+    for tokens, _ in DataLoader(data, batch_size=batch_size):
+        tokens = tokens.to(device)
+        logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
+        total += lm_loss(logits, tokens[:, 1:]).item() * tokens.shape[0]
+        count += tokens.shape[0]
+    return total / count
+
+
+def held_out_evaluator(held: Dataset, batch_size: int) -> Any:
+    """``evaluate(model)``: held-out loss ``val_loss`` (nats per token) and perplexity ``val_ppl`` over `held`."""
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        loss = held_out_loss(model, held, batch_size, next(model.parameters()).device)
+        return {"val_loss": loss, "val_ppl": perplexity(loss)}
+
+    return evaluate
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss) of a mean next-token loss in nats, capped at e^50 so a diverged model still gives a number."""
+    return math.exp(min(loss, 50.0))

@@ -1,0 +1,212 @@
+"""The language-model paradigm's adapter: Hugging Face Llama decoders behind `compt.paradigm.Paradigm`.
+
+Members are `compt.lm.models.LMConfig`s; a training sample is one window of ``context + 1`` tokens, its cost
+one sequence's forward (`compt.lm.flops`); growth is `compt.lm.growth` (``preserve``, ``stack``,
+``corner``); the task is `compt.lm.task` (next-token loss, plus ``kl`` / ``hidden`` / ``kl+hidden``
+distillation from the frozen parent); data and evaluation are `compt.lm.data` (a text corpus tokenised once,
+held-out loss and perplexity) and every finished stage also writes a Hugging Face folder ``hf/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from compt.errors import UserError
+from compt.lm.models import LMConfig
+from compt.paradigm import ChainRules, Metric, StateDict
+
+
+class LMParadigm:
+    """Decoder-only Llama members (see the module docstring)."""
+
+    name = "lm"
+    label = "language model"
+    config_class = LMConfig
+    metrics = (Metric("val_loss", "held-out loss", higher_is_better=False, digits=3),
+               Metric("val_ppl", "held-out perplexity", higher_is_better=False, digits=3))
+    default_distill = "kl"
+
+    # ------------------------------------------------------------------ models
+    def owns(self, model: str) -> bool:
+        from compt.lm.models import list_lm_models
+
+        return model in list_lm_models()
+
+    def model_names(self, family: str | None = None) -> list[str]:
+        from compt.lm.models import list_lm_models
+
+        return list_lm_models(family)
+
+    def families(self) -> dict[str, tuple[str, ...]]:
+        from compt.lm.models import lm_families
+
+        return lm_families()
+
+    def member_config(self, model: str, objective: str | None) -> LMConfig:
+        from compt.lm.models import get_lm_config
+
+        return get_lm_config(model)
+
+    def config_from_dict(self, raw: dict[str, Any]) -> LMConfig:
+        return LMConfig.from_dict(raw)
+
+    def config_to_dict(self, cfg: LMConfig) -> dict[str, Any]:
+        return cfg.to_dict()
+
+    def checkpoint_extras(self, cfg: LMConfig) -> dict[str, Any]:
+        return {}
+
+    def build(self, cfg: LMConfig) -> nn.Module:
+        from compt.lm.models import build_lm
+
+        return build_lm(cfg)
+
+    def create(self, cfg: LMConfig, state_dict: StateDict | None) -> nn.Module:
+        from compt.lm.models import create_lm
+
+        return create_lm(cfg, state_dict=state_dict)
+
+    def block_types(self) -> tuple[type, ...]:
+        """A Llama model's decoder layers."""
+        from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+        return (LlamaDecoderLayer,)
+
+    # ------------------------------------------------------------------ cost
+    def forward_flops(self, cfg: LMConfig, captions: int) -> float:
+        from compt.lm.flops import lm_flops
+
+        return lm_flops(cfg).forward
+
+    def trains_as(self, cfg: LMConfig, patch_dropout: float) -> LMConfig:
+        return cfg  # no patches (validation refuses patch_dropout for language models)
+
+    def objective(self, requested: str | None) -> str:
+        if requested not in (None, "next-token"):
+            raise UserError(f"train.objective = {requested!r} is a CLIP objective; language models train on the "
+                            f"next-token loss (leave train.objective unset)")
+        return "next-token"
+
+    def teacher_cache_bytes(self, samples: int, captions: int, teacher: LMConfig) -> int:
+        return 0  # the teacher runs with the student on every batch
+
+    # ------------------------------------------------------------------ rules and growth
+    def chain_rules(self, cfg: Any) -> ChainRules:
+        from compt.lm.flops import lm_flops
+        from compt.lm.growth import LM_GROWTH_OPS, validate_lm_growth
+        from compt.lm.task import LM_DISTILL_KINDS
+        from compt.lm.text import TOKENIZERS
+
+        if cfg.data.kind != "text":
+            raise UserError(f"language models train on [data] kind = \"text\", not {cfg.data.kind!r}")
+        if cfg.data.tokenizer not in (None, *TOKENIZERS):
+            raise UserError(f"unknown tokenizer {cfg.data.tokenizer!r} (known: {', '.join(TOKENIZERS)})")
+        self.objective(cfg.train.objective)
+        cfgs = [self.member_config(m.model, None) for m in cfg.chain]
+        for c in cfgs[1:]:
+            if (c.vocab_size, c.context_length) != (cfgs[0].vocab_size, cfgs[0].context_length):
+                raise UserError(f"every member must share the vocabulary and context ({c.name} differs from "
+                                f"{cfgs[0].name}): they read the same token array")
+        return ChainRules(configs=cfgs, flops=[lm_flops(c).forward for c in cfgs],
+                          growth_ops=(*LM_GROWTH_OPS, "none"), distill_losses=(*LM_DISTILL_KINDS, "none"),
+                          validate_growth=validate_lm_growth, patch_tokens=(False,) * len(cfgs))
+
+    def grow(self, parent_state: StateDict, parent_cfg: LMConfig, child_cfg: LMConfig, op: str,
+             seed: int) -> StateDict:
+        from compt.lm.growth import grow_lm
+
+        return grow_lm(parent_state, parent_cfg, child_cfg, op, seed)
+
+    # ------------------------------------------------------------------ data, task, step
+    def open_data(self, cfg: Any, run_dir: Path) -> Any:
+        from compt.lm.data import LMData
+
+        return LMData(cfg, run_dir)
+
+    def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
+                   info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
+        """The plain LM task, or the distillation task of a spec with a teacher (no teacher cache)."""
+        from compt.lm.task import build_lm_task
+        from compt.tasks import freeze
+
+        if spec.teacher is None:
+            return build_lm_task(student), False
+        if teacher_state is None:
+            raise ValueError(f"stage {spec.model.name} distills from {spec.teacher.name} but got no teacher weights")
+        teacher = freeze(self.create(spec.teacher, teacher_state)).to(info.device)
+        return build_lm_task(student, distill=spec.distill, weight=spec.distill_weight, teacher=teacher,
+                             student_dim=spec.model.hidden, teacher_dim=spec.teacher.hidden,
+                             temperature=spec.distill_temperature), False
+
+    def forward(self, task: nn.Module, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+        """tokens (B, context + 1) of one window each; the dataset index is not needed."""
+        tokens, _index = batch
+        return task(tokens)
+
+    # ------------------------------------------------------------------ export
+    def export(self, ckpt: Any, out: Path, model_name: str) -> None:
+        """Hugging Face folder of a language model, with the tokenizer its run stored (if it lies in a run)."""
+        from compt.lm.data import run_of, run_tokenizer
+        from compt.lm.models import export_pretrained, require_transformers
+
+        if model_name:
+            raise UserError(f"{ckpt.path} is a language-model checkpoint ({ckpt.model_config.name}) with its own "
+                            f"config; drop --model (it names plain open_clip checkpoints)")
+        require_transformers()
+        run = run_of(ckpt.path)
+        tokenizer = run_tokenizer(run)[1] if run is not None else None
+        export_pretrained(ckpt.model_config, ckpt.state_dict, out,
+                          tokenizer_file=tokenizer if tokenizer is not None and tokenizer.is_file() else None)
+
+    def load_hint(self, folder: Path) -> str:
+        """How a user loads an exported member: the folder itself (``from_pretrained``)."""
+        return str(folder)
+
+    def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
+        return ""
+
+    # ------------------------------------------------------------------ listings (compt models, compt flops)
+    def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
+        """(JSON key, rows, text lines) of `compt models` for `family` (None: all); None: not this paradigm's."""
+        from compt.lm.models import list_lm_models, lm_families
+
+        if family not in (None, *lm_families()):
+            return None
+        rows = [_lm_row(n) for n in list_lm_models(family)]
+        head = f"{'model':<14} {'family':<10} {'d×L':>9} {'heads/kv':>8} {'MLP':>5} {'vocab':>6} {'ctx':>5} " \
+               f"{'params (M)':>10} {'GFLOPs/seq':>10}"
+        return "language_models", rows, [head, "-" * len(head)] + [
+            f"{r['model']:<14} {r['family']:<10} {r['hidden']:>5}×{r['layers']:<3} {r['heads']:>5}/{r['kv_heads']:<2} "
+            f"{r['intermediate']:>5} {r['vocab']:>6} {r['context']:>5} {r['params_m']:>10.2f} {r['gflops']:>10.4g}"
+            for r in rows]
+
+    def flops_row(self, model: str) -> dict[str, Any]:
+        """`compt flops`: forward GFLOPs of one sequence, training FLOPs per token (6·N + attention)."""
+        from compt.lm.flops import lm_flops
+        from compt.lm.models import get_lm_config
+
+        cfg = get_lm_config(model)
+        f = lm_flops(cfg)
+        return {"model": cfg.name, "gflops": f.forward / 1e9, "train_flops_per_token": f.train_flops(1),
+                "params_m": f.params / 1e6, "params_matmul_m": f.params_matmul / 1e6,
+                "context_length": cfg.context_length, "vocab_size": cfg.vocab_size}
+
+
+def _lm_row(name: str) -> dict[str, Any]:
+    """One row of `compt models` for a language model."""
+    from compt.lm.flops import lm_flops
+    from compt.lm.models import get_lm_config
+
+    c = get_lm_config(name)
+    f = lm_flops(c)
+    return {"model": name, "family": c.family, "hidden": c.hidden, "layers": c.layers, "heads": c.heads,
+            "kv_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate": c.intermediate, "vocab": c.vocab_size,
+            "context": c.context_length, "params_m": f.params / 1e6, "gflops": f.forward / 1e9}
+
+
+PARADIGM = LMParadigm()

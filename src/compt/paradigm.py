@@ -1,0 +1,219 @@
+"""`Paradigm`: what a pre-training paradigm supplies to the chain, and the one registry of paradigms.
+
+compt's core — run configs, `compt.stage.StageSpec`, the chain runner (`compt.chain`), the stage trainer
+(`compt.train`), checkpoints, the planner and the report — never imports a paradigm. It asks this registry:
+
+* `paradigm_of(model_name)`: the paradigm whose registry holds a model (the one answer to "which kind of
+  model is this?"); `paradigm_for_run(cfg)` the same for a whole chain (every member must agree);
+* `paradigm_named(name)`: by the name stored in checkpoints and lineage (``"clip"``, ``"lm"``);
+* `paradigm_of_config(cfg)`: by the class of a model config (a checkpoint's writer).
+
+Built-in paradigms are imported lazily by module name (`BUILTIN`), so importing the core stays cheap and
+free of paradigm code; `register_paradigm` adds another one (a third paradigm is one folder with one
+`Paradigm` object, see ``tests/test_paradigm.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from compt.errors import UserError, unknown_name
+
+Evaluate = Callable[[nn.Module], dict[str, float]]
+StateDict = dict[str, Tensor]
+
+# name → module whose ``PARADIGM`` attribute is the paradigm (imported on first use)
+BUILTIN = {"clip": "compt.clip.paradigm", "lm": "compt.lm.paradigm"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A headline metric of a paradigm's evaluation: its key in a stage's metrics, its label and direction."""
+
+    key: str
+    label: str
+    higher_is_better: bool = True
+    digits: int = 1          # decimals in tables
+
+
+@dataclass(frozen=True)
+class ChainRules:
+    """What one chain allows, as `compt.config.validate` checks it: the members' resolved configs, the
+    forward FLOPs that order them, the growth operators and distillation losses (each with ``"none"``), the
+    pairwise growth check and whether each member has image patches to drop (FLIP)."""
+
+    configs: list[Any]
+    flops: list[float]
+    growth_ops: tuple[str, ...]
+    distill_losses: tuple[str, ...]
+    validate_growth: Callable[[Any, Any], None]
+    patch_tokens: tuple[bool, ...] = ()
+
+
+@runtime_checkable
+class RunData(Protocol):
+    """A run's data, built once per run by `Paradigm.open_data` and shared by its stages."""
+
+    def train_set(self, model_cfg: Any) -> Dataset:
+        """The training set a member of this config reads (built once per input shape)."""
+
+    def evaluator(self, model_cfg: Any) -> Evaluate:
+        """``evaluate(model) -> metrics`` of a member of this config (the stage's held-out evaluation)."""
+
+    def after_final(self, out_dir: Path, model_cfg: Any, weights: StateDict) -> None:
+        """Anything the paradigm writes beside a finished stage's final.pt (e.g. a Hugging Face folder)."""
+
+
+@runtime_checkable
+class Paradigm(Protocol):
+    """What a paradigm supplies: its models, their cost, growth, distillation, data, task, step and metrics.
+
+    Every method receives resolved settings (a model config, a `compt.stage.StageSpec`); none reads the run
+    config's raw tables again.
+    """
+
+    name: str                       # stored in checkpoints and lineage
+    label: str                      # what a member is, in messages ("CLIP model", "language model")
+    config_class: type              # the paradigm's frozen model config dataclass
+    metrics: tuple[Metric, ...]     # headline metrics (tables, plots, the demo's closing line)
+    default_distill: str            # a grown member's distillation loss when the member names none
+
+    # ------------------------------------------------------------------ models
+    def owns(self, model: str) -> bool:
+        """Whether `model` is a registered size of this paradigm."""
+
+    def model_names(self, family: str | None = None) -> list[str]:
+        """Registered model names (of one family)."""
+
+    def families(self) -> dict[str, tuple[str, ...]]:
+        """Registered families: name → member names, ascending."""
+
+    def member_config(self, model: str, objective: str | None) -> Any:
+        """The config a chain member of this name trains as (the run's objective may change it)."""
+
+    def config_from_dict(self, raw: dict[str, Any]) -> Any: ...
+
+    def config_to_dict(self, cfg: Any) -> dict[str, Any]: ...
+
+    def checkpoint_extras(self, cfg: Any) -> dict[str, Any]:
+        """Extra top-level keys of a checkpoint of this config (e.g. open_clip's own model config)."""
+
+    def build(self, cfg: Any) -> nn.Module:
+        """A freshly initialised model (the caller seeds the RNG)."""
+
+    def create(self, cfg: Any, state_dict: StateDict | None) -> nn.Module:
+        """`build`, then load `state_dict` strictly when given."""
+
+    def block_types(self) -> tuple[type, ...]:
+        """Module types that are one FSDP unit each and are compiled one by one."""
+
+    # ------------------------------------------------------------------ cost
+    def forward_flops(self, cfg: Any, captions: int) -> float:
+        """Forward FLOPs of one training sample (`captions` caption slots where the paradigm has them)."""
+
+    def trains_as(self, cfg: Any, patch_dropout: float) -> Any:
+        """The config as the student trains (patch dropout applied; itself when 0)."""
+
+    def objective(self, requested: str | None) -> str:
+        """The stage's task objective resolved from ``train.objective``."""
+
+    def teacher_cache_bytes(self, samples: int, captions: int, teacher: Any) -> int:
+        """Host bytes per node of a distillation stage's teacher cache (0: the paradigm caches nothing)."""
+
+    # ------------------------------------------------------------------ rules and growth
+    def chain_rules(self, cfg: Any) -> ChainRules:
+        """The rules of run config `cfg`'s chain (data and model checks that are this paradigm's)."""
+
+    def grow(self, parent_state: StateDict, parent_cfg: Any, child_cfg: Any, op: str, seed: int) -> StateDict:
+        """A child state dict from the parent's by the named growth operator (shapes asserted)."""
+
+    # ------------------------------------------------------------------ data, task, step
+    def open_data(self, cfg: Any, run_dir: Path) -> RunData:
+        """The run's data (training sets and evaluators, built lazily)."""
+
+    def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
+                   info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
+        """(task, whether the teacher's forward is paid once by a cache fill) of a stage."""
+
+    def forward(self, task: nn.Module, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+        """One micro-batch (already on the device) through the task; the dict holds ``loss``."""
+
+    # ------------------------------------------------------------------ export
+    def export(self, ckpt: Any, out: Path, model_name: str) -> None:
+        """Write checkpoint `ckpt` as a folder its field's library loads (`compt export`)."""
+
+    def load_hint(self, folder: Path) -> str:
+        """What a user passes to that library to load an exported folder."""
+
+    def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
+        """`compt models`: (JSON key, rows, text table) of `family` (None: all); None when not this paradigm's."""
+
+    def flops_row(self, model: str) -> dict[str, Any]:
+        """`compt flops`: forward FLOPs and parameter counts of one model."""
+
+    def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
+        """Markdown the paradigm adds to `compt report` (its own evaluations, e.g. clip_benchmark); may be ""."""
+
+
+_REGISTRY: dict[str, Paradigm] = {}
+
+
+def register_paradigm(paradigm: Paradigm) -> Paradigm:
+    """Add a paradigm (a name may be registered once; built-ins register themselves on first lookup)."""
+    if paradigm.name in _REGISTRY and _REGISTRY[paradigm.name] is not paradigm:
+        raise ValueError(f"paradigm {paradigm.name!r} is already registered")
+    _REGISTRY[paradigm.name] = paradigm
+    return paradigm
+
+
+def unregister_paradigm(name: str) -> None:
+    """Remove a registered paradigm (tests that define their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def paradigms() -> list[Paradigm]:
+    """Every paradigm: the built-ins, then those registered later."""
+    for name, module in BUILTIN.items():
+        if name not in _REGISTRY:
+            register_paradigm(importlib.import_module(module).PARADIGM)
+    return list(_REGISTRY.values())
+
+
+def paradigm_named(name: str) -> Paradigm:
+    """The paradigm stored under `name` in a checkpoint or lineage."""
+    found = {p.name: p for p in paradigms()}
+    if name not in found:
+        raise unknown_name("paradigm", name, found)
+    return found[name]
+
+
+def paradigm_of(model: str) -> Paradigm:
+    """The paradigm whose registry holds `model`; an unknown name lists every registered model."""
+    for p in paradigms():
+        if p.owns(model):
+            return p
+    raise unknown_name("model", model, [m for p in paradigms() for m in p.model_names()])
+
+
+def paradigm_for_run(cfg: Any) -> Paradigm:
+    """The one paradigm of every member of run config `cfg` (a chain cannot mix paradigms)."""
+    found = [paradigm_of(m.model) for m in cfg.chain]
+    if any(p is not found[0] for p in found):
+        kinds = ", ".join(f"{m.model} ({p.name})" for m, p in zip(cfg.chain, found))
+        raise UserError(f"a chain cannot mix paradigms: {kinds}")
+    return found[0]
+
+
+def paradigm_of_config(cfg: Any) -> Paradigm:
+    """The paradigm whose model config class `cfg` is an instance of (exact class)."""
+    by_class = {p.config_class: p for p in paradigms()}
+    if type(cfg) not in by_class:
+        raise TypeError(f"{type(cfg).__name__} is not the model config of a registered paradigm")
+    return by_class[type(cfg)]
