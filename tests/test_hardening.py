@@ -19,7 +19,7 @@ from compt import chain as chain_mod
 from compt.chain import settings_changes, train_chain
 from compt.checkpoint import load_checkpoint, save_checkpoint
 from compt.cli import main
-from compt.config import config_from_dict, load_config
+from compt.config import config_from_dict, load_config, validate
 from compt.errors import UserError, close_names, one_line
 from compt.models import create_model, get_model_config
 from compt.runlock import LOCK_NAME, acquire, release, run_lock
@@ -141,6 +141,52 @@ def test_plan_refuses_a_missing_data_path_and_a_negative_lr(tmp_path: Path, caps
     assert "needs data.path" in one_line_error(capsys)
     assert main(["plan", cfg, "train.lr=-1"]) == 2
     assert "train.lr must be above 0" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("chain.0.epochs=inf", "chain member 1 (test/A): epochs must be a finite number, got inf"),
+    ("chain.0.epochs=nan", "chain member 1 (test/A): epochs must be a finite number, got nan"),
+    ("chain.0.epochs=1e300", "epochs must be positive and at most 1,000,000, got 1e+300"),
+    ("chain.0.distill_weight=nan", "chain member 1 (test/A): distill_weight must be a finite number"),
+    ("chain.0.lr=inf", "chain member 1 (test/A): lr must be a finite number"),
+    ("chain.0.lr=1e-7", "chain member 1 (test/A): lr 1e-07 is below train.min_lr 3e-06"),
+    ("chain.0.distill_temperature=0", "distill_temperature must be positive, got 0.0"),
+    ("train.lr=nan", "train.lr must be a finite number, got nan"),
+    ("train.lr=inf", "train.lr must be a finite number, got inf"),
+    ("train.min_lr=nan", "train.min_lr must be a finite number, got nan"),
+    ("train.min_lr=0.01", "train.min_lr 0.01 is above train.lr 0.001"),
+    ("train.threads=1025", "train.threads must be at least 0 and at most 1024, got 1025"),
+    ("train.beta2=nan", "train.beta2 must be in [0, 1), got nan"),
+    ("baseline_epochs=nan", "baseline_epochs must be positive (or 0: member 1's) and at most 1,000,000, got nan"),
+    ("baseline_epochs=2e6", "baseline_epochs must be positive (or 0: member 1's) and at most 1,000,000"),
+    ("data.max_bad_fraction=nan", "data.max_bad_fraction must be a finite number, got nan"),
+])
+def test_numbers_that_cannot_work_stop_plan_and_train_in_one_line(override: str, message: str, tmp_path: Path,
+                                                                  capsys) -> None:
+    d, cfg = tmp_path / "run", str(toml_file(tmp_path))
+    assert main(["plan", cfg, override]) == 2
+    assert message in one_line_error(capsys)
+    assert main(["train", cfg, override, "--run-dir", str(d), "--no-progress"]) == 2
+    assert message in one_line_error(capsys) and not d.exists()
+
+
+@pytest.mark.parametrize("table", ["train", "chain"])
+def test_every_float_setting_must_be_finite(table: str) -> None:
+    """Each float field of TrainConfig / MemberConfig, also ones added later, refuses NaN and infinity."""
+    import dataclasses
+    import typing
+
+    from compt.config import MemberConfig, TrainConfig
+
+    cls = TrainConfig if table == "train" else MemberConfig
+    floats = [f.name for f in dataclasses.fields(cls) if float in (t := typing.get_type_hints(cls)[f.name],
+                                                                    *typing.get_args(t))]
+    assert len(floats) >= 6
+    for name, bad in ((n, b) for n in floats for b in (float("nan"), float("inf"))):
+        raw = json.loads(json.dumps(ONE))
+        (raw["train"] if table == "train" else raw["chain"][0])[name] = bad
+        with pytest.raises(UserError, match=f"{name} must be (a finite number|in )"):
+            validate(config_from_dict(raw))
 
 
 @pytest.mark.parametrize("flags, message", [
