@@ -203,6 +203,35 @@ def test_eval_refuses_bad_sizes_in_one_line(flags: list[str], message: str, tmp_
     assert message in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("device, gpus, message", [
+    ("gpu0", 0, "--device 'gpu0' is not a device name: use cpu, cuda or cuda:N"),
+    ("cuda", 0, "--device cuda: this machine has no usable CUDA GPU (torch.cuda.is_available() is False); use "
+                "--device cpu"),
+    ("cuda:3", 1, "--device cuda:3: this machine has 1 CUDA device(s), cuda:0 to cuda:0"),
+    ("meta", 0, "compt evaluates on cpu, cuda[:N] or mps, not meta"),
+])
+@pytest.mark.parametrize("data", ["synthetic", "text"])
+def test_eval_refuses_a_malformed_or_absent_device_in_one_line(device: str, gpus: int, message: str, data: str,
+                                                               tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    cfg = get_model_config("test/A")
+    ckpt = save_checkpoint(tmp_path / "m.pt", state_dict=create_model(cfg).state_dict(), model_config=cfg)
+    assert main(["eval", str(ckpt), "--data", data, "--device", device]) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_eval_of_a_run_directory_says_what_to_pass(finished: Path, tmp_path: Path, capsys) -> None:
+    for data in ("synthetic", "text"):
+        assert main(["eval", str(finished), "--data", data]) == 2
+        err = one_line_error(capsys)
+        assert f"{finished} is a folder, not a checkpoint: pass a checkpoint file such as " \
+               f"{finished / 'chain/01-test_A/final.pt'}, or (CLIP runs) --benchmark DATASET" in err
+        assert "not found" not in err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert f"such as {tmp_path / 'chain/01-…/final.pt'}" in one_line_error(capsys)
+
+
 def test_batch_larger_than_the_data_is_refused_before_training(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="larger than the training set"):
         train_stage(**stage_kwargs(tmp_path, dataset=ToyPairs(8)))

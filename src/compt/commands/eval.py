@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="language models: tokenizer.json to tokenise --data text with (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="data generation / split seed (default 0)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="data_set",
                    help="any data setting, e.g. --set csv_separator=tab --set root=/data (repeatable)")
     b = p.add_argument_group("clip_benchmark (pip install 'compt[bench]'): CHECKPOINT is then a RUN_DIR")
@@ -90,6 +90,19 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     data = DataConfig(**values)
     validate_data(data)
     return data
+
+
+def check_target(args: argparse.Namespace) -> str:
+    """The checked ``--device`` (a one-line error when malformed or absent here), once CHECKPOINT is known to be
+    a file: a folder (e.g. a run directory) is answered with what to pass instead."""
+    from compt.distributed import user_device
+
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        example = min(path.glob("chain/*/final.pt"), default=path / "chain" / "01-…" / "final.pt")
+        raise UserError(f"{path} is a folder, not a checkpoint: pass a checkpoint file such as {example}, or (CLIP "
+                        f"runs) --benchmark DATASET --dataset-root ROOT to evaluate every member of a run directory")
+    return str(user_device(args.device))
 
 
 def load_model(path: str, model_name: str) -> tuple[Any, Any]:
@@ -167,6 +180,7 @@ def run_lm(args: argparse.Namespace) -> int:
     from compt.lm.evaluate import evaluate_text
     from compt.lm.models import require_transformers
 
+    device = check_target(args)
     data = lm_text_eval(args)
     ckpt = load_checkpoint(args.checkpoint)
     if not ckpt.is_lm:
@@ -174,7 +188,7 @@ def run_lm(args: argparse.Namespace) -> int:
                         f"models (CLIP models need image–caption data)")
     require_transformers()
     start = time.perf_counter()
-    metrics = evaluate_text(ckpt, data, batch_size=args.batch_size, device=args.device)
+    metrics = evaluate_text(ckpt, data, batch_size=args.batch_size, device=device)
     suite = data.describe(ckpt.lm_config.context_length)
     print(f"{ckpt.lm_config.name} on {suite}")
     width = max(len(k) for k in metrics)
@@ -207,11 +221,12 @@ def run(args: argparse.Namespace) -> int:
     if args.tokenizer:
         raise UserError("--tokenizer is for language-model checkpoints (with --data text)")
     data = data_config(args)
+    device = check_target(args)
     model, cfg = load_model(args.checkpoint, args.model)
-    model.to(args.device)
+    model.to(device)
     start = time.perf_counter()
     suite = build_eval_suite(data, cfg)
-    metrics = evaluate(model, suite, batch_size=args.batch_size, device=args.device)
+    metrics = evaluate(model, suite, batch_size=args.batch_size, device=device)
     print(f"{cfg.name} on {suite.describe()}")
     print(format_table(metrics))
     print(f"({time.perf_counter() - start:.1f} s)")
