@@ -9,10 +9,11 @@ For ``csv``, ``wds`` and ``folder`` the file(s) named by ``--data-path`` are eva
 overrides the dataset folder. Other data settings: ``--set key=value`` (any `DataConfig` field).
 
 A language-model checkpoint (`compt.lm`; its stored config says so) evaluates on ``--data text --data-path
-FILE_OR_FOLDER``: held-out loss (nats/token), perplexity, bits per byte (byte-level tokenizer) and the token
-count over the last ``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and
-``data.eval_samples`` that is the run's own held-out split). ``--tokenizer FILE`` overrides the tokenizer
-(default: the run's BPE ``tokenizer.json`` when the checkpoint lies in a BPE run, else byte-level).
+FILE_OR_FOLDER`` (default: `compt.lm.text.default_corpus`, the standard library's sources): held-out loss
+(nats/token), perplexity, bits per byte (byte-level tokenizer) and the token count over the last
+``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and ``data.eval_samples`` that
+is the run's own held-out split). ``--tokenizer FILE`` overrides the tokenizer (default: the run's BPE
+``tokenizer.json`` when the checkpoint lies in a BPE run, else byte-level).
 """
 
 from __future__ import annotations
@@ -170,8 +171,8 @@ def lm_text_eval(args: argparse.Namespace) -> Any:
         raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data text (a language model "
                         f"describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] [--tokenizer FILE])")
     kind, file = resolve_tokenizer(args.checkpoint, args.tokenizer)
-    return TextEval(path=Path(args.data_path or default_corpus()), tokenizer=kind, tokenizer_file=file,
-                    windows=args.eval_samples)
+    return TextEval(path=Path(args.data_path) if args.data_path else default_corpus(), tokenizer=kind,
+                    tokenizer_file=file, windows=args.eval_samples)
 
 
 def run_lm(args: argparse.Namespace) -> int:
