@@ -118,6 +118,23 @@ def test_cli_makes_idle_openmp_threads_sleep() -> None:
     assert out.strip() == "PASSIVE"
 
 
+def test_building_the_parser_imports_no_torch() -> None:
+    code = "import compt.cli, sys; p = compt.cli.build_parser(); print('torch' in sys.modules); print(p.description)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    imported, description = out.stdout.splitlines()
+    assert imported == "False" and "CLIP/SigLIP and language-model" in description
+
+
+def test_grow_help_names_every_growth_operator(capsys) -> None:
+    from compt.growth import GROWTH_OPS
+
+    with pytest.raises(SystemExit):
+        main(["grow", "--help"])
+    assert f"GROWTH_OPS): {', '.join(sorted(GROWTH_OPS))}" in " ".join(capsys.readouterr().out.split())
+
+
 # ----------------------------------------------------------------------------------------------- 3. validation
 @pytest.mark.parametrize("override, message", [
     ("data.eval_samples=0", "data.eval_samples must be at least 1"),

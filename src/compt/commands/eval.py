@@ -23,10 +23,12 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compt.config import DataConfig, parse_field, validate_data
 from compt.errors import UserError, unknown_name
+
+if TYPE_CHECKING:
+    from compt.config import DataConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +72,7 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The `DataConfig` the command line asks for."""
+    from compt.config import DataConfig, parse_field, validate_data
     from compt.data import adapter
 
     check_numbers(args)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from compt.flops import model_flops
-from compt.models import get_model_config
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("flops", help="forward GFLOPs per sample (image + text; LMs: a sequence) and parameters")
@@ -41,6 +38,9 @@ def lm_flops_row(name: str) -> dict:
 
 
 def clip_flops_row(name: str) -> dict:
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+
     cfg = get_model_config(name)
     f = model_flops(cfg)
     return {"model": cfg.name, "image_gflops": f.image / 1e9, "text_gflops": f.text / 1e9, "gflops": f.total / 1e9,

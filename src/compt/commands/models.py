@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from compt.flops import model_flops
-from compt.models import get_model_config, list_families, list_models
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered models and families")
@@ -18,6 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def model_row(name: str) -> dict:
+    from compt.flops import model_flops
+    from compt.models import get_model_config
+
     cfg = get_model_config(name)
     f = model_flops(cfg)
     v, t = cfg.vision, cfg.text
@@ -57,6 +57,7 @@ def print_table(head: str, lines: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from compt.lm.models import list_lm_models, lm_families
+    from compt.models import list_families, list_models
 
     lm_fams = lm_families()
     lm_names = list_lm_models(args.family) if args.family in (None, *lm_fams) else []
