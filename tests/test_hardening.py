@@ -118,13 +118,17 @@ def test_cli_makes_idle_openmp_threads_sleep() -> None:
     assert out.strip() == "PASSIVE"
 
 
-def test_building_the_parser_imports_no_torch() -> None:
+def test_building_the_parser_and_listing_models_import_no_torch() -> None:
     code = "import compt.cli, sys; p = compt.cli.build_parser(); print('torch' in sys.modules); print(p.description)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     imported, description = out.stdout.splitlines()
     assert imported == "False" and "CLIP/SigLIP and language-model" in description
+    code = "import compt.cli, sys; compt.cli.main(['models']); print(sorted({'torch', 'open_clip'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "[]", out.stderr
+    assert "paper/Swin-L" in out.stdout and "lm/cpu-1M" in out.stdout and "--family open_clip" in out.stdout
 
 
 def test_grow_help_names_every_growth_operator(capsys) -> None:

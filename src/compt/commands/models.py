@@ -1,4 +1,8 @@
-"""`compt models [--family NAME] [--json]`: the registry with parameters and GFLOPs."""
+"""`compt models [--family NAME] [--json]`: the registry with parameters and GFLOPs.
+
+Without ``--family`` it lists compt's own families (CLIP and language models), which needs no torch and answers
+at once; upstream open_clip's ViT configs (``--family open_clip``) need open_clip imported, which takes seconds.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ import json
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered models and families")
-    p.add_argument("--family", help="one family (paper, paper-swin, tiny, test, test-swin, open_clip, "
-                                    "lm-cpu, lm-pythia, lm-test)")
+    p.add_argument("--family", help="one family (paper, paper-swin, tiny, test, test-swin, lm-cpu, lm-pythia, "
+                                    "lm-test), or open_clip: upstream open_clip's ViT configs")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     lm_fams = lm_families()
     lm_names = list_lm_models(args.family) if args.family in (None, *lm_fams) else []
-    names = list_models(args.family) if args.family not in lm_fams else []
+    names = list_models(args.family, upstream=False) if args.family not in lm_fams else []
     rows, lm_rows = [model_row(n) for n in names], [lm_row(n) for n in lm_names]
     if args.json:
         fams = {k: list(v) for k, v in (list_families() | lm_fams).items()}
@@ -79,4 +83,6 @@ def run(args: argparse.Namespace) -> int:
                        f"{r['image_gflops']:>8.3g}/{r['text_gflops']:<8.3g}" for r in rows])
     print("\nfamilies (ascending compute): " + "; ".join(f"{k}: {' < '.join(v)}" for k, v in list_families().items()
                                                           if args.family in (None, k)))
+    if args.family is None:
+        print("upstream open_clip ViT configs: compt models --family open_clip")
     return 0
