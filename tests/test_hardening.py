@@ -19,7 +19,7 @@ from compt import chain as chain_mod
 from compt.chain import settings_changes, train_run
 from compt.checkpoint import load_checkpoint, save_checkpoint
 from compt.cli import main
-from compt.config import config_from_dict, load_config
+from compt.config import config_from_dict, load_config, validate
 from compt.errors import UserError, close_names, one_line
 from compt.models import create_model, get_model_config
 from compt.runlock import LOCK_NAME, acquire, release, run_lock
@@ -118,6 +118,27 @@ def test_cli_makes_idle_openmp_threads_sleep() -> None:
     assert out.strip() == "PASSIVE"
 
 
+def test_building_the_parser_and_listing_models_import_no_torch() -> None:
+    code = "import compt.cli, sys; p = compt.cli.build_parser(); print('torch' in sys.modules); print(p.description)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    imported, description = out.stdout.splitlines()
+    assert imported == "False" and "CLIP/SigLIP and language-model" in description
+    code = "import compt.cli, sys; compt.cli.main(['models']); print(sorted({'torch', 'open_clip'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "[]", out.stderr
+    assert "paper/Swin-L" in out.stdout and "lm/cpu-1M" in out.stdout and "--family open_clip" in out.stdout
+
+
+def test_grow_help_names_every_growth_operator(capsys) -> None:
+    from compt.growth import GROWTH_OPS
+
+    with pytest.raises(SystemExit):
+        main(["grow", "--help"])
+    assert f"GROWTH_OPS): {', '.join(sorted(GROWTH_OPS))}" in " ".join(capsys.readouterr().out.split())
+
+
 # ----------------------------------------------------------------------------------------------- 3. validation
 @pytest.mark.parametrize("override, message", [
     ("data.eval_samples=0", "data.eval_samples must be at least 1"),
@@ -143,6 +164,52 @@ def test_plan_refuses_a_missing_data_path_and_a_negative_lr(tmp_path: Path, caps
     assert "train.lr must be above 0" in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("chain.0.epochs=inf", "chain member 1 (test/A): epochs must be a finite number, got inf"),
+    ("chain.0.epochs=nan", "chain member 1 (test/A): epochs must be a finite number, got nan"),
+    ("chain.0.epochs=1e300", "epochs must be positive and at most 1,000,000, got 1e+300"),
+    ("chain.0.distill_weight=nan", "chain member 1 (test/A): distill_weight must be a finite number"),
+    ("chain.0.lr=inf", "chain member 1 (test/A): lr must be a finite number"),
+    ("chain.0.lr=1e-7", "chain member 1 (test/A): lr 1e-07 is below train.min_lr 3e-06"),
+    ("chain.0.distill_temperature=0", "distill_temperature must be positive, got 0.0"),
+    ("train.lr=nan", "train.lr must be a finite number, got nan"),
+    ("train.lr=inf", "train.lr must be a finite number, got inf"),
+    ("train.min_lr=nan", "train.min_lr must be a finite number, got nan"),
+    ("train.min_lr=0.01", "train.min_lr 0.01 is above train.lr 0.001"),
+    ("train.threads=1025", "train.threads must be at least 0 and at most 1024, got 1025"),
+    ("train.beta2=nan", "train.beta2 must be in [0, 1), got nan"),
+    ("baseline_epochs=nan", "baseline_epochs must be positive (or 0: member 1's) and at most 1,000,000, got nan"),
+    ("baseline_epochs=2e6", "baseline_epochs must be positive (or 0: member 1's) and at most 1,000,000"),
+    ("data.max_bad_fraction=nan", "data.max_bad_fraction must be a finite number, got nan"),
+])
+def test_numbers_that_cannot_work_stop_plan_and_train_in_one_line(override: str, message: str, tmp_path: Path,
+                                                                  capsys) -> None:
+    d, cfg = tmp_path / "run", str(toml_file(tmp_path))
+    assert main(["plan", cfg, override]) == 2
+    assert message in one_line_error(capsys)
+    assert main(["train", cfg, override, "--run-dir", str(d), "--no-progress"]) == 2
+    assert message in one_line_error(capsys) and not d.exists()
+
+
+@pytest.mark.parametrize("table", ["train", "chain"])
+def test_every_float_setting_must_be_finite(table: str) -> None:
+    """Each float field of TrainConfig / MemberConfig, also ones added later, refuses NaN and infinity."""
+    import dataclasses
+    import typing
+
+    from compt.config import MemberConfig, TrainConfig
+
+    cls = TrainConfig if table == "train" else MemberConfig
+    floats = [f.name for f in dataclasses.fields(cls) if float in (t := typing.get_type_hints(cls)[f.name],
+                                                                    *typing.get_args(t))]
+    assert len(floats) >= 6
+    for name, bad in ((n, b) for n in floats for b in (float("nan"), float("inf"))):
+        raw = json.loads(json.dumps(ONE))
+        (raw["train"] if table == "train" else raw["chain"][0])[name] = bad
+        with pytest.raises(UserError, match=f"{name} must be (a finite number|in )"):
+            validate(config_from_dict(raw))
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--eval-samples", "0"], "--eval-samples must be positive"),
     (["--eval-samples", "-5"], "--eval-samples must be positive"),
@@ -155,6 +222,35 @@ def test_eval_refuses_bad_sizes_in_one_line(flags: list[str], message: str, tmp_
     ckpt = save_checkpoint(tmp_path / "m.pt", state_dict=create_model(cfg).state_dict(), model_config=cfg)
     assert main(["eval", str(ckpt), *flags]) == 2
     assert message in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("device, gpus, message", [
+    ("gpu0", 0, "--device 'gpu0' is not a device name: use cpu, cuda or cuda:N"),
+    ("cuda", 0, "--device cuda: this machine has no usable CUDA GPU (torch.cuda.is_available() is False); use "
+                "--device cpu"),
+    ("cuda:3", 1, "--device cuda:3: this machine has 1 CUDA device(s), cuda:0 to cuda:0"),
+    ("meta", 0, "compt evaluates on cpu, cuda[:N] or mps, not meta"),
+])
+@pytest.mark.parametrize("data", ["synthetic", "text"])
+def test_eval_refuses_a_malformed_or_absent_device_in_one_line(device: str, gpus: int, message: str, data: str,
+                                                               tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    cfg = get_model_config("test/A")
+    ckpt = save_checkpoint(tmp_path / "m.pt", state_dict=create_model(cfg).state_dict(), model_config=cfg)
+    assert main(["eval", str(ckpt), "--data", data, "--device", device]) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_eval_of_a_run_directory_says_what_to_pass(finished: Path, tmp_path: Path, capsys) -> None:
+    for data in ("synthetic", "text"):
+        assert main(["eval", str(finished), "--data", data]) == 2
+        err = one_line_error(capsys)
+        assert f"{finished} is a folder, not a checkpoint: pass a checkpoint file such as " \
+               f"{finished / 'chain/01-test_A/final.pt'}, or (CLIP runs) --benchmark DATASET" in err
+        assert "not found" not in err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert f"such as {tmp_path / 'chain/01-…/final.pt'}" in one_line_error(capsys)
 
 
 def test_batch_larger_than_the_data_is_refused_before_training(tmp_path: Path) -> None:

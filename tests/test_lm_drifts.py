@@ -76,7 +76,7 @@ def test_lm_batch_that_does_not_split_into_micro_batches_is_one_line(corpus: Pat
     cfg.write_text(tomli_w.dumps(raw(corpus, accum_steps=3)))
     assert main(["train", str(cfg), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "batch_size 8 must be divisible by accum_steps" in err
+    assert len(err.splitlines()) == 1 and "batch_size 8 must be divisible by train.accum_steps 3" in err
 
 
 def test_lm_stage_killed_during_evaluation_reruns_it_on_resume(corpus: Path, tmp_path: Path, monkeypatch) -> None:

@@ -71,16 +71,39 @@ def test_missing_and_empty_folders(tmp_path):
         text_files(tmp_path / "empty")
 
 
-def test_default_corpus_is_the_first_present_folder_or_names_the_apt_package(tmp_path, monkeypatch):
-    """No Debian package needed: the corpus locations are replaced by generated folders."""
+def test_default_corpus_is_the_standard_library_sorted_and_bounded(tmp_path, monkeypatch):
+    """No Debian package needed (none looked for): the stdlib's public top-level modules by name, up to the byte
+    budget."""
+    import sysconfig
+    from pathlib import Path
+
     import compt.lm.text as text
 
-    present = tmp_path / "docs"
-    present.mkdir()
-    for i in range(12):
-        (present / f"{i}.txt").write_text(f"generated text number {i}\n" * 3)
-    monkeypatch.setattr(text, "CORPORA", (tmp_path / "missing", present))
-    assert default_corpus() == present and len(text_files(present)) == 12
-    monkeypatch.setattr(text, "CORPORA", (tmp_path / "missing",))
-    with pytest.raises(UserError, match="apt-get install python3.11-doc"):
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = text_files(default_corpus())
+    sizes = [f.stat().st_size for f in files]
+    assert len(files) >= 10 and all(f.parent == root and not f.name.startswith("_") for f in files)
+    assert files == sorted(files) and min(sizes) > 0 and sum(sizes) <= text.DEFAULT_CORPUS_BYTES
+    public = sorted(f for f in root.glob("*.py") if not f.name.startswith("_"))
+    assert files == public[:len(files)]                        # a prefix: the next module would not fit
+    assert sum(sizes) + public[len(files)].stat().st_size > text.DEFAULT_CORPUS_BYTES
+    assert default_corpus() == default_corpus() and "the Python standard library" in str(default_corpus())
+    tokens = tokenize_corpus(default_corpus(), tmp_path / "tok").tokens
+    assert tokens.size == sum(sizes) + len(files)              # byte-level: one token a byte, one <eos> a file
+    monkeypatch.setattr(text, "DEFAULT_CORPUS_BYTES", 0)
+    with pytest.raises(UserError, match="no Python standard-library sources in .*; set data.path"):
         default_corpus()
+
+
+@pytest.mark.parametrize("config", ["demo-lm", "demo-lm-quick"])
+def test_lm_demo_configs_fit_in_the_default_corpus(config, tmp_path):
+    from compt.commands.demo import demo_config_path
+    from compt.config import load_config
+    from compt.lm.models import get_lm_config
+
+    cfg = load_config(demo_config_path(config.endswith("quick"), lm=True))
+    assert cfg.data.path == ""
+    context = get_lm_config(cfg.chain[0].model).context_length
+    train, held = split(tokenize_corpus(default_corpus(), tmp_path / "tok"), context, cfg.data.eval_samples,
+                        max_train=cfg.data.num_samples)
+    assert (len(train), len(held)) == (cfg.data.num_samples, cfg.data.eval_samples)

@@ -1,5 +1,8 @@
 """`compt` command line: one sub-command per module in `compt.commands`.
 
+Building the parser imports no torch (each command imports what it needs when it runs), so ``compt --help``
+answers at once.
+
 User errors (`UserError`) and environment failures (`OSError`: disk full, read-only filesystem, missing
 permissions) print one line to stderr and exit with status 2, without a traceback.
 """
@@ -19,7 +22,8 @@ COMMANDS = ("models", "flops", "plan", "grow", "train", "eval", "export", "repor
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="compt", description="Chain-of-Models Pre-Training for CLIP families.")
+    parser = argparse.ArgumentParser(prog="compt", description="Chain-of-Models Pre-Training for CLIP/SigLIP and "
+                                                               "language-model (Llama) families.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"compt.commands.{name}").add_parser(sub)

@@ -289,8 +289,31 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def _validate_stage_schedule(i: int, m: MemberConfig, has_patches: bool) -> None:
+MAX_EPOCHS = 1e6   # epochs of one stage or baseline; more is a typo (1e300 would overflow the step count)
+
+
+def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_patches: bool) -> None:
+    """A member's numbers: finite (NaN passes every comparison), epochs in (0, MAX_EPOCHS], a peak lr at or
+    above train.min_lr, known schedules."""
+    import math
+
     where = f"chain member {i + 1} ({m.model})"
+    for f in dataclasses.fields(m):
+        value = getattr(m, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{where}: {f.name} must be a finite number, got {value}")
+    if not 0 < m.epochs <= MAX_EPOCHS:
+        raise UserError(f"{where}: epochs must be positive and at most {MAX_EPOCHS:,.0f}, got {m.epochs}")
+    if m.lr is not None and m.lr <= 0:
+        raise UserError(f"{where}: lr must be positive, got {m.lr}")
+    if m.lr is not None and m.lr < train.min_lr:
+        raise UserError(f"{where}: lr {m.lr:g} is below train.min_lr {train.min_lr:g} (the schedule decays from the "
+                        f"peak lr down to min_lr)")
+    if m.distill_weight < 0 or (m.warmup_steps is not None and m.warmup_steps < 0):
+        raise UserError(f"{where}: distill_weight and warmup_steps must not be negative, got {m.distill_weight} "
+                        f"and {m.warmup_steps}")
+    if m.distill_temperature is not None and m.distill_temperature <= 0:
+        raise UserError(f"{where}: distill_temperature must be positive, got {m.distill_temperature}")
     if m.decay_fraction is not None and not 0 < m.decay_fraction <= 1:
         raise UserError(f"{where}: decay_fraction must be in (0, 1], got {m.decay_fraction}")
     if m.distill_schedule is not None and m.distill_schedule not in DISTILL_SCHEDULES:
@@ -314,18 +337,12 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
                         f"(data.num_samples = {cfg.data.num_samples}): one step would see samples twice")
     _validate_report_to(cfg.train.report_to)
-    if cfg.baseline_epochs < 0:
-        raise UserError(f"baseline_epochs must be positive, got {cfg.baseline_epochs}")
+    if not 0 <= cfg.baseline_epochs <= MAX_EPOCHS:  # 0: member 1's epochs; NaN fails both comparisons
+        raise UserError(f"baseline_epochs must be positive (or 0: member 1's) and at most {MAX_EPOCHS:,.0f}, got "
+                        f"{cfg.baseline_epochs}")
     rules = chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
-        if m.epochs <= 0:
-            raise UserError(f"chain member {i + 1} ({m.model}): epochs must be positive, got {m.epochs}")
-        if m.lr is not None and m.lr <= 0:
-            raise UserError(f"chain member {i + 1} ({m.model}): lr must be positive, got {m.lr}")
-        if m.distill_weight < 0 or (m.warmup_steps is not None and m.warmup_steps < 0):
-            raise UserError(f"chain member {i + 1} ({m.model}): distill_weight and warmup_steps must not be "
-                            f"negative, got {m.distill_weight} and {m.warmup_steps}")
-        _validate_stage_schedule(i, m, has_patches=rules.patch_tokens[i])
+        _validate_stage_schedule(i, m, cfg.train, has_patches=rules.patch_tokens[i])
         distill = resolved_member(m, cfg).distill
         if i > 0 and m.growth not in rules.growth_ops:
             raise unknown_name("growth operator", m.growth, rules.growth_ops)
@@ -365,9 +382,14 @@ def _validate_report_to(sinks: tuple[str, ...]) -> None:
         if importlib.util.find_spec("wandb") is None:
             raise UserError("train.report_to has \"wandb\" but wandb is not installed: pip install 'compt[wandb]'")
 def _check_range(where: str, obj: Any, rules: dict[str, tuple[float, float | None, bool]]) -> None:
-    """`rules`: field → (lowest, highest or None, lowest allowed?). One-line `UserError` on the first miss."""
+    """`rules`: field → (lowest, highest or None, lowest allowed?). One-line `UserError` on the first miss;
+    NaN and ±inf are in no range (NaN would pass every comparison)."""
+    import math
+
     for key, (low, high, closed) in rules.items():
         v = getattr(obj, key)
+        if not math.isfinite(v):
+            raise UserError(f"{where}.{key} must be a finite number, got {v!r}")
         if (v < low if closed else v <= low) or (high is not None and v > high):
             bound = f"{'at least' if closed else 'above'} {low:g}" + (f" and at most {high:g}" if high else "")
             raise UserError(f"{where}.{key} must be {bound}, got {v!r}")
@@ -385,7 +407,10 @@ def validate_data(data: DataConfig) -> None:
 
 
 def validate_train(train: TrainConfig) -> None:
-    """Checks of the `[train]` table: positive sizes and rates, betas in [0, 1), known precision."""
+    """Checks of the `[train]` table: finite numbers, positive sizes and rates, min_lr at most lr, betas in
+    [0, 1), at most `compt.threads.MAX_THREADS` threads, known precision."""
+    from compt.threads import MAX_THREADS
+
     if train.precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"train.precision must be auto, fp32 or bf16, got {train.precision!r}")
     for key in ("beta1", "beta2"):
@@ -397,4 +422,10 @@ def validate_train(train: TrainConfig) -> None:
         "warmup_steps": (0, None, True),
         "stage_warmup_steps": (0, None, True), "grad_clip": (0, None, True), "ckpt_every_steps": (0, None, True),
         "eval_every_epochs": (0, None, True), "log_every_steps": (0, None, True), "loader_workers": (-1, None, True),
-        "teacher_cache_mem_gb": (0, None, True), "threads": (0, None, True)})
+        "teacher_cache_mem_gb": (0, None, True), "threads": (0, MAX_THREADS, True)})
+    if train.min_lr > train.lr:
+        raise UserError(f"train.min_lr {train.min_lr:g} is above train.lr {train.lr:g} (the schedule decays from the "
+                        f"peak lr down to min_lr)")
+    if train.batch_size % train.accum_steps:
+        raise UserError(f"train.batch_size {train.batch_size} must be divisible by train.accum_steps "
+                        f"{train.accum_steps} (each step is split into that many micro-batches)")

@@ -87,6 +87,27 @@ def init_distributed() -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
 
 
+def user_device(name: str, flag: str = "--device") -> torch.device:
+    """The device a user named (``cpu``, ``cuda``, ``cuda:N``, ``mps``), checked to exist on this machine;
+    a one-line `UserError` for a malformed name or a device that is not there."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"{flag} {name!r} is not a device name: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"{flag} {name}: this machine has no usable CUDA GPU (torch.cuda.is_available() is "
+                            f"False); use {flag} cpu")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"{flag} {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{flag} {name}: Apple's MPS backend is not available here; use {flag} cpu")
+    elif device.type not in ("cpu", "mps"):
+        raise UserError(f"{flag} {name}: compt evaluates on cpu, cuda[:N] or mps, not {device.type}")
+    return device
+
+
 def shutdown() -> None:
     """Leave the process group (call once at the very end of a torchrun job)."""
     if dist.is_initialized():

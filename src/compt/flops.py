@@ -13,6 +13,9 @@ w·E. Text tower: L blocks on T = context tokens and the EOT projection w·E (th
 token embedding is a lookup). Swin: patch conv, per stage s with C_s = C·2^s on N_s tokens and window
 M_s = min(window, side_s): N_s·(4 + 2r)·C_s² + 2·N_s·M_s²·C_s per block, patch merging N_s·(4C_{s-1})·(2C_{s-1})
 and the pooled projection C_last·E.
+
+Parameters are counted analytically too (`param_counts`; tested against built models), so that FLOPs and
+parameter tables (`compt models`, `compt plan`) need no torch.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 
-import torch
-
-from compt.models import ModelConfig, SwinConfig, VisionConfig, build_model
+from compt.models import ModelConfig, SwinConfig, VisionConfig
 
 
 @dataclass(frozen=True)
@@ -99,18 +100,33 @@ def block_params(width: int, mlp_ratio: float) -> int:
     return 4 * width * width + 4 * width + 2 * width * hidden + hidden + width + 4 * width
 
 
+def swin_params(v: VisionConfig, s: SwinConfig, embed_dim: int) -> int:
+    """timm's Swin trunk + open_clip's bias-free projection: patch conv and LayerNorm; per stage s (width C_s,
+    window M_s = min(window, side_s)) patch merging LayerNorm(4C_{s-1}) + Linear(4C_{s-1} → C_s) and blocks with
+    a (2M_s − 1)² × heads_s relative-position bias table; the final LayerNorm and C_last·E."""
+    side = v.image_size // s.patch_size
+    params = 3 * s.patch_size**2 * s.embed_dim + 3 * s.embed_dim
+    for stage, depth in enumerate(s.depths):
+        c = s.embed_dim * 2**stage
+        if stage > 0:
+            side //= 2
+            params += 2 * (2 * c) + (2 * c) * c
+        table = (2 * min(s.window_size, side) - 1) ** 2 * s.num_heads[stage]
+        params += depth * (block_params(c, v.mlp_ratio) + table)
+    last = s.embed_dim * 2 ** (len(s.depths) - 1)
+    return params + 2 * last + last * embed_dim
+
+
 def param_counts(cfg: ModelConfig) -> tuple[int, int]:
-    """(image tower, text side incl. logit scale) parameter counts; ViTs analytically, Swin via the meta device."""
+    """(image tower, text side incl. logit scale) parameter counts, analytic for ViT and Swin towers."""
     v, t, e = cfg.vision, cfg.text, cfg.embed_dim
     text = (t.vocab_size + t.context_length) * t.width + t.layers * block_params(t.width, t.mlp_ratio) \
         + 2 * t.width + t.width * e + 1 + (cfg.init_logit_bias is not None)
-    if v.swin is None:
-        image = 3 * v.patch_size**2 * v.width + (v.num_tokens + 1) * v.width + 4 * v.width \
-            + v.layers * block_params(v.width, v.mlp_ratio) + v.width * e
-        return image, text
-    with torch.device("meta"):
-        visual = build_model(cfg).visual
-    return sum(p.numel() for p in visual.parameters()), text
+    if v.swin is not None:
+        return swin_params(v, v.swin, e), text
+    image = 3 * v.patch_size**2 * v.width + (v.num_tokens + 1) * v.width + 4 * v.width \
+        + v.layers * block_params(v.width, v.mlp_ratio) + v.width * e
+    return image, text
 
 
 def counted_flops(cfg: ModelConfig) -> tuple[float, float]:
@@ -119,8 +135,11 @@ def counted_flops(cfg: ModelConfig) -> tuple[float, float]:
     Forces the math SDPA backend and grad mode, because on CPU the counter misses the fused attention
     kernels and nn.MultiheadAttention's no-grad fast path.
     """
+    import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
+
+    from compt.models import build_model
 
     model = build_model(cfg).train()
     image = torch.zeros(1, 3, cfg.vision.image_size, cfg.vision.image_size)

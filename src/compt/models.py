@@ -18,12 +18,13 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from compt.errors import UserError, unknown_name
 from compt.swin import SwinConfig, ensure_registered
+
+if TYPE_CHECKING:  # configs and the registry need no torch (`compt models` stays fast); building does
+    import torch
 
 __all__ = ["SwinConfig"]  # re-exported: the Swin trunk's config is part of a ModelConfig
 
@@ -249,13 +250,14 @@ def family_members(family: str) -> tuple[str, ...]:
     return _FAMILIES[family]
 
 
-def list_models(family: str | None = None) -> list[str]:
-    """Registered names (compt's families first, then upstream open_clip ViT configs)."""
+def list_models(family: str | None = None, *, upstream: bool = True) -> list[str]:
+    """Registered names (compt's families first, then, with `upstream`, open_clip's ViT configs: listing those
+    imports open_clip)."""
     if family is not None:
         if family == "open_clip":
             return list(_open_clip_configs())
         return list(family_members(family))
-    return list(_MODELS) + list(_open_clip_configs())
+    return list(_MODELS) + (list(_open_clip_configs()) if upstream else [])
 
 
 def get_model_config(name: str) -> ModelConfig:

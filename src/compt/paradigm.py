@@ -19,15 +19,16 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-from torch import Tensor, nn
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from compt.errors import UserError, unknown_name
 
-Evaluate = Callable[[nn.Module], dict[str, float]]
-StateDict = dict[str, Tensor]
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torch.utils.data import Dataset
+
+Evaluate = Callable[["nn.Module"], dict[str, float]]
+StateDict = dict[str, "Tensor"]
 
 # name → module whose ``PARADIGM`` attribute is the paradigm (imported on first use)
 BUILTIN = {"clip": "compt.clip.paradigm", "lm": "compt.lm.paradigm"}

@@ -8,9 +8,10 @@ as a timm entry point named by `SwinConfig.timm_name`, with stochastic depth off
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True, kw_only=True)

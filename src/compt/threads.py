@@ -6,9 +6,11 @@ only at a fixed count; `configure_threads` returns what it chose and why, and th
 
 Default (``train.threads = 0``): the user's ``OMP_NUM_THREADS`` when set, else the CPUs this process may
 use (its affinity mask, capped by a cgroup CPU quota) divided by the ranks on this machine
-(``LOCAL_WORLD_SIZE`` under torchrun), at least 1. ``train.threads = N`` forces N. The CLI also sets
-``OMP_WAIT_POLICY=PASSIVE`` unless the user set it: OpenMP's default busy-waiting is what makes torch's
-thread team collapse when another process competes for the same cores (``benchmarks/results/threads.md``).
+(``LOCAL_WORLD_SIZE`` under torchrun), at least 1. ``train.threads = N`` forces N, at most `MAX_THREADS`
+(1024: more than any one machine's cores, a fixed bound so that a config validates the same everywhere).
+The CLI also sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it: OpenMP's default busy-waiting is what
+makes torch's thread team collapse when another process competes for the same cores
+(``benchmarks/results/threads.md``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+
+MAX_THREADS = 1024  # highest train.threads (module doc)
 
 
 def available_cpus() -> int:

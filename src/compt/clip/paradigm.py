@@ -13,14 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-from torch import Tensor, nn
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any
 
 from compt.errors import UserError
 from compt.models import ModelConfig
 from compt.paradigm import ChainRules, Evaluate, Metric, StateDict
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torch.utils.data import Dataset
 
 
 class ClipData:
@@ -215,7 +216,7 @@ class ClipParadigm:
         families = list_families()
         if family not in (None, "open_clip", *families):
             return None
-        rows = [_model_row(n) for n in list_models(family)]
+        rows = [_model_row(n) for n in list_models(family, upstream=False)]
         head = f"{'model':<22} {'family':<10} {'vision':<16} {'text':<11} {'embed':>5} {'img':>4} " \
                f"{'params img/txt (M)':>19} {'GFLOPs img/txt':>17}"
         lines = [head, "-" * len(head)] + [
@@ -224,6 +225,8 @@ class ClipParadigm:
             f"{r['image_gflops']:>8.3g}/{r['text_gflops']:<8.3g}" for r in rows]
         lines += ["", "families (ascending compute): " + "; ".join(
             f"{k}: {' < '.join(v)}" for k, v in families.items() if family in (None, k))]
+        if family is None:
+            lines.append("upstream open_clip ViT configs: compt models --family open_clip")
         return "models", rows, lines
 
     def flops_row(self, model: str) -> dict[str, Any]:

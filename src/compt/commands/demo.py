@@ -12,10 +12,6 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from compt.chain import train_run
-from compt.config import load_config
-from compt.report import write_report
-
 # what the CLIP demo shows, in one line (issue 17: the demo stays until a configuration that fits its 10 minutes
 # shows the paper's >= 4x at parity; docs/results.md "When does CoM-PT pay off?" has the measured map)
 WHAT_IT_SHOWS = ("what this shows: the whole pipeline on a short schedule (8-epoch baselines, 2.5 epochs per grown "
@@ -44,11 +40,16 @@ def demo_config_path(quick: bool, lm: bool = False) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from compt.chain import train_run
+    from compt.config import load_config
+    from compt.report import write_report
+
     path = demo_config_path(args.quick, args.lm)
     cfg = load_config(path, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     members = " → ".join(m.model for m in cfg.chain)
-    data = f"an offline text corpus ({cfg.data.num_samples:,} training windows)" if args.lm else \
+    data = f"{cfg.data.path or 'the Python standard library sources'} ({cfg.data.num_samples:,} training windows)" \
+        if args.lm else \
         f"the embedded synthetic corpus ({cfg.data.num_samples:,} pairs)"
     print(f"compt demo: chain {members} and each member individually, on {data}; output in {run_dir}")
     t0 = time.perf_counter()

@@ -9,10 +9,11 @@ For ``csv``, ``wds`` and ``folder`` the file(s) named by ``--data-path`` are eva
 overrides the dataset folder. Other data settings: ``--set key=value`` (any `DataConfig` field).
 
 A language-model checkpoint (`compt.lm`; its stored config says so) evaluates on ``--data text --data-path
-FILE_OR_FOLDER``: held-out loss (nats/token), perplexity, bits per byte (byte-level tokenizer) and the token
-count over the last ``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and
-``data.eval_samples`` that is the run's own held-out split). ``--tokenizer FILE`` overrides the tokenizer
-(default: the run's BPE ``tokenizer.json`` when the checkpoint lies in a BPE run, else byte-level).
+FILE_OR_FOLDER`` (default: `compt.lm.text.default_corpus`, the standard library's sources): held-out loss
+(nats/token), perplexity, bits per byte (byte-level tokenizer) and the token count over the last
+``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and ``data.eval_samples`` that
+is the run's own held-out split). ``--tokenizer FILE`` overrides the tokenizer (default: the run's BPE
+``tokenizer.json`` when the checkpoint lies in a BPE run, else byte-level).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compt.clip.paradigm import check_data_kind
-from compt.config import DataConfig, parse_field, validate_data
 from compt.errors import UserError, unknown_name
+
+if TYPE_CHECKING:
+    from compt.config import DataConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="language models: tokenizer.json to tokenise --data text with (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="data generation / split seed (default 0)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="data_set",
                    help="any data setting, e.g. --set csv_separator=tab --set root=/data (repeatable)")
     b = p.add_argument_group("clip_benchmark (pip install 'compt[bench]'): CHECKPOINT is then a RUN_DIR")
@@ -70,6 +72,8 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The `DataConfig` the command line asks for."""
+    from compt.clip.paradigm import check_data_kind
+    from compt.config import DataConfig, parse_field, validate_data
     from compt.data import adapter
 
     check_numbers(args)
@@ -92,6 +96,19 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     validate_data(data)
     check_data_kind(data)
     return data
+
+
+def check_target(args: argparse.Namespace) -> str:
+    """The checked ``--device`` (a one-line error when malformed or absent here), once CHECKPOINT is known to be
+    a file: a folder (e.g. a run directory) is answered with what to pass instead."""
+    from compt.distributed import user_device
+
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        example = min(path.glob("chain/*/final.pt"), default=path / "chain" / "01-…" / "final.pt")
+        raise UserError(f"{path} is a folder, not a checkpoint: pass a checkpoint file such as {example}, or (CLIP "
+                        f"runs) --benchmark DATASET --dataset-root ROOT to evaluate every member of a run directory")
+    return str(user_device(args.device))
 
 
 def load_model(path: str, model_name: str) -> tuple[Any, Any]:
@@ -160,8 +177,8 @@ def lm_text_eval(args: argparse.Namespace) -> Any:
         raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data text (a language model "
                         f"describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] [--tokenizer FILE])")
     kind, file = resolve_tokenizer(args.checkpoint, args.tokenizer)
-    return TextEval(path=Path(args.data_path or default_corpus()), tokenizer=kind, tokenizer_file=file,
-                    windows=args.eval_samples)
+    return TextEval(path=Path(args.data_path) if args.data_path else default_corpus(), tokenizer=kind,
+                    tokenizer_file=file, windows=args.eval_samples)
 
 
 def run_lm(args: argparse.Namespace) -> int:
@@ -170,6 +187,7 @@ def run_lm(args: argparse.Namespace) -> int:
     from compt.lm.evaluate import evaluate_text
     from compt.lm.models import require_transformers
 
+    device = check_target(args)
     data = lm_text_eval(args)
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.paradigm != "lm":
@@ -177,7 +195,7 @@ def run_lm(args: argparse.Namespace) -> int:
                         f"models (CLIP models need image–caption data)")
     require_transformers()
     start = time.perf_counter()
-    metrics = evaluate_text(ckpt, data, batch_size=args.batch_size, device=args.device)
+    metrics = evaluate_text(ckpt, data, batch_size=args.batch_size, device=device)
     suite = data.describe(ckpt.model_config.context_length)
     print(f"{ckpt.model_config.name} on {suite}")
     width = max(len(k) for k in metrics)
@@ -210,11 +228,12 @@ def run(args: argparse.Namespace) -> int:
     if args.tokenizer:
         raise UserError("--tokenizer is for language-model checkpoints (with --data text)")
     data = data_config(args)
+    device = check_target(args)
     model, cfg = load_model(args.checkpoint, args.model)
-    model.to(args.device)
+    model.to(device)
     start = time.perf_counter()
     suite = build_eval_suite(data, cfg)
-    metrics = evaluate(model, suite, batch_size=args.batch_size, device=args.device)
+    metrics = evaluate(model, suite, batch_size=args.batch_size, device=device)
     print(f"{cfg.name} on {suite.describe()}")
     print(format_table(metrics))
     print(f"({time.perf_counter() - start:.1f} s)")

@@ -16,18 +16,21 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from compt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, sha256_file
 from compt.errors import UserError
-from compt.growth import GROWTH_OPS, get_operator, grow
-from compt.models import ModelConfig, get_model_config, write_open_clip_config
+
+if TYPE_CHECKING:
+    from compt.checkpoint import Checkpoint
+    from compt.models import ModelConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("grow", help="initialise a larger model from a trained smaller one (growth operator)")
     p.add_argument("--from", dest="parent", required=True, metavar="PARENT.pt", help="parent checkpoint")
     p.add_argument("--to", dest="child", required=True, metavar="MODEL", help="registered child model name")
-    p.add_argument("--op", required=True, metavar="NAME", help=f"growth operator: {', '.join(GROWTH_OPS)}")
+    p.add_argument("--op", required=True, metavar="NAME",  # named here: compt.growth imports torch
+                   help="growth operator (compt.growth.GROWTH_OPS): corner, preserve, stack")
     p.add_argument("--out", required=True, metavar="CHILD.pt", help="output checkpoint (written atomically)")
     p.add_argument("--seed", type=int, default=0, help="seed of the child's fresh init and noise (default 0)")
     p.add_argument("--from-model", metavar="NAME",
@@ -37,6 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def parent_config(ckpt: Checkpoint, from_model: str | None) -> tuple[ModelConfig, str]:
     """The parent's config and a note on where it came from (checkpoint, --from-model or inference)."""
+    from compt.models import get_model_config
+
     if ckpt.model_config is not None:
         if from_model and get_model_config(from_model).to_open_clip() != ckpt.model_config.to_open_clip():
             raise UserError(f"--from-model {from_model} contradicts the checkpoint's own model "
@@ -66,6 +71,10 @@ def check_config_folder(out: Path, child_cfg: ModelConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from compt.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+    from compt.growth import get_operator, grow
+    from compt.models import get_model_config, write_open_clip_config
+
     get_operator(args.op)
     child_cfg = get_model_config(args.child)
     parent_path, out = Path(args.parent), Path(args.out)

@@ -1,4 +1,8 @@
-"""`compt models [--family NAME] [--json]`: every paradigm's registry with parameters and GFLOPs."""
+"""`compt models [--family NAME] [--json]`: the registry with parameters and GFLOPs.
+
+Without ``--family`` it lists compt's own families (CLIP and language models), which needs no torch and answers
+at once; upstream open_clip's ViT configs (``--family open_clip``) need open_clip imported, which takes seconds.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list registered models and families (every paradigm)")
-    p.add_argument("--family", help="one family (paper, paper-swin, tiny, test, test-swin, open_clip, "
-                                    "lm-cpu, lm-pythia, lm-test)")
+    p = sub.add_parser("models", help="list registered models and families")
+    p.add_argument("--family", help="one family (paper, paper-swin, tiny, test, test-swin, lm-cpu, lm-pythia, "
+                                    "lm-test), or open_clip: upstream open_clip's ViT configs")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 

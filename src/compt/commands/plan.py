@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from compt.config import load_config
-from compt.plan import format_plan, plan_chain
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="cost of a chain vs individual training (FLOPs, reduction, acceleration)")
@@ -20,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from compt.config import load_config
+    from compt.plan import format_plan, plan_chain
+
     cfg = load_config(args.config, args.overrides)
     plan = plan_chain(cfg, cached_teacher=args.teacher_cache)
     if args.json:

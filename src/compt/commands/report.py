@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from compt.report import write_report
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="table and plots of one run, or of several runs (seeds) as mean ± std")
@@ -17,6 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from compt.report import write_report
+
     out, md = write_report(args.run_dirs, args.out)
     if args.json:
         print((out / "report.json").read_text())

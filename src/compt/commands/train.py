@@ -9,10 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compt import distributed as dist
-from compt.chain import train_run
-from compt.config import load_config
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model family as a CoM-PT chain (resumable)")
@@ -27,6 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from compt import distributed as dist
+    from compt.chain import train_run
+    from compt.config import load_config
+
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     dist.init_distributed()

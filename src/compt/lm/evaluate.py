@@ -21,19 +21,22 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from compt.checkpoint import Checkpoint
 from compt.errors import UserError
 
+if TYPE_CHECKING:
+    from compt.lm.text import FileSet
+
 
 @dataclass(frozen=True)
 class TextEval:
     """What to evaluate on: corpus path, tokenizer kind and (for stored tokenizers) its file, windows."""
 
-    path: Path
+    path: Path | FileSet            # a text file or folder, or the default corpus (`compt.lm.text`)
     tokenizer: str                  # "byte" | "bpe" (`compt.lm.text.TOKENIZERS`)
     tokenizer_file: Path | None     # a stored tokenizer.json (BPE or an explicit one); None = byte-level
     windows: int                    # evaluate the corpus's last `windows` windows

@@ -20,9 +20,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import torch
-
-from compt.lm.models import LMConfig, build_lm
+from compt.lm.models import LMConfig
 
 
 @dataclass(frozen=True)
@@ -66,8 +64,11 @@ def lm_flops(cfg: LMConfig) -> LMFlops:
 
 def counted_lm_flops(cfg: LMConfig, tokens: int | None = None) -> float:
     """Forward FLOPs of one sequence measured with torch's FlopCounterMode (math SDPA backend forced)."""
+    import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
+
+    from compt.lm.models import build_lm
 
     model = build_lm(cfg).train()
     ids = torch.zeros(1, tokens or cfg.context_length, dtype=torch.long)

@@ -21,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from compt.errors import UserError, unknown_name
+
+if TYPE_CHECKING:  # configs and the registry need no torch; building does
+    import torch
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from torch import Tensor, nn
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any
 
 from compt.errors import UserError
 from compt.lm.models import LMConfig
 from compt.paradigm import ChainRules, Metric, StateDict
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torch.utils.data import Dataset
 
 
 class LMParadigm:

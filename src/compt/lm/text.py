@@ -15,14 +15,21 @@ it (files, sizes, tokenizer); a later run with the same files and tokenizer memo
 `eval_samples` windows are the held-out split (validation loss); the rest is cut into samples of
 ``context + 1`` tokens at stride ``context`` (inputs and next-token targets).
 
-Default corpus (`default_corpus`): the reST sources of the Python 3.11 documentation shipped by Debian's
-``python3.11-doc`` (497 files, 12 MB, PSF licence), else Debian's ``fortunes`` files.
+Default corpus (``data.path = ""``, `default_corpus`): the Python standard library's own source, which every
+Python install carries (no download, no system package; PSF licence) — its public top-level modules
+(``sysconfig.get_paths()["stdlib"]/*.py`` not starting with ``_``), sorted by name, taken while they fit in
+`DEFAULT_CORPUS_BYTES` (1 MB; the LM demo trains on its first 82 k bytes, ``benchmarks/configs/lm-base.toml``
+needs 164 k). The selection depends only on the Python version (3.11: ``abc.py`` … ``doctest.py``, 35 files,
+0.97 MB); the token manifest lists the files. The committed language-model study was made on the reST sources of
+the Python 3.11 documentation (Debian's ``python3.11-doc``: ``/usr/share/doc/python3.11/html/_sources``, 497
+files, 12 MB), which lm-base.toml names as its ``data.path``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,21 +45,43 @@ from compt.errors import UserError
 EOS = "<eos>"
 TOKENIZER_FILE = "tokenizer.json"   # stored next to the tokens; `transformers` reads it too
 TOKENIZERS = ("byte", "bpe")
-CORPORA = (Path("/usr/share/doc/python3.11/html/_sources"), Path("/usr/share/games/fortunes"))
+DEFAULT_CORPUS_BYTES = 1_000_000    # size bound of the default corpus (module doc)
 
 
-def default_corpus() -> Path:
-    """The first offline corpus present on this machine (see the module docstring)."""
-    for path in CORPORA:
-        if path.is_dir():
-            return path
-    raise UserError("no offline text corpus found (looked in " + ", ".join(map(str, CORPORA)) + "): install "
-                    "Debian's package with `apt-get install python3.11-doc` (or `fortunes`), or set data.path to a "
-                    "text file or folder")
+@dataclass(frozen=True)
+class FileSet:
+    """A fixed list of text files read as one corpus (`default_corpus`); `name` says what it is."""
+
+    files: tuple[Path, ...]
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
 
 
-def text_files(path: str | Path) -> list[Path]:
-    """The files of a corpus: `path` itself, or every regular file below the folder, sorted."""
+def default_corpus() -> FileSet:
+    """The standard library's public top-level modules, sorted by name, up to `DEFAULT_CORPUS_BYTES`."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files, total = [], 0
+    for f in sorted(root.glob("*.py")):
+        size = f.stat().st_size if f.is_file() and not f.name.startswith("_") else 0
+        if total + size > DEFAULT_CORPUS_BYTES:
+            break
+        if size:
+            files.append(f)
+            total += size
+    if not files:
+        raise UserError(f"no Python standard-library sources in {root} for the default text corpus; set data.path "
+                        f"(or --data-path) to a text file or folder")
+    return FileSet(files=tuple(files), name=f"the Python standard library ({len(files)} modules of {root}, "
+                                            f"{files[0].name} … {files[-1].name}, {total / 1e6:.2f} MB)")
+
+
+def text_files(path: str | Path | FileSet) -> list[Path]:
+    """The files of a corpus: the files of a `FileSet`, `path` itself, or every regular file below the folder,
+    sorted."""
+    if isinstance(path, FileSet):
+        return list(path.files)
     root = Path(path)
     if root.is_file():
         return [root]
@@ -162,7 +191,7 @@ def _manifest(files: list[Path], tokenizer: str, vocab_size: int, tokenizer_file
     return out
 
 
-def tokenize_corpus(path: str | Path, directory: str | Path, *, tokenizer: str = "byte",
+def tokenize_corpus(path: str | Path | FileSet, directory: str | Path, *, tokenizer: str = "byte",
                     vocab_size: int = 264, tokenizer_file: Path | None = None) -> TokenCorpus:
     """Tokenise the corpus at `path` once into `directory` (reused when files and tokenizer are unchanged).
     With `tokenizer_file` (a stored ``tokenizer.json``) that tokenizer is used instead of building one."""
