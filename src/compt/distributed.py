@@ -19,6 +19,7 @@ gradient averaging divides by W again, so the update equals the one-process upda
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -74,8 +75,28 @@ def is_main() -> bool:
     return world_info_from_env()[0] == 0
 
 
+PG_TIMEOUT_S = 3600  # collectives wait this long: rank 0 alone writes checkpoints while the others wait
+
+
+def pg_timeout() -> datetime.timedelta:
+    """How long a collective waits for the slowest rank: ``COMPT_PG_TIMEOUT_S`` seconds, else `PG_TIMEOUT_S`.
+
+    torch's default (10 min for NCCL) is shorter than rank 0's checkpoint write of a large model to a network
+    filesystem, during which every other rank waits in the barrier after it.
+    """
+    raw = os.environ.get("COMPT_PG_TIMEOUT_S", "")
+    try:
+        seconds = float(raw) if raw else PG_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UserError(f"COMPT_PG_TIMEOUT_S must be a positive number of seconds, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
 def init_distributed() -> DistInfo:
-    """Join torchrun's process group if there is one (idempotent) and pick this rank's device."""
+    """Join torchrun's process group if there is one (idempotent, with `pg_timeout`) and pick this rank's
+    device."""
     rank, world, local = world_info_from_env()
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
@@ -83,7 +104,7 @@ def init_distributed() -> DistInfo:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (eval, fp32 runs) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=pg_timeout())
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
 
 
