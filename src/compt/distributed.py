@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -153,8 +154,45 @@ def check_shared_dir(path: Path) -> None:
                         f"filesystem every node mounts")
 
 
+def rank() -> int:
+    """This process's rank in the process group (0 without one)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------------------- random streams
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of `rank`'s random stream: `seed` itself on rank 0 (a one-process run draws exactly what
+    it always drew), a 63-bit hash of (seed, rank) on the others (no two (seed, rank) pairs share a stream)."""
+    if rank == 0:
+        return seed
+    digest = hashlib.sha256(f"compt-rank-stream:{seed}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seed_rank(seed: int, info: DistInfo) -> int:
+    """Seed torch (CPU and every CUDA device) with this rank's `rank_seed`; returns that seed.
+
+    Each rank then draws its own random numbers (patch-dropout masks, dropout) instead of repeating rank 0's.
+    Weights never come from this stream on more than one rank: DDP broadcasts rank 0's at wrapping and
+    `wrap_student` does the same before FSDP shards them.
+    """
+    value = rank_seed(seed, info.rank)
+    torch.manual_seed(value)
+    return value
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank; ``[obj]`` when alone. One collective:
+    for checkpoint-time state (RNG states), not for the step."""
+    if _world() == 1:
+        return [obj]
+    out: list[Any] = [None] * _world()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- devices
@@ -201,6 +239,7 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precis
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
+    _broadcast_from_rank0(model)
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     mp = MixedPrecisionPolicy()
     if info.device.type == "cuda" and uses_bf16(info, precision):
@@ -214,6 +253,14 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precis
         if hasattr(model, name):
             register_fsdp_forward_method(model, name)
     return model
+
+
+def _broadcast_from_rank0(model: nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (what DDP does at wrapping; FSDP2 shards whatever each
+    rank holds, so a model initialised from per-rank random streams would otherwise mix inits)."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, src=0)
 
 
 def _block_types() -> tuple[type, ...]:
