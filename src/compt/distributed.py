@@ -216,6 +216,9 @@ def autocast(info: DistInfo, precision: str) -> contextlib.AbstractContextManage
 # ----------------------------------------------------------------------------------------------- wrapping
 FSDP_METHODS = ("encode_image", "encode_text")  # called outside forward (evaluation): FSDP2 must hook them
 COMPILE_BACKEND = "inductor"  # tests on CPU swap in "aot_eager": inductor's C++ build takes minutes there
+# Compiled graphs one stage may keep per code object (ResidualAttentionBlock.forward serves both towers):
+# 2 towers × (train, eval) × a few input shapes. torch's default of 8 runs out by the third chain member.
+RECOMPILE_LIMIT = 64
 
 
 def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precision: str = "auto",
@@ -223,12 +226,14 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precis
     """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone.
 
     `blocks` are the module types that become one FSDP unit each (default: the CLIP towers' blocks).
-    With `compile`, every transformer block is compiled in place first (``nn.Module.compile``: state-dict
+    With `compile`, compiling starts afresh (`start_compiling`) and every transformer block is compiled in
+    place first (``nn.Module.compile``: state-dict
     keys unchanged, blocks of one shape share their graph, FSDP2 units stay the blocks). FSDP2 on GPU with
     bf16 compute all-gathers bf16 parameters and reduce-scatters fp32 gradients; on CPU (gloo) parameters
     stay fp32, so one and several processes compute the same numbers.
     """
     if compile:
+        start_compiling()
         for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
             block.compile(backend=COMPILE_BACKEND)
     if info.world_size == 1:
@@ -261,6 +266,14 @@ def _broadcast_from_rank0(model: nn.Module) -> None:
     with torch.no_grad():
         for t in [*model.parameters(), *model.buffers()]:
             dist.broadcast(t.data, src=0)
+
+
+def start_compiling() -> None:
+    """Empty torch.compile's caches and raise its per-function graph limit to `RECOMPILE_LIMIT`, once per
+    stage: the previous members' graphs (other widths, never run again) would otherwise fill the cache until
+    dynamo stops compiling and silently runs the blocks eagerly."""
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
 
 
 def _block_types() -> tuple[type, ...]:
