@@ -213,6 +213,16 @@ def autocast(info: DistInfo, precision: str) -> contextlib.AbstractContextManage
     return torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """Autocast off, whichever device the step's `autocast` is on: losses computed inside run in fp32 (their
+    logit matmuls and softmaxes would otherwise run in bf16) on fp32 features."""
+    with contextlib.ExitStack() as stack:
+        for device_type in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield
+
+
 # ----------------------------------------------------------------------------------------------- wrapping
 FSDP_METHODS = ("encode_image", "encode_text")  # called outside forward (evaluation): FSDP2 must hook them
 COMPILE_BACKEND = "inductor"  # tests on CPU swap in "aot_eager": inductor's C++ build takes minutes there
