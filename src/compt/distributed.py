@@ -233,20 +233,21 @@ RECOMPILE_LIMIT = 64
 
 def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precision: str = "auto",
                  compile: bool = False, blocks: tuple[type, ...] | None = None) -> nn.Module:
-    """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone.
+    """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone (no
+    process group: a one-rank group, as `benchmarks/gpu_check.py` makes, still wraps).
 
     `blocks` are the module types that become one FSDP unit each (default: the CLIP towers' blocks).
     With `compile`, compiling starts afresh (`start_compiling`) and every transformer block is compiled in
-    place first (``nn.Module.compile``: state-dict
-    keys unchanged, blocks of one shape share their graph, FSDP2 units stay the blocks). FSDP2 on GPU with
-    bf16 compute all-gathers bf16 parameters and reduce-scatters fp32 gradients; on CPU (gloo) parameters
-    stay fp32, so one and several processes compute the same numbers.
+    place first (``nn.Module.compile``: state-dict keys unchanged, blocks of one shape share their graph,
+    FSDP2 units stay the blocks). FSDP2 on GPU with bf16 compute all-gathers bf16 parameters and
+    reduce-scatters fp32 gradients; on CPU (gloo) parameters stay fp32, so one and several processes compute
+    the same numbers.
     """
     if compile:
         start_compiling()
         for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
             block.compile(backend=COMPILE_BACKEND)
-    if info.world_size == 1:
+    if info.world_size == 1 and not dist.is_initialized():
         return model
     if not fsdp:
         ids = [info.device.index] if info.device.type == "cuda" else None
