@@ -109,6 +109,27 @@ def test_normalize_matches_open_clip_transform() -> None:
     assert OPENAI_MEAN == open_clip.OPENAI_DATASET_MEAN and OPENAI_STD == open_clip.OPENAI_DATASET_STD
 
 
+def test_normalize_on_a_device_copies_its_constants_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step's normalisation on the device must not copy mean/std from the host (a sync) on every call:
+    counted on the meta device (any non-CPU device takes that path) through ``Tensor.to``."""
+    from compt.data import images as images_mod
+
+    copies, to = [], torch.Tensor.to
+
+    def counting_to(self: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self is images_mod._MEAN or self is images_mod._STD:
+            copies.append(args)
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    batch = torch.zeros(4, 3, 8, 8, dtype=torch.uint8, device="meta")
+    first = normalize(batch)
+    warm = len(copies)
+    second = normalize(batch)
+    assert warm <= 2 and len(copies) == warm  # at most one copy each of mean and std, none on later calls
+    assert first.shape == second.shape == batch.shape and second.dtype == torch.float32
+
+
 def test_fast_tokenizer_matches_open_clip() -> None:
     scenes = synthetic.sample_scenes(3, 0, 40)
     texts = [c for caps in synthetic.captions_for(scenes, 8, seed=3, split=0) for c in caps]

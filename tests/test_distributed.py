@@ -94,6 +94,25 @@ def test_single_process_helpers_are_identities() -> None:
     assert distributed.unmanaged_params(model.parameters(), model) == []
 
 
+def test_process_group_timeout_covers_rank0_checkpoint_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """init_distributed passes `pg_timeout` (1 h, or COMPT_PG_TIMEOUT_S) to init_process_group."""
+    import datetime
+
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: calls.append((backend, kw)))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("COMPT_PG_TIMEOUT_S", raising=False)
+    distributed.init_distributed()
+    monkeypatch.setenv("COMPT_PG_TIMEOUT_S", "90")
+    distributed.init_distributed()
+    assert [kw["timeout"] for _, kw in calls] == [datetime.timedelta(hours=1), datetime.timedelta(seconds=90)]
+    for bad in ("0", "soon"):
+        monkeypatch.setenv("COMPT_PG_TIMEOUT_S", bad)
+        with pytest.raises(UserError, match="COMPT_PG_TIMEOUT_S"):
+            distributed.init_distributed()
+
+
 if __name__ == "__main__":
     root = Path(sys.argv[1])
     for stage, kw in STAGES.items():

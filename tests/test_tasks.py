@@ -112,3 +112,46 @@ def test_build_task_and_errors() -> None:
                            teacher_dim=16)) is DistillTask
     with pytest.raises(UserError, match="unknown distillation"):
         build_task(_model("test/A"), distill="kl", teacher=_model("test/A"), student_dim=16, teacher_dim=16)
+
+
+class _FixedFeatures(torch.nn.Module):
+    """A stand-in CLIP whose forward returns fixed fp32 features (B, E), (B·K, E), scale (and bias)."""
+
+    def __init__(self, b: int, k: int, e: int, seed: int, bias: bool = False) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.image = torch.nn.functional.normalize(torch.randn(b, e, generator=g), dim=-1).requires_grad_()
+        self.text = torch.nn.functional.normalize(torch.randn(b * k, e, generator=g), dim=-1).requires_grad_()
+        self.out = (self.image, self.text, torch.tensor(14.3)) + ((torch.tensor(-10.0),) if bias else ())
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.out
+
+
+@pytest.mark.parametrize("kind", ["none", "siglip", "fd", "affinity", "icl", "fd+affinity"])
+def test_losses_run_in_fp32_under_bf16_autocast(kind: str) -> None:
+    """Given the same fp32 features, the loss (and its gradient) under bf16 autocast equals the fp32 one."""
+    b, k, images, tokens = 8, 2, torch.zeros(8, 3, 4, 4), torch.zeros(8, 2, 5, dtype=torch.long)
+    student = _FixedFeatures(b, k, 24, seed=0, bias=kind == "siglip")
+    if kind in ("none", "siglip"):
+        task = build_task(student, objective="siglip" if kind == "siglip" else None)
+    else:
+        task = build_task(student, distill=kind, weight=3.0, teacher=_FixedFeatures(b, k, 16, seed=1),
+                          student_dim=24, teacher_dim=16)
+        if task.proj is not None:  # one that is not the identity: its matmul is a loss input too
+            g = torch.Generator().manual_seed(2)
+            with torch.no_grad():
+                task.proj.weight.add_(0.1 * torch.randn(task.proj.weight.shape, generator=g))
+    runs = []
+    for autocast in (False, True):
+        student.image.grad = student.text.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = task(images, tokens, torch.arange(b))
+        out["loss"].backward()
+        runs.append((out, student.image.grad.clone(), student.text.grad.clone()))
+    (fp32, gi32, gt32), (bf16, gi16, gt16) = runs
+    assert fp32["loss"].dtype == bf16["loss"].dtype == torch.float32
+    for name in fp32:
+        torch.testing.assert_close(bf16[name], fp32[name], rtol=1e-6, atol=1e-6, msg=name)
+    torch.testing.assert_close(gi16, gi32, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(gt16, gt32, rtol=1e-6, atol=1e-7)

@@ -19,6 +19,8 @@ gradient averaging divides by W again, so the update equals the one-process upda
 from __future__ import annotations
 
 import contextlib
+import datetime
+import hashlib
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -74,8 +76,28 @@ def is_main() -> bool:
     return world_info_from_env()[0] == 0
 
 
+PG_TIMEOUT_S = 3600  # collectives wait this long: rank 0 alone writes checkpoints while the others wait
+
+
+def pg_timeout() -> datetime.timedelta:
+    """How long a collective waits for the slowest rank: ``COMPT_PG_TIMEOUT_S`` seconds, else `PG_TIMEOUT_S`.
+
+    torch's default (10 min for NCCL) is shorter than rank 0's checkpoint write of a large model to a network
+    filesystem, during which every other rank waits in the barrier after it.
+    """
+    raw = os.environ.get("COMPT_PG_TIMEOUT_S", "")
+    try:
+        seconds = float(raw) if raw else PG_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UserError(f"COMPT_PG_TIMEOUT_S must be a positive number of seconds, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
 def init_distributed() -> DistInfo:
-    """Join torchrun's process group if there is one (idempotent) and pick this rank's device."""
+    """Join torchrun's process group if there is one (idempotent, with `pg_timeout`) and pick this rank's
+    device."""
     rank, world, local = world_info_from_env()
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
@@ -83,7 +105,7 @@ def init_distributed() -> DistInfo:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (eval, fp32 runs) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=pg_timeout())
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
 
 
@@ -153,8 +175,45 @@ def check_shared_dir(path: Path) -> None:
                         f"filesystem every node mounts")
 
 
+def rank() -> int:
+    """This process's rank in the process group (0 without one)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------------------- random streams
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of `rank`'s random stream: `seed` itself on rank 0 (a one-process run draws exactly what
+    it always drew), a 63-bit hash of (seed, rank) on the others (no two (seed, rank) pairs share a stream)."""
+    if rank == 0:
+        return seed
+    digest = hashlib.sha256(f"compt-rank-stream:{seed}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seed_rank(seed: int, info: DistInfo) -> int:
+    """Seed torch (CPU and every CUDA device) with this rank's `rank_seed`; returns that seed.
+
+    Each rank then draws its own random numbers (patch-dropout masks, dropout) instead of repeating rank 0's.
+    Weights never come from this stream on more than one rank: DDP broadcasts rank 0's at wrapping and
+    `wrap_student` does the same before FSDP shards them.
+    """
+    value = rank_seed(seed, info.rank)
+    torch.manual_seed(value)
+    return value
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank; ``[obj]`` when alone. One collective:
+    for checkpoint-time state (RNG states), not for the step."""
+    if _world() == 1:
+        return [obj]
+    out: list[Any] = [None] * _world()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- devices
@@ -175,25 +234,41 @@ def autocast(info: DistInfo, precision: str) -> contextlib.AbstractContextManage
     return torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """Autocast off, whichever device the step's `autocast` is on: losses computed inside run in fp32 (their
+    logit matmuls and softmaxes would otherwise run in bf16) on fp32 features."""
+    with contextlib.ExitStack() as stack:
+        for device_type in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield
+
+
 # ----------------------------------------------------------------------------------------------- wrapping
 FSDP_METHODS = ("encode_image", "encode_text")  # called outside forward (evaluation): FSDP2 must hook them
 COMPILE_BACKEND = "inductor"  # tests on CPU swap in "aot_eager": inductor's C++ build takes minutes there
+# Compiled graphs one stage may keep per code object (ResidualAttentionBlock.forward serves both towers):
+# 2 towers × (train, eval) × a few input shapes. torch's default of 8 runs out by the third chain member.
+RECOMPILE_LIMIT = 64
 
 
 def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precision: str = "auto",
                  compile: bool = False, blocks: tuple[type, ...] | None = None) -> nn.Module:
-    """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone.
+    """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone (no
+    process group: a one-rank group, as `benchmarks/gpu_check.py` makes, still wraps).
 
     `blocks` are the module types that become one FSDP unit each (default: the CLIP towers' blocks).
-    With `compile`, every transformer block is compiled in place first (``nn.Module.compile``: state-dict
-    keys unchanged, blocks of one shape share their graph, FSDP2 units stay the blocks). FSDP2 on GPU with
-    bf16 compute all-gathers bf16 parameters and reduce-scatters fp32 gradients; on CPU (gloo) parameters
-    stay fp32, so one and several processes compute the same numbers.
+    With `compile`, compiling starts afresh (`start_compiling`) and every transformer block is compiled in
+    place first (``nn.Module.compile``: state-dict keys unchanged, blocks of one shape share their graph,
+    FSDP2 units stay the blocks). FSDP2 on GPU with bf16 compute all-gathers bf16 parameters and
+    reduce-scatters fp32 gradients; on CPU (gloo) parameters stay fp32, so one and several processes compute
+    the same numbers.
     """
     if compile:
+        start_compiling()
         for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
             block.compile(backend=COMPILE_BACKEND)
-    if info.world_size == 1:
+    if info.world_size == 1 and not dist.is_initialized():
         return model
     if not fsdp:
         ids = [info.device.index] if info.device.type == "cuda" else None
@@ -201,6 +276,7 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precis
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
+    _broadcast_from_rank0(model)
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     mp = MixedPrecisionPolicy()
     if info.device.type == "cuda" and uses_bf16(info, precision):
@@ -214,6 +290,22 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precis
         if hasattr(model, name):
             register_fsdp_forward_method(model, name)
     return model
+
+
+def _broadcast_from_rank0(model: nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (what DDP does at wrapping; FSDP2 shards whatever each
+    rank holds, so a model initialised from per-rank random streams would otherwise mix inits)."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, src=0)
+
+
+def start_compiling() -> None:
+    """Empty torch.compile's caches and raise its per-function graph limit to `RECOMPILE_LIMIT`, once per
+    stage: the previous members' graphs (other widths, never run again) would otherwise fill the cache until
+    dynamo stops compiling and silently runs the blocks eagerly."""
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
 
 
 def _block_types() -> tuple[type, ...]:

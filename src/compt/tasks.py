@@ -5,6 +5,9 @@ The trainer only calls ``task(images, tokens, index, *teacher_rows)``, ``task.po
 (B, 3, H, W), tokens (B, K, ctx) with K caption slots per image, index (B,) dataset indices; teacher_rows,
 when the loader delivers a teacher cache's rows with the batch, (B, E') and (B, K, E').
 
+Features leave the (possibly bf16-autocast) forwards as fp32; every loss, and the distillation projection, is
+computed from them in fp32 (`compt.distributed.full_precision`).
+
 - `ClipTask`: symmetric InfoNCE averaged over caption slots (global negatives across ranks), or SigLIP's
   sigmoid loss with the model's learnable logit bias when ``train.objective = "siglip"`` (`compt.siglip`).
 - `DistillTask`: the same plus distillation from a frozen teacher (``fd``: the paper's inverse feature
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from compt.distributed import gather_no_grad, gather_with_grad, unwrap
+from compt.distributed import full_precision, gather_no_grad, gather_with_grad, unwrap
 from compt.errors import UserError
 from compt.losses import (
     AFFINITY_WEIGHT,
@@ -104,7 +107,8 @@ class ClipTask(ProjectionState, nn.Module):
 
     def forward(self, images: Tensor, tokens: Tensor, index: Tensor, *teacher_rows: Tensor) -> dict[str, Tensor]:
         image, text, scale, bias = encode_with_bias(self.student, images, tokens)
-        loss = self.task_loss(gather_with_grad(image), gather_with_grad(text), scale, bias)
+        with full_precision():  # the model's forward may run in bf16; its loss does not
+            loss = self.task_loss(gather_with_grad(image), gather_with_grad(text), scale, bias)
         return {"loss": loss, "clip_loss": loss.detach(), **_scales(scale, bias)}
 
     @torch.no_grad()
@@ -173,6 +177,12 @@ class DistillTask(ClipTask):
     def forward(self, images: Tensor, tokens: Tensor, index: Tensor, *teacher_rows: Tensor) -> dict[str, Tensor]:
         image, text, scale, bias = encode_with_bias(self.student, images, tokens)
         t_image, t_text, t_scale = self.teacher_features(images, tokens, index, teacher_rows)
+        with full_precision():  # the forwards may run in bf16; the projection and every loss term do not
+            return self.losses(image, text, scale, bias, t_image, t_text, t_scale)
+
+    def losses(self, image: Tensor, text: Tensor, scale: Tensor, bias: Tensor | None, t_image: Tensor,
+               t_text: Tensor, t_scale: Tensor) -> dict[str, Tensor]:
+        """The task and distillation losses of fp32 student and teacher features (see the class doc)."""
         g_image, g_text = gather_with_grad(image), gather_with_grad(text)
         clip = self.task_loss(g_image, g_text, scale, bias)
         out = {"clip_loss": clip.detach(), **_scales(scale, bias)}

@@ -9,6 +9,7 @@ composited on white first (clip art is drawn on transparent backgrounds; droppin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -55,12 +56,20 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     results), but no intra-op thread pool to contend with the training step for the cores.
     """
     if images.device.type != "cpu":
-        return (images.float().div(255) - _MEAN.to(images.device)) / _STD.to(images.device)
+        mean, std = _device_constants(images.device, torch.float32)
+        return (images.float().div(255) - mean) / std
     out = images.numpy().astype(np.float32)
     out /= 255
     out -= _MEAN_NP
     out /= _STD_NP
     return torch.from_numpy(out)
+
+
+@functools.cache
+def _device_constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std (3, 1, 1) on `device`, copied there once: a training step then copies no constants from
+    the host (each copy would be a host-device sync of its own)."""
+    return _MEAN.to(device, dtype), _STD.to(device, dtype)
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from compt.errors import Interrupted, UserError
 from compt.stage import StageSpec
 from compt.train.metrics import MetricsLog
 from compt.train.optim import distill_scale, set_lr, stage_lr_at
-from compt.train.state import Progress, rng_state, set_rng_state
+from compt.train.state import Progress, restore_rank_rng, rng_state
 from compt.train.wandb_log import wandb_settings
 
 WriteLast = Callable[[Path, dict[str, Tensor], dict[str, Any]], Any]
@@ -71,11 +71,12 @@ class LoopState:
 
 def resume_progress(task: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any] | None,
                     train: TrainConfig) -> Progress:
-    """The progress of a resumed ``train_state`` (restoring optimizer and RNG state too), or a fresh one."""
+    """The progress of a resumed ``train_state`` (restoring optimizer state and this rank's RNG state too), or
+    a fresh one."""
     if state is None:
         return Progress()
     distributed.load_optimizer_state_dict(task, optimizer, state["optimizer"], train.fsdp)
-    set_rng_state(state["rng"])
+    restore_rank_rng(state["rng"], distributed.rank())
     return Progress.from_dict(state["progress"])
 
 
@@ -110,14 +111,16 @@ def apply_grads(st: LoopState) -> None:
 
 
 def save_last(st: LoopState, write: WriteLast) -> None:
-    """Resume checkpoint (every rank takes part in gathering sharded state; rank 0 calls `write`)."""
+    """Resume checkpoint (every rank takes part in gathering sharded state and every rank's RNG state; rank 0
+    calls `write`)."""
     weights = distributed.model_state_dict(st.task.student)
     optim = distributed.optimizer_state_dict(st.task, st.optimizer, st.train.fsdp)
+    rngs = distributed.gather_objects(rng_state())  # one state per rank, in rank order
     st.progress.wall_clock_s, st.started, st.eval_s = st.wall(), time.perf_counter(), 0.0
     st.progress.metrics_offset = st.log.offset()
     if st.info.is_main:
         state = {"progress": st.progress.to_dict(), "optimizer": optim, "task": st.task.extra_state(),
-                 "rng": rng_state(), "total_steps": st.total_steps, "batch_size": st.spec.batch_size}
+                 "rng": rngs, "total_steps": st.total_steps, "batch_size": st.spec.batch_size}
         write(st.out_dir / "last.pt", weights, state)
     distributed.barrier()
 

@@ -1,5 +1,8 @@
 """Resume state of a stage: RNG states and the `train_state` dict stored in `last.pt`.
 
+Every rank draws from its own random stream (`compt.distributed.seed_rank`), so ``train_state["rng"]`` holds
+one `rng_state` per rank, in rank order; checkpoints from before per-rank streams hold a single dict.
+
 Everything in it loads with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists, tuples
 and dicts only (numpy's RNG key becomes an int64 tensor, Python's state stays a tuple of ints).
 """
@@ -34,6 +37,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def restore_rank_rng(stored: dict[str, Any] | list[dict[str, Any]], rank: int) -> None:
+    """Restore `rank`'s saved generator states from ``train_state["rng"]``.
+
+    An old checkpoint's single dict is restored on every rank (what it was written for). A rank the checkpoint
+    has no state for (resumed on more ranks than saved) restores rank 0's and then reseeds torch with a seed
+    drawn from it and its rank (`rank_seed`): deterministic, and apart from every other rank's stream.
+    """
+    from compt.distributed import rank_seed
+
+    if isinstance(stored, dict):
+        set_rng_state(stored)
+        return
+    set_rng_state(stored[rank] if rank < len(stored) else stored[0])
+    if rank >= len(stored):
+        torch.manual_seed(rank_seed(int(torch.randint(0, 2**62, ())), rank))
 
 
 def _as_tuple(x: Any) -> Any:
