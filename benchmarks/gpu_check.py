@@ -46,10 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_gpu  # noqa: E402
 
 from compt import distributed  # noqa: E402
+from compt.chain import train_run  # noqa: E402
+from compt.clip.paradigm import PARADIGM as CLIP  # noqa: E402
 from compt.config import MemberConfig, TrainConfig, config_from_dict  # noqa: E402
 from compt.data.images import to_model_input  # noqa: E402
 from compt.models import create_model, get_model_config  # noqa: E402
-from compt.runner import train_run  # noqa: E402
 from compt.tasks import build_task  # noqa: E402
 from compt.train import train_stage  # noqa: E402
 from compt.train.optim import build_optimizer  # noqa: E402
@@ -246,7 +247,7 @@ def fsdp_steps(size: Size, train: TrainConfig, tmp: Path) -> dict:
         task = build_task(create_model(size.fsdp_model).to(info.device))
         before = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in task.student.state_dict().items()}
         task.student = distributed.wrap_student(task.student, info, fsdp=True, precision=train.precision,
-                                                compile=True)
+                                                compile=True, blocks=CLIP.block_types())
         optimizer = build_optimizer(task, train)
         losses, times = [], []
         for _ in range(size.fsdp_steps):

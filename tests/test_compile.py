@@ -13,6 +13,7 @@ from torch._dynamo.utils import counters
 
 from compt import distributed
 from compt.models import create_model
+from compt.paradigm import paradigm_named
 
 CHAIN = ("tiny/ViT-N", "tiny/ViT-C", "tiny/ViT-S", "tiny/ViT-M")  # 4 members, 4 widths
 
@@ -31,7 +32,8 @@ def test_four_members_compile_train_and_eval_without_hitting_the_limit(monkeypat
         torch.manual_seed(0)
         eager = create_model(name)
         model = create_model(name, state_dict=eager.state_dict())
-        model = distributed.wrap_student(model, info, compile=True)  # one call per stage, as the trainer does
+        model = distributed.wrap_student(model, info, compile=True,  # one call per stage, as the trainer does
+                                         blocks=paradigm_named("clip").block_types())
         for train in (True, False):
             eager.train(train), model.train(train)
             with torch.set_grad_enabled(train):

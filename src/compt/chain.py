@@ -294,7 +294,8 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name, threads=torch.get_num_threads())
     write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage), "spec": spec.summary()})
     evaluate_fn = data.evaluator(model_cfg)
-    torch.manual_seed(spec.seed)  # after the data: the stage's RNG stream does not depend on it either
+    dist.seed_rank(spec.seed, dist.init_distributed())  # after the data: the stage's RNG stream does not depend
+    # on it either; one stream per rank (rank 0's is `spec.seed`'s), restored per rank on resume
     try:
         result = train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
                              evaluate=evaluate_fn, lineage=lineage, progress=progress,

@@ -253,11 +253,12 @@ RECOMPILE_LIMIT = 64
 
 
 def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precision: str = "auto",
-                 compile: bool = False, blocks: tuple[type, ...] | None = None) -> nn.Module:
+                 compile: bool = False, blocks: tuple[type, ...] = ()) -> nn.Module:
     """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone (no
     process group: a one-rank group, as `benchmarks/gpu_check.py` makes, still wraps).
 
-    `blocks` are the module types that become one FSDP unit each (default: the CLIP towers' blocks).
+    `blocks` are the module types that become one FSDP unit each and are compiled one by one (the paradigm's
+    `block_types`).
     With `compile`, compiling starts afresh (`start_compiling`) and every transformer block is compiled in
     place first (``nn.Module.compile``: state-dict keys unchanged, blocks of one shape share their graph,
     FSDP2 units stay the blocks). FSDP2 on GPU with bf16 compute all-gathers bf16 parameters and
@@ -266,7 +267,7 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precis
     """
     if compile:
         start_compiling()
-        for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
+        for block in [m for m in model.modules() if isinstance(m, blocks)]:
             block.compile(backend=COMPILE_BACKEND)
     if info.world_size == 1 and not dist.is_initialized():
         return model
@@ -281,7 +282,7 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precis
     mp = MixedPrecisionPolicy()
     if info.device.type == "cuda" and uses_bf16(info, precision):
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for block in [m for m in model.modules() if isinstance(m, blocks or _block_types())]:
+    for block in [m for m in model.modules() if isinstance(m, blocks)]:
         fully_shard(block, mesh=mesh, mp_policy=mp)
     # FSDP2 cannot shard 0-d parameters: the scalar logit scale stays replicated (see all_reduce_grads).
     scalars = {p for p in model.parameters() if p.ndim == 0}
@@ -306,14 +307,6 @@ def start_compiling() -> None:
     dynamo stops compiling and silently runs the blocks eagerly."""
     torch._dynamo.reset()
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-
-
-def _block_types() -> tuple[type, ...]:
-    """Transformer blocks that become one FSDP unit each: open_clip's (ViT, text) and timm's Swin block."""
-    from open_clip.transformer import ResidualAttentionBlock
-    from timm.models.swin_transformer import SwinTransformerBlock
-
-    return ResidualAttentionBlock, SwinTransformerBlock
 
 
 def unwrap(model: nn.Module) -> nn.Module:

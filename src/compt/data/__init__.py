@@ -12,7 +12,7 @@ Kinds: ``synthetic`` (embedded, no download), ``csv``, ``wds`` (indexed shards: 
 teacher), ``wds-stream`` (`compt.data.stream`: shards streamed by the webdataset library; evaluation on
 ``data.eval_path``), ``fashion-mnist``, ``openclipart``, ``folder`` (image folder ``root/<class>/*``);
 ``text`` is registered for validation only: it is the corpus of language-model chains, which
-`compt.lm.chain` reads itself. File sets without ``data.eval_path`` are split by seed: a held-out
+the language-model paradigm reads itself (`compt.lm.data`). File sets without ``data.eval_path`` are split by seed: a held-out
 ``min(eval_samples, n // 5)`` images never seen in training.
 """
 
@@ -299,7 +299,7 @@ def _folder_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
 
 
 def _text_only(data: DataConfig, size: int, ctx: int) -> Any:
-    raise UserError("[data] kind = \"text\" is a text corpus for language-model chains (compt.lm.chain reads "
+    raise UserError("[data] kind = \"text\" is a text corpus for language-model chains (compt.lm.data reads "
                     "it); CLIP models need image–caption data")
 
 

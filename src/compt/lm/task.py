@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from compt.distributed import full_precision
 from compt.errors import UserError
 from compt.lm.losses import hidden_mse_loss, lm_loss, token_kl_loss
 from compt.tasks import ProjectionState, freeze
@@ -38,7 +39,8 @@ class LMTask(ProjectionState, nn.Module):
 
     def forward(self, tokens: Tensor) -> dict[str, Tensor]:
         logits, _ = forward_lm(self.student, tokens[:, :-1], hidden=False)
-        loss = lm_loss(logits, tokens[:, 1:])
+        with full_precision():
+            loss = lm_loss(logits, tokens[:, 1:])
         return {"loss": loss, "lm_loss": loss.detach()}
 
     def post_step(self) -> None:
@@ -71,15 +73,16 @@ class LMDistillTask(LMTask):
         logits, h = forward_lm(self.student, inputs, hidden)
         with torch.no_grad():
             t_logits, t_h = forward_lm(self.teacher, inputs, hidden)
-        task = lm_loss(logits, tokens[:, 1:])
-        out, distill = {"lm_loss": task.detach()}, task.new_zeros(())
-        if "kl" in self.parts:
-            kl = token_kl_loss(logits, t_logits, self.temperature)
-            distill, out["kl"] = distill + kl, kl.detach()
-        if hidden:
-            mse = hidden_mse_loss(h if self.proj is None else self.proj(h), t_h)
-            distill, out["hidden_mse"] = distill + mse, mse.detach()
-        return {"loss": task + self.weight_scale * self.weight * distill, **out}
+        with full_precision():  # the models may run in bf16; the losses and the projection do not
+            task = lm_loss(logits, tokens[:, 1:])
+            out, distill = {"lm_loss": task.detach()}, task.new_zeros(())
+            if "kl" in self.parts:
+                kl = token_kl_loss(logits, t_logits, self.temperature)
+                distill, out["kl"] = distill + kl, kl.detach()
+            if hidden:
+                mse = hidden_mse_loss(h.float() if self.proj is None else self.proj(h.float()), t_h)
+                distill, out["hidden_mse"] = distill + mse, mse.detach()
+            return {"loss": task + self.weight_scale * self.weight * distill, **out}
 
 
 def build_lm_task(student: nn.Module, *, distill: str = "none", weight: float = 0.0,

@@ -1,14 +1,12 @@
-"""The parts of a stage loop that the CLIP trainer (`compt.train.trainer`) and the LM trainer (`compt.lm.train`)
-share: the loop's state, resuming it from a ``train_state``, the metrics log, the step's schedule and gradient
+"""The pieces of the stage loop (`compt.train.trainer`, every paradigm's one trainer): the loop's state, resuming it from a ``train_state``, the metrics log, the step's schedule and gradient
 step, what a step must do (`due_at`), the sync-free loss handling (`track_finite`, `sync_losses`), the resume
 checkpoint ``last.pt`` and the "SIGTERM/SIGINT → checkpoint after the step, then stop" handling.
 
-Both loops are *sync-free*: a step's losses stay on the device, and only *sync steps* (a step with anything
+The loop is *sync-free*: a step's losses stay on the device, and only *sync steps* (a step with anything
 due) reduce them over ranks and read them on the host; a non-finite loss since the last sync step then stops
 the run before anything is saved, and a stop signal is honoured.
 
-Each trainer keeps what differs: the task, the data, the optimizer step's forward and the checkpoint format
-(a ``write(path, weights, train_state)`` callback).
+What differs by paradigm (the task, the data, a batch's forward) comes from `compt.paradigm.Paradigm`.
 """
 
 from __future__ import annotations
