@@ -183,6 +183,9 @@ class ToyParadigm:
                           growth_ops=("width", "none"), distill_losses=("mse", "none"), validate_growth=check,
                           patch_tokens=(False,) * len(cfgs))
 
+    def grown_config(self, parent_cfg: MLPConfig, model: str) -> MLPConfig:
+        return SIZES[model]
+
     def grow(self, parent_state: dict[str, Tensor], parent_cfg: MLPConfig, child_cfg: MLPConfig, op: str,
              seed: int) -> dict[str, Tensor]:
         return grow_width(parent_state, parent_cfg, child_cfg, seed)

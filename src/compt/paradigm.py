@@ -132,6 +132,10 @@ class Paradigm(Protocol):
     def chain_rules(self, cfg: Any) -> ChainRules:
         """The rules of run config `cfg`'s chain (data and model checks that are this paradigm's)."""
 
+    def grown_config(self, parent_cfg: Any, model: str) -> Any:
+        """The config of registered model `model` grown from a parent of config `parent_cfg` (what the parent
+        carries over besides its weights, e.g. SigLIP's logit bias); an unknown name is a `UserError`."""
+
     def grow(self, parent_state: StateDict, parent_cfg: Any, child_cfg: Any, op: str, seed: int) -> StateDict:
         """A child state dict from the parent's by the named growth operator (shapes asserted)."""
 

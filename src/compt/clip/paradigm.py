@@ -153,6 +153,12 @@ class ClipParadigm:
                           distill_losses=DISTILL_NAMES, validate_growth=validate_growth,
                           patch_tokens=tuple(not c.is_swin for c in cfgs))
 
+    def grown_config(self, parent_cfg: ModelConfig, model: str) -> ModelConfig:
+        """A SigLIP parent (learnable logit bias) grows into the SigLIP variant of the named child."""
+        from compt.models import get_model_config
+
+        return replace(get_model_config(model), init_logit_bias=parent_cfg.init_logit_bias)
+
     def grow(self, parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str,
              seed: int) -> StateDict:
         from compt.growth import grow

@@ -11,9 +11,9 @@ for `evaluate(model, suite)` (re-exported from `compt.evaluation`).
 Kinds: ``synthetic`` (embedded, no download), ``csv``, ``wds`` (indexed shards: exact resume, cacheable
 teacher), ``wds-stream`` (`compt.data.stream`: shards streamed by the webdataset library; evaluation on
 ``data.eval_path``), ``fashion-mnist``, ``openclipart``, ``folder`` (image folder ``root/<class>/*``);
-``text`` is registered for validation only: it is the corpus of language-model chains, which
-the language-model paradigm reads itself (`compt.lm.data`). File sets without ``data.eval_path`` are split by seed: a held-out
-``min(eval_samples, n // 5)`` images never seen in training.
+``text`` is registered for validation only: it is the corpus of language-model chains, which the
+language-model paradigm reads itself (`compt.lm.data`). File sets without ``data.eval_path`` are split by
+seed: a held-out ``min(eval_samples, n // 5)`` images never seen in training.
 """
 
 from __future__ import annotations

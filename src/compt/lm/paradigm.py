@@ -117,6 +117,9 @@ class LMParadigm:
                           growth_ops=(*LM_GROWTH_OPS, "none"), distill_losses=(*LM_DISTILL_KINDS, "none"),
                           validate_growth=validate_lm_growth, patch_tokens=(False,) * len(cfgs))
 
+    def grown_config(self, parent_cfg: LMConfig, model: str) -> LMConfig:
+        return self.member_config(model, None)
+
     def grow(self, parent_state: StateDict, parent_cfg: LMConfig, child_cfg: LMConfig, op: str,
              seed: int) -> StateDict:
         from compt.lm.growth import grow_lm

@@ -1,10 +1,11 @@
-"""The pieces of the stage loop (`compt.train.trainer`, every paradigm's one trainer): the loop's state, resuming it from a ``train_state``, the metrics log, the step's schedule and gradient
-step, what a step must do (`due_at`), the sync-free loss handling (`track_finite`, `sync_losses`), the resume
-checkpoint ``last.pt`` and the "SIGTERM/SIGINT → checkpoint after the step, then stop" handling.
+"""The pieces of the stage loop (`compt.train.trainer`, every paradigm's one trainer): the loop's state, resuming it
+from a ``train_state``, the metrics log, the step's schedule and gradient step, what a step must do (`due_at`), the
+sync-free loss handling (`track_finite`, `sync_losses`), the resume checkpoint ``last.pt`` and the "SIGTERM/SIGINT
+→ checkpoint after the step, then stop" handling.
 
-The loop is *sync-free*: a step's losses stay on the device, and only *sync steps* (a step with anything
-due) reduce them over ranks and read them on the host; a non-finite loss since the last sync step then stops
-the run before anything is saved, and a stop signal is honoured.
+The loop is *sync-free*: a step's losses stay on the device, and only *sync steps* (a step with anything due)
+reduce them over ranks and read them on the host; a non-finite loss since the last sync step then stops the run
+before anything is saved, and a stop signal is honoured.
 
 What differs by paradigm (the task, the data, a batch's forward) comes from `compt.paradigm.Paradigm`.
 """
