@@ -9,7 +9,7 @@ The Python API (the CLI's commands are built on the same functions)::
     results = compt.train_chain("configs/demo-quick.toml", "runs/q")   # every stage, resumable; results by stage
     print(compt.report_runs("runs/q"))                                # the paper-style table (Markdown)
     model = compt.load_member("runs/q/chain/02-tiny_ViT-T/final.pt")   # an open_clip CLIP / a LlamaForCausalLM
-    state = compt.grow_checkpoint("runs/q/chain/02-tiny_ViT-T/final.pt", "tiny/ViT-C", op="preserve")  # a child's weights
+    state = compt.grow_checkpoint("runs/q/chain/02-tiny_ViT-T/final.pt", "tiny/ViT-C")  # a child's weights
 
 Imports are lazy: ``import compt`` loads no torch. (The names differ from the subpackages ``compt.train``,
 ``compt.plan`` and ``compt.report``, which an import would otherwise shadow.)
