@@ -188,6 +188,10 @@ EXPERIMENTS = {e.name: e for e in (
         # growth that escapes the parent: the paper's corner copy (not function-preserving) with the recipe
         Variant("corner-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
                 overrides=(*RECIPE, *_members("growth=\"corner\""))),
+        # shrink and perturb (compt.perturb) on the preserve-grown init, with the recipe: λ, σ
+        *(Variant(f"sp{lam:g}-{sigma:g}-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
+                  overrides=(*RECIPE, *_members(f"shrink={lam} perturb={sigma}")))
+          for lam, sigma in ((0.8, 0.1), (0.6, 0.1), (0.6, 0.3))),
         # the same recipe on the 17x family N -> C -> M -> B (against paper_protocol/protocol-NCMB)
         Variant("wide-flip50-lr4e-3-fast-decay", WIDE, stage_epochs=WIDE_FLIP50, baseline_epochs=128,
                 overrides=RECIPE),

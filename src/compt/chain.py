@@ -34,6 +34,7 @@ from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_c
 from compt.config import MemberConfig, RunConfig, config_to_dict, resolved_member
 from compt.errors import Interrupted, UserError
 from compt.paradigm import Paradigm, RunData, paradigm_for_run
+from compt.perturb import FRESH_SEED_OFFSET, shrink_perturb
 from compt.runlock import run_lock
 from compt.stage import StageSpec, resolve_spec
 from compt.threads import configure_threads
@@ -104,7 +105,8 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
 # so run directories made before they existed keep the same fingerprint (`settings_changes` reads an absent
 # key as None). Member schedule options also enter a from-scratch stage's fingerprint.
 MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout")
-SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "objective", "tokenizer",
+SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "objective",
+                        "tokenizer",
                         "shuffle_buffer", "resampled")
 
 
@@ -233,7 +235,8 @@ def fresh_state(paradigm: Paradigm, model_cfg: Any, seed: int) -> dict[str, torc
 
 def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
               spec: StageSpec, paradigm: Paradigm) -> Checkpoint:
-    """The child's initial weights grown from the parent's final weights by the stage's operator, written
+    """The child's initial weights grown from the parent's final weights by the stage's operator (then shrunk
+    and perturbed when the member asks, `compt.perturb`), written
     once to ``init.pt`` by rank 0 (atomically, with the growth time ``grow_s`` in its lineage, so it
     survives resumes); every rank waits for the file and reads it."""
     init = stage_dir / "init.pt"
@@ -244,8 +247,13 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
                 state = fresh_state(paradigm, spec.model, spec.seed)
             else:
                 state = paradigm.grow(parent_state, spec.parent, spec.model, spec.growth, spec.seed)
+            if (spec.shrink, spec.perturb) != (1.0, 0.0):
+                fresh = fresh_state(paradigm, spec.model, spec.seed + FRESH_SEED_OFFSET)
+                state = shrink_perturb(state, fresh, shrink=spec.shrink, perturb=spec.perturb)
             lineage = {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": spec.growth,
-                       "seed": spec.seed, "stage": "grow", "grow_s": time.perf_counter() - t0}
+                       "seed": spec.seed, "stage": "grow", "grow_s": time.perf_counter() - t0,
+                       **({"shrink": spec.shrink, "perturb": spec.perturb}
+                          if (spec.shrink, spec.perturb) != (1.0, 0.0) else {})}
             save_checkpoint(init, state_dict=state, model_config=spec.model, lineage=lineage)
         dist.barrier()
     return load_checkpoint(init)

@@ -128,6 +128,8 @@ class MemberConfig:
                                            # steps, then stays there (default 1: the whole stage)
     distill_schedule: str | None = None    # α over the stage: constant (default) | linear | cosine (→ 0 at the end)
     patch_dropout: float | None = None     # fraction of image patches dropped while this member trains (FLIP)
+    shrink: float | None = None            # λ of shrink-and-perturb on the grown weights (default 1; compt.perturb)
+    perturb: float | None = None           # σ: plus σ × a fresh init of the child (default 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -323,6 +325,13 @@ def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_pa
     if m.patch_dropout and not has_patches:
         raise UserError(f"{where}: patch_dropout needs a ViT image tower (Swin and language models have no patch "
                         "tokens to drop)")
+    if m.shrink is not None and not 0 < m.shrink <= 1:
+        raise UserError(f"{where}: shrink must be in (0, 1] (1: the grown weights as they are), got {m.shrink}")
+    if m.perturb is not None and m.perturb < 0:
+        raise UserError(f"{where}: perturb must not be negative, got {m.perturb}")
+    if (m.shrink is not None or m.perturb is not None) and (i == 0 or m.growth == "none"):
+        why = "the first member trains from scratch" if i == 0 else "its growth is none"
+        raise UserError(f"{where}: shrink/perturb act on grown weights; this member is not grown ({why})")
 
 
 def validate(cfg: RunConfig) -> None:

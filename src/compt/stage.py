@@ -17,6 +17,7 @@ whether a stage distills, or re-derives the caption count from the data. The res
     decay        = member.decay_fraction   if set, else 1 (the cosine spans the whole stage)
     α schedule   = member.distill_schedule if set, else "constant"
     patch drop   = member.patch_dropout    if set, else 0 (baselines never drop patches; CLIP ViTs only)
+    shrink, σ    = member.shrink / member.perturb if set, else 1 / 0 (`compt.perturb`; grown stages only)
     objective    = the paradigm's reading of train.objective (CLIP: "clip" or "siglip"; LMs: "next-token")
     paradigm     = the name of the members' paradigm (`compt.paradigm.paradigm_of`), looked up once here
     temperature  = member.distill_temperature if set, else 1 (LM logit distillation)
@@ -60,6 +61,8 @@ class StageSpec:
     patch_dropout: float = 0.0      # fraction of image patches the student drops in training (FLIP)
     objective: str = "clip"         # the paradigm's task objective (CLIP: "clip" InfoNCE | "siglip")
     distill_temperature: float = 1.0  # τ of LM logit distillation
+    shrink: float = 1.0             # λ of shrink-and-perturb on the grown init (`compt.perturb`)
+    perturb: float = 0.0            # σ of shrink-and-perturb
     train: TrainConfig              # loop settings (optimizer, batch, precision, checkpoints …); its lr,
                                     # min_lr and warmups are already resolved into the fields above
 
@@ -102,4 +105,6 @@ def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_s
                      student_flops=p.forward_flops(trains_as, captions),
                      decay_fraction=member.decay_fraction or 1.0,
                      distill_schedule=member.distill_schedule or "constant", patch_dropout=drop,
+                     shrink=1.0 if from_scratch or member.shrink is None else member.shrink,
+                     perturb=0.0 if from_scratch or member.perturb is None else member.perturb,
                      teacher_flops=p.forward_flops(teacher, captions) if teacher else 0.0, train=train)
