@@ -188,6 +188,8 @@ EXPERIMENTS = {e.name: e for e in (
         # growth that escapes the parent: the paper's corner copy (not function-preserving) with the recipe
         Variant("corner-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
                 overrides=(*RECIPE, *_members("growth=\"corner\""))),
+        # the growth ablation's control: flip50-lr4e-3-fast-decay again, on the member 1 retrained for the ablation
+        Variant("preserve-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128, overrides=RECIPE),
         # shrink and perturb (compt.perturb) on the preserve-grown init, with the recipe: λ, σ
         *(Variant(f"sp{lam:g}-{sigma:g}-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
                   overrides=(*RECIPE, *_members(f"shrink={lam} perturb={sigma}")))
