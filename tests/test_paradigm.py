@@ -116,6 +116,10 @@ class ToyData:
                 return {"val_mse": float(nn.functional.mse_loss(model(self.held.x), self.held.y))}
         return evaluate
 
+    def representations(self, model: nn.Module, model_cfg: MLPConfig) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return {"out": model(self.held.x)}
+
     def after_final(self, out_dir: Path, model_cfg: MLPConfig, weights: dict[str, Tensor]) -> None:
         (out_dir / "toy-export.json").write_text(json.dumps({"hidden": model_cfg.hidden}))
 
@@ -248,6 +252,8 @@ def test_a_third_paradigm_trains_as_a_chain_with_baselines_and_reports(toy: Any,
     untrained = ToyData(cfg).evaluator(None)(mlp(SIZES["toy/mlp-4"]))["val_mse"]
     assert results["chain-1"]["metrics"]["val_mse"] < untrained
     assert results["chain-2"]["metrics"]["train_distill"] >= 0  # the grown stage distilled from its parent
+    diag = results["chain-2"]["diagnostics"]   # exact width growth: the parent's outputs at step 0
+    assert diag["cka_out_start"] == pytest.approx(1.0) and diag["cka_out_end"] < 1.0 and 0 < diag["update_norm"]
     assert (tmp_path / "chain/03-toy_mlp-16/toy-export.json").is_file()  # the paradigm's after_final ran
     assert main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -282,7 +282,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     done = load_result(d)  # with final.pt verified against the size and sha256 recorded with it
     if done is not None:
         state.set(stage.key, "done")
-        return done.to_dict()
+        return record_parent_distance(run_dir, cfg, stage, data, done).to_dict()
     state.set(stage.key, "running")
     paradigm = paradigm_for_run(cfg)
     model_cfg = member_config(cfg, stage.index)
@@ -311,8 +311,31 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     except BaseException as e:  # a requested stop resumes like any other: it did not fail
         state.set(stage.key, "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed")
         raise
+    result = record_parent_distance(run_dir, cfg, stage, data, result)
     state.set(stage.key, "done")
     return result.to_dict()
+
+
+def record_parent_distance(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData, result: Any) -> Any:
+    """A finished grown stage's distance from its parent (`compt.diagnostics`), computed once from the
+    parent's final.pt and the stage's init.pt and final.pt and added to its result.json (rank 0 writes);
+    `result` as it is for a stage trained from scratch, one already recorded, or one whose files are gone."""
+    from compt.diagnostics import parent_distance
+
+    d = run_dir / stage.directory
+    parent_ckpt = run_dir / stage_dir("chain", stage.index - 1, cfg.chain[stage.index - 1].model) / "final.pt"
+    files = (parent_ckpt, d / "init.pt", d / "final.pt")
+    if stage.from_scratch or result.diagnostics or not all(f.is_file() for f in files):
+        return result
+    paradigm = paradigm_for_run(cfg)
+    parent_cfg, child_cfg = member_config(cfg, stage.index - 1), member_config(cfg, stage.index)
+    parent, start, end = (load_checkpoint(f).state_dict for f in files)
+    result.diagnostics = parent_distance(paradigm, data, parent_cfg=parent_cfg, parent=parent,
+                                         child_cfg=child_cfg, start=start, end=end)
+    raw = json.loads((d / "result.json").read_text())
+    write_json(d / "result.json", {**raw, "diagnostics": result.diagnostics})
+    dist.barrier()
+    return result
 
 
 @contextmanager

@@ -71,6 +71,10 @@ class RunData(Protocol):
     def after_final(self, out_dir: Path, model_cfg: Any, weights: StateDict) -> None:
         """Anything the paradigm writes beside a finished stage's final.pt (e.g. a Hugging Face folder)."""
 
+    def representations(self, model: nn.Module, model_cfg: Any) -> dict[str, Tensor]:
+        """Named (N, d) representations of a fixed held-out set (`compt.diagnostics` compares a grown member's
+        with its parent's; N is the same for every member, d may differ)."""
+
 
 @runtime_checkable
 class Paradigm(Protocol):

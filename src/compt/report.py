@@ -52,6 +52,9 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
                 vals = [x.metrics[key] for x in rows if key in x.metrics]
                 if vals:
                     entry[key] = stat(vals)
+            diag = [x.diagnostics for x in rows if x.diagnostics]
+            if len(diag) == len(rows):
+                entry["diagnostics"] = {k: stat([d[k] for d in diag]) for k in diag[0] if all(k in d for d in diag)}
             members.append(entry)
     metrics = metrics_for(base.cfg)
     _add_deltas(members, metrics)
@@ -143,7 +146,26 @@ def format_markdown(summary: dict[str, Any]) -> str:
         lines += _wall_lines(f)
     if not f["complete"]:
         lines.append("- the chain is not finished: family numbers cover the finished stages only")
-    return "\n".join(lines)
+    return "\n".join(lines + _distance_lines(summary["members"]))
+
+
+def _distance_lines(members: list[dict[str, Any]]) -> list[str]:
+    """The grown members' distance from their parents (`compt.diagnostics`): linear CKA of each held-out
+    representation with the parent's at the start and end of the stage, and the relative update."""
+    grown = [m for m in members if m.get("diagnostics")]
+    if not grown:
+        return []
+    names = sorted({k[len("cka_"):-len("_start")] for m in grown for k in m["diagnostics"]
+                    if k.startswith("cka_") and k.endswith("_start")})
+    head = ["member", *[f"CKA {n} with parent: start → end" for n in names], "‖Δθ‖ / ‖θ₀‖"]
+    lines = ["", "Distance from the parent (linear CKA of held-out representations; 1 = the parent's, up to "
+                 "rotation and scale):", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for m in grown:
+        d = m["diagnostics"]
+        cells = [f"{_fmt(d.get(f'cka_{n}_start'), digits=3)} → {_fmt(d.get(f'cka_{n}_end'), digits=3)}"
+                 for n in names]
+        lines.append("| " + " | ".join([m["model"], *cells, _fmt(d.get("update_norm"), digits=3)]) + " |")
+    return lines
 
 
 def _wall_footnotes(members: list[dict[str, Any]]) -> list[str]:

@@ -50,6 +50,7 @@ class StageRow:
     metrics: dict[str, float]
     history: list[dict] = field(default_factory=list)
     conditions: dict[str, Any] | None = None   # of the wall clock (`compt.train.conditions`); None = not recorded
+    diagnostics: dict[str, float] = field(default_factory=dict)   # grown stages: distance from the parent
 
     @property
     def label(self) -> str:
@@ -104,7 +105,8 @@ def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: fl
     return StageRow(model=model, method=method, epochs=epochs, flops=flops, cumulative_flops=offset + flops,
                     wall_s=float(res["wall_clock_s"]) + float(res.get("grow_s", 0.0)),
                     metrics={k: float(v) for k, v in res.get("metrics", {}).items()},
-                    history=res.get("history", []), conditions=res.get("conditions") or None)
+                    history=res.get("history", []), conditions=res.get("conditions") or None,
+                    diagnostics={k: float(v) for k, v in (res.get("diagnostics") or {}).items()})
 
 
 def load_run(run_dir: str | Path) -> RunSummary:

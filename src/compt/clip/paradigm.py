@@ -44,13 +44,25 @@ class ClipData:
             self._train[key] = build_train_dataset(self.data, model_cfg)
         return self._train[key]
 
-    def evaluator(self, model_cfg: ModelConfig) -> Evaluate:
-        from compt.data import build_eval_suite, evaluate
+    def _suite(self, model_cfg: ModelConfig) -> Any:
+        from compt.data import build_eval_suite
 
         key = self._key(model_cfg)
         if key not in self._suites:
             self._suites[key] = build_eval_suite(self.data, model_cfg)
-        return lambda model, suite=self._suites[key]: evaluate(model, suite)
+        return self._suites[key]
+
+    def evaluator(self, model_cfg: ModelConfig) -> Evaluate:
+        from compt.data import evaluate
+
+        suite = self._suite(model_cfg)
+        return lambda model: evaluate(model, suite)
+
+    def representations(self, model: nn.Module, model_cfg: ModelConfig) -> dict[str, Tensor]:
+        """Normalised image and caption embeddings of the held-out retrieval split."""
+        from compt.evaluation import retrieval_embeddings
+
+        return retrieval_embeddings(model, self._suite(model_cfg))
 
     def after_final(self, out_dir: Path, model_cfg: ModelConfig, weights: StateDict) -> None:
         """Nothing beside final.pt: a CLIP checkpoint already loads in open_clip (`compt export` for folders)."""

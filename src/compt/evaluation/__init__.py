@@ -85,6 +85,22 @@ def _retrieval(enc: _Encoder, r: RetrievalSet) -> dict[str, float]:
     return {f"retrieval/{k}": v for k, v in retrieval_recall(sim, r.text_to_image.cpu()).items()}
 
 
+@torch.no_grad()
+def retrieval_embeddings(model: torch.nn.Module, suite: EvalSuite, *, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Normalised image (N, D) and caption (M, D) embeddings of the suite's retrieval split (empty without one),
+    on the model's device, in eval mode (train/eval flags restored)."""
+    if suite.retrieval is None:
+        return {}
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    enc = _Encoder(model, batch_size, next(model.parameters()).device)
+    try:
+        return {"image": enc.images(suite.retrieval.images), "text": enc.texts(suite.retrieval.tokens)}
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def _summaries(out: dict[str, float]) -> dict[str, float]:
     def mean(keys: list[str]) -> float:
         return sum(out[k] for k in keys) / len(keys)

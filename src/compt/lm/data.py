@@ -77,6 +77,15 @@ class LMData:
         """Held-out next-token loss (``val_loss``, nats) and perplexity (``val_ppl``) over every held-out window."""
         return held_out_evaluator(self._data()[1], self.cfg.train.batch_size)
 
+    @torch.no_grad()
+    def representations(self, model: nn.Module, model_cfg: LMConfig) -> dict[str, torch.Tensor]:
+        """Each held-out window's final hidden state (after the last RMSNorm), averaged over positions (N, d)."""
+        device, out = next(model.parameters()).device, []
+        for tokens, _ in DataLoader(self._data()[1], batch_size=self.cfg.train.batch_size):
+            hidden = model(input_ids=tokens[:, :-1].to(device), output_hidden_states=True, use_cache=False)
+            out.append(hidden.hidden_states[-1].float().mean(dim=1).cpu())
+        return {"hidden": torch.cat(out)}
+
     def after_final(self, out_dir: Path, model_cfg: LMConfig, weights: dict[str, Any]) -> None:
         """The final weights as a Hugging Face folder ``hf/`` with the run's tokenizer."""
         from compt.lm.models import export_pretrained

@@ -78,6 +78,7 @@ class StageResult:
     wall_clock_s: float         # training wall clock (fill pass, steps, checkpoints; evaluation excluded)
     history: list[dict] = field(default_factory=list)  # [{"step", "epoch", "samples", "flops", **metrics}]
     conditions: dict = field(default_factory=dict)     # of the wall clock (`compt.train.conditions`); {} = unknown
+    diagnostics: dict = field(default_factory=dict)    # grown stages: distance from the parent (`compt.diagnostics`)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "checkpoint": str(self.checkpoint)}
