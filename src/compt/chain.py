@@ -104,7 +104,7 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
 # Settings added after the first fingerprints were written: they enter a fingerprint only when set (not None),
 # so run directories made before they existed keep the same fingerprint (`settings_changes` reads an absent
 # key as None). Member schedule options also enter a from-scratch stage's fingerprint.
-MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout")
+MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout", "schedule", "cooldown_shape")
 SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "objective",
                         "tokenizer",
                         "shuffle_buffer", "resampled")

@@ -46,6 +46,8 @@ from compt.errors import UserError, unknown_name
 from compt.paradigm import ChainRules, paradigm_for_run
 
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
+SCHEDULES = ("cosine", "wsd")                         # a member's lr schedule (`compt.train.optim`)
+COOLDOWN_SHAPES = ("linear", "sqrt")                  # a wsd schedule's cooldown
 
 REPORT_TO = ("tensorboard", "wandb")
 __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
@@ -128,6 +130,8 @@ class MemberConfig:
                                            # steps, then stays there (default 1: the whole stage)
     distill_schedule: str | None = None    # α over the stage: constant (default) | linear | cosine (→ 0 at the end)
     patch_dropout: float | None = None     # fraction of image patches dropped while this member trains (FLIP)
+    schedule: str | None = None            # lr schedule: cosine (default) | wsd (warmup-stable-decay)
+    cooldown_shape: str | None = None      # wsd cooldown: linear (default) | sqrt
     shrink: float | None = None            # λ of shrink-and-perturb on the grown weights (default 1; compt.perturb)
     perturb: float | None = None           # σ: plus σ × a fresh init of the child (default 0)
 
@@ -325,6 +329,12 @@ def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_pa
     if m.patch_dropout and not has_patches:
         raise UserError(f"{where}: patch_dropout needs a ViT image tower (Swin and language models have no patch "
                         "tokens to drop)")
+    if m.schedule is not None and m.schedule not in SCHEDULES:
+        raise unknown_name("lr schedule", m.schedule, SCHEDULES)
+    if m.cooldown_shape is not None and m.cooldown_shape not in COOLDOWN_SHAPES:
+        raise unknown_name("cooldown shape", m.cooldown_shape, COOLDOWN_SHAPES)
+    if m.cooldown_shape is not None and m.schedule != "wsd":
+        raise UserError(f"{where}: cooldown_shape shapes a wsd schedule's cooldown; set schedule = \"wsd\"")
     if m.shrink is not None and not 0 < m.shrink <= 1:
         raise UserError(f"{where}: shrink must be in (0, 1] (1: the grown weights as they are), got {m.shrink}")
     if m.perturb is not None and m.perturb < 0:

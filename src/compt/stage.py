@@ -14,7 +14,10 @@ whether a stage distills, or re-derives the caption count from the data. The res
     F_student    = the paradigm's forward FLOPs of one training sample of the student as it trains
                    (`Paradigm.forward_flops`: CLIP, image + K · text with K = data.captions_per_image and the
                    image tower on the kept patches under patch dropout; a language model, one sequence)
-    decay        = member.decay_fraction   if set, else 1 (the cosine spans the whole stage)
+    schedule     = member.schedule         if set, else "cosine"; cooldown shape (wsd) member.cooldown_shape
+                   if set, else "linear"
+    decay        = member.decay_fraction   if set, else 1 for cosine (the cosine spans the whole stage) and
+                   0.2 for wsd (the cooldown is the last 20 % of the post-warmup steps)
     α schedule   = member.distill_schedule if set, else "constant"
     patch drop   = member.patch_dropout    if set, else 0 (baselines never drop patches; CLIP ViTs only)
     shrink, σ    = member.shrink / member.perturb if set, else 1 / 0 (`compt.perturb`; grown stages only)
@@ -31,6 +34,8 @@ from typing import Any
 
 from compt.config import MemberConfig, TrainConfig
 from compt.paradigm import Paradigm, paradigm_of
+
+WSD_COOLDOWN = 0.2   # a wsd member's default decay_fraction (Hägele et al. 2024: a 10-20 % cooldown)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +66,8 @@ class StageSpec:
     patch_dropout: float = 0.0      # fraction of image patches the student drops in training (FLIP)
     objective: str = "clip"         # the paradigm's task objective (CLIP: "clip" InfoNCE | "siglip")
     distill_temperature: float = 1.0  # τ of LM logit distillation
+    schedule: str = "cosine"        # lr schedule: cosine | wsd (`compt.train.optim.schedule_lr_at`)
+    cooldown_shape: str = "linear"  # wsd cooldown: linear | sqrt
     shrink: float = 1.0             # λ of shrink-and-perturb on the grown init (`compt.perturb`)
     perturb: float = 0.0            # σ of shrink-and-perturb
     train: TrainConfig              # loop settings (optimizer, batch, precision, checkpoints …); its lr,
@@ -103,7 +110,8 @@ def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_s
                      distill_weight=member.distill_weight, captions=captions, objective=p.objective(train.objective),
                      distill_temperature=member.distill_temperature or 1.0, seed=train.seed,
                      student_flops=p.forward_flops(trains_as, captions),
-                     decay_fraction=member.decay_fraction or 1.0,
+                     decay_fraction=member.decay_fraction or (WSD_COOLDOWN if member.schedule == "wsd" else 1.0),
+                     schedule=member.schedule or "cosine", cooldown_shape=member.cooldown_shape or "linear",
                      distill_schedule=member.distill_schedule or "constant", patch_dropout=drop,
                      shrink=1.0 if from_scratch or member.shrink is None else member.shrink,
                      perturb=0.0 if from_scratch or member.perturb is None else member.perturb,

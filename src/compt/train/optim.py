@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from compt.config import DISTILL_SCHEDULES, TrainConfig
+from compt.config import COOLDOWN_SHAPES, DISTILL_SCHEDULES, SCHEDULES, TrainConfig
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
@@ -64,6 +64,45 @@ def stage_lr_at(step: int, *, base_lr: float, min_lr: float, warmup: int, total:
         raise ValueError(f"decay_fraction must be in (0, 1], got {decay_fraction}")
     end = warmup + max(1, round(decay_fraction * (total - warmup)))
     return lr_at(min(step, end), base_lr=base_lr, min_lr=min_lr, warmup=warmup, total=end)
+
+
+def wsd_lr_at(step: int, *, base_lr: float, min_lr: float, warmup: int, total: int, cooldown_fraction: float,
+              shape: str = "linear") -> float:
+    """Warmup–stable–decay: linear warmup, the peak held, then a cooldown over the last fraction f of the
+    post-warmup steps (MiniCPM; Hägele et al., NeurIPS 2024). With C = max(1, round(f·(total − warmup))) cooldown
+    steps starting at S = total − C::
+
+        step < warmup:  lr·(step + 1)/warmup
+        step < S:       lr
+        else:           min_lr + (lr − min_lr)·(1 − g(t)),  t = (step − S + 1)/C,  g(t) = t (linear) or √t (sqrt)
+
+    The last step trains at min_lr; stopping the constant phase anywhere and cooling down from there gives the
+    schedule of a shorter run, which is what a schedule that can stop early needs."""
+    if not 0.0 < cooldown_fraction <= 1.0:
+        raise ValueError(f"cooldown fraction must be in (0, 1], got {cooldown_fraction}")
+    if shape not in COOLDOWN_SHAPES:
+        raise ValueError(f"unknown cooldown shape {shape!r} (known: {', '.join(COOLDOWN_SHAPES)})")
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    cool = max(1, round(cooldown_fraction * (total - warmup)))
+    start = total - cool
+    if step < start:
+        return base_lr
+    t = min((step - start + 1) / cool, 1.0)
+    return min_lr + (base_lr - min_lr) * (1.0 - (math.sqrt(t) if shape == "sqrt" else t))
+
+
+def schedule_lr_at(step: int, *, schedule: str, base_lr: float, min_lr: float, warmup: int, total: int,
+                   decay_fraction: float, shape: str = "linear") -> float:
+    """The lr of optimizer step `step` under a stage's schedule: ``cosine`` (`stage_lr_at`, decaying over the
+    first `decay_fraction` of the post-warmup steps) or ``wsd`` (`wsd_lr_at`, cooling down over the last)."""
+    if schedule == "wsd":
+        return wsd_lr_at(step, base_lr=base_lr, min_lr=min_lr, warmup=warmup, total=total,
+                         cooldown_fraction=decay_fraction, shape=shape)
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
+    return stage_lr_at(step, base_lr=base_lr, min_lr=min_lr, warmup=warmup, total=total,
+                       decay_fraction=decay_fraction)
 
 
 def distill_scale(step: int, total: int, schedule: str) -> float:

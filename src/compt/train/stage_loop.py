@@ -31,7 +31,7 @@ from compt.distributed import DistInfo
 from compt.errors import Interrupted, UserError
 from compt.stage import StageSpec
 from compt.train.metrics import MetricsLog
-from compt.train.optim import distill_scale, set_lr, stage_lr_at
+from compt.train.optim import distill_scale, schedule_lr_at, set_lr
 from compt.train.state import Progress, restore_rank_rng, rng_state
 from compt.train.wandb_log import wandb_settings
 
@@ -90,11 +90,11 @@ def open_log(out_dir: Path, spec: StageSpec, info: DistInfo, prog: Progress, res
 
 
 def schedule_step(st: LoopState, step: int) -> float:
-    """Set the learning rate (`stage_lr_at`) and distillation weight (`distill_scale`) of optimizer step
+    """Set the learning rate (`schedule_lr_at`) and distillation weight (`distill_scale`) of optimizer step
     `step` (0-based); returns the learning rate."""
     s = st.spec
-    lr = stage_lr_at(step, base_lr=s.lr, min_lr=s.min_lr, warmup=s.warmup_steps, total=s.total_steps,
-                     decay_fraction=s.decay_fraction)
+    lr = schedule_lr_at(step, schedule=s.schedule, base_lr=s.lr, min_lr=s.min_lr, warmup=s.warmup_steps,
+                        total=s.total_steps, decay_fraction=s.decay_fraction, shape=s.cooldown_shape)
     set_lr(st.optimizer, lr)
     st.task.weight_scale = distill_scale(step, s.total_steps, s.distill_schedule)
     return lr
