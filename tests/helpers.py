@@ -96,3 +96,33 @@ def toy_evaluate(n: int = 16):
         return out
 
     return run
+
+
+class StepLog:
+    """The optimizer steps this process takes, as (model, step before the step) pairs, read from the trainer
+    (`compt.train.trainer._optimizer_step`): a resumed stage's first entry is its checkpoint's step, a silent
+    restart's is 0 — what bit-identical end states alone cannot tell apart."""
+
+    def __init__(self, monkeypatch) -> None:
+        from compt.train import trainer
+
+        self.steps: list[tuple[str, int]] = []
+        real = trainer._optimizer_step
+
+        def logged(st, micro_batches):
+            self.steps.append((st.spec.model.name, st.progress.step))
+            return real(st, micro_batches)
+
+        monkeypatch.setattr(trainer, "_optimizer_step", logged)
+
+    def of(self, model: str) -> list[int]:
+        return [s for m, s in self.steps if m == model]
+
+
+def assert_resumed(log: StepLog, model: str, step: int, total: int, console: str) -> None:
+    """The stage of `model` started again at `step` of `total` (not at 0), took only the steps left, and said
+    so on the console."""
+    taken = log.of(model)
+    assert taken[:1] == [step], f"{model} restarted at step {taken[:1]} instead of resuming at {step}"
+    assert taken == list(range(step, total)), f"{model} took steps {taken[:3]}… not {step}…{total - 1}"
+    assert f"({model}) at step {step} of {total}" in console, console[-500:]

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,8 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     last = subprocess.run(train_command(config, run_dir), env=env, capture_output=True, text=True, timeout=300)
     assert last.returncode == 0, last.stderr[-2000:]
     assert "taking over the lock" in messages + last.stderr  # a killed run's lock is stale, not a blocker
+    resumes = re.findall(r"resuming \S+ \(\S+\) at step (\d+) of (\d+)", messages + last.stderr)
+    assert any(0 < int(n) < int(m) for n, m in resumes), "no stage resumed mid-way: every kill restarted one"
     assert all(s["state"] == "done" for s in json.loads((run_dir / "run.json").read_text())["stages"])
     assert weights_sha256(run_dir) == weights_sha256(reference) and len(weights_sha256(reference)) == 3
     assert records(run_dir) == records(reference)

@@ -8,6 +8,7 @@ step by step, the evaluations (``evaluate=True``: retrieval + feature sums throu
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +74,9 @@ def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: s
 
 def test_fsdp_resume_is_bit_identical(two_process_runs: Path) -> None:
     a, b = two_process_runs / "fsdp_distill", two_process_runs / RESUMED[0]
+    resumed = json.loads((two_process_runs / "fsdp_resumed.steps.json").read_text())
+    total = len(read_metrics(a))   # log_every_steps = 1: one train record per step
+    assert resumed == list(range(3, total + 1))   # crashed after step 2 (checkpointed), resumed there
     assert read_metrics(a) == read_metrics(b) and read_metrics(a, "eval") == read_metrics(b, "eval")
     wa, wb = final_weights(a), final_weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -125,7 +129,10 @@ if __name__ == "__main__":
     try:
         _run(root / RESUMED[0], **RESUMED[1], on_step=crash)
     except RuntimeError:
-        _run(root / RESUMED[0], **RESUMED[1])
+        resumed: list[int] = []   # the optimizer steps the resumed call takes (1-based: the steps done)
+        _run(root / RESUMED[0], **RESUMED[1], on_step=resumed.append)
+        if distributed.init_distributed().is_main:
+            (root / "fsdp_resumed.steps.json").write_text(json.dumps(resumed))
     # pretend to be two single-rank nodes: a shared folder passes, one folder per node fails on every rank
     os.environ["LOCAL_WORLD_SIZE"] = "1"
     rank = int(os.environ["RANK"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import StepLog, assert_resumed
 
 from compt.chain import train_run
 from compt.checkpoint import load_checkpoint
@@ -97,7 +98,8 @@ def test_rerun_skips_finished_stages(reference: Path, corpus: Path) -> None:
         train_run(config_from_dict(changed), reference, progress=False)
 
 
-def test_interrupted_stage_resumes_bit_exactly(tmp_path: Path, corpus: Path, reference: Path, monkeypatch) -> None:
+def test_interrupted_stage_resumes_bit_exactly(tmp_path: Path, corpus: Path, reference: Path, monkeypatch,
+                                               capsys) -> None:
     cfg = raw(corpus) | {"baselines": False}
     cfg["train"] = cfg["train"] | {"ckpt_every_steps": 2}
     cfg["chain"] = cfg["chain"][:2]
@@ -112,7 +114,11 @@ def test_interrupted_stage_resumes_bit_exactly(tmp_path: Path, corpus: Path, ref
     with pytest.raises(RuntimeError, match="simulated"):
         train_run(config_from_dict(cfg), tmp_path, progress=False)
     monkeypatch.setattr(lm_train, "_after_step", real)
+    capsys.readouterr()
+    log = StepLog(monkeypatch)
     train_run(config_from_dict(cfg), tmp_path, progress=False)
+    assert_resumed(log, "lm/test-B", 2, 6, capsys.readouterr().err)   # checkpointed every 2 steps
+    assert log.of("lm/test-A") == []                                   # the finished stage did not rerun
     again = load_checkpoint(tmp_path / "chain/02-lm_test-B/final.pt").state_dict
     # the reference run checkpointed at epoch ends only; weights do not depend on when checkpoints are written
     ref = load_checkpoint(reference / "chain/02-lm_test-B/final.pt").state_dict

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ToyPairs, final_weights, read_metrics, stage_kwargs
+from helpers import StepLog, ToyPairs, assert_resumed, final_weights, read_metrics, stage_kwargs
 
 from compt.config import TrainConfig
 from compt.errors import UserError
@@ -60,18 +60,21 @@ def _step_of(out: Path) -> int:
     return torch.load(out / "last.pt", weights_only=True)["train_state"]["progress"]["step"]
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference: Path, tmp_path: Path) -> None:
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference: Path, tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
     script = Path(__file__).resolve()
     proc = subprocess.run([sys.executable, str(script), str(tmp_path), "7", str(torch.get_num_threads())],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert _step_of(tmp_path) == 6 and not (tmp_path / "final.pt").exists()
+    log = StepLog(monkeypatch)
     result = _run(tmp_path)
     assert result.steps == 12 and len(result.history) == 3
+    assert_resumed(log, "test/C", 6, 12, capsys.readouterr().err)
     _assert_same_end_state(reference, tmp_path)
 
 
-def test_sigterm_writes_checkpoint_then_resume_matches(reference: Path, tmp_path: Path) -> None:
+def _sigterm_at_step_6(tmp_path: Path) -> None:
     def terminate(step: int) -> None:
         if step == 5:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -79,8 +82,30 @@ def test_sigterm_writes_checkpoint_then_resume_matches(reference: Path, tmp_path
     with pytest.raises(UserError, match="SIGTERM after step 6/12"):  # seen after the next step
         _run(tmp_path, on_step=terminate)
     assert _step_of(tmp_path) == 6 and not (tmp_path / "final.pt").exists()
+
+
+def test_sigterm_writes_checkpoint_then_resume_matches(reference: Path, tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    _sigterm_at_step_6(tmp_path)
+    log = StepLog(monkeypatch)
     _run(tmp_path)
+    assert_resumed(log, "test/C", 6, 12, capsys.readouterr().err)
     _assert_same_end_state(reference, tmp_path)
+
+
+def test_a_silent_restart_passes_the_end_state_check_but_not_the_resume_check(reference: Path, tmp_path: Path,
+                                                                              monkeypatch, capsys) -> None:
+    """Why every resume test also asserts where the resumed process started: a resume that quietly restarts
+    from step 0 (here: last.pt ignored on purpose) still ends bit-identical."""
+    from compt.train import trainer
+
+    _sigterm_at_step_6(tmp_path)
+    monkeypatch.setattr(trainer, "_load_resume", lambda path, spec: None)
+    log = StepLog(monkeypatch)
+    _run(tmp_path)
+    _assert_same_end_state(reference, tmp_path)          # the old check cannot tell
+    with pytest.raises(AssertionError, match="restarted at step \\[0\\] instead of resuming at 6"):
+        assert_resumed(log, "test/C", 6, 12, capsys.readouterr().err)
 
 
 def test_checkpoints_are_self_describing_and_load_weights_only(reference: Path) -> None:
