@@ -149,6 +149,29 @@ def format_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines + _distance_lines(summary["members"]))
 
 
+def closing_line(summary: dict[str, Any]) -> str:
+    """One line a newcomer can read, computed from the summary's table: the family acceleration (counted FLOPs,
+    and wall-clock when the baselines ran) and, per grown member, its change against its baseline on each
+    headline metric, with how many grown members reach their baselines on every metric."""
+    f, metrics = summary["family"], [(k, label) for k, label in summary["metrics"]]
+    speed = f"family acceleration {f['acceleration_flops']['mean']:.2f}× in counted FLOPs"
+    if "acceleration_wall" in f:
+        speed += f" ({f['acceleration_wall']['mean']:.2f}× wall-clock)"
+    chain = [m for m in summary["members"] if m["method"] == "chain"]
+    grown = [m for m in chain[1:] if any(f"delta_{k}" in m for k, _ in metrics)]   # chain[0] trains from scratch
+    if not grown:
+        return f"what this shows: {speed}; no grown member has a baseline to compare with"
+    parts, reached = [], 0
+    for m in grown:
+        deltas = [(k, label, m[f"delta_{k}"]) for k, label in metrics if f"delta_{k}" in m]
+        ok = all(d >= 0 if metric_info(k).higher_is_better else d <= 0 for k, _, d in deltas)
+        reached += ok
+        digits = metric_info(deltas[0][0]).digits
+        parts.append(f"{m['model']} " + ", ".join(f"{d:+.{digits}f} {label}" for _, label, d in deltas))
+    return (f"what this shows: {speed}; grown members against their baselines: {'; '.join(parts)} — "
+            f"{reached} of {len(grown)} reach their baseline on every metric")
+
+
 def _distance_lines(members: list[dict[str, Any]]) -> list[str]:
     """The grown members' distance from their parents (`compt.diagnostics`): linear CKA of each held-out
     representation with the parent's at the start and end of the stage, and the relative update."""
