@@ -36,7 +36,8 @@ def test_demo_quick_runs_and_closes_with_what_its_table_says(tmp_path: Path, cap
 def _summary(deltas: list[float], key: str, label: str) -> dict:
     members = [{"model": "m1", "method": "chain"}, {"model": "m1", "method": "individual"}]
     for i, d in enumerate(deltas, start=2):
-        members += [{"model": f"m{i}", "method": "chain", f"delta_{key}": d}, {"model": f"m{i}", "method": "individual"}]
+        members += [{"model": f"m{i}", "method": "chain", f"delta_{key}": d},
+                    {"model": f"m{i}", "method": "individual"}]
     return {"metrics": [[key, label]], "members": members,
             "family": {"acceleration_flops": {"mean": 3.0}, "acceleration_wall": {"mean": 2.5}}}
 
