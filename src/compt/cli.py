@@ -23,7 +23,7 @@ COMMANDS = ("models", "flops", "plan", "grow", "train", "eval", "export", "repor
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compt", description="Chain-of-Models Pre-Training for CLIP/SigLIP and "
-                                                               "language-model (Llama) families.")
+                                                               "language-model (Llama) families (README.md, docs/).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"compt.commands.{name}").add_parser(sub)

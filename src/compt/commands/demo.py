@@ -14,7 +14,8 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train a tiny family (chain + baselines) on the embedded data and report")
+    doc = "train a tiny family (chain + baselines) on the embedded data and report it (docs/runs.md)"
+    p = sub.add_parser("demo", help=doc, description=doc)
     p.add_argument("--quick", action="store_true", help="a ≤ 1 minute smoke run on the test-size family")
     p.add_argument("--lm", action="store_true", help="the language-model family (Llama, lm-cpu) on an offline "
                                                      "text corpus instead of CLIP")

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="zero-shot / retrieval / linear-probe evaluation of a checkpoint")
+    doc = ("evaluate a checkpoint (zero-shot, retrieval, linear probe; LMs: held-out loss) or a run with "
+           "clip_benchmark (docs/benchmark.md)")
+    p = sub.add_parser("eval", help=doc, description=doc)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="compt or plain open_clip checkpoint (.pt)")
     p.add_argument("--data", default="synthetic", metavar="KIND",
                    help="data kind, a key of compt.data.ADAPTERS (default: synthetic)")

@@ -24,8 +24,9 @@ LOAD_HINTS = {  # by paradigm
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write open_clip local-dir folders (config + weights) of a run or checkpoint; "
-                                      "Hugging Face folders for language models")
+    doc = ("export a run or checkpoint as open_clip local-dir folders, Hugging Face folders for language models "
+           "(docs/benchmark.md)")
+    p = sub.add_parser("export", help=doc, description=doc)
     p.add_argument("source", metavar="RUN_DIR|CHECKPOINT", help="a compt run directory or one checkpoint (.pt)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--model", default="", metavar="NAME", help="model name of a plain open_clip checkpoint")

@@ -7,7 +7,8 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("flops", help="forward GFLOPs per sample (image + text; LMs: a sequence) and parameters")
+    doc = "forward GFLOPs per sample (image + text; LMs: a sequence) and parameters of a model (docs/method.md)"
+    p = sub.add_parser("flops", help=doc, description=doc)
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("grow", help="initialise a larger model from a trained smaller one (growth operator)")
+    doc = "initialise a larger model from a trained smaller one with a growth operator (docs/method.md)"
+    p = sub.add_parser("grow", help=doc, description=doc)
     p.add_argument("--from", dest="parent", required=True, metavar="PARENT.pt", help="parent checkpoint")
     p.add_argument("--to", dest="child", required=True, metavar="MODEL", help="registered child model name")
     p.add_argument("--op", required=True, metavar="NAME",  # named here: compt.growth imports torch

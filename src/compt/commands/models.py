@@ -11,7 +11,8 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list registered models and families")
+    doc = "list the registered models and families: shapes, parameters, GFLOPs (docs/method.md)"
+    p = sub.add_parser("models", help=doc, description=doc)
     p.add_argument("--family", help="one family (paper, paper-swin, tiny, test, test-swin, lm-cpu, lm-pythia, "
                                     "lm-test), or open_clip: upstream open_clip's ViT configs")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -7,7 +7,8 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="cost of a chain vs individual training (FLOPs, reduction, acceleration)")
+    doc = "cost of a chain vs individual training: FLOPs, reduction, acceleration (docs/method.md)"
+    p = sub.add_parser("plan", help=doc, description=doc)
     p.add_argument("config", help="run config (TOML)")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                    help="config overrides, e.g. chain.1.epochs=30")

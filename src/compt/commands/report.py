@@ -7,7 +7,8 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="table and plots of one run, or of several runs (seeds) as mean ± std")
+    doc = "table and plots of one run, or of several runs (seeds) as mean ± std (docs/runs.md)"
+    p = sub.add_parser("report", help=doc, description=doc)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="output folder (default: RUN_DIR/report)")
     p.add_argument("--json", action="store_true", help="print the JSON summary instead of Markdown")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model family as a CoM-PT chain (resumable)")
+    doc = "train a model family as a CoM-PT chain, resumably (docs/configs.md, docs/cluster.md)"
+    p = sub.add_parser("train", help=doc, description=doc)
     p.add_argument("config", help="run config (TOML)")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                    help="config overrides, e.g. train.lr=5e-4")
