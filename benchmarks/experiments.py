@@ -42,6 +42,7 @@ class Variant:
     baseline_epochs: float = 0.0               # individual schedule and member 1 (default: base config's)
     overrides: tuple[str, ...] = ()            # applied to every member / section
     base: str = "tiny-base.toml"               # base config in benchmarks/configs/ (lm-base.toml: language models)
+    control: str = ""                          # a variant of the same experiment this one is compared with, paired
 
 
 @dataclass(frozen=True)
@@ -187,12 +188,12 @@ EXPERIMENTS = {e.name: e for e in (
         Variant("flip50-lr4e-3-fast-decay", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128, overrides=RECIPE),
         # growth that escapes the parent: the paper's corner copy (not function-preserving) with the recipe
         Variant("corner-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
-                overrides=(*RECIPE, *_members("growth=\"corner\""))),
+                overrides=(*RECIPE, *_members("growth=\"corner\"")), control="preserve-recipe"),
         # the growth ablation's control: flip50-lr4e-3-fast-decay again, on the member 1 retrained for the ablation
         Variant("preserve-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128, overrides=RECIPE),
         # shrink and perturb (compt.perturb) on the preserve-grown init, with the recipe: λ, σ
         *(Variant(f"sp{lam:g}-{sigma:g}-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
-                  overrides=(*RECIPE, *_members(f"shrink={lam} perturb={sigma}")))
+                  overrides=(*RECIPE, *_members(f"shrink={lam} perturb={sigma}")), control="preserve-recipe")
           for lam, sigma in ((0.8, 0.1), (0.6, 0.1), (0.6, 0.3))),
         # the same recipe on the 17x family N -> C -> M -> B (against paper_protocol/protocol-NCMB)
         Variant("wide-flip50-lr4e-3-fast-decay", WIDE, stage_epochs=WIDE_FLIP50, baseline_epochs=128,

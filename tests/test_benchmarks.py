@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import experiments  # noqa: E402
-from make_results import equal_loss_costs, matched_epoch, previous_sections, second_half_gain  # noqa: E402
+from make_results import equal_loss_costs, matched_epoch, second_half_gain  # noqa: E402
 
 
 def test_every_variant_is_a_valid_config() -> None:
@@ -121,11 +121,33 @@ def test_second_half_gain_is_end_minus_the_evaluation_nearest_the_middle() -> No
     assert second_half_gain(_Run(base), 0, "m") is None
 
 
-def test_previous_sections_keeps_experiment_sections_by_name(tmp_path) -> None:
-    doc = tmp_path / "results.md"
-    doc.write_text("# t\n\n## Summary\ntext\n## main: question\n\n| a |\n## unknown: x\ny\n")
-    kept = previous_sections(doc)
-    assert list(kept) == ["main"] and kept["main"] == "## main: question\n\n| a |\n"
+def test_make_results_stops_on_a_run_it_cannot_read(tmp_path: Path) -> None:
+    import make_results
+
+    bad = tmp_path / "beyond_paper" / "protocol" / "seed0"
+    bad.mkdir(parents=True)
+    (bad / "run.json").write_text("{}")   # a run folder without its config
+    with pytest.raises(SystemExit, match="holds no config.toml"):
+        make_results.main(["--runs", str(tmp_path), "--out", str(tmp_path / "out" / "results.md")])
+
+
+def _masked(text: str) -> str:
+    """A results doc without what changes from one generation to the next: the commit and the machine."""
+    import re
+
+    text = re.sub(r"commit [0-9a-f]{7,40}", "commit C", text)
+    return re.sub(r" on [^;_]*cores, torch [^;_]*?, Python [0-9.]+", " on M", text)
+
+
+@pytest.mark.slow
+def test_docs_results_regenerates_from_the_committed_run_summaries(tmp_path: Path) -> None:
+    import make_results
+
+    out = tmp_path / "results.md"
+    assert make_results.main(["--out", str(out)]) == 0
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results.md"
+    assert _masked(out.read_text()) == _masked(committed.read_text()), \
+        "docs/results.md is not what benchmarks/make_results.py makes from benchmarks/runs: regenerate it"
 
 
 def test_variant_table_marks_wall_clock_that_is_not_a_clean_measurement(tmp_path: Path) -> None:
