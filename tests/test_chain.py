@@ -58,11 +58,14 @@ def test_end_to_end_chain_and_report(reference: Path) -> None:
     rows = {(m["model"], m["method"]) for m in summary["members"]}
     assert rows == {(m, meth) for m in ("test/A", "test/B", "test/C") for meth in ("chain", "individual")}
     fam = summary["family"]
-    assert fam["baselines_counted"] and fam["acceleration_flops"]["mean"] > 1.0
-    # the chain's counted FLOPs are the sum of its stages; member 1's baseline is chain stage 1
-    stage_flops = [json.loads((reference / d / "result.json").read_text())["train_flops"]
-                   for d in ("chain/01-test_A", "chain/02-test_B", "chain/03-test_C")]
-    assert fam["chain_flops"]["mean"] == pytest.approx(sum(stage_flops))
+    # the chain's counted FLOPs are the sum of its stages; member 1's baseline is chain stage 1; the family
+    # acceleration is Σ individual ÷ Σ chain, both from the stages' own results
+    flops = {d: json.loads((reference / d / "result.json").read_text())["train_flops"]
+             for d in ("chain/01-test_A", "chain/02-test_B", "chain/03-test_C", "baselines/test_B", "baselines/test_C")}
+    chain = flops["chain/01-test_A"] + flops["chain/02-test_B"] + flops["chain/03-test_C"]
+    alone = flops["chain/01-test_A"] + flops["baselines/test_B"] + flops["baselines/test_C"]
+    assert fam["baselines_counted"] and fam["chain_flops"]["mean"] == pytest.approx(chain)
+    assert fam["acceleration_flops"]["mean"] == pytest.approx(alone / chain)
     assert all((out / name).stat().st_size > 1000 for name in ("accuracy_vs_compute.png", "cost_breakdown.png"))
     assert "| test/C | chain |" in md and "family acceleration" in md
 
@@ -196,15 +199,20 @@ def test_train_and_report_cli(tmp_path: Path, capsys) -> None:
 
 
 def test_report_of_several_runs_is_mean_and_std(reference: Path, tmp_path: Path) -> None:
-    import shutil
+    """Two different seeds: the report's mean ± std is the sample mean and the (n − 1) standard deviation."""
+    import statistics
 
-    twin = tmp_path / "seed-twin"
-    shutil.copytree(reference, twin)
-    out, md = write_report([reference, twin], tmp_path / "both")
+    seed1 = tmp_path / "seed1"
+    run(seed1, RAW | {"train": RAW["train"] | {"seed": 1}})
+    out, md = write_report([reference, seed1], tmp_path / "both")
     summary = json.loads((out / "report.json").read_text())
     row = next(m for m in summary["members"] if m["model"] == "test/C" and m["method"] == "chain")
-    assert row["zeroshot_top1"]["n"] == 2 and row["zeroshot_top1"]["std"] == 0.0
-    assert " ± 0.0 |" in md
+    values = [json.loads((d / "chain/03-test_C/result.json").read_text())["metrics"]["zeroshot_top1"]
+              for d in (reference, seed1)]
+    assert values[0] != values[1]
+    assert row["zeroshot_top1"]["n"] == 2 and row["zeroshot_top1"]["mean"] == pytest.approx(statistics.fmean(values))
+    assert row["zeroshot_top1"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert f"{statistics.fmean(values):.1f} ± {abs(values[0] - values[1]) / 2**0.5:.1f} |" in md
 
 
 def test_report_refuses_a_non_run(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ def test_validation_errors(tmp_path, edit, message: str) -> None:
 def test_growth_that_shrinks_or_changes_patch_is_refused(tmp_path) -> None:
     # test/C has a wider vision tower but the same text width as... use a Swin→ViT chain: patch size differs.
     text = GOOD.replace('model = "test/A"', 'model = "test/Swin-A"').replace("test/B", "tiny/ViT-S")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="test/Swin-A.*tiny/ViT-S|patch|Swin"):
         load_config(write(tmp_path, text))
 
 

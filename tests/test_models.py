@@ -70,7 +70,7 @@ def test_forward_backward_every_param_gets_grad(name: str) -> None:
 def test_config_round_trip_and_frozen() -> None:
     cfg = get_model_config("test/Swin-B")
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign"):
         cfg.embed_dim = 3  # type: ignore[misc]
 
 

@@ -170,9 +170,26 @@ def test_one_step_matches_hand_written_step(tmp_path: Path, accum: int, clip: fl
         torch.testing.assert_close(ours[k], v, rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
 
 
-def test_bf16_autocast_runs_on_cpu(tmp_path: Path) -> None:
-    result = train_stage(**stage_kwargs(tmp_path, model="test/B", teacher="test/A", epochs=0.5, precision="bf16"))
-    assert math.isfinite(result.metrics["train_loss"])
+def test_bf16_autocast_runs_on_cpu(tmp_path: Path, monkeypatch) -> None:
+    """precision = "bf16" really computes the student's matmuls in bf16 (an MLP activation inside a block is
+    bf16 in training), and the loss stays fp32 and finite; "fp32" keeps the same activation fp32."""
+    import torch.nn as nn
+
+    seen: dict[str, set] = {"bf16": set(), "fp32": set()}
+    real = nn.Linear.forward
+
+    def spy(self, x):
+        out = real(self, x)
+        if self.training and torch.is_grad_enabled():
+            seen[mode].add(out.dtype)
+        return out
+
+    monkeypatch.setattr(nn.Linear, "forward", spy)
+    for mode in ("bf16", "fp32"):
+        result = train_stage(**stage_kwargs(tmp_path / mode, model="test/B", teacher="test/A", epochs=0.5,
+                                            precision=mode))
+        assert math.isfinite(result.metrics["train_loss"])
+    assert seen["bf16"] == {torch.bfloat16} and seen["fp32"] == {torch.float32}
 
 
 def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
@@ -213,7 +230,7 @@ def test_stage_lr_with_faster_decay_reaches_the_floor_early_and_stays() -> None:
     assert fast[:4] == [lr_at(s, **kw) for s in range(4)]                    # same warmup and peak
     assert fast[8] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))              # half-way down after 4 of 8 steps
     assert fast[12:] == [pytest.approx(1e-5)] * 8                            # floor from step 4 + 8 on
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="decay_fraction must be in"):
         stage_lr_at(0, decay_fraction=0.0, **kw)
 
 
