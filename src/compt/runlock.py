@@ -1,10 +1,11 @@
 """One run per run directory: an exclusive lock file held for the life of a `train_run` call.
 
-``RUN/.compt.lock`` is locked with ``flock`` (released by the kernel when the holder exits, even on
-SIGKILL) and holds who has it: pid, host, torchrun job and start time. A second run on the same folder
-stops with a one-line `UserError` naming the holder. A lock file that still names a holder although the
-lock is free was left by a process that died; it is taken over with a message. Under torchrun the ranks of
-one job share the lock: rank 0 takes it and every rank learns the outcome (`distributed.all_true`).
+``RUN/.compt.lock`` is locked with ``flock`` (released by the kernel when the holder exits, even on SIGKILL; every
+child the holder forks — DataLoader workers — closes its inherited copy at once, so a worker that outlives a
+killed holder does not keep the lock) and holds who has it: pid, host, torchrun job and start time. A second run
+on the same folder stops with a one-line `UserError` naming the holder. A lock file that still names a holder
+although the lock is free was left by a process that died; it is taken over with a message. Under torchrun the
+ranks of one job share the lock: rank 0 takes it and every rank learns the outcome (`distributed.all_true`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ from compt import distributed
 from compt.errors import UserError
 
 LOCK_NAME = ".compt.lock"
+_HELD: set[int] = set()   # lock file descriptors this process holds (closed in its forked children)
+
+
+def _close_in_child() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
 
 
 def job_id() -> str:
@@ -67,7 +80,7 @@ def acquire(run_dir: Path) -> int:
     import fcntl
 
     path = Path(run_dir) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -82,6 +95,7 @@ def acquire(run_dir: Path) -> int:
         print(f"compt: taking over the lock of {run_dir} left by {_describe(stale)}, which is no longer "
               f"running", file=sys.stderr)
     _write(fd, _holder())
+    _HELD.add(fd)
     return fd
 
 
@@ -92,6 +106,7 @@ def release(fd: int) -> None:
     with contextlib.suppress(OSError):  # a full or read-only disk must not hide the run's own error
         _write(fd, None)
     fcntl.flock(fd, fcntl.LOCK_UN)
+    _HELD.discard(fd)
     os.close(fd)
 
 

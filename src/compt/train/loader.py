@@ -9,6 +9,7 @@ means one worker per CPU this rank owns, less one for the training process, at m
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -19,6 +20,14 @@ from compt.train.sampler import StepBatchSampler
 
 MAX_AUTO_WORKERS = 8
 PREFETCH_FACTOR = 4  # batches in flight per worker
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """A loader worker's `worker_init_fn`: SIGTERM and SIGINT are the main process's to decide. A scheduler
+    (Slurm, ``timeout``, ``docker stop``, systemd) signals the whole process group; the main process then
+    checkpoints after its step and stops, and the workers are shut down with the loader."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def cpus_per_rank() -> int:
@@ -47,7 +56,8 @@ def train_loader(dataset: Dataset, batch_sampler: StepBatchSampler, *, workers: 
     `compt.data.stream.StreamingPairs`) is cut by each worker into batches of the sampler's shard size.
     """
     n = resolve_workers(workers)
-    extra = {"persistent_workers": True, "prefetch_factor": PREFETCH_FACTOR} if n > 0 else {}
+    extra = {"persistent_workers": True, "prefetch_factor": PREFETCH_FACTOR,
+             "worker_init_fn": ignore_stop_signals} if n > 0 else {}
     if isinstance(dataset, IterableDataset):
         return DataLoader(dataset, batch_size=batch_sampler.shard_size, num_workers=n, pin_memory=info.pin_memory,
                           **extra)

@@ -28,6 +28,7 @@ from compt import distributed
 from compt.data.images import to_model_input
 from compt.distributed import DistInfo
 from compt.tasks import encode
+from compt.train.loader import ignore_stop_signals
 
 DTYPE = torch.bfloat16
 
@@ -99,7 +100,7 @@ def fill_teacher_cache(teacher: nn.Module, dataset: Dataset, *, captions: int, e
     chunk = math.ceil(n / info.world_size)
     start = min(info.rank * chunk, n)
     loader = iter(DataLoader(Subset(dataset, range(start, min(start + chunk, n))), batch_size=batch_size,
-                             num_workers=workers))
+                             num_workers=workers, worker_init_fn=ignore_stop_signals if workers else None))
     writer = mmap_dir is None or info.local_rank == 0
     name = (lambda s: mmap_dir / f"node{distributed.node_index()}.{s}.bf16") if mmap_dir else (lambda s: None)
     shapes = {"image": (n, embed_dim), "text": (n, captions, embed_dim)}
