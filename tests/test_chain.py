@@ -218,3 +218,34 @@ def test_report_of_several_runs_is_mean_and_std(reference: Path, tmp_path: Path)
 def test_report_refuses_a_non_run(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a compt run directory"):
         write_report([tmp_path])
+
+
+def test_report_of_an_unfinished_chain_compares_the_same_members(reference: Path, tmp_path: Path) -> None:
+    """Member 3 not finished: the family numbers compare members 1–2 with their own baselines, not with all three."""
+    import shutil
+
+    run_dir = tmp_path / "unfinished"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "chain/03-test_C/result.json").unlink()
+    out, md = write_report([run_dir])
+    fam = json.loads((out / "report.json").read_text())["family"]
+    flops = {d: json.loads((reference / d / "result.json").read_text())["train_flops"]
+             for d in ("chain/01-test_A", "chain/02-test_B", "baselines/test_B")}
+    a, b, b_alone = flops["chain/01-test_A"], flops["chain/02-test_B"], flops["baselines/test_B"]
+    want = (a + b_alone) / (a + b)
+    assert not fam["complete"] and fam["members"] == 2
+    assert fam["acceleration_flops"]["mean"] == pytest.approx(want)
+    assert "compare its 2 finished members with the same members' baselines" in md
+
+
+def test_a_swin_chain_on_an_operator_swin_cannot_use_is_refused_before_training(tmp_path: Path, capsys) -> None:
+    import tomli_w
+
+    raw = {"name": "swin", "data": {"num_samples": 32}, "train": {"batch_size": 16},
+           "chain": [{"model": "test/Swin-A", "epochs": 1}, {"model": "test/Swin-B", "epochs": 1}]}   # preserve
+    path = tmp_path / "swin.toml"
+    path.write_text(tomli_w.dumps(raw))
+    for command in (["plan", str(path)], ["train", str(path), "--run-dir", str(tmp_path / "run")]):
+        assert main(command) == 2
+        assert "growth operator 'preserve' does not support Swin vision towers" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "chain").exists()

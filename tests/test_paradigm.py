@@ -179,7 +179,7 @@ class ToyParadigm:
     def chain_rules(self, cfg: Any) -> ChainRules:
         cfgs = [SIZES[m.model] for m in cfg.chain]
 
-        def check(a: MLPConfig, b: MLPConfig) -> None:
+        def check(a: MLPConfig, b: MLPConfig, op: str) -> None:
             if b.hidden < a.hidden:
                 raise UserError(f"{b.name} is narrower than {a.name}")
 

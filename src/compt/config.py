@@ -374,7 +374,7 @@ def validate(cfg: RunConfig) -> None:
                             f"({rules.flops[i] / 1e9:.3g} GFLOPs) is not larger than member {i} "
                             f"{a.name} ({rules.flops[i - 1] / 1e9:.3g} GFLOPs)")
         if cfg.chain[i].growth != "none":
-            rules.validate_growth(a, b)
+            rules.validate_growth(a, b, cfg.chain[i].growth)
 
 
 def chain_rules(cfg: RunConfig) -> ChainRules:

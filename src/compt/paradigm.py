@@ -48,13 +48,14 @@ class Metric:
 class ChainRules:
     """What one chain allows, as `compt.config.validate` checks it: the members' resolved configs, the
     forward FLOPs that order them, the growth operators and distillation losses (each with ``"none"``), the
-    pairwise growth check and whether each member has image patches to drop (FLIP)."""
+    pairwise growth check ``validate_growth(parent, child, op)`` and whether each member has image patches to
+    drop (FLIP)."""
 
     configs: list[Any]
     flops: list[float]
     growth_ops: tuple[str, ...]
     distill_losses: tuple[str, ...]
-    validate_growth: Callable[[Any, Any], None]
+    validate_growth: Callable[[Any, Any, str], None]
     patch_tokens: tuple[bool, ...] = ()
 
 

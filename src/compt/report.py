@@ -95,21 +95,27 @@ def _add_deltas(members: list[dict[str, Any]], metrics: tuple[tuple[str, str], .
 
 def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
     complete = n_members == len(runs[0].cfg.chain)
-    chain = [r.chain_flops for r in runs]
-    per_member = [r.individual_flops() for r in runs]
+    # an unfinished chain is compared with its finished members' baselines only (the same members on both sides)
+    chain = [sum(x.flops for x in r.chain[:n_members]) for r in runs]
+    per_member = [r.individual_flops()[:n_members] for r in runs]
     indiv = [sum(f) for f in per_member]
     largest = [f[-1] for f in per_member]
-    out: dict[str, Any] = {"complete": complete, "chain_flops": stat(chain), "individual_flops": stat(indiv),
+    out: dict[str, Any] = {"complete": complete, "members": n_members, "chain_flops": stat(chain),
+                           "individual_flops": stat(indiv),
                            "chain_pct_of_largest": stat([100 * c / lg for c, lg in zip(chain, largest)]),
                            "acceleration_flops": stat([i / c for i, c in zip(indiv, chain)]),
-                           "baselines_counted": all(all(x is not None for x in r.individual) for r in runs)}
+                           "baselines_counted": all(all(x is not None for x in r.individual[:n_members])
+                                                    for r in runs)}
     if out["baselines_counted"]:
-        walls = [(sum(x.wall_s for x in r.individual), r.chain_wall) for r in runs]
+        walls = [(sum(x.wall_s for x in r.individual[:n_members]), sum(x.wall_s for x in r.chain[:n_members]))
+                 for r in runs]
         out["acceleration_wall"] = stat([i / c for i, c in walls])
-        out["chain_wall_pct_of_largest"] = stat([100 * r.chain_wall / r.individual[-1].wall_s for r in runs])
-        used = [x for r in runs for x in (*r.chain, *r.individual)]
+        out["chain_wall_pct_of_largest"] = stat([100 * c / r.individual[n_members - 1].wall_s
+                                                 for r, (_, c) in zip(runs, walls)])
+        used = [x for r in runs for x in (*r.chain[:n_members], *r.individual[:n_members])]
         out["acceleration_wall_status"], out["acceleration_wall_caveat"] = combined_status(used), wall_caveat(used)
-        out["chain_wall_pct_caveat"] = wall_caveat([x for r in runs for x in (*r.chain, r.individual[-1])])
+        out["chain_wall_pct_caveat"] = wall_caveat([x for r in runs
+                                                    for x in (*r.chain[:n_members], r.individual[n_members - 1])])
     return out
 
 
@@ -145,7 +151,8 @@ def format_markdown(summary: dict[str, Any]) -> str:
     if "acceleration_wall" in f:
         lines += _wall_lines(f)
     if not f["complete"]:
-        lines.append("- the chain is not finished: family numbers cover the finished stages only")
+        lines.append(f"- the chain is not finished: family numbers compare its {f['members']} "
+                     f"finished members with the same members' baselines")
     return "\n".join(lines + _distance_lines(summary["members"]))
 
 

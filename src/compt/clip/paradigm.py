@@ -152,7 +152,7 @@ class ClipParadigm:
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
         from compt.flops import model_flops
-        from compt.growth import GROWTH_OPS, validate_growth
+        from compt.growth import GROWTH_OPS, validate_pair
         from compt.tasks import DISTILL_NAMES
 
         if cfg.data.kind == "text":
@@ -162,7 +162,7 @@ class ClipParadigm:
         check_data_kind(cfg.data)
         cfgs = [self.member_config(m.model, cfg.train.objective) for m in cfg.chain]
         return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=(*GROWTH_OPS, "none"),
-                          distill_losses=DISTILL_NAMES, validate_growth=validate_growth,
+                          distill_losses=DISTILL_NAMES, validate_growth=validate_pair,
                           patch_tokens=tuple(not c.is_swin for c in cfgs))
 
     def grown_config(self, parent_cfg: ModelConfig, model: str) -> ModelConfig:

@@ -22,7 +22,7 @@ import torch
 from compt.errors import unknown_name
 from compt.growth.common import StateDict, check_state, expected_shapes, validate_growth
 from compt.growth.corner import corner
-from compt.growth.preserve import preserve, stack
+from compt.growth.preserve import check_supported, preserve, stack
 from compt.models import ModelConfig
 
 
@@ -40,6 +40,14 @@ def get_operator(name: str) -> GrowthOp:
     return GROWTH_OPS[name]
 
 
+def validate_pair(parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str) -> None:
+    """Everything `grow` would refuse for this pair and operator, checked without weights (run validation)."""
+    get_operator(op)
+    validate_growth(parent_cfg, child_cfg)
+    if op in ("preserve", "stack"):
+        check_supported(op, parent_cfg, child_cfg)
+
+
 def grow(parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str, seed: int = 0,
          *, fresh: StateDict | None = None) -> StateDict:
     """Grow `child_cfg`'s initial weights from a parent state dict with operator `op` (deterministic in `seed`)."""
@@ -49,4 +57,5 @@ def grow(parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfi
     return fn(parent_state, parent_cfg, child_cfg, generator=torch.Generator().manual_seed(seed), fresh=fresh)
 
 
-__all__ = ["GROWTH_OPS", "GrowthOp", "check_state", "expected_shapes", "get_operator", "grow", "validate_growth"]
+__all__ = ["GROWTH_OPS", "GrowthOp", "check_state", "expected_shapes", "get_operator", "grow", "validate_growth",
+           "validate_pair"]

@@ -89,11 +89,16 @@ def stacked_depth(parent_layers: int, child_layers: int) -> list[int | None]:
     return [j % parent_layers for j in range(child_layers)]
 
 
-def _widen(p: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, generator: torch.Generator,
-           fresh: StateDict | None, noise: float, depth: DepthRule, op: str) -> StateDict:
+def check_supported(op: str, parent_cfg: ModelConfig, child_cfg: ModelConfig) -> None:
+    """`preserve` and `stack` grow ViT towers only: a Swin pair is a one-line `UserError` (before any training)."""
     if parent_cfg.is_swin or child_cfg.is_swin:
         raise UserError(f"growth operator {op!r} does not support Swin vision towers "
                         f"({parent_cfg.name} -> {child_cfg.name}); use 'corner'")
+
+
+def _widen(p: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, generator: torch.Generator,
+           fresh: StateDict | None, noise: float, depth: DepthRule, op: str) -> StateDict:
+    check_supported(op, parent_cfg, child_cfg)
     c = start_state(child_cfg, generator, fresh)
     (pv, pt), (cv, ct) = _towers(parent_cfg), _towers(child_cfg)
     with torch.no_grad(), one_thread():

@@ -115,7 +115,7 @@ class LMParadigm:
                                 f"{cfgs[0].name}): they read the same token array")
         return ChainRules(configs=cfgs, flops=[lm_flops(c).forward for c in cfgs],
                           growth_ops=(*LM_GROWTH_OPS, "none"), distill_losses=(*LM_DISTILL_KINDS, "none"),
-                          validate_growth=validate_lm_growth, patch_tokens=(False,) * len(cfgs))
+                          validate_growth=lambda a, b, op: validate_lm_growth(a, b), patch_tokens=(False,) * len(cfgs))
 
     def grown_config(self, parent_cfg: LMConfig, model: str) -> LMConfig:
         return self.member_config(model, None)
