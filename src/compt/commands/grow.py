@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     doc = "initialise a larger model from a trained smaller one with a growth operator (docs/method.md)"
     p = sub.add_parser("grow", help=doc, description=doc)
     p.add_argument("--from", dest="parent", required=True, metavar="PARENT.pt", help="parent checkpoint")
-    p.add_argument("--to", dest="child", required=True, metavar="MODEL", help="registered child model name")
+    p.add_argument("--to", dest="child", required=True, metavar="MODEL",
+                   help="registered child model name (a CLIP model, or an lm/… language model)")
     p.add_argument("--op", required=True, metavar="NAME",  # named here: compt.growth imports torch
                    help="growth operator (compt.growth.GROWTH_OPS): corner, preserve, stack")
     p.add_argument("--out", required=True, metavar="CHILD.pt", help="output checkpoint (written atomically)")
@@ -72,25 +73,70 @@ def check_config_folder(out: Path, child_cfg: ModelConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compt.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+    from compt.checkpoint import load_checkpoint
+    from compt.paradigm import paradigm_named, paradigm_of
+
+    paradigm = paradigm_of(args.child)   # an unknown name lists every paradigm's models
+    parent_path, out = Path(args.parent), Path(args.out)
+    if out.exists() and out.resolve() == parent_path.resolve():
+        raise UserError("--out must not overwrite the parent checkpoint")
+    ckpt = load_checkpoint(parent_path)
+    if ckpt.paradigm != paradigm.name:
+        raise UserError(f"{parent_path} holds a {paradigm_named(ckpt.paradigm).label} and {args.child} is a "
+                        f"{paradigm.label}: a chain grows within one paradigm")
+    return grow_clip(args, ckpt) if paradigm.name == "clip" else grow_lm(args, ckpt)
+
+
+def _lineage(args: argparse.Namespace, parent_name: str) -> dict:
+    from compt.checkpoint import sha256_file
+
+    return {"parent": str(Path(args.parent).resolve()), "parent_sha256": sha256_file(args.parent),
+            "parent_model": parent_name, "operator": args.op, "seed": args.seed, "stage": "grow"}
+
+
+def grow_clip(args: argparse.Namespace, ckpt: Checkpoint) -> int:
+    """An open_clip child: compt checkpoint plus ``open_clip_config.json`` (plain open_clip parents too)."""
+    from compt.checkpoint import save_checkpoint
     from compt.growth import get_operator, grow
     from compt.models import get_model_config, write_open_clip_config
 
     get_operator(args.op)
-    child_cfg = get_model_config(args.child)
-    parent_path, out = Path(args.parent), Path(args.out)
-    if out.exists() and out.resolve() == parent_path.resolve():
-        raise UserError("--out must not overwrite the parent checkpoint")
+    child_cfg, out = get_model_config(args.child), Path(args.out)
     check_config_folder(out, child_cfg)
-    ckpt = load_checkpoint(parent_path)
     parent_cfg, note = parent_config(ckpt, args.from_model)
     # a SigLIP parent (learnable logit bias) grows into the SigLIP variant of the named child
     child_cfg = dataclasses.replace(child_cfg, init_logit_bias=parent_cfg.init_logit_bias)
     state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
-    lineage = {"parent": str(parent_path.resolve()), "parent_sha256": sha256_file(parent_path),
-               "parent_model": parent_cfg.name, "operator": args.op, "seed": args.seed, "stage": "grow"}
-    save_checkpoint(out, state_dict=state, model_config=child_cfg, lineage=lineage)
+    save_checkpoint(out, state_dict=state, model_config=child_cfg, lineage=_lineage(args, parent_cfg.name))
     config = write_open_clip_config(child_cfg, out.parent)
     print(note)
     print(f"grew {parent_cfg.name} -> {child_cfg.name} with {args.op} (seed {args.seed}): {out}  [{config.name}]")
+    return 0
+
+
+def grow_lm(args: argparse.Namespace, ckpt: Checkpoint) -> int:
+    """A language-model child: compt checkpoint plus a Hugging Face folder ``<out stem>-hf/`` that transformers
+    loads, and the growth checked on a few random sequences (the largest logit difference to the parent)."""
+    import torch
+
+    from compt.checkpoint import save_checkpoint
+    from compt.lm.growth import grow_lm as grow
+    from compt.lm.models import create_lm, export_pretrained, get_lm_config, require_transformers
+
+    require_transformers()
+    if args.from_model:
+        raise UserError("--from-model names the model of a plain open_clip checkpoint; a compt language-model "
+                        "checkpoint carries its own config")
+    parent_cfg, child_cfg, out = ckpt.model_config, get_lm_config(args.child), Path(args.out)
+    state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
+    save_checkpoint(out, state_dict=state, model_config=child_cfg, lineage=_lineage(args, parent_cfg.name))
+    hf = export_pretrained(child_cfg, state, out.parent / f"{out.stem}-hf")
+    ids = torch.randint(0, parent_cfg.vocab_size, (4, parent_cfg.context_length),
+                        generator=torch.Generator().manual_seed(args.seed))
+    with torch.no_grad():
+        gap = (create_lm(child_cfg, state_dict=state).eval()(input_ids=ids).logits
+               - create_lm(parent_cfg, state_dict=ckpt.state_dict).eval()(input_ids=ids).logits).abs().max().item()
+    print(f"grew {parent_cfg.name} -> {child_cfg.name} with {args.op} (seed {args.seed}): {out}  [Hugging Face: {hf}]")
+    print(f"check: largest |child − parent| logit on 4 random sequences = {gap:.2e}"
+          + (" (function-preserving)" if gap < 1e-4 else ""))
     return 0
