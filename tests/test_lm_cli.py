@@ -186,3 +186,23 @@ def test_wrong_kind_errors(run_dir: Path, corpus: Path, tmp_path: Path, capsys) 
     lm = loose_checkpoint(tmp_path / "lm.pt")
     assert main(["export", str(lm), "--out", str(tmp_path / "o"), "--model", "lm/test-A"]) == 2
     assert "language-model checkpoint (lm/test-A) with its own config; drop --model" in capsys.readouterr().err
+
+
+def test_eval_refuses_to_score_a_runs_training_windows(run_dir: Path, corpus: Path, capsys) -> None:
+    ckpt = run_dir / "chain/02-lm_test-B/final.pt"
+    assert main(["eval", str(ckpt), "--data", "text", "--data-path", str(corpus), "--eval-samples", "9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "more than the 8 windows run" in err and "--eval-samples 8 or less" in err
+
+
+def test_eval_warns_when_the_tokenizer_is_not_the_runs(run_dir: Path, corpus: Path, tmp_path: Path, capsys) -> None:
+    spec = json.loads((run_dir / "data/tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = list(vocab)[100], list(vocab)[101]
+    vocab[a], vocab[b] = vocab[b], vocab[a]           # same size, another encoding
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(spec))
+    ckpt = run_dir / "chain/02-lm_test-B/final.pt"
+    assert main(["eval", str(ckpt), "--data", "text", "--data-path", str(corpus), "--eval-samples", "8",
+                 "--tokenizer", str(other)]) == 0
+    assert "is not the tokenizer" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,8 +180,39 @@ def lm_text_eval(args: argparse.Namespace) -> Any:
         raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data text (a language model "
                         f"describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] [--tokenizer FILE])")
     kind, file = resolve_tokenizer(args.checkpoint, args.tokenizer)
+    check_against_run(args)
     return TextEval(path=Path(args.data_path) if args.data_path else default_corpus(), tokenizer=kind,
                     tokenizer_file=file, windows=args.eval_samples)
+
+
+def check_against_run(args: argparse.Namespace) -> None:
+    """For a checkpoint inside a run, on that run's own corpus: at most the windows the run held out (more
+    would score training windows), and a warning when --tokenizer is not the tokenizer the run trained with."""
+    from compt.config import read_run_config
+    from compt.lm.data import run_of, run_tokenizer
+
+    run = run_of(args.checkpoint)
+    if run is None:
+        return
+    cfg = read_run_config(run)
+    given = Path(args.data_path).resolve() if args.data_path else None
+    same = given == (Path(cfg.data.path).resolve() if cfg.data.path else None)
+    if same and args.eval_samples > cfg.data.eval_samples:
+        raise UserError(f"--eval-samples {args.eval_samples} is more than the {cfg.data.eval_samples} windows run "
+                        f"{run} held out of this corpus: the windows before them are its training data; use "
+                        f"--eval-samples {cfg.data.eval_samples} or less")
+    stored = run_tokenizer(run)[1]
+    if args.tokenizer and stored.is_file() and _json_of(Path(args.tokenizer)) != _json_of(stored):
+        print(f"compt eval: warning: --tokenizer {args.tokenizer} is not the tokenizer {run} trained with "
+              f"({stored}): the loss measures a mismatched encoding", file=sys.stderr)
+
+
+def _json_of(path: Path) -> Any:
+    """A tokenizer file's content (formatting aside); its bytes when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return path.read_bytes()
 
 
 def run_lm(args: argparse.Namespace) -> int:

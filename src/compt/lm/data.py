@@ -8,6 +8,7 @@ the files written beside a finished stage's final.pt (`compt.paradigm.RunData`).
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,10 @@ def text_data(cfg: RunConfig, run_dir: Path) -> tuple[Any, Any, Any]:
                              tokenizer=tokenizer_kind(cfg), vocab_size=first.vocab_size)
     train, held = split(corpus, first.context_length, cfg.data.eval_samples,
                         max_train=cfg.data.num_samples)
+    if 0 < len(train) < cfg.data.num_samples:
+        print(f"compt: the corpus gives {len(train):,} training windows of {first.context_length} + 1 tokens, fewer "
+              f"than data.num_samples = {cfg.data.num_samples:,}: training on {len(train):,} (plan prices "
+              f"{cfg.data.num_samples:,})", file=sys.stderr)
     return train, held, corpus
 
 
