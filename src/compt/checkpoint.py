@@ -65,9 +65,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException as e:
+        # judged while the partial file still takes its space: after the unlink a full disk may look roomy
+        error = write_error(path, e) if isinstance(e, (OSError, RuntimeError)) else None  # torch: RuntimeError
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, (OSError, RuntimeError)):  # torch's zip writer reports a full disk as RuntimeError
-            raise write_error(path, e) from e
+        if error is not None:
+            raise error from e
         raise
     return path
 
@@ -92,7 +94,8 @@ def write_error(path: Path, e: BaseException) -> UserError:
     except OSError:
         free = -1
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-    why = "no space left on device" if 0 <= free < 1 << 20 else "the write failed"
+    full = 0 <= free < 1 << 20 or any(t in str(e).lower() for t in ("no space left", "file write failed"))
+    why = "no space left on device" if full else "the write failed"
     return UserError(f"cannot write {path}: {why} ({first}); nothing was lost — free some space and rerun "
                      f"the same command to resume")
 

@@ -66,6 +66,7 @@ from compt.train.stage_loop import (
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 POSITION_KEYS = ("step", "epoch", "samples", "flops")
+_TOLD: set[Path] = set()   # damaged final.pt files already reported by `load_result`
 
 
 @dataclass
@@ -179,8 +180,10 @@ def load_result(out_dir: Path, *, weights: bool = True, verify: bool = True) -> 
     raw = json.loads(path.read_text())
     problem = verify_digest(final, raw.get("final_pt")) if weights and verify else ""
     if problem:
-        print(f"compt: {problem}; the stage is not done — rebuilding it from {final.with_name('last.pt')}",
-              file=sys.stderr)
+        if final not in _TOLD:   # the runner and the trainer both ask: say it once
+            _TOLD.add(final)
+            print(f"compt: {problem}; the stage is not done — rebuilding it from {final.with_name('last.pt')}",
+                  file=sys.stderr)
         return None
     return StageResult.from_dict(raw)
 
