@@ -126,3 +126,19 @@ def assert_resumed(log: StepLog, model: str, step: int, total: int, console: str
     assert taken[:1] == [step], f"{model} restarted at step {taken[:1]} instead of resuming at {step}"
     assert taken == list(range(step, total)), f"{model} took steps {taken[:3]}… not {step}…{total - 1}"
     assert f"({model}) at step {step} of {total}" in console, console[-500:]
+
+
+def crash_after_step(monkeypatch, model: str, step: int, message: str = "killed") -> None:
+    """Make the trainer raise RuntimeError(`message`) right after optimizer step `step` of `model`'s stage
+    (what was due at that step — log, checkpoint, evaluation — is done first); `monkeypatch.undo()` or a
+    fresh fixture lifts it."""
+    from compt.train import trainer
+
+    real = trainer._after_step
+
+    def crash(st, *a):
+        real(st, *a)
+        if st.spec.model.name == model and st.progress.step == step:
+            raise RuntimeError(message)
+
+    monkeypatch.setattr(trainer, "_after_step", crash)

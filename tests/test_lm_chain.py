@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import StepLog, assert_resumed
+from helpers import StepLog, assert_resumed, crash_after_step
 
 from compt.chain import train_run
 from compt.checkpoint import load_checkpoint
@@ -111,17 +111,10 @@ def test_interrupted_stage_resumes_bit_exactly(tmp_path: Path, corpus: Path, ref
     cfg = raw(corpus) | {"baselines": False}
     cfg["train"] = cfg["train"] | {"ckpt_every_steps": 2}
     cfg["chain"] = cfg["chain"][:2]
-    real = lm_train._after_step
-
-    def crash(st, *a):
-        real(st, *a)
-        if st.spec.model.name == "lm/test-B" and st.progress.step == 3:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(lm_train, "_after_step", crash)
+    crash_after_step(monkeypatch, "lm/test-B", 3, "simulated crash")
     with pytest.raises(RuntimeError, match="simulated"):
         train_run(config_from_dict(cfg), tmp_path, progress=False)
-    monkeypatch.setattr(lm_train, "_after_step", real)
+    monkeypatch.undo()
     capsys.readouterr()
     log = StepLog(monkeypatch)
     train_run(config_from_dict(cfg), tmp_path, progress=False)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import crash_after_step
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -24,7 +25,6 @@ from compt.checkpoint import load_checkpoint
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
 from compt.paradigm import ChainRules, Metric
-from compt.train import trainer
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "compt"
 IN, OUT = 4, 2
@@ -265,20 +265,13 @@ def test_a_killed_toy_stage_resumes_where_it_stopped(toy: Any, tmp_path: Path, m
 
     cfg = config_from_dict(RAW | {"baselines": False})
     reference = train_run(cfg, tmp_path / "ref", progress=False)
-    real = trainer._after_step
-
-    def crash(st, *a):
-        real(st, *a)
-        if st.spec.model.name == "toy/mlp-8" and st.progress.step == 6:
-            raise RuntimeError("killed")
-
-    monkeypatch.setattr(trainer, "_after_step", crash)
+    crash_after_step(monkeypatch, "toy/mlp-8", 6)
     with pytest.raises(RuntimeError, match="killed"):
         train_run(cfg, tmp_path / "run", progress=False)
     stage = tmp_path / "run/chain/02-toy_mlp-8"
     checkpointed = load_checkpoint(stage / "last.pt").train_state["progress"]["step"]
     assert checkpointed == 4  # the last epoch end before the crash
-    monkeypatch.setattr(trainer, "_after_step", real)
+    monkeypatch.undo()
     capsys.readouterr()
     resumed = train_run(cfg, tmp_path / "run", progress=False)
     assert f"resuming chain-2 (toy/mlp-8) at step {checkpointed} of 8" in capsys.readouterr().err

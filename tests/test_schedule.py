@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import crash_after_step
 
 from compt.chain import plan_stages, stage_spec, train_run
 from compt.checkpoint import load_checkpoint
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
-from compt.train import trainer
 from compt.train.optim import schedule_lr_at, stage_lr_at, wsd_lr_at
 
 KW = {"base_lr": 1.0, "min_lr": 0.0, "warmup": 2, "total": 12}
@@ -54,18 +54,11 @@ def test_a_killed_wsd_stage_resumes_to_the_same_weights(tmp_path: Path, monkeypa
     train_run(cfg, tmp_path / "ref", progress=False)
     logged = [r["lr"] for r in _train_records(tmp_path / "ref/chain/01-test_A")]
     assert logged[-1] == pytest.approx(1e-5) and max(logged) == pytest.approx(2e-3)
-    real = trainer._after_step
-
-    def crash(st, *a):
-        real(st, *a)
-        if st.spec.model.name == "test/A" and st.progress.step == 10:
-            raise RuntimeError("killed")
-
-    monkeypatch.setattr(trainer, "_after_step", crash)
+    crash_after_step(monkeypatch, "test/A", 10)
     with pytest.raises(RuntimeError, match="killed"):
         train_run(cfg, tmp_path / "run", progress=False)
     assert load_checkpoint(tmp_path / "run/chain/01-test_A/last.pt").train_state["progress"]["step"] == 8
-    monkeypatch.setattr(trainer, "_after_step", real)
+    monkeypatch.undo()
     train_run(cfg, tmp_path / "run", progress=False)
     for stage in ("chain/01-test_A", "chain/02-test_B"):
         got = load_checkpoint(tmp_path / "run" / stage / "final.pt").state_dict
