@@ -187,6 +187,9 @@ class ToyParadigm:
                           growth_ops=("width", "none"), distill_losses=("mse", "none"), validate_growth=check,
                           patch_tokens=(False,) * len(cfgs))
 
+    def load_init(self, path: Path, cfg: MLPConfig) -> dict[str, Tensor]:
+        return load_checkpoint(path).state_dict
+
     def grown_config(self, parent_cfg: MLPConfig, model: str) -> MLPConfig:
         return SIZES[model]
 

@@ -91,8 +91,9 @@ def individual_stage(cfg: RunConfig, index: int) -> Stage:
 
 
 def _member1_is_baseline(cfg: RunConfig) -> bool:
-    """Member 1 trains exactly the individual recipe (same epochs, the shared learning rate)."""
-    return cfg.individual_epochs == cfg.chain[0].epochs and cfg.chain[0].lr is None
+    """Member 1 trains exactly the individual recipe (same epochs, the shared learning rate, from scratch)."""
+    m = cfg.chain[0]
+    return cfg.individual_epochs == m.epochs and m.lr is None and m.init is None
 
 
 def baseline_dir(cfg: RunConfig, index: int) -> str:
@@ -104,7 +105,8 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
 # Settings added after the first fingerprints were written: they enter a fingerprint only when set (not None),
 # so run directories made before they existed keep the same fingerprint (`settings_changes` reads an absent
 # key as None). Member schedule options also enter a from-scratch stage's fingerprint.
-MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout", "schedule", "cooldown_shape")
+MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout", "schedule", "cooldown_shape",
+                               "init")
 SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "objective",
                         "tokenizer",
                         "shuffle_buffer", "resampled")
@@ -289,8 +291,11 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     dataset = data.train_set(model_cfg)
     spec = stage_spec(cfg, stage, len(dataset))
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
+    start = stage.member.init if stage.kind == "chain" else None   # member 1 from an existing model
+    if start:
+        lineage.update(init=str(Path(start).resolve()))
     if spec.parent is None and not (d / "last.pt").is_file():
-        init = fresh_state(paradigm, spec.model, spec.seed)
+        init = paradigm.load_init(Path(start), spec.model) if start else fresh_state(paradigm, spec.model, spec.seed)
     if spec.parent is not None:
         parent_ckpt = run_dir / stage_dir("chain", stage.index - 1, cfg.chain[stage.index - 1].model) / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)

@@ -132,6 +132,8 @@ class MemberConfig:
     patch_dropout: float | None = None     # fraction of image patches dropped while this member trains (FLIP)
     schedule: str | None = None            # lr schedule: cosine (default) | wsd (warmup-stable-decay)
     cooldown_shape: str | None = None      # wsd cooldown: linear (default) | sqrt
+    init: str | None = None                # member 1 only: start from this checkpoint (compt, plain open_clip, or a
+                                           # Hugging Face folder for LMs); epochs = 0 uses it as it is
     shrink: float | None = None            # λ of shrink-and-perturb on the grown weights (default 1; compt.perturb)
     perturb: float | None = None           # σ: plus σ × a fresh init of the child (default 0)
 
@@ -308,8 +310,14 @@ def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_pa
         value = getattr(m, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{where}: {f.name} must be a finite number, got {value}")
-    if not 0 < m.epochs <= MAX_EPOCHS:
-        raise UserError(f"{where}: epochs must be positive and at most {MAX_EPOCHS:,.0f}, got {m.epochs}")
+    if m.init is not None and i > 0:
+        raise UserError(f"{where}: init starts member 1 from a checkpoint; later members are grown from their parent")
+    if m.init is not None and not Path(m.init).exists():
+        raise UserError(f"{where}: init {m.init} does not exist")
+    as_is = m.init is not None and m.epochs == 0
+    if not (0 < m.epochs <= MAX_EPOCHS or as_is):
+        raise UserError(f"{where}: epochs must be positive (0 only with init: use the checkpoint as it is) and at "
+                        f"most {MAX_EPOCHS:,.0f}, got {m.epochs}")
     if m.lr is not None and m.lr <= 0:
         raise UserError(f"{where}: lr must be positive, got {m.lr}")
     if m.lr is not None and m.lr < train.min_lr:
@@ -356,6 +364,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
                         f"(data.num_samples = {cfg.data.num_samples}): one step would see samples twice")
     _validate_report_to(cfg.train.report_to)
+    if cfg.baselines and cfg.individual_epochs == 0:
+        raise UserError("member 1 is used as it is (epochs = 0): set baseline_epochs, the individual schedule of the "
+                        "baselines")
     if not 0 <= cfg.baseline_epochs <= MAX_EPOCHS:  # 0: member 1's epochs; NaN fails both comparisons
         raise UserError(f"baseline_epochs must be positive (or 0: member 1's) and at most {MAX_EPOCHS:,.0f}, got "
                         f"{cfg.baseline_epochs}")

@@ -137,6 +137,10 @@ class Paradigm(Protocol):
     def chain_rules(self, cfg: Any) -> ChainRules:
         """The rules of run config `cfg`'s chain (data and model checks that are this paradigm's)."""
 
+    def load_init(self, path: Path, cfg: Any) -> StateDict:
+        """The weights of an existing model of config `cfg` at `path` (member 1's ``init``): a compt checkpoint,
+        or the field's own format; a model of another shape is a one-line `UserError`."""
+
     def grown_config(self, parent_cfg: Any, model: str) -> Any:
         """The config of registered model `model` grown from a parent of config `parent_cfg` (what the parent
         carries over besides its weights, e.g. SigLIP's logit bias); an unknown name is a `UserError`."""

@@ -49,6 +49,8 @@ class ChainPlan:
     largest_individual: float
     reduction_vs_largest: float
     acceleration: float
+    init: str = ""                          # member 1's starting checkpoint ("" = trained from scratch)
+    acceleration_counting_init: float = 0.0  # with init: the acceleration if member 1 were trained alone first
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -83,10 +85,14 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
                                   cache))
     individual_total = sum(m.individual_cost for m in members)
     largest = members[-1].individual_cost
+    init = cfg.chain[0].init or ""
+    counted = cumulative - members[0].stage_cost + members[0].individual_cost   # member 1 trained alone as well
     return ChainPlan(members=tuple(members), samples=n, captions=cfg.data.captions_per_image,
                      individual_epochs=cfg.individual_epochs, chain_cost=cumulative,
                      individual_total=individual_total, largest_individual=largest,
-                     reduction_vs_largest=1.0 - cumulative / largest, acceleration=individual_total / cumulative)
+                     reduction_vs_largest=1.0 - cumulative / largest,
+                     acceleration=individual_total / cumulative if cumulative else float("inf"), init=init,
+                     acceleration_counting_init=individual_total / counted if init else 0.0)
 
 
 def human_flops(x: float) -> str:
@@ -115,6 +121,10 @@ def format_plan(plan: ChainPlan, name: str) -> str:
              f"reduction vs largest:  {100 * plan.reduction_vs_largest:.1f}%",
              f"individual total:      {human_flops(plan.individual_total)} (all {len(plan.members)} members)",
              f"family acceleration:   {plan.acceleration:.2f}×"]
+    if plan.init:
+        rows += [f"member 1 starts from {plan.init}: its stage costs {human_flops(plan.members[0].stage_cost)} "
+                 f"(0 when used as it is); counting its training from scratch too, the family acceleration is "
+                 f"{plan.acceleration_counting_init:.2f}×"]
     caches = [f"{m.model} {m.teacher_cache_bytes / 2**30:.3g} GiB" for m in plan.members if m.teacher_cache_bytes]
     if caches:
         rows.append(f"teacher cache per node (bf16, train.teacher_cache): {', '.join(caches)}")

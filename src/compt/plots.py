@@ -58,7 +58,9 @@ def log_ticks(lo: float, hi: float, max_ticks: int = MAX_TICKS) -> list[float]:
 
 
 def _log_limits(xs: list[float], pad: float = 1.25, min_ratio: float = 4.0) -> tuple[float, float]:
-    """Padded log-axis limits spanning at least a factor `min_ratio` (so ≥ 2 ticks fit)."""
+    """Padded log-axis limits spanning at least a factor `min_ratio` (so ≥ 2 ticks fit); points at 0 FLOPs (a
+    member used as it is) cannot sit on a log axis and do not set the limits."""
+    xs = [x for x in xs if x > 0] or [1.0]
     lo, hi = min(xs) / pad, max(xs) * pad
     if hi / lo < min_ratio:
         mid = math.sqrt(lo * hi)

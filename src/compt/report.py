@@ -106,6 +106,11 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
                            "acceleration_flops": stat([i / c for i, c in zip(indiv, chain)]),
                            "baselines_counted": all(all(x is not None for x in r.individual[:n_members])
                                                     for r in runs)}
+    if runs[0].cfg.chain[0].init:   # member 1's own cost is its (continued) training only
+        first = [f[0] for f in per_member]
+        out["init"] = runs[0].cfg.chain[0].init
+        out["acceleration_flops_counting_init"] = stat([i / (c - r.chain[0].flops + f1) for i, c, r, f1
+                                                        in zip(indiv, chain, runs, first)])
     if out["baselines_counted"]:
         walls = [(sum(x.wall_s for x in r.individual[:n_members]), sum(x.wall_s for x in r.chain[:n_members]))
                  for r in runs]
@@ -148,6 +153,10 @@ def format_markdown(summary: dict[str, Any]) -> str:
                   f"{_fmt(f['chain_pct_of_largest'])} % of training the largest member alone"
                   + ("" if f["baselines_counted"] else " (individual costs from the planner: baselines not run)"),
               f"- family acceleration (FLOPs): {_fmt(f['acceleration_flops'], digits=2)}×"]
+    if "acceleration_flops_counting_init" in f:
+        lines.append(f"- member 1 starts from an existing checkpoint ({f['init']}); counting its training from "
+                     f"scratch (its baseline's cost) too, the family acceleration (FLOPs) is "
+                     f"{_fmt(f['acceleration_flops_counting_init'], digits=2)}×")
     if "acceleration_wall" in f:
         lines += _wall_lines(f)
     if not f["complete"]:

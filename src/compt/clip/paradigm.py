@@ -165,6 +165,18 @@ class ClipParadigm:
                           distill_losses=DISTILL_NAMES, validate_growth=validate_pair,
                           patch_tokens=tuple(not c.is_swin for c in cfgs))
 
+    def load_init(self, path: Path, cfg: ModelConfig) -> StateDict:
+        """A compt checkpoint of the same architecture, or a plain open_clip checkpoint whose keys and shapes fit."""
+        from compt.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt.paradigm != self.name:
+            raise UserError(f"init {path} holds a {ckpt.paradigm} model, not a CLIP model")
+        if ckpt.model_config is not None and ckpt.model_config.to_open_clip() != cfg.to_open_clip():
+            raise UserError(f"init {path} holds a {ckpt.model_config.name} model, not {cfg.name} (another shape)")
+        self.create(cfg, ckpt.state_dict)   # every key and shape, strictly
+        return ckpt.state_dict
+
     def grown_config(self, parent_cfg: ModelConfig, model: str) -> ModelConfig:
         """A SigLIP parent (learnable logit bias) grows into the SigLIP variant of the named child."""
         from compt.models import get_model_config

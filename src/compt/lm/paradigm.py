@@ -117,6 +117,28 @@ class LMParadigm:
                           growth_ops=(*LM_GROWTH_OPS, "none"), distill_losses=(*LM_DISTILL_KINDS, "none"),
                           validate_growth=lambda a, b, op: validate_lm_growth(a, b), patch_tokens=(False,) * len(cfgs))
 
+    def load_init(self, path: Path, cfg: LMConfig) -> StateDict:
+        """A compt LM checkpoint, or a Hugging Face folder (``config.json`` + weights) whose Llama config has
+        this member's shape (`hf_shape_problems`)."""
+        from compt.checkpoint import load_checkpoint
+
+        if path.is_dir():
+            problems = hf_shape_problems(path, cfg)
+            if problems:
+                raise UserError(f"init {path} is not a {cfg.name}: {'; '.join(problems)}")
+            from transformers import AutoModelForCausalLM
+
+            state = AutoModelForCausalLM.from_pretrained(path).state_dict()
+        else:
+            ckpt = load_checkpoint(path)
+            if ckpt.paradigm != self.name or ckpt.model_config is None:
+                raise UserError(f"init {path} is not a compt language-model checkpoint")
+            if ckpt.model_config.to_dict() | {"name": "", "family": ""} != cfg.to_dict() | {"name": "", "family": ""}:
+                raise UserError(f"init {path} holds a {ckpt.model_config.name} model, not {cfg.name}")
+            state = ckpt.state_dict
+        self.create(cfg, state)   # every key and shape, strictly
+        return state
+
     def grown_config(self, parent_cfg: LMConfig, model: str) -> LMConfig:
         return self.member_config(model, None)
 
@@ -211,6 +233,25 @@ def _lm_row(name: str) -> dict[str, Any]:
     return {"model": name, "family": c.family, "hidden": c.hidden, "layers": c.layers, "heads": c.heads,
             "kv_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate": c.intermediate, "vocab": c.vocab_size,
             "context": c.context_length, "params_m": f.params / 1e6, "gflops": f.forward / 1e9}
+
+
+
+HF_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+             "intermediate_size", "vocab_size", "tie_word_embeddings", "max_position_embeddings")
+
+
+def hf_shape_problems(folder: Path, cfg: LMConfig) -> list[str]:
+    """How a Hugging Face folder's ``config.json`` differs from member `cfg`'s Llama shape ([] = it fits)."""
+    import json
+
+    path = folder / "config.json"
+    if not path.is_file():
+        return [f"no config.json in {folder}"]
+    got, want = json.loads(path.read_text()), cfg.to_hf().to_dict()
+    if got.get("model_type") != "llama":
+        return [f"model_type {got.get('model_type')!r}, not 'llama'"]
+    return [f"{k} {got.get(k)!r} (the member has {want.get(k)!r})" for k in HF_FIELDS
+            if k in want and got.get(k, want.get(k)) != want.get(k)]
 
 
 PARADIGM = LMParadigm()
