@@ -121,13 +121,15 @@ def grow_lm(args: argparse.Namespace, ckpt: Checkpoint) -> int:
 
     from compt.checkpoint import save_checkpoint
     from compt.lm.growth import grow_lm as grow
-    from compt.lm.models import create_lm, export_pretrained, get_lm_config, require_transformers
+    from compt.lm.models import create_lm, export_pretrained, require_transformers
+    from compt.paradigm import paradigm_named
 
     require_transformers()
     if args.from_model:
         raise UserError("--from-model names the model of a plain open_clip checkpoint; a compt language-model "
                         "checkpoint carries its own config")
-    parent_cfg, child_cfg, out = ckpt.model_config, get_lm_config(args.child), Path(args.out)
+    parent_cfg, out = ckpt.model_config, Path(args.out)
+    child_cfg = paradigm_named("lm").grown_config(parent_cfg, args.child)
     state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
     save_checkpoint(out, state_dict=state, model_config=child_cfg, lineage=_lineage(args, parent_cfg.name))
     hf = export_pretrained(child_cfg, state, out.parent / f"{out.stem}-hf")
