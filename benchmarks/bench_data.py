@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from compt.clip.data import build_train_dataset
+from compt.clip.models import create_model, get_model_config
 from compt.config import DataConfig
-from compt.data import build_train_dataset
-from compt.models import create_model, get_model_config
 
 BATCH = 128
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 A plain CLIP loop (AdamW, linear warmup + cosine, symmetric InfoNCE with the learnable temperature; each
 step uses one randomly chosen caption slot per image) trains each model for the same number of steps on the
-same data, then `compt.data.evaluate` scores it on the held-out suite. The corpus is useful for comparing
+same data, then `compt.clip.data.evaluate` scores it on the held-out suite. The corpus is useful for comparing
 family members when the larger model scores higher and neither is at 100 %.
 
     python benchmarks/bench_difficulty.py                                  # writes benchmarks/results/difficulty.md
@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from compt.clip.data import build_eval_suite, build_train_dataset, evaluate
+from compt.clip.data.synthetic import COUNT_PROBS
+from compt.clip.flops import model_flops
+from compt.clip.models import create_model, get_model_config
 from compt.config import DataConfig
-from compt.data import build_eval_suite, build_train_dataset, evaluate
-from compt.data.synthetic import COUNT_PROBS
-from compt.flops import model_flops
-from compt.models import create_model, get_model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANCE = {"shape": 12.5, "colour": 10.0, "count": 25.0, "size": 33.3, "position": 11.1}

@@ -18,7 +18,7 @@ which is left out; the first `--skip` steps (allocator, cuDNN and worker warm-up
 clock between the device syncs at steps `skip` and ``steps − 1`` divided by the steps between them.
 ``setup`` is the time from the call to the end of step 1 (model build, cache fill, worker start, first step).
 MFU = analytic training FLOPs per image (3 × student forward, + teacher forward when it runs; 2 × MACs,
-`compt.flops`) × images/s ÷ the device's dense bf16 peak (`PEAK_BF16`, vendor data sheets; `--peak-tflops`
+`compt.clip.flops`) × images/s ÷ the device's dense bf16 peak (`PEAK_BF16`, vendor data sheets; `--peak-tflops`
 overrides). Peak memory is `torch.cuda.max_memory_allocated` (GPU only).
 
 End to end: webdataset shards of random smooth JPEGs are written to a temporary folder, read back through
@@ -46,13 +46,13 @@ import torch
 from PIL import Image
 
 from compt import distributed
+from compt.clip.data import build_train_dataset
+from compt.clip.data.datasets import PairDataset
+from compt.clip.data.images import TensorImages, normalize
+from compt.clip.flops import model_flops
+from compt.clip.models import create_model, get_model_config
+from compt.clip.tasks import MAX_LOGIT_SCALE
 from compt.config import DataConfig, MemberConfig, TrainConfig
-from compt.data import build_train_dataset
-from compt.data.datasets import PairDataset
-from compt.data.images import TensorImages, normalize
-from compt.flops import model_flops
-from compt.models import create_model, get_model_config
-from compt.tasks import MAX_LOGIT_SCALE
 from compt.train import train_stage
 from compt.train.loader import resolve_workers, train_loader
 from compt.train.optim import build_optimizer

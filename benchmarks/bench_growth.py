@@ -7,7 +7,7 @@
 Each (pair, operator, thread count) runs in its own fresh Python process so that peak RSS is its own. The
 worker builds the parent, randomises it the way training would (non-constant LayerNorm gains, ln_pre
 included, so `preserve` takes its general path, not the constant-gain shortcut), resets the kernel's
-high-water mark (``/proc/self/clear_refs``), then times ``compt.growth.grow`` — which includes building and
+high-water mark (``/proc/self/clear_refs``), then times ``compt.clip.growth.grow`` — which includes building and
 initialising the fresh child — and reads ``VmHWM`` from ``/proc/self/status``. Reported:
 
 - ``grow s``: wall time of `grow` (of which ``fresh init s``: open_clip's own init of the child);
@@ -35,7 +35,7 @@ NOTES = """Notes:
 - `Δ × child` ≈ 1.0–1.1: growth itself allocates the child's tensors plus ~10 % temporaries. `peak × child`
   adds the process baseline (Python + torch + open_clip ≈ 0.8 GiB) and the parent; for S → B that baseline
   is larger than the child, for B → L the whole process stays under 2× the child.
-- `preserve` runs its transfer single-threaded (`compt.growth.common.one_thread`): it is memory-bound
+- `preserve` runs its transfer single-threaded (`compt.clip.growth.common.one_thread`): it is memory-bound
   elementwise work plus thin matmuls, and on this shared, oversubscribed 2-core box OpenMP barriers made the
   2-thread transfer 3–8× slower before that change (e.g. B → L 34 s instead of 10.7 s). The vision stream
   map E is applied as the closed-form mean-padding map plus a rank-≈20 correction (truncated at 1e-13
@@ -55,9 +55,9 @@ def worker(pair: str, op: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    import compt.growth.common as common
-    from compt.growth import grow
-    from compt.models import build_model, get_model_config
+    import compt.clip.growth.common as common
+    from compt.clip.growth import grow
+    from compt.clip.models import build_model, get_model_config
 
     parent_name, child_name = pair.split(":")
     pcfg, ccfg = get_model_config(parent_name), get_model_config(child_name)

@@ -33,9 +33,9 @@ def worker(model: str, batch: int, steps: int, threads: int) -> dict:
     """One setting, in this process: step times (s) and the final loss."""
     import torch
 
+    from compt.clip.models import create_model, get_model_config
+    from compt.clip.tasks import build_task
     from compt.config import TrainConfig
-    from compt.models import create_model, get_model_config
-    from compt.tasks import build_task
     from compt.threads import configure_threads
     from compt.train.optim import build_optimizer
 

@@ -1,9 +1,9 @@
-"""Is the memoised public-API tokenizer fast enough? `compt.tokenizer.tokenize` vs plain ``open_clip.tokenize``.
+"""Is the memoised public-API tokenizer fast enough? `compt.clip.tokenizer.tokenize` vs plain ``open_clip.tokenize``.
 
 Tokenises the synthetic corpus's captions (K = 7 slots per image: many repeated words and captions) and a
 corpus of distinct captions (the same captions with a unique number each), at context 77, with
 - ``open_clip.tokenize`` (public, no cache),
-- `compt.tokenizer.CachedTokenizer`, cold (fresh caches) and warm (second pass),
+- `compt.clip.tokenizer.CachedTokenizer`, cold (fresh caches) and warm (second pass),
 checks that all give identical ids, and reports captions/s.
 
     python benchmarks/bench_tokenizer.py            # writes benchmarks/results/tokenizer.md
@@ -20,8 +20,8 @@ from pathlib import Path
 import open_clip
 import torch
 
-from compt.data import synthetic
-from compt.tokenizer import CachedTokenizer
+from compt.clip.data import synthetic
+from compt.clip.tokenizer import CachedTokenizer
 
 CTX = 77
 

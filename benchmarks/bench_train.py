@@ -28,12 +28,12 @@ import open_clip
 import torch
 from torch.utils.data import Dataset
 
+from compt.clip.models import ModelConfig, create_model, get_model_config
+from compt.clip.teacher_cache import fill_teacher_cache
 from compt.config import MemberConfig, TrainConfig
 from compt.distributed import DistInfo
-from compt.models import ModelConfig, create_model, get_model_config
 from compt.train import train_stage
 from compt.train.optim import build_optimizer
-from compt.train.teacher_cache import fill_teacher_cache
 
 
 class RandomPairs(Dataset):

@@ -64,9 +64,9 @@ PROTOCOL = (*EVERY16, *(f"chain.{i}.distill_weight=50.0" for i in (1, 2, 3)))
 
 def equal_flops_epochs(models: tuple[str, ...], epochs: tuple[float, ...], drop: float) -> tuple[float, ...]:
     """Epochs of grown members that drop a fraction `drop` of their patches, at the counted FLOPs of `epochs`
-    without dropping (`compt.flops.equal_flops_epochs`, rounded to 3 decimals)."""
-    from compt.flops import equal_flops_epochs as one
-    from compt.models import get_model_config
+    without dropping (`compt.clip.flops.equal_flops_epochs`, rounded to 3 decimals)."""
+    from compt.clip.flops import equal_flops_epochs as one
+    from compt.clip.models import get_model_config
 
     return tuple(round(one(get_model_config(name), e, drop), 3) for name, e in zip(models, epochs))
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from compt.bench.wds import write_classification
-from compt.data.real import FASHION_CLASSES, FASHION_DIR, FASHION_TEMPLATES, read_fashion_mnist
+from compt.clip.bench.wds import write_classification
+from compt.clip.data.real import FASHION_CLASSES, FASHION_DIR, FASHION_TEMPLATES, read_fashion_mnist
 
 
 def convert(out_root: Path, source: str, train: int) -> Path:

@@ -47,11 +47,11 @@ import bench_gpu  # noqa: E402
 
 from compt import distributed  # noqa: E402
 from compt.chain import train_run  # noqa: E402
+from compt.clip.data.images import to_model_input  # noqa: E402
+from compt.clip.models import create_model, get_model_config  # noqa: E402
 from compt.clip.paradigm import PARADIGM as CLIP  # noqa: E402
+from compt.clip.tasks import build_task  # noqa: E402
 from compt.config import MemberConfig, TrainConfig, config_from_dict  # noqa: E402
-from compt.data.images import to_model_input  # noqa: E402
-from compt.models import create_model, get_model_config  # noqa: E402
-from compt.tasks import build_task  # noqa: E402
 from compt.train import train_stage  # noqa: E402
 from compt.train.optim import build_optimizer  # noqa: E402
 

@@ -43,8 +43,8 @@ def stage_kwargs(out_dir, *, model: str = "test/A", epochs: float = 2, seed: int
 
     The student init is seeded (`seed`); a `teacher` name adds a seeded random teacher of that size.
     """
+    from compt.clip.models import create_model, get_model_config
     from compt.config import MemberConfig, TrainConfig
-    from compt.models import create_model, get_model_config
 
     torch.manual_seed(seed)
     init = create_model(model).state_dict()
@@ -80,9 +80,9 @@ def final_weights(out_dir) -> dict[str, torch.Tensor]:
 
 def toy_evaluate(n: int = 16):
     """An `evaluate` callable for `train_stage`: retrieval on `n` held-out toy pairs through
-    `compt.evaluation.evaluate` (encode_image / encode_text), plus a continuous image and text feature sum."""
-    from compt.evaluation import evaluate
-    from compt.evaluation.suite import EvalSuite, RetrievalSet
+    `compt.clip.evaluation.evaluate` (encode_image / encode_text), plus a continuous image and text feature sum."""
+    from compt.clip.evaluation import evaluate
+    from compt.clip.evaluation.suite import EvalSuite, RetrievalSet
 
     data = ToyPairs(n, captions=1, seed=7)
     images = torch.utils.data.TensorDataset(data.images)

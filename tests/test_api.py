@@ -34,7 +34,7 @@ def test_the_readme_example_runs_as_written(tmp_path: Path, monkeypatch) -> None
     plan = compt.plan_chain(scope["cfg"])
     assert plan.acceleration == pytest.approx(plan.individual_total / plan.chain_cost)
     # the grown child computes its parent's image–text similarities (preserve is function-preserving)
-    from compt.models import create_model, get_model_config
+    from compt.clip.models import create_model, get_model_config
 
     images, tokens = torch.randn(2, 3, 16, 16), torch.randint(1, 400, (3, 16))
     grown = create_model(get_model_config("test/C"), state_dict=child).eval()

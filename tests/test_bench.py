@@ -17,18 +17,18 @@ import torch
 from PIL import Image
 
 from compt import chain as chain_mod
-from compt.bench import BenchmarkConfig, clip_benchmark_args, compat, dataset_folder, resolve_task
-from compt.bench.table import load_benchmark
-from compt.bench.wds import write_classification, write_retrieval
 from compt.checkpoint import load_checkpoint, save_checkpoint
 from compt.cli import main
+from compt.clip.bench import BenchmarkConfig, clip_benchmark_args, compat, dataset_folder, resolve_task
+from compt.clip.bench.table import load_benchmark
+from compt.clip.bench.wds import write_classification, write_retrieval
+from compt.clip.data.images import TensorImages, resize_center_crop
+from compt.clip.data.text import tokenize
+from compt.clip.evaluation import EvalSuite, RetrievalSet, ZeroShotTask, evaluate
+from compt.clip.models import create_model, get_model_config
 from compt.config import config_from_dict
-from compt.data.images import TensorImages, resize_center_crop
-from compt.data.text import tokenize
 from compt.errors import UserError
-from compt.evaluation import EvalSuite, RetrievalSet, ZeroShotTask, evaluate
 from compt.export import export_checkpoint, run_members
-from compt.models import create_model, get_model_config
 from compt.report import write_report
 
 RAW = {"name": "b", "baseline_epochs": 2, "baselines": True,
@@ -139,7 +139,7 @@ def test_export_refuses_swin_and_plain_checkpoints_without_model(tmp_path: Path)
 
 
 def test_compat_accuracy_matches_compt_topk() -> None:
-    from compt.evaluation import topk_accuracy
+    from compt.clip.evaluation import topk_accuracy
 
     g = torch.Generator().manual_seed(0)
     logits, labels = torch.randn(50, 7, generator=g), torch.randint(0, 7, (50,), generator=g)

@@ -183,8 +183,8 @@ def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
 def test_flip_variant_trains_longer_at_equal_counted_flops(name: str, drop: float) -> None:
     import dataclasses
 
-    from compt.flops import model_flops
-    from compt.models import get_model_config
+    from compt.clip.flops import model_flops
+    from compt.clip.models import get_model_config
 
     v = next(v for v in experiments.EXPERIMENTS["beyond_paper"].variants if v.name == name)
     cfg = experiments.variant_config(v, seed=0, extra=[])

@@ -95,16 +95,16 @@ def test_resume_after_crash_at_each_phase(phase: str, reference: Path, tmp_path:
             return real(path, **kw)
         monkeypatch.setattr(chain_mod, "save_checkpoint", save)
     elif phase == "eval":  # die in the first evaluation of stage 2
-        import compt.data
+        import compt.clip.data
 
-        real_eval, calls = compt.data.evaluate, []
+        real_eval, calls = compt.clip.data.evaluate, []
 
         def ev(model, suite, **kw):
             calls.append(1)
             if len(calls) == 2:
                 raise Crash
             return real_eval(model, suite, **kw)
-        monkeypatch.setattr(compt.data, "evaluate", ev)
+        monkeypatch.setattr(compt.clip.data, "evaluate", ev)
     else:  # die right after chain-2 is done
         real_stage = chain_mod.run_stage
 

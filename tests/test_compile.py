@@ -12,7 +12,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from compt import distributed
-from compt.models import create_model
+from compt.clip.models import create_model
 from compt.paradigm import paradigm_named
 
 CHAIN = ("tiny/ViT-N", "tiny/ViT-C", "tiny/ViT-S", "tiny/ViT-M")  # 4 members, 4 widths

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from compt.clip.data import build_eval_suite, build_train_dataset
+from compt.clip.data.files import expand_braces
+from compt.clip.data.images import normalize, resize_center_crop
+from compt.clip.models import get_model_config
 from compt.config import DataConfig
-from compt.data import build_eval_suite, build_train_dataset
-from compt.data.files import expand_braces
-from compt.data.images import normalize, resize_center_crop
 from compt.errors import UserError
-from compt.models import get_model_config
 
 TEST = get_model_config("test/A")  # 16×16, context 16
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 220), (230, 220, 40)]
@@ -99,7 +99,7 @@ def test_multi_caption_rows_and_separator(tmp_path: Path) -> None:
     ds = build_train_dataset(cfg, TEST)
     assert len(ds) == 5 and ds.captions[1] == ("raw 1", "Long one of 1. Long two of 1.", "extra 1")
     slots = ds.tokens[1]
-    from compt.data.text import tokenize
+    from compt.clip.data.text import tokenize
 
     want = tokenize(["raw 1"], 16)[0]
     assert torch.equal(slots[0].long(), want) and len({tuple(s.tolist()) for s in slots}) == 4
@@ -170,7 +170,7 @@ def test_bad_samples_skipped_counted_and_reported(tmp_path: Path, caplog: pytest
     data_bytes = (tmp_path / "img007.png").read_bytes()
     (tmp_path / "img007.png").write_bytes(data_bytes[: len(data_bytes) // 2])  # truncated PNG
     csv = write_csv(tmp_path / "a.csv", rows)
-    with caplog.at_level(logging.WARNING, logger="compt.data"):
+    with caplog.at_level(logging.WARNING, logger="compt.clip.data"):
         ds = build_train_dataset(data(csv, eval_path=str(csv)), TEST)
     assert len(ds) == 297
     msg = caplog.text

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from compt.clip.data import build_eval_suite, build_train_dataset, real
+from compt.clip.models import get_model_config
 from compt.config import DataConfig
-from compt.data import build_eval_suite, build_train_dataset, real
 from compt.errors import UserError
-from compt.models import get_model_config
 
 TEST = get_model_config("test/A")
 HAVE_FASHION = Path(real.FASHION_DIR, "t10k-images-idx3-ubyte.gz").is_file()

@@ -13,11 +13,11 @@ from helpers import read_metrics, stage_kwargs
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from compt.clip.data import build_eval_suite, build_train_dataset
+from compt.clip.data.stream import StreamingPairs
+from compt.clip.models import get_model_config
 from compt.config import DataConfig
-from compt.data import build_eval_suite, build_train_dataset
-from compt.data.stream import StreamingPairs
 from compt.errors import UserError
-from compt.models import get_model_config
 from compt.train import train_stage
 
 

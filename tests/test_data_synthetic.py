@@ -9,11 +9,11 @@ import open_clip
 import pytest
 import torch
 
+from compt.clip.data import build_eval_suite, build_train_dataset, synthetic
+from compt.clip.data.images import OPENAI_MEAN, OPENAI_STD, normalize
+from compt.clip.data.text import sample_captions, split_sentences, template_captions, tokenize
+from compt.clip.models import get_model_config
 from compt.config import DataConfig
-from compt.data import build_eval_suite, build_train_dataset, synthetic
-from compt.data.images import OPENAI_MEAN, OPENAI_STD, normalize
-from compt.data.text import sample_captions, split_sentences, template_captions, tokenize
-from compt.models import get_model_config
 
 TEST = get_model_config("test/A")     # 16×16, context 16
 TINY = get_model_config("tiny/ViT-N")  # 32×32, context 32
@@ -101,7 +101,7 @@ def test_normalize_matches_open_clip_transform() -> None:
 
     rng = np.random.default_rng(0)
     pil = Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8))
-    from compt.data.images import resize_center_crop
+    from compt.clip.data.images import resize_center_crop
 
     ours = normalize(resize_center_crop(pil, 32))
     ref = open_clip.image_transform(32, is_train=False)(pil)
@@ -112,7 +112,7 @@ def test_normalize_matches_open_clip_transform() -> None:
 def test_normalize_on_a_device_copies_its_constants_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A step's normalisation on the device must not copy mean/std from the host (a sync) on every call:
     counted on the meta device (any non-CPU device takes that path) through ``Tensor.to``."""
-    from compt.data import images as images_mod
+    from compt.clip.data import images as images_mod
 
     copies, to = [], torch.Tensor.to
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from compt.checkpoint import save_checkpoint
 from compt.cli import main
-from compt.models import create_model, get_model_config
+from compt.clip.models import create_model, get_model_config
 
 FAST = ["--eval-samples", "40", "--probe-samples", "0", "--batch-size", "16"]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from compt.data.text import tokenize
-from compt.evaluation import (
+from compt.clip.data.text import tokenize
+from compt.clip.evaluation import (
     EvalSuite,
     RetrievalSet,
     ZeroShotTask,
@@ -121,9 +121,9 @@ def test_evaluate_end_to_end_exact_numbers() -> None:
 
 
 def test_evaluate_restores_modes_and_runs_on_a_real_model() -> None:
+    from compt.clip.data import build_eval_suite
+    from compt.clip.models import create_model, get_model_config
     from compt.config import DataConfig
-    from compt.data import build_eval_suite
-    from compt.models import create_model, get_model_config
 
     cfg = get_model_config("test/A")
     model = create_model(cfg)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from compt.cli import main
-from compt.flops import counted_flops, model_flops
-from compt.models import build_model, get_model_config
+from compt.clip.flops import counted_flops, model_flops
+from compt.clip.models import build_model, get_model_config
 
 
 @pytest.mark.parametrize("name", ["test/A", "test/C", "tiny/ViT-N", "tiny/ViT-B", "test/Swin-A", "test/Swin-B"])
@@ -79,7 +79,7 @@ def test_models_cli_lists_family(capsys) -> None:
 
 
 def test_equal_flops_epochs_keeps_the_student_cost_of_the_undropped_schedule() -> None:
-    from compt.flops import equal_flops_epochs
+    from compt.clip.flops import equal_flops_epochs
 
     cfg = get_model_config("tiny/ViT-S")
     assert equal_flops_epochs(cfg, 24.0, 0.0) == pytest.approx(24.0)

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from compt.clip.growth import GROWTH_OPS, check_state, grow, validate_growth
+from compt.clip.growth.common import fresh_child
+from compt.clip.growth.corner import corner_copy
+from compt.clip.growth.width import grow_embedding_ln, mean_pad_map
+from compt.clip.models import ModelConfig, build_model, get_model_config, list_models
 from compt.errors import UserError
-from compt.growth import GROWTH_OPS, check_state, grow, validate_growth
-from compt.growth.common import fresh_child
-from compt.growth.corner import corner_copy
-from compt.growth.width import grow_embedding_ln, mean_pad_map
-from compt.models import ModelConfig, build_model, get_model_config, list_models
 
 TOL, COS = 1e-5, 0.99999
 

@@ -13,9 +13,9 @@ from test_growth import assert_same_function, embeddings, parent_model
 
 from compt.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from compt.cli import main
+from compt.clip.growth import infer
+from compt.clip.models import build_model, create_model, get_model_config, register
 from compt.errors import UserError
-from compt.growth import infer
-from compt.models import build_model, create_model, get_model_config, register
 
 
 @pytest.fixture(scope="module")

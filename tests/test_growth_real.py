@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_growth import assert_same_function, grown, parent_model
 
-from compt.models import ModelConfig, get_model_config
+from compt.clip.models import ModelConfig, get_model_config
 
 pytestmark = pytest.mark.slow
 

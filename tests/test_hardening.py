@@ -19,9 +19,9 @@ from compt import chain as chain_mod
 from compt.chain import settings_changes, train_run
 from compt.checkpoint import load_checkpoint, save_checkpoint
 from compt.cli import main
+from compt.clip.models import create_model, get_model_config
 from compt.config import config_from_dict, load_config, validate
 from compt.errors import UserError, close_names, one_line
-from compt.models import create_model, get_model_config
 from compt.runlock import LOCK_NAME, acquire, release, run_lock
 from compt.threads import resolve_threads
 from compt.train import train_stage
@@ -132,7 +132,7 @@ def test_building_the_parser_and_listing_models_import_no_torch() -> None:
 
 
 def test_grow_help_names_every_growth_operator(capsys) -> None:
-    from compt.growth import GROWTH_OPS
+    from compt.clip.growth import GROWTH_OPS
 
     with pytest.raises(SystemExit):
         main(["grow", "--help"])
@@ -290,7 +290,7 @@ def test_train_without_arguments_names_only_the_config(capsys) -> None:
 
 @pytest.mark.parametrize("typo, first", [("test/b", "test/B"), ("tiny/ViT-s", "tiny/ViT-S")])
 def test_near_miss_model_names_rank_the_case_insensitive_match_first(typo: str, first: str) -> None:
-    from compt.models import list_models
+    from compt.clip.models import list_models
 
     assert close_names(typo, list_models())[0] == first
     with pytest.raises(UserError, match=f"did you mean '{first}'"):
@@ -307,15 +307,15 @@ def write_pngs(folder: Path, n: int) -> None:
 
 
 def test_non_utf8_caption_is_a_skipped_counted_row(tmp_path: Path, caplog, capsys) -> None:
+    from compt.clip.data import build_train_dataset
     from compt.config import DataConfig
-    from compt.data import build_train_dataset
 
     write_pngs(tmp_path, 120)
     rows = [f"{i}.png,caption {i}".encode() for i in range(120)]
     rows[7] = b"7.png,caf\xe9 latte"  # latin-1, not UTF-8
     (tmp_path / "a.csv").write_bytes(b"filepath,caption\n" + b"\n".join(rows) + b"\n")
     data = DataConfig(kind="csv", path=str(tmp_path / "a.csv"), eval_path=str(tmp_path / "a.csv"))
-    with caplog.at_level("WARNING", logger="compt.data"):
+    with caplog.at_level("WARNING", logger="compt.clip.data"):
         assert len(build_train_dataset(data, get_model_config("test/A"))) == 119
     assert "1 of 120 samples" in caplog.text and "caption is not valid UTF-8" in caplog.text
     cfg = get_model_config("test/A")
@@ -325,9 +325,9 @@ def test_non_utf8_caption_is_a_skipped_counted_row(tmp_path: Path, caplog, capsy
 
 
 def test_bad_data_limit_is_taken_over_the_whole_source_not_a_split(tmp_path: Path) -> None:
+    from compt.clip.data import build_eval_suite, build_train_dataset
+    from compt.clip.data.real import subset
     from compt.config import DataConfig
-    from compt.data import build_eval_suite, build_train_dataset
-    from compt.data.real import subset
 
     n = 400                                          # 2 bad = 0.5 % of the source; both in the 40 held out
     held = sorted(subset(n, 40, 0, stream=1).tolist())
@@ -512,7 +512,7 @@ def test_grow_refuses_to_overwrite_another_models_open_clip_config(finished: Pat
 
 def test_initial_weights_do_not_depend_on_what_the_process_drew_before(finished: Path, tmp_path: Path,
                                                                         monkeypatch) -> None:
-    import compt.data
+    import compt.clip.data
 
     def drawing(real):
         def build(*a, **kw):
@@ -521,7 +521,7 @@ def test_initial_weights_do_not_depend_on_what_the_process_drew_before(finished:
         return build
 
     for name in ("build_train_dataset", "build_eval_suite"):
-        monkeypatch.setattr(compt.data, name, drawing(getattr(compt.data, name)))
+        monkeypatch.setattr(compt.clip.data, name, drawing(getattr(compt.clip.data, name)))
     run(tmp_path)
     wa, wb = final_weights(finished / "chain/01-test_A"), final_weights(tmp_path / "chain/01-test_A")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -12,9 +12,9 @@ from helpers import crash_after_step
 
 from compt.chain import train_run
 from compt.checkpoint import load_checkpoint, save_checkpoint
+from compt.clip.models import create_model, get_model_config
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
-from compt.models import create_model, get_model_config
 from compt.plan import format_plan, plan_chain
 from compt.report import write_report
 

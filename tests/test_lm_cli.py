@@ -22,10 +22,10 @@ from test_lm_chain import TEXT, raw
 from compt.chain import train_run
 from compt.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from compt.cli import main
+from compt.clip.models import create_model, get_model_config
 from compt.config import config_from_dict
 from compt.export import export_checkpoint, run_members
 from compt.lm.models import create_lm, get_lm_config
-from compt.models import create_model, get_model_config
 
 PROMPT = "def f12(x):\n    return x * 12"
 

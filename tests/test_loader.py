@@ -8,13 +8,13 @@ import pytest
 import torch
 from helpers import read_metrics, stage_kwargs
 
-from compt.data.datasets import PairDataset
-from compt.data.images import TensorImages, to_model_input
+from compt.clip.data.datasets import PairDataset
+from compt.clip.data.images import TensorImages, to_model_input
+from compt.clip.teacher_cache import TeacherCache
 from compt.distributed import DistInfo
 from compt.train import train_stage
 from compt.train.loader import MAX_AUTO_WORKERS, resolve_workers, train_loader
 from compt.train.sampler import StepBatchSampler
-from compt.train.teacher_cache import TeacherCache
 
 
 def _pairs(n: int = 12) -> PairDataset:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss, DistillClipLoss
 
-from compt.losses import (
+from compt.clip.losses import (
     affinity_distill_loss,
     clip_loss,
     feature_distill_loss,

@@ -4,8 +4,7 @@ import open_clip
 import pytest
 import torch
 
-from compt.errors import UserError
-from compt.models import (
+from compt.clip.models import (
     ModelConfig,
     build_model,
     create_model,
@@ -14,6 +13,7 @@ from compt.models import (
     list_models,
     write_open_clip_config,
 )
+from compt.errors import UserError
 
 PAPER = {  # name: (vision width, layers, text width, heads, embed)
     "paper/ViT-N-16": (192, 6, 256, 4, 512), "paper/ViT-T-16": (192, 12, 256, 4, 512),

@@ -9,9 +9,9 @@ import torch
 
 from compt.chain import fresh_state, train_run
 from compt.checkpoint import load_checkpoint
+from compt.clip.models import get_model_config
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
-from compt.models import get_model_config
 from compt.paradigm import paradigm_named
 from compt.perturb import FRESH_SEED_OFFSET, shrink_perturb
 
@@ -34,7 +34,7 @@ RAW = {"name": "sp", "data": {"num_samples": 64, "eval_samples": 32, "probe_samp
 
 
 def test_a_grown_member_starts_from_the_shrunk_and_perturbed_growth(tmp_path: Path) -> None:
-    from compt.growth import grow
+    from compt.clip.growth import grow
 
     cfg = config_from_dict(RAW)
     validate(cfg)

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from helpers import ToyPairs
 
 from compt.chain import train_run
+from compt.clip.growth import grow
+from compt.clip.losses import multi_caption_siglip_loss, siglip_loss
+from compt.clip.models import create_model, get_model_config
+from compt.clip.siglip import INIT_LOGIT_BIAS, model_for_objective
+from compt.clip.tasks import build_task, encode
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
-from compt.growth import grow
-from compt.losses import multi_caption_siglip_loss, siglip_loss
-from compt.models import create_model, get_model_config
 from compt.report import write_report
-from compt.siglip import INIT_LOGIT_BIAS, model_for_objective
-from compt.tasks import build_task, encode
 
 RAW = {"name": "s", "baseline_epochs": 1, "baselines": True,
        "data": {"kind": "synthetic", "num_samples": 32, "eval_samples": 16},

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from compt.chain import individual_stage, plan_stages, stage_spec
+from compt.clip.flops import model_flops
 from compt.config import config_from_dict
 from compt.costs import training_flops
-from compt.flops import model_flops
 from compt.plan import plan_chain
 
 RAW = {"name": "s", "baseline_epochs": 3,
@@ -72,9 +72,9 @@ def test_run_directories_of_the_previous_layout_stay_recognised(tmp_path) -> Non
 def test_specs_resolve_the_objective_and_price_language_models() -> None:
     """SigLIP is resolved once into the spec (and its models carry the logit bias); LM stages get their
     forward FLOPs from compt.lm.flops, and the plan prices them with the same cost function."""
+    from compt.clip.siglip import INIT_LOGIT_BIAS
     from compt.lm.flops import lm_flops
     from compt.lm.models import get_lm_config
-    from compt.siglip import INIT_LOGIT_BIAS
 
     clip = [stage_spec(config_from_dict(RAW), s, 40) for s in plan_stages(config_from_dict(RAW), baselines=False)]
     siglip_raw = {**RAW, "train": {**RAW["train"], "objective": "siglip"}}

@@ -8,13 +8,13 @@ import pytest
 import torch
 from helpers import ToyPairs
 
+from compt.clip.models import create_model
+from compt.clip.tasks import ClipTask, DistillTask, build_task, freeze
+from compt.clip.teacher_cache import fill_teacher_cache
 from compt.config import TrainConfig
 from compt.distributed import DistInfo
 from compt.errors import UserError
-from compt.models import create_model
-from compt.tasks import ClipTask, DistillTask, build_task, freeze
 from compt.train.optim import build_optimizer
-from compt.train.teacher_cache import fill_teacher_cache
 
 
 def _batch(n: int = 8, captions: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -10,12 +10,12 @@ import pytest
 import torch
 from helpers import ToyPairs, final_weights, read_metrics, stage_kwargs
 
+from compt.clip.flops import model_flops
+from compt.clip.losses import multi_caption_clip_loss
+from compt.clip.models import create_model, get_model_config
+from compt.clip.tasks import encode
 from compt.config import TrainConfig
 from compt.errors import UserError
-from compt.flops import model_flops
-from compt.losses import multi_caption_clip_loss
-from compt.models import create_model, get_model_config
-from compt.tasks import encode
 from compt.train import load_result, train_stage
 from compt.train.optim import build_optimizer, lr_at, no_weight_decay
 from compt.train.sampler import StepBatchSampler, global_batch

@@ -133,12 +133,22 @@ def _set(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if not (k in SETTINGS_ADDED_LATER and v is None)}
 
 
+# a grown stage's fingerprint lists member 1 too, but member 1 trains from scratch: how members are grown and
+# distilled cannot change anything of it (older versions recorded their defaults there, e.g. distill "fd" for LMs)
+FIRST_MEMBER_UNUSED = ("growth", "distill", "distill_weight", "distill_temperature", "distill_schedule", "shrink",
+                       "perturb")
+
+
 def _without_unfingerprinted(fp: dict[str, Any]) -> dict[str, Any]:
-    """`fp` without the `NOT_FINGERPRINTED` settings (also applied to fingerprints stored by older runs)."""
+    """`fp` without the `NOT_FINGERPRINTED` settings and member 1's `FIRST_MEMBER_UNUSED` ones (also applied to
+    fingerprints stored by older runs)."""
     out = dict(fp)
     for table, keys in NOT_FINGERPRINTED.items():
         if isinstance(out.get(table), dict):
             out[table] = {k: v for k, v in out[table].items() if k not in keys}
+    members = out.get("members")
+    if isinstance(members, list) and len(members) > 1 and isinstance(members[0], dict):
+        out["members"] = [{k: v for k, v in members[0].items() if k not in FIRST_MEMBER_UNUSED}, *members[1:]]
     return out
 
 

@@ -8,7 +8,7 @@ A run config is data (frozen dataclasses); the CLI loads a TOML file and applies
     baselines = false               # also train every member individually
 
     [data]
-    kind = "synthetic"              # any kind of `compt.data.ADAPTERS`
+    kind = "synthetic"              # any kind of `compt.clip.data.ADAPTERS`
     num_samples = 2_890_000         # for planning when the data is not local
     captions_per_image = 7
 
@@ -58,7 +58,7 @@ __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_fro
 class DataConfig:
     """Where training and evaluation data come from (the paradigm reads it: `compt.paradigm.Paradigm.open_data`)."""
 
-    kind: str = "synthetic"            # CLIP: a key of `compt.data.ADAPTERS`; language models: "text"
+    kind: str = "synthetic"            # CLIP: a key of `compt.clip.data.ADAPTERS`; language models: "text"
     path: str = ""                     # CSV/TSV file, webdataset shard pattern, or dataset root
     root: str = ""                     # image paths in a CSV are relative to this (default: the CSV's folder)
     num_samples: int = 10_000          # training pairs (synthetic size; planning size for remote data)
@@ -109,7 +109,7 @@ class TrainConfig:
     threads: int = 0                   # torch threads per process (0 = automatic, see compt.threads)
     report_to: tuple[str, ...] = ("tensorboard",)  # metric sinks besides metrics.jsonl: tensorboard, wandb
     wandb_project: str = "compt"       # W&B project of the stages' runs (with "wandb" in report_to)
-    objective: str | None = None       # None / "clip": InfoNCE | "siglip": sigmoid loss + logit bias (compt.siglip)
+    objective: str | None = None       # None / "clip": InfoNCE | "siglip": sigmoid loss + logit bias (clip.siglip)
     compile: bool = False              # torch.compile each transformer block of the student
 
 

@@ -5,7 +5,7 @@ Each paradigm writes its own folder (`compt.paradigm.Paradigm.export`); this mod
 member (`compt.clip.export`) is a folder with
 
     open_clip_config.json          {"model_cfg": ModelConfig.to_open_clip(), "preprocess_cfg": {}}  (one writer:
-                                   `compt.models.write_open_clip_config`, also used by `compt grow`)
+                                   `compt.clip.models.write_open_clip_config`, also used by `compt grow`)
     open_clip_model.safetensors    the open_clip state dict (the file name open_clip's local-dir loader prefers)
     compt_member.json              provenance: model, method, source checkpoint + sha256, lineage
 
@@ -15,7 +15,7 @@ directory exports every member (each chain stage and each individual baseline) u
 (``chain/0i-<model>``, ``baselines/<model>``) plus ``members.json`` listing them.
 
 Swin members are not exportable: their trunk is a timm model that compt registers at run time
-(`compt.swin`), which plain open_clip cannot build.
+(`compt.clip.swin`), which plain open_clip cannot build.
 
 Language models (`compt.lm`; the checkpoint's own paradigm says so, `compt.checkpoint.Checkpoint.paradigm`)
 export as Hugging Face folders instead (`compt.lm.models.export_pretrained`: ``config.json`` +

@@ -1,6 +1,6 @@
 """A CLIP member as an open_clip ``local-dir`` folder (`compt.export` adds provenance and whole runs).
 
-The folder holds ``open_clip_config.json`` (`compt.models.write_open_clip_config`) and the state dict as
+The folder holds ``open_clip_config.json`` (`compt.clip.models.write_open_clip_config`) and the state dict as
 ``open_clip_model.safetensors``, the file name open_clip's local-dir loader prefers, so that
 ``open_clip.create_model_and_transforms('local-dir:FOLDER')`` builds the model with its weights.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from compt.checkpoint import Checkpoint
+from compt.clip.models import ModelConfig, build_model, get_model_config, write_open_clip_config
 from compt.errors import UserError
-from compt.models import ModelConfig, build_model, get_model_config, write_open_clip_config
 
 WEIGHTS_FILE = "open_clip_model.safetensors"
 

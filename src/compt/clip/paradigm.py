@@ -1,10 +1,10 @@
 """The CLIP paradigm's adapter: open_clip image–text models behind `compt.paradigm.Paradigm`.
 
-Members are `compt.models.ModelConfig`s (ViT or Swin image towers; SigLIP adds a learnable logit bias,
-`compt.siglip`); a training sample is one image with K caption slots, its cost image + K · text forward
-FLOPs (`compt.flops`); growth is `compt.growth` (``corner``, ``preserve``, ``stack``); the task is
-`compt.tasks` (InfoNCE or SigLIP, plus ``fd`` / ``affinity`` / ``icl`` distillation from the frozen
-parent, whose features may come from a teacher cache filled once); data and evaluation are `compt.data`
+Members are `compt.clip.models.ModelConfig`s (ViT or Swin image towers; SigLIP adds a learnable logit bias,
+`compt.clip.siglip`); a training sample is one image with K caption slots, its cost image + K · text forward
+FLOPs (`compt.clip.flops`); growth is `compt.clip.growth` (``corner``, ``preserve``, ``stack``); the task is
+`compt.clip.tasks` (InfoNCE or SigLIP, plus ``fd`` / ``affinity`` / ``icl`` distillation from the frozen
+parent, whose features may come from a teacher cache filled once); data and evaluation are `compt.clip.data`
 (zero-shot classification, retrieval, linear probe).
 """
 
@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compt.clip.models import ModelConfig
 from compt.errors import UserError
-from compt.models import ModelConfig
 from compt.paradigm import ChainRules, Evaluate, Metric, StateDict
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class ClipData:
         return model_cfg.vision.image_size, model_cfg.text.context_length
 
     def train_set(self, model_cfg: ModelConfig) -> Dataset:
-        from compt.data import build_train_dataset
+        from compt.clip.data import build_train_dataset
 
         key = self._key(model_cfg)
         if key not in self._train:
@@ -45,7 +45,7 @@ class ClipData:
         return self._train[key]
 
     def _suite(self, model_cfg: ModelConfig) -> Any:
-        from compt.data import build_eval_suite
+        from compt.clip.data import build_eval_suite
 
         key = self._key(model_cfg)
         if key not in self._suites:
@@ -53,14 +53,14 @@ class ClipData:
         return self._suites[key]
 
     def evaluator(self, model_cfg: ModelConfig) -> Evaluate:
-        from compt.data import evaluate
+        from compt.clip.data import evaluate
 
         suite = self._suite(model_cfg)
         return lambda model: evaluate(model, suite)
 
     def representations(self, model: nn.Module, model_cfg: ModelConfig) -> dict[str, Tensor]:
         """Normalised image and caption embeddings of the held-out retrieval split."""
-        from compt.evaluation import retrieval_embeddings
+        from compt.clip.evaluation import retrieval_embeddings
 
         return retrieval_embeddings(model, self._suite(model_cfg))
 
@@ -79,7 +79,7 @@ class ClipParadigm:
 
     # ------------------------------------------------------------------ models
     def owns(self, model: str) -> bool:
-        from compt.models import get_model_config
+        from compt.clip.models import get_model_config
 
         try:
             get_model_config(model)
@@ -88,18 +88,18 @@ class ClipParadigm:
         return True
 
     def model_names(self, family: str | None = None) -> list[str]:
-        from compt.models import list_models
+        from compt.clip.models import list_models
 
         return list_models(family)
 
     def families(self) -> dict[str, tuple[str, ...]]:
-        from compt.models import list_families
+        from compt.clip.models import list_families
 
         return list_families()
 
     def member_config(self, model: str, objective: str | None) -> ModelConfig:
-        from compt.models import get_model_config
-        from compt.siglip import model_for_objective
+        from compt.clip.models import get_model_config
+        from compt.clip.siglip import model_for_objective
 
         return model_for_objective(get_model_config(model), objective)
 
@@ -113,12 +113,12 @@ class ClipParadigm:
         return {"open_clip_config": cfg.to_open_clip()}
 
     def build(self, cfg: ModelConfig) -> nn.Module:
-        from compt.models import build_model
+        from compt.clip.models import build_model
 
         return build_model(cfg)
 
     def create(self, cfg: ModelConfig, state_dict: StateDict | None) -> nn.Module:
-        from compt.models import create_model
+        from compt.clip.models import create_model
 
         return create_model(cfg, state_dict=state_dict)
 
@@ -131,7 +131,7 @@ class ClipParadigm:
 
     # ------------------------------------------------------------------ cost
     def forward_flops(self, cfg: ModelConfig, captions: int) -> float:
-        from compt.flops import model_flops
+        from compt.clip.flops import model_flops
 
         return model_flops(cfg).per_sample(captions)
 
@@ -140,20 +140,20 @@ class ClipParadigm:
         return replace(cfg, vision=replace(cfg.vision, patch_dropout=patch_dropout)) if patch_dropout else cfg
 
     def objective(self, requested: str | None) -> str:
-        from compt.siglip import is_siglip
+        from compt.clip.siglip import is_siglip
 
         return "siglip" if is_siglip(requested) else "clip"
 
     def teacher_cache_bytes(self, samples: int, captions: int, teacher: ModelConfig) -> int:
-        from compt.train.teacher_cache import cache_bytes
+        from compt.clip.teacher_cache import cache_bytes
 
         return cache_bytes(samples, captions, teacher.embed_dim)
 
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
-        from compt.flops import model_flops
-        from compt.growth import GROWTH_OPS, validate_pair
-        from compt.tasks import DISTILL_NAMES
+        from compt.clip.flops import model_flops
+        from compt.clip.growth import GROWTH_OPS, validate_pair
+        from compt.clip.tasks import DISTILL_NAMES
 
         if cfg.data.kind == "text":
             raise UserError("[data] kind = \"text\" is for language-model chains (lm/… models); CLIP models need "
@@ -179,13 +179,13 @@ class ClipParadigm:
 
     def grown_config(self, parent_cfg: ModelConfig, model: str) -> ModelConfig:
         """A SigLIP parent (learnable logit bias) grows into the SigLIP variant of the named child."""
-        from compt.models import get_model_config
+        from compt.clip.models import get_model_config
 
         return replace(get_model_config(model), init_logit_bias=parent_cfg.init_logit_bias)
 
     def grow(self, parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str,
              seed: int) -> StateDict:
-        from compt.growth import grow
+        from compt.clip.growth import grow
 
         return grow(parent_state, parent_cfg, child_cfg, op, seed)
 
@@ -196,7 +196,7 @@ class ClipParadigm:
     def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
                    info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
         """(task, whether the teacher's features come from a cache filled once)."""
-        from compt.tasks import build_task
+        from compt.clip.tasks import build_task
 
         if spec.teacher is None:
             return build_task(student, objective=spec.objective), False
@@ -206,7 +206,7 @@ class ClipParadigm:
         if (t_cfg.vision.image_size, t_cfg.text.context_length) != (s_cfg.vision.image_size,
                                                                     s_cfg.text.context_length):
             raise UserError(f"teacher {t_cfg.name} and student {s_cfg.name} need the same image size and context")
-        from compt.tasks import freeze
+        from compt.clip.tasks import freeze
 
         teacher = freeze(self.create(t_cfg, teacher_state)).to(info.device)
         cache = _teacher_cache(teacher, spec, dataset, info, out_dir)
@@ -217,7 +217,7 @@ class ClipParadigm:
 
     def forward(self, task: nn.Module, batch: Sequence[Tensor]) -> dict[str, Tensor]:
         """images uint8 (B, 3, H, W) → normalised on the device; tokens (B, K, ctx); index (B,); teacher rows."""
-        from compt.data.images import to_model_input
+        from compt.clip.data.images import to_model_input
 
         images, tokens, index, *teacher_rows = batch
         return task(to_model_input(images), tokens, index, *teacher_rows)
@@ -234,14 +234,14 @@ class ClipParadigm:
 
     def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
         """The clip_benchmark per-dataset table, when `compt eval --benchmark` ran on the runs."""
-        from compt.bench.table import benchmark_section
+        from compt.clip.bench.table import benchmark_section
 
         return benchmark_section(list(run_dirs), out)
 
     # ------------------------------------------------------------------ listings (compt models, compt flops)
     def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
         """(JSON key, rows, text lines) of `compt models` for `family` (None: all); None: not this paradigm's."""
-        from compt.models import list_families, list_models
+        from compt.clip.models import list_families, list_models
 
         families = list_families()
         if family not in (None, "open_clip", *families):
@@ -261,8 +261,8 @@ class ClipParadigm:
 
     def flops_row(self, model: str) -> dict[str, Any]:
         """`compt flops`: forward GFLOPs of one image and one caption, parameters."""
-        from compt.flops import model_flops
-        from compt.models import get_model_config
+        from compt.clip.flops import model_flops
+        from compt.clip.models import get_model_config
 
         cfg = get_model_config(model)
         f = model_flops(cfg)
@@ -273,8 +273,8 @@ class ClipParadigm:
 
 
 def check_data_kind(data: Any) -> None:
-    """The data kind is a registered image–caption source, with the path it needs (`compt.data.ADAPTERS`)."""
-    from compt.data import adapter
+    """The data kind is a registered image–caption source, with the path it needs (`compt.clip.data.ADAPTERS`)."""
+    from compt.clip.data import adapter
 
     if adapter(data.kind).reads_path and not data.path.strip():  # unknown kinds raise in adapter()
         raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file, a shard pattern or a folder)")
@@ -284,8 +284,8 @@ def _teacher_cache(teacher: nn.Module, spec: Any, dataset: Dataset, info: Any, o
     """The teacher's features over the whole (deterministic) training set, computed once; None when the
     run disabled the cache or the data is augmented or streamed."""
     from compt import distributed
+    from compt.clip.teacher_cache import cache_bytes, fill_teacher_cache
     from compt.train.loader import resolve_workers
-    from compt.train.teacher_cache import cache_bytes, fill_teacher_cache
 
     train, t_cfg = spec.train, spec.teacher
     if not (train.teacher_cache and getattr(dataset, "deterministic", False)):
@@ -302,8 +302,8 @@ def _teacher_cache(teacher: nn.Module, spec: Any, dataset: Dataset, info: Any, o
 
 def _model_row(name: str) -> dict[str, Any]:
     """One row of `compt models` for a CLIP model."""
-    from compt.flops import model_flops
-    from compt.models import get_model_config
+    from compt.clip.flops import model_flops
+    from compt.clip.models import get_model_config
 
     cfg = get_model_config(name)
     f = model_flops(cfg)

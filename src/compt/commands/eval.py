@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help=doc, description=doc)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="compt or plain open_clip checkpoint (.pt)")
     p.add_argument("--data", default="synthetic", metavar="KIND",
-                   help="data kind, a key of compt.data.ADAPTERS (default: synthetic)")
+                   help="data kind, a key of compt.clip.data.ADAPTERS (default: synthetic)")
     p.add_argument("--data-path", default="", metavar="P", help="CSV file, shard pattern, folder or dataset root")
     p.add_argument("--eval-path", default="", metavar="P", help="separate held-out CSV/shards/folder")
     p.add_argument("--model", default="", metavar="NAME", help="model name (required for plain open_clip files)")
@@ -75,9 +75,9 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The `DataConfig` the command line asks for."""
+    from compt.clip.data import adapter
     from compt.clip.paradigm import check_data_kind
     from compt.config import DataConfig, parse_field, validate_data
-    from compt.data import adapter
 
     check_numbers(args)
     whole_file = adapter(args.data).reads_path  # unknown kinds raise here
@@ -117,7 +117,7 @@ def check_target(args: argparse.Namespace) -> str:
 def load_model(path: str, model_name: str) -> tuple[Any, Any]:
     """(model, ModelConfig) from a compt or plain open_clip checkpoint."""
     from compt.checkpoint import load_checkpoint
-    from compt.models import create_model, get_model_config
+    from compt.clip.models import create_model, get_model_config
     from compt.paradigm import paradigm_named
 
     ckpt = load_checkpoint(path)
@@ -146,8 +146,8 @@ def format_table(metrics: dict[str, float]) -> str:
 
 
 def run_clip_benchmark(args: argparse.Namespace) -> int:
-    """`--benchmark`: clip_benchmark on every member of the run directory (`compt.bench`)."""
-    from compt.bench import BenchmarkConfig, run_benchmark
+    """`--benchmark`: clip_benchmark on every member of the run directory (`compt.clip.bench`)."""
+    from compt.clip.bench import BenchmarkConfig, run_benchmark
     from compt.config import read_run_config
     from compt.paradigm import paradigm_for_run
 
@@ -253,7 +253,7 @@ def write_json(args: argparse.Namespace, model: str, data: dict[str, Any], suite
 
 
 def run(args: argparse.Namespace) -> int:
-    from compt.data import build_eval_suite, evaluate
+    from compt.clip.data import build_eval_suite, evaluate
 
     if args.data == "text":
         return run_lm(args)

@@ -1,6 +1,6 @@
 """`compt grow --from PARENT.pt --to MODEL --op NAME --out CHILD.pt [--seed N] [--from-model NAME]`.
 
-Initialises a larger family member from a trained smaller one with a growth operator (`compt.growth`).
+Initialises a larger family member from a trained smaller one with a growth operator (`compt.clip.growth`).
 The parent's config comes from its compt checkpoint; a plain open_clip checkpoint (bare state dict, with or
 without ``module.`` prefixes, or a training dict with ``state_dict``) needs ``--from-model``, or the model is
 inferred by matching every key and shape against the registry. The output is a self-describing compt
@@ -22,7 +22,7 @@ from compt.errors import UserError
 
 if TYPE_CHECKING:
     from compt.checkpoint import Checkpoint
-    from compt.models import ModelConfig
+    from compt.clip.models import ModelConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="parent", required=True, metavar="PARENT.pt", help="parent checkpoint")
     p.add_argument("--to", dest="child", required=True, metavar="MODEL",
                    help="registered child model name (a CLIP model, or an lm/… language model)")
-    p.add_argument("--op", required=True, metavar="NAME",  # named here: compt.growth imports torch
-                   help="growth operator (compt.growth.GROWTH_OPS): corner, preserve, stack")
+    p.add_argument("--op", required=True, metavar="NAME",  # named here: compt.clip.growth imports torch
+                   help="growth operator (compt.clip.growth.GROWTH_OPS): corner, preserve, stack")
     p.add_argument("--out", required=True, metavar="CHILD.pt", help="output checkpoint (written atomically)")
     p.add_argument("--seed", type=int, default=0, help="seed of the child's fresh init and noise (default 0)")
     p.add_argument("--from-model", metavar="NAME",
@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def parent_config(ckpt: Checkpoint, from_model: str | None) -> tuple[ModelConfig, str]:
     """The parent's config and a note on where it came from (checkpoint, --from-model or inference)."""
-    from compt.models import get_model_config
+    from compt.clip.models import get_model_config
 
     if ckpt.model_config is not None:
         if from_model and get_model_config(from_model).to_open_clip() != ckpt.model_config.to_open_clip():
@@ -51,7 +51,7 @@ def parent_config(ckpt: Checkpoint, from_model: str | None) -> tuple[ModelConfig
         return ckpt.model_config, f"parent model {ckpt.model_config.name} (from the checkpoint)"
     if from_model:
         return get_model_config(from_model), f"parent model {from_model} (--from-model)"
-    from compt.growth.infer import infer_model_config
+    from compt.clip.growth.infer import infer_model_config
 
     cfg, same = infer_model_config(ckpt.state_dict)
     also = f"; same architecture as {', '.join(same)}" if same else ""
@@ -97,8 +97,8 @@ def _lineage(args: argparse.Namespace, parent_name: str) -> dict:
 def grow_clip(args: argparse.Namespace, ckpt: Checkpoint) -> int:
     """An open_clip child: compt checkpoint plus ``open_clip_config.json`` (plain open_clip parents too)."""
     from compt.checkpoint import save_checkpoint
-    from compt.growth import get_operator, grow
-    from compt.models import get_model_config, write_open_clip_config
+    from compt.clip.growth import get_operator, grow
+    from compt.clip.models import get_model_config, write_open_clip_config
 
     get_operator(args.op)
     child_cfg, out = get_model_config(args.child), Path(args.out)

@@ -1,4 +1,4 @@
-"""Analytic forward and training FLOPs of a decoder-only `LMConfig` (the LM side of `compt.flops`).
+"""Analytic forward and training FLOPs of a decoder-only `LMConfig` (the LM side of `compt.clip.flops`).
 
 Convention as for CLIP (open_clip's profiler): FLOPs = 2 × multiply-accumulates of matmuls, forward only;
 attention matmuls are included, element-wise work (RMSNorm, SiLU, softmax, RoPE) and the embedding lookup

@@ -1,6 +1,6 @@
 """The training engine: `train_stage` trains one chain member (plain CLIP or grown + distilled).
 
-See `compt.train.trainer` for the stage folder layout and resume guarantees, `compt.tasks` for the
+See `compt.train.trainer` for the stage folder layout and resume guarantees, `compt.clip.tasks` for the
 losses a stage optimises and `compt.distributed` for multi-process runs (torchrun).
 """
 

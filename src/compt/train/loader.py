@@ -1,7 +1,7 @@
 """The training DataLoader: worker processes sized from the CPUs per rank, pinned, prefetching, uint8 images.
 
 Images travel as uint8 (a quarter of float32's bytes) from the workers through pinned memory to the device,
-where `compt.data.images.to_model_input` normalises them; with a teacher cache, the batch's teacher rows
+where `compt.clip.data.images.to_model_input` normalises them; with a teacher cache, the batch's teacher rows
 come along (`WithTeacherRows`), gathered by the workers. ``TrainConfig.loader_workers = -1`` (the default)
 means one worker per CPU this rank owns, less one for the training process, at most `MAX_AUTO_WORKERS`.
 """
@@ -43,7 +43,7 @@ def resolve_workers(requested: int) -> int:
 
 def training_view(dataset: Dataset, cache: Any | None) -> Dataset:
     """What the training loader reads: uint8 images where the dataset offers them, with a task's teacher cache
-    (`compt.train.teacher_cache.TeacherCache`) its rows appended."""
+    (`compt.clip.teacher_cache.TeacherCache`) its rows appended."""
     view = dataset.uint8_view() if hasattr(dataset, "uint8_view") else dataset
     return cache.attach(view) if cache is not None else view
 
@@ -53,7 +53,7 @@ def train_loader(dataset: Dataset, batch_sampler: StepBatchSampler, *, workers: 
     """DataLoader over `training_view(dataset, cache)` with `resolve_workers(workers)` persistent workers.
 
     A map-style dataset is read in `batch_sampler`'s order; a stream (`IterableDataset`, e.g.
-    `compt.data.stream.StreamingPairs`) is cut by each worker into batches of the sampler's shard size.
+    `compt.clip.data.stream.StreamingPairs`) is cut by each worker into batches of the sampler's shard size.
     """
     n = resolve_workers(workers)
     extra = {"persistent_workers": True, "prefetch_factor": PREFETCH_FACTOR,

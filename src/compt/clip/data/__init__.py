@@ -1,0 +1,317 @@
+"""Training data and held-out evaluation suites for every `data.kind`.
+
+`build_train_dataset(data, model_cfg)` → a map-style dataset whose item i is
+``(image float (3, H, W) normalised with OPENAI mean/std at model_cfg.vision.image_size,
+tokens long (K, model_cfg.text.context_length) with K = data.captions_per_image, i)``; its ``deterministic``
+attribute is True (no augmentation, caption slots fixed per index), so teacher outputs can be cached.
+
+`build_eval_suite(data, model_cfg)` → an `EvalSuite` (zero-shot class sets, retrieval split, probe data)
+for `evaluate(model, suite)` (re-exported from `compt.clip.evaluation`).
+
+Kinds: ``synthetic`` (embedded, no download), ``csv``, ``wds`` (indexed shards: exact resume, cacheable
+teacher), ``wds-stream`` (`compt.clip.data.stream`: shards streamed by the webdataset library; evaluation on
+``data.eval_path``), ``fashion-mnist``, ``openclipart``, ``folder`` (image folder ``root/<class>/*``);
+``text`` is registered for validation only: it is the corpus of language-model chains, which the
+language-model paradigm reads itself (`compt.lm.data`). File sets without ``data.eval_path`` are split by
+seed: a held-out ``min(eval_samples, n // 5)`` images never seen in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from compt.clip.data import files, real, stream, synthetic
+from compt.clip.data.datasets import BadData, PairDataset, Record, build_pairs, clean_records
+from compt.clip.data.images import TensorImages, cache_key, decode_all, load_cached, save_cached
+from compt.clip.data.text import tokenize
+from compt.clip.evaluation import evaluate
+from compt.clip.evaluation.suite import EvalSuite, RetrievalSet, ZeroShotTask
+from compt.clip.models import ModelConfig
+from compt.config import DataConfig
+from compt.errors import UserError, unknown_name
+
+__all__ = ["ADAPTERS", "KINDS", "DataAdapter", "EvalSuite", "PairDataset", "adapter", "build_eval_suite",
+           "build_train_dataset", "evaluate", "tokenize"]
+
+MAX_SYNTHETIC_GIB = 16          # pre-rendered uint8 images held in memory
+MAX_RETRIEVAL_CAPTIONS = 5  # captions per image kept for retrieval (COCO has 5)
+
+
+@dataclass(frozen=True)
+class DataAdapter:
+    """One data kind: its training pairs and its held-out evaluation suite, each for (data, image size, context)."""
+
+    train: Callable[[DataConfig, int, int], torch.utils.data.Dataset]
+    eval_suite: Callable[[DataConfig, int, int], EvalSuite]
+    reads_path: bool = False   # the data is the file set named by data.path (nothing built in or downloaded)
+
+
+def adapter(kind: str) -> DataAdapter:
+    """The registered adapter of `kind` (a one-line UserError naming the known kinds otherwise)."""
+    if kind not in ADAPTERS:
+        raise unknown_name("data kind", kind, ADAPTERS)
+    return ADAPTERS[kind]
+
+
+def build_train_dataset(data: DataConfig, model_cfg: ModelConfig) -> torch.utils.data.Dataset:
+    """The training image–caption pairs of `data`, preprocessed for `model_cfg` (see module doc)."""
+    if data.captions_per_image < 1:
+        raise UserError(f"captions_per_image must be at least 1, got {data.captions_per_image}")
+    return adapter(data.kind).train(data, model_cfg.vision.image_size, model_cfg.text.context_length)
+
+
+def build_eval_suite(data: DataConfig, model_cfg: ModelConfig) -> EvalSuite:
+    """Held-out zero-shot tasks / retrieval split / probe data of `data` for `model_cfg`."""
+    size, ctx = model_cfg.vision.image_size, model_cfg.text.context_length
+    suite = adapter(data.kind).eval_suite(data, size, ctx)
+    if data.zeroshot_folder:
+        extra = _labelled_task("folder", _folder(data.zeroshot_folder, data, size), None)
+        suite = EvalSuite(name=suite.name, context_length=ctx, zeroshot=(*suite.zeroshot, extra),
+                          retrieval=suite.retrieval)
+    return suite
+
+
+# ----------------------------------------------------------------------------------------------- synthetic
+def _synthetic_images(data: DataConfig, scenes: synthetic.Scenes, size: int, split: int) -> torch.Tensor:
+    """Render (or read the cache of, when ``data.cache_dir`` is set) uint8 (N, 3, size, size)."""
+    use_cache = data.cache_dir not in ("", "none")
+    path = None
+    if use_cache:
+        from pathlib import Path
+
+        key = cache_key("synthetic", synthetic.CACHE_VERSION, data.seed, split, size, len(scenes))
+        path = Path(data.cache_dir) / f"synthetic-s{data.seed}-{split}-{size}px-{len(scenes)}-{key}.pt"
+        cached = load_cached(path)
+        if cached is not None and cached["images"].shape == (len(scenes), 3, size, size):
+            return cached["images"]
+    images = torch.from_numpy(synthetic.render(scenes, size))
+    save_cached(path, {"images": images})
+    return images
+
+
+def _synthetic_pairs(data: DataConfig, size: int, ctx: int, *, split: int, n: int, k: int) -> PairDataset:
+    gib = n * 3 * size * size / 2**30
+    if gib > MAX_SYNTHETIC_GIB:
+        raise UserError(f"a synthetic set of {n} images at {size}×{size} needs {gib:.0f} GiB in memory (limit "
+                        f"{MAX_SYNTHETIC_GIB} GiB); lower data.num_samples / data.eval_samples")
+    scenes = synthetic.sample_scenes(data.seed, split, n)
+    captions = synthetic.captions_for(scenes, k, seed=data.seed, split=split)
+    tokens = tokenize([c for caps in captions for c in caps], ctx).view(n, k, ctx).to(torch.int32)
+    images = TensorImages(_synthetic_images(data, scenes, size, split))
+    return PairDataset(images, tokens=tokens, captions=[tuple(c) for c in captions], k=k, context_length=ctx,
+                       seed=data.seed, name="synthetic")
+
+
+def _synthetic_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    held_out = _synthetic_pairs(data, size, ctx, split=1, n=data.eval_samples, k=1)
+    scenes = synthetic.sample_scenes(data.seed, 1, data.eval_samples)
+    probe_scenes = synthetic.sample_scenes(data.seed, 0, data.probe_samples)  # a prefix of the training set
+    probe_images = TensorImages(_synthetic_images(data, probe_scenes, size, 0)) if data.probe_samples else None
+    probe_labels = synthetic.zeroshot_labels(probe_scenes)
+    tasks = []
+    for name, (classes, labels, idx) in synthetic.zeroshot_labels(scenes).items():
+        p_classes, p_labels, p_idx = probe_labels[name]
+        tasks.append(ZeroShotTask(
+            name=name, images=held_out.images, labels=torch.as_tensor(labels, dtype=torch.long),
+            indices=torch.as_tensor(idx, dtype=torch.long), classnames=classes,
+            templates=synthetic.ZEROSHOT_TEMPLATES[name], probe_images=probe_images,
+            probe_labels=torch.as_tensor(p_labels, dtype=torch.long) if probe_images is not None else None,
+            probe_indices=torch.as_tensor(p_idx, dtype=torch.long) if probe_images is not None else None))
+    return EvalSuite(name="synthetic", context_length=ctx, zeroshot=tuple(tasks), retrieval=_retrieval(held_out, ctx))
+
+
+# ----------------------------------------------------------------------------------------------- files
+def _read_records(path: str, data: DataConfig) -> tuple[list[Record], BadData]:
+    """(usable records, what was skipped and out of how many) of a CSV or shard set.
+
+    Index-time problems (undecodable caption rows, missing/truncated shards, empty captions, missing image
+    files) are counted over the whole source, before any split, and checked against
+    ``data.max_bad_fraction`` once — so a bad row that lands in a small held-out split does not tip it over.
+    """
+    bad = BadData(path, data.max_bad_fraction)
+    records = files.read_csv(path, data, bad) if data.kind == "csv" else files.read_shards(path, data, bad)
+    unread = len(bad)
+    good = clean_records(records, bad)
+    bad.total = len(records) + unread
+    bad.check(bad.total)
+    return good, bad
+
+
+def _split_records(data: DataConfig) -> tuple[list[Record], list[Record], BadData]:
+    """(train, held-out, the source's skipped records) of ``data.path``: a seeded split holding out
+    min(eval_samples, n // 5) of the usable records."""
+    if not data.path:
+        raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file or a shard pattern)")
+    records, bad = _read_records(data.path, data)
+    if not records:
+        raise UserError(f"{data.path}: no usable samples")
+    if data.eval_path:
+        return records, [], bad
+    n_eval = min(data.eval_samples, len(records) // 5)
+    held = set(real.subset(len(records), n_eval, data.seed, stream=1).tolist())
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held], bad
+
+
+def _held_out_records(data: DataConfig) -> tuple[list[Record], BadData]:
+    """(records, their source's skipped records): ``data.eval_path`` (at most eval_samples of it, seeded) when set,
+    else the held-out split of ``data.path``."""
+    if not data.eval_path:
+        _, held_out, bad = _split_records(data)
+        if not held_out:
+            raise UserError(f"{data.path}: too few samples to hold out an evaluation split (needs at least 5); "
+                            f"set data.eval_path")
+        return held_out, bad
+    records, bad = _read_records(data.eval_path, data)
+    if not records:
+        raise UserError(f"{data.eval_path}: no usable samples")
+    pick = real.subset(len(records), data.eval_samples, data.seed, stream=1)
+    return [records[i] for i in sorted(pick)], bad
+
+
+def _retrieval(pairs: PairDataset, ctx: int) -> RetrievalSet:
+    """Retrieval over a pair set: each image with its (up to 5) distinct captions."""
+    assert pairs.captions is not None
+    texts: list[str] = []
+    owner: list[int] = []
+    for i, caps in enumerate(pairs.captions):
+        for c in list(dict.fromkeys(caps))[:MAX_RETRIEVAL_CAPTIONS]:
+            texts.append(c)
+            owner.append(i)
+    return RetrievalSet(images=pairs.images, tokens=tokenize(texts, ctx), text_to_image=torch.tensor(owner))
+
+
+# ----------------------------------------------------------------------------------------------- labelled sets
+def _labelled_task(name: str, split: real.Labelled, probe: real.Labelled | None) -> ZeroShotTask:
+    return ZeroShotTask(name=name, images=TensorImages(split.images), labels=split.labels,
+                        classnames=split.classnames, templates=split.templates,
+                        probe_images=TensorImages(probe.images) if probe is not None else None,
+                        probe_labels=probe.labels if probe is not None else None)
+
+
+def _folder(root: str, data: DataConfig, size: int) -> real.Labelled:
+    """Decode an image folder (bad images skipped and counted) → labelled images."""
+    classnames, items = files.read_folder(root)
+    bad = BadData(root, data.max_bad_fraction)
+    pixels, errors = decode_all([p for p, _ in items], size, workers=data.workers)
+    for i in sorted(errors):
+        bad.add(items[i][0], errors[i])
+    bad.check(len(items))
+    keep = torch.tensor([i for i in range(len(items)) if i not in errors], dtype=torch.long)
+    labels = torch.tensor([label for _, label in items], dtype=torch.long)[keep]
+    return real.Labelled(pixels[keep], labels, classnames, real.FOLDER_TEMPLATES)
+
+
+# ----------------------------------------------------------------------------------------------- openclipart
+def _openclipart_split(data: DataConfig, size: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(all decoded clip art, train indices, held-out indices); undecodable images are dropped and counted."""
+    payload = real.openclipart(data, size)
+    bad = BadData("openclipart", data.max_bad_fraction)
+    for i, err in sorted(payload["errors"].items()):
+        bad.add(payload["paths"][i], err)
+    bad.check(len(payload["paths"]))
+    good = np.array([i for i in range(len(payload["paths"])) if i not in payload["errors"]], dtype=np.int64)
+    order = good[real.subset(len(good), len(good), data.seed, stream=1)]
+    n_eval = min(data.eval_samples, len(good) // 5)
+    return payload, np.sort(order[n_eval:]), np.sort(order[:n_eval])
+
+
+def _openclipart_pairs(payload: dict, idx: Sequence[int], data: DataConfig, ctx: int, k: int) -> PairDataset:
+    from compt.clip.data.datasets import pretokenize
+
+    captions = [tuple(payload["captions"][i]) for i in idx]
+    return PairDataset(TensorImages(payload["images"][torch.as_tensor(idx)]), captions=captions, k=k,
+                       tokens=pretokenize(captions, k, ctx, data.seed), context_length=ctx, seed=data.seed,
+                       name="openclipart")
+
+
+def _openclipart_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
+    payload, train, _ = _openclipart_split(data, size)
+    return _openclipart_pairs(payload, train, data, ctx, data.captions_per_image)
+
+
+def _openclipart_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    """Retrieval (title captions) on the held-out split; zero-shot over the top-level categories."""
+    payload, _, held = _openclipart_split(data, size)
+    pairs = _openclipart_pairs(payload, held, data, ctx, 1)
+    retrieval = RetrievalSet(images=pairs.images, tokens=tokenize([c[0] for c in pairs.captions or []], ctx),
+                             text_to_image=torch.arange(len(held)))
+    categories = [payload["category"][i] for i in held]
+    classes = sorted(c for c in set(payload["category"]) if c not in real.OPENCLIPART_SKIP_CATEGORIES)
+    rows = [j for j, c in enumerate(categories) if c in classes]
+    task = ZeroShotTask(name="category", images=pairs.images, indices=torch.tensor(rows, dtype=torch.long),
+                        labels=torch.tensor([classes.index(categories[j]) for j in rows], dtype=torch.long),
+                        classnames=tuple(files.classname_of(c) for c in classes),
+                        templates=real.OPENCLIPART_TEMPLATES)
+    return EvalSuite(name="openclipart", context_length=ctx, zeroshot=(task,), retrieval=retrieval)
+
+
+# ----------------------------------------------------------------------------------------------- registry
+def _synthetic_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
+    return _synthetic_pairs(data, size, ctx, split=0, n=data.num_samples, k=data.captions_per_image)
+
+
+def _files_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
+    train, _, bad = _split_records(data)
+    return build_pairs(train, data, size, ctx, source=data.path, source_bad=bad)
+
+
+def _stream_train(data: DataConfig, size: int, ctx: int) -> torch.utils.data.Dataset:
+    return stream.streaming_pairs(data, size, ctx)
+
+
+def _stream_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    """A stream has no held-out split: evaluation reads ``data.eval_path`` with the indexed reader."""
+    if not data.eval_path:
+        raise UserError('data.kind = "wds-stream" evaluates on data.eval_path (held-out shards); set it')
+    return _files_suite(data, size, ctx)
+
+
+def _files_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    held_out, bad = _held_out_records(data)
+    pairs = build_pairs(held_out, data, size, ctx, source=data.eval_path or f"{data.path} (held-out)",
+                        source_bad=bad)
+    return EvalSuite(name=data.kind, context_length=ctx, retrieval=_retrieval(pairs, ctx))
+
+
+def _fashion_mnist_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
+    split = real.fashion_mnist(data, size, "train", data.num_samples, stream=0)
+    return real.template_pairs(split, data.captions_per_image, ctx, data.seed, "fashion-mnist")
+
+
+def _fashion_mnist_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    test = real.fashion_mnist(data, size, "t10k", data.eval_samples, stream=1)
+    probe = real.fashion_mnist(data, size, "train", data.probe_samples, stream=0) if data.probe_samples else None
+    return EvalSuite(name="fashion-mnist", context_length=ctx, zeroshot=(_labelled_task("fashion-mnist", test, probe),))
+
+
+def _folder_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
+    return real.template_pairs(_folder(data.path, data, size), data.captions_per_image, ctx, data.seed, data.path)
+
+
+def _folder_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    labelled = _folder(data.eval_path or data.path, data, size)
+    return EvalSuite(name="folder", context_length=ctx, zeroshot=(_labelled_task("folder", labelled, None),))
+
+
+def _text_only(data: DataConfig, size: int, ctx: int) -> Any:
+    raise UserError("[data] kind = \"text\" is a text corpus for language-model chains (compt.lm.data reads "
+                    "it); CLIP models need image–caption data")
+
+
+# The one registry of data kinds: training set and evaluation suite of each, from one entry.
+ADAPTERS: dict[str, DataAdapter] = {
+    "synthetic": DataAdapter(_synthetic_train, _synthetic_suite),
+    "csv": DataAdapter(_files_train, _files_suite, reads_path=True),
+    "wds": DataAdapter(_files_train, _files_suite, reads_path=True),
+    "wds-stream": DataAdapter(_stream_train, _stream_suite, reads_path=True),
+    "fashion-mnist": DataAdapter(_fashion_mnist_train, _fashion_mnist_suite),
+    "openclipart": DataAdapter(_openclipart_train, _openclipart_suite),
+    "folder": DataAdapter(_folder_train, _folder_suite, reads_path=True),
+    "text": DataAdapter(_text_only, _text_only),   # data.path optional: compt.lm.text's default corpus
+}
+KINDS = tuple(ADAPTERS)
