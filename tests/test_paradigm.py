@@ -116,6 +116,9 @@ class ToyData:
                 return {"val_mse": float(nn.functional.mse_loss(model(self.held.x), self.held.y))}
         return evaluate
 
+    def fingerprint(self) -> dict[str, Any]:
+        return {}
+
     def representations(self, model: nn.Module, model_cfg: MLPConfig) -> dict[str, Tensor]:
         with torch.no_grad():
             return {"out": model(self.held.x)}

@@ -286,8 +286,9 @@ def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
 
 
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data: RunData,
-              progress: bool) -> dict[str, Any]:
-    """Grow (if needed) and train one stage of any paradigm; returns its stored result."""
+              progress: bool, data_fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Grow (if needed) and train one stage of any paradigm; returns its stored result. `data_fingerprint`
+    (`check_same_data`) is recorded in the stage's lineage."""
     from compt.train import load_result, train_stage
 
     d = run_dir / stage.directory
@@ -314,7 +315,8 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
         lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=spec.growth,
                        distill=spec.distill, distill_weight=spec.distill_weight,
                        grow_s=float(grown.lineage.get("grow_s", 0.0)))
-    lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name, threads=torch.get_num_threads())
+    lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name, threads=torch.get_num_threads(),
+                   data=data_fingerprint)
     write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage), "spec": spec.summary()})
     evaluate_fn = data.evaluator(model_cfg)
     dist.seed_rank(spec.seed, dist.init_distributed())  # after the data: the stage's RNG stream does not depend
@@ -329,6 +331,25 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     result = record_parent_distance(run_dir, cfg, stage, data, result)
     state.set(stage.key, "done")
     return result.to_dict()
+
+
+def check_same_data(run_dir: Path, stages: list[Stage], data: RunData) -> dict[str, Any]:
+    """The data's fingerprint (`compt.datafp`), taken before any data is built; a stage that will resume from its
+    last.pt refuses data that changed since it started (files added, removed, resized or with edited captions
+    or text), naming what changed."""
+    from compt.datafp import data_changes
+
+    now = data.fingerprint()
+    for stage in stages:
+        d = run_dir / stage.directory
+        if not ((d / "last.pt").is_file() and (d / "lineage.json").is_file()) or (d / "result.json").is_file():
+            continue
+        before = json.loads((d / "lineage.json").read_text()).get("data")
+        if before is not None and (changes := data_changes(before, now)):
+            raise UserError(f"stage {stage.key} ({stage.member.model}) started on other data: "
+                            f"{'; '.join(changes[:3])}{' …' if len(changes) > 3 else ''}; restore the data, or "
+                            f"rerun the stage with --from-stage {stage.key}")
+    return now
 
 
 def record_parent_distance(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData, result: Any) -> Any:
@@ -387,8 +408,9 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = N
     with run_session(cfg, run_dir) as threads:
         cfg, stages, state = prepare_run(cfg, run_dir, baselines, from_stage, threads)
         data = paradigm_for_run(cfg).open_data(cfg, run_dir)
+        fingerprint = check_same_data(run_dir, stages, data)
         preflight(run_dir, cfg, stages, data)
-        return {s.key: run_stage(run_dir, cfg, s, state, data, progress) for s in stages}
+        return {s.key: run_stage(run_dir, cfg, s, state, data, progress, fingerprint) for s in stages}
 
 
 def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], data: RunData) -> None:

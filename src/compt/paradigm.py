@@ -72,6 +72,10 @@ class RunData(Protocol):
     def after_final(self, out_dir: Path, model_cfg: Any, weights: StateDict) -> None:
         """Anything the paradigm writes beside a finished stage's final.pt (e.g. a Hugging Face folder)."""
 
+    def fingerprint(self) -> dict[str, Any]:
+        """A cheap description of the data's source files (names, sizes, a hash of the caption or text files),
+        recorded when a stage starts; a resume refuses data that changed since."""
+
     def representations(self, model: nn.Module, model_cfg: Any) -> dict[str, Tensor]:
         """Named (N, d) representations of a fixed held-out set (`compt.diagnostics` compares a grown member's
         with its parent's; N is the same for every member, d may differ)."""

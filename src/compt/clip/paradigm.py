@@ -58,6 +58,22 @@ class ClipData:
         suite = self._suite(model_cfg)
         return lambda model: evaluate(model, suite)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The source files of a file-based data kind (CSV/TSV with its captions hashed, shards, image folders;
+        the held-out ``eval_path`` too); {} for the built-in sets, which the run config fully determines."""
+        from compt.clip.data.files import expand_braces
+        from compt.datafp import files_fingerprint
+
+        out: dict[str, Any] = {}
+        for name in (self.data.path, self.data.eval_path):
+            if not name or self.data.kind not in ("csv", "wds", "wds-stream", "folder"):
+                continue
+            root = Path(name)
+            files = ([p for p in root.rglob("*") if p.is_file()] if root.is_dir()
+                     else [Path(p) for p in expand_braces(name) if Path(p).is_file()])
+            out.update(files_fingerprint(files, root if root.is_dir() else None, hashed=(".csv", ".tsv", ".txt")))
+        return out
+
     def representations(self, model: nn.Module, model_cfg: ModelConfig) -> dict[str, Tensor]:
         """Normalised image and caption embeddings of the held-out retrieval split."""
         from compt.clip.evaluation import retrieval_embeddings

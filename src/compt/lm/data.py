@@ -82,6 +82,15 @@ class LMData:
         """Held-out next-token loss (``val_loss``, nats) and perplexity (``val_ppl``) over every held-out window."""
         return held_out_evaluator(self._data()[1], self.cfg.train.batch_size)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The corpus files, each with its size and content hash (the default corpus included)."""
+        from compt.datafp import files_fingerprint
+        from compt.lm.text import default_corpus, text_files
+
+        path = self.cfg.data.path or default_corpus()
+        root = Path(path) if isinstance(path, (str, Path)) and Path(path).is_dir() else None
+        return files_fingerprint(text_files(path), root, hashed=("",))
+
     @torch.no_grad()
     def representations(self, model: nn.Module, model_cfg: LMConfig) -> dict[str, torch.Tensor]:
         """Each held-out window's final hidden state (after the last RMSNorm), averaged over positions (N, d)."""
