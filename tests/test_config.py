@@ -84,3 +84,9 @@ def test_missing_file_and_bad_toml(tmp_path) -> None:
         load_config(tmp_path / "nope.toml")
     with pytest.raises(UserError, match="invalid TOML"):
         load_config(write(tmp_path, "name = "))
+
+
+def test_a_chain_table_is_named_by_its_key_and_its_1_based_member(tmp_path) -> None:
+    text = GOOD.replace('model = "test/B"', 'model = "test/B"\nepoch = 1', 1)
+    with pytest.raises(UserError, match=r"unknown key in \[chain\.1\] \(member 2\) 'epoch'; did you mean 'epochs'"):
+        load_config(write(tmp_path, text))

@@ -193,13 +193,21 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _table(where: str) -> str:
+    """A table's name in messages: ``[chain.1] (member 2)`` — the key is the 0-based list index overrides use,
+    members are named 1-based as in every other message."""
+    if where.startswith("chain.") and where[6:].isdigit():
+        return f"[{where}] (member {int(where[6:]) + 1})"
+    return f"[{where or 'run'}]"
+
+
 def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - fields
     if unknown:
         key = sorted(unknown)[0]
-        raise unknown_name(f"key in [{where}]" if where else "top-level key", key, fields)
+        raise unknown_name(f"key in {_table(where)}" if where else "top-level key", key, fields)
     kwargs = {}
     for name, value in raw.items():
         if name in ("data", "train") and cls is RunConfig:
@@ -217,7 +225,7 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
         return cls(**kwargs)
     except TypeError as e:
         missing = str(e).split("argument")[-1].strip() if "missing" in str(e) else str(e)
-        raise UserError(f"[{where or 'run'}] is missing required key {missing}") from None
+        raise UserError(f"{_table(where)} is missing required key {missing}") from None
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
