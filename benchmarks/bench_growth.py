@@ -32,9 +32,9 @@ DEFAULT_PAIRS = ("paper/ViT-S-16:paper/ViT-B-16", "paper/ViT-B-16:paper/ViT-L-16
 NOTES = """Notes:
 - `transfer s` = `grow s` − `fresh init s`: the operator's own work. The fresh child init is open_clip's
   (mostly `nn.Linear`'s kaiming `uniform_`), which every operator needs for the parts it does not overwrite.
-- `Δ × child` ≈ 1.0–1.1: growth itself allocates the child's tensors plus ~10 % temporaries. `peak × child`
-  adds the process baseline (Python + torch + open_clip ≈ 0.8 GiB) and the parent; for S → B that baseline
-  is larger than the child, for B → L the whole process stays under 2× the child.
+- `Δ × child`: what growth itself allocates, in units of the child's tensors (temporaries above 1); `peak ×
+  child` adds the process baseline (Python + torch + open_clip, `RSS before`) and the parent. The measured
+  ranges are in the line below the table.
 - `preserve` runs its transfer single-threaded (`compt.clip.growth.common.one_thread`): it is memory-bound
   elementwise work plus thin matmuls, and on this shared, oversubscribed 2-core box OpenMP barriers made the
   2-thread transfer 3–8× slower before that change (e.g. B → L 34 s instead of 10.7 s). The vision stream
@@ -121,7 +121,11 @@ def markdown(rows: list[dict], command: str, load: str) -> str:
         out.append(f"| {r['pair']} | {r['op']} | {r['threads']} | {r['grow_s']:.1f} | {r['fresh_s']:.1f} | "
                    f"{r['grow_s'] - r['fresh_s']:.1f} | {r['rss_before_gb']:.2f} | {r['peak_gb']:.2f} | "
                    f"{r['child_gb']:.2f} | {r['ratio']:.2f} | {delta:.2f} |")
-    return "\n".join(out + ["", NOTES]) + "\n"
+    deltas = [(r["peak_gb"] - r["rss_before_gb"]) / r["child_gb"] for r in rows]
+    base = [r["rss_before_gb"] for r in rows]
+    measured = (f"Measured here: `Δ × child` {min(deltas):.2f}–{max(deltas):.2f}, process baseline before growth "
+                f"{min(base):.2f}–{max(base):.2f} GiB, over {len(rows)} runs." if rows else "No rows measured.")
+    return "\n".join(out + ["", measured, "", NOTES]) + "\n"
 
 
 def main() -> None:

@@ -298,3 +298,15 @@ def test_wide_headroom_variants_scale_the_recipes_epochs_and_stay_past_4x(k: flo
     assert more.train.teacher_cache                       # the runs cache the teacher: priced as they are run
     accel = [plan_chain(c, cached_teacher=True).acceleration for c in (more, recipe)]
     assert 4.0 < accel[0] < accel[1]
+
+
+def test_bench_growth_states_the_ranges_it_measured() -> None:
+    import bench_growth
+
+    rows = [{"pair": "a:b", "op": "preserve", "threads": 1, "grow_s": 2.0, "fresh_s": 1.0, "rss_before_gb": 0.5,
+             "peak_gb": 1.7, "child_gb": 1.0, "ratio": 1.7},
+            {"pair": "a:b", "op": "corner", "threads": 1, "grow_s": 1.5, "fresh_s": 1.0, "rss_before_gb": 0.7,
+             "peak_gb": 1.8, "child_gb": 1.0, "ratio": 1.8}]
+    text = bench_growth.markdown(rows, "python benchmarks/bench_growth.py", "0.1 0.1 0.1")
+    assert "Measured here: `Δ × child` 1.10–1.20, process baseline before growth 0.50–0.70 GiB, over 2 runs." in text
+    assert "≈ 1.0–1.1" not in text and "≈ 0.8 GiB" not in text
