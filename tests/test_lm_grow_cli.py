@@ -48,3 +48,28 @@ def test_bad_lm_growth_is_one_line_and_writes_nothing(parent: Path, tmp_path: Pa
     assert main(["grow", "--from", str(parent), "--to", to, "--op", op, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_grow_a_hugging_face_folder_into_a_child_given_by_its_config(parent: Path, tmp_path: Path, capsys) -> None:
+    """Parent: a Hugging Face Llama folder; child: the config.json of another folder (no registered name)."""
+    from compt.lm.models import export_pretrained
+
+    a = load_checkpoint(parent)
+    hf_parent = export_pretrained(a.model_config, a.state_dict, tmp_path / "parent-hf")
+    child_shape = export_pretrained(get_lm_config("lm/test-B"), create_lm("lm/test-B").state_dict(), tmp_path / "b")
+    out = tmp_path / "grown" / "c.pt"
+    assert main(["grow", "--from", str(hf_parent), "--to", str(child_shape / "config.json"), "--op", "preserve",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "grew hf:parent-hf -> hf:b with preserve" in printed and "(function-preserving)" in printed
+    grown = load_checkpoint(out)
+    assert grown.model_config.hidden == get_lm_config("lm/test-B").hidden and grown.lineage["parent_sha256"]
+
+
+def test_a_folder_that_is_not_a_llama_is_one_line(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "gpt"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2"}')
+    assert main(["grow", "--from", str(folder), "--to", "lm/test-B", "--op", "preserve",
+                 "--out", str(tmp_path / "x.pt")]) == 2
+    assert "model_type 'gpt2'; compt grows Llama decoders only" in capsys.readouterr().err

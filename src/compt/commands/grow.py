@@ -28,9 +28,10 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     doc = "initialise a larger model from a trained smaller one with a growth operator (docs/method.md)"
     p = sub.add_parser("grow", help=doc, description=doc)
-    p.add_argument("--from", dest="parent", required=True, metavar="PARENT.pt", help="parent checkpoint")
+    p.add_argument("--from", dest="parent", required=True, metavar="PARENT.pt",
+                   help="parent checkpoint (compt or open_clip), or a Hugging Face Llama folder")
     p.add_argument("--to", dest="child", required=True, metavar="MODEL",
-                   help="registered child model name (a CLIP model, or an lm/… language model)")
+                   help="registered child model name (CLIP or lm/…), or a Hugging Face config.json of the child")
     p.add_argument("--op", required=True, metavar="NAME",  # named here: compt.clip.growth imports torch
                    help="growth operator (compt.clip.growth.GROWTH_OPS): corner, preserve, stack")
     p.add_argument("--out", required=True, metavar="CHILD.pt", help="output checkpoint (written atomically)")
@@ -76,21 +77,37 @@ def run(args: argparse.Namespace) -> int:
     from compt.checkpoint import load_checkpoint
     from compt.paradigm import paradigm_named, paradigm_of
 
-    paradigm = paradigm_of(args.child)   # an unknown name lists every paradigm's models
     parent_path, out = Path(args.parent), Path(args.out)
+    hf_child = args.child.endswith(".json") or Path(args.child).is_dir()   # a Hugging Face config of the child
+    paradigm = paradigm_named("lm") if hf_child or parent_path.is_dir() else paradigm_of(args.child)
     if out.exists() and out.resolve() == parent_path.resolve():
         raise UserError("--out must not overwrite the parent checkpoint")
-    ckpt = load_checkpoint(parent_path)
+    ckpt = hf_checkpoint(parent_path) if parent_path.is_dir() else load_checkpoint(parent_path)
     if ckpt.paradigm != paradigm.name:
         raise UserError(f"{parent_path} holds a {paradigm_named(ckpt.paradigm).label} and {args.child} is a "
                         f"{paradigm.label}: a chain grows within one paradigm")
     return grow_clip(args, ckpt) if paradigm.name == "clip" else grow_lm(args, ckpt)
 
 
+def hf_checkpoint(folder: Path) -> Checkpoint:
+    """A Hugging Face Llama folder read as a compt checkpoint (its config from config.json, its weights)."""
+    from compt.checkpoint import Checkpoint
+    from compt.lm.models import config_from_hf, require_transformers
+
+    cfg = config_from_hf(folder)
+    require_transformers()
+    from transformers import AutoModelForCausalLM
+
+    state = AutoModelForCausalLM.from_pretrained(folder).state_dict()
+    return Checkpoint(state_dict=state, model_config=cfg, path=str(folder), paradigm="lm")
+
+
 def _lineage(args: argparse.Namespace, parent_name: str) -> dict:
     from compt.checkpoint import sha256_file
 
-    return {"parent": str(Path(args.parent).resolve()), "parent_sha256": sha256_file(args.parent),
+    parent = Path(args.parent)
+    weights = parent if parent.is_file() else next(iter(sorted(parent.glob("*.safetensors"))), None)
+    return {"parent": str(parent.resolve()), "parent_sha256": sha256_file(weights) if weights else "",
             "parent_model": parent_name, "operator": args.op, "seed": args.seed, "stage": "grow"}
 
 
@@ -121,7 +138,7 @@ def grow_lm(args: argparse.Namespace, ckpt: Checkpoint) -> int:
 
     from compt.checkpoint import save_checkpoint
     from compt.lm.growth import grow_lm as grow
-    from compt.lm.models import create_lm, export_pretrained, require_transformers
+    from compt.lm.models import config_from_hf, create_lm, export_pretrained, require_transformers
     from compt.paradigm import paradigm_named
 
     require_transformers()
@@ -129,7 +146,9 @@ def grow_lm(args: argparse.Namespace, ckpt: Checkpoint) -> int:
         raise UserError("--from-model names the model of a plain open_clip checkpoint; a compt language-model "
                         "checkpoint carries its own config")
     parent_cfg, out = ckpt.model_config, Path(args.out)
-    child_cfg = paradigm_named("lm").grown_config(parent_cfg, args.child)
+    child_cfg = (config_from_hf(args.child, name=f"hf:{Path(args.child).resolve().parent.name}")
+                 if args.child.endswith(".json") or Path(args.child).is_dir()
+                 else paradigm_named("lm").grown_config(parent_cfg, args.child))
     state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
     save_checkpoint(out, state_dict=state, model_config=child_cfg, lineage=_lineage(args, parent_cfg.name))
     hf = export_pretrained(child_cfg, state, out.parent / f"{out.stem}-hf")

@@ -146,6 +146,36 @@ def get_lm_config(name: str) -> LMConfig:
     return _LMS[name]
 
 
+def config_from_hf(path: str | Path, name: str = "") -> LMConfig:
+    """The `LMConfig` of a Hugging Face Llama ``config.json`` (a folder or the file itself), named `name` (default
+    ``hf:<folder>``); anything but a Llama decoder is a one-line `UserError`."""
+    import json
+
+    path = Path(path)
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"{path}: no Hugging Face config.json there")
+    try:
+        hf = json.loads(file.read_text())
+    except ValueError as e:
+        raise UserError(f"{file} is not valid JSON ({e})") from None
+    if hf.get("model_type") != "llama":
+        raise UserError(f"{file}: model_type {hf.get('model_type')!r}; compt grows Llama decoders only")
+    heads = int(hf["num_attention_heads"])
+    try:
+        return LMConfig(name=name or f"hf:{file.parent.name}", hidden=int(hf["hidden_size"]),
+                        layers=int(hf["num_hidden_layers"]), heads=heads,
+                        kv_heads=int(hf.get("num_key_value_heads") or heads),
+                        head_dim=int(hf.get("head_dim") or hf["hidden_size"] // heads),
+                        intermediate=int(hf["intermediate_size"]), vocab_size=int(hf["vocab_size"]),
+                        context_length=int(hf.get("max_position_embeddings", 2048)),
+                        rope_theta=float(hf.get("rope_theta", 10_000.0)),
+                        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+                        tie_embeddings=bool(hf.get("tie_word_embeddings", True)))
+    except (KeyError, ValueError) as e:
+        raise UserError(f"{file}: not a Llama config compt can read ({type(e).__name__}: {e})") from None
+
+
 # ----------------------------------------------------------------------------------------------- factory
 def require_transformers() -> None:
     """`UserError` with the install hint when the optional ``compt[lm]`` extra is missing."""
