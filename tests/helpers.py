@@ -6,6 +6,8 @@ index always yields the same item (what the teacher cache relies on).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch.utils.data import Dataset
 
@@ -142,3 +144,15 @@ def crash_after_step(monkeypatch, model: str, step: int, message: str = "killed"
             raise RuntimeError(message)
 
     monkeypatch.setattr(trainer, "_after_step", crash)
+
+
+def assert_same_finals(run: Path, reference: Path) -> None:
+    """Every chain stage of `run` ends with the same final weights as in `reference`, bit for bit."""
+    from compt.checkpoint import load_checkpoint
+
+    stages = sorted(p.parent.name for p in reference.glob("chain/*/final.pt"))
+    assert stages and stages == sorted(p.parent.name for p in run.glob("chain/*/final.pt"))
+    for stage in stages:
+        got = load_checkpoint(run / "chain" / stage / "final.pt").state_dict
+        want = load_checkpoint(reference / "chain" / stage / "final.pt").state_dict
+        assert all(torch.equal(got[k], want[k]) for k in want), stage

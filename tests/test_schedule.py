@@ -7,8 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import crash_after_step
+from helpers import assert_same_finals, crash_after_step
 
 from compt.chain import plan_stages, stage_spec, train_run
 from compt.checkpoint import load_checkpoint
@@ -60,10 +59,7 @@ def test_a_killed_wsd_stage_resumes_to_the_same_weights(tmp_path: Path, monkeypa
     assert load_checkpoint(tmp_path / "run/chain/01-test_A/last.pt").train_state["progress"]["step"] == 8
     monkeypatch.undo()
     train_run(cfg, tmp_path / "run", progress=False)
-    for stage in ("chain/01-test_A", "chain/02-test_B"):
-        got = load_checkpoint(tmp_path / "run" / stage / "final.pt").state_dict
-        want = load_checkpoint(tmp_path / "ref" / stage / "final.pt").state_dict
-        assert all(torch.equal(got[k], want[k]) for k in want), stage
+    assert_same_finals(tmp_path / "run", tmp_path / "ref")
 
 
 def _train_records(stage: Path) -> list[dict]:
