@@ -259,13 +259,13 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
                 state = fresh_state(paradigm, spec.model, spec.seed)
             else:
                 state = paradigm.grow(parent_state, spec.parent, spec.model, spec.growth, spec.seed)
-            if (spec.shrink, spec.perturb) != (1.0, 0.0):
+            escape = {"shrink": spec.shrink, "perturb": spec.perturb} if (spec.shrink, spec.perturb) != (1.0, 0.0) \
+                else {}
+            if escape:
                 fresh = fresh_state(paradigm, spec.model, spec.seed + FRESH_SEED_OFFSET)
                 state = shrink_perturb(state, fresh, shrink=spec.shrink, perturb=spec.perturb)
             lineage = {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": spec.growth,
-                       "seed": spec.seed, "stage": "grow", "grow_s": time.perf_counter() - t0,
-                       **({"shrink": spec.shrink, "perturb": spec.perturb}
-                          if (spec.shrink, spec.perturb) != (1.0, 0.0) else {})}
+                       "seed": spec.seed, "stage": "grow", "grow_s": time.perf_counter() - t0, **escape}
             save_checkpoint(init, state_dict=state, model_config=spec.model, lineage=lineage)
         dist.barrier()
     return load_checkpoint(init)
@@ -323,7 +323,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     # on it either; one stream per rank (rank 0's is `spec.seed`'s), restored per rank on resume
     try:
         result = train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
-                             evaluate=evaluate_fn, lineage=lineage, progress=progress,
+                             evaluate=evaluate_fn, lineage=lineage, progress=progress, unfinished=True,
                              after_final=lambda out, weights: data.after_final(out, spec.model, weights))
     except BaseException as e:  # a requested stop resumes like any other: it did not fail
         state.set(stage.key, "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed")

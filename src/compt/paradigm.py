@@ -181,6 +181,7 @@ class Paradigm(Protocol):
 
 
 _REGISTRY: dict[str, Paradigm] = {}
+_OWNER: dict[str, Paradigm] = {}   # model name → its paradigm, as `paradigm_of` found it (reset on registration)
 
 
 def register_paradigm(paradigm: Paradigm) -> Paradigm:
@@ -188,12 +189,14 @@ def register_paradigm(paradigm: Paradigm) -> Paradigm:
     if paradigm.name in _REGISTRY and _REGISTRY[paradigm.name] is not paradigm:
         raise ValueError(f"paradigm {paradigm.name!r} is already registered")
     _REGISTRY[paradigm.name] = paradigm
+    _OWNER.clear()
     return paradigm
 
 
 def unregister_paradigm(name: str) -> None:
     """Remove a registered paradigm (tests that define their own)."""
     _REGISTRY.pop(name, None)
+    _OWNER.clear()
 
 
 def paradigms() -> list[Paradigm]:
@@ -213,9 +216,13 @@ def paradigm_named(name: str) -> Paradigm:
 
 
 def paradigm_of(model: str) -> Paradigm:
-    """The paradigm whose registry holds `model`; an unknown name lists every registered model."""
+    """The paradigm whose registry holds `model` (asked once per name); an unknown name lists every registered
+    model."""
+    if model in _OWNER:
+        return _OWNER[model]
     for p in paradigms():
         if p.owns(model):
+            _OWNER[model] = p
             return p
     raise unknown_name("model", model, [m for p in paradigms() for m in p.model_names()])
 

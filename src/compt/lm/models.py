@@ -60,11 +60,7 @@ class LMConfig:
         """The `transformers.LlamaConfig` of this model (no biases, SiLU gate; no special token ids)."""
         from transformers import LlamaConfig
 
-        return LlamaConfig(vocab_size=self.vocab_size, hidden_size=self.hidden, intermediate_size=self.intermediate,
-                           num_hidden_layers=self.layers, num_attention_heads=self.heads,
-                           num_key_value_heads=self.kv_heads, head_dim=self.head_dim,
-                           max_position_embeddings=self.context_length, rope_theta=self.rope_theta,
-                           rms_norm_eps=self.rms_norm_eps, tie_word_embeddings=self.tie_embeddings,
+        return LlamaConfig(**{key: getattr(self, f) for f, key in HF_NAMES.items()},
                            attention_bias=False, mlp_bias=False, hidden_act="silu",
                            bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
@@ -74,6 +70,13 @@ class LMConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LMConfig:
         return cls(**d)
+
+
+# every shape field of an `LMConfig` and its name in a Hugging Face `LlamaConfig` / config.json
+HF_NAMES = {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
+            "kv_heads": "num_key_value_heads", "head_dim": "head_dim", "intermediate": "intermediate_size",
+            "vocab_size": "vocab_size", "context_length": "max_position_embeddings", "rope_theta": "rope_theta",
+            "rms_norm_eps": "rms_norm_eps", "tie_embeddings": "tie_word_embeddings"}
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -161,18 +164,16 @@ def config_from_hf(path: str | Path, name: str = "") -> LMConfig:
         raise UserError(f"{file} is not valid JSON ({e})") from None
     if hf.get("model_type") != "llama":
         raise UserError(f"{file}: model_type {hf.get('model_type')!r}; compt grows Llama decoders only")
-    heads = int(hf["num_attention_heads"])
-    try:
-        return LMConfig(name=name or f"hf:{file.parent.name}", hidden=int(hf["hidden_size"]),
-                        layers=int(hf["num_hidden_layers"]), heads=heads,
-                        kv_heads=int(hf.get("num_key_value_heads") or heads),
-                        head_dim=int(hf.get("head_dim") or hf["hidden_size"] // heads),
-                        intermediate=int(hf["intermediate_size"]), vocab_size=int(hf["vocab_size"]),
-                        context_length=int(hf.get("max_position_embeddings", 2048)),
-                        rope_theta=float(hf.get("rope_theta", 10_000.0)),
-                        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-                        tie_embeddings=bool(hf.get("tie_word_embeddings", True)))
-    except (KeyError, ValueError) as e:
+    try:   # Llama's own defaults where the file leaves a field out
+        hf = {"max_position_embeddings": 2048, "rope_theta": 10_000.0, "rms_norm_eps": 1e-6,
+              "tie_word_embeddings": True, **{k: v for k, v in hf.items() if v is not None}}
+        hf.setdefault("num_key_value_heads", hf["num_attention_heads"])
+        hf.setdefault("head_dim", hf["hidden_size"] // hf["num_attention_heads"])
+        kinds = {f.name: f.type for f in dataclasses.fields(LMConfig)}
+        cast = {"int": int, "float": float, "bool": bool}
+        return LMConfig(name=name or f"hf:{file.parent.name}",
+                        **{f: cast[kinds[f]](hf[key]) for f, key in HF_NAMES.items()})
+    except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"{file}: not a Llama config compt can read ({type(e).__name__}: {e})") from None
 
 

@@ -236,22 +236,14 @@ def _lm_row(name: str) -> dict[str, Any]:
 
 
 
-HF_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-             "intermediate_size", "vocab_size", "tie_word_embeddings", "max_position_embeddings")
-
-
 def hf_shape_problems(folder: Path, cfg: LMConfig) -> list[str]:
-    """How a Hugging Face folder's ``config.json`` differs from member `cfg`'s Llama shape ([] = it fits)."""
-    import json
+    """How a Hugging Face folder's ``config.json`` (`compt.lm.models.config_from_hf`) differs from member `cfg`'s
+    shape, one 'key got (the member has want)' line per field, named as config.json names it ([] = it fits)."""
+    from compt.lm.models import HF_NAMES, config_from_hf
 
-    path = folder / "config.json"
-    if not path.is_file():
-        return [f"no config.json in {folder}"]
-    got, want = json.loads(path.read_text()), cfg.to_hf().to_dict()
-    if got.get("model_type") != "llama":
-        return [f"model_type {got.get('model_type')!r}, not 'llama'"]
-    return [f"{k} {got.get(k)!r} (the member has {want.get(k)!r})" for k in HF_FIELDS
-            if k in want and got.get(k, want.get(k)) != want.get(k)]
+    got = config_from_hf(folder)
+    return [f"{key} {getattr(got, f)!r} (the member has {getattr(cfg, f)!r})" for f, key in HF_NAMES.items()
+            if getattr(got, f) != getattr(cfg, f)]
 
 
 PARADIGM = LMParadigm()

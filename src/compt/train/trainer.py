@@ -66,7 +66,6 @@ from compt.train.stage_loop import (
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 POSITION_KEYS = ("step", "epoch", "samples", "flops")
-_TOLD: set[Path] = set()   # damaged final.pt files already reported by `load_result`
 
 
 @dataclass
@@ -118,21 +117,23 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
                 init_state: dict[str, Tensor] | None = None, teacher_state: dict[str, Tensor] | None = None,
                 evaluate: Evaluate | None = None, lineage: dict | None = None, progress: bool = True,
                 on_step: Callable[[int], None] | None = None,
-                after_final: Callable[[Path, StateDict], None] | None = None, **legacy: Any) -> StageResult:
+                after_final: Callable[[Path, StateDict], None] | None = None, unfinished: bool = False,
+                **legacy: Any) -> StageResult:
     """Train the stage `spec` on `dataset` into `out_dir`, resuming from last.pt.
 
     `init_state` initialises the student (None: the caller-seeded fresh init); a distilling spec needs the
     teacher's weights `teacher_state`. `evaluate` runs on the unwrapped student every
     `train.eval_every_epochs` epochs and at the end (on every rank; rank 0's result is kept).
     `on_step(step)` is called after every optimizer step (tests, benchmarks); `after_final(out_dir, weights)`
-    on rank 0 after final.pt is written (the run data's `after_final`).
+    on rank 0 after final.pt is written (the run data's `after_final`). `unfinished`: the caller has just found
+    no finished result in `out_dir` (`load_result`), so it is not read (nor reported damaged) again.
 
     Without `spec`, the older keyword form ``model_cfg=, member=, train=, teacher=(cfg, state),
     from_scratch=, captions=`` is accepted and resolved by `legacy_spec`.
     """
     started, probe = time.perf_counter(), Probe()
     out_dir = Path(out_dir)
-    done = load_result(out_dir)
+    done = None if unfinished else load_result(out_dir)
     if done is not None:
         return done
     if spec is None:
@@ -180,10 +181,8 @@ def load_result(out_dir: Path, *, weights: bool = True, verify: bool = True) -> 
     raw = json.loads(path.read_text())
     problem = verify_digest(final, raw.get("final_pt")) if weights and verify else ""
     if problem:
-        if final not in _TOLD:   # the runner and the trainer both ask: say it once
-            _TOLD.add(final)
-            print(f"compt: {problem}; the stage is not done — rebuilding it from {final.with_name('last.pt')}",
-                  file=sys.stderr)
+        print(f"compt: {problem}; the stage is not done — rebuilding it from {final.with_name('last.pt')}",
+              file=sys.stderr)
         return None
     return StageResult.from_dict(raw)
 
