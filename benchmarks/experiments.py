@@ -195,6 +195,13 @@ EXPERIMENTS = {e.name: e for e in (
         *(Variant(f"sp{lam:g}-{sigma:g}-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
                   overrides=(*RECIPE, *_members(f"shrink={lam} perturb={sigma}")), control="preserve-recipe")
           for lam, sigma in ((0.8, 0.1), (0.6, 0.1), (0.6, 0.3))),
+        # escaping without the pull back: growth only (no distillation to the parent) with the recipe, and the
+        # same with shrink and perturb -- does the parent-distance rise, and does the gap close?
+        Variant("growth-only-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
+                overrides=(*RECIPE, *_members("distill=\"none\"")), control="preserve-recipe"),
+        Variant("growth-only-sp0.8-0.1-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
+                overrides=(*RECIPE, *_members("distill=\"none\" shrink=0.8 perturb=0.1")),
+                control="growth-only-recipe"),
         # the same recipe on the 17x family N -> C -> M -> B (against paper_protocol/protocol-NCMB)
         Variant("wide-flip50-lr4e-3-fast-decay", WIDE, stage_epochs=WIDE_FLIP50, baseline_epochs=128,
                 overrides=RECIPE),
