@@ -116,6 +116,14 @@ class ToyData:
                 return {"val_mse": float(nn.functional.mse_loss(model(self.held.x), self.held.y))}
         return evaluate
 
+    def validator(self, model_cfg: MLPConfig) -> Any:
+        val = Regression(64, 2)
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            with torch.no_grad():
+                return {"val_mse": float(nn.functional.mse_loss(model(val.x), val.y))}
+        return evaluate
+
     def fingerprint(self) -> dict[str, Any]:
         return {}
 
@@ -300,7 +308,7 @@ PARADIGM_PACKAGES = ("compt.clip", "compt.lm")   # every CLIP module lives in co
 # the CLIP paradigm's modules that still live at the top level of the package (its adapter is compt.clip)
 CORE = ("paradigm", "config", "stage", "chain", "checkpoint", "costs", "plan", "runs", "report", "export",
         "distributed", "runlock", "threads", "errors", "train/trainer", "train/stage_loop", "train/loader",
-        "train/optim", "train/sampler", "train/state", "train/metrics", "train/conditions")
+        "train/optim", "train/sampler", "train/state", "train/metrics", "train/conditions", "train/stopping")
 
 
 def imported_modules(path: Path) -> set[str]:

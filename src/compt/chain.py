@@ -71,16 +71,18 @@ def stage_dir(kind: str, index: int, model: str) -> str:
 
 
 def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
-    """Chain stages in order, then the baselines that are not already a chain stage.
+    """Chain stages in order, then the baselines that are not already a chain stage — or, when a member stops at
+    its baseline (``until = "baseline"``), member 1, the baselines, then the grown members.
 
     Member 1's baseline *is* chain stage 1 when the individual schedule equals member 1's epochs
     (same model, data, seed, schedule), so it is trained once and reported in both roles.
     """
-    stages = [Stage(f"chain-{i + 1}", "chain", i, m, stage_dir("chain", i, m.model))
-              for i, m in enumerate(cfg.chain)]
-    if baselines:
-        stages += [individual_stage(cfg, i) for i in range(len(cfg.chain)) if i > 0 or not _member1_is_baseline(cfg)]
-    return stages
+    chain = [Stage(f"chain-{i + 1}", "chain", i, m, stage_dir("chain", i, m.model)) for i, m in enumerate(cfg.chain)]
+    alone = [individual_stage(cfg, i) for i in range(len(cfg.chain)) if i > 0 or not _member1_is_baseline(cfg)] \
+        if baselines else []
+    if any(m.until == "baseline" for m in cfg.chain):
+        return [chain[0], *alone, *chain[1:]]
+    return [*chain, *alone]
 
 
 def individual_stage(cfg: RunConfig, index: int) -> Stage:
@@ -107,9 +109,8 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
 # key as None). Member schedule options also enter a from-scratch stage's fingerprint.
 MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout", "schedule", "cooldown_shape",
                                "init")
-SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "objective",
-                        "tokenizer",
-                        "shuffle_buffer", "resampled")
+SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "until", "target",
+                        "probe_every", "objective", "tokenizer", "shuffle_buffer", "resampled")
 
 
 def _later_settings(m: MemberConfig) -> dict[str, Any]:
@@ -301,6 +302,8 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     model_cfg = member_config(cfg, stage.index)
     dataset = data.train_set(model_cfg)
     spec = stage_spec(cfg, stage, len(dataset))
+    if spec.until == "baseline":
+        spec = replace(spec, target=baseline_target(run_dir, cfg, stage, data))
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
     start = stage.member.init if stage.kind == "chain" else None   # member 1 from an existing model
     if start:
@@ -324,6 +327,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     try:
         result = train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
                              evaluate=evaluate_fn, lineage=lineage, progress=progress, unfinished=True,
+                             validate=data.validator(model_cfg) if spec.until else None,
                              after_final=lambda out, weights: data.after_final(out, spec.model, weights))
     except BaseException as e:  # a requested stop resumes like any other: it did not fail
         state.set(stage.key, "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed")
@@ -331,6 +335,34 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     result = record_parent_distance(run_dir, cfg, stage, data, result)
     state.set(stage.key, "done")
     return result.to_dict()
+
+
+def baseline_target(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData) -> dict[str, float]:
+    """The target of a member that stops at its baseline: the baseline's final headline metrics on the validation
+    split (`validation_metrics`); the baseline must have finished."""
+    metrics = validation_metrics(run_dir, cfg, stage.index, data)
+    return {m.key: metrics[m.key] for m in paradigm_for_run(cfg).metrics}
+
+
+def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData) -> dict[str, float]:
+    """Member `index`'s baseline evaluated on the validation split, computed once from its final.pt and kept in
+    its result.json (``validation``; rank 0 writes)."""
+    from compt.train import load_result
+
+    d = run_dir / baseline_dir(cfg, index)
+    if load_result(d, verify=False) is None:
+        raise UserError(f"member {index + 1} ({cfg.chain[index].model}) stops at its baseline, but the baseline "
+                        f"({d}) has not finished; train the run with its baselines")
+    raw = json.loads((d / "result.json").read_text())
+    if "validation" not in raw:
+        paradigm, model_cfg = paradigm_for_run(cfg), member_config(cfg, index)
+        device = dist.init_distributed().device
+        model = paradigm.create(model_cfg, load_checkpoint(d / "final.pt").state_dict).to(device).eval()
+        with torch.no_grad():
+            raw["validation"] = {k: float(v) for k, v in data.validator(model_cfg)(model).items()}
+        write_json(d / "result.json", raw)
+        dist.barrier()
+    return raw["validation"]
 
 
 def check_same_data(run_dir: Path, stages: list[Stage], data: RunData) -> dict[str, Any]:
@@ -428,3 +460,6 @@ def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], data: RunData)
         raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set ({n} "
                         f"samples): one step would see samples twice; lower train.batch_size")
     data.evaluator(model_cfg)
+    for stage in pending:  # a member that stops needs its validation split
+        if stage.member.until or stage.member.target:
+            data.validator(member_config(cfg, stage.index))

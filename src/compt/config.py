@@ -48,6 +48,7 @@ from compt.paradigm import ChainRules, paradigm_for_run
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
 SCHEDULES = ("cosine", "wsd")                         # a member's lr schedule (`compt.train.optim`)
 COOLDOWN_SHAPES = ("linear", "sqrt")                  # a wsd schedule's cooldown
+UNTIL = ("baseline",)                                 # a grown member's stopping rule (`compt.train.stopping`)
 
 REPORT_TO = ("tensorboard", "wandb")
 __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
@@ -136,6 +137,10 @@ class MemberConfig:
                                            # Hugging Face folder for LMs); epochs = 0 uses it as it is
     shrink: float | None = None            # λ of shrink-and-perturb on the grown weights (default 1; compt.perturb)
     perturb: float | None = None           # σ: plus σ × a fresh init of the child (default 0)
+    until: str | None = None               # grown members: "baseline" stops the member at the first probe that
+                                           # matches its baseline's validation metrics (epochs is then the cap)
+    target: dict[str, float] | None = None  # or stop at these metric values, e.g. {zeroshot_top1 = 40.0}
+    probe_every: float | None = None       # epochs between stopping probes (default: a quarter of the cap)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +191,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(items, (list, tuple)):
             raise UserError(f"{where}: expected a list, got {value!r}")
         return tuple(_coerce(v, typing.get_args(tp)[0], where) for v in items)
+    if origin is dict:  # dict[str, float]: a TOML inline table
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a table {{key = number, …}}, got {value!r}")
+        key_tp, value_tp = typing.get_args(tp)
+        return {_coerce(k, key_tp, where): _coerce(v, value_tp, f"{where}.{k}") for k, v in value.items()}
     if tp is str:
         if not isinstance(value, str):
             raise UserError(f"{where}: expected a string, got {value!r}")
@@ -349,7 +359,7 @@ def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_pa
         raise unknown_name("lr schedule", m.schedule, SCHEDULES)
     if m.cooldown_shape is not None and m.cooldown_shape not in COOLDOWN_SHAPES:
         raise unknown_name("cooldown shape", m.cooldown_shape, COOLDOWN_SHAPES)
-    if m.cooldown_shape is not None and m.schedule != "wsd":
+    if m.cooldown_shape is not None and m.schedule != "wsd" and m.until is None and m.target is None:
         raise UserError(f"{where}: cooldown_shape shapes a wsd schedule's cooldown; set schedule = \"wsd\"")
     if m.shrink is not None and not 0 < m.shrink <= 1:
         raise UserError(f"{where}: shrink must be in (0, 1] (1: the grown weights as they are), got {m.shrink}")
@@ -358,6 +368,31 @@ def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_pa
     if (m.shrink is not None or m.perturb is not None) and (i == 0 or m.growth == "none"):
         why = "the first member trains from scratch" if i == 0 else "its growth is none"
         raise UserError(f"{where}: shrink/perturb act on grown weights; this member is not grown ({why})")
+    _validate_stopping(where, i, m)
+
+
+def _validate_stopping(where: str, i: int, m: MemberConfig) -> None:
+    """`until` / `target` / `probe_every`: grown members only, one of the two, on a schedule that can stop."""
+    if m.until is None and m.target is None:
+        if m.probe_every is not None:
+            raise UserError(f"{where}: probe_every needs until = \"baseline\" or a target")
+        return
+    if i == 0:
+        raise UserError(f"{where}: until/target stop a grown member; member 1 trains for its epochs")
+    if m.until is not None and m.target is not None:
+        raise UserError(f"{where}: set until = \"baseline\" or a target, not both")
+    if m.until is not None and m.until not in UNTIL:
+        raise unknown_name("until", m.until, UNTIL)
+    if m.target is not None and not m.target:
+        raise UserError(f"{where}: target is empty; name at least one metric, e.g. {{zeroshot_top1 = 40.0}}")
+    if m.schedule not in (None, "wsd"):
+        raise UserError(f"{where}: until/target need schedule = \"wsd\" (a cosine cannot stop early without "
+                        f"losing its decay); leave schedule unset or set it to \"wsd\"")
+    if m.decay_fraction == 1:
+        raise UserError(f"{where}: until/target probe cooldowns branched from the constant phase; decay_fraction "
+                        f"must be below 1 (the default 0.2 cools down over the last 20 %)")
+    if m.probe_every is not None and not 0 < m.probe_every <= m.epochs:
+        raise UserError(f"{where}: probe_every must be in (0, epochs = {m.epochs:g}], got {m.probe_every}")
 
 
 def validate(cfg: RunConfig) -> None:
@@ -381,6 +416,7 @@ def validate(cfg: RunConfig) -> None:
     rules = chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
         _validate_stage_schedule(i, m, cfg.train, has_patches=rules.patch_tokens[i])
+        _validate_targets(cfg, i, m)
         distill = resolved_member(m, cfg).distill
         if i > 0 and m.growth not in rules.growth_ops:
             raise unknown_name("growth operator", m.growth, rules.growth_ops)
@@ -399,6 +435,17 @@ def validate(cfg: RunConfig) -> None:
 def chain_rules(cfg: RunConfig) -> ChainRules:
     """The rules of `cfg`'s chain, from its paradigm (`compt.paradigm.paradigm_for_run`)."""
     return paradigm_for_run(cfg).chain_rules(cfg)
+
+
+def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig) -> None:
+    """A target names the paradigm's headline metrics; ``until = "baseline"`` needs the baselines trained."""
+    if m.until == "baseline" and not cfg.baselines:
+        raise UserError(f"chain member {i + 1} ({m.model}): until = \"baseline\" needs baselines = true (or a "
+                        f"target with the numbers to reach)")
+    known = [metric.key for metric in paradigm_for_run(cfg).metrics]
+    for key in m.target or {}:
+        if key not in known:
+            raise unknown_name(f"target metric of chain member {i + 1}", key, known)
 
 
 def resolved_member(member: MemberConfig, cfg: RunConfig) -> MemberConfig:

@@ -222,6 +222,13 @@ def move(batch: Iterable[Tensor], info: DistInfo) -> list[Tensor]:
     return [t.to(info.device, non_blocking=True) for t in batch]
 
 
+def fork_rng(info: DistInfo) -> contextlib.AbstractContextManager:
+    """This rank's CPU (and its CUDA device's) generators saved on entry and restored on exit: work done inside
+    (a stopping probe's cooldown branch) leaves the stage's random stream where it was."""
+    devices = [info.device] if info.device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
 def uses_bf16(info: DistInfo, precision: str) -> bool:
     """Whether `precision` ("auto" | "fp32" | "bf16") means bf16 compute on this rank's device."""
     return precision == "bf16" or (precision == "auto" and info.device.type == "cuda")

@@ -69,6 +69,10 @@ class RunData(Protocol):
     def evaluator(self, model_cfg: Any) -> Evaluate:
         """``evaluate(model) -> metrics`` of a member of this config (the stage's held-out evaluation)."""
 
+    def validator(self, model_cfg: Any) -> Evaluate:
+        """``evaluate(model) -> metrics`` on a validation split disjoint from the held-out one: what a stopping
+        probe reads (`compt.train.stopping`); a `UserError` when the data has no such split."""
+
     def after_final(self, out_dir: Path, model_cfg: Any, weights: StateDict) -> None:
         """Anything the paradigm writes beside a finished stage's final.pt (e.g. a Hugging Face folder)."""
 

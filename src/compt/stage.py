@@ -14,8 +14,11 @@ whether a stage distills, or re-derives the caption count from the data. The res
     F_student    = the paradigm's forward FLOPs of one training sample of the student as it trains
                    (`Paradigm.forward_flops`: CLIP, image + K · text with K = data.captions_per_image and the
                    image tower on the kept patches under patch dropout; a language model, one sequence)
-    schedule     = member.schedule         if set, else "cosine"; cooldown shape (wsd) member.cooldown_shape
-                   if set, else "linear"
+    schedule     = member.schedule         if set, else "wsd" for a member that stops (until/target), else
+                   "cosine"; cooldown shape (wsd) member.cooldown_shape if set, else "linear"
+    stopping     = "target" when member.target is set, "baseline" for until = "baseline" (its values are filled
+                   in by the chain runner from the baseline's validation metrics), else "" (train every epoch);
+                   probe_every = member.probe_every if set, else a quarter of the epochs (the cap)
     decay        = member.decay_fraction   if set, else 1 for cosine (the cosine spans the whole stage) and
                    0.2 for wsd (the cooldown is the last 20 % of the post-warmup steps)
     α schedule   = member.distill_schedule if set, else "constant"
@@ -29,7 +32,7 @@ whether a stage distills, or re-derives the caption count from the data. The res
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from compt.config import MemberConfig, TrainConfig
@@ -70,6 +73,9 @@ class StageSpec:
     cooldown_shape: str = "linear"  # wsd cooldown: linear | sqrt
     shrink: float = 1.0             # λ of shrink-and-perturb on the grown init (`compt.perturb`)
     perturb: float = 0.0            # σ of shrink-and-perturb
+    until: str = ""                 # stopping rule: "" (none) | "baseline" | "target" (`compt.train.stopping`)
+    target: dict[str, float] = field(default_factory=dict)  # metric → value to reach on the validation split
+    probe_every: float = 0.0        # epochs between stopping probes (0 without a stopping rule)
     train: TrainConfig              # loop settings (optimizer, batch, precision, checkpoints …); its lr,
                                     # min_lr and warmups are already resolved into the fields above
 
@@ -102,6 +108,7 @@ def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_s
     warm = member.warmup_steps if member.warmup_steps is not None else (
         train.warmup_steps if from_scratch else train.stage_warmup_steps)
     drop = member.patch_dropout or 0.0
+    until = "" if from_scratch else ("target" if member.target else member.until or "")
     trains_as = p.trains_as(model, drop)
     return StageSpec(paradigm=p.name, model=model, train_model=trains_as, parent=parent, teacher=teacher,
                      from_scratch=from_scratch, epochs=member.epochs, samples=samples, total_steps=total,
@@ -110,8 +117,11 @@ def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_s
                      distill_weight=member.distill_weight, captions=captions, objective=p.objective(train.objective),
                      distill_temperature=member.distill_temperature or 1.0, seed=train.seed,
                      student_flops=p.forward_flops(trains_as, captions),
-                     decay_fraction=member.decay_fraction or (WSD_COOLDOWN if member.schedule == "wsd" else 1.0),
-                     schedule=member.schedule or "cosine", cooldown_shape=member.cooldown_shape or "linear",
+                     decay_fraction=member.decay_fraction or (
+                         WSD_COOLDOWN if member.schedule == "wsd" or until else 1.0),
+                     schedule=member.schedule or ("wsd" if until else "cosine"),
+                     cooldown_shape=member.cooldown_shape or "linear", until=until, target=dict(member.target or {}),
+                     probe_every=(member.probe_every or member.epochs / 4) if until else 0.0,
                      distill_schedule=member.distill_schedule or "constant", patch_dropout=drop,
                      shrink=1.0 if from_scratch or member.shrink is None else member.shrink,
                      perturb=0.0 if from_scratch or member.perturb is None else member.perturb,

@@ -30,7 +30,7 @@ class ClipData:
     def __init__(self, cfg: Any) -> None:
         self.data = cfg.data
         self._train: dict[tuple[int, int], Dataset] = {}
-        self._suites: dict[tuple[int, int], Any] = {}
+        self._suites: dict[tuple[int, int, bool], Any] = {}
 
     @staticmethod
     def _key(model_cfg: ModelConfig) -> tuple[int, int]:
@@ -44,18 +44,25 @@ class ClipData:
             self._train[key] = build_train_dataset(self.data, model_cfg)
         return self._train[key]
 
-    def _suite(self, model_cfg: ModelConfig) -> Any:
+    def _suite(self, model_cfg: ModelConfig, validation: bool = False) -> Any:
         from compt.clip.data import build_eval_suite
 
-        key = self._key(model_cfg)
+        key = (*self._key(model_cfg), validation)
         if key not in self._suites:
-            self._suites[key] = build_eval_suite(self.data, model_cfg)
+            self._suites[key] = build_eval_suite(self.data, model_cfg, validation=validation)
         return self._suites[key]
 
     def evaluator(self, model_cfg: ModelConfig) -> Evaluate:
         from compt.clip.data import evaluate
 
         suite = self._suite(model_cfg)
+        return lambda model: evaluate(model, suite)
+
+    def validator(self, model_cfg: ModelConfig) -> Evaluate:
+        """The held-out evaluation on the validation split (synthetic data: its own scene stream)."""
+        from compt.clip.data import evaluate
+
+        suite = self._suite(model_cfg, validation=True)
         return lambda model: evaluate(model, suite)
 
     def fingerprint(self) -> dict[str, Any]:

@@ -82,6 +82,13 @@ class LMData:
         """Held-out next-token loss (``val_loss``, nats) and perplexity (``val_ppl``) over every held-out window."""
         return held_out_evaluator(self._data()[1], self.cfg.train.batch_size)
 
+    def validator(self, model_cfg: LMConfig) -> Any:
+        """The held-out loss on the validation windows (`compt.lm.text.validation`): what stopping probes read."""
+        from compt.lm.text import validation
+
+        train, held, _ = self._data()
+        return held_out_evaluator(validation(train, held, self.cfg.data.eval_samples), self.cfg.train.batch_size)
+
     def fingerprint(self) -> dict[str, Any]:
         """The corpus files, each with its size and content hash (the default corpus included)."""
         from compt.datafp import files_fingerprint

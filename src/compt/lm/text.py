@@ -255,6 +255,18 @@ def split(corpus: TokenCorpus, context: int, eval_windows: int, max_train: int |
     return TokenWindows(corpus.tokens, context, 0, stop), held
 
 
+def validation(train: TokenWindows, held: TokenWindows, windows: int) -> TokenWindows:
+    """The `windows` windows just before the held-out split, after the last training token: the validation split
+    stopping probes read (`compt.train.stopping`); a `UserError` when training reaches into them."""
+    start = held.start - (windows * held.context + 1)
+    train_end = train.start + len(train) * train.context + 1
+    if start < train_end:
+        raise UserError(f"until/target stopping needs {windows} validation windows between the training windows "
+                        f"and the held-out split, and the corpus has no room: lower data.num_samples to at most "
+                        f"{max(0, (start - 1) // train.context):,}")
+    return TokenWindows(train.tokens, held.context, start, held.start)
+
+
 def held_out(tokens: np.ndarray, context: int, windows: int) -> TokenWindows:
     """The last `windows` windows of `context` (+1 shifted target) tokens — the last windows·context + 1 tokens,
     at least one window; the whole array when shorter: the held-out split of `split`, and what

@@ -89,14 +89,15 @@ def open_log(out_dir: Path, spec: StageSpec, info: DistInfo, prog: Progress, res
                       wandb=wandb_settings(train, lineage, spec.model.name))
 
 
-def schedule_step(st: LoopState, step: int) -> float:
+def schedule_step(st: LoopState, step: int, total: int | None = None) -> float:
     """Set the learning rate (`schedule_lr_at`) and distillation weight (`distill_scale`) of optimizer step
-    `step` (0-based); returns the learning rate."""
-    s = st.spec
+    `step` (0-based) of a run of `total` steps (default: the stage's; a stopping probe's branch is shorter);
+    returns the learning rate."""
+    s, total = st.spec, total or st.spec.total_steps
     lr = schedule_lr_at(step, schedule=s.schedule, base_lr=s.lr, min_lr=s.min_lr, warmup=s.warmup_steps,
-                        total=s.total_steps, decay_fraction=s.decay_fraction, shape=s.cooldown_shape)
+                        total=total, decay_fraction=s.decay_fraction, shape=s.cooldown_shape)
     set_lr(st.optimizer, lr)
-    st.task.weight_scale = distill_scale(step, s.total_steps, s.distill_schedule)
+    st.task.weight_scale = distill_scale(step, total, s.distill_schedule)
     return lr
 
 

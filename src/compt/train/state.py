@@ -70,13 +70,17 @@ class Progress:
     losses: dict[str, float] = field(default_factory=dict)
     metrics_offset: int = 0
     eval_pending: bool = False  # the checkpoint was saved before the evaluation of its step: run it on resume
+    probes: list[dict[str, Any]] = field(default_factory=list)  # stopping probes so far (`compt.train.stopping`)
+    probe_steps: int = 0        # optimizer steps spent in the cooldown branches of probes that did not stop
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "wall_clock_s": self.wall_clock_s, "history": self.history,
-                "losses": self.losses, "metrics_offset": self.metrics_offset, "eval_pending": self.eval_pending}
+                "losses": self.losses, "metrics_offset": self.metrics_offset, "eval_pending": self.eval_pending,
+                "probes": self.probes, "probe_steps": self.probe_steps}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Progress:
         return cls(step=d["step"], wall_clock_s=d["wall_clock_s"], history=list(d["history"]),
                    losses=dict(d["losses"]), metrics_offset=d["metrics_offset"],
-                   eval_pending=bool(d.get("eval_pending", False)))
+                   eval_pending=bool(d.get("eval_pending", False)), probes=list(d.get("probes", [])),
+                   probe_steps=int(d.get("probe_steps", 0)))

@@ -46,6 +46,7 @@ from compt.distributed import DistInfo
 from compt.errors import UserError
 from compt.paradigm import Paradigm, StateDict, paradigm_named
 from compt.stage import StageSpec, resolve_spec
+from compt.train import stopping
 from compt.train.conditions import Probe
 from compt.train.loader import train_loader
 from compt.train.optim import build_optimizer
@@ -79,6 +80,7 @@ class StageResult:
     history: list[dict] = field(default_factory=list)  # [{"step", "epoch", "samples", "flops", **metrics}]
     conditions: dict = field(default_factory=dict)     # of the wall clock (`compt.train.conditions`); {} = unknown
     diagnostics: dict = field(default_factory=dict)    # grown stages: distance from the parent (`compt.diagnostics`)
+    stopping: dict = field(default_factory=dict)       # stopping stages: target, probes, where it stopped
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "checkpoint": str(self.checkpoint)}
@@ -99,6 +101,8 @@ class _Stage(LoopState):
     cached_teacher: bool        # teacher forward paid once by the cache fill, not per sample
     evaluate: Evaluate | None = None
     after_final: Callable[[Path, StateDict], None] | None = None   # beside final.pt (rank 0)
+    validate: Evaluate | None = None   # the stopping probes' evaluation (validation split)
+    probe_at: frozenset[int] = frozenset()   # steps after which a stopping probe runs (`compt.train.stopping`)
 
     @property
     def batch(self) -> int:
@@ -108,9 +112,10 @@ class _Stage(LoopState):
         return step * self.batch / len(self.dataset)
 
     def flops(self, step: int) -> float:
+        """Training FLOPs spent to reach `step`, with the steps of earlier probes' discarded branches."""
         s = self.spec
-        return training_flops(s.student_flops, s.teacher_flops, step * self.batch, cached_teacher=self.cached_teacher,
-                              fill_samples=len(self.dataset))
+        return training_flops(s.student_flops, s.teacher_flops, (step + self.progress.probe_steps) * self.batch,
+                              cached_teacher=self.cached_teacher, fill_samples=len(self.dataset))
 
 
 def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Dataset,
@@ -118,7 +123,7 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
                 evaluate: Evaluate | None = None, lineage: dict | None = None, progress: bool = True,
                 on_step: Callable[[int], None] | None = None,
                 after_final: Callable[[Path, StateDict], None] | None = None, unfinished: bool = False,
-                **legacy: Any) -> StageResult:
+                validate: Evaluate | None = None, **legacy: Any) -> StageResult:
     """Train the stage `spec` on `dataset` into `out_dir`, resuming from last.pt.
 
     `init_state` initialises the student (None: the caller-seeded fresh init); a distilling spec needs the
@@ -127,6 +132,8 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
     `on_step(step)` is called after every optimizer step (tests, benchmarks); `after_final(out_dir, weights)`
     on rank 0 after final.pt is written (the run data's `after_final`). `unfinished`: the caller has just found
     no finished result in `out_dir` (`load_result`), so it is not read (nor reported damaged) again.
+    A spec with a stopping rule (``spec.until``) probes its progress with `validate` (a validation split,
+    disjoint from `evaluate`'s) and stops at its target (`compt.train.stopping`).
 
     Without `spec`, the older keyword form ``model_cfg=, member=, train=, teacher=(cfg, state),
     from_scratch=, captions=`` is accepted and resolved by `legacy_spec`.
@@ -141,8 +148,15 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
     elif legacy:
         raise TypeError(f"train_stage(spec, ...) got unexpected arguments {sorted(legacy)}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if spec.until and validate is None:
+        raise ValueError("a stage with a stopping rule needs a `validate` evaluation")
     stage = _setup(out_dir, spec, dataset, init_state, teacher_state, evaluate, lineage, progress)
     stage.started, stage.after_final = started, after_final  # the wall clock includes set-up and the teacher-cache fill
+    if spec.until:
+        stage.validate = validate
+        stage.probe_at = frozenset(stopping.probe_steps(
+            total=spec.total_steps, warmup=spec.warmup_steps, fraction=spec.decay_fraction,
+            every_epochs=spec.probe_every, samples=len(dataset), batch=spec.batch_size))
     try:
         with stop_signals(stage.stop):
             _loop(stage, on_step)
@@ -255,6 +269,8 @@ def _loop(st: _Stage, on_step: Callable[[int], None] | None) -> None:
     st.task.train()
     if st.progress.eval_pending:  # killed between a checkpoint and its evaluation
         _evaluate(st)
+    if _probe_owed(st) and _probe(st):  # killed between a probe step's checkpoint and the end of its probe
+        return
     batches = iter(_loader(st))
     accum = st.train.accum_steps
     finite = torch.ones((), dtype=torch.bool, device=st.info.device)  # every loss since the last sync step
@@ -265,6 +281,8 @@ def _loop(st: _Stage, on_step: Callable[[int], None] | None) -> None:
         st.progress.step = step + 1
         due = due_at(step + 1, samples=len(st.dataset), batch=st.batch, total=st.total_steps, train=st.train,
                      evaluates=st.evaluate is not None)
+        due["probe"] = step + 1 in st.probe_at
+        due["ckpt"] = due["ckpt"] or due["probe"]  # a probe's branch starts from a saved state
         if not any(due.values()):
             st.log.step({})
         else:
@@ -274,13 +292,62 @@ def _loop(st: _Stage, on_step: Callable[[int], None] | None) -> None:
                 raise_stopped(st, step + 1)
         if on_step is not None:
             on_step(step + 1)
+        if due["probe"] and _probe(st):
+            return
     if st.evaluate is not None and not any(h["step"] == st.total_steps for h in st.progress.history):
         _evaluate(st)  # a last.pt from before `eval_pending` existed: its final evaluation is still owed
+    if st.validate is not None and not any(p["step"] == st.total_steps for p in st.progress.probes):
+        _record_probe(st, st.total_steps, st.total_steps)  # the cap's end: the full-length run is the last probe
 
 
-def _loader(st: _Stage) -> DataLoader:
+def _probe_owed(st: _Stage) -> bool:
+    return st.progress.step in st.probe_at and not any(p["step"] == st.progress.step for p in st.progress.probes)
+
+
+def _probe(st: _Stage) -> bool:
+    """A stopping probe at the current step (`compt.train.stopping`): branch, cool down, validate. True when
+    the branch meets the target — it is then the stage's final model, evaluated on the held-out split; else
+    the state before the branch is restored and the branch's steps are counted as spent."""
+    s = st.progress.step
+    end = stopping.branch_total(s, st.spec.warmup_steps, st.spec.decay_fraction)
+    saved = stopping.Snapshot.take(st.task, st.optimizer)
+    with distributed.fork_rng(st.info):
+        batches = iter(_loader(st, start=s, stop=end))
+        for step in range(s, end):
+            schedule_step(st, step, total=end)
+            _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
+        met = _record_probe(st, s, end)
+    if met:
+        st.progress.step = end
+        _evaluate(st)
+        return True
+    saved.restore(st.task, st.optimizer)
+    st.progress.probe_steps += end - s
+    return False
+
+
+def _record_probe(st: _Stage, step: int, end: int) -> bool:
+    """Validate the student as it is (the branch ending at `end`), log and keep the probe; whether it met."""
+    start = time.perf_counter()
+    model = distributed.unwrap(st.task.student)
+    model.eval()
+    with torch.no_grad():
+        metrics = {k: float(v) for k, v in st.validate(model).items()}
+    st.task.train()
+    lower = [m.key for m in st.paradigm.metrics if not m.higher_is_better]
+    met = stopping.meets(metrics, st.spec.target, lower)
+    probe = {"step": step, "end": end, "epoch": st.epoch(end), "flops": st.flops(end), "met": met, **metrics}
+    st.progress.probes.append(probe)
+    st.log.write({"kind": "probe", **probe}, "probe")
+    st.eval_s += time.perf_counter() - start
+    return met
+
+
+def _loader(st: _Stage, start: int | None = None, stop: int | None = None) -> DataLoader:
+    """Batches of steps `start` (default: the next) to `stop` (default: the stage's end)."""
+    start = st.progress.step if start is None else start
     sampler = StepBatchSampler(len(st.dataset), batch_size=st.batch, accum=st.train.accum_steps,
-                               seed=st.spec.seed, start=st.progress.step, stop=st.total_steps,
+                               seed=st.spec.seed, start=start, stop=stop or st.total_steps,
                                shard_id=st.info.rank, num_shards=st.info.world_size)
     return train_loader(st.dataset, sampler, workers=st.train.loader_workers, info=st.info,
                         cache=getattr(st.task, "cache", None))
@@ -347,7 +414,9 @@ def _save_last(st: _Stage) -> None:
 
 
 def _finish(st: _Stage, probe: Probe) -> StageResult:
-    return finish_stage(st, probe, train_flops=st.flops(st.total_steps),
+    stops = stopping.summary(st.spec.target, st.spec.until, st.progress.probes, st.progress.probe_steps) \
+        if st.spec.until else {}
+    return finish_stage(st, probe, train_flops=st.flops(st.progress.step), stopping=stops,
                         write_final=lambda path, weights: _write_final(st, path, weights))
 
 
@@ -359,17 +428,20 @@ def _write_final(st: _Stage, path: Path, weights: StateDict) -> None:
 
 
 def finish_stage(st: LoopState, probe: Probe, *, train_flops: float,
-                 write_final: Callable[[Path, dict[str, Tensor]], Any]) -> StageResult:
-    """The stage's `StageResult` (last eval metrics + final train losses); rank 0 writes final.pt with
-    `write_final(path, weights)`, then result.json with final.pt's digest (the stage is then done)."""
+                 write_final: Callable[[Path, dict[str, Tensor]], Any], stopping: dict | None = None) -> StageResult:
+    """The stage's `StageResult` (last eval metrics + final train losses; a stopping stage's steps are those of
+    the trajectory that made its final model, its samples and FLOPs include the discarded probe branches);
+    rank 0 writes final.pt with `write_final(path, weights)`, then result.json with final.pt's digest (the stage
+    is then done)."""
     weights = distributed.model_state_dict(st.task.student)
     evals = st.progress.history[-1] if st.progress.history else {}
     metrics = {k: v for k, v in evals.items() if k not in POSITION_KEYS}
     metrics |= {f"train_{k}" if k != "logit_scale" else k: v for k, v in st.progress.losses.items()}
-    result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=st.total_steps,
-                         samples=st.total_steps * st.spec.batch_size, train_flops=train_flops,
+    steps = st.progress.step
+    result = StageResult(checkpoint=st.out_dir / "final.pt", metrics=metrics, steps=steps,
+                         samples=(steps + st.progress.probe_steps) * st.spec.batch_size, train_flops=train_flops,
                          wall_clock_s=st.wall(), history=list(st.progress.history),
-                         conditions=probe.finish(st.info.device))
+                         conditions=probe.finish(st.info.device), stopping=stopping or {})
     if st.info.is_main:
         write_final(result.checkpoint, weights)
         atomic_write_json(st.out_dir / "result.json", {**result.to_dict(), "final_pt": file_digest(result.checkpoint)})

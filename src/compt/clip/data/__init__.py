@@ -49,6 +49,7 @@ class DataAdapter:
     train: Callable[[DataConfig, int, int], torch.utils.data.Dataset]
     eval_suite: Callable[[DataConfig, int, int], EvalSuite]
     reads_path: bool = False   # the data is the file set named by data.path (nothing built in or downloaded)
+    validation_suite: Callable[[DataConfig, int, int], EvalSuite] | None = None   # disjoint from eval_suite's
 
 
 def adapter(kind: str) -> DataAdapter:
@@ -65,11 +66,17 @@ def build_train_dataset(data: DataConfig, model_cfg: ModelConfig) -> torch.utils
     return adapter(data.kind).train(data, model_cfg.vision.image_size, model_cfg.text.context_length)
 
 
-def build_eval_suite(data: DataConfig, model_cfg: ModelConfig) -> EvalSuite:
-    """Held-out zero-shot tasks / retrieval split / probe data of `data` for `model_cfg`."""
+def build_eval_suite(data: DataConfig, model_cfg: ModelConfig, *, validation: bool = False) -> EvalSuite:
+    """Held-out zero-shot tasks / retrieval split / probe data of `data` for `model_cfg`; with `validation`, the
+    same tasks on the validation split (what stopping probes read; disjoint from the held-out split)."""
     size, ctx = model_cfg.vision.image_size, model_cfg.text.context_length
-    suite = adapter(data.kind).eval_suite(data, size, ctx)
-    if data.zeroshot_folder:
+    make = adapter(data.kind).validation_suite if validation else adapter(data.kind).eval_suite
+    if make is None:
+        have = ", ".join(k for k, a in ADAPTERS.items() if a.validation_suite is not None)
+        raise UserError(f"data kind {data.kind!r} has no validation split for until/target stopping (kinds with "
+                        f"one: {have}); set the grown members' epochs instead")
+    suite = make(data, size, ctx)
+    if data.zeroshot_folder and not validation:
         extra = _labelled_task("folder", _folder(data.zeroshot_folder, data, size), None)
         suite = EvalSuite(name=suite.name, context_length=ctx, zeroshot=(*suite.zeroshot, extra),
                           retrieval=suite.retrieval)
@@ -107,9 +114,16 @@ def _synthetic_pairs(data: DataConfig, size: int, ctx: int, *, split: int, n: in
                        seed=data.seed, name="synthetic")
 
 
-def _synthetic_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
-    held_out = _synthetic_pairs(data, size, ctx, split=1, n=data.eval_samples, k=1)
-    scenes = synthetic.sample_scenes(data.seed, 1, data.eval_samples)
+SYNTHETIC_VALIDATION = 2   # the synthetic corpus's scene stream of the validation split (0: training, 1: held-out)
+
+
+def _synthetic_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+    return _synthetic_suite(data, size, ctx, split=SYNTHETIC_VALIDATION)
+
+
+def _synthetic_suite(data: DataConfig, size: int, ctx: int, split: int = 1) -> EvalSuite:
+    held_out = _synthetic_pairs(data, size, ctx, split=split, n=data.eval_samples, k=1)
+    scenes = synthetic.sample_scenes(data.seed, split, data.eval_samples)
     probe_scenes = synthetic.sample_scenes(data.seed, 0, data.probe_samples)  # a prefix of the training set
     probe_images = TensorImages(_synthetic_images(data, probe_scenes, size, 0)) if data.probe_samples else None
     probe_labels = synthetic.zeroshot_labels(probe_scenes)
@@ -305,7 +319,7 @@ def _text_only(data: DataConfig, size: int, ctx: int) -> Any:
 
 # The one registry of data kinds: training set and evaluation suite of each, from one entry.
 ADAPTERS: dict[str, DataAdapter] = {
-    "synthetic": DataAdapter(_synthetic_train, _synthetic_suite),
+    "synthetic": DataAdapter(_synthetic_train, _synthetic_suite, validation_suite=_synthetic_validation),
     "csv": DataAdapter(_files_train, _files_suite, reads_path=True),
     "wds": DataAdapter(_files_train, _files_suite, reads_path=True),
     "wds-stream": DataAdapter(_stream_train, _stream_suite, reads_path=True),

@@ -1,0 +1,224 @@
+"""Train a grown member until it reaches its target (`compt.train.stopping`): the probe schedule's math, a probe
+that misses leaves the trajectory untouched, a probe that meets the target is the stage's final model, the cost
+counts every branch, a kill mid-probe resumes to the same result, `until = "baseline"` reads the baseline's
+validation metrics — on the toy paradigm (fast), CLIP and a language model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from compt.chain import train_run
+from compt.checkpoint import load_checkpoint
+from compt.config import config_from_dict, validate
+from compt.errors import UserError
+from compt.train import stopping
+from compt.train.stopping import branch_total, cooldown_start, meets, probe_steps
+from tests.test_paradigm import RAW, toy  # noqa: F401  (the toy paradigm's fixture)
+
+
+# ----------------------------------------------------------------------------------------------- the math
+@pytest.mark.parametrize("warmup", [0, 3, 10])
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5, 0.9])
+def test_branch_total_is_the_shortest_run_whose_cooldown_starts_at_the_probe(warmup: int, fraction: float) -> None:
+    for s in range(max(warmup, 1), 300):
+        want = next(n for n in range(s + 1, 10 * s + 20) if cooldown_start(n, warmup, fraction) >= s)
+        assert branch_total(s, warmup, fraction) == want, s
+
+
+def test_probe_steps_every_p_epochs_after_warmup_and_before_the_cap_cools_down() -> None:
+    # 64 samples, batch 16: 4 steps per epoch; cap 32 steps, warmup 1, f = 0.2: the cap's cooldown starts at 26
+    assert cooldown_start(32, 1, 0.2) == 26
+    assert probe_steps(total=32, warmup=1, fraction=0.2, every_epochs=2, samples=64, batch=16) == (8, 16, 24)
+    assert branch_total(24, 1, 0.2) == 30 and branch_total(8, 1, 0.2) == 10
+    # 1.1 epochs = 4.4 steps: probes at ⌈4.4·k⌉ = 5, 9, 14, 18, 22, 27 (22 exactly, not 23), those inside the
+    # warmup (10 steps) skipped, the last before the cap's cooldown at 28
+    assert cooldown_start(32, 10, 0.2) == 28
+    assert probe_steps(total=32, warmup=10, fraction=0.2, every_epochs=1.1, samples=64, batch=16) == (14, 18, 22, 27)
+
+
+def test_meets_reads_each_metric_in_its_direction() -> None:
+    assert meets({"acc": 40.0, "loss": 2.0}, {"acc": 40.0, "loss": 2.0}, ["loss"])
+    assert not meets({"acc": 39.9, "loss": 2.0}, {"acc": 40.0, "loss": 2.0}, ["loss"])
+    assert not meets({"acc": 41.0, "loss": 2.1}, {"acc": 40.0, "loss": 2.0}, ["loss"])
+    assert not meets({"acc": math.nan}, {"acc": 0.0}, [])
+    assert not meets({}, {"acc": 0.0}, [])
+
+
+# ----------------------------------------------------------------------------------------------- toy chains
+def toy_cfg(target: dict | None = None, until: str | None = None, schedule: str | None = None, baselines=False):
+    chain = [dict(m) for m in RAW["chain"][:2]]
+    chain[1].update(epochs=8, probe_every=2.0)
+    if schedule:
+        chain[1]["schedule"] = schedule
+    if target is not None:
+        chain[1]["target"] = target
+    if until is not None:
+        chain[1]["until"] = until
+    if target is None and until is None:
+        chain[1].pop("probe_every")
+    cfg = config_from_dict(RAW | {"chain": chain, "baselines": baselines, "baseline_epochs": 6})
+    validate(cfg)
+    return cfg
+
+
+def grown(run: Path) -> dict[str, Any]:
+    return json.loads((run / "chain/02-toy_mlp-8/result.json").read_text())
+
+
+def final(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "chain/02-toy_mlp-8/final.pt").state_dict
+
+
+@pytest.mark.usefixtures("toy")
+def test_probes_that_miss_leave_the_trajectory_as_a_plain_wsd_run(tmp_path: Path) -> None:
+    plain = train_run(toy_cfg(schedule="wsd"), tmp_path / "plain", progress=False)["chain-2"]
+    missed = train_run(toy_cfg(target={"val_mse": 0.0}), tmp_path / "miss", progress=False)["chain-2"]
+    a, b = final(tmp_path / "plain"), final(tmp_path / "miss")
+    assert all(torch.equal(a[k], b[k]) for k in a)          # bit-identical: the branches were undone
+    assert missed["metrics"]["val_mse"] == plain["metrics"]["val_mse"]
+    stop = missed["stopping"]
+    assert not stop["reached"] and [p["step"] for p in stop["probes"]] == [8, 16, 24, 32]
+    assert stop["probe_steps"] == (10 - 8) + (20 - 16) + (30 - 24) == 12
+    assert missed["steps"] == 32 and missed["samples"] == (32 + 12) * 16
+    assert missed["train_flops"] == pytest.approx(plain["train_flops"] * 44 / 32)   # every branch step paid
+    assert stop["stopped"]["step"] == 32 and stop["stopped"]["end"] == 32
+
+
+@pytest.mark.usefixtures("toy")
+def test_the_first_probe_that_meets_the_target_is_the_final_model(tmp_path: Path) -> None:
+    ref = train_run(toy_cfg(target={"val_mse": 0.0}), tmp_path / "ref", progress=False)["chain-2"]
+    second = ref["stopping"]["probes"][1]["val_mse"]   # between the 2nd probe's validation MSE and the 1st's
+    first = ref["stopping"]["probes"][0]["val_mse"]
+    assert second < first
+    got = train_run(toy_cfg(target={"val_mse": (first + second) / 2}), tmp_path / "stop", progress=False)["chain-2"]
+    stop = got["stopping"]
+    assert stop["reached"] and stop["stopped"]["step"] == 16 and stop["stopped"]["end"] == 20
+    assert [p["met"] for p in stop["probes"]] == [False, True]
+    assert stop["stopped"]["val_mse"] == pytest.approx(second)   # the same branch as in the reference run
+    assert got["steps"] == 20 and stop["probe_steps"] == 2 and got["samples"] == 22 * 16
+    assert got["history"][-1]["step"] == 20            # the stopped model's held-out evaluation
+    assert got["train_flops"] == pytest.approx(ref["train_flops"] * 22 / 44)
+    lines = [json.loads(x) for x in (tmp_path / "stop/chain/02-toy_mlp-8/metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["kind"] == "probe"] == [8, 16]
+
+
+@pytest.mark.usefixtures("toy")
+def test_a_stage_killed_inside_a_probe_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    from compt.train import trainer
+
+    cfg = toy_cfg(target={"val_mse": 0.0})
+    reference = train_run(cfg, tmp_path / "ref", progress=False)["chain-2"]
+    real, calls = trainer._record_probe, []
+
+    def killed(st, step, end):
+        calls.append(step)
+        if step == 16:
+            raise RuntimeError("killed in the probe")
+        return real(st, step, end)
+
+    monkeypatch.setattr(trainer, "_record_probe", killed)
+    with pytest.raises(RuntimeError, match="killed in the probe"):
+        train_run(cfg, tmp_path / "run", progress=False)
+    last = load_checkpoint(tmp_path / "run/chain/02-toy_mlp-8/last.pt").train_state["progress"]
+    assert last["step"] == 16 and [p["step"] for p in last["probes"]] == [8]   # saved before the branch
+    monkeypatch.undo()
+    resumed = train_run(cfg, tmp_path / "run", progress=False)["chain-2"]
+    assert resumed["stopping"] == reference["stopping"] and resumed["metrics"] == reference["metrics"]
+    a, b = final(tmp_path / "ref"), final(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.usefixtures("toy")
+def test_until_baseline_trains_the_baselines_first_and_targets_their_validation_metrics(tmp_path: Path) -> None:
+    from compt.chain import plan_stages
+
+    cfg = toy_cfg(until="baseline", baselines=True)
+    assert [s.key for s in plan_stages(cfg, True)] == ["chain-1", "baseline-2", "chain-2"]
+    results = train_run(cfg, tmp_path, progress=False)
+    base = json.loads((tmp_path / "baselines/toy_mlp-8/result.json").read_text())
+    assert set(base["validation"]) == {"val_mse"}
+    assert base["validation"]["val_mse"] != base["metrics"]["val_mse"]   # another split
+    stop = results["chain-2"]["stopping"]
+    assert stop["until"] == "baseline" and stop["target"] == {"val_mse": base["validation"]["val_mse"]}
+    assert stop["reached"] == any(p["val_mse"] <= stop["target"]["val_mse"] for p in stop["probes"])
+
+
+@pytest.mark.parametrize(("member", "message"), [
+    ({"until": "baseline"}, "needs baselines = true"),
+    ({"until": "soon"}, "unknown until 'soon'"),
+    ({"until": "baseline", "target": {"val_mse": 1.0}}, "not both"),
+    ({"target": {"val_mse": 1.0}, "schedule": "cosine"}, "need schedule = \"wsd\""),
+    ({"target": {"accuracy": 1.0}}, "unknown target metric of chain member 2 'accuracy'"),
+    ({"target": {}}, "target is empty"),
+    ({"probe_every": 1.0}, "probe_every needs until"),
+    ({"target": {"val_mse": 1.0}, "probe_every": 9.0}, "probe_every must be in"),
+    ({"target": {"val_mse": 1.0}, "decay_fraction": 1.0}, "decay_fraction must be below 1"),
+])
+@pytest.mark.usefixtures("toy")
+def test_bad_stopping_settings_are_one_line_errors(member: dict, message: str) -> None:
+    chain = [dict(m) for m in RAW["chain"][:2]]
+    chain[1].update(epochs=8, **member)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(config_from_dict(RAW | {"chain": chain, "baselines": False}))
+
+
+@pytest.mark.usefixtures("toy")
+def test_member_1_cannot_stop() -> None:
+    chain = [dict(m) for m in RAW["chain"][:2]]
+    chain[0]["target"] = {"val_mse": 1.0}
+    with pytest.raises(UserError, match="member 1 trains for its epochs"):
+        validate(config_from_dict(RAW | {"chain": chain}))
+
+
+def test_the_summary_names_the_met_probe_or_the_caps_end() -> None:
+    probes = [{"step": 8, "end": 10, "met": False}, {"step": 16, "end": 20, "met": True}]
+    assert stopping.summary({"a": 1.0}, "target", probes, 2)["stopped"] == probes[1]
+    assert stopping.summary({"a": 1.0}, "target", probes[:1], 2)["stopped"] == probes[0]
+
+
+# ----------------------------------------------------------------------------------------------- CLIP, LM
+def test_a_clip_member_stops_on_the_synthetic_validation_split(tmp_path: Path) -> None:
+    from compt.clip.data import build_eval_suite
+    from compt.clip.models import get_model_config
+
+    raw = {"name": "clip-stop", "data": {"num_samples": 64, "eval_samples": 32, "probe_samples": 0},
+           "train": {"batch_size": 16, "warmup_steps": 2, "stage_warmup_steps": 1, "loader_workers": 0,
+                     "log_every_steps": 4},
+           "chain": [{"model": "tiny/ViT-N", "epochs": 1},
+                     {"model": "tiny/ViT-T", "epochs": 4, "probe_every": 1.0, "target": {"zeroshot_top1": 0.0}}]}
+    cfg = config_from_dict(raw)
+    validate(cfg)
+    result = train_run(cfg, tmp_path, progress=False)["chain-2"]
+    stop = result["stopping"]
+    assert stop["reached"] and stop["stopped"]["step"] == 4 and result["steps"] == branch_total(4, 1, 0.2)
+    assert {"zeroshot_top1", "retrieval_r1"} <= set(stop["stopped"])
+    model_cfg = get_model_config("tiny/ViT-T")
+    held, val = build_eval_suite(cfg.data, model_cfg), build_eval_suite(cfg.data, model_cfg, validation=True)
+    assert held.retrieval.tokens.shape[1] == val.retrieval.tokens.shape[1]
+    assert not torch.equal(held.retrieval.tokens, val.retrieval.tokens)   # other scenes, other captions
+
+
+def test_a_language_model_member_stops_on_validation_windows(tmp_path: Path) -> None:
+    from compt.lm.data import LMData
+    from compt.lm.text import validation
+
+    raw = {"name": "lm-stop", "data": {"kind": "text", "num_samples": 64, "eval_samples": 8},
+           "train": {"batch_size": 8, "warmup_steps": 2, "stage_warmup_steps": 1, "loader_workers": 0,
+                     "log_every_steps": 4},
+           "chain": [{"model": "lm/test-A", "epochs": 1},
+                     {"model": "lm/test-B", "epochs": 2, "probe_every": 0.5, "target": {"val_loss": 100.0}}]}
+    cfg = config_from_dict(raw)
+    validate(cfg)
+    result = train_run(cfg, tmp_path, progress=False)["chain-2"]
+    stop = result["stopping"]
+    assert stop["reached"] and stop["stopped"]["step"] == 4 and stop["stopped"]["val_loss"] <= 100.0
+    train, held, _ = LMData(cfg, tmp_path)._data()
+    val = validation(train, held, 8)
+    assert len(val) == 8 and val.start >= len(train) * train.context + 1   # after the last training token
+    assert val.start + 8 * val.context + 1 == held.start                   # and just before the held-out split
