@@ -172,8 +172,8 @@ def test_a_changed_escape_setting_makes_a_finished_stage_changed() -> None:
     ({"inherit": "first"}, "inherit must be all"),
     ({"inherit": "last:2"}, "inherit must be all"),
     ({"snr_db": float("nan")}, "snr_db must be a finite number"),
-    ({"snr_db": 10.0, "growth": "none"}, "snr_db act on grown weights; this member is not grown"),
-    ({"inherit": "text", "growth": "none"}, "inherit act on grown weights"),
+    ({"snr_db": 10.0, "growth": "none"}, "snr_db acts on grown weights; this member is not grown"),
+    ({"inherit": "text", "growth": "none"}, "inherit acts on grown weights"),
 ])
 def test_bad_snr_and_inherit_settings_are_one_line(member: dict, match: str) -> None:
     raw = {**RAW, "chain": [RAW["chain"][0], {**RAW["chain"][1], **member}]}

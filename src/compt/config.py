@@ -362,7 +362,8 @@ def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_pa
     escapes = [k for k in ("shrink", "perturb", "snr_db", "inherit") if getattr(m, k) is not None]
     if escapes and (i == 0 or m.growth == "none"):
         why = "the first member trains from scratch" if i == 0 else "its growth is none"
-        raise UserError(f"{where}: {'/'.join(escapes)} act on grown weights; this member is not grown ({why})")
+        verb = "acts" if len(escapes) == 1 else "act"
+        raise UserError(f"{where}: {'/'.join(escapes)} {verb} on grown weights; this member is not grown ({why})")
 
 
 def _validate_inherit(i: int, m: MemberConfig, towers: tuple[str, ...]) -> None:
