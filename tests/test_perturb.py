@@ -176,6 +176,7 @@ def test_a_changed_escape_setting_makes_a_finished_stage_changed() -> None:
     ({"inherit": "text", "growth": "none"}, "inherit acts on grown weights"),
 ])
 def test_bad_snr_and_inherit_settings_are_one_line(member: dict, match: str) -> None:
-    raw = {**RAW, "chain": [RAW["chain"][0], {**RAW["chain"][1], **member}]}
+    base = {k: v for k, v in RAW["chain"][1].items() if k not in ("shrink", "perturb")}
+    raw = {**RAW, "chain": [RAW["chain"][0], {**base, **member}]}
     with pytest.raises(UserError, match=match):
         validate(config_from_dict(raw))
