@@ -195,6 +195,12 @@ EXPERIMENTS = {e.name: e for e in (
         *(Variant(f"sp{lam:g}-{sigma:g}-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
                   overrides=(*RECIPE, *_members(f"shrink={lam} perturb={sigma}")), control="preserve-recipe")
           for lam, sigma in ((0.8, 0.1), (0.6, 0.1), (0.6, 0.3))),
+        # noise at 10 dB SNR on the preserve-grown weight matrices (HyperCloning's level; compt.perturb.snr_noise)
+        Variant("snr10-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
+                overrides=(*RECIPE, *_members("snr_db=10.0")), control="preserve-recipe"),
+        # partial inheritance: only the grown image tower, the text tower and temperature fresh (compt.inherit)
+        Variant("inherit-vision-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
+                overrides=(*RECIPE, *_members("inherit=\"vision\"")), control="preserve-recipe"),
         # escaping without the pull back: growth only (no distillation to the parent) with the recipe, and the
         # same with shrink and perturb -- does the parent-distance rise, and does the gap close?
         Variant("growth-only-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,

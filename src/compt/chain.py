@@ -33,8 +33,9 @@ from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
 from compt.config import MemberConfig, RunConfig, config_to_dict, resolved_member
 from compt.errors import Interrupted, UserError
+from compt.inherit import inherit, parse_inherit
 from compt.paradigm import Paradigm, RunData, paradigm_for_run
-from compt.perturb import FRESH_SEED_OFFSET, shrink_perturb
+from compt.perturb import FRESH_SEED_OFFSET, noise_seed, shrink_perturb, snr_noise
 from compt.runlock import run_lock
 from compt.stage import StageSpec, resolve_spec
 from compt.threads import configure_threads
@@ -109,8 +110,9 @@ def baseline_dir(cfg: RunConfig, index: int) -> str:
 # key as None). Member schedule options also enter a from-scratch stage's fingerprint.
 MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout", "schedule", "cooldown_shape",
                                "init")
-SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "until", "target",
-                        "probe_every", "objective", "tokenizer", "shuffle_buffer", "resampled")
+SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "snr_db",
+                        "inherit", "until", "target", "probe_every", "objective", "tokenizer", "shuffle_buffer",
+                        "resampled")
 
 
 def _later_settings(m: MemberConfig) -> dict[str, Any]:
@@ -137,7 +139,7 @@ def _set(d: dict[str, Any]) -> dict[str, Any]:
 # a grown stage's fingerprint lists member 1 too, but member 1 trains from scratch: how members are grown and
 # distilled cannot change anything of it (older versions recorded their defaults there, e.g. distill "fd" for LMs)
 FIRST_MEMBER_UNUSED = ("growth", "distill", "distill_weight", "distill_temperature", "distill_schedule", "shrink",
-                       "perturb")
+                       "perturb", "snr_db", "inherit")
 
 
 def _without_unfingerprinted(fp: dict[str, Any]) -> dict[str, Any]:
@@ -247,11 +249,11 @@ def fresh_state(paradigm: Paradigm, model_cfg: Any, seed: int) -> dict[str, torc
 
 
 def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
-              spec: StageSpec, paradigm: Paradigm) -> Checkpoint:
-    """The child's initial weights grown from the parent's final weights by the stage's operator (then shrunk
-    and perturbed when the member asks, `compt.perturb`), written
-    once to ``init.pt`` by rank 0 (atomically, with the growth time ``grow_s`` in its lineage, so it
-    survives resumes); every rank waits for the file and reads it."""
+              spec: StageSpec, paradigm: Paradigm, member: int) -> Checkpoint:
+    """Chain member `member`'s (0-based) initial weights grown from the parent's final weights by the stage's
+    operator (then moved away from the parent when the member asks, `escape_parent`), written once to
+    ``init.pt`` by rank 0 (atomically, with the growth time ``grow_s`` in its lineage, so it survives
+    resumes); every rank waits for the file and reads it."""
     init = stage_dir / "init.pt"
     if not init.is_file():
         if dist.is_main():
@@ -260,16 +262,34 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
                 state = fresh_state(paradigm, spec.model, spec.seed)
             else:
                 state = paradigm.grow(parent_state, spec.parent, spec.model, spec.growth, spec.seed)
-            escape = {"shrink": spec.shrink, "perturb": spec.perturb} if (spec.shrink, spec.perturb) != (1.0, 0.0) \
-                else {}
-            if escape:
-                fresh = fresh_state(paradigm, spec.model, spec.seed + FRESH_SEED_OFFSET)
-                state = shrink_perturb(state, fresh, shrink=spec.shrink, perturb=spec.perturb)
+            state, escape = escape_parent(state, spec, paradigm, member)
             lineage = {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": spec.growth,
                        "seed": spec.seed, "stage": "grow", "grow_s": time.perf_counter() - t0, **escape}
             save_checkpoint(init, state_dict=state, model_config=spec.model, lineage=lineage)
         dist.barrier()
     return load_checkpoint(init)
+
+
+def escape_parent(state: dict[str, torch.Tensor], spec: StageSpec, paradigm: Paradigm,
+                  member: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(the grown `state` after the member's escape options, the options that were on — for the lineage), in
+    this order: noise at ``spec.snr_db`` (`compt.perturb.snr_noise`, seeded by the train seed and `member`),
+    partial inheritance (`compt.inherit`: the parts not kept are the fresh init at the stage's seed, the
+    member's ``growth = "none"`` start, so only inherited tensors keep their noise), then shrink and perturb
+    (`compt.perturb.shrink_perturb`, on every tensor). Every option at its default returns `state` itself."""
+    on: dict[str, Any] = {}
+    if spec.snr_db is not None:
+        on["snr_db"] = spec.snr_db
+        state = snr_noise(state, spec.snr_db, torch.Generator().manual_seed(noise_seed(spec.seed, member)))
+    if spec.inherit != "all":
+        on["inherit"] = spec.inherit
+        state = inherit(state, fresh_state(paradigm, spec.model, spec.seed), parse_inherit(spec.inherit),
+                        lambda key: paradigm.key_place(spec.model, key))
+    if (spec.shrink, spec.perturb) != (1.0, 0.0):
+        on.update(shrink=spec.shrink, perturb=spec.perturb)
+        fresh = fresh_state(paradigm, spec.model, spec.seed + FRESH_SEED_OFFSET)
+        state = shrink_perturb(state, fresh, shrink=spec.shrink, perturb=spec.perturb)
+    return state, on
 
 
 def member_config(cfg: RunConfig, index: int) -> Any:
@@ -313,7 +333,7 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     if spec.parent is not None:
         parent_ckpt = run_dir / stage_dir("chain", stage.index - 1, cfg.chain[stage.index - 1].model) / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
-        grown = grow_into(d, parent_ckpt, parent_sha, parent, spec, paradigm)
+        grown = grow_into(d, parent_ckpt, parent_sha, parent, spec, paradigm, stage.index)
         init, teacher = grown.state_dict, parent if spec.distills else None
         lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=spec.growth,
                        distill=spec.distill, distill_weight=spec.distill_weight,

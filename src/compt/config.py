@@ -141,6 +141,10 @@ class MemberConfig:
                                            # matches its baseline's validation metrics (epochs is then the cap)
     target: dict[str, float] | None = None  # or stop at these metric values, e.g. {zeroshot_top1 = 40.0}
     probe_every: float | None = None       # epochs between stopping probes (default: a quarter of the cap)
+    snr_db: float | None = None            # Gaussian noise on the grown weight matrices at this SNR in dB (default
+                                           # none; HyperCloning uses about 10; compt.perturb)
+    inherit: str | None = None             # what the member keeps of its grown init, the rest fresh: all (default)
+                                           # | vision | text | first:K (the stem and blocks < K; compt.inherit)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -365,9 +369,11 @@ def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_pa
         raise UserError(f"{where}: shrink must be in (0, 1] (1: the grown weights as they are), got {m.shrink}")
     if m.perturb is not None and m.perturb < 0:
         raise UserError(f"{where}: perturb must not be negative, got {m.perturb}")
-    if (m.shrink is not None or m.perturb is not None) and (i == 0 or m.growth == "none"):
+    escapes = [k for k in ("shrink", "perturb", "snr_db", "inherit") if getattr(m, k) is not None]
+    if escapes and (i == 0 or m.growth == "none"):
         why = "the first member trains from scratch" if i == 0 else "its growth is none"
-        raise UserError(f"{where}: shrink/perturb act on grown weights; this member is not grown ({why})")
+        verb = "acts" if len(escapes) == 1 else "act"
+        raise UserError(f"{where}: {'/'.join(escapes)} {verb} on grown weights; this member is not grown ({why})")
     _validate_stopping(where, i, m)
 
 
@@ -395,6 +401,23 @@ def _validate_stopping(where: str, i: int, m: MemberConfig) -> None:
         raise UserError(f"{where}: probe_every must be in (0, epochs = {m.epochs:g}], got {m.probe_every}")
 
 
+def _validate_inherit(i: int, m: MemberConfig, towers: tuple[str, ...]) -> None:
+    """`inherit` parses (`compt.inherit.parse_inherit`) and names a tower the chain's models have."""
+    from compt.inherit import parse_inherit
+
+    if m.inherit is None:
+        return
+    where = f"chain member {i + 1} ({m.model})"
+    try:
+        rule = parse_inherit(m.inherit)
+    except ValueError as e:
+        raise UserError(f"{where}: {e}") from None
+    if rule.tower is not None and rule.tower not in towers:
+        have = f"towers {', '.join(towers)}" if towers else "no towers to inherit alone"
+        raise UserError(f"{where}: inherit = {m.inherit!r} names a tower, but this chain's models have {have} "
+                        f"(use all or first:K)")
+
+
 def validate(cfg: RunConfig) -> None:
     """Every user error we can find before any work starts, as one-line `UserError`s."""
 
@@ -417,6 +440,7 @@ def validate(cfg: RunConfig) -> None:
     for i, m in enumerate(cfg.chain):
         _validate_stage_schedule(i, m, cfg.train, has_patches=rules.patch_tokens[i])
         _validate_targets(cfg, i, m)
+        _validate_inherit(i, m, rules.towers)
         distill = resolved_member(m, cfg).distill
         if i > 0 and m.growth not in rules.growth_ops:
             raise unknown_name("growth operator", m.growth, rules.growth_ops)

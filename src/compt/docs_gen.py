@@ -33,9 +33,9 @@ SECTIONS = (  # (class, TOML table, override prefix, where the method behind it 
                                            "[lm.md](lm.md#data)."),
     (config.TrainConfig, "[train]", "train.", "Multi-GPU settings (`fsdp`, `loader_workers`, `teacher_cache`, "
                                               "`compile`): [cluster.md](cluster.md)."),
-    (config.MemberConfig, "[[chain]]", "chain.N.", "Growth operators, shrink-and-perturb, distillation losses and "
-                                                   "the schedule options: [method.md](method.md); language-model "
-                                                   "losses: [lm.md](lm.md)."))
+    (config.MemberConfig, "[[chain]]", "chain.N.", "Growth operators, shrink-and-perturb, SNR noise, partial "
+                                                   "inheritance, distillation losses and the schedule options: "
+                                                   "[method.md](method.md); language-model losses: [lm.md](lm.md)."))
 
 NOTES = {  # fields that carry no comment in compt/config.py (a field with a comment must not be here)
     "RunConfig.name": "names the run folder `runs/<name>` (default: the TOML file's name)",

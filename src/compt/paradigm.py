@@ -48,8 +48,8 @@ class Metric:
 class ChainRules:
     """What one chain allows, as `compt.config.validate` checks it: the members' resolved configs, the
     forward FLOPs that order them, the growth operators and distillation losses (each with ``"none"``), the
-    pairwise growth check ``validate_growth(parent, child, op)`` and whether each member has image patches to
-    drop (FLIP)."""
+    pairwise growth check ``validate_growth(parent, child, op)``, whether each member has image patches to
+    drop (FLIP) and the towers a member may inherit alone (`compt.inherit`; none for a one-tower model)."""
 
     configs: list[Any]
     flops: list[float]
@@ -57,6 +57,7 @@ class ChainRules:
     distill_losses: tuple[str, ...]
     validate_growth: Callable[[Any, Any, str], None]
     patch_tokens: tuple[bool, ...] = ()
+    towers: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -155,6 +156,10 @@ class Paradigm(Protocol):
 
     def grow(self, parent_state: StateDict, parent_cfg: Any, child_cfg: Any, op: str, seed: int) -> StateDict:
         """A child state dict from the parent's by the named growth operator (shapes asserted)."""
+
+    def key_place(self, cfg: Any, key: str) -> tuple[str, float]:
+        """Where state-dict `key` of a model of config `cfg` sits: (tower or "", depth: −1 the stem, i block i,
+        ∞ after the last block) — what partial inheritance keeps (`compt.inherit`)."""
 
     # ------------------------------------------------------------------ data, task, step
     def open_data(self, cfg: Any, run_dir: Path) -> RunData:

@@ -24,6 +24,8 @@ whether a stage distills, or re-derives the caption count from the data. The res
     α schedule   = member.distill_schedule if set, else "constant"
     patch drop   = member.patch_dropout    if set, else 0 (baselines never drop patches; CLIP ViTs only)
     shrink, σ    = member.shrink / member.perturb if set, else 1 / 0 (`compt.perturb`; grown stages only)
+    SNR noise    = member.snr_db if set, else None: no noise (`compt.perturb`; grown stages only)
+    inherit      = member.inherit if set, else "all" (`compt.inherit`; grown stages only)
     objective    = the paradigm's reading of train.objective (CLIP: "clip" or "siglip"; LMs: "next-token")
     paradigm     = the name of the members' paradigm (`compt.paradigm.paradigm_of`), looked up once here
     temperature  = member.distill_temperature if set, else 1 (LM logit distillation)
@@ -76,6 +78,8 @@ class StageSpec:
     until: str = ""                 # stopping rule: "" (none) | "baseline" | "target" (`compt.train.stopping`)
     target: dict[str, float] = field(default_factory=dict)  # metric → value to reach on the validation split
     probe_every: float = 0.0        # epochs between stopping probes (0 without a stopping rule)
+    snr_db: float | None = None     # SNR in dB of the noise on the grown weight matrices (None: no noise)
+    inherit: str = "all"            # what the grown init keeps, the rest fresh (`compt.inherit`)
     train: TrainConfig              # loop settings (optimizer, batch, precision, checkpoints …); its lr,
                                     # min_lr and warmups are already resolved into the fields above
 
@@ -125,4 +129,6 @@ def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_s
                      distill_schedule=member.distill_schedule or "constant", patch_dropout=drop,
                      shrink=1.0 if from_scratch or member.shrink is None else member.shrink,
                      perturb=0.0 if from_scratch or member.perturb is None else member.perturb,
+                     snr_db=None if from_scratch else member.snr_db,
+                     inherit="all" if from_scratch or member.inherit is None else member.inherit,
                      teacher_flops=p.forward_flops(teacher, captions) if teacher else 0.0, train=train)

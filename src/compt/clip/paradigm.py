@@ -186,7 +186,7 @@ class ClipParadigm:
         cfgs = [self.member_config(m.model, cfg.train.objective) for m in cfg.chain]
         return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=(*GROWTH_OPS, "none"),
                           distill_losses=DISTILL_NAMES, validate_growth=validate_pair,
-                          patch_tokens=tuple(not c.is_swin for c in cfgs))
+                          patch_tokens=tuple(not c.is_swin for c in cfgs), towers=("vision", "text"))
 
     def load_init(self, path: Path, cfg: ModelConfig) -> StateDict:
         """A compt checkpoint of the same architecture, or a plain open_clip checkpoint whose keys and shapes fit."""
@@ -211,6 +211,11 @@ class ClipParadigm:
         from compt.clip.growth import grow
 
         return grow(parent_state, parent_cfg, child_cfg, op, seed)
+
+    def key_place(self, cfg: ModelConfig, key: str) -> tuple[str, float]:
+        from compt.clip.growth.common import key_place
+
+        return key_place(cfg, key)
 
     # ------------------------------------------------------------------ data, task, step
     def open_data(self, cfg: Any, run_dir: Path) -> ClipData:

@@ -52,6 +52,18 @@ Tensor = torch.Tensor
 EMBED, HEAD, NORM = "model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"
 
 
+# ----------------------------------------------------------------------------------------------- layout
+def key_place(cfg: LMConfig, key: str) -> tuple[str, float]:
+    """(tower, depth) of a Llama state-dict key (`compt.inherit`): one tower (""); depth −1 for the embedding
+    (and a tied head, which is the embedding), i for ``model.layers.i``, ∞ for the final norm and an untied
+    head."""
+    if key == EMBED or (key == HEAD and cfg.tie_embeddings):
+        return "", -1.0
+    if key.startswith("model.layers."):
+        return "", float(key.split(".")[2])
+    return "", math.inf
+
+
 # ----------------------------------------------------------------------------------------------- validation
 def _check(ok: bool, msg: str) -> None:
     if not ok:

@@ -148,6 +148,11 @@ class LMParadigm:
 
         return grow_lm(parent_state, parent_cfg, child_cfg, op, seed)
 
+    def key_place(self, cfg: LMConfig, key: str) -> tuple[str, float]:
+        from compt.lm.growth import key_place
+
+        return key_place(cfg, key)
+
     # ------------------------------------------------------------------ data, task, step
     def open_data(self, cfg: Any, run_dir: Path) -> Any:
         from compt.lm.data import LMData

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -74,6 +76,30 @@ def _validate_swin(p: SwinConfig, c: SwinConfig) -> None:
         _no_shrink(f"Swin stage {s} heads", hp, hc)
         _same(f"Swin stage {s} head dim", p.embed_dim * 2**s // hp, c.embed_dim * 2**s // hc,
               "heads are carried over whole")
+
+
+# ----------------------------------------------------------------------------------------------- layout
+_BLOCK = re.compile(r"(?:visual\.)?transformer\.resblocks\.(\d+)\.")
+_SWIN = re.compile(r"visual\.trunk\.layers\.(\d+)\.(?:blocks\.(\d+)\.)?")
+_HEAD = ("visual.ln_post.", "visual.proj", "visual.trunk.norm.", "visual.head.", "ln_final.", "text_projection")
+
+
+def key_place(cfg: ModelConfig, key: str) -> tuple[str, float]:
+    """(tower, depth) of an open_clip state-dict key (`compt.inherit`): towers "vision" (``visual.*``), "text"
+    (the rest) and "" (``logit_scale``, ``logit_bias``: after every block); depth −1 for the stem, i for
+    ViT/text block i and for Swin block i counted over the stages (a stage's patch merging sits with its
+    first block), ∞ for final norms and projections."""
+    if key in ("logit_scale", "logit_bias"):
+        return "", math.inf
+    tower = "vision" if key.startswith("visual.") else "text"
+    if key.startswith(_HEAD):
+        return tower, math.inf
+    if m := _BLOCK.match(key):
+        return tower, float(m.group(1))
+    if m := _SWIN.match(key):
+        depths = cfg.vision.swin.depths
+        return tower, float(sum(depths[: int(m.group(1))]) + int(m.group(2) or 0))
+    return tower, -1.0
 
 
 # ----------------------------------------------------------------------------------------------- shapes
