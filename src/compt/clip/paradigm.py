@@ -165,6 +165,13 @@ class ClipParadigm:
 
         return cache_bytes(samples, captions, teacher.embed_dim)
 
+    def decodes_per_sample(self, data: Any) -> bool:
+        """File sets above ``data.predecode_max`` images are decoded lazily (`compt.clip.data.datasets.build_pairs`);
+        a webdataset stream always is."""
+        from compt.clip.data import adapter
+
+        return adapter(data.kind).reads_path and (data.kind == "wds-stream" or data.num_samples > data.predecode_max)
+
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
         from compt.clip.flops import model_flops
