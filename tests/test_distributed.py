@@ -33,8 +33,9 @@ STAGES = {
     "fsdp_distill": {**_DISTILL, "teacher_cache": True, "fsdp": True, "grad_clip": 1.0, "evaluate": True},
     "fsdp_clip": {"model": "test/B", "epochs": 1.5, "fsdp": True, "evaluate": True, "eval_every_epochs": 1},
 }
-# fsdp_distill again, crashed after step 2 and resumed from its checkpoint (sharded optimizer state round trip)
-RESUMED = ("fsdp_resumed", {**STAGES["fsdp_distill"], "ckpt_every_steps": 1})
+# a stage again, crashed after step 2 and resumed from its memory-mapped checkpoint: FSDP2 (sharded optimizer
+# state round trip) and DDP (every rank maps the whole optimizer state and updates it in place)
+RESUMED = {"fsdp_resumed": "fsdp_distill", "ddp_resumed": "ddp_distill"}
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
@@ -72,9 +73,10 @@ def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: s
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
 
 
-def test_fsdp_resume_is_bit_identical(two_process_runs: Path) -> None:
-    a, b = two_process_runs / "fsdp_distill", two_process_runs / RESUMED[0]
-    resumed = json.loads((two_process_runs / "fsdp_resumed.steps.json").read_text())
+@pytest.mark.parametrize("name", list(RESUMED))
+def test_resume_is_bit_identical(two_process_runs: Path, name: str) -> None:
+    a, b = two_process_runs / RESUMED[name], two_process_runs / name
+    resumed = json.loads((two_process_runs / f"{name}.steps.json").read_text())
     total = len(read_metrics(a))   # log_every_steps = 1: one train record per step
     assert resumed == list(range(3, total + 1))   # crashed after step 2 (checkpointed), resumed there
     assert read_metrics(a) == read_metrics(b) and read_metrics(a, "eval") == read_metrics(b, "eval")
@@ -126,13 +128,15 @@ if __name__ == "__main__":
         if step == 2:
             raise RuntimeError("simulated crash")
 
-    try:
-        _run(root / RESUMED[0], **RESUMED[1], on_step=crash)
-    except RuntimeError:
-        resumed: list[int] = []   # the optimizer steps the resumed call takes (1-based: the steps done)
-        _run(root / RESUMED[0], **RESUMED[1], on_step=resumed.append)
-        if distributed.init_distributed().is_main:
-            (root / "fsdp_resumed.steps.json").write_text(json.dumps(resumed))
+    for name, base in RESUMED.items():
+        kw = {**STAGES[base], "ckpt_every_steps": 1}
+        try:
+            _run(root / name, **kw, on_step=crash)
+        except RuntimeError:
+            resumed: list[int] = []   # the optimizer steps the resumed call takes (1-based: the steps done)
+            _run(root / name, **kw, on_step=resumed.append)
+            if distributed.init_distributed().is_main:
+                (root / f"{name}.steps.json").write_text(json.dumps(resumed))
     # pretend to be two single-rank nodes: a shared folder passes, one folder per node fails on every rank
     os.environ["LOCAL_WORLD_SIZE"] = "1"
     rank = int(os.environ["RANK"])
