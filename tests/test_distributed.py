@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,9 @@ def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: s
             a.pop("kind"), b.pop("kind")
             assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
     if STAGES[name].get("teacher_cache"):  # one copy per node, written by local rank 0, mapped by both ranks
-        files = sorted(p.name for p in (two_process_runs / name / "teacher_cache").iterdir())
-        assert files == ["node0.image.bf16", "node0.text.bf16"]
+        files = json.loads((two_process_runs / f"{name}.cache_files.json").read_text())
+        assert files == ["node0.done.json", "node0.image.bf16", "node0.text.bf16"]
+        assert not (two_process_runs / name / "teacher_cache").exists()  # deleted once the stage finished
     wa, wb = final_weights(tmp_path), final_weights(two_process_runs / name)
     assert wa.keys() == wb.keys()
     for k in wa:
@@ -121,8 +123,17 @@ def test_process_group_timeout_covers_rank0_checkpoint_writes(monkeypatch: pytes
 
 if __name__ == "__main__":
     root = Path(sys.argv[1])
+
+    def list_cache(stage: str) -> Callable[[int], None]:
+        """on_step: rank 0 records the stage's teacher-cache files at step 1 (they are gone once it finishes)."""
+        def record(step: int) -> None:
+            if step == 1 and distributed.init_distributed().is_main:
+                files = sorted(p.name for p in (root / stage / "teacher_cache").iterdir())
+                (root / f"{stage}.cache_files.json").write_text(json.dumps(files))
+        return record
+
     for stage, kw in STAGES.items():
-        _run(root / stage, **kw)
+        _run(root / stage, **kw, on_step=list_cache(stage) if kw.get("teacher_cache") else None)
 
     def crash(step: int) -> None:
         if step == 2:

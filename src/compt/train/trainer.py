@@ -27,6 +27,7 @@ micro-batch (batch_size / A samples) — plain gradient accumulation, not open_c
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from compt.costs import training_flops
 from compt.distributed import DistInfo
 from compt.errors import UserError
 from compt.paradigm import Paradigm, StateDict, paradigm_named
-from compt.stage import StageSpec, resolve_spec
+from compt.stage import StageSpec, resolve_spec, teacher_cache_folder
 from compt.train.conditions import Probe
 from compt.train.loader import train_loader
 from compt.train.optim import build_optimizer
@@ -357,8 +358,13 @@ def _save_last(st: _Stage) -> None:
 
 
 def _finish(st: _Stage, probe: Probe) -> StageResult:
-    return finish_stage(st, probe, train_flops=st.flops(st.total_steps),
-                        write_final=lambda path, weights: _write_final(st, path, weights))
+    """The stage's result; then each node's teacher-cache files go (nothing reads them once result.json says
+    the stage is done; an unfinished stage keeps them for its resume)."""
+    result = finish_stage(st, probe, train_flops=st.flops(st.total_steps),
+                          write_final=lambda path, weights: _write_final(st, path, weights))
+    if st.info.local_rank == 0:  # one deleter per node; on a shared folder the nodes race harmlessly
+        shutil.rmtree(teacher_cache_folder(st.train, st.out_dir), ignore_errors=True)
+    return result
 
 
 def _write_final(st: _Stage, path: Path, weights: StateDict) -> None:
