@@ -187,6 +187,9 @@ class ToyParadigm:
     def teacher_cache_bytes(self, samples: int, captions: int, teacher: MLPConfig) -> int:
         return 0
 
+    def decodes_per_sample(self, data: Any) -> bool:
+        return False
+
     def chain_rules(self, cfg: Any) -> ChainRules:
         cfgs = [SIZES[m.model] for m in cfg.chain]
 

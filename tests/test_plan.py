@@ -7,7 +7,7 @@ import pytest
 
 from compt.cli import main
 from compt.config import config_from_dict, load_config
-from compt.plan import plan_chain
+from compt.plan import FeedAssumptions, feed_warnings, plan_chain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -79,3 +79,29 @@ def test_flip_recipe_config_costs_what_the_paper_config_costs() -> None:
     assert [m.patch_dropout for m in flip_cfg.chain[1:]] == [0.5] * 3
     for a, b in zip(paper.members, flip.members):
         assert b.stage_cost == pytest.approx(a.stage_cost, rel=1e-3) and b.epochs >= a.epochs
+
+
+def test_loader_feed_warning_names_the_members_a_decoding_loader_cannot_feed(capsys) -> None:
+    """CC3M as a CSV (2.89 M images, decoded per sample): at the default assumptions (3 ms per sample, 8 workers
+    → 2,667 samples/s per rank; 989 TFLOP/s at 40 % MFU) ViT-T-16 needs ≈ 10 k/s and ViT-S-16 ≈ 3.5 k/s."""
+    cfg = load_config(CONFIGS / "paper-cc3m-vit.toml")
+    lines = feed_warnings(cfg, plan_chain(cfg))
+    assert [line.split()[1] for line in lines] == ["paper/ViT-T-16", "paper/ViT-S-16"]
+    assert "about 9,996 samples/s per accelerator (989 TFLOP/s bf16 at 40 % MFU" in lines[0]
+    assert "8 loader workers at 3 ms per sample deliver about 2,667 per rank" in lines[0]
+    # 3× faster workers (8,000/s) feed everything but ViT-T; a 10× slower accelerator needs no more than 2,667/s
+    assert len(feed_warnings(cfg, plan_chain(cfg), FeedAssumptions(loader_ms=1.0))) == 1
+    assert feed_warnings(cfg, plan_chain(cfg), FeedAssumptions(peak_tflops=98.9)) == []
+    assert main(["plan", str(CONFIGS / "paper-cc3m-vit.toml"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["warnings"] == lines
+    assert "compt plan: warning: paper/ViT-T-16 likely loader-bound" in captured.err
+
+
+def test_no_feed_warning_for_data_held_in_memory(capsys) -> None:
+    """The same chain on synthetic data (rendered once into memory), or a CSV small enough to pre-decode."""
+    for override in ("data.kind=synthetic", "data.predecode_max=3000000"):
+        assert main(["plan", str(CONFIGS / "paper-cc3m-vit.toml"), override]) == 0
+        assert "loader-bound" not in capsys.readouterr().err
+    assert main(["plan", str(CONFIGS / "paper-cc3m-vit.toml"), "--mfu", "2"]) != 0
+    assert "--mfu in (0, 1]" in capsys.readouterr().err

@@ -125,7 +125,9 @@ def test_evaluation_history_and_metrics(tmp_path: Path) -> None:
 def test_teacher_cache_same_losses_and_flops(tmp_path: Path, mem_gb: float) -> None:
     kw = {"model": "test/C", "teacher": "test/B", "distill": "fd+affinity", "epochs": 2}
     live = train_stage(**stage_kwargs(tmp_path / "live", teacher_cache=False, **kw))
-    cached = train_stage(**stage_kwargs(tmp_path / "cached", teacher_cache=True, teacher_cache_mem_gb=mem_gb, **kw))
+    mapped: list[bool] = []  # whether the cache files exist while the stage trains (deleted once it is done)
+    cached = train_stage(**stage_kwargs(tmp_path / "cached", teacher_cache=True, teacher_cache_mem_gb=mem_gb, **kw),
+                         on_step=lambda step: mapped.append((tmp_path / "cached" / "teacher_cache").is_dir()))
     a, b = read_metrics(tmp_path / "live"), read_metrics(tmp_path / "cached")
     for ra, rb in zip(a, b, strict=True):  # bf16 rows: each teacher value within 2^-9 of the live fp32 one
         for k in ("loss", "clip_loss", "fd_image", "fd_text", "affinity"):
@@ -133,7 +135,7 @@ def test_teacher_cache_same_losses_and_flops(tmp_path: Path, mem_gb: float) -> N
     student, teacher = _fwd("test/C"), _fwd("test/B")
     assert live.train_flops == pytest.approx(live.samples * (3 * student + teacher))
     assert cached.train_flops == pytest.approx(cached.samples * 3 * student + 64 * teacher)
-    assert (tmp_path / "cached" / "teacher_cache").is_dir() == (mem_gb == 0.0)
+    assert set(mapped) == {mem_gb == 0.0} and not (tmp_path / "cached" / "teacher_cache").exists()
 
 
 def _fwd(name: str) -> float:

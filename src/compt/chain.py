@@ -44,7 +44,7 @@ from compt.threads import configure_threads
 # them instead (threads, see compt.threads): changing them on resume is not a settings change
 NOT_FINGERPRINTED = {"data": ("workers",), "train": ("ckpt_every_steps", "log_every_steps", "eval_every_epochs",
                                                       "loader_workers", "threads", "report_to",
-                                                      "wandb_project", "compile")}
+                                                      "wandb_project", "compile", "teacher_cache_dir")}
 
 
 @dataclass(frozen=True)

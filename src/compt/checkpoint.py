@@ -159,13 +159,17 @@ def strip_prefix(state_dict: dict[str, torch.Tensor], prefixes: tuple[str, ...] 
     return out
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a compt or plain open_clip checkpoint; corrupt, truncated or foreign files raise `UserError`."""
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> Checkpoint:
+    """Read a compt or plain open_clip checkpoint; corrupt, truncated or foreign files raise `UserError`.
+
+    `mmap`: map the file's tensors instead of reading them into this process's memory (``torch.load(mmap=True)``,
+    copy-on-write: writing to a loaded tensor never changes the file); only for files compt wrote (zip format).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         blocked = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
         if blocked:  # a readable pickle that names code to run: refused, not damaged

@@ -107,6 +107,8 @@ class TrainConfig:
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
     loader_workers: int = -1           # DataLoader worker processes per rank (-1 = CPUs per rank - 1, ≤ 8; 0 = none)
     teacher_cache_mem_gb: float = 4.0  # teacher caches larger than this are memory-mapped under the stage folder
+    teacher_cache_dir: str = ""        # absolute node-local folder for memory-mapped teacher caches ("" = the
+                                       # stage folder); a stage's cache is deleted once its result is written
     threads: int = 0                   # torch threads per process (0 = automatic, see compt.threads)
     report_to: tuple[str, ...] = ("tensorboard",)  # metric sinks besides metrics.jsonl: tensorboard, wandb
     wandb_project: str = "compt"       # W&B project of the stages' runs (with "wandb" in report_to)
@@ -532,6 +534,9 @@ def validate_train(train: TrainConfig) -> None:
         "stage_warmup_steps": (0, None, True), "grad_clip": (0, None, True), "ckpt_every_steps": (0, None, True),
         "eval_every_epochs": (0, None, True), "log_every_steps": (0, None, True), "loader_workers": (-1, None, True),
         "teacher_cache_mem_gb": (0, None, True), "threads": (0, MAX_THREADS, True)})
+    if train.teacher_cache_dir and not Path(train.teacher_cache_dir).expanduser().is_absolute():
+        raise UserError(f"train.teacher_cache_dir must be an absolute path (each node resolves it on its own "
+                        f"disk), got {train.teacher_cache_dir!r}")
     if train.min_lr > train.lr:
         raise UserError(f"train.min_lr {train.min_lr:g} is above train.lr {train.lr:g} (the schedule decays from the "
                         f"peak lr down to min_lr)")

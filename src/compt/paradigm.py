@@ -142,6 +142,10 @@ class Paradigm(Protocol):
     def teacher_cache_bytes(self, samples: int, captions: int, teacher: Any) -> int:
         """Host bytes per node of a distillation stage's teacher cache (0: the paradigm caches nothing)."""
 
+    def decodes_per_sample(self, data: Any) -> bool:
+        """Whether the training loader of `data` (a `compt.config.DataConfig`) decodes each sample from files as
+        it reads it (False: the samples are held in memory, decoded once); `compt plan` prices the loader then."""
+
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
         """The rules of run config `cfg`'s chain (data and model checks that are this paradigm's)."""

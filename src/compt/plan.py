@@ -14,6 +14,16 @@ E epochs:
 With the teacher-feature cache the teacher forward is paid once (one pass over the data) instead of
 every epoch; `cached_teacher=True` plans that variant. Whether or not it is priced, every distilled stage
 lists the size of its cache: one bf16 copy per node of N × (1 + K) × E_teacher values.
+
+Can the loader feed a member? Where the data path decodes each sample as it reads it
+(`compt.paradigm.Paradigm.decodes_per_sample`), one rank's loader delivers about
+
+    loader(rank)  = W / c                                  # W workers, c seconds per sample per worker
+    needed(m)     = peak · MFU / (3·F(m) + F_teacher)      # samples/s one accelerator trains (F_t → 0 when cached)
+
+and `feed_warnings` names every member with needed > loader, with its assumptions (`FeedAssumptions`:
+c = 3 ms — a CC3M sample decoded, resized to 224 px and its 7 captions tokenised on one core, issue 31 —,
+an H100's 989 TFLOP/s dense bf16 at 40 % MFU; W = ``train.loader_workers``, or `MAX_AUTO_WORKERS` for auto).
 """
 
 from __future__ import annotations
@@ -23,8 +33,9 @@ from dataclasses import asdict, dataclass
 from compt.chain import individual_stage, plan_stages, stage_spec
 from compt.config import RunConfig
 from compt.costs import training_flops
-from compt.paradigm import paradigm_named
+from compt.paradigm import paradigm_named, paradigm_of
 from compt.stage import StageSpec
+from compt.train.loader import MAX_AUTO_WORKERS
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class MemberCost:
     stage_cost: float           # FLOPs of this member's chain stage (teacher included)
     cumulative_cost: float      # chain FLOPs up to and including this stage
     teacher_cache_bytes: int = 0  # host bytes per node of this stage's teacher cache (0: no distillation)
+    sample_flops: float = 0.0     # training FLOPs of one sample of this stage (3·F + teacher forward unless cached)
 
 
 @dataclass(frozen=True)
@@ -81,8 +93,9 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
         alone = stage_spec(cfg, individual_stage(cfg, stage.index), n)
         individual = training_flops(alone.student_flops, 0.0, alone.epochs * n)
         cache = _teacher_cache_bytes(spec, n)
+        per_sample = training_flops(spec.student_flops, spec.teacher_flops, 1, cached_teacher=cached_teacher)
         members.append(MemberCost(spec.model.name, spec.epochs, spec.student_flops, individual, cost, cumulative,
-                                  cache))
+                                  cache, per_sample))
     individual_total = sum(m.individual_cost for m in members)
     largest = members[-1].individual_cost
     init = cfg.chain[0].init or ""
@@ -93,6 +106,36 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
                      reduction_vs_largest=1.0 - cumulative / largest,
                      acceleration=individual_total / cumulative if cumulative else float("inf"), init=init,
                      acceleration_counting_init=individual_total / counted if init else 0.0)
+
+
+@dataclass(frozen=True)
+class FeedAssumptions:
+    """What `feed_warnings` assumes of the loader and the accelerator (`compt plan` flags override each)."""
+
+    loader_ms: float = 3.0        # per sample per worker: decode + resize to 224 px + 7 captions tokenised (CC3M)
+    peak_tflops: float = 989.0    # dense bf16 peak of the accelerator (H100 SXM)
+    mfu: float = 0.4              # fraction of the peak a training step reaches
+
+
+def feed_warnings(cfg: RunConfig, plan: ChainPlan, assume: FeedAssumptions = FeedAssumptions()) -> list[str]:
+    """One line per member whose accelerator would train more samples/s than one rank's loader delivers
+    (formulas in the module docstring); none when the data is held in memory."""
+    if not paradigm_of(cfg.chain[0].model).decodes_per_sample(cfg.data):
+        return []
+    workers = cfg.train.loader_workers if cfg.train.loader_workers >= 0 else MAX_AUTO_WORKERS
+    feed = max(workers, 1) / (assume.loader_ms * 1e-3)   # 0 workers: the training process decodes alone
+    achieved = assume.peak_tflops * 1e12 * assume.mfu
+    lines = []
+    for m in plan.members:
+        needed = achieved / m.sample_flops
+        if needed > feed:
+            lines.append(f"warning: {m.model} likely loader-bound: it trains about {needed:,.0f} samples/s per "
+                         f"accelerator ({assume.peak_tflops:g} TFLOP/s bf16 at {100 * assume.mfu:g} % MFU, "
+                         f"{human_flops(m.sample_flops)} per sample) but {workers} loader workers at "
+                         f"{assume.loader_ms:g} ms per sample deliver about {feed:,.0f} per rank (data.kind = "
+                         f"{cfg.data.kind!r} decodes each sample); pre-decode/resize the data, add CPUs per rank, "
+                         f"or measure with benchmarks/bench_gpu.py (\"loader alone\") and pass --loader-ms")
+    return lines
 
 
 def human_flops(x: float) -> str:

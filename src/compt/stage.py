@@ -33,8 +33,10 @@ whether a stage distills, or re-derives the caption count from the data. The res
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from compt.config import MemberConfig, TrainConfig
@@ -132,3 +134,14 @@ def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_s
                      snr_db=None if from_scratch else member.snr_db,
                      inherit="all" if from_scratch or member.inherit is None else member.inherit,
                      teacher_flops=p.forward_flops(teacher, captions) if teacher else 0.0, train=train)
+
+
+def teacher_cache_folder(train: TrainConfig, out_dir: Path) -> Path:
+    """Where the stage writing into `out_dir` keeps its teacher-cache files: ``out_dir/teacher_cache``, or with
+    ``train.teacher_cache_dir`` a folder on that (node-local) disk named after the stage folder and a hash of
+    its absolute path, so stages of two runs never share one. The trainer deletes it on every node once the
+    stage's result is written; until then a resumed stage maps the files again instead of refilling them."""
+    if not train.teacher_cache_dir:
+        return out_dir / "teacher_cache"
+    key = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(train.teacher_cache_dir).expanduser() / f"{out_dir.name}-{key}"

@@ -172,6 +172,13 @@ class ClipParadigm:
 
         return cache_bytes(samples, captions, teacher.embed_dim)
 
+    def decodes_per_sample(self, data: Any) -> bool:
+        """File sets above ``data.predecode_max`` images are decoded lazily (`compt.clip.data.datasets.build_pairs`);
+        a webdataset stream always is."""
+        from compt.clip.data import adapter
+
+        return adapter(data.kind).reads_path and (data.kind == "wds-stream" or data.num_samples > data.predecode_max)
+
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
         from compt.clip.flops import model_flops
@@ -313,6 +320,7 @@ def _teacher_cache(teacher: nn.Module, spec: Any, dataset: Dataset, info: Any, o
     run disabled the cache or the data is augmented or streamed."""
     from compt import distributed
     from compt.clip.teacher_cache import cache_bytes, fill_teacher_cache
+    from compt.stage import teacher_cache_folder
     from compt.train.loader import resolve_workers
 
     train, t_cfg = spec.train, spec.teacher
@@ -324,7 +332,8 @@ def _teacher_cache(teacher: nn.Module, spec: Any, dataset: Dataset, info: Any, o
     return fill_teacher_cache(teacher, view, captions=spec.captions, embed_dim=t_cfg.embed_dim,
                               batch_size=train.batch_size // info.world_size, info=info, precision=train.precision,
                               workers=resolve_workers(train.loader_workers),
-                              mmap_dir=out_dir / "teacher_cache" if shared else None)
+                              mmap_dir=teacher_cache_folder(train, out_dir) if shared else None,
+                              reuse=(out_dir / "last.pt").is_file())  # resuming: the same teacher and data
 
 
 

@@ -8,13 +8,17 @@ with the batch: no teacher forward, no host sync in the step.
 
 Rows are stored in bf16 (normalised embeddings: |x| ≤ 1, relative error ≤ 2⁻⁹), half of fp32. There is one
 copy per node: in memory when it is small (`TrainConfig.teacher_cache_mem_gb`) and this node runs a single
-rank, otherwise a memory-mapped file under the stage folder (``teacher_cache/node<i>.{image,text}.bf16``)
-that the node's local rank 0 writes and every local rank (and its loader workers, forked) maps read-only;
-the pages live once in the node's page cache. A resumed stage recomputes the cache (same values).
+rank, otherwise memory-mapped files ``node<i>.{image,text}.bf16`` in `compt.stage.teacher_cache_folder`
+(under the stage folder, or on the node-local disk ``train.teacher_cache_dir``) that the node's local rank 0
+writes and every local rank (and its loader workers, forked) maps read-only; the pages live once in the node's
+page cache. A complete fill leaves ``node<i>.done.json`` (the shapes) beside them: a resumed stage maps those
+files again when every node has them, and fills afresh otherwise. The trainer deletes the folder once the
+stage's result is written.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,22 +92,31 @@ def _storage(shape: tuple[int, ...], path: Path | None, create: bool) -> Tensor:
 @torch.no_grad()
 def fill_teacher_cache(teacher: nn.Module, dataset: Dataset, *, captions: int, embed_dim: int, batch_size: int,
                        info: DistInfo, precision: str = "auto", workers: int = 0,
-                       mmap_dir: Path | None = None) -> TeacherCache:
+                       mmap_dir: Path | None = None, reuse: bool = False) -> TeacherCache:
     """Run the teacher once over the whole dataset and keep its embeddings (one copy per node).
 
     Rank r encodes indices [r·C, (r+1)·C) with C = ⌈N / W⌉ in batches; after every batch the ranks
     all-gather their (padded) rows and the node's writer (local rank 0) stores all of them. With `mmap_dir`
     the other local ranks then map the writer's file; without it every rank keeps its own (single-rank
-    nodes only: the trainer passes a folder whenever a node runs several ranks).
+    nodes only: the trainer passes a folder whenever a node runs several ranks). `reuse` (a resumed stage):
+    map the files of an earlier complete fill in `mmap_dir` instead, when every node has them.
     """
     n = len(dataset)  # type: ignore[arg-type]
+    shapes = {"image": (n, embed_dim), "text": (n, captions, embed_dim)}
+    node = f"node{distributed.node_index()}"
+    name = (lambda s: mmap_dir / f"{node}.{s}.bf16") if mmap_dir else (lambda s: None)
+    done = mmap_dir / f"{node}.done.json" if mmap_dir else None
+    scale = teacher.logit_scale.detach().exp().float().cpu()
+    if done is not None and distributed.all_true(reuse and _complete(done, shapes)):
+        store = {k: _storage(v, name(k), create=False) for k, v in shapes.items()}
+        return TeacherCache(image=store["image"], text=store["text"], logit_scale=scale)
     chunk = math.ceil(n / info.world_size)
     start = min(info.rank * chunk, n)
     loader = iter(DataLoader(Subset(dataset, range(start, min(start + chunk, n))), batch_size=batch_size,
                              num_workers=workers, worker_init_fn=ignore_stop_signals if workers else None))
     writer = mmap_dir is None or info.local_rank == 0
-    name = (lambda s: mmap_dir / f"node{distributed.node_index()}.{s}.bf16") if mmap_dir else (lambda s: None)
-    shapes = {"image": (n, embed_dim), "text": (n, captions, embed_dim)}
+    if done is not None and writer:
+        done.unlink(missing_ok=True)  # an interrupted refill must not look complete
     store = {k: _storage(v, name(k), create=True) for k, v in shapes.items()} if writer else {}
     teacher.eval()
     for first in range(0, chunk, batch_size):
@@ -115,11 +128,23 @@ def fill_teacher_cache(teacher: nn.Module, dataset: Dataset, *, captions: int, e
             if hi > lo:
                 store["image"][lo:hi] = img[r * rows:r * rows + hi - lo]
                 store["text"][lo:hi] = txt[r * rows:r * rows + hi - lo]
+    if done is not None and writer:
+        done.write_text(json.dumps(shapes))
     distributed.barrier()  # the writer's file is complete before the other local ranks map it
     if not writer:
         store = {k: _storage(v, name(k), create=False) for k, v in shapes.items()}
-    scale = teacher.logit_scale.detach().exp().float().cpu()
     return TeacherCache(image=store["image"], text=store["text"], logit_scale=scale)
+
+
+def _complete(done: Path, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Whether `done` records a complete fill of these shapes, its data files beside it at their full size."""
+    try:
+        recorded = json.loads(done.read_text())
+        sizes = {k: done.with_name(done.name.replace("done.json", f"{k}.bf16")).stat().st_size for k in shapes}
+    except (OSError, ValueError):
+        return False
+    full = {k: math.prod(v) * DTYPE.itemsize for k, v in shapes.items()}
+    return recorded == {k: list(v) for k, v in shapes.items()} and sizes == full
 
 
 def _encode_padded(teacher: nn.Module, batch: list[Tensor] | None, rows: int, captions: int, embed_dim: int,

@@ -96,6 +96,9 @@ class LMParadigm:
     def teacher_cache_bytes(self, samples: int, captions: int, teacher: LMConfig) -> int:
         return 0  # the teacher runs with the student on every batch
 
+    def decodes_per_sample(self, data: Any) -> bool:
+        return False  # the corpus is tokenised once into memory (compt.lm.data)
+
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
         from compt.lm.flops import lm_flops

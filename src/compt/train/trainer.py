@@ -27,6 +27,7 @@ micro-batch (batch_size / A samples) — plain gradient accumulation, not open_c
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from compt.costs import training_flops
 from compt.distributed import DistInfo
 from compt.errors import UserError
 from compt.paradigm import Paradigm, StateDict, paradigm_named
-from compt.stage import StageSpec, resolve_spec
+from compt.stage import StageSpec, resolve_spec, teacher_cache_folder
 from compt.train import stopping
 from compt.train.conditions import Probe
 from compt.train.loader import train_loader
@@ -246,9 +247,19 @@ def _validate(spec: StageSpec, info: DistInfo, n: int) -> None:
 
 
 def _load_resume(path: Path, spec: StageSpec) -> Checkpoint | None:
+    """The stage's `last.pt`, memory-mapped on every rank (None when there is none).
+
+    Why mapped, not read on rank 0 and broadcast: every rank needs the whole file anyway (the weights to build
+    the student before wrapping, the full optimizer state that DDP keeps and FSDP2 slices), and a broadcast
+    would leave a full unpickled copy in every rank's memory after passing it through rank 0's. Mapped, the
+    ranks of a node share the file's pages in the page cache — ViT-L's ~5 GB once per node instead of once per
+    rank — and each rank's own memory holds only what it copies out (the student's parameters; optimizer state
+    moved to the GPU); writing to a mapped tensor copies that page (MAP_PRIVATE), never the file. No
+    collective is involved, so resuming stays out of `compt.distributed`.
+    """
     if not path.is_file():
         return None
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, mmap=True)
     state = ckpt.train_state or {}
     got = (ckpt.model_config.name if ckpt.model_config else None, state.get("total_steps"), state.get("batch_size"))
     expected = (spec.model.name, spec.total_steps, spec.batch_size)
@@ -414,10 +425,15 @@ def _save_last(st: _Stage) -> None:
 
 
 def _finish(st: _Stage, probe: Probe) -> StageResult:
+    """The stage's result; then each node's teacher-cache files go (nothing reads them once result.json says
+    the stage is done; an unfinished stage keeps them for its resume)."""
     stops = stopping.summary(st.spec.target, st.spec.until, st.progress.probes, st.progress.probe_steps) \
         if st.spec.until else {}
-    return finish_stage(st, probe, train_flops=st.flops(st.progress.step), stopping=stops,
-                        write_final=lambda path, weights: _write_final(st, path, weights))
+    result = finish_stage(st, probe, train_flops=st.flops(st.progress.step), stopping=stops,
+                          write_final=lambda path, weights: _write_final(st, path, weights))
+    if st.info.local_rank == 0:  # one deleter per node; on a shared folder the nodes race harmlessly
+        shutil.rmtree(teacher_cache_folder(st.train, st.out_dir), ignore_errors=True)
+    return result
 
 
 def _write_final(st: _Stage, path: Path, weights: StateDict) -> None:
