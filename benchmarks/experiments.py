@@ -43,6 +43,8 @@ class Variant:
     overrides: tuple[str, ...] = ()            # applied to every member / section
     base: str = "tiny-base.toml"               # base config in benchmarks/configs/ (lm-base.toml: language models)
     control: str = ""                          # a variant of the same experiment this one is compared with, paired
+    targets_from: str = ""                     # "<experiment>/<variant>": every grown member stops at that run's
+                                               # baseline metrics (committed summaries, same seed; `target`)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,12 @@ def _members(overrides: str, n: int = 3) -> tuple[str, ...]:
 RECIPE = (*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 decay_fraction=0.5"))
 FOUR_FLIP50 = equal_flops_epochs(FOUR[1:], PAPER_EPOCHS, 0.5)
 WIDE_FLIP50 = equal_flops_epochs(WIDE[1:], PAPER_EPOCHS, 0.5)
+
+
+# acceleration at parity: grown members with the recipe's patch dropout and lr on a WSD schedule (sqrt cooldown over
+# the last 20 %), capped at 3x the recipe's epochs, probed every 1x, stopping at their 128-epoch baseline's metrics
+PARITY = (*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 schedule=\"wsd\" cooldown_shape=\"sqrt\""))
+TARGET_METRICS = ("zeroshot_top1", "retrieval_r1")
 
 
 EXPERIMENTS = {e.name: e for e in (
@@ -216,6 +224,16 @@ EXPERIMENTS = {e.name: e for e in (
         *(Variant(f"wide-recipe-{k:g}x-epochs", WIDE, stage_epochs=tuple(round(k * e, 3) for e in WIDE_FLIP50),
                   baseline_epochs=128, overrides=RECIPE) for k in (1.5, 1.25)),
     )),
+    Experiment("parity", "acceleration at parity: each grown member trains until it matches its 128-epoch baseline "
+               "(zero-shot top-1 and R@1, read on a validation split of its own) or reaches a cap of 3x the "
+               "grown-member recipe's epochs; cost to parity = Σ baseline FLOPs / Σ chain FLOPs", (
+        Variant("parity-NTCS", FOUR, stage_epochs=tuple(3 * e for e in FOUR_FLIP50), baseline_epochs=128,
+                overrides=(*PARITY, *(f"chain.{i + 1}.probe_every={e}" for i, e in enumerate(FOUR_FLIP50))),
+                targets_from="paper_protocol/protocol-NTCS"),
+        Variant("parity-NCMB", WIDE, stage_epochs=tuple(3 * e for e in WIDE_FLIP50), baseline_epochs=128,
+                overrides=(*PARITY, *(f"chain.{i + 1}.probe_every={e}" for i, e in enumerate(WIDE_FLIP50))),
+                targets_from="paper_protocol/protocol-NCMB"),
+    )),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",
                tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))
@@ -260,9 +278,20 @@ def variant_config(v: Variant, seed: int, extra: list[str]):
     raw["baselines"] = True
     raw["train"]["seed"] = seed
     raw["data"]["seed"] = 0
+    for i, m in enumerate(raw["chain"][1:], start=1) if v.targets_from else ():
+        m["target"] = baseline_metrics(v.targets_from, seed, v.chain[i])
     cfg = config_from_dict(apply_overrides(raw, [*v.overrides, *extra]))
     validate(cfg)
     return cfg
+
+
+def baseline_metrics(run: str, seed: int, model: str) -> dict[str, float]:
+    """The final held-out headline metrics of `model`'s baseline in the committed run `run` (seed `seed`)."""
+    path = SUMMARIES / run / f"seed{seed}" / "baselines" / model.replace("/", "_") / "result.json"
+    if not path.is_file():
+        raise SystemExit(f"no committed baseline {path}: run {run} seed {seed} first")
+    metrics = json.loads(path.read_text())["metrics"]
+    return {k: metrics[k] for k in TARGET_METRICS}
 
 
 def reuse_finished(run_dir: Path, cfg) -> int:
