@@ -149,6 +149,31 @@ def test_until_baseline_trains_the_baselines_first_and_targets_their_validation_
     assert stop["reached"] == any(p["val_mse"] <= stop["target"]["val_mse"] for p in stop["probes"])
 
 
+@pytest.mark.usefixtures("toy")
+def test_the_report_says_where_each_member_stopped_and_the_acceleration_at_parity(tmp_path: Path) -> None:
+    from compt.report import closing_line, cost_to_reach, format_markdown, load_run, summarise
+
+    cfg = toy_cfg(target={"val_mse": 1e6}, baselines=True)   # met at the first probe
+    train_run(cfg, tmp_path, progress=False)
+    summary = summarise([load_run(tmp_path)])
+    md = format_markdown(summary)
+    assert "tiny" not in md and "- toy/mlp-8: reached at 2.5 epochs" in md   # branch_total(8) = 10 steps
+    member1 = json.loads((tmp_path / "chain/01-toy_mlp-4/result.json").read_text())
+    base = json.loads((tmp_path / "baselines/toy_mlp-8/result.json").read_text())
+    grown_cost = grown(tmp_path)["train_flops"]
+    want = (cost_to_reach(member1["history"], {"val_mse": member1["metrics"]["val_mse"]})
+            + cost_to_reach(base["history"], {"val_mse": base["metrics"]["val_mse"]})) / (
+        member1["train_flops"] + grown_cost)
+    assert summary["family"]["parity"]["acceleration_flops"]["mean"] == pytest.approx(want)
+    assert f"family acceleration at parity (FLOPs; each baseline's cost to first reach its own final metrics): " \
+           f"{want:.2f}×" in md
+    assert closing_line(summary).endswith(f"toy/mlp-8 reached its target at 2.5 epochs — acceleration at parity "
+                                          f"{want:.2f}× in counted FLOPs")
+    # a baseline's cost to reach: the first evaluation meeting every value
+    history = [{"flops": 1.0, "val_mse": 3.0}, {"flops": 2.0, "val_mse": 1.0}, {"flops": 3.0, "val_mse": 2.0}]
+    assert cost_to_reach(history, {"val_mse": 2.0}) == 2.0 and cost_to_reach(history, {"val_mse": 0.5}) is None
+
+
 @pytest.mark.parametrize(("member", "message"), [
     ({"until": "baseline"}, "needs baselines = true"),
     ({"until": "soon"}, "unknown until 'soon'"),

@@ -18,8 +18,9 @@ from compt.errors import UserError
 from compt.paradigm import paradigm_for_run
 from compt.plan import human_flops
 from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
-from compt.runs import RunSummary, StageRow, load_run, metric_info, metrics_for
+from compt.runs import RunSummary, StageRow, load_run, lower_is_better, metric_info, metrics_for
 from compt.train.conditions import contention
+from compt.train.stopping import meets
 
 WALL_MARKS = {"clean": "", "contended": " †", "not recorded": " ?"}   # after a wall-clock cell of the table
 
@@ -52,6 +53,9 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
                 vals = [x.metrics[key] for x in rows if key in x.metrics]
                 if vals:
                     entry[key] = stat(vals)
+            stops = [x.stopping for x in rows if x.stopping]
+            if len(stops) == len(rows):
+                entry["stopping"] = _stopping_entry(stops, rows)
             diag = [x.diagnostics for x in rows if x.diagnostics]
             if len(diag) == len(rows):
                 entry["diagnostics"] = {k: stat([d[k] for d in diag]) for k in diag[0] if all(k in d for d in diag)}
@@ -60,6 +64,30 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
     _add_deltas(members, metrics)
     return {"name": base.name, "runs": [r.run_dir for r in runs], "members": members,
             "family": _family(runs, n_members), "metrics": [list(m) for m in metrics]}
+
+
+def _stopping_entry(stops: list[dict[str, Any]], rows: list[StageRow]) -> dict[str, Any]:
+    """A stopping member over runs: how many reached the target, the epochs and FLOPs where each stopped, the
+    target and the best validation metrics of the runs that did not reach it."""
+    keys = list(stops[0]["target"])
+    missed = [s for s in stops if not s["reached"]]
+    best = {k: stat([_best(s["probes"], k) for s in missed]) for k in keys} if missed else {}
+    return {"reached": sum(s["reached"] for s in stops), "runs": len(stops), "until": stops[0]["until"],
+            "target": {k: stat([s["target"][k] for s in stops]) for k in keys},
+            "epoch": stat([x.epochs for x in rows]), "probes": stat([float(len(s["probes"])) for s in stops]),
+            "probe_steps": stat([float(s["probe_steps"]) for s in stops]), "best_missed": best}
+
+
+def _best(probes: list[dict[str, Any]], key: str) -> float:
+    values = [p[key] for p in probes if key in p]
+    return min(values) if lower_is_better(key) else max(values)
+
+
+def cost_to_reach(history: list[dict[str, Any]], target: dict[str, float]) -> float | None:
+    """Counted FLOPs at the first evaluation of `history` that meets every value of `target` (None: none does) —
+    a baseline's cost to reach its own final quality, read off its evaluation curve."""
+    lower = [k for k in target if lower_is_better(k)]
+    return next((h["flops"] for h in history if meets(h, target, lower)), None)
 
 
 def combined_status(rows: list[StageRow]) -> str:
@@ -106,6 +134,11 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
                            "acceleration_flops": stat([i / c for i, c in zip(indiv, chain)]),
                            "baselines_counted": all(all(x is not None for x in r.individual[:n_members])
                                                     for r in runs)}
+    parity = [_parity(r, n_members) for r in runs]
+    if any(p is not None for p in parity):
+        out["parity"] = {"reached_all": all(p is not None and p["reached_all"] for p in parity)}
+        if out["parity"]["reached_all"]:
+            out["parity"]["acceleration_flops"] = stat([p["baseline_flops"] / p["chain_flops"] for p in parity])
     if runs[0].cfg.chain[0].init:   # member 1's own cost is its (continued) training only
         first = [f[0] for f in per_member]
         out["init"] = runs[0].cfg.chain[0].init
@@ -122,6 +155,22 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
         out["chain_wall_pct_caveat"] = wall_caveat([x for r in runs
                                                     for x in (*r.chain[:n_members], r.individual[n_members - 1])])
     return out
+
+
+def _parity(run: RunSummary, n_members: int) -> dict[str, Any] | None:
+    """Acceleration at parity of one run whose grown members stop at targets and whose baselines ran: the
+    baselines' cost to first reach their own final metrics (`cost_to_reach`) summed, over the chain's cost to
+    obtain every member (each stopping member's cost includes its probes); None without stopping members."""
+    grown = run.chain[1:n_members]
+    if not grown or not all(x.stopping for x in grown) or None in run.individual[:n_members]:
+        return None
+    metrics = [k for k, _ in metrics_for(run.cfg)]
+    costs = []
+    for b in run.individual[:n_members]:
+        final = {k: b.metrics[k] for k in metrics if k in b.metrics}
+        costs.append(cost_to_reach(b.history, final) or b.flops)
+    return {"reached_all": all(x.stopping["reached"] for x in grown), "baseline_flops": sum(costs),
+            "chain_flops": sum(x.flops for x in run.chain[:n_members])}
 
 
 def _fmt(stat: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -162,7 +211,38 @@ def format_markdown(summary: dict[str, Any]) -> str:
     if not f["complete"]:
         lines.append(f"- the chain is not finished: family numbers compare its {f['members']} "
                      f"finished members with the same members' baselines")
-    return "\n".join(lines + _distance_lines(summary["members"]))
+    return "\n".join(lines + _stopping_lines(summary) + _distance_lines(summary["members"]))
+
+
+def _stopping_lines(summary: dict[str, Any]) -> list[str]:
+    """Per stopping member: "reached at E epochs (X FLOPs)" or "not reached by the cap (best …)"; the family's
+    acceleration at parity when every member reached its target."""
+    stopping = [m for m in summary["members"] if m.get("stopping")]
+    if not stopping:
+        return []
+    lines = ["", "Training until the target (decisions on the validation split; the table's metrics are the "
+                 "held-out split's):"]
+    for m in stopping:
+        s = m["stopping"]
+        target = ", ".join(f"{metric_info(k).label} {_fmt(v, digits=metric_info(k).digits)}"
+                           for k, v in s["target"].items())
+        runs = f" in {s['reached']} of {s['runs']} runs" if s["runs"] > 1 else ""
+        where = f"at {_fmt(s['epoch'])} epochs ({human_flops(m['flops']['mean'])}, {_fmt(s['probes'], digits=0)} " \
+                f"probes)"
+        if s["reached"] == s["runs"]:
+            lines.append(f"- {m['model']}: reached{runs} {where}; target {target}")
+        else:
+            best = ", ".join(f"{metric_info(k).label} {_fmt(v, digits=metric_info(k).digits)}"
+                             for k, v in s["best_missed"].items())
+            lines.append(f"- {m['model']}: not reached by the cap{runs} (best on validation: {best}); stopped "
+                         f"{where}; target {target}")
+    parity = summary["family"].get("parity")
+    if parity and parity["reached_all"]:
+        lines.append(f"- family acceleration at parity (FLOPs; each baseline's cost to first reach its own final "
+                     f"metrics): {_fmt(parity['acceleration_flops'], digits=2)}×")
+    elif parity:
+        lines.append("- family acceleration at parity: not defined — a member did not reach its target by the cap")
+    return lines
 
 
 def closing_line(summary: dict[str, Any]) -> str:
@@ -184,8 +264,23 @@ def closing_line(summary: dict[str, Any]) -> str:
         reached += ok
         digits = metric_info(deltas[0][0]).digits
         parts.append(f"{m['model']} " + ", ".join(f"{d:+.{digits}f} {label}" for _, label, d in deltas))
-    return (f"what this shows: {speed}; grown members against their baselines: {'; '.join(parts)} — "
+    line = (f"what this shows: {speed}; grown members against their baselines: {'; '.join(parts)} — "
             f"{reached} of {len(grown)} reach their baseline on every metric")
+    return line + _stopping_clause(summary, chain[1:])
+
+
+def _stopping_clause(summary: dict[str, Any], grown: list[dict[str, Any]]) -> str:
+    """The closing line's part on members that train until a target: where each stopped, and the family's
+    acceleration at parity (or that there is none)."""
+    stops = [m for m in grown if m.get("stopping")]
+    if not stops:
+        return ""
+    where = "; ".join(f"{m['model']} {'reached' if m['stopping']['reached'] == m['stopping']['runs'] else 'missed'} "
+                      f"its target at {m['stopping']['epoch']['mean']:.3g} epochs" for m in stops)
+    parity = summary["family"].get("parity") or {}
+    speed = f"acceleration at parity {parity['acceleration_flops']['mean']:.2f}× in counted FLOPs" \
+        if parity.get("reached_all") else "no acceleration at parity (a member missed its target by the cap)"
+    return f"; trained until the target: {where} — {speed}"
 
 
 def _distance_lines(members: list[dict[str, Any]]) -> list[str]:

@@ -51,6 +51,7 @@ class StageRow:
     history: list[dict] = field(default_factory=list)
     conditions: dict[str, Any] | None = None   # of the wall clock (`compt.train.conditions`); None = not recorded
     diagnostics: dict[str, float] = field(default_factory=dict)   # grown stages: distance from the parent
+    stopping: dict[str, Any] = field(default_factory=dict)        # stopping stages (`compt.train.stopping.summary`)
 
     @property
     def label(self) -> str:
@@ -101,12 +102,14 @@ def _load_result(path: Path) -> dict[str, Any] | None:
 
 
 def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: float) -> StageRow:
-    flops = float(res["train_flops"])
+    """A stage's row; a stopping stage's epochs are those of the trajectory that made its final model."""
+    flops, stopping = float(res["train_flops"]), res.get("stopping") or {}
+    epochs = float(stopping["stopped"]["epoch"]) if stopping.get("stopped") else epochs
     return StageRow(model=model, method=method, epochs=epochs, flops=flops, cumulative_flops=offset + flops,
                     wall_s=float(res["wall_clock_s"]) + float(res.get("grow_s", 0.0)),
                     metrics={k: float(v) for k, v in res.get("metrics", {}).items()},
                     history=res.get("history", []), conditions=res.get("conditions") or None,
-                    diagnostics={k: float(v) for k, v in (res.get("diagnostics") or {}).items()})
+                    diagnostics={k: float(v) for k, v in (res.get("diagnostics") or {}).items()}, stopping=stopping)
 
 
 def load_run(run_dir: str | Path) -> RunSummary:
