@@ -229,3 +229,28 @@ def test_fashion_mnist_fine_tunes_a_member(tmp_path: Path) -> None:
     res = compt.finetune_run(run, data="fashion-mnist", mode="linear", progress=False, train_samples=200,
                              eval_samples=100, **FAST)
     assert all(r["train_size"] == 200 and r["held_out_size"] == 100 and r["top1"] > 30.0 for r in res)
+
+
+def test_the_study_files_results_as_summaries_and_make_results_says_where_the_gap_stays(
+        tmp_path: Path, colours: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import finetune_study
+    import make_results
+
+    bench, summaries = tmp_path / "bench", tmp_path / "summaries"
+    assert make_results.finetune_section(summaries)[-2] == "_not run yet_"
+    run = write_run(bench / "exp" / "var" / "seed0")
+    settings = [f"--set={k}={v}" for k, v in {**FAST, "epochs": 1}.items()]
+    assert finetune_study.main([str(run), "--data", f"folder:{colours}", "fashion-mnist:/nowhere", "--modes",
+                                "linear", "--runs-root", str(bench), "--summaries", str(summaries), "--no-progress",
+                                *settings]) == 0
+    copied = sorted(p.relative_to(summaries) for p in summaries.glob("**/*.json"))
+    assert copied == [Path(f"exp/var/seed0/finetune/{m}/folder-{colours.name}-linear.json")
+                      for m in ("baselines/test_B", "chain/01-test_A", "chain/02-test_B")]
+    _result(summaries / "exp" / "var" / "seed0", "chain/02-test_B", "test/B", ["chain"], 1, "full", 60.0)
+    _result(summaries / "exp" / "var" / "seed0", "baselines/test_B", "test/B", ["individual"], 1, "full", 65.0)
+    text = "\n".join(make_results.finetune_section(summaries))
+    assert f"| {summaries / 'exp' / 'var'} | test/B | synthetic | full | 60.0 | 65.0 | -5.0 | 1 |" in text
+    assert "Δ stays negative after fine-tuning in 1 of 2 cases" in text and "test/A |" not in text
