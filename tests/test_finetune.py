@@ -254,3 +254,9 @@ def test_the_study_files_results_as_summaries_and_make_results_says_where_the_ga
     text = "\n".join(make_results.finetune_section(summaries))
     assert f"| {summaries / 'exp' / 'var'} | test/B | synthetic | full | 60.0 | 65.0 | -5.0 | 1 |" in text
     assert "Δ stays negative after fine-tuning in 1 of 2 cases" in text and "test/A |" not in text
+
+
+def test_a_swin_tower_gets_timm_groups_with_its_projection_at_the_head() -> None:
+    ids, depth = layer_ids(create_model("test/Swin-B").visual)
+    assert ids["trunk.patch_embed.proj.weight"] == 0 and ids["head.proj.weight"] == depth + 1
+    assert sorted(set(ids.values())) == list(range(depth + 2))

@@ -7,8 +7,9 @@ split's mean and std, and only the head trains (the tower's weights stay bit-ide
 
 Layer-wise lr decay (BEiT, Bao et al. 2022; the MAE and timm recipe). Every tower parameter gets a layer id
 l: 0 for the patch embedding, class token, positional embedding and pre-norm; i for transformer block i
-(1 ≤ i ≤ L); L + 1 for the final norm, the tower's projection and the head (a timm trunk, e.g. Swin: its own
-``group_matcher`` groups in order). At optimizer step t group l trains at
+(1 ≤ i ≤ L); L + 1 for the final norm, the tower's projection and the head (a timm trunk, e.g. Swin: the
+trunk's own ``group_matcher`` groups in order, stem 0, and the tower's projection with the head at L + 1).
+At optimizer step t group l trains at
 
     lr_l(t) = lr(t) · decay^(L + 1 − l)
 
@@ -59,8 +60,8 @@ def layer_ids(visual: nn.Module) -> tuple[dict[str, int], int]:
 
         groups = group_parameters(trunk, trunk.group_matcher(coarse=False))   # {group: [names]}, stem first
         ids = {f"trunk.{n}": i for i, (_, members) in enumerate(sorted(groups.items())) for n in members}
-        depth = len(groups) - 1          # the last group (the final norm) sits with the head at L + 1
-        return {n: ids.get(n, depth) for n in names}, depth - 1
+        depth = len(groups) - 1          # groups 1 … L; the tower's own head (pooling projection) is L + 1
+        return {n: ids.get(n, depth + 1) for n in names}, depth
     blocks = {n: int(m.group(1)) + 1 for n in names if (m := _BLOCK.match(n))}
     depth = max(blocks.values(), default=0)
     return {n: 0 if n.startswith(_EMBEDDINGS) else blocks.get(n, depth + 1) for n in names}, depth
