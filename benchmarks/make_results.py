@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from compt.clip.finetune.runner import FINETUNE_DIR
+from compt.clip.finetune.table import load_scores
 from compt.clip.paradigm import PARADIGM as CLIP
 from compt.plan import human_flops
 from compt.report import WALL_MARKS, RunSummary, combined_status, load_run, stat, summarise, write_report
@@ -405,6 +407,48 @@ def payoff_section(runs_root: Path, img: Path) -> list[str]:
     return parts + [payoff_table(points), "", "![when the chain pays off](img/payoff_map.png)", ""]
 
 
+def finetune_rows(runs_root: Path) -> list[tuple[str, str, str, str, dict, dict, int]]:
+    """(variant, model, dataset, mode, chain stat, individual stat, seeds) of every grown member with fine-tuning
+    results for both methods, from the committed ``<run>/finetune`` JSONs (benchmarks/finetune_study.py); a run
+    ``…/seedK`` counts as a seed of its variant, any other run folder as a variant of its own."""
+    variants: dict[Path, list[Path]] = {}
+    for ft in sorted(runs_root.glob(f"**/{FINETUNE_DIR}")):
+        run = ft.parent
+        variants.setdefault(run.parent if run.name.startswith("seed") else run, []).append(run)
+    rows = []
+    for variant, seed_runs in variants.items():
+        scores = load_scores(seed_runs)
+        for model in (scores or {}).get("models", [])[1:]:    # member 1 is the same training in both methods
+            chain, ind = (scores["scores"].get((model, m), {}) for m in ("chain", "individual"))
+            for col in scores["columns"]:
+                if chain.get(col) and ind.get(col):
+                    rows.append((_rel(variant), model, *col, stat(chain[col]), stat(ind[col]),
+                                 min(len(chain[col]), len(ind[col]))))
+    return rows
+
+
+def finetune_section(runs_root: Path) -> list[str]:
+    """'Does fine-tuning close the chain's gap?': chain against individual after fine-tuning each grown member."""
+    parts = ["## Does fine-tuning close the chain's gap?", "",
+             "Each grown member's image tower and its individual baseline's, fine-tuned the same way with a linear "
+             "head (`compt finetune`; full: tower + head, linear: frozen tower) on a labelled set; held-out top-1 "
+             "(%), mean ± std over seeds, Δ = chain − individual. Made with `python benchmarks/finetune_study.py "
+             "RUN_DIR …`.", ""]
+    rows = finetune_rows(runs_root)
+    if not rows:
+        return parts + ["_not run yet_", ""]
+    lines = ["| variant | member | dataset | mode | chain | individual | Δ | seeds |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    negative = []
+    for variant, model, dataset, mode, c, i, n in rows:
+        delta = c["mean"] - i["mean"]
+        negative += [f"{variant} {model} {dataset} {mode} ({delta:+.1f})"] if delta < 0 else []
+        lines.append(f"| {variant} | {model} | {dataset} | {mode} | {_pm(c)} | {_pm(i)} | {delta:+.1f} | {n} |")
+    verdict = (f"Δ stays negative after fine-tuning in {len(negative)} of {len(rows)} cases: {'; '.join(negative)}."
+               if negative else f"Δ is zero or positive in all {len(rows)} cases: fine-tuning closes the gap here.")
+    return parts + ["\n".join(lines), "", verdict, ""]
+
+
 def _same_as_protocol(variant: str) -> bool:
     """saturation's 2.5k × 128 point is paper_protocol's N→T→C→S run (its stages are copied from there)."""
     return variant == "sat-2.5k-128ep"
@@ -502,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
                 parts += [f"![{exp.name} {png[:-4]}](img/{exp.name}_{png})", ""]
     parts += target_section(candidates)
     parts += payoff_section(runs, img)
+    parts += finetune_section(runs)
     out.write_text("\n".join(parts))
     print(f"wrote {out}")
     return 0

@@ -10,6 +10,7 @@ The Python API (the CLI's commands are built on the same functions)::
     print(compt.report_runs("runs/q"))                                # the paper-style table (Markdown)
     model = compt.load_member("runs/q/chain/02-tiny_ViT-T/final.pt")   # an open_clip CLIP / a LlamaForCausalLM
     state = compt.grow_checkpoint("runs/q/chain/02-tiny_ViT-T/final.pt", "tiny/ViT-C")  # a child's weights
+    results = compt.finetune_run("runs/q", data="synthetic", mode="linear")   # held-out top-1 of every member
 
 Imports are lazy: ``import compt`` loads no torch. (The names differ from the subpackages ``compt.train``,
 ``compt.plan`` and ``compt.report``, which an import would otherwise shadow.)
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from compt.plan import ChainPlan
 
 __version__ = "0.1.0"
-__all__ = ["grow_checkpoint", "load_config", "load_member", "plan_chain", "report_runs", "train_chain"]
+__all__ = ["finetune_run", "grow_checkpoint", "load_config", "load_member", "plan_chain", "report_runs", "train_chain"]
 
 
 def load_config(config: str | Path | RunConfig, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -104,3 +105,14 @@ def grow_checkpoint(parent: str | Path, to: str, *, op: str = "preserve", seed: 
                    "parent_model": ckpt.model_config.name, "operator": op, "seed": seed, "stage": "grow"}
         save_checkpoint(out, state_dict=state, model_config=child, lineage=lineage)
     return state
+
+
+def finetune_run(run_dir: str | Path, *, data: str = "synthetic", mode: str = "full", redo: bool = False,
+                 progress: bool = True, **settings: Any) -> list[dict[str, Any]]:
+    """Fine-tune the image tower of every finished member of a CLIP run (or of one checkpoint) with a linear head
+    on `data` (``synthetic[:TASK]``, ``fashion-mnist[:ROOT]``, ``folder:PATH``), `mode` full or linear, any
+    `compt.clip.finetune.config.FinetuneConfig` field as a keyword; resumable. Returns each member's result (held-out
+    ``top1`` in %, settings, sizes), also written to ``RUN/finetune/<member>/<dataset>[-linear].json``."""
+    from compt.clip.finetune.runner import finetune_run as run
+
+    return run(run_dir, data=data, mode=mode, redo=redo, progress=progress, **settings)

@@ -268,10 +268,12 @@ class ClipParadigm:
         return f"local-dir:{folder}"
 
     def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
-        """The clip_benchmark per-dataset table, when `compt eval --benchmark` ran on the runs."""
+        """The clip_benchmark per-dataset table, when `compt eval --benchmark` ran on the runs, and the
+        fine-tuning table, when `compt finetune` did."""
         from compt.clip.bench.table import benchmark_section
+        from compt.clip.finetune.table import finetune_section
 
-        return benchmark_section(list(run_dirs), out)
+        return benchmark_section(list(run_dirs), out) + finetune_section(list(run_dirs), out)
 
     # ------------------------------------------------------------------ listings (compt models, compt flops)
     def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:

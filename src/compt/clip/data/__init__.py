@@ -36,7 +36,7 @@ from compt.config import DataConfig
 from compt.errors import UserError, unknown_name
 
 __all__ = ["ADAPTERS", "KINDS", "DataAdapter", "EvalSuite", "PairDataset", "adapter", "build_eval_suite",
-           "build_train_dataset", "evaluate", "tokenize"]
+           "build_train_dataset", "evaluate", "labelled_folder", "tokenize"]
 
 MAX_SYNTHETIC_GIB = 16          # pre-rendered uint8 images held in memory
 MAX_RETRIEVAL_CAPTIONS = 5  # captions per image kept for retrieval (COCO has 5)
@@ -77,7 +77,7 @@ def build_eval_suite(data: DataConfig, model_cfg: ModelConfig, *, validation: bo
                         f"one: {have}); set the grown members' epochs instead")
     suite = make(data, size, ctx)
     if data.zeroshot_folder and not validation:
-        extra = _labelled_task("folder", _folder(data.zeroshot_folder, data, size), None)
+        extra = _labelled_task("folder", labelled_folder(data.zeroshot_folder, data, size), None)
         suite = EvalSuite(name=suite.name, context_length=ctx, zeroshot=(*suite.zeroshot, extra),
                           retrieval=suite.retrieval)
     return suite
@@ -207,7 +207,7 @@ def _labelled_task(name: str, split: real.Labelled, probe: real.Labelled | None)
                         probe_labels=probe.labels if probe is not None else None)
 
 
-def _folder(root: str, data: DataConfig, size: int) -> real.Labelled:
+def labelled_folder(root: str, data: DataConfig, size: int) -> real.Labelled:
     """Decode an image folder (bad images skipped and counted) → labelled images."""
     classnames, items = files.read_folder(root)
     bad = BadData(root, data.max_bad_fraction)
@@ -304,11 +304,12 @@ def _fashion_mnist_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
 
 
 def _folder_train(data: DataConfig, size: int, ctx: int) -> PairDataset:
-    return real.template_pairs(_folder(data.path, data, size), data.captions_per_image, ctx, data.seed, data.path)
+    labelled = labelled_folder(data.path, data, size)
+    return real.template_pairs(labelled, data.captions_per_image, ctx, data.seed, data.path)
 
 
 def _folder_suite(data: DataConfig, size: int, ctx: int) -> EvalSuite:
-    labelled = _folder(data.eval_path or data.path, data, size)
+    labelled = labelled_folder(data.eval_path or data.path, data, size)
     return EvalSuite(name="folder", context_length=ctx, zeroshot=(_labelled_task("folder", labelled, None),))
 
 
