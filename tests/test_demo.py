@@ -31,6 +31,12 @@ def test_demo_quick_runs_and_closes_with_what_its_table_says(tmp_path: Path, cap
         assert f"{m['model']} {m['delta_zeroshot_top1']:+.1f} zero-shot top-1" in line
     reached = sum(m["delta_zeroshot_top1"] >= 0 and m["delta_retrieval_r1"] >= 0 for m in grown)
     assert f"— {reached} of {len(grown)} reach their baseline on every metric" in line
+    for m in grown:   # the demo trains each grown member until it matches its baseline (validation split)
+        verdict = "reached" if m["stopping"]["reached"] else "missed"
+        assert f"{m['model']} {verdict} its target at {m['stopping']['epoch']['mean']:.3g} epochs" in line
+    parity = summary["family"]["parity"]
+    assert (f"acceleration at parity {parity['acceleration_flops']['mean']:.2f}×" if parity["reached_all"]
+            else "no acceleration at parity") in line
 
 
 def _summary(deltas: list[float], key: str, label: str) -> dict:

@@ -167,8 +167,10 @@ def test_the_report_says_where_each_member_stopped_and_the_acceleration_at_parit
     assert summary["family"]["parity"]["acceleration_flops"]["mean"] == pytest.approx(want)
     assert f"family acceleration at parity (FLOPs; each baseline's cost to first reach its own final metrics): " \
            f"{want:.2f}×" in md
-    assert closing_line(summary).endswith(f"toy/mlp-8 reached its target at 2.5 epochs — acceleration at parity "
-                                          f"{want:.2f}× in counted FLOPs")
+    from compt.plan import human_flops
+
+    assert closing_line(summary).endswith(f"toy/mlp-8 reached its target at 2.5 epochs ({human_flops(grown_cost)}) — "
+                                          f"acceleration at parity {want:.2f}× in counted FLOPs")
     # a baseline's cost to reach: the first evaluation meeting every value
     history = [{"flops": 1.0, "val_mse": 3.0}, {"flops": 2.0, "val_mse": 1.0}, {"flops": 3.0, "val_mse": 2.0}]
     assert cost_to_reach(history, {"val_mse": 2.0}) == 2.0 and cost_to_reach(history, {"val_mse": 0.5}) is None

@@ -276,7 +276,8 @@ def _stopping_clause(summary: dict[str, Any], grown: list[dict[str, Any]]) -> st
     if not stops:
         return ""
     where = "; ".join(f"{m['model']} {'reached' if m['stopping']['reached'] == m['stopping']['runs'] else 'missed'} "
-                      f"its target at {m['stopping']['epoch']['mean']:.3g} epochs" for m in stops)
+                      f"its target at {m['stopping']['epoch']['mean']:.3g} epochs "
+                      f"({human_flops(m['flops']['mean'])})" for m in stops)
     parity = summary["family"].get("parity") or {}
     speed = f"acceleration at parity {parity['acceleration_flops']['mean']:.2f}× in counted FLOPs" \
         if parity.get("reached_all") else "no acceleration at parity (a member missed its target by the cap)"
