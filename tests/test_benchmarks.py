@@ -1,5 +1,6 @@
 """The experiment definitions and the results helpers of benchmarks/ (no training here)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -310,3 +311,37 @@ def test_bench_growth_states_the_ranges_it_measured() -> None:
     text = bench_growth.markdown(rows, "python benchmarks/bench_growth.py", "0.1 0.1 0.1")
     assert "Measured here: `Δ × child` 1.10–1.20, process baseline before growth 0.50–0.70 GiB, over 2 runs." in text
     assert "≈ 1.0–1.1" not in text and "≈ 0.8 GiB" not in text
+
+
+def test_parity_variant_targets_the_committed_baselines_and_caps_at_3x_the_recipe() -> None:
+    from experiments import EXPERIMENTS, FOUR_FLIP50, baseline_metrics, variant_config
+
+    v = EXPERIMENTS["parity"].variants[0]
+    cfg = variant_config(v, 0, [])
+    for i, m in enumerate(cfg.chain[1:]):
+        assert m.epochs == pytest.approx(3 * FOUR_FLIP50[i]) and m.probe_every == pytest.approx(FOUR_FLIP50[i])
+        assert m.schedule == "wsd" and m.patch_dropout == 0.5 and m.lr == 4e-3
+        assert m.target == baseline_metrics(v.targets_from, 0, m.model)
+    summary = experiments.SUMMARIES / "paper_protocol/protocol-NTCS/seed0/baselines/tiny_ViT-S/result.json"
+    got = json.loads(summary.read_text())["metrics"]
+    assert cfg.chain[3].target == {"zeroshot_top1": got["zeroshot_top1"], "retrieval_r1": got["retrieval_r1"]}
+
+
+def test_parity_member_costs_the_probes_and_reads_the_baselines_curve() -> None:
+    from make_results import parity_member
+
+    from compt.runs import StageRow
+
+    base = StageRow(model="m", method="individual", epochs=128, flops=100.0, cumulative_flops=100.0, wall_s=1.0,
+                    metrics={"zeroshot_top1": 40.0, "retrieval_r1": 30.0},
+                    history=[{"flops": 50.0, "zeroshot_top1": 41.0, "retrieval_r1": 29.0},
+                             {"flops": 75.0, "zeroshot_top1": 40.5, "retrieval_r1": 30.5},
+                             {"flops": 100.0, "zeroshot_top1": 40.0, "retrieval_r1": 30.0}])
+    probes = [{"epoch": 5.0, "met": False, "zeroshot_top1": 38.0, "retrieval_r1": 25.0},
+              {"epoch": 10.0, "met": True, "zeroshot_top1": 41.0, "retrieval_r1": 31.0}]
+    chain = StageRow(model="m", method="chain", epochs=10.0, flops=20.0, cumulative_flops=30.0, wall_s=1.0,
+                     metrics={"zeroshot_top1": 39.0, "retrieval_r1": 31.0},
+                     stopping={"reached": True, "probes": probes, "stopped": probes[1]})
+    m = parity_member(chain, base)
+    assert m["reached"] and m["chain_flops"] == 20.0 and m["baseline_flops"] == 75.0   # first eval at ≥ both finals
+    assert m["delta"] == {"zeroshot_top1": -1.0, "retrieval_r1": 1.0} and m["best"]["retrieval_r1"] == 31.0
