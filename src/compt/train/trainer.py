@@ -344,6 +344,7 @@ def _record_probe(st: _Stage, step: int, end: int) -> bool:
     model.eval()
     with torch.no_grad():
         metrics = {k: float(v) for k, v in st.validate(model).items()}
+    metrics = distributed.gather_objects(metrics)[0]   # rank 0's numbers decide on every rank: one decision
     st.task.train()
     lower = [m.key for m in st.paradigm.metrics if not m.higher_is_better]
     met = stopping.meets(metrics, st.spec.target, lower)
