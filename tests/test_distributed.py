@@ -33,6 +33,9 @@ STAGES = {
     # FSDP2: sharded blocks, replicated logit scale and projection, clipping over mixed tensors, evaluation
     "fsdp_distill": {**_DISTILL, "teacher_cache": True, "fsdp": True, "grad_clip": 1.0, "evaluate": True},
     "fsdp_clip": {"model": "test/B", "epochs": 1.5, "fsdp": True, "evaluate": True, "eval_every_epochs": 1},
+    # trained until an unreachable target: probes at steps 2, 4, 6 branch, validate (rank 0 decides) and restore
+    "ddp_stopping": {**_DISTILL, "epochs": 2, "teacher_cache": False, "evaluate": True,
+                     "member": {"target": {"retrieval_r1": 101.0}, "probe_every": 0.5}},
 }
 # a stage again, crashed after step 2 and resumed from its memory-mapped checkpoint: FSDP2 (sharded optimizer
 # state round trip) and DDP (every rank maps the whole optimizer state and updates it in place)
@@ -50,15 +53,18 @@ def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(out: Path, evaluate: bool = False, on_step=None, **kw) -> None:
-    train_stage(**stage_kwargs(out, **kw), evaluate=toy_evaluate() if evaluate else None, on_step=on_step)
+    stops = "target" in kw.get("member", {})
+    train_stage(**stage_kwargs(out, **kw), evaluate=toy_evaluate() if evaluate else None, on_step=on_step,
+                validate=toy_evaluate(12) if stops else None)
 
 
 @pytest.mark.parametrize("name", list(STAGES))
 def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: str) -> None:
     _run(tmp_path, **STAGES[name])
-    for kind in ("train", "eval"):
+    for kind in ("train", "eval", "probe"):
         one, two = read_metrics(tmp_path, kind), read_metrics(two_process_runs / name, kind)
-        assert len(one) == len(two) > 0 or (kind == "eval" and not STAGES[name].get("evaluate"))
+        assert len(one) == len(two) > 0 or (kind == "eval" and not STAGES[name].get("evaluate")) or (
+            kind == "probe" and "member" not in STAGES[name])
         for a, b in zip(one, two, strict=True):
             a.pop("kind"), b.pop("kind")
             assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
@@ -66,6 +72,10 @@ def test_two_processes_match_one(two_process_runs: Path, tmp_path: Path, name: s
         files = json.loads((two_process_runs / f"{name}.cache_files.json").read_text())
         assert files == ["node0.done.json", "node0.image.bf16", "node0.text.bf16"]
         assert not (two_process_runs / name / "teacher_cache").exists()  # deleted once the stage finished
+    if "member" in STAGES[name]:   # the probes and the cap's end, every one missed
+        probes = read_metrics(two_process_runs / name, "probe")
+        assert [(p["step"], p["end"], p["met"]) for p in probes] == [(2, 3, False), (4, 5, False), (6, 7, False),
+                                                                      (8, 8, False)]
     wa, wb = final_weights(tmp_path), final_weights(two_process_runs / name)
     assert wa.keys() == wb.keys()
     for k in wa:
