@@ -14,6 +14,10 @@ FILE_OR_FOLDER`` (default: `compt.lm.text.default_corpus`, the standard library'
 ``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and ``data.eval_samples`` that
 is the run's own held-out split). ``--tokenizer FILE`` overrides the tokenizer (default: the run's BPE
 ``tokenizer.json`` when the checkpoint lies in a BPE run, else byte-level).
+
+``compt eval RUN_DIR --lm-eval TASK[,…] [--lm-eval-tasks DIR]`` runs lm-evaluation-harness, offline, on every
+member of a language-model run (`compt.lm.harness`; task ``held-out`` is the run's own held-out text);
+``--benchmark`` runs clip_benchmark on every member of a CLIP run (`compt.clip.bench`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--task", default="auto", metavar="TASK",
                    help="zeroshot_classification | zeroshot_retrieval | auto (default; wds: by dataset_type.txt)")
     b.add_argument("--workers", type=int, default=0, help="clip_benchmark data loader workers (default 0)")
+    h = p.add_argument_group("lm-evaluation-harness (pip install 'compt[lmeval]'): CHECKPOINT is then a RUN_DIR")
+    h.add_argument("--lm-eval", default="", metavar="TASK[,TASK…]",
+                   help="evaluate every member of a language-model RUN_DIR with lm-eval, offline (held-out: the "
+                        "run's own held-out text)")
+    h.add_argument("--lm-eval-tasks", default="", metavar="DIR", help="a folder of your own lm-eval task YAMLs")
     p.set_defaults(func=run)
 
 
@@ -167,6 +176,29 @@ def run_clip_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_lm_harness(args: argparse.Namespace) -> int:
+    """`--lm-eval`: lm-evaluation-harness on every member of a language-model run (`compt.lm.harness`)."""
+    from compt.lm.harness import HARNESS_DIR, HarnessConfig, go_offline, run_harness
+
+    go_offline()   # first: looking up the run's paradigm already imports huggingface_hub, which reads it once
+    from compt.config import read_run_config
+    from compt.distributed import user_device
+    from compt.paradigm import paradigm_for_run
+
+    run_dir = Path(args.checkpoint)
+    if not run_dir.is_dir():
+        raise UserError(f"--lm-eval evaluates every member of a RUN_DIR; {run_dir} is not a folder")
+    if paradigm_for_run(read_run_config(run_dir)).name != "lm":
+        raise UserError(f"{run_dir} is not a language-model run: --lm-eval evaluates compt.lm members (CLIP runs: "
+                        f"--benchmark)")
+    check_numbers(args)
+    cfg = HarnessConfig(tasks=tuple(t.strip() for t in args.lm_eval.split(",")), include_path=args.lm_eval_tasks,
+                        batch_size=args.batch_size, device=str(user_device(args.device)))
+    files = run_harness(run_dir, cfg)
+    print(f"{len(files)} lm-eval result files under {run_dir / HARNESS_DIR}; `compt report {run_dir}` tabulates them")
+    return 0
+
+
 def lm_text_eval(args: argparse.Namespace) -> Any:
     """The `compt.lm.evaluate.TextEval` of ``--data text``; options that only mean something for CLIP are refused."""
     from compt.lm.evaluate import TextEval, resolve_tokenizer
@@ -255,6 +287,10 @@ def write_json(args: argparse.Namespace, model: str, data: dict[str, Any], suite
 def run(args: argparse.Namespace) -> int:
     from compt.clip.data import build_eval_suite, evaluate
 
+    if args.lm_eval:
+        return run_lm_harness(args)
+    if args.lm_eval_tasks:
+        raise UserError("--lm-eval-tasks DIR names task folders for --lm-eval TASK[,…]; add --lm-eval")
     if args.data == "text":
         return run_lm(args)
     if args.benchmark:
