@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ class HeldOutTask:
     context: int               # C
     tokens: int                # W·C, the tokens lm-eval scores
     bytes: int                 # B, the document's UTF-8 bytes
-    words: int                 # n_w, lm-eval's word count of the document
+    words: int                 # n_w, lm-eval's word count of the document (its pieces between whitespace runs)
     same_tokens: bool          # encoding the document gives back h_1 … h_{WC}
 
 
@@ -118,7 +119,7 @@ def write_held_out_task(run_dir: Path, cfg: Any, context: int) -> HeldOutTask:
     (folder / "held_out.jsonl").write_text(json.dumps({"text": text}) + "\n")
     (folder / f"{HELD_OUT}.yaml").write_text(json.dumps(task_yaml(folder), indent=2) + "\n")
     task = HeldOutTask(folder=folder, prefix_token_id=ids[0], windows=len(held), context=context,
-                       tokens=len(ids) - 1, bytes=len(text.encode("utf-8")), words=len(text.split()),
+                       tokens=len(ids) - 1, bytes=len(text.encode("utf-8")), words=len(re.split(r"\s+", text)),
                        same_tokens=tok.encode(text).ids == ids[1:])
     (folder / "held_out.json").write_text(json.dumps(asdict(task) | {"folder": str(folder)}, indent=2) + "\n")
     return task
