@@ -179,6 +179,8 @@ def run_harness(run_dir: str | Path, cfg: HarnessConfig) -> list[Path]:
 
     go_offline()
     require_lm_eval()
+    from lm_eval.utils import handle_non_serializable  # JSON of NumPy scalars, sets, functions in its output
+
     run_dir = Path(run_dir)
     run_cfg = read_run_config(run_dir)
     context = get_lm_config(run_cfg.chain[0].model).context_length   # every member's (`LMParadigm.chain_rules`)
@@ -195,15 +197,8 @@ def run_harness(run_dir: str | Path, cfg: HarnessConfig) -> list[Path]:
             out["compt_member"] = json.loads((folder / PROVENANCE_FILE).read_text())
             path = root / member.key / "results.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(out, indent=2, default=_plain) + "\n")
+            path.write_text(json.dumps(out, indent=2, default=handle_non_serializable) + "\n")
             files.append(path)
     index = [asdict(m) for m, _ in members]
     (root / "members.json").write_text(json.dumps({"run": str(run_dir.resolve()), "members": index}, indent=2) + "\n")
     return files
-
-
-def _plain(value: Any) -> Any:
-    """JSON for what lm-eval's output holds besides plain values (NumPy scalars, sets, functions)."""
-    from lm_eval.utils import handle_non_serializable
-
-    return handle_non_serializable(value)
