@@ -2,9 +2,10 @@
 
 For each run of experiment ``lm`` (`benchmarks/experiments.py lm`: ``runs/bench/lm/<variant>/seed<k>``) whose
 checkpoints exist, runs what ``compt eval RUN --lm-eval held-out`` runs (`compt.lm.harness.run_harness`) and
-copies the small JSON files it writes — ``lm_eval/members.json``, ``lm_eval/held-out/held_out.json`` and each
-member's ``lm_eval/<member>/results.json`` — to ``benchmarks/runs/lm/<variant>/seed<k>/lm_eval/``, beside the
-run's committed summaries (`compt report` on the run folder then adds the per-task tables). Runs without
+saves the run's summaries again (`experiments.save_summaries`), which now include the small JSON files it writes
+— ``lm_eval/members.json``, ``lm_eval/held-out/held_out.json`` and each member's
+``lm_eval/<member>/results.json`` (not the held-out text nor the datasets cache) — under
+``benchmarks/runs/lm/<variant>/seed<k>/`` (`compt report` on that folder then adds the per-task tables). Runs without
 checkpoints, or whose corpus (``data.path``, the Python 3.11 docs of Debian's ``python3.11-doc``) is missing,
 are listed and skipped.
 
@@ -20,7 +21,6 @@ per-member start-up, so 20–30 minutes for the 9 committed runs.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,7 +29,6 @@ import experiments
 from compt.errors import UserError
 
 EXPERIMENT = "lm"
-COPIED_SUFFIX = ".json"            # results, members, held_out.json; not the held-out text nor the datasets cache
 
 
 def study_runs(variants: list[str] | None, seeds: list[int]) -> list[tuple[str, int, Path]]:
@@ -57,21 +56,6 @@ def why_not(run_dir: Path) -> str:
     return "" if not path or Path(path).exists() else f"its corpus {path} is missing"
 
 
-def copy_results(run_dir: Path, target: Path) -> list[Path]:
-    """Copy the run's lm-eval JSON files (``RUN/lm_eval/**/*.json`` outside the datasets cache) under `target`."""
-    from compt.lm.harness import HARNESS_DIR
-
-    source, copied = run_dir / HARNESS_DIR, []
-    for f in sorted(source.rglob(f"*{COPIED_SUFFIX}")):
-        if "cache" in f.relative_to(source).parts:
-            continue
-        dest = target / HARNESS_DIR / f.relative_to(source)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, dest)
-        copied.append(dest)
-    return copied
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=None, help="only these variants of experiment lm")
@@ -92,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if reason or args.list:
             continue
         run_harness(run_dir, cfg)
-        target = experiments.SUMMARIES / run_dir.relative_to(experiments.RUNS)
-        print(f"  {len(copy_results(run_dir, target))} files → {target / 'lm_eval'}")
+        print(f"  lm-eval results saved under {experiments.save_summaries(run_dir) / 'lm_eval'}")
     return 0
 
 

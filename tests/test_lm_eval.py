@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -151,17 +152,20 @@ def test_bad_inputs_exit_2(run_dir: Path, tmp_path: Path, monkeypatch, capsys) -
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_study_driver_finds_runs_and_copies_the_small_jsons(evaluated: Path, tmp_path: Path, monkeypatch) -> None:
+def test_study_driver_finds_runs_and_saves_the_small_jsons(evaluated: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import experiments
     import lm_eval_study
 
     monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(experiments, "SUMMARIES", tmp_path / "summaries")
     (variant, seed, run), *_ = lm_eval_study.study_runs(["lm4-preserve-kl"], [0, 1])
     assert (variant, seed, run) == ("lm4-preserve-kl", 0, tmp_path / "runs/lm/lm4-preserve-kl/seed0")
-    assert lm_eval_study.why_not(run) == "not run here" and lm_eval_study.why_not(evaluated) == ""
+    assert lm_eval_study.why_not(run) == "not run here"
     with pytest.raises(SystemExit, match="unknown variant"):
         lm_eval_study.study_runs(["no-such"], [0])
-    copied = lm_eval_study.copy_results(evaluated, tmp_path / "summary")
-    assert sorted(str(p.relative_to(tmp_path / "summary")) for p in copied) == sorted(
-        ["lm_eval/members.json", "lm_eval/held-out/held_out.json"] + [f"lm_eval/{m}/results.json" for m in MEMBERS])
+    shutil.copytree(evaluated, run)
+    assert lm_eval_study.why_not(run) == ""
+    saved = experiments.save_summaries(run) / "lm_eval"
+    assert sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file()) == sorted(
+        ["members.json", "held-out/held_out.json"] + [f"{m}/results.json" for m in MEMBERS])

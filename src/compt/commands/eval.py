@@ -119,7 +119,8 @@ def check_target(args: argparse.Namespace) -> str:
     if path.is_dir():
         example = min(path.glob("chain/*/final.pt"), default=path / "chain" / "01-…" / "final.pt")
         raise UserError(f"{path} is a folder, not a checkpoint: pass a checkpoint file such as {example}, or (CLIP "
-                        f"runs) --benchmark DATASET --dataset-root ROOT to evaluate every member of a run directory")
+                        f"runs) --benchmark DATASET --dataset-root ROOT, or (language-model runs) --lm-eval TASK "
+                        f"to evaluate every member of a run directory")
     return str(user_device(args.device))
 
 
@@ -165,7 +166,8 @@ def run_clip_benchmark(args: argparse.Namespace) -> int:
         raise UserError(f"--benchmark evaluates every member of a RUN_DIR with clip_benchmark; {run_dir} is a file")
     if (run_dir / "config.toml").is_file() and paradigm_for_run(read_run_config(run_dir)).name != "clip":
         raise UserError(f"{args.checkpoint} is a language-model run: clip_benchmark evaluates CLIP models; "
-                        f"evaluate its checkpoints with --data text --data-path FILE_OR_FOLDER")
+                        f"evaluate the run with --lm-eval TASK, its checkpoints with --data text --data-path "
+                        f"FILE_OR_FOLDER")
     if not args.dataset_root:
         raise UserError("--benchmark needs --dataset-root ROOT (the datasets must already be there: offline)")
     cfg = BenchmarkConfig(datasets=tuple(d.strip() for d in args.benchmark.split(",")), task=args.task,
