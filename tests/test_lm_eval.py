@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ from compt.cli import build_parser, main
 from compt.config import config_from_dict
 from compt.errors import UserError
 from compt.lm.data import LMData
+from compt.lm.harness import OFFLINE
 from compt.lm.models import create_lm
 from compt.report import write_report
 
@@ -65,8 +67,12 @@ def user_tasks(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def evaluated(run_dir: Path, user_tasks: Path) -> Path:
-    assert main(["eval", str(run_dir), "--lm-eval", "held-out,short-docs", "--lm-eval-tasks", str(user_tasks),
-                 "--batch-size", "4"]) == 0
+    with pytest.MonkeyPatch.context() as mp:   # the offline switches compt sets are undone after the module
+        for key in OFFLINE:
+            mp.delenv(key, raising=False)
+        assert main(["eval", str(run_dir), "--lm-eval", "held-out,short-docs", "--lm-eval-tasks", str(user_tasks),
+                     "--batch-size", "4"]) == 0
+        assert all(os.environ[key] == "1" for key in OFFLINE)
     return run_dir
 
 
@@ -130,6 +136,8 @@ def eval_args(*argv: str):
 
 
 def test_bad_inputs_exit_2(run_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    for key in OFFLINE:
+        monkeypatch.setenv(key, "1")   # restored afterwards, whatever compt sets
     clip = tmp_path / "clip"
     clip.mkdir()
     (clip / "config.toml").write_text(tomli_w.dumps({"name": "toy", "data": {"kind": "csv", "path": "x.csv"},
