@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import tomli_w
 import torch
 from test_lm_chain import TEXT, raw
 
+import compt
 from compt.chain import train_run
 from compt.checkpoint import load_checkpoint
 from compt.cli import build_parser, main
@@ -129,6 +131,26 @@ def test_report_tabulates_chain_individual_and_delta(evaluated: Path, tmp_path: 
     a = results(evaluated, MEMBERS[0])["results"]["held-out"]["bits_per_byte,none"]   # one run for both roles
     assert "| lm/test-A | " in md and f"{a:.4f} | {a:.4f} | +0.0000" in md
     assert json.loads((out / "lm_eval.json").read_text())[str(evaluated)]["columns"][0][0] == "held-out"
+
+
+# `compt eval … --lm-eval` in a fresh interpreter, then whether huggingface_hub (imported on the way) is offline
+OFFLINE_PROBE = """
+import sys
+from compt.cli import main
+status = main(sys.argv[1:])
+from huggingface_hub import constants
+print(status, "huggingface_hub" in sys.modules, constants.HF_HUB_OFFLINE)
+"""
+
+
+def test_offline_before_huggingface_hub_is_imported(run_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in OFFLINE and k != "TRANSFORMERS_OFFLINE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(compt.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    argv = ["eval", str(run_dir), "--lm-eval", "held-out", "--device", "nope"]   # stops after the paradigm lookup
+    done = subprocess.run([sys.executable, "-c", OFFLINE_PROBE, *argv], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.stdout.split() == ["2", "True", "True"], done.stderr[-2000:]
+    assert "--device 'nope' is not a device name" in done.stderr
 
 
 def eval_args(*argv: str):

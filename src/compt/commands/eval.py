@@ -287,12 +287,12 @@ def write_json(args: argparse.Namespace, model: str, data: dict[str, Any], suite
 
 
 def run(args: argparse.Namespace) -> int:
-    from compt.clip.data import build_eval_suite, evaluate
-
-    if args.lm_eval:
+    if args.lm_eval:   # before anything imports huggingface_hub (`run_lm_harness`)
         return run_lm_harness(args)
     if args.lm_eval_tasks:
         raise UserError("--lm-eval-tasks DIR names task folders for --lm-eval TASK[,…]; add --lm-eval")
+    from compt.clip.data import build_eval_suite, evaluate
+
     if args.data == "text":
         return run_lm(args)
     if args.benchmark:
