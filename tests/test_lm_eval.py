@@ -9,6 +9,9 @@ checked against compt's and hand computations (the math is in `compt.lm.harness`
   windows), N = W·C the tokens it averages over, B and n_w the document's UTF-8 bytes and words;
 - a user task of short documents (each ≤ C tokens, so one rolling window each): bits_per_byte =
   −Σ_d log p(d | <eos>) / (Σ_d B_d · ln 2), the log-likelihood computed here with the model itself.
+
+Also: ``compt report``'s per-task table against Δs computed by hand, one-line errors for bad inputs, the offline
+switch taking effect before huggingface_hub is first imported, and the study driver's run discovery and copies.
 """
 
 from __future__ import annotations
