@@ -31,7 +31,8 @@ BASE = ROOT / "benchmarks" / "configs" / "tiny-base.toml"
 RUNS = ROOT / "runs" / "bench"
 SUMMARIES = ROOT / "benchmarks" / "runs"        # committed copies of every finished run's small files
 SUMMARY_SUFFIXES = (".json", ".jsonl", ".toml")
-NOT_SUMMARIES = {"tb", "hf", "data"}   # TensorBoard events, Hugging Face exports, the tokenised corpus
+NOT_SUMMARIES = {"tb", "hf", "data",   # TensorBoard events, Hugging Face exports, the tokenised corpus,
+                 "cache", "held_out.jsonl"}   # lm-eval's datasets cache and held-out text (benchmarks/lm_eval_study.py)
 
 
 @dataclass(frozen=True)

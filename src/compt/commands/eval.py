@@ -14,6 +14,10 @@ FILE_OR_FOLDER`` (default: `compt.lm.text.default_corpus`, the standard library'
 ``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and ``data.eval_samples`` that
 is the run's own held-out split). ``--tokenizer FILE`` overrides the tokenizer (default: the run's BPE
 ``tokenizer.json`` when the checkpoint lies in a BPE run, else byte-level).
+
+``compt eval RUN_DIR --lm-eval TASK[,…] [--lm-eval-tasks DIR]`` runs lm-evaluation-harness, offline, on every
+member of a language-model run (`compt.lm.harness`; task ``held-out`` is the run's own held-out text);
+``--benchmark`` runs clip_benchmark on every member of a CLIP run (`compt.clip.bench`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--task", default="auto", metavar="TASK",
                    help="zeroshot_classification | zeroshot_retrieval | auto (default; wds: by dataset_type.txt)")
     b.add_argument("--workers", type=int, default=0, help="clip_benchmark data loader workers (default 0)")
+    h = p.add_argument_group("lm-evaluation-harness (pip install 'compt[lmeval]'): CHECKPOINT is then a RUN_DIR")
+    h.add_argument("--lm-eval", default="", metavar="TASK[,TASK…]",
+                   help="evaluate every member of a language-model RUN_DIR with lm-eval, offline (held-out: the "
+                        "run's own held-out text)")
+    h.add_argument("--lm-eval-tasks", default="", metavar="DIR", help="a folder of your own lm-eval task YAMLs")
     p.set_defaults(func=run)
 
 
@@ -110,7 +119,8 @@ def check_target(args: argparse.Namespace) -> str:
     if path.is_dir():
         example = min(path.glob("chain/*/final.pt"), default=path / "chain" / "01-…" / "final.pt")
         raise UserError(f"{path} is a folder, not a checkpoint: pass a checkpoint file such as {example}, or (CLIP "
-                        f"runs) --benchmark DATASET --dataset-root ROOT to evaluate every member of a run directory")
+                        f"runs) --benchmark DATASET --dataset-root ROOT, or (language-model runs) --lm-eval TASK "
+                        f"to evaluate every member of a run directory")
     return str(user_device(args.device))
 
 
@@ -156,7 +166,8 @@ def run_clip_benchmark(args: argparse.Namespace) -> int:
         raise UserError(f"--benchmark evaluates every member of a RUN_DIR with clip_benchmark; {run_dir} is a file")
     if (run_dir / "config.toml").is_file() and paradigm_for_run(read_run_config(run_dir)).name != "clip":
         raise UserError(f"{args.checkpoint} is a language-model run: clip_benchmark evaluates CLIP models; "
-                        f"evaluate its checkpoints with --data text --data-path FILE_OR_FOLDER")
+                        f"evaluate the run with --lm-eval TASK, its checkpoints with --data text --data-path "
+                        f"FILE_OR_FOLDER")
     if not args.dataset_root:
         raise UserError("--benchmark needs --dataset-root ROOT (the datasets must already be there: offline)")
     cfg = BenchmarkConfig(datasets=tuple(d.strip() for d in args.benchmark.split(",")), task=args.task,
@@ -164,6 +175,29 @@ def run_clip_benchmark(args: argparse.Namespace) -> int:
     files = run_benchmark(args.checkpoint, cfg)
     print(f"{len(files)} clip_benchmark result files under {Path(args.checkpoint) / 'benchmark' / 'results'}; "
           f"`compt report {args.checkpoint}` tabulates them")
+    return 0
+
+
+def run_lm_harness(args: argparse.Namespace) -> int:
+    """`--lm-eval`: lm-evaluation-harness on every member of a language-model run (`compt.lm.harness`)."""
+    from compt.lm.harness import HARNESS_DIR, HarnessConfig, go_offline, run_harness
+
+    go_offline()   # first: looking up the run's paradigm already imports huggingface_hub, which reads it once
+    from compt.config import read_run_config
+    from compt.distributed import user_device
+    from compt.paradigm import paradigm_for_run
+
+    run_dir = Path(args.checkpoint)
+    if not run_dir.is_dir():
+        raise UserError(f"--lm-eval evaluates every member of a RUN_DIR; {run_dir} is not a folder")
+    if paradigm_for_run(read_run_config(run_dir)).name != "lm":
+        raise UserError(f"{run_dir} is not a language-model run: --lm-eval evaluates compt.lm members (CLIP runs: "
+                        f"--benchmark)")
+    check_numbers(args)
+    cfg = HarnessConfig(tasks=tuple(t.strip() for t in args.lm_eval.split(",")), include_path=args.lm_eval_tasks,
+                        batch_size=args.batch_size, device=str(user_device(args.device)))
+    files = run_harness(run_dir, cfg)
+    print(f"{len(files)} lm-eval result files under {run_dir / HARNESS_DIR}; `compt report {run_dir}` tabulates them")
     return 0
 
 
@@ -253,6 +287,10 @@ def write_json(args: argparse.Namespace, model: str, data: dict[str, Any], suite
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.lm_eval:   # before anything imports huggingface_hub (`run_lm_harness`)
+        return run_lm_harness(args)
+    if args.lm_eval_tasks:
+        raise UserError("--lm-eval-tasks DIR names task folders for --lm-eval TASK[,…]; add --lm-eval")
     from compt.clip.data import build_eval_suite, evaluate
 
     if args.data == "text":

@@ -9,6 +9,7 @@
 - `compt.lm.data`    a run's corpus: training windows, the held-out loss, the ``hf/`` export of a stage
 - `compt.lm.text`    plain-text corpora tokenised once into a memory-mapped token array
 - `compt.lm.evaluate` held-out loss / perplexity of a checkpoint on a text file (`compt eval --data text`)
+- `compt.lm.harness` lm-evaluation-harness on every member of a run, with the ``held-out`` task (extra ``lmeval``)
 
 Chain members train in compt's one chain runner and trainer (`compt.chain`, `compt.train`).
 

@@ -202,7 +202,10 @@ class LMParadigm:
         return str(folder)
 
     def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
-        return ""
+        """The lm-evaluation-harness per-task tables, when `compt eval --lm-eval` ran on the runs."""
+        from compt.lm.harness.table import harness_section
+
+        return harness_section(list(run_dirs), out)
 
     # ------------------------------------------------------------------ listings (compt models, compt flops)
     def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
