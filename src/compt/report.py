@@ -227,8 +227,9 @@ def _stopping_lines(summary: dict[str, Any]) -> list[str]:
         target = ", ".join(f"{metric_info(k).label} {_fmt(v, digits=metric_info(k).digits)}"
                            for k, v in s["target"].items())
         runs = f" in {s['reached']} of {s['runs']} runs" if s["runs"] > 1 else ""
-        where = f"at {_fmt(s['epoch'])} epochs ({human_flops(m['flops']['mean'])}, {_fmt(s['probes'], digits=0)} " \
-                f"probes)"
+        probes = _fmt(s["probes"], digits=0)
+        where = f"at {_fmt(s['epoch'])} epochs ({human_flops(m['flops']['mean'])}, {probes} " \
+                f"probe{'' if probes == '1' else 's'})"
         if s["reached"] == s["runs"]:
             lines.append(f"- {m['model']}: reached{runs} {where}; target {target}")
         else:
