@@ -33,6 +33,7 @@ SUMMARIES = ROOT / "benchmarks" / "runs"        # committed copies of every fini
 SUMMARY_SUFFIXES = (".json", ".jsonl", ".toml")
 NOT_SUMMARIES = {"tb", "hf", "data",   # TensorBoard events, Hugging Face exports, the tokenised corpus,
                  "cache", "held_out.jsonl"}   # lm-eval's datasets cache and held-out text (benchmarks/lm_eval_study.py)
+REUSED = "reused.json"   # in a variant's run: the stages reuse_finished copied there, and from where
 
 
 @dataclass(frozen=True)
@@ -296,12 +297,17 @@ def baseline_metrics(run: str, seed: int, model: str) -> dict[str, float]:
 
 
 def reuse_finished(run_dir: Path, cfg) -> int:
-    """Copy finished stages with identical settings (fingerprint) from other variants; returns how many."""
+    """Copy finished stages with identical settings (fingerprint) from other variants; returns how many. Each copy
+    is recorded in the run's reused.json ({stage dir: donor stage dir under RUNS}), so the report can tell a
+    wall-clock measured in this run from one copied from another (`copied_stages`)."""
+    record = run_dir / REUSED
+    reused = json.loads(record.read_text()) if record.is_file() else {}
     copied = 0
     for stage in plan_stages(cfg, cfg.baselines):
         target = run_dir / stage.directory
         if (target / "result.json").is_file():
             continue
+        reused.pop(stage.directory, None)   # not finished here: trained now, or copied again below
         for lineage in RUNS.glob(f"*/*/seed{cfg.train.seed}/*/*/lineage.json"):
             donor = lineage.parent
             if donor == target or not (donor / "result.json").is_file():
@@ -309,9 +315,29 @@ def reuse_finished(run_dir: Path, cfg) -> int:
             have = json.loads(lineage.read_text()).get("fingerprint")
             if have is not None and not stage_changes(have, cfg, stage):
                 shutil.copytree(donor, target, dirs_exist_ok=True)
+                reused[stage.directory] = str(donor.relative_to(RUNS))
                 copied += 1
                 break
+    if reused or record.is_file():
+        record.write_text(json.dumps(reused, indent=2, sort_keys=True) + "\n")
     return copied
+
+
+def copied_stages(run_dir: Path) -> dict[str, str]:
+    """The stages of a run (`<runs>/<experiment>/<variant>/seed<k>`, under runs/bench or benchmarks/runs) that were
+    copied from another variant's run: {stage dir relative to run_dir: donor `experiment/variant/seed<k>/stage
+    dir`}. From reused.json, and, for runs made before it was written, from each result.json's checkpoint path: a
+    stage that trained here names a checkpoint in its own folder, a copied one its donor's (compared on the path
+    from the experiment down, so a summary moved from runs/bench to benchmarks/runs still matches itself)."""
+    record = run_dir / REUSED
+    out = json.loads(record.read_text()) if record.is_file() else {}
+    for result in sorted(run_dir.glob("*/*/result.json")):
+        stage = result.parent.relative_to(run_dir)
+        here = (*run_dir.parts[-3:], *stage.parts)
+        written = Path(json.loads(result.read_text()).get("checkpoint", "")).parent.parts
+        if len(written) >= len(here) and written[-len(here):] != here:   # a bare "final.pt" says nothing
+            out.setdefault(str(stage), "/".join(written[-len(here):]))
+    return out
 
 
 def save_summaries(run_dir: Path) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from compt.chain import baseline_dir, plan_stages
 from compt.clip.finetune.runner import FINETUNE_DIR
 from compt.clip.finetune.table import load_scores
 from compt.clip.paradigm import PARADIGM as CLIP
@@ -37,7 +38,7 @@ from compt.runs import lower_is_better, metrics_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from experiments import EXPERIMENTS  # noqa: E402
+from experiments import EXPERIMENTS, copied_stages  # noqa: E402
 
 METRICS = tuple((m.key, m.label) for m in CLIP.metrics)   # the CLIP study's headline metrics
 
@@ -55,6 +56,7 @@ EQUAL_LOSS = ("lm",)   # language-model experiments: compute at equal held-out l
 # the evidence target: a 4-member CLIP family at >= 4x counted FLOPs (>= 3.5x wall-clock, clean, same runs), every
 # grown member within 1 point of its baseline or above on every metric, mean of >= 2 seeds
 TARGET = {"members": 4, "flops": 4.0, "wall": 3.5, "tolerance": 1.0, "seeds": 2}
+COPIED = " ‡"   # after a wall-clock cell, besides WALL_MARKS: some stage behind it was copied from another run
 
 
 def _pm(stat: dict | None, digits: int = 1) -> str:
@@ -81,10 +83,44 @@ def variant_table(rows: list[tuple[str, dict]]) -> str:
                 name, m["model"], *[_pm(m.get(k), digits) for k, _ in metrics], *deltas,
                 _pm(ind.get(m["model"], {}).get(metrics[0][0]), digits),
                 f"{human_flops(fam['chain_flops']['mean'])} ({_pm(fam['chain_pct_of_largest'])} %)",
-                _pm(fam["acceleration_flops"], 2) + "×", _pm(fam.get("acceleration_wall"), 2) + "×"
-                + WALL_MARKS[fam.get("acceleration_wall_status", "not recorded")],
+                _pm(fam["acceleration_flops"], 2) + "×", _pm(fam.get("acceleration_wall"), 2) + "×" + wall_mark(fam),
                 str(m["flops"]["n"])]) + " |")
     return "\n".join(lines)
+
+
+def wall_mark(fam: dict) -> str:
+    """The marks after a family wall-clock figure: how its stages were measured (WALL_MARKS), ‡ if copied."""
+    return WALL_MARKS[fam.get("acceleration_wall_status", "not recorded")] \
+        + (COPIED if fam.get("wall_copied", {}).get("copied") else "")
+
+
+def wall_copies(runs: list[RunSummary]) -> dict:
+    """Of the stages behind a variant's family wall-clock (its finished chain members and their baselines, as in
+    `compt.report`), how many `experiments.py` copied from another variant's run, and from which runs."""
+    n, used, donors = min(len(r.chain) for r in runs), 0, []
+    for r in runs:
+        dirs = dict.fromkeys([s.directory for s in plan_stages(r.cfg, baselines=False)[:n]]
+                             + [baseline_dir(r.cfg, i) for i in range(n)])
+        copied = copied_stages(Path(r.run_dir))
+        used += len(dirs)
+        donors += [copied[d].rsplit("/", 3)[0] for d in dirs if d in copied]   # experiment/variant
+    return {"copied": len(donors), "of": used, "from": sorted(set(donors))}
+
+
+def variant_summary(runs: list[RunSummary]) -> dict:
+    """`compt.report.summarise`, plus which stages behind the family wall-clock were copied from another run."""
+    s = summarise(runs)
+    if "acceleration_wall" in s["family"]:
+        s["family"]["wall_copied"] = wall_copies(runs)
+    return s
+
+
+def copied_note(rows: list[tuple[str, dict]]) -> list[str]:
+    """The ‡ footnote under a variant table: per variant, its wall-clock stages copied and where from."""
+    parts = [f"{name}: {c['copied']} of {c['of']} from {', '.join(c['from'])}" for name, s in rows
+             if (c := s["family"].get("wall_copied", {})).get("copied")]
+    return ([f"‡ Stages behind the wall-clock acceleration that were copied from another variant's run (their "
+             f"wall-clock was measured there): {'; '.join(parts)}.", ""] if parts else [])
 
 
 def convergence_table(runs: list[RunSummary]) -> str:
@@ -152,6 +188,7 @@ def equal_loss_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
         accel = [sum(f for f, _, _ in c) / r.chain_flops for c, r in zip(costs, runs)]
         wall = [sum(w for _, w, _ in c) / r.chain_wall for c, r in zip(costs, runs)]
         status = combined_status([x for r in runs for x in r.chain + r.individual])
+        mark = wall_mark({"acceleration_wall_status": status, "wall_copied": wall_copies(runs)})
         for i in range(1, len(runs[0].chain)):
             reached = [c[i][2] for c in costs]
             flops = sum(c[i][0] for c in costs) / len(costs)
@@ -164,7 +201,7 @@ def equal_loss_table(variants: list[tuple[str, list[RunSummary]]]) -> str:
                 when = (f"{sum(epochs) / len(epochs):.2f} of {schedule:g}, " if epochs else "") + \
                     f"never in {reached.count(False)}/{len(reached)} seeds (its whole curve is above)"
             bound = "" if all(ok for c in costs for _, _, ok in c) else "≥ "
-            family = [f"{bound}{_pm(stat(accel), 2)}×", f"{bound}{_pm(stat(wall), 2)}×{WALL_MARKS[status]}"] \
+            family = [f"{bound}{_pm(stat(accel), 2)}×", f"{bound}{_pm(stat(wall), 2)}×{mark}"] \
                 if i == 1 else ["", ""]
             lines.append(f"| {name} | {runs[0].chain[i].model} | "
                          f"{human_flops(sum(r.chain[i].cumulative_flops for r in runs) / len(runs))} | "
@@ -364,11 +401,12 @@ def target_check(summary: dict) -> dict:
         misses.append(f"{flops:.2f}× FLOPs")
     if wall is None or wall["mean"] < TARGET["wall"]:
         misses.append("no wall-clock" if wall is None else f"{wall['mean']:.2f}× wall-clock")
-    elif status != "clean":
-        misses.append("wall-clock not measured clean")
+    else:
+        misses += ["wall-clock not measured clean"] if status != "clean" else []
+        misses += ["wall-clock mixes runs"] if fam.get("wall_copied", {}).get("copied") else []
     if seeds < TARGET["seeds"]:
         misses.append(f"{seeds} seed" + ("s" if seeds != 1 else ""))
-    return {"worst": worst, "flops": flops, "wall": wall, "wall_status": status, "seeds": seeds, "misses": misses}
+    return {"worst": worst, "flops": flops, "wall": wall, "mark": wall_mark(fam), "seeds": seeds, "misses": misses}
 
 
 def target_section(candidates: list[tuple[str, dict]]) -> list[str]:
@@ -389,7 +427,7 @@ def target_section(candidates: list[tuple[str, dict]]) -> list[str]:
             "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, t in rows:
-        wall = "—" if t["wall"] is None else f"{_pm(t['wall'], 2)}×{WALL_MARKS[t['wall_status']]}"
+        wall = "—" if t["wall"] is None else f"{_pm(t['wall'], 2)}×{t['mark']}"
         worst = [f"{t['worst'][label]:+.1f}" if label in t["worst"] else "—" for _, label in METRICS]
         verdict = "**met**" if not t["misses"] else "missed: " + ", ".join(t["misses"])
         lines.append("| " + " | ".join([name, f"{t['flops']:.2f}×", wall, *worst, str(t["seeds"]), verdict]) + " |")
@@ -567,7 +605,10 @@ def main(argv: list[str] | None = None) -> int:
              "baselines and chain in the same run. In the tables, an accel. wall-clock marked † used a stage that "
              "ran while other processes shared the CPU (indicative only; the per-stage reasons are in each run's "
              "`compt report`), one marked ? used stages whose conditions were not recorded (runs from before "
-             "compt recorded them).", ""]
+             "compt recorded them), and one marked ‡ includes stages that `experiments.py` copied from another "
+             "variant's run (a finished stage with identical settings is trained once per seed), so it mixes "
+             "measurements made at different times, under different load; the copied stages are listed under "
+             "each table.", ""]
     candidates: list[tuple[str, dict]] = []
     analysis = ROOT / "benchmarks" / "analysis.md"
     if analysis.is_file():
@@ -575,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     for exp in sorted(EXPERIMENTS.values(), key=lambda e: ORDER.index(e.name) if e.name in ORDER else len(ORDER)):
         done = {v.name: _complete_runs(runs / exp.name / v.name, baselines=exp.name not in PARTIAL_OK)
                 for v in exp.variants}
-        rows = [(name, summarise([run for _, run in pairs])) for name, pairs in done.items() if pairs]
+        rows = [(name, variant_summary([run for _, run in pairs])) for name, pairs in done.items() if pairs]
         candidates += [(f"{exp.name}/{name}", s) for name, s in rows]
         if not rows:
             parts += [f"## {exp.name}: {exp.question}\n\n_No run summaries of this experiment are in "
@@ -585,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         parts += [f"## {exp.name}: {exp.question}", "",
                   f"_Runs: `{_rel(runs / exp.name)}`, generated at commit {commit} on {machine()}; made with "
                   f"{reproduce(exp, done)}._", "",
-                  variant_table(rows), ""]
+                  variant_table(rows), "", *copied_note(rows)]
         if missing := missing_baselines(done):
             parts += ["Baselines not finished yet (Δ shows —, the FLOPs acceleration uses their planned cost, "
                       "no wall-clock acceleration): " + "; ".join(missing) + ".", ""]

@@ -231,3 +231,24 @@ def test_fashion_mnist_converter_writes_clip_benchmark_layout(tmp_path: Path) ->
             names = tar.getnames()
             assert len(names) == 2 * n and names[:2] == ["s0000000.png", "s0000000.cls"]
             assert tar.extractfile("s0000003.cls").read() == b"3"
+
+
+def test_clip_benchmark_runs_with_cuda_hidden_and_fp32(run_dir: Path, data_root: tuple[Path, dict],
+                                                        monkeypatch) -> None:
+    """clip_benchmark has no device flag and takes CUDA when it sees it: its subprocess gets
+    CUDA_VISIBLE_DEVICES="" and every run --no_amp (docs/benchmark.md)."""
+    import compt.clip.bench as bench
+
+    root, _ = data_root
+    calls = []
+
+    def fake_run(cmd, env, check):
+        calls.append((cmd, env, json.loads(Path(cmd[-1]).read_text())))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    bench.run_benchmark(run_dir, BenchmarkConfig(datasets=("wds/toy_cls",), dataset_root=str(root)))
+    ((cmd, env, spec),) = calls
+    assert cmd[1:3] == ["-m", "compt.clip.bench.runner"] and env["CUDA_VISIBLE_DEVICES"] == ""
+    assert len(spec["runs"]) == len(run_members(run_dir)) and all("--no_amp" in args for args in spec["runs"])

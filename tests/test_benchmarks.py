@@ -1,6 +1,7 @@
 """The experiment definitions and the results helpers of benchmarks/ (no training here)."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -345,3 +346,74 @@ def test_parity_member_costs_the_probes_and_reads_the_baselines_curve() -> None:
     m = parity_member(chain, base)
     assert m["reached"] and m["chain_flops"] == 20.0 and m["baseline_flops"] == 75.0   # first eval at ≥ both finals
     assert m["delta"] == {"zeroshot_top1": -1.0, "retrieval_r1": 1.0} and m["best"]["retrieval_r1"] == 31.0
+
+
+# ---------------------------------------------------------------------------- stages copied between variants
+def _stage_results(run_dir: Path) -> dict[str, Path]:
+    return {str(r.parent.relative_to(run_dir)): r for r in sorted(run_dir.glob("*/*/result.json"))}
+
+
+def _copied_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """Two runs of a synthetic experiment, made under /elsewhere/runs/bench and moved here like the committed
+    summaries: `donor` trained every stage; `copy` trained chain stage 2 and holds donor's member 1 and baseline."""
+    from test_wall_conditions import CLEAN, STAGES, write_run
+
+    runs = {name: write_run(tmp_path / "exp" / name / "seed0", dict.fromkeys(STAGES, CLEAN)) for name in ("donor",
+                                                                                                          "copy")}
+    for name, run_dir in runs.items():
+        for stage, result in _stage_results(run_dir).items():
+            trained_in = "copy" if name == "copy" and stage == "chain/02-test_B" else "donor"
+            res = json.loads(result.read_text())
+            res["checkpoint"] = f"/elsewhere/runs/bench/exp/{trained_in}/seed0/{stage}/final.pt"
+            result.write_text(json.dumps(res))
+    return runs["donor"], runs["copy"]
+
+
+def test_copied_stages_are_found_from_the_committed_result_files(tmp_path: Path) -> None:
+    donor, copy = _copied_tree(tmp_path)
+    assert experiments.copied_stages(donor) == {}
+    assert experiments.copied_stages(copy) == {"chain/01-test_A": "exp/donor/seed0/chain/01-test_A",
+                                               "baselines/test_B": "exp/donor/seed0/baselines/test_B"}
+    bare = tmp_path / "exp" / "bare" / "seed0"   # a result naming only "final.pt" (test runs) is not a copy
+    (bare / "chain" / "01-test_A").mkdir(parents=True)
+    (bare / "chain" / "01-test_A" / "result.json").write_text(json.dumps({"checkpoint": "final.pt"}))
+    (bare / experiments.REUSED).write_text(json.dumps({"baselines/test_B": "exp/donor/seed0/baselines/test_B"}))
+    assert experiments.copied_stages(bare) == {"baselines/test_B": "exp/donor/seed0/baselines/test_B"}
+
+
+def test_wall_clock_with_copied_stages_is_marked_and_misses_the_target(tmp_path: Path) -> None:
+    from make_results import copied_note, target_check, variant_summary, variant_table
+
+    from compt.report import load_run
+
+    donor, copy = _copied_tree(tmp_path)
+    rows = [(d.parent.name, variant_summary([load_run(d)])) for d in (donor, copy)]
+    assert rows[1][1]["family"]["wall_copied"] == {"copied": 2, "of": 3, "from": ["exp/donor"]}
+    table = {line.split(" | ")[0].strip("| "): line for line in variant_table(rows).splitlines()[2:]}
+    assert "| 2.86× |" in table["donor"] and "| 2.86× ‡ |" in table["copy"]
+    assert copied_note(rows) == ["‡ Stages behind the wall-clock acceleration that were copied from another "
+                                 "variant's run (their wall-clock was measured there): copy: 2 of 3 from exp/donor.",
+                                 ""]
+    mixed = _summary([(0.5, 0.0)] * 3, 4.5, 4.0, "clean", 2)
+    mixed["family"]["wall_copied"] = rows[1][1]["family"]["wall_copied"]
+    assert target_check(mixed)["misses"] == ["wall-clock mixes runs"] and target_check(mixed)["mark"] == " ‡"
+
+
+def test_reuse_finished_records_what_it_copied_and_from_where(tmp_path: Path, monkeypatch) -> None:
+    from compt.chain import fingerprint, plan_stages
+
+    monkeypatch.setattr(experiments, "RUNS", tmp_path)
+    cfg = experiments.variant_config(experiments.EXPERIMENTS["main"].variants[0], seed=0, extra=[])
+    stage = plan_stages(cfg, cfg.baselines)[0]
+    donor = tmp_path / "exp" / "other" / "seed0" / stage.directory
+    donor.mkdir(parents=True)
+    (donor / "lineage.json").write_text(json.dumps({"fingerprint": fingerprint(cfg, stage)}, default=str))
+    (donor / "result.json").write_text(json.dumps({"checkpoint": str(donor / "final.pt")}))
+    run_dir = tmp_path / "exp" / "me" / "seed0"
+    assert experiments.reuse_finished(run_dir, cfg) == 1
+    record = json.loads((run_dir / experiments.REUSED).read_text())
+    assert record == {stage.directory: f"exp/other/seed0/{stage.directory}"} == experiments.copied_stages(run_dir)
+    shutil.rmtree(donor)   # the stage is trained here next time: no longer listed as copied
+    (run_dir / stage.directory / "result.json").unlink()
+    assert experiments.reuse_finished(run_dir, cfg) == 0
+    assert json.loads((run_dir / experiments.REUSED).read_text()) == {}

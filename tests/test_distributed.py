@@ -20,6 +20,8 @@ import torch
 from helpers import final_weights, read_metrics, stage_kwargs, toy_evaluate
 
 from compt import distributed
+from compt.chain import train_run
+from compt.config import config_from_dict
 from compt.errors import UserError
 from compt.train import train_stage
 
@@ -41,6 +43,32 @@ STAGES = {
 # state round trip) and DDP (every rank maps the whole optimizer state and updates it in place)
 RESUMED = {"fsdp_resumed": "fsdp_distill", "ddp_resumed": "ddp_distill"}
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+# a whole chain (growth, evaluation, baselines) run by `train_run` while rank 1 records every write it makes there
+CHAIN = {"name": "rank0-writes", "baselines": True,
+         "data": {"kind": "synthetic", "num_samples": 32, "eval_samples": 16, "probe_samples": 0},
+         "train": {"batch_size": 16, "warmup_steps": 1, "stage_warmup_steps": 1, "loader_workers": 0},
+         "chain": [{"model": "test/A", "epochs": 1}, {"model": "test/B", "epochs": 1, "growth": "preserve"}]}
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def record_writes(root: Path, into: list[str]) -> None:
+    """Append to `into` every file this process opens for writing (or creates), renames or removes under `root`
+    (Python audit events: builtin and os-level opens alike, so torch.save and atomic renames are seen). Folders
+    are not counted: every rank makes sure its run and stage folders exist (``mkdir(exist_ok=True)``)."""
+    root = root.resolve()
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "open":
+            path, mode, flags = args
+            writes = bool(mode and set(mode) & set("wax+")) or bool(flags & WRITE_FLAGS)
+            paths = [path] if writes else []
+        else:
+            paths = {"os.rename": args[:2], "os.remove": args[:1]}.get(event, [])
+        for path in paths:
+            if isinstance(path, (str, bytes, os.PathLike)) and Path(os.fsdecode(path)).resolve().is_relative_to(root):
+                into.append(f"{event} {os.fsdecode(path)}")
+
+    sys.addaudithook(hook)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +145,16 @@ def test_multi_node_run_dir_must_be_shared(two_process_runs: Path) -> None:
         assert "is not shared by all nodes (1 of 2 ranks cannot read" in text
 
 
+def test_only_rank_0_writes(two_process_runs: Path) -> None:
+    """docs/cluster.md: "Only rank 0 writes files" — in a two-rank chain run, rank 1 writes none in the run."""
+    run_dir = two_process_runs / CHAIN["name"]
+    assert sorted(p.parent.name for p in run_dir.glob("*/*/final.pt")) == ["01-test_A", "02-test_B", "test_B"]
+    rank0, rank1 = (json.loads((two_process_runs / f"rank{r}-writes.json").read_text()) for r in (0, 1))
+    written = {Path(w.split(" ", 1)[1]).name for w in rank0}   # the recorder sees rank 0's writes
+    assert {"run.json", "result.json", "final.pt", "metrics.jsonl"} <= written, sorted(written)
+    assert rank1 == [], "rank 1 wrote:\n" + "\n".join(rank1)
+
+
 def test_single_process_helpers_are_identities() -> None:
     info = distributed.init_distributed()
     assert (info.rank, info.world_size, info.is_main) == (0, 1, True)
@@ -173,6 +211,10 @@ if __name__ == "__main__":
             _run(root / name, **kw, on_step=resumed.append)
             if distributed.init_distributed().is_main:
                 (root / f"{name}.steps.json").write_text(json.dumps(resumed))
+    writes: list[str] = []
+    record_writes(root / CHAIN["name"], writes)
+    train_run(config_from_dict(CHAIN), root / CHAIN["name"], progress=False)
+    (root / f"rank{os.environ['RANK']}-writes.json").write_text(json.dumps(writes))
     # pretend to be two single-rank nodes: a shared folder passes, one folder per node fails on every rank
     os.environ["LOCAL_WORLD_SIZE"] = "1"
     rank = int(os.environ["RANK"])

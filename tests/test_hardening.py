@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,6 +258,52 @@ def test_batch_larger_than_the_data_is_refused_before_training(tmp_path: Path) -
     with pytest.raises(UserError, match="larger than the training set"):
         train_stage(**stage_kwargs(tmp_path, dataset=ToyPairs(8)))
     assert not (tmp_path / "last.pt").exists()
+
+
+class _FailingEvaluation:
+    """A paradigm whose held-out evaluation cannot be built for the models in `bad` (a data problem, e.g. an
+    evaluation split that cannot be made); everything else is the real paradigm's."""
+
+    def __init__(self, paradigm, bad: set[str]) -> None:
+        self.paradigm, self.bad = paradigm, bad
+
+    def __getattr__(self, name: str):
+        return getattr(self.paradigm, name)
+
+    def open_data(self, cfg, run_dir):
+        data, bad = self.paradigm.open_data(cfg, run_dir), self.bad
+
+        class Data:
+            def __getattr__(self, name: str):
+                return getattr(data, name)
+
+            def evaluator(self, model_cfg):
+                if model_cfg.name in bad:
+                    raise UserError(f"no evaluation split for {model_cfg.name}")
+                return data.evaluator(model_cfg)
+
+        return Data()
+
+
+def test_the_first_unfinished_stages_data_is_built_before_any_stage_trains(tmp_path: Path, monkeypatch) -> None:
+    """README/docs/cluster.md: settings and data are checked before any stage trains — for a resumed run the
+    first unfinished stage's, before anything of it (the grown init.pt, its lineage) is written."""
+    raw = {**ONE, "chain": [*ONE["chain"], {"model": "test/B", "epochs": 1, "growth": "preserve"}]}
+    real = chain_mod.paradigm_for_run
+    monkeypatch.setattr(chain_mod, "paradigm_for_run", lambda cfg: _FailingEvaluation(real(cfg), {"test/A"}))
+    with pytest.raises(UserError, match="no evaluation split for test/A"):
+        run(tmp_path / "fresh", raw)
+    assert not list((tmp_path / "fresh").glob("chain/*/*")), "a stage started although its data could not be built"
+    monkeypatch.setattr(chain_mod, "paradigm_for_run", real)
+    run(tmp_path / "resumed", raw)
+    second = tmp_path / "resumed" / "chain" / "02-test_B"
+    shutil.rmtree(second)   # member 2 unfinished, member 1 done
+    monkeypatch.setattr(chain_mod, "paradigm_for_run", lambda cfg: _FailingEvaluation(real(cfg), {"test/B"}))
+    with pytest.raises(UserError, match="no evaluation split for test/B"):
+        run(tmp_path / "resumed", raw)
+    assert not second.exists(), "member 2 was grown although its data could not be built"
+    states = {s["key"]: s["state"] for s in json.loads((tmp_path / "resumed" / "run.json").read_text())["stages"]}
+    assert states["chain-1"] == "done" and states["chain-2"] != "running"
 
 
 def test_a_failing_final_evaluation_loses_no_training(tmp_path: Path) -> None:

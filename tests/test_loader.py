@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import read_metrics, stage_kwargs
+from torch.utils.data import IterableDataset
 
 from compt.clip.data.datasets import PairDataset
 from compt.clip.data.images import TensorImages, to_model_input
 from compt.clip.teacher_cache import TeacherCache
 from compt.distributed import DistInfo
 from compt.train import train_stage
-from compt.train.loader import MAX_AUTO_WORKERS, resolve_workers, train_loader
+from compt.train.loader import MAX_AUTO_WORKERS, PREFETCH_FACTOR, ignore_stop_signals, resolve_workers, train_loader
 from compt.train.sampler import StepBatchSampler
 
 
@@ -57,3 +58,36 @@ def test_worker_processes_change_nothing(tmp_path: Path) -> None:
     train_stage(**stage_kwargs(tmp_path / "w0", loader_workers=0, **kw))
     train_stage(**stage_kwargs(tmp_path / "w2", loader_workers=2, **kw))
     assert read_metrics(tmp_path / "w0") == read_metrics(tmp_path / "w2")
+
+
+class _Stream(IterableDataset):
+    def __iter__(self):
+        return iter([])
+
+
+@pytest.mark.parametrize("device, pinned", [("cpu", False), ("cuda", True)])
+@pytest.mark.parametrize("dataset", [_pairs, _Stream], ids=["indexed", "stream"])
+def test_loader_settings_pinned_only_for_cuda_persistent_and_prefetching(dataset, device: str, pinned: bool) -> None:
+    """docs/cluster.md: workers are persistent, pinned (on CUDA: pinning serves only the host → GPU copy) and
+    prefetch PREFETCH_FACTOR batches each; without workers none of that applies. Built only, not iterated."""
+    sampler = StepBatchSampler(12, batch_size=4, accum=1, seed=0, start=0, stop=2)
+    info = DistInfo(device=torch.device(device))
+    loader = train_loader(dataset(), sampler, workers=2, info=info)
+    assert loader.num_workers == 2 and loader.pin_memory is pinned and loader.persistent_workers
+    assert loader.prefetch_factor == PREFETCH_FACTOR == 4 and loader.worker_init_fn is ignore_stop_signals
+    inline = train_loader(dataset(), sampler, workers=0, info=info)
+    assert inline.num_workers == 0 and inline.pin_memory is pinned and not inline.persistent_workers
+    assert inline.prefetch_factor is None and inline.worker_init_fn is None
+
+
+def test_the_trainer_trains_from_the_loader_it_builds(tmp_path: Path, monkeypatch) -> None:
+    """The loader `train_stage` actually iterates is train_loader's, with the configured workers (auto on
+    CPU: not pinned)."""
+    import compt.train.trainer as trainer
+
+    built = []
+    monkeypatch.setattr(trainer, "train_loader", lambda *a, **kw: built.append(train_loader(*a, **kw)) or built[-1])
+    train_stage(**stage_kwargs(tmp_path / "s", loader_workers=1, epochs=0.5))
+    (loader,) = built
+    assert loader.num_workers == 1 and loader.persistent_workers and loader.prefetch_factor == PREFETCH_FACTOR
+    assert not loader.pin_memory

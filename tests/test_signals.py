@@ -1,6 +1,7 @@
-"""What a cluster sends: SIGTERM to the whole process group (Slurm, `timeout`, `docker stop`, systemd) checkpoints
-and marks the stage interrupted, for CLIP and LM alike, and the rerun resumes to an uninterrupted run's weights;
-a SIGKILLed run restarts at once, although its loader workers may outlive it."""
+"""What a cluster sends: SIGTERM to the whole process group (Slurm, `timeout`, `docker stop`, systemd), or a
+terminal's Ctrl-C (SIGINT), checkpoints and marks the stage interrupted, for CLIP and LM alike, and the rerun
+resumes to an uninterrupted run's weights; a SIGKILLed run restarts at once, although its loader workers may
+outlive it."""
 
 from __future__ import annotations
 
@@ -64,8 +65,11 @@ def corpus(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("paradigm", ["clip", "lm"])
-def test_sigterm_to_the_process_group_checkpoints_and_resumes(paradigm: str, tmp_path: Path, corpus: Path) -> None:
+@pytest.mark.parametrize(("paradigm", "sig"), [("clip", signal.SIGTERM), ("lm", signal.SIGTERM),
+                                                ("clip", signal.SIGINT)],   # SIGINT: Ctrl-C in a terminal
+                         ids=["clip-SIGTERM", "lm-SIGTERM", "clip-SIGINT"])
+def test_a_stop_signal_to_the_process_group_checkpoints_and_resumes(paradigm: str, sig: signal.Signals,
+                                                                     tmp_path: Path, corpus: Path) -> None:
     raw = CLIP if paradigm == "clip" else lm_config(corpus)
     train_run(config_from_dict(raw), tmp_path / "reference", progress=False)
     config = tmp_path / "run.toml"
@@ -75,10 +79,10 @@ def test_sigterm_to_the_process_group_checkpoints_and_resumes(paradigm: str, tmp
     proc = subprocess.Popen(command(config, run_dir), env=environment(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_records(run_dir / "chain" / second, 2, proc)
-    os.killpg(proc.pid, signal.SIGTERM)          # the main process and its loader worker alike
+    os.killpg(proc.pid, sig)                     # the main process and its loader worker alike
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 2, err[-2000:]
-    assert "stopped by SIGTERM after step" in err and "checkpoint saved" in err, err[-2000:]
+    assert f"stopped by {sig.name} after step" in err and "checkpoint saved" in err, err[-2000:]
     assert "exited unexpectedly" not in err and "Traceback" not in err
     states = {s["key"]: s["state"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
     assert states == {"chain-1": "done", "chain-2": "interrupted"}
