@@ -221,6 +221,8 @@ EXPERIMENTS = {e.name: e for e in (
         # the same recipe on the 17x family N -> C -> M -> B (against paper_protocol/protocol-NCMB)
         Variant("wide-flip50-lr4e-3-fast-decay", WIDE, stage_epochs=WIDE_FLIP50, baseline_epochs=128,
                 overrides=RECIPE),
+        Variant("wide-growth-only-recipe", WIDE, stage_epochs=WIDE_FLIP50, baseline_epochs=128,
+                overrides=(*RECIPE, *_members("distill=\"none\"")), control="wide-flip50-lr4e-3-fast-decay"),
         # session 7: the 17x family is at 6.22x, well past the 4x target; spend that headroom on every grown member
         # alike (1.5x the recipe's epochs: 4.45x family FLOPs; 1.25x: 5.2x) -- does the retrieval gap close?
         *(Variant(f"wide-recipe-{k:g}x-epochs", WIDE, stage_epochs=tuple(round(k * e, 3) for e in WIDE_FLIP50),
@@ -231,6 +233,11 @@ EXPERIMENTS = {e.name: e for e in (
                "grown-member recipe's epochs; cost to parity = Σ baseline FLOPs / Σ chain FLOPs", (
         Variant("parity-NTCS", FOUR, stage_epochs=tuple(3 * e for e in FOUR_FLIP50), baseline_epochs=128,
                 overrides=(*PARITY, *(f"chain.{i + 1}.probe_every={e}" for i, e in enumerate(FOUR_FLIP50))),
+                targets_from="paper_protocol/protocol-NTCS"),
+        # the same without distillation (the growth ablation's growth-only-recipe)
+        Variant("parity-NTCS-growth-only", FOUR, stage_epochs=tuple(3 * e for e in FOUR_FLIP50), baseline_epochs=128,
+                overrides=(*PARITY, *_members("distill=\"none\""),
+                           *(f"chain.{i + 1}.probe_every={e}" for i, e in enumerate(FOUR_FLIP50))),
                 targets_from="paper_protocol/protocol-NTCS"),
         Variant("parity-NCMB", WIDE, stage_epochs=tuple(3 * e for e in WIDE_FLIP50), baseline_epochs=128,
                 overrides=(*PARITY, *(f"chain.{i + 1}.probe_every={e}" for i, e in enumerate(WIDE_FLIP50))),
