@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import platform
 import shutil
@@ -494,7 +495,17 @@ def finetune_section(runs_root: Path) -> list[str]:
         lines.append(f"| {variant} | {model} | {dataset} | {mode} | {_pm(c)} | {_pm(i)} | {delta:+.1f} | {n} |")
     verdict = (f"Δ stays negative after fine-tuning in {len(negative)} of {len(rows)} cases: {'; '.join(negative)}."
                if negative else f"Δ is zero or positive in all {len(rows)} cases: fine-tuning closes the gap here.")
-    return parts + ["\n".join(lines), "", verdict, ""]
+    return parts + ["\n".join(lines), "", verdict, "", finetune_settings(runs_root), ""]
+
+
+def finetune_settings(runs_root: Path) -> str:
+    """The distinct fine-tuning settings behind the table (each result JSON records its own)."""
+    seen = {}
+    for f in sorted(runs_root.glob(f"**/{FINETUNE_DIR}/**/*.json")):
+        raw = json.loads(f.read_text())
+        settings = {k: v for k, v in raw.get("settings", {}).items() if k != "mode"}
+        seen.setdefault(json.dumps(settings, sort_keys=True), settings)
+    return "Settings: " + "; ".join(", ".join(f"{k} {v}" for k, v in s.items()) for s in seen.values()) + "."
 
 
 def parity_runs(runs_root: Path) -> list[tuple[str, int, RunSummary, RunSummary]]:
