@@ -547,7 +547,8 @@ def parity_section(runs_root: Path) -> list[str]:
              "branches; a baseline's cost to parity is read off its evaluation curve (every 16 epochs): the first "
              "evaluation at or above its own final metrics. Family acceleration at parity = Σ baseline cost to "
              "parity ÷ Σ chain cost (member 1 is the same training in both), defined only when every grown member "
-             "reached its target.", ""]
+             "reached its target. No wall-clock at parity is given: the baselines' wall-clock was measured in "
+             "other runs, so a ratio would mix measurements.", ""]
     rows = parity_runs(runs_root)
     if not rows:
         return parts + ["_not run yet_", ""]
