@@ -579,6 +579,28 @@ def parity_section(runs_root: Path) -> list[str]:
     return parts + ["\n".join(lines), "", *verdicts, ""]
 
 
+def lm_eval_section(runs_root: Path) -> list[str]:
+    """'Language-model members on lm-evaluation-harness': every committed run with ``lm_eval/`` results
+    (`compt eval RUN --lm-eval held-out`), one table per task, chain | individual | Δ."""
+    from compt.lm.harness import HARNESS_DIR
+    from compt.lm.harness.table import format_task_table, load_harness
+
+    parts = ["## Language-model members on lm-evaluation-harness", "",
+             "Every member of a language-model run exported and evaluated by EleutherAI's lm-evaluation-harness "
+             "(`compt eval RUN_DIR --lm-eval held-out`, fp32, offline): `held-out` is the run's own held-out split "
+             "as a rolling log-likelihood task (bits per byte, byte and word perplexity; lower is better), "
+             "Δ = chain − individual.", ""]
+    found = False
+    for index in sorted(runs_root.glob(f"**/{HARNESS_DIR}/members.json")):
+        harness = load_harness(index.parent.parent)
+        if harness is None:
+            continue
+        found = True
+        for task in dict.fromkeys(t for t, _ in harness["columns"]):
+            parts += [f"`{_rel(index.parent.parent)}`, task `{task}`:", "", format_task_table(harness, task), ""]
+    return parts if found else parts + ["_not run yet_", ""]
+
+
 def _same_as_protocol(variant: str) -> bool:
     """saturation's 2.5k × 128 point is paper_protocol's N→T→C→S run (its stages are copied from there)."""
     return variant == "sat-2.5k-128ep"
@@ -681,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     parts += target_section(candidates)
     parts += payoff_section(runs, img)
     parts += finetune_section(runs)
+    parts += lm_eval_section(runs)
     out.write_text("\n".join(parts))
     print(f"wrote {out}")
     return 0
