@@ -195,6 +195,18 @@ def test_bad_stopping_settings_are_one_line_errors(member: dict, message: str) -
         validate(config_from_dict(RAW | {"chain": chain, "baselines": False}))
 
 
+def test_the_plan_says_which_members_are_capped() -> None:
+    from compt.commands.demo import demo_config_path
+    from compt.config import load_config
+    from compt.plan import format_plan, plan_chain
+
+    cfg = load_config(demo_config_path(quick=False))
+    plan = plan_chain(cfg)
+    assert plan.capped == ("tiny/ViT-T", "tiny/ViT-C", "tiny/ViT-S")
+    assert "tiny/ViT-T, tiny/ViT-C, tiny/ViT-S train until their target: their epochs are a cap" in format_plan(
+        plan, cfg.name)
+
+
 @pytest.mark.usefixtures("toy")
 def test_member_1_cannot_stop() -> None:
     chain = [dict(m) for m in RAW["chain"][:2]]

@@ -63,6 +63,7 @@ class ChainPlan:
     acceleration: float
     init: str = ""                          # member 1's starting checkpoint ("" = trained from scratch)
     acceleration_counting_init: float = 0.0  # with init: the acceleration if member 1 were trained alone first
+    capped: tuple[str, ...] = ()             # members trained until a target: their epochs are a cap
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -105,7 +106,8 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
                      individual_total=individual_total, largest_individual=largest,
                      reduction_vs_largest=1.0 - cumulative / largest,
                      acceleration=individual_total / cumulative if cumulative else float("inf"), init=init,
-                     acceleration_counting_init=individual_total / counted if init else 0.0)
+                     acceleration_counting_init=individual_total / counted if init else 0.0,
+                     capped=tuple(m.model for m in cfg.chain if m.until or m.target))
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,10 @@ def format_plan(plan: ChainPlan, name: str) -> str:
         rows += [f"member 1 starts from {plan.init}: its stage costs {human_flops(plan.members[0].stage_cost)} "
                  f"(0 when used as it is); counting its training from scratch too, the family acceleration is "
                  f"{plan.acceleration_counting_init:.2f}×"]
+    if plan.capped:
+        rows += [f"{', '.join(plan.capped)} train until their target: their epochs are a cap, so the chain cost is "
+                 f"at most the one above plus the probes' cooldown branches (each about a quarter of the steps "
+                 f"before it at the default cooldown); the run's report gives what was spent"]
     caches = [f"{m.model} {m.teacher_cache_bytes / 2**30:.3g} GiB" for m in plan.members if m.teacher_cache_bytes]
     if caches:
         rows.append(f"teacher cache per node (bf16, train.teacher_cache): {', '.join(caches)}")
