@@ -661,7 +661,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"_Runs: `{_rel(runs / exp.name)}`, generated at commit {commit} on {machine()}; made with "
                   f"{reproduce(exp, done)}._", "",
                   variant_table(rows), "", *copied_note(rows)]
-        if missing := missing_baselines(done):
+        if exp.name == "parity":
+            parts += ["These chain-only runs stop at the committed `paper_protocol` baselines of the same seed (not "
+                      "copied here, so Δ shows —): the section \"Acceleration at parity\" compares them.", ""]
+        elif missing := missing_baselines(done):
             parts += ["Baselines not finished yet (Δ shows —, the FLOPs acceleration uses their planned cost, "
                       "no wall-clock acceleration): " + "; ".join(missing) + ".", ""]
         if exp.name in PAIRED:
