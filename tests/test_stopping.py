@@ -195,6 +195,34 @@ def test_bad_stopping_settings_are_one_line_errors(member: dict, message: str) -
         validate(config_from_dict(RAW | {"chain": chain, "baselines": False}))
 
 
+def test_train_baselines_flag_satisfies_until_baseline(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`compt train CONFIG --baselines` is the same as baselines = true for the until = "baseline" check."""
+    from compt import chain
+    from compt.cli import main
+
+    config = tmp_path / "run.toml"
+    config.write_text("""name = "until"
+baselines = false
+[data]
+num_samples = 64
+[train]
+batch_size = 16
+[[chain]]
+model = "test/A"
+epochs = 1
+[[chain]]
+model = "test/B"
+epochs = 1
+until = "baseline"
+""")
+    seen = []
+    monkeypatch.setattr(chain, "train_run", lambda cfg, run_dir, **kw: seen.append(cfg.baselines) or {})
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2   # needs the baselines
+    assert "until = \"baseline\" needs baselines = true" in capsys.readouterr().err
+    assert main(["train", str(config), "--baselines", "--run-dir", str(tmp_path / "run")]) == 0
+    assert seen == [True]
+
+
 def test_the_plan_says_which_members_are_capped() -> None:
     from compt.commands.demo import demo_config_path
     from compt.config import load_config

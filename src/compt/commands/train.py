@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from compt.chain import train_run
     from compt.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *(["baselines=true"] if args.baselines else [])])
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     dist.init_distributed()
     try:
