@@ -576,7 +576,15 @@ def parity_section(runs_root: Path) -> list[str]:
                                             f"acceleration at parity; the chain as trained (members at the cap "
                                             f"where they missed) costs 1/{full:.2f} of training the members alone")
                 for name, seed, ok, at, full, k, n in families]
-    return parts + ["\n".join(lines), "", *verdicts, ""]
+    means = []
+    for name in dict.fromkeys(f[0] for f in families):
+        runs = [f for f in families if f[0] == name]
+        if all(f[2] for f in runs):
+            means.append(f"- {name}: at parity on every seed; mean family acceleration at parity "
+                         f"**{_pm(stat([f[3] for f in runs]), 2)}×** over {len(runs)} seed(s)")
+        else:
+            means.append(f"- {name}: {sum(f[2] for f in runs)} of {len(runs)} seeds at parity — no mean at parity")
+    return parts + ["\n".join(lines), "", *verdicts, "", *means, ""]
 
 
 def lm_eval_section(runs_root: Path) -> list[str]:
