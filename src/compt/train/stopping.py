@@ -42,12 +42,14 @@ def cooldown_start(total: int, warmup: int, fraction: float) -> int:
 
 
 def branch_total(step: int, warmup: int, fraction: float) -> int:
-    """L(s): the length of the shortest WSD run whose cooldown starts at or after `step` (module docstring)."""
-    total = max(step + 1, warmup + math.floor((step - warmup) / (1.0 - fraction)) - 1) if fraction < 1 else step + 1
+    """L(s): the length of the shortest WSD run whose cooldown starts at or after `step` (module docstring).
+    `cooldown_start` grows by 0 or 1 per step of the run's length (f < 1), so the first length that reaches
+    `step` is the shortest."""
+    if not fraction < 1:
+        raise ValueError(f"a cooldown branch needs a cooldown fraction below 1, got {fraction}")
+    total = step + 1
     while cooldown_start(total, warmup, fraction) < step:
         total += 1
-    while total - 1 > step and cooldown_start(total - 1, warmup, fraction) >= step:
-        total -= 1
     return total
 
 

@@ -340,12 +340,7 @@ def _probe(st: _Stage) -> bool:
 def _record_probe(st: _Stage, step: int, end: int) -> bool:
     """Validate the student as it is (the branch ending at `end`), log and keep the probe; whether it met."""
     start = time.perf_counter()
-    model = distributed.unwrap(st.task.student)
-    model.eval()
-    with torch.no_grad():
-        metrics = {k: float(v) for k, v in st.validate(model).items()}
-    metrics = distributed.gather_objects(metrics)[0]   # rank 0's numbers decide on every rank: one decision
-    st.task.train()
+    metrics = distributed.gather_objects(_measure(st, st.validate))[0]   # rank 0's numbers decide on every rank
     lower = [m.key for m in st.paradigm.metrics if not m.higher_is_better]
     met = stopping.meets(metrics, st.spec.target, lower)
     probe = {"step": step, "end": end, "epoch": st.epoch(end), "flops": st.flops(end), "met": met, **metrics}
@@ -353,6 +348,16 @@ def _record_probe(st: _Stage, step: int, end: int) -> bool:
     st.log.write({"kind": "probe", **probe}, "probe")
     st.eval_s += time.perf_counter() - start
     return met
+
+
+def _measure(st: _Stage, evaluate: Evaluate) -> dict[str, float]:
+    """`evaluate` on the unwrapped student in eval mode without gradients, the task back in training mode after."""
+    model = distributed.unwrap(st.task.student)
+    model.eval()
+    with torch.no_grad():
+        metrics = {k: float(v) for k, v in evaluate(model).items()}
+    st.task.train()
+    return metrics
 
 
 def _loader(st: _Stage, start: int | None = None, stop: int | None = None) -> DataLoader:
@@ -407,11 +412,7 @@ def _position(st: _Stage, step: int) -> dict[str, float]:
 
 def _evaluate(st: _Stage) -> None:
     start = time.perf_counter()
-    model = distributed.unwrap(st.task.student)
-    model.eval()
-    with torch.no_grad():
-        metrics = {k: float(v) for k, v in st.evaluate(model).items()}
-    st.task.train()
+    metrics = _measure(st, st.evaluate)
     st.progress.eval_pending = False
     entry = {**_position(st, st.progress.step), **metrics}
     st.progress.history.append(entry)
