@@ -9,28 +9,17 @@ is `benchmarks/analysis.md`, included verbatim after the tables' header.
 from __future__ import annotations
 
 import argparse
-import functools
-import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 from compt.chain import baseline_dir, plan_stages
-from compt.clip.finetune.runner import FINETUNE_DIR
-from compt.clip.finetune.table import load_scores
-from compt.clip.paradigm import PARADIGM as CLIP
 from compt.plan import human_flops
 from compt.report import (
     WALL_MARKS,
     RunSummary,
     combined_status,
-    cost_to_reach,
-    load_run,
     stat,
     summarise,
     write_report,
@@ -40,8 +29,11 @@ from compt.runs import lower_is_better, metrics_for
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from experiments import EXPERIMENTS, copied_stages  # noqa: E402
-
-METRICS = tuple((m.key, m.label) for m in CLIP.metrics)   # the CLIP study's headline metrics
+from results_data import METRICS, machine  # noqa: E402
+from results_data import complete_runs as _complete_runs  # noqa: E402
+from results_data import pm as _pm  # noqa: E402
+from results_data import rel as _rel  # noqa: E402
+from study_sections import finetune_section, lm_eval_section, parity_section  # noqa: E402
 
 # the order docs/results.md reads in
 ORDER = ("main", "paper_protocol", "parity", "beyond_paper", "paper_regime", "fashion", "fashion_wide", "openclipart",
@@ -58,12 +50,6 @@ EQUAL_LOSS = ("lm",)   # language-model experiments: compute at equal held-out l
 # grown member within 1 point of its baseline or above on every metric, mean of >= 2 seeds
 TARGET = {"members": 4, "flops": 4.0, "wall": 3.5, "tolerance": 1.0, "seeds": 2}
 COPIED = " ‡"   # after a wall-clock cell, besides WALL_MARKS: some stage behind it was copied from another run
-
-
-def _pm(stat: dict | None, digits: int = 1) -> str:
-    if not stat:
-        return "—"
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}" if stat["n"] > 1 else f"{stat['mean']:.{digits}f}"
 
 
 def variant_table(rows: list[tuple[str, dict]]) -> str:
@@ -456,172 +442,9 @@ def payoff_section(runs_root: Path, img: Path) -> list[str]:
     return parts + [payoff_table(points), "", "![when the chain pays off](img/payoff_map.png)", ""]
 
 
-def finetune_rows(runs_root: Path) -> list[tuple[str, str, str, str, dict, dict, int]]:
-    """(variant, model, dataset, mode, chain stat, individual stat, seeds) of every grown member with fine-tuning
-    results for both methods, from the committed ``<run>/finetune`` JSONs (benchmarks/finetune_study.py); a run
-    ``…/seedK`` counts as a seed of its variant, any other run folder as a variant of its own."""
-    variants: dict[Path, list[Path]] = {}
-    for ft in sorted(runs_root.glob(f"**/{FINETUNE_DIR}")):
-        run = ft.parent
-        variants.setdefault(run.parent if run.name.startswith("seed") else run, []).append(run)
-    rows = []
-    for variant, seed_runs in variants.items():
-        scores = load_scores(seed_runs)
-        for model in (scores or {}).get("models", [])[1:]:    # member 1 is the same training in both methods
-            chain, ind = (scores["scores"].get((model, m), {}) for m in ("chain", "individual"))
-            for col in scores["columns"]:
-                if chain.get(col) and ind.get(col):
-                    rows.append((_rel(variant), model, *col, stat(chain[col]), stat(ind[col]),
-                                 min(len(chain[col]), len(ind[col]))))
-    return rows
-
-
-def finetune_section(runs_root: Path) -> list[str]:
-    """'Does fine-tuning close the chain's gap?': chain against individual after fine-tuning each grown member."""
-    parts = ["## Does fine-tuning close the chain's gap?", "",
-             "Each grown member's image tower and its individual baseline's, fine-tuned the same way with a linear "
-             "head (`compt finetune`; full: tower + head, linear: frozen tower) on a labelled set; held-out top-1 "
-             "(%), mean ± std over seeds, Δ = chain − individual. Made with `python benchmarks/finetune_study.py "
-             "RUN_DIR …`.", ""]
-    rows = finetune_rows(runs_root)
-    if not rows:
-        return parts + ["_not run yet_", ""]
-    lines = ["| variant | member | dataset | mode | chain | individual | Δ | seeds |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
-    negative = []
-    for variant, model, dataset, mode, c, i, n in rows:
-        delta = c["mean"] - i["mean"]
-        negative += [f"{variant} {model} {dataset} {mode} ({delta:+.1f})"] if delta < 0 else []
-        lines.append(f"| {variant} | {model} | {dataset} | {mode} | {_pm(c)} | {_pm(i)} | {delta:+.1f} | {n} |")
-    verdict = (f"Δ stays negative after fine-tuning in {len(negative)} of {len(rows)} cases: {'; '.join(negative)}."
-               if negative else f"Δ is zero or positive in all {len(rows)} cases: fine-tuning closes the gap here.")
-    return parts + ["\n".join(lines), "", verdict, "", finetune_settings(runs_root), ""]
-
-
-def finetune_settings(runs_root: Path) -> str:
-    """The distinct fine-tuning settings behind the table (each result JSON records its own)."""
-    seen = {}
-    for f in sorted(runs_root.glob(f"**/{FINETUNE_DIR}/**/*.json")):
-        raw = json.loads(f.read_text())
-        settings = {k: v for k, v in raw.get("settings", {}).items() if k != "mode"}
-        seen.setdefault(json.dumps(settings, sort_keys=True), settings)
-    return "Settings: " + "; ".join(", ".join(f"{k} {v}" for k, v in s.items()) for s in seen.values()) + "."
-
-
-def parity_runs(runs_root: Path) -> list[tuple[str, int, RunSummary, RunSummary]]:
-    """(variant, seed, chain run, baselines run) of every finished run of the parity experiment: its chain stops at
-    the baselines of `Variant.targets_from` (same seed), whose committed runs hold those baselines."""
-    out = []
-    for v in EXPERIMENTS["parity"].variants:
-        for d, run in _complete_runs(runs_root / "parity" / v.name, baselines=False):
-            seed = int(d.name.removeprefix("seed"))
-            base = dict(_complete_runs(runs_root / v.targets_from)).get(runs_root / v.targets_from / d.name)
-            if base is not None:
-                out.append((v.name, seed, run, base))
-    return out
-
-
-def parity_member(chain_row, base_row) -> dict:
-    """One grown member at parity: where it stopped, its cost and the baseline's cost to first reach its own
-    final metrics (`compt.report.cost_to_reach`), and its held-out Δ against that baseline."""
-    final = {k: base_row.metrics[k] for k, _ in METRICS}
-    stop = chain_row.stopping
-    return {"model": chain_row.model, "reached": stop["reached"], "epochs": chain_row.epochs,
-            "cap": stop["probes"][-1]["epoch"] if not stop["reached"] else None, "probes": len(stop["probes"]),
-            "chain_flops": chain_row.flops, "baseline_flops": cost_to_reach(base_row.history, final) or base_row.flops,
-            "baseline_full": base_row.flops, "chain_wall": chain_row.wall_s, "baseline_wall": base_row.wall_s,
-            "best": {k: max(p[k] for p in stop["probes"]) for k, _ in METRICS},
-            "delta": {k: chain_row.metrics[k] - base_row.metrics[k] for k, _ in METRICS}}
-
-
-def parity_section(runs_root: Path) -> list[str]:
-    """'Acceleration at parity': per member the compute at which it first matched its baseline, per family
-    Σ baseline cost to parity / Σ chain cost (only when every grown member got there)."""
-    parts = ["## Acceleration at parity: compute to match each baseline", "",
-             "Each grown member trains until it matches its 128-epoch baseline's final zero-shot top-1 and R@1 "
-             "(`target`, the committed `paper_protocol` baselines of the same seed), probed every 1× of the "
-             "grown-member recipe's epochs (a WSD cooldown branched from the constant phase, validated on the "
-             "synthetic corpus's validation split — disjoint from the held-out split the Δ columns are measured "
-             "on; the baselines' targets are their held-out metrics), capped at 3× (`python "
-             "benchmarks/experiments.py parity --chain-only`). A member's cost includes its probes' discarded "
-             "branches; a baseline's cost to parity is read off its evaluation curve (every 16 epochs): the first "
-             "evaluation at or above its own final metrics. Family acceleration at parity = Σ baseline cost to "
-             "parity ÷ Σ chain cost (member 1 is the same training in both), defined only when every grown member "
-             "reached its target. No wall-clock at parity is given: the baselines' wall-clock was measured in "
-             "other runs, so a ratio would mix measurements.", ""]
-    rows = parity_runs(runs_root)
-    if not rows:
-        return parts + ["_not run yet_", ""]
-    lines = ["| variant | seed | member | reached | epochs | probes | chain FLOPs | baseline FLOPs to parity | "
-             "best validation zero-shot / R@1 | held-out Δ zero-shot / R@1 |", "|---|---:|---|---|---:|---:|---:|---:|"
-             "---:|---:|"]
-    families = []
-    for name, seed, run, base in rows:
-        members = [parity_member(c, b) for c, b in zip(run.chain[1:], base.individual[1:])]
-        for m in members:
-            lines.append(f"| {name} | {seed} | {m['model']} | {'yes' if m['reached'] else 'no (cap)'} | "
-                         f"{m['epochs']:.1f} | {m['probes']} | {human_flops(m['chain_flops'])} | "
-                         f"{human_flops(m['baseline_flops'])} | {m['best']['zeroshot_top1']:.1f} / "
-                         f"{m['best']['retrieval_r1']:.1f} | {m['delta']['zeroshot_top1']:+.1f} / "
-                         f"{m['delta']['retrieval_r1']:+.1f} |")
-        first = run.chain[0].flops
-        chain = first + sum(m["chain_flops"] for m in members)
-        families.append((name, seed, all(m["reached"] for m in members),
-                         (first + sum(m["baseline_flops"] for m in members)) / chain,
-                         (first + sum(m["baseline_full"] for m in members)) / chain,
-                         sum(m["reached"] for m in members), len(members)))
-    verdicts = [f"- {name} seed {seed}: " + (f"every grown member reached its baseline; family acceleration at "
-                                            f"parity **{at:.2f}×** in counted FLOPs" if ok else
-                                            f"{k} of {n} grown members reached their baselines by the cap — no "
-                                            f"acceleration at parity; the chain as trained (members at the cap "
-                                            f"where they missed) costs 1/{full:.2f} of training the members alone")
-                for name, seed, ok, at, full, k, n in families]
-    means = []
-    for name in dict.fromkeys(f[0] for f in families):
-        runs = [f for f in families if f[0] == name]
-        if all(f[2] for f in runs):
-            means.append(f"- {name}: at parity on every seed; mean family acceleration at parity "
-                         f"**{_pm(stat([f[3] for f in runs]), 2)}×** over {len(runs)} seed(s)")
-        else:
-            means.append(f"- {name}: {sum(f[2] for f in runs)} of {len(runs)} seeds at parity — no mean at parity")
-    return parts + ["\n".join(lines), "", *verdicts, "", *means, ""]
-
-
-def lm_eval_section(runs_root: Path) -> list[str]:
-    """'Language-model members on lm-evaluation-harness': every committed run with ``lm_eval/`` results
-    (`compt eval RUN --lm-eval held-out`), one table per task, chain | individual | Δ."""
-    from compt.lm.harness import HARNESS_DIR
-    from compt.lm.harness.table import format_task_table, load_harness
-
-    parts = ["## Language-model members on lm-evaluation-harness", "",
-             "Every member of a language-model run exported and evaluated by EleutherAI's lm-evaluation-harness "
-             "(`compt eval RUN_DIR --lm-eval held-out`, fp32, offline): `held-out` is the run's own held-out split "
-             "as a rolling log-likelihood task (bits per byte, byte and word perplexity; lower is better), "
-             "Δ = chain − individual.", ""]
-    found = False
-    for index in sorted(runs_root.glob(f"**/{HARNESS_DIR}/members.json")):
-        harness = load_harness(index.parent.parent)
-        if harness is None:
-            continue
-        found = True
-        for task in dict.fromkeys(t for t, _ in harness["columns"]):
-            parts += [f"`{_rel(index.parent.parent)}`, task `{task}`:", "", format_task_table(harness, task), ""]
-    return parts if found else parts + ["_not run yet_", ""]
-
-
 def _same_as_protocol(variant: str) -> bool:
     """saturation's 2.5k × 128 point is paper_protocol's N→T→C→S run (its stages are copied from there)."""
     return variant == "sat-2.5k-128ep"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = cpu
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -728,24 +551,6 @@ def reproduce(exp, done: dict[str, list[tuple[Path, RunSummary]]]) -> str:
     bases = sorted({v.base for v in exp.variants if v.name in names})
     return (f"`python benchmarks/experiments.py {exp.name}{only} --seeds {' '.join(map(str, seeds))}` (base config "
             f"{', '.join(f'`benchmarks/configs/{b}`' for b in bases)})")
-
-
-def _rel(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-@functools.cache
-def _complete_runs(variant_dir: Path, baselines: bool = True) -> tuple[tuple[Path, RunSummary], ...]:
-    """The variant's seed runs whose chain (and, with `baselines`, every baseline) has finished, each loaded
-    once per process (the paired and pay-off tables read runs the experiment tables already loaded)."""
-    out = []
-    for d in sorted(variant_dir.glob("seed*")):
-        if not (d / "config.toml").is_file():
-            raise SystemExit(f"make_results: {d} holds no config.toml: not a run summary (remove it or rerun it)")
-        run = load_run(d)   # an unreadable run stops the generator: its numbers are never silently dropped
-        if len(run.chain) == len(run.cfg.chain) and (not baselines or all(r is not None for r in run.individual)):
-            out.append((d, run))
-    return tuple(out)
 
 
 def missing_baselines(done: dict[str, list[tuple[Path, RunSummary]]]) -> list[str]:

@@ -329,7 +329,7 @@ def test_parity_variant_targets_the_committed_baselines_and_caps_at_3x_the_recip
 
 
 def test_parity_member_costs_the_probes_and_reads_the_baselines_curve() -> None:
-    from make_results import parity_member
+    from study_sections import parity_member
 
     from compt.runs import StageRow
 

@@ -1,0 +1,172 @@
+"""The generated sections of docs/results.md about runs trained until a target or evaluated downstream:
+acceleration at parity (the `parity` experiment), fine-tuning (benchmarks/finetune_study.py) and language-model
+members on lm-evaluation-harness (`benchmarks/make_results.py` assembles them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from experiments import EXPERIMENTS
+from results_data import METRICS
+from results_data import complete_runs as _complete_runs
+from results_data import pm as _pm
+from results_data import rel as _rel
+
+from compt.clip.finetune.runner import FINETUNE_DIR
+from compt.clip.finetune.table import load_scores
+from compt.plan import human_flops
+from compt.report import RunSummary, cost_to_reach, stat
+
+
+def parity_runs(runs_root: Path) -> list[tuple[str, int, RunSummary, RunSummary]]:
+    """(variant, seed, chain run, baselines run) of every finished run of the parity experiment: its chain stops at
+    the baselines of `Variant.targets_from` (same seed), whose committed runs hold those baselines."""
+    out = []
+    for v in EXPERIMENTS["parity"].variants:
+        for d, run in _complete_runs(runs_root / "parity" / v.name, baselines=False):
+            seed = int(d.name.removeprefix("seed"))
+            base = dict(_complete_runs(runs_root / v.targets_from)).get(runs_root / v.targets_from / d.name)
+            if base is not None:
+                out.append((v.name, seed, run, base))
+    return out
+
+
+def parity_member(chain_row, base_row) -> dict:
+    """One grown member at parity: where it stopped, its cost and the baseline's cost to first reach its own
+    final metrics (`compt.report.cost_to_reach`), and its held-out Δ against that baseline."""
+    final = {k: base_row.metrics[k] for k, _ in METRICS}
+    stop = chain_row.stopping
+    return {"model": chain_row.model, "reached": stop["reached"], "epochs": chain_row.epochs,
+            "cap": stop["probes"][-1]["epoch"] if not stop["reached"] else None, "probes": len(stop["probes"]),
+            "chain_flops": chain_row.flops, "baseline_flops": cost_to_reach(base_row.history, final) or base_row.flops,
+            "baseline_full": base_row.flops, "chain_wall": chain_row.wall_s, "baseline_wall": base_row.wall_s,
+            "best": {k: max(p[k] for p in stop["probes"]) for k, _ in METRICS},
+            "delta": {k: chain_row.metrics[k] - base_row.metrics[k] for k, _ in METRICS}}
+
+
+def parity_section(runs_root: Path) -> list[str]:
+    """'Acceleration at parity': per member the compute at which it first matched its baseline, per family
+    Σ baseline cost to parity / Σ chain cost (only when every grown member got there)."""
+    parts = ["## Acceleration at parity: compute to match each baseline", "",
+             "Each grown member trains until it matches its 128-epoch baseline's final zero-shot top-1 and R@1 "
+             "(`target`, the committed `paper_protocol` baselines of the same seed), probed every 1× of the "
+             "grown-member recipe's epochs (a WSD cooldown branched from the constant phase, validated on the "
+             "synthetic corpus's validation split — disjoint from the held-out split the Δ columns are measured "
+             "on; the baselines' targets are their held-out metrics), capped at 3× (`python "
+             "benchmarks/experiments.py parity --chain-only`). A member's cost includes its probes' discarded "
+             "branches; a baseline's cost to parity is read off its evaluation curve (every 16 epochs): the first "
+             "evaluation at or above its own final metrics. Family acceleration at parity = Σ baseline cost to "
+             "parity ÷ Σ chain cost (member 1 is the same training in both), defined only when every grown member "
+             "reached its target. No wall-clock at parity is given: the baselines' wall-clock was measured in "
+             "other runs, so a ratio would mix measurements.", ""]
+    rows = parity_runs(runs_root)
+    if not rows:
+        return parts + ["_not run yet_", ""]
+    lines = ["| variant | seed | member | reached | epochs | probes | chain FLOPs | baseline FLOPs to parity | "
+             "best validation zero-shot / R@1 | held-out Δ zero-shot / R@1 |", "|---|---:|---|---|---:|---:|---:|---:|"
+             "---:|---:|"]
+    families = []
+    for name, seed, run, base in rows:
+        members = [parity_member(c, b) for c, b in zip(run.chain[1:], base.individual[1:])]
+        for m in members:
+            lines.append(f"| {name} | {seed} | {m['model']} | {'yes' if m['reached'] else 'no (cap)'} | "
+                         f"{m['epochs']:.1f} | {m['probes']} | {human_flops(m['chain_flops'])} | "
+                         f"{human_flops(m['baseline_flops'])} | {m['best']['zeroshot_top1']:.1f} / "
+                         f"{m['best']['retrieval_r1']:.1f} | {m['delta']['zeroshot_top1']:+.1f} / "
+                         f"{m['delta']['retrieval_r1']:+.1f} |")
+        first = run.chain[0].flops
+        chain = first + sum(m["chain_flops"] for m in members)
+        families.append((name, seed, all(m["reached"] for m in members),
+                         (first + sum(m["baseline_flops"] for m in members)) / chain,
+                         (first + sum(m["baseline_full"] for m in members)) / chain,
+                         sum(m["reached"] for m in members), len(members)))
+    verdicts = [f"- {name} seed {seed}: " + (f"every grown member reached its baseline; family acceleration at "
+                                            f"parity **{at:.2f}×** in counted FLOPs" if ok else
+                                            f"{k} of {n} grown members reached their baselines by the cap — no "
+                                            f"acceleration at parity; the chain as trained (members at the cap "
+                                            f"where they missed) costs 1/{full:.2f} of training the members alone")
+                for name, seed, ok, at, full, k, n in families]
+    means = []
+    for name in dict.fromkeys(f[0] for f in families):
+        runs = [f for f in families if f[0] == name]
+        if all(f[2] for f in runs):
+            means.append(f"- {name}: at parity on every seed; mean family acceleration at parity "
+                         f"**{_pm(stat([f[3] for f in runs]), 2)}×** over {len(runs)} seed(s)")
+        else:
+            means.append(f"- {name}: {sum(f[2] for f in runs)} of {len(runs)} seeds at parity — no mean at parity")
+    return parts + ["\n".join(lines), "", *verdicts, "", *means, ""]
+
+
+def finetune_rows(runs_root: Path) -> list[tuple[str, str, str, str, dict, dict, int]]:
+    """(variant, model, dataset, mode, chain stat, individual stat, seeds) of every grown member with fine-tuning
+    results for both methods, from the committed ``<run>/finetune`` JSONs (benchmarks/finetune_study.py); a run
+    ``…/seedK`` counts as a seed of its variant, any other run folder as a variant of its own."""
+    variants: dict[Path, list[Path]] = {}
+    for ft in sorted(runs_root.glob(f"**/{FINETUNE_DIR}")):
+        run = ft.parent
+        variants.setdefault(run.parent if run.name.startswith("seed") else run, []).append(run)
+    rows = []
+    for variant, seed_runs in variants.items():
+        scores = load_scores(seed_runs)
+        for model in (scores or {}).get("models", [])[1:]:    # member 1 is the same training in both methods
+            chain, ind = (scores["scores"].get((model, m), {}) for m in ("chain", "individual"))
+            for col in scores["columns"]:
+                if chain.get(col) and ind.get(col):
+                    rows.append((_rel(variant), model, *col, stat(chain[col]), stat(ind[col]),
+                                 min(len(chain[col]), len(ind[col]))))
+    return rows
+
+
+def finetune_section(runs_root: Path) -> list[str]:
+    """'Does fine-tuning close the chain's gap?': chain against individual after fine-tuning each grown member."""
+    parts = ["## Does fine-tuning close the chain's gap?", "",
+             "Each grown member's image tower and its individual baseline's, fine-tuned the same way with a linear "
+             "head (`compt finetune`; full: tower + head, linear: frozen tower) on a labelled set; held-out top-1 "
+             "(%), mean ± std over seeds, Δ = chain − individual. Made with `python benchmarks/finetune_study.py "
+             "RUN_DIR …`.", ""]
+    rows = finetune_rows(runs_root)
+    if not rows:
+        return parts + ["_not run yet_", ""]
+    lines = ["| variant | member | dataset | mode | chain | individual | Δ | seeds |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    negative = []
+    for variant, model, dataset, mode, c, i, n in rows:
+        delta = c["mean"] - i["mean"]
+        negative += [f"{variant} {model} {dataset} {mode} ({delta:+.1f})"] if delta < 0 else []
+        lines.append(f"| {variant} | {model} | {dataset} | {mode} | {_pm(c)} | {_pm(i)} | {delta:+.1f} | {n} |")
+    verdict = (f"Δ stays negative after fine-tuning in {len(negative)} of {len(rows)} cases: {'; '.join(negative)}."
+               if negative else f"Δ is zero or positive in all {len(rows)} cases: fine-tuning closes the gap here.")
+    return parts + ["\n".join(lines), "", verdict, "", finetune_settings(runs_root), ""]
+
+
+def finetune_settings(runs_root: Path) -> str:
+    """The distinct fine-tuning settings behind the table (each result JSON records its own)."""
+    seen = {}
+    for f in sorted(runs_root.glob(f"**/{FINETUNE_DIR}/**/*.json")):
+        raw = json.loads(f.read_text())
+        settings = {k: v for k, v in raw.get("settings", {}).items() if k != "mode"}
+        seen.setdefault(json.dumps(settings, sort_keys=True), settings)
+    return "Settings: " + "; ".join(", ".join(f"{k} {v}" for k, v in s.items()) for s in seen.values()) + "."
+
+
+def lm_eval_section(runs_root: Path) -> list[str]:
+    """'Language-model members on lm-evaluation-harness': every committed run with ``lm_eval/`` results
+    (`compt eval RUN --lm-eval held-out`), one table per task, chain | individual | Δ."""
+    from compt.lm.harness import HARNESS_DIR
+    from compt.lm.harness.table import format_task_table, load_harness
+
+    parts = ["## Language-model members on lm-evaluation-harness", "",
+             "Every member of a language-model run exported and evaluated by EleutherAI's lm-evaluation-harness "
+             "(`compt eval RUN_DIR --lm-eval held-out`, fp32, offline): `held-out` is the run's own held-out split "
+             "as a rolling log-likelihood task (bits per byte, byte and word perplexity; lower is better), "
+             "Δ = chain − individual.", ""]
+    found = False
+    for index in sorted(runs_root.glob(f"**/{HARNESS_DIR}/members.json")):
+        harness = load_harness(index.parent.parent)
+        if harness is None:
+            continue
+        found = True
+        for task in dict.fromkeys(t for t, _ in harness["columns"]):
+            parts += [f"`{_rel(index.parent.parent)}`, task `{task}`:", "", format_task_table(harness, task), ""]
+    return parts if found else parts + ["_not run yet_", ""]
