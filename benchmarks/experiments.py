@@ -218,6 +218,12 @@ EXPERIMENTS = {e.name: e for e in (
         Variant("growth-only-sp0.8-0.1-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
                 overrides=(*RECIPE, *_members("distill=\"none\" shrink=0.8 perturb=0.1")),
                 control="growth-only-recipe"),
+        # a symmetry-breaking exact operator: new heads and units as unequal splits of the parent's (LEMON-style,
+        # compt.clip.growth.split), with the recipe, with and without the distillation pull
+        Variant("split-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
+                overrides=(*RECIPE, *_members("growth=\"split\"")), control="preserve-recipe"),
+        Variant("split-growth-only-recipe", FOUR, stage_epochs=FOUR_FLIP50, baseline_epochs=128,
+                overrides=(*RECIPE, *_members("growth=\"split\" distill=\"none\"")), control="growth-only-recipe"),
         # the same recipe on the 17x family N -> C -> M -> B (against paper_protocol/protocol-NCMB)
         Variant("wide-flip50-lr4e-3-fast-decay", WIDE, stage_epochs=WIDE_FLIP50, baseline_epochs=128,
                 overrides=RECIPE),

@@ -261,7 +261,7 @@ def test_swin_corner_and_stage_depth_rule() -> None:
     for k in out:
         if ".blocks.1." in k:                                  # added blocks keep their fresh init
             assert torch.equal(out[k], fresh[k]), k
-    for op in ("preserve", "stack"):
+    for op in ("preserve", "stack", "split"):
         with pytest.raises(UserError, match="does not support Swin"):
             grow(ps, pcfg, ccfg, op)
     child = build_model(ccfg)

@@ -56,8 +56,8 @@ NOTES = {  # fields that carry no comment in compt/config.py (a field with a com
     "TrainConfig.log_every_steps": "steps between two lines of `metrics.jsonl`",
     "MemberConfig.model": "a registered model name (`compt models`), e.g. `\"paper/ViT-S-16\"`, `\"lm/cpu-2M\"`",
     "MemberConfig.epochs": "epochs of this member's chain stage (may be fractional)",
-    "MemberConfig.growth": "growth operator from the previous member: `corner` \\| `preserve` \\| `stack` \\| "
-                           "`none`",
+    "MemberConfig.growth": ("growth operator from the previous member: `corner` \\| `preserve` \\| `stack` \\| "
+                            "`split` \\| `none`"),
 }
 
 INTRO = """\

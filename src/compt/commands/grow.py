@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="child", required=True, metavar="MODEL",
                    help="registered child model name (CLIP or lm/…), or a Hugging Face config.json of the child")
     p.add_argument("--op", required=True, metavar="NAME",  # named here: compt.clip.growth imports torch
-                   help="growth operator (compt.clip.growth.GROWTH_OPS): corner, preserve, stack")
+                   help="growth operator (compt.clip.growth.GROWTH_OPS): corner, preserve, split, stack")
     p.add_argument("--out", required=True, metavar="CHILD.pt", help="output checkpoint (written atomically)")
     p.add_argument("--seed", type=int, default=0, help="seed of the child's fresh init and noise (default 0)")
     p.add_argument("--from-model", metavar="NAME",

@@ -8,6 +8,8 @@ the child's `build_model(child_cfg).state_dict()`. Operators are chosen by name 
 - ``corner``   the paper's official rule (corner copy; not function-preserving) — `compt.clip.growth.corner`
 - ``preserve`` exact function-preserving growth (any width/head/depth ratio, both ViT towers)
 - ``stack``    `preserve`'s exact widening + depth by progressive stacking (ablation of the depth rule)
+- ``split``    exact like `preserve`, new heads and units as unequal splits of the parent's (LEMON-style),
+  inserted blocks as cancelling pairs — `compt.clip.growth.split`
 
 `grow` is the single entry point: it validates the pair (`validate_growth`), checks that the parent state
 really has the parent's shapes (`check_state`) and runs the operator with ``Generator().manual_seed(seed)``.
@@ -22,6 +24,7 @@ import torch
 from compt.clip.growth.common import StateDict, check_state, expected_shapes, validate_growth
 from compt.clip.growth.corner import corner
 from compt.clip.growth.preserve import check_supported, preserve, stack
+from compt.clip.growth.split import split
 from compt.clip.models import ModelConfig
 from compt.errors import unknown_name
 
@@ -31,7 +34,7 @@ class GrowthOp(Protocol):
                  generator: torch.Generator, fresh: StateDict | None = None) -> StateDict: ...
 
 
-GROWTH_OPS: dict[str, GrowthOp] = {"corner": corner, "preserve": preserve, "stack": stack}
+GROWTH_OPS: dict[str, GrowthOp] = {"corner": corner, "preserve": preserve, "stack": stack, "split": split}
 
 
 def get_operator(name: str) -> GrowthOp:
@@ -44,7 +47,7 @@ def validate_pair(parent_cfg: ModelConfig, child_cfg: ModelConfig, op: str) -> N
     """Everything `grow` would refuse for this pair and operator, checked without weights (run validation)."""
     get_operator(op)
     validate_growth(parent_cfg, child_cfg)
-    if op in ("preserve", "stack"):
+    if op != "corner":
         check_supported(op, parent_cfg, child_cfg)
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -53,27 +54,59 @@ class Tower:
     width: int
     layers: int
     hidden: int       # MLP width
+    head_width: int
+
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_width
 
 
 def _towers(cfg: ModelConfig) -> tuple[Tower, Tower]:
     v, t = cfg.vision, cfg.text
-    return (Tower("visual.transformer.resblocks.", v.width, v.layers, int(v.width * v.mlp_ratio)),
-            Tower("transformer.resblocks.", t.width, t.layers, int(t.width * t.mlp_ratio)))
+    return (Tower("visual.transformer.resblocks.", v.width, v.layers, int(v.width * v.mlp_ratio), v.head_width),
+            Tower("transformer.resblocks.", t.width, t.layers, int(t.width * t.mlp_ratio), t.head_width))
 
 
 DepthRule = Callable[[int, int], list[int | None]]   # (parent L, child L') → source block per child block
+OUT_KEYS = ("attn.out_proj.weight", "attn.out_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
+
+
+class UnitRule(Protocol):
+    """How an exact operator starts the child's new heads, hidden units and inserted blocks.
+
+    `grown` runs after parent block → child block `d` was written (parent heads and units in the leading
+    slots, the new ones fresh behind zero output columns); `inserted` starts an inserted block `d` whose
+    output must be exactly zero. Both may only change the block's function in directions that cancel.
+    """
+
+    def grown(self, c: StateDict, d: str, pt: Tower, ct: Tower, e: StreamMap, noise: float) -> None: ...
+
+    def inserted(self, c: StateDict, d: str, ct: Tower, e: StreamMap, noise: float) -> None: ...
+
+
+class SilentUnits:
+    """`preserve`'s rule: new heads, units and inserted blocks are fresh behind zero output projections."""
+
+    def grown(self, c: StateDict, d: str, pt: Tower, ct: Tower, e: StreamMap, noise: float) -> None:
+        return None
+
+    def inserted(self, c: StateDict, d: str, ct: Tower, e: StreamMap, noise: float) -> None:
+        for name in OUT_KEYS:
+            put(c, d + name, torch.zeros_like(c[d + name]))
 
 
 def preserve(parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, *,
              generator: torch.Generator, fresh: StateDict | None = None, noise: float = 1.0) -> StateDict:
     """Function-preserving growth (module docstring); `noise` scales the cancelling symmetry-breaking noise."""
-    return _widen(parent_state, parent_cfg, child_cfg, generator, fresh, noise, identity_depth, "preserve")
+    return widen(parent_state, parent_cfg, child_cfg, generator, fresh, noise, identity_depth, "preserve",
+                  SilentUnits())
 
 
 def stack(parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, *,
           generator: torch.Generator, fresh: StateDict | None = None, noise: float = 1.0) -> StateDict:
     """Exact widening as `preserve`, depth by stacking: child block j = parent block j mod L (module docstring)."""
-    return _widen(parent_state, parent_cfg, child_cfg, generator, fresh, noise, stacked_depth, "stack")
+    return widen(parent_state, parent_cfg, child_cfg, generator, fresh, noise, stacked_depth, "stack",
+                  SilentUnits())
 
 
 def identity_depth(parent_layers: int, child_layers: int) -> list[int | None]:
@@ -96,19 +129,19 @@ def check_supported(op: str, parent_cfg: ModelConfig, child_cfg: ModelConfig) ->
                         f"({parent_cfg.name} -> {child_cfg.name}); use 'corner'")
 
 
-def _widen(p: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, generator: torch.Generator,
-           fresh: StateDict | None, noise: float, depth: DepthRule, op: str) -> StateDict:
+def widen(p: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, generator: torch.Generator,
+           fresh: StateDict | None, noise: float, depth: DepthRule, op: str, units: UnitRule) -> StateDict:
     check_supported(op, parent_cfg, child_cfg)
     c = start_state(child_cfg, generator, fresh)
     (pv, pt), (cv, ct) = _towers(parent_cfg), _towers(child_cfg)
     with torch.no_grad(), one_thread():
         ev = _vision_embeddings(p, c, cv.width, generator)
-        _blocks(p, c, pv, cv, ev, depth(pv.layers, cv.layers), noise)
+        _blocks(p, c, pv, cv, ev, depth(pv.layers, cv.layers), noise, units)
         _head(p, c, "visual.ln_post", "visual.proj", ev, noise)
         et = mean_pad_map(pt.width, ct.width)
         for key in ("token_embedding.weight", "positional_embedding"):
             _put_rows(c, key, p[key], et.embed)
-        _blocks(p, c, pt, ct, et, depth(pt.layers, ct.layers), noise)
+        _blocks(p, c, pt, ct, et, depth(pt.layers, ct.layers), noise, units)
         _head(p, c, "ln_final", "text_projection", et, noise)
         for key in ("logit_scale", "logit_bias"):   # logit_bias: SigLIP models only
             if key in c:
@@ -136,14 +169,14 @@ def _vision_embeddings(p: StateDict, c: StateDict, w2: int, generator: torch.Gen
 
 
 def _blocks(p: StateDict, c: StateDict, pt: Tower, ct: Tower, e: StreamMap, src: list[int | None],
-            noise: float) -> None:
+            noise: float, units: UnitRule) -> None:
     for j, i in enumerate(src):
         dst = f"{ct.prefix}{j}."
         if i is None:
-            for name in ("attn.out_proj.weight", "attn.out_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"):
-                put(c, dst + name, torch.zeros_like(c[dst + name]))
+            units.inserted(c, dst, ct, e, noise)
         else:
             _block(p, c, f"{pt.prefix}{i}.", dst, pt, e, noise)
+            units.grown(c, dst, pt, ct, e, noise)
 
 
 def _block(p: StateDict, c: StateDict, s: str, d: str, pt: Tower, e: StreamMap, noise: float) -> None:
