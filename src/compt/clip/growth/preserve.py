@@ -99,14 +99,14 @@ def preserve(parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelC
              generator: torch.Generator, fresh: StateDict | None = None, noise: float = 1.0) -> StateDict:
     """Function-preserving growth (module docstring); `noise` scales the cancelling symmetry-breaking noise."""
     return widen(parent_state, parent_cfg, child_cfg, generator, fresh, noise, identity_depth, "preserve",
-                  SilentUnits())
+                 SilentUnits())
 
 
 def stack(parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, *,
           generator: torch.Generator, fresh: StateDict | None = None, noise: float = 1.0) -> StateDict:
     """Exact widening as `preserve`, depth by stacking: child block j = parent block j mod L (module docstring)."""
     return widen(parent_state, parent_cfg, child_cfg, generator, fresh, noise, stacked_depth, "stack",
-                  SilentUnits())
+                 SilentUnits())
 
 
 def identity_depth(parent_layers: int, child_layers: int) -> list[int | None]:
@@ -130,7 +130,9 @@ def check_supported(op: str, parent_cfg: ModelConfig, child_cfg: ModelConfig) ->
 
 
 def widen(p: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig, generator: torch.Generator,
-           fresh: StateDict | None, noise: float, depth: DepthRule, op: str, units: UnitRule) -> StateDict:
+          fresh: StateDict | None, noise: float, depth: DepthRule, op: str, units: UnitRule) -> StateDict:
+    """Exact widening shared by `preserve`, `stack` and `split`: stream map, reads and writes, `depth`'s block
+    mapping, new and inserted units started by `units`."""
     check_supported(op, parent_cfg, child_cfg)
     c = start_state(child_cfg, generator, fresh)
     (pv, pt), (cv, ct) = _towers(parent_cfg), _towers(child_cfg)

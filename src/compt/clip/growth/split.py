@@ -56,16 +56,12 @@ class Units:
     (stride `stride`) of `read` through LayerNorm `ln`, and writes the same columns of `write`."""
 
     ln: str
-    read: str          # weight key; the bias key follows open_clip's naming
+    read: str          # weight key
+    read_bias: str
     write: str
     size: int          # head dim, or 1 for MLP units
     blocks: int = 1    # 3 for the fused [q; k; v] in_proj
     stride: int = 0    # rows per block (the child width) when blocks > 1
-
-    @property
-    def read_bias(self) -> str:
-        return self.read.replace("_weight", "_bias") if self.read.endswith("_weight") else \
-            self.read.removesuffix(".weight") + ".bias"
 
     def cols(self, u: Tensor) -> Tensor:
         return (u[:, None] * self.size + torch.arange(self.size)).flatten()
@@ -76,8 +72,10 @@ class Units:
 
 def block_units(ct: Tower) -> tuple[tuple[Units, int], tuple[Units, int]]:
     """(attention heads, their count) and (MLP hidden units, their count) of a child block."""
-    heads = Units("ln_1", "attn.in_proj_weight", "attn.out_proj.weight", ct.head_width, 3, ct.width)
-    return (heads, ct.heads), (Units("ln_2", "mlp.c_fc.weight", "mlp.c_proj.weight", 1), ct.hidden)
+    heads = Units("ln_1", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", ct.head_width, 3,
+                  ct.width)
+    units = Units("ln_2", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", 1)
+    return (heads, ct.heads), (units, ct.hidden)
 
 
 @dataclass(frozen=True)
@@ -129,4 +127,3 @@ def copy_reads(c: StateDict, d: str, units: Units, src: Tensor, dst: Tensor, e: 
         rows = rows + noise * null_noise(e, c[d + units.ln + ".weight"], weight[rows_dst])
     put(c, d + units.read, rows, rows_dst)
     put(c, d + units.read_bias, bias[rows_src].clone(), rows_dst)
-
