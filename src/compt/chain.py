@@ -248,12 +248,13 @@ def fresh_state(paradigm: Paradigm, model_cfg: Any, seed: int) -> dict[str, torc
         return paradigm.build(model_cfg).state_dict()
 
 
-def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_state: dict[str, torch.Tensor],
+def grow_into(stage_dir: Path, parent_name: str, parent_sha256: str, parent_state: dict[str, torch.Tensor],
               spec: StageSpec, paradigm: Paradigm, member: int) -> Checkpoint:
     """Chain member `member`'s (0-based) initial weights grown from the parent's final weights by the stage's
     operator (then moved away from the parent when the member asks, `escape_parent`), written once to
     ``init.pt`` by rank 0 (atomically, with the growth time ``grow_s`` in its lineage, so it survives
-    resumes); every rank waits for the file and reads it."""
+    resumes; `parent_name`: the parent checkpoint's path relative to the run); every rank waits for the file
+    and reads it."""
     init = stage_dir / "init.pt"
     if not init.is_file():
         if dist.is_main():
@@ -263,7 +264,7 @@ def grow_into(stage_dir: Path, parent_ckpt: Path, parent_sha256: str, parent_sta
             else:
                 state = paradigm.grow(parent_state, spec.parent, spec.model, spec.growth, spec.seed)
             state, escape = escape_parent(state, spec, paradigm, member)
-            lineage = {"parent": str(parent_ckpt), "parent_sha256": parent_sha256, "operator": spec.growth,
+            lineage = {"parent": parent_name, "parent_sha256": parent_sha256, "operator": spec.growth,
                        "seed": spec.seed, "stage": "grow", "grow_s": time.perf_counter() - t0, **escape}
             save_checkpoint(init, state_dict=state, model_config=spec.model, lineage=lineage)
         dist.barrier()
@@ -333,9 +334,10 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     if spec.parent is not None:
         parent_ckpt = run_dir / stage_dir("chain", stage.index - 1, cfg.chain[stage.index - 1].model) / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
-        grown = grow_into(d, parent_ckpt, parent_sha, parent, spec, paradigm, stage.index)
+        parent_name = str(parent_ckpt.relative_to(run_dir))
+        grown = grow_into(d, parent_name, parent_sha, parent, spec, paradigm, stage.index)
         init, teacher = grown.state_dict, parent if spec.distills else None
-        lineage.update(parent=str(parent_ckpt), parent_sha256=parent_sha, operator=spec.growth,
+        lineage.update(parent=parent_name, parent_sha256=parent_sha, operator=spec.growth,
                        distill=spec.distill, distill_weight=spec.distill_weight,
                        grow_s=float(grown.lineage.get("grow_s", 0.0)))
     lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name, threads=torch.get_num_threads(),

@@ -10,6 +10,7 @@ are reported as mean ± std.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -338,10 +339,11 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
     summary = summarise(runs)
     plots = [p for p in (plot_accuracy_vs_compute(runs, out / "accuracy_vs_compute.png"),
                          plot_cost_breakdown(runs[0], out / "cost_breakdown.png")) if p is not None]
-    summary["plots"] = [str(p) for p in plots]
     md = f"# {summary['name']}\n\nRuns: {', '.join(summary['runs'])}\n\n{format_markdown(summary)}\n"
     md += "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)
     md += paradigm_for_run(runs[0].cfg).report_sections([Path(d) for d in run_dirs], out)
     (out / "report.md").write_text(md)
-    (out / "report.json").write_text(json.dumps(summary, indent=2))
+    # paths relative to the report's folder: a copied or committed report names no path of the machine
+    relative = {"runs": [os.path.relpath(d, out) for d in summary["runs"]], "plots": [p.name for p in plots]}
+    (out / "report.json").write_text(json.dumps({**summary, **relative}, indent=2))
     return out, md

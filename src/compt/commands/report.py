@@ -25,5 +25,5 @@ def run(args: argparse.Namespace) -> int:
         print(md)
         print(f"written: {out / 'report.md'}, {out / 'report.json'}")
         for plot in json.loads((out / "report.json").read_text())["plots"]:
-            print(f"plot: {plot}")
+            print(f"plot: {out / plot}")
     return 0

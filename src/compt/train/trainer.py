@@ -27,6 +27,7 @@ micro-batch (batch_size / A samples) — plain gradient accumulation, not open_c
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -83,14 +84,19 @@ class StageResult:
     diagnostics: dict = field(default_factory=dict)    # grown stages: distance from the parent (`compt.diagnostics`)
     stopping: dict = field(default_factory=dict)       # stopping stages: target, probes, where it stopped
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "checkpoint": str(self.checkpoint)}
+    def to_dict(self, folder: Path | None = None) -> dict[str, Any]:
+        """JSON-ready; for result.json in `folder`, the checkpoint's path relative to it, so a copied or committed
+        run names no path of the machine that made it."""
+        return {**asdict(self), "checkpoint": os.path.relpath(self.checkpoint, folder) if folder else
+                str(self.checkpoint)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StageResult:
-        """From result.json (which also records ``final_pt``, the digest of final.pt, not a field here)."""
+    def from_dict(cls, d: dict[str, Any], folder: Path) -> StageResult:
+        """From result.json in `folder` (which also records ``final_pt``, the digest of final.pt, not a field
+        here); a relative checkpoint path is relative to `folder` (older results hold absolute ones)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names and k != "checkpoint"}, checkpoint=Path(d["checkpoint"]))
+        return cls(**{k: v for k, v in d.items() if k in names and k != "checkpoint"},
+                   checkpoint=Path(folder) / d["checkpoint"])
 
 
 @dataclass
@@ -199,7 +205,7 @@ def load_result(out_dir: Path, *, weights: bool = True, verify: bool = True) -> 
         print(f"compt: {problem}; the stage is not done — rebuilding it from {final.with_name('last.pt')}",
               file=sys.stderr)
         return None
-    return StageResult.from_dict(raw)
+    return StageResult.from_dict(raw, Path(out_dir))
 
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -462,7 +468,8 @@ def finish_stage(st: LoopState, probe: Probe, *, train_flops: float,
                          conditions=probe.finish(st.info.device), stopping=stopping or {})
     if st.info.is_main:
         write_final(result.checkpoint, weights)
-        atomic_write_json(st.out_dir / "result.json", {**result.to_dict(), "final_pt": file_digest(result.checkpoint)})
+        atomic_write_json(st.out_dir / "result.json",
+                          {**result.to_dict(st.out_dir), "final_pt": file_digest(result.checkpoint)})
     distributed.barrier()
     return result
 

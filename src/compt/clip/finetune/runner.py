@@ -16,6 +16,7 @@ seed and the epoch — or from scratch when the state was written for other sett
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,8 @@ def _finetune_target(t: Target, data: LabelledData, cfg: FinetuneConfig, splits:
     res = finetune_model(visual, model_cfg.embed_dim, train, held_out, cfg, state=state, save=save,
                          progress=progress, desc=f"{t.key or model_cfg.name} {result_name(data, cfg.mode)}")
     result = {"member": t.key, "model": model_cfg.name, "methods": list(t.methods), "index": t.index,
-              "checkpoint": str(t.checkpoint), "checkpoint_sha256": source, "data": data.spec, "dataset": data.name,
+              "checkpoint": os.path.relpath(t.checkpoint, out.parent),   # a run's records name no absolute path
+              "checkpoint_sha256": source, "data": data.spec, "dataset": data.name,
               "classes": list(train.classnames), "mode": cfg.mode, "top1": res["top1"], "epochs": cfg.epochs,
               "steps": res["steps"], "train_size": len(train.labels), "held_out_size": len(held_out.labels),
               "settings": cfg.settings(), "history": res["history"], "wall_s": time.perf_counter() - start,

@@ -195,10 +195,19 @@ def run_harness(run_dir: str | Path, cfg: HarnessConfig) -> list[Path]:
         for member, folder in members:
             out = evaluate_member(folder, calls, cfg, context)
             out["compt_member"] = json.loads((folder / PROVENANCE_FILE).read_text())
+            text = json.dumps(out, indent=2, default=handle_non_serializable)
             path = root / member.key / "results.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(out, indent=2, default=handle_non_serializable) + "\n")
+            path.write_text(run_relative(text, {tmp: "exported", str(run_dir.resolve()): "."}) + "\n")
             files.append(path)
     index = [asdict(m) for m, _ in members]
-    (root / "members.json").write_text(json.dumps({"run": str(run_dir.resolve()), "members": index}, indent=2) + "\n")
+    (root / "members.json").write_text(json.dumps({"run": "..", "members": index}, indent=2) + "\n")
     return files
+
+
+def run_relative(text: str, prefixes: dict[str, str]) -> str:
+    """`text` (a JSON record) with each absolute folder of `prefixes` replaced by its stand-in (the run: ".", the
+    temporary export folder: "exported"), so a committed record names no path of the machine that made it."""
+    for prefix, stand_in in prefixes.items():
+        text = text.replace(json.dumps(prefix)[1:-1] + "/", stand_in + "/")
+    return text
