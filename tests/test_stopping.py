@@ -165,8 +165,8 @@ def test_the_report_says_where_each_member_stopped_and_the_acceleration_at_parit
             + cost_to_reach(base["history"], {"val_mse": base["metrics"]["val_mse"]})) / (
         member1["train_flops"] + grown_cost)
     assert summary["family"]["parity"]["acceleration_flops"]["mean"] == pytest.approx(want)
-    assert f"family acceleration at parity (FLOPs; each baseline's cost to first reach its own final metrics): " \
-           f"{want:.2f}×" in md
+    assert f"family acceleration at parity (FLOPs; baseline-curve protocol: each baseline's cost to first reach its " \
+           f"own final metrics, read off its evaluation curve): {want:.2f}×" in md
     from compt.plan import human_flops
 
     assert closing_line(summary).endswith(f"toy/mlp-8 reached its target at 2.5 epochs ({human_flops(grown_cost)}) — "

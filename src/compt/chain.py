@@ -31,10 +31,11 @@ import torch
 
 from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
-from compt.config import MemberConfig, RunConfig, config_to_dict, resolved_member
+from compt.config import MemberConfig, RunConfig, TrainConfig, config_to_dict, resolved_member
 from compt.errors import Interrupted, UserError
 from compt.inherit import inherit, parse_inherit
 from compt.paradigm import Paradigm, RunData, paradigm_for_run
+from compt.parity import RECORD, median_target, resolve_parity
 from compt.perturb import FRESH_SEED_OFFSET, noise_seed, shrink_perturb, snr_noise
 from compt.runlock import run_lock
 from compt.stage import StageSpec, resolve_spec
@@ -51,11 +52,12 @@ NOT_FINGERPRINTED = {"data": ("workers",), "train": ("ckpt_every_steps", "log_ev
 class Stage:
     """One unit of work: a chain member (grown + distilled, or from scratch) or an individual baseline."""
 
-    key: str                 # "chain-1", "baseline-3"
+    key: str                 # "chain-1", "baseline-3", "baseline-3-seed1"
     kind: str                # "chain" | "baseline"
     index: int               # member index in the chain (0-based)
     member: MemberConfig
     directory: str           # relative to the run directory
+    seed: int | None = None  # a baseline trained on another train seed than the run's (`compt.parity`)
 
     @property
     def from_scratch(self) -> bool:
@@ -66,50 +68,68 @@ def slug(model: str) -> str:
     return model.replace("/", "_")
 
 
-def stage_dir(kind: str, index: int, model: str) -> str:
-    """A stage's folder, relative to the run directory: ``chain/0i-<model>`` or ``baselines/<model>``."""
-    return f"chain/{index + 1:02d}-{slug(model)}" if kind == "chain" else f"baselines/{slug(model)}"
+def stage_dir(kind: str, index: int, model: str, seed_suffix: str = "") -> str:
+    """A stage's folder, relative to the run directory: ``chain/0i-<model>`` or ``baselines/<model>`` (another
+    seed's baseline: ``baselines/<model>-seed<s>``)."""
+    return f"chain/{index + 1:02d}-{slug(model)}" if kind == "chain" else f"baselines/{slug(model)}{seed_suffix}"
 
 
 def plan_stages(cfg: RunConfig, baselines: bool) -> list[Stage]:
-    """Chain stages in order, then the baselines that are not already a chain stage — or, when a member stops at
-    its baseline (``until = "baseline"``), member 1, the baselines, then the grown members.
+    """Chain stages in order, then the baselines that are not already a chain stage (each on every seed of
+    `compt.parity`) — or, when a member stops at its baseline (``until = "baseline"``), member 1, the baselines,
+    then the grown members.
 
     Member 1's baseline *is* chain stage 1 when the individual schedule equals member 1's epochs
     (same model, data, seed, schedule), so it is trained once and reported in both roles.
     """
     chain = [Stage(f"chain-{i + 1}", "chain", i, m, stage_dir("chain", i, m.model)) for i, m in enumerate(cfg.chain)]
-    alone = [individual_stage(cfg, i) for i in range(len(cfg.chain)) if i > 0 or not _member1_is_baseline(cfg)] \
-        if baselines else []
+    seeds = resolve_parity(cfg).seeds
+    alone = [individual_stage(cfg, i, seed) for i in range(len(cfg.chain)) for seed in seeds
+             if i > 0 or seed != seeds[0] or not _member1_is_baseline(cfg)] if baselines else []
     if any(m.until == "baseline" for m in cfg.chain):
         return [chain[0], *alone, *chain[1:]]
     return [*chain, *alone]
 
 
-def individual_stage(cfg: RunConfig, index: int) -> Stage:
-    """Member `index` trained alone for the individual schedule (its baseline)."""
-    m = cfg.chain[index]
+def individual_stage(cfg: RunConfig, index: int, seed: int | None = None) -> Stage:
+    """Member `index` trained alone for the individual schedule (its baseline), on train seed `seed` (default
+    the run's); under the time-to-target protocol on the stopping schedule, probing without stopping."""
+    m, parity = cfg.chain[index], resolve_parity(cfg)
     member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
-    return Stage(f"baseline-{index + 1}", "baseline", index, member, stage_dir("baseline", index, m.model))
+    if parity.symmetric:
+        member = replace(member, until=RECORD, probe_every=parity.probe_every)
+    other = seed is not None and seed != cfg.train.seed
+    suffix = f"-seed{seed}" if other else ""
+    return Stage(f"baseline-{index + 1}{suffix}", "baseline", index, member,
+                 stage_dir("baseline", index, m.model, suffix), seed if other else None)
 
 
 def _member1_is_baseline(cfg: RunConfig) -> bool:
-    """Member 1 trains exactly the individual recipe (same epochs, the shared learning rate, from scratch)."""
+    """Member 1 trains exactly the individual recipe (same epochs, the shared learning rate and schedule, from
+    scratch)."""
     m = cfg.chain[0]
-    return cfg.individual_epochs == m.epochs and m.lr is None and m.init is None
+    return cfg.individual_epochs == m.epochs and m.lr is None and m.init is None and not resolve_parity(cfg).symmetric
 
 
-def baseline_dir(cfg: RunConfig, index: int) -> str:
-    """Where member `index`'s individual baseline lives (chain stage 1 may double as member 1's)."""
-    kind = "chain" if index == 0 and _member1_is_baseline(cfg) else "baseline"
-    return stage_dir(kind, index, cfg.chain[index].model)
+def baseline_dir(cfg: RunConfig, index: int, seed: int | None = None) -> str:
+    """Where member `index`'s individual baseline on train seed `seed` (default the run's) lives (chain stage 1
+    may double as member 1's)."""
+    if index == 0 and seed in (None, cfg.train.seed) and _member1_is_baseline(cfg):
+        return stage_dir("chain", index, cfg.chain[index].model)
+    return individual_stage(cfg, index, seed).directory
+
+
+def stage_train(cfg: RunConfig, stage: Stage) -> TrainConfig:
+    """The `[train]` settings `stage` trains with: the run's, on the stage's own seed for another seed's
+    baseline."""
+    return cfg.train if stage.seed is None else replace(cfg.train, seed=stage.seed)
 
 
 # Settings added after the first fingerprints were written: they enter a fingerprint only when set (not None),
 # so run directories made before they existed keep the same fingerprint (`settings_changes` reads an absent
 # key as None). Member schedule options also enter a from-scratch stage's fingerprint.
 MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout", "schedule", "cooldown_shape",
-                               "init")
+                               "init", "until", "probe_every")
 SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "snr_db",
                         "inherit", "until", "target", "probe_every", "objective", "tokenizer", "shuffle_buffer",
                         "resampled")
@@ -127,8 +147,11 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
                     **_later_settings(m)}]
     else:  # members resolved: a default decided by the paradigm fingerprints as the value it stands for
         members = [_set(asdict(resolved_member(m, cfg))) for m in (*cfg.chain[: stage.index], stage.member)]
-    return _without_unfingerprinted({"members": members, "data": _set(asdict(cfg.data)),
-                                     "train": _set(asdict(cfg.train))})
+    fp = {"members": members, "data": _set(asdict(cfg.data)), "train": _set(asdict(stage_train(cfg, stage)))}
+    parity = resolve_parity(cfg)
+    if stage.member.until == "baseline" and (parity.symmetric or len(parity.seeds) > 1):  # where its target is from
+        fp["parity"] = {"protocol": parity.protocol, "seeds": list(parity.seeds)}
+    return _without_unfingerprinted(fp)
 
 
 def _set(d: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +326,7 @@ def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
     """`stage`'s settings resolved once from the run config (`samples` training samples per epoch)."""
     parent = None if stage.from_scratch else member_config(cfg, stage.index - 1)
     return resolve_spec(model=member_config(cfg, stage.index), member=resolved_member(stage.member, cfg),
-                        train=cfg.train, from_scratch=stage.from_scratch, parent=parent, samples=samples,
+                        train=stage_train(cfg, stage), from_scratch=stage.from_scratch, parent=parent, samples=samples,
                         captions=cfg.data.captions_per_image, paradigm=paradigm_for_run(cfg))
 
 
@@ -360,18 +383,20 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
 
 
 def baseline_target(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData) -> dict[str, float]:
-    """The target of a member that stops at its baseline: the baseline's final headline metrics on the validation
-    split (`validation_metrics`); the baseline must have finished."""
-    metrics = validation_metrics(run_dir, cfg, stage.index, data)
-    return {m.key: metrics[m.key] for m in paradigm_for_run(cfg).metrics}
+    """The target of a member that stops at its baseline: its baselines' final headline metrics on the
+    validation split (`validation_metrics`), the median over the parity seeds (`compt.parity`); every one of
+    those baselines must have finished."""
+    per_seed = [validation_metrics(run_dir, cfg, stage.index, data, seed) for seed in resolve_parity(cfg).seeds]
+    return median_target(per_seed, [m.key for m in paradigm_for_run(cfg).metrics])
 
 
-def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData) -> dict[str, float]:
-    """Member `index`'s baseline evaluated on the validation split, computed once from its final.pt and kept in
-    its result.json (``validation``; rank 0 writes)."""
+def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData,
+                       seed: int | None = None) -> dict[str, float]:
+    """Member `index`'s baseline (on train seed `seed`, default the run's) evaluated on the validation split,
+    computed once from its final.pt and kept in its result.json (``validation``; rank 0 writes)."""
     from compt.train import load_result
 
-    d = run_dir / baseline_dir(cfg, index)
+    d = run_dir / baseline_dir(cfg, index, seed)
     if load_result(d, verify=False) is None:
         raise UserError(f"member {index + 1} ({cfg.chain[index].model}) stops at its baseline, but the baseline "
                         f"({d}) has not finished; train the run with its baselines")

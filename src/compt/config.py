@@ -30,6 +30,7 @@ A run config is data (frozen dataclasses); the CLI loads a TOML file and applies
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -157,6 +158,13 @@ class RunConfig:
     baselines: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parity_protocol: str = "baseline-curve"  # how parity is measured (compt.parity): baseline-curve (targets from
+                                             # the baselines' final metrics, their cost read off their curves) |
+                                             # time-to-target (baselines train under the members' stopping rule)
+    target_seeds: int | None = None          # baseline seeds whose median validation metrics are the targets
+                                             # (default 1; time-to-target: 3, at least 2)
+    baseline_probe_every: float | None = None  # time-to-target: epochs between a baseline's probes (default: a
+                                               # quarter of baseline_epochs, a stopping member's default cadence)
 
     @property
     def individual_epochs(self) -> float:
@@ -322,6 +330,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 # ----------------------------------------------------------------------------------------------- checks
 MAX_EPOCHS = 1e6   # epochs of one stage or baseline; more is a typo (1e300 would overflow the step count)
+MAX_PROBES = 1000  # stopping probes of one stage (each a cooldown branch): more is a typo
 
 
 def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_patches: bool) -> None:
@@ -438,6 +447,7 @@ def validate(cfg: RunConfig) -> None:
     if not 0 <= cfg.baseline_epochs <= MAX_EPOCHS:  # 0: member 1's epochs; NaN fails both comparisons
         raise UserError(f"baseline_epochs must be positive (or 0: member 1's) and at most {MAX_EPOCHS:,.0f}, got "
                         f"{cfg.baseline_epochs}")
+    _validate_parity(cfg)
     rules = chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
         _validate_stage_schedule(i, m, cfg.train, has_patches=rules.patch_tokens[i])
@@ -456,6 +466,33 @@ def validate(cfg: RunConfig) -> None:
                             f"{a.name} ({rules.flops[i - 1] / 1e9:.3g} GFLOPs)")
         if cfg.chain[i].growth != "none":
             rules.validate_growth(a, b, cfg.chain[i].growth)
+
+
+def _validate_parity(cfg: RunConfig) -> None:
+    """`parity_protocol`, `target_seeds`, `baseline_probe_every` (`compt.parity`): a known protocol; more than one
+    seed or a baseline cadence only where baselines train; time-to-target with at least 2 seeds."""
+    from compt.parity import PROTOCOLS
+
+    if cfg.parity_protocol not in PROTOCOLS:
+        raise unknown_name("parity_protocol", cfg.parity_protocol, PROTOCOLS)
+    symmetric = cfg.parity_protocol == "time-to-target"
+    if symmetric and not cfg.baselines:
+        raise UserError("parity_protocol = \"time-to-target\" trains the baselines under the stopping rule: set "
+                        "baselines = true")
+    if cfg.target_seeds is not None and not (2 if symmetric else 1) <= cfg.target_seeds <= 100:
+        least = "2 (time-to-target: the median of at least 2 baseline seeds)" if symmetric else "1"
+        raise UserError(f"target_seeds must be at least {least} and at most 100, got {cfg.target_seeds}")
+    if cfg.target_seeds not in (None, 1) and not cfg.baselines:
+        raise UserError("target_seeds trains every baseline on that many seeds: set baselines = true")
+    every = cfg.baseline_probe_every
+    if every is not None and not symmetric:
+        raise UserError("baseline_probe_every sets the baselines' probes under parity_protocol = "
+                        "\"time-to-target\"; set that protocol or remove it")
+    if every is not None and not (math.isfinite(every) and 0 < every <= cfg.individual_epochs):
+        raise UserError(f"baseline_probe_every must be in (0, baseline_epochs = {cfg.individual_epochs:g}], got "
+                        f"{every}")
+    if symmetric and cfg.individual_epochs / (every or cfg.individual_epochs / 4) > MAX_PROBES:
+        raise UserError(f"baseline_probe_every = {every:g} gives more than {MAX_PROBES} probes per baseline")
 
 
 def chain_rules(cfg: RunConfig) -> ChainRules:

@@ -10,6 +10,7 @@ are reported as mean ± std.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from compt.errors import UserError
 from compt.paradigm import paradigm_for_run
+from compt.parity import RECORD, resolve_parity, time_to_target
 from compt.plan import human_flops
 from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
 from compt.runs import RunSummary, StageRow, load_run, lower_is_better, metric_info, metrics_for
@@ -54,8 +56,8 @@ def summarise(runs: list[RunSummary]) -> dict[str, Any]:
                 vals = [x.metrics[key] for x in rows if key in x.metrics]
                 if vals:
                     entry[key] = stat(vals)
-            stops = [x.stopping for x in rows if x.stopping]
-            if len(stops) == len(rows):
+            stops = [x.stopping for x in rows if x.stopping and x.stopping["until"] != RECORD]   # records never stop
+            if stops and len(stops) == len(rows):
                 entry["stopping"] = _stopping_entry(stops, rows)
             diag = [x.diagnostics for x in rows if x.diagnostics]
             if len(diag) == len(rows):
@@ -137,9 +139,12 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
                                                     for r in runs)}
     parity = [_parity(r, n_members) for r in runs]
     if any(p is not None for p in parity):
-        out["parity"] = {"reached_all": all(p is not None and p["reached_all"] for p in parity)}
+        out["parity"] = {"reached_all": all(p is not None and p["reached_all"] for p in parity),
+                         "protocol": resolve_parity(runs[0].cfg).protocol}
         if out["parity"]["reached_all"]:
             out["parity"]["acceleration_flops"] = stat([p["baseline_flops"] / p["chain_flops"] for p in parity])
+        if all(p is not None and "members" in p for p in parity):
+            out["parity"]["arms"] = _arms(parity)
     if runs[0].cfg.chain[0].init:   # member 1's own cost is its (continued) training only
         first = [f[0] for f in per_member]
         out["init"] = runs[0].cfg.chain[0].init
@@ -162,16 +167,33 @@ def _parity(run: RunSummary, n_members: int) -> dict[str, Any] | None:
     """Acceleration at parity of one run whose grown members stop at targets and whose baselines ran: the
     baselines' cost to first reach their own final metrics (`cost_to_reach`) summed, over the chain's cost to
     obtain every member (each stopping member's cost includes its probes); None without stopping members."""
+    metrics = [k for k, _ in metrics_for(run.cfg)]
+    if resolve_parity(run.cfg).symmetric:
+        return time_to_target(run, n_members, metrics, [k for k in metrics if lower_is_better(k)])
     grown = run.chain[1:n_members]
     if not grown or not all(x.stopping for x in grown) or None in run.individual[:n_members]:
         return None
-    metrics = [k for k, _ in metrics_for(run.cfg)]
     costs = []
     for b in run.individual[:n_members]:
         final = {k: b.metrics[k] for k in metrics if k in b.metrics}
         costs.append(cost_to_reach(b.history, final) or b.flops)
     return {"reached_all": all(x.stopping["reached"] for x in grown), "baseline_flops": sum(costs),
             "chain_flops": sum(x.flops for x in run.chain[:n_members])}
+
+
+def _arms(parity: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per member, both arms' cost to its target under time-to-target (`compt.parity.time_to_target`) over runs:
+    the chain's, the baseline arm's (median over seeds; only runs where it was reached) and how many baseline
+    seeds reached it."""
+    out = []
+    for i, first in enumerate(parity[0]["members"]):
+        ms = [p["members"][i] for p in parity]
+        reached = [m["baseline_cost"] for m in ms if math.isfinite(m["baseline_cost"])]
+        out.append({"model": first["model"], "chain": stat([m["chain_cost"] for m in ms]),
+                    "baseline": stat(reached) if reached else None,
+                    "seeds_reached": sum(c is not None for m in ms for c in m["baseline_costs"]),
+                    "seeds": sum(len(m["baseline_costs"]) for m in ms)})
+    return out
 
 
 def _fmt(stat: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -239,11 +261,33 @@ def _stopping_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"- {m['model']}: not reached by the cap{runs} (best on validation: {best}); stopped "
                          f"{where}; target {target}")
     parity = summary["family"].get("parity")
+    lines += _arm_lines(parity.get("arms", [])) if parity else []
     if parity and parity["reached_all"]:
-        lines.append(f"- family acceleration at parity (FLOPs; each baseline's cost to first reach its own final "
-                     f"metrics): {_fmt(parity['acceleration_flops'], digits=2)}×")
+        lines.append(f"- family acceleration at parity (FLOPs; {PROTOCOL_TEXT[parity.get('protocol', CURVE)]}): "
+                     f"{_fmt(parity['acceleration_flops'], digits=2)}×")
     elif parity:
-        lines.append("- family acceleration at parity: not defined — a member did not reach its target by the cap")
+        lines.append("- family acceleration at parity: not defined — a member did not reach its target by the cap"
+                     + (" (chain or baseline arm)" if parity.get("arms") else ""))
+    return lines
+
+
+CURVE = "baseline-curve"
+PROTOCOL_TEXT = {CURVE: "baseline-curve protocol: each baseline's cost to first reach its own final metrics, read off "
+                        "its evaluation curve",
+                 "time-to-target": "time-to-target protocol: both arms under the same stopping rule, each baseline's "
+                                   "cost its first probe that meets the target, probes counted"}
+
+
+def _arm_lines(arms: list[dict[str, Any]]) -> list[str]:
+    """Time-to-target: each member's cost to its target in both arms."""
+    if not arms:
+        return []
+    lines = ["- cost to the target, both arms (targets: the median of the baseline seeds' final validation metrics "
+             "unless given; baseline arm: the median over seeds):"]
+    for a in arms:
+        base = human_flops(a["baseline"]["mean"]) if a["baseline"] else "not reached"
+        lines.append(f"  - {a['model']}: chain {human_flops(a['chain']['mean'])}, baseline {base} "
+                     f"({a['seeds_reached']} of {a['seeds']} baseline seeds reached it)")
     return lines
 
 
@@ -281,7 +325,8 @@ def _stopping_clause(summary: dict[str, Any], grown: list[dict[str, Any]]) -> st
                       f"its target at {m['stopping']['epoch']['mean']:.3g} epochs "
                       f"({human_flops(m['flops']['mean'])})" for m in stops)
     parity = summary["family"].get("parity") or {}
-    speed = f"acceleration at parity {parity['acceleration_flops']['mean']:.2f}× in counted FLOPs" \
+    protocol = " (time-to-target)" if parity.get("protocol") == "time-to-target" else ""
+    speed = f"acceleration at parity{protocol} {parity['acceleration_flops']['mean']:.2f}× in counted FLOPs" \
         if parity.get("reached_all") else "no acceleration at parity (a member missed its target by the cap)"
     return f"; trained until the target: {where} — {speed}"
 

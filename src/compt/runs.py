@@ -16,6 +16,7 @@ from compt.chain import baseline_dir, plan_stages
 from compt.config import RunConfig, read_run_config
 from compt.errors import UserError
 from compt.paradigm import Metric, paradigm_for_run, paradigms
+from compt.parity import resolve_parity
 from compt.plan import plan_chain
 from compt.train import load_result
 from compt.train.conditions import contention
@@ -71,6 +72,8 @@ class RunSummary:
     chain: list[StageRow]
     individual: list[StageRow | None]
     cfg: RunConfig
+    baseline_seeds: list[list[StageRow | None]] = field(default_factory=list)  # per member, its baseline on every
+                                                    # parity seed (`compt.parity`; the first is `individual`'s)
 
     @property
     def chain_flops(self) -> float:
@@ -123,10 +126,12 @@ def load_run(run_dir: str | Path) -> RunSummary:
             break
         chain.append(_row(res, stage.member.model, "chain", stage.member.epochs, total))
         total += chain[-1].flops
-    individual = []
+    seeds = []
     for i, m in enumerate(cfg.chain):
-        res = _load_result(run_dir / baseline_dir(cfg, i))
-        individual.append(_row(res, m.model, "individual", cfg.individual_epochs, 0.0) if res else None)
+        results = [_load_result(run_dir / baseline_dir(cfg, i, seed)) for seed in resolve_parity(cfg).seeds]
+        seeds.append([_row(res, m.model, "individual", cfg.individual_epochs, 0.0) if res else None
+                      for res in results])
     if not chain:
         raise UserError(f"{run_dir}: no finished stage yet")
-    return RunSummary(name=cfg.name, run_dir=str(run_dir), chain=chain, individual=individual, cfg=cfg)
+    return RunSummary(name=cfg.name, run_dir=str(run_dir), chain=chain, individual=[rows[0] for rows in seeds],
+                      cfg=cfg, baseline_seeds=seeds)

@@ -17,7 +17,8 @@ whether a stage distills, or re-derives the caption count from the data. The res
     schedule     = member.schedule         if set, else "wsd" for a member that stops (until/target), else
                    "cosine"; cooldown shape (wsd) member.cooldown_shape if set, else "linear"
     stopping     = "target" when member.target is set, "baseline" for until = "baseline" (its values are filled
-                   in by the chain runner from the baseline's validation metrics), else "" (train every epoch);
+                   in by the chain runner from the baseline's validation metrics), "record" for a baseline under
+                   the time-to-target protocol (probes, never stops: `compt.parity`), else "" (train every epoch);
                    probe_every = member.probe_every if set, else a quarter of the epochs (the cap)
     decay        = member.decay_fraction   if set, else 1 for cosine (the cosine spans the whole stage) and
                    0.2 for wsd (the cooldown is the last 20 % of the post-warmup steps)
@@ -41,6 +42,7 @@ from typing import Any
 
 from compt.config import MemberConfig, TrainConfig
 from compt.paradigm import Paradigm, paradigm_of
+from compt.parity import RECORD
 
 WSD_COOLDOWN = 0.2   # a wsd member's default decay_fraction (Hägele et al. 2024: a 10-20 % cooldown)
 
@@ -77,7 +79,7 @@ class StageSpec:
     cooldown_shape: str = "linear"  # wsd cooldown: linear | sqrt
     shrink: float = 1.0             # λ of shrink-and-perturb on the grown init (`compt.perturb`)
     perturb: float = 0.0            # σ of shrink-and-perturb
-    until: str = ""                 # stopping rule: "" (none) | "baseline" | "target" (`compt.train.stopping`)
+    until: str = ""                 # stopping rule: "" | "baseline" | "target" | "record" (`compt.train.stopping`)
     target: dict[str, float] = field(default_factory=dict)  # metric → value to reach on the validation split
     probe_every: float = 0.0        # epochs between stopping probes (0 without a stopping rule)
     snr_db: float | None = None     # SNR in dB of the noise on the grown weight matrices (None: no noise)
@@ -114,7 +116,8 @@ def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_s
     warm = member.warmup_steps if member.warmup_steps is not None else (
         train.warmup_steps if from_scratch else train.stage_warmup_steps)
     drop = member.patch_dropout or 0.0
-    until = "" if from_scratch else ("target" if member.target else member.until or "")
+    until = (member.until if member.until == RECORD else "") if from_scratch else \
+        ("target" if member.target else member.until or "")
     trains_as = p.trains_as(model, drop)
     return StageSpec(paradigm=p.name, model=model, train_model=trains_as, parent=parent, teacher=teacher,
                      from_scratch=from_scratch, epochs=member.epochs, samples=samples, total_steps=total,

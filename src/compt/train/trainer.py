@@ -47,6 +47,7 @@ from compt.costs import training_flops
 from compt.distributed import DistInfo
 from compt.errors import UserError
 from compt.paradigm import Paradigm, StateDict, paradigm_named
+from compt.parity import RECORD
 from compt.stage import StageSpec, resolve_spec, teacher_cache_folder
 from compt.train import stopping
 from compt.train.conditions import Probe
@@ -348,7 +349,7 @@ def _record_probe(st: _Stage, step: int, end: int) -> bool:
     start = time.perf_counter()
     metrics = distributed.gather_objects(_measure(st, st.validate))[0]   # rank 0's numbers decide on every rank
     lower = [m.key for m in st.paradigm.metrics if not m.higher_is_better]
-    met = stopping.meets(metrics, st.spec.target, lower)
+    met = st.spec.until != RECORD and stopping.meets(metrics, st.spec.target, lower)   # a record never stops
     probe = {"step": step, "end": end, "epoch": st.epoch(end), "flops": st.flops(end), "met": met, **metrics}
     st.progress.probes.append(probe)
     st.log.write({"kind": "probe", **probe}, "probe")
