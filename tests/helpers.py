@@ -156,3 +156,31 @@ def assert_same_finals(run: Path, reference: Path) -> None:
         got = load_checkpoint(run / "chain" / stage / "final.pt").state_dict
         want = load_checkpoint(reference / "chain" / stage / "final.pt").state_dict
         assert all(torch.equal(got[k], want[k]) for k in want), stage
+
+
+def csv_of_pngs(folder: Path, n: int = 60) -> Path:
+    """``folder/train.csv`` (filepath, caption) of `n` 24×20 PNGs in ``folder/img``: image i is colour i % 4 with
+    noise, its caption names the colour and the row."""
+    import numpy as np
+    from PIL import Image
+
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    colours = [(220, 30, 30), (30, 200, 40), (40, 60, 220), (230, 220, 40)]
+    rows = ["filepath,caption"]
+    for i in range(n):
+        noise = np.random.default_rng(i).normal(0, 10, (20, 24, 3))
+        Image.fromarray(np.clip(np.array(colours[i % 4]) + noise, 0, 255).astype(np.uint8)).save(
+            folder / "img" / f"img{i:03d}.png")
+        rows.append(f'"img/img{i:03d}.png","a colour {i % 4} square number {i}"')
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+    return folder / "train.csv"
+
+
+def csv_stopping_run(path: Path, member: dict, **run) -> dict:
+    """A raw run config: test/A → test/B on the CSV `path` (`csv_of_pngs`: 8 held out, 8 validation, 44 training
+    samples, batch 8); `member` is added to member 2 (e.g. its target)."""
+    return {"name": "csv-stop", "baseline_epochs": 2, **run,
+            "data": {"kind": "csv", "path": str(path), "eval_samples": 8, "probe_samples": 0},
+            "train": {"batch_size": 8, "warmup_steps": 2, "stage_warmup_steps": 1, "loader_workers": 0,
+                      "log_every_steps": 4},
+            "chain": [{"model": "test/A", "epochs": 2}, {"model": "test/B", "epochs": 3, **member}]}

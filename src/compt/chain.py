@@ -31,7 +31,15 @@ import torch
 
 from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
-from compt.config import MemberConfig, RunConfig, TrainConfig, config_to_dict, resolved_member
+from compt.config import (
+    MemberConfig,
+    RunConfig,
+    TrainConfig,
+    chain_rules,
+    config_to_dict,
+    measured_metrics,
+    resolved_member,
+)
 from compt.errors import Interrupted, UserError
 from compt.inherit import inherit, parse_inherit
 from compt.paradigm import Paradigm, RunData, paradigm_for_run
@@ -132,7 +140,7 @@ MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_drop
                                "init", "until", "probe_every")
 SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "snr_db",
                         "inherit", "until", "target", "probe_every", "objective", "tokenizer", "shuffle_buffer",
-                        "resampled")
+                        "resampled", "val_path", "val_samples", "validation")
 
 
 def _later_settings(m: MemberConfig) -> dict[str, Any]:
@@ -140,14 +148,17 @@ def _later_settings(m: MemberConfig) -> dict[str, Any]:
 
 
 def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
-    """The settings a stage's result depends on (for detecting config changes on resume)."""
+    """The settings a stage's result depends on (for detecting config changes on resume); ``data.validation``
+    says when the run's validation split is carved out of the training data, which then depend on it."""
     if stage.from_scratch:  # growth/distillation settings do not touch a from-scratch run
         m = stage.member
         members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr,
                     **_later_settings(m)}]
     else:  # members resolved: a default decided by the paradigm fingerprints as the value it stands for
         members = [_set(asdict(resolved_member(m, cfg))) for m in (*cfg.chain[: stage.index], stage.member)]
-    fp = {"members": members, "data": _set(asdict(cfg.data)), "train": _set(asdict(stage_train(cfg, stage)))}
+    carved = "carved" if chain_rules(cfg).carves_validation else None
+    fp = {"members": members, "data": _set({**asdict(cfg.data), "validation": carved}),
+          "train": _set(asdict(stage_train(cfg, stage)))}
     parity = resolve_parity(cfg)
     if stage.member.until == "baseline" and (parity.symmetric or len(parity.seeds) > 1):  # where its target is from
         fp["parity"] = {"protocol": parity.protocol, "seeds": list(parity.seeds)}
@@ -384,10 +395,10 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
 
 def baseline_target(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData) -> dict[str, float]:
     """The target of a member that stops at its baseline: its baselines' final headline metrics on the
-    validation split (`validation_metrics`), the median over the parity seeds (`compt.parity`); every one of
-    those baselines must have finished."""
+    validation split (`validation_metrics`) that the run's data measures (`compt.config.measured_metrics`), the
+    median over the parity seeds (`compt.parity`); every one of those baselines must have finished."""
     per_seed = [validation_metrics(run_dir, cfg, stage.index, data, seed) for seed in resolve_parity(cfg).seeds]
-    return median_target(per_seed, [m.key for m in paradigm_for_run(cfg).metrics])
+    return median_target(per_seed, list(measured_metrics(cfg)))
 
 
 def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData,

@@ -82,6 +82,10 @@ class DataConfig:
     tokenizer: str | None = None       # kind "text": byte (default) | bpe (trained to the model's vocabulary)
     shuffle_buffer: int | None = None  # wds-stream: samples in each worker's shuffle buffer (None = 2000)
     resampled: bool | None = None      # wds-stream: draw shards with replacement (None = no: each shard once a pass)
+    val_path: str | None = None        # until/target: the validation set, in the format of path (default: carved from
+                                       # path by a hash of each sample's key and excluded from training; docs/data.md)
+    val_samples: int | None = None     # until/target: samples of the validation split (default: eval_samples; a split
+                                       # carved from path takes at most a fifth of what the held-out split leaves)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -452,6 +456,7 @@ def validate(cfg: RunConfig) -> None:
     for i, m in enumerate(cfg.chain):
         _validate_stage_schedule(i, m, cfg.train, has_patches=rules.patch_tokens[i])
         _validate_targets(cfg, i, m)
+        _validate_measured(i, m, rules, cfg.data.kind)
         _validate_inherit(i, m, rules.towers)
         distill = resolved_member(m, cfg).distill
         if i > 0 and m.growth not in rules.growth_ops:
@@ -476,6 +481,9 @@ def _validate_parity(cfg: RunConfig) -> None:
     if cfg.parity_protocol not in PROTOCOLS:
         raise unknown_name("parity_protocol", cfg.parity_protocol, PROTOCOLS)
     symmetric = cfg.parity_protocol == "time-to-target"
+    if symmetric and not any(m.until or m.target for m in cfg.chain):
+        raise UserError("parity_protocol = \"time-to-target\" measures members trained until a target: set until = "
+                        "\"baseline\" (or a target) on the grown members")
     if symmetric and not cfg.baselines:
         raise UserError("parity_protocol = \"time-to-target\" trains the baselines under the stopping rule: set "
                         "baselines = true")
@@ -509,6 +517,27 @@ def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig) -> None:
     for key in m.target or {}:
         if key not in known:
             raise unknown_name(f"target metric of chain member {i + 1}", key, known)
+
+
+def _validate_measured(i: int, m: MemberConfig, rules: ChainRules, kind: str) -> None:
+    """A target names only metrics the run's validation split measures (`ChainRules.measures`)."""
+    for key in m.target or {}:
+        if rules.measures is not None and key not in rules.measures:
+            raise UserError(f"chain member {i + 1} ({m.model}): target {key} cannot be measured on data kind "
+                            f"{kind!r} (its validation split measures {', '.join(rules.measures)})")
+
+
+def stops(cfg: RunConfig) -> bool:
+    """Whether a member of `cfg` trains until a target (``until`` / ``target``): the one answer to "does this run
+    read a validation split?" — the paradigms carve theirs out of the training data only then."""
+    return any(m.until is not None or m.target is not None for m in cfg.chain)
+
+
+def measured_metrics(cfg: RunConfig) -> tuple[str, ...]:
+    """The headline metrics `cfg`'s validation split measures: what a target may name and what a member with
+    ``until = "baseline"`` targets."""
+    rules = chain_rules(cfg)
+    return tuple(m.key for m in paradigm_for_run(cfg).metrics if rules.measures is None or m.key in rules.measures)
 
 
 def resolved_member(member: MemberConfig, cfg: RunConfig) -> MemberConfig:
@@ -552,6 +581,8 @@ def validate_data(data: DataConfig) -> None:
                                 "predecode_max": (0, None, True)})
     if data.shuffle_buffer is not None and data.shuffle_buffer < 1:
         raise UserError(f"data.shuffle_buffer must be at least 1, got {data.shuffle_buffer!r}")
+    if data.val_samples is not None and data.val_samples < 1:
+        raise UserError(f"data.val_samples must be at least 1, got {data.val_samples!r}")
 
 
 def validate_train(train: TrainConfig) -> None:

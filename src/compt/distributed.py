@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -74,6 +75,12 @@ def is_main() -> bool:
     """Whether this process is rank 0, the one that writes run files (from torchrun's environment, like
     `init_distributed`'s `DistInfo.rank`; usable before it)."""
     return world_info_from_env()[0] == 0
+
+
+def say(line: str) -> None:
+    """``compt: <line>`` on stderr from rank 0 only (what a run says about itself as it starts)."""
+    if is_main():
+        print(f"compt: {line}", file=sys.stderr, flush=True)
 
 
 PG_TIMEOUT_S = 3600  # collectives wait this long: rank 0 alone writes checkpoints while the others wait

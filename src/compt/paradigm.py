@@ -49,7 +49,8 @@ class ChainRules:
     """What one chain allows, as `compt.config.validate` checks it: the members' resolved configs, the
     forward FLOPs that order them, the growth operators and distillation losses (each with ``"none"``), the
     pairwise growth check ``validate_growth(parent, child, op)``, whether each member has image patches to
-    drop (FLIP) and the towers a member may inherit alone (`compt.inherit`; none for a one-tower model)."""
+    drop (FLIP), the towers a member may inherit alone (`compt.inherit`; none for a one-tower model), the
+    metrics the run's validation split measures and whether that split is carved out of the training data."""
 
     configs: list[Any]
     flops: list[float]
@@ -58,6 +59,9 @@ class ChainRules:
     validate_growth: Callable[[Any, Any, str], None]
     patch_tokens: tuple[bool, ...] = ()
     towers: tuple[str, ...] = ()
+    measures: tuple[str, ...] | None = None   # headline metric keys the run's validation split measures (None: all)
+    carves_validation: bool = False   # the run's validation split is carved out of its training data (then recorded
+                                      # in every stage's fingerprint: the training data depend on it)
 
 
 @runtime_checkable

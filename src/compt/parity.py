@@ -82,6 +82,7 @@ def time_to_target(run: Any, n_members: int, keys: list[str], lower_is_better: l
     if not grown or not all(x.stopping for x in grown) or any(r is None for seeds in rows for r in seeds):
         return None
     members = []
+    keys = [k for k in keys if all(k in r.stopping["probes"][-1] for seeds in rows for r in seeds)]   # measured
     for i, seeds in enumerate(rows):
         own = run.chain[i].stopping.get("target") if i else None
         target = dict(own) if own else median_target([r.stopping["probes"][-1] for r in seeds], keys)

@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 
 
 class ClipData:
-    """A CLIP run's training sets and evaluation suites, built once per (image size, context length)."""
+    """A CLIP run's training sets and evaluation suites, built once per (image size, context length); `carve`:
+    the run carves its validation split out of the training data (`carves_validation`)."""
 
-    def __init__(self, cfg: Any) -> None:
-        self.data = cfg.data
+    def __init__(self, cfg: Any, carve: bool = False) -> None:
+        self.data, self.carve = cfg.data, carve
         self._train: dict[tuple[int, int], Dataset] = {}
         self._suites: dict[tuple[int, int, bool], Any] = {}
 
@@ -41,15 +42,18 @@ class ClipData:
 
         key = self._key(model_cfg)
         if key not in self._train:
-            self._train[key] = build_train_dataset(self.data, model_cfg)
+            self._train[key] = build_train_dataset(self.data, model_cfg, carve=self.carve)
         return self._train[key]
 
     def _suite(self, model_cfg: ModelConfig, validation: bool = False) -> Any:
-        from compt.clip.data import build_eval_suite
+        from compt import distributed
+        from compt.clip.data import build_eval_suite, validation_line
 
         key = (*self._key(model_cfg), validation)
         if key not in self._suites:
-            self._suites[key] = build_eval_suite(self.data, model_cfg, validation=validation)
+            self._suites[key] = build_eval_suite(self.data, model_cfg, validation=validation, carve=self.carve)
+            if validation and not any(k[2] for k in self._suites if k != key):   # said once per run
+                distributed.say(validation_line(self.data, self._suites[key]))
         return self._suites[key]
 
     def evaluator(self, model_cfg: ModelConfig) -> Evaluate:
@@ -59,7 +63,7 @@ class ClipData:
         return lambda model: evaluate(model, suite)
 
     def validator(self, model_cfg: ModelConfig) -> Evaluate:
-        """The held-out evaluation on the validation split (synthetic data: its own scene stream)."""
+        """The held-out evaluation's tasks on the validation split (`compt.clip.data.build_eval_suite`)."""
         from compt.clip.data import evaluate
 
         suite = self._suite(model_cfg, validation=True)
@@ -72,7 +76,7 @@ class ClipData:
         from compt.datafp import files_fingerprint
 
         out: dict[str, Any] = {}
-        for name in (self.data.path, self.data.eval_path):
+        for name in (self.data.path, self.data.eval_path, self.data.val_path):
             if not name or self.data.kind not in ("csv", "wds", "wds-stream", "folder"):
                 continue
             root = Path(name)
@@ -181,6 +185,7 @@ class ClipParadigm:
 
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
+        from compt.clip.data import adapter
         from compt.clip.flops import model_flops
         from compt.clip.growth import GROWTH_OPS, validate_pair
         from compt.clip.tasks import DISTILL_NAMES
@@ -193,7 +198,8 @@ class ClipParadigm:
         cfgs = [self.member_config(m.model, cfg.train.objective) for m in cfg.chain]
         return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=(*GROWTH_OPS, "none"),
                           distill_losses=DISTILL_NAMES, validate_growth=validate_pair,
-                          patch_tokens=tuple(not c.is_swin for c in cfgs), towers=("vision", "text"))
+                          patch_tokens=tuple(not c.is_swin for c in cfgs), towers=("vision", "text"),
+                          measures=adapter(cfg.data.kind).measures, carves_validation=carves_validation(cfg))
 
     def load_init(self, path: Path, cfg: ModelConfig) -> StateDict:
         """A compt checkpoint of the same architecture, or a plain open_clip checkpoint whose keys and shapes fit."""
@@ -226,7 +232,7 @@ class ClipParadigm:
 
     # ------------------------------------------------------------------ data, task, step
     def open_data(self, cfg: Any, run_dir: Path) -> ClipData:
-        return ClipData(cfg)
+        return ClipData(cfg, carve=carves_validation(cfg))
 
     def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
                    info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
@@ -310,11 +316,26 @@ class ClipParadigm:
 
 
 def check_data_kind(data: Any) -> None:
-    """The data kind is a registered image–caption source, with the path it needs (`compt.clip.data.ADAPTERS`)."""
-    from compt.clip.data import adapter
+    """The data kind is a registered image–caption source, with the path it needs (`compt.clip.data.ADAPTERS`);
+    ``val_path`` only for data read from files."""
+    from compt.clip.data import ADAPTERS, adapter
 
     if adapter(data.kind).reads_path and not data.path.strip():  # unknown kinds raise in adapter()
         raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file, a shard pattern or a folder)")
+    if data.val_path and not adapter(data.kind).reads_path:
+        have = ", ".join(k for k, a in ADAPTERS.items() if a.reads_path)
+        raise UserError(f"data.val_path names a validation set of files, which data kind {data.kind!r} does not read "
+                        f"(kinds that do: {have}); leave it unset")
+
+
+def carves_validation(cfg: Any) -> bool:
+    """Whether run config `cfg` carves its validation split out of the training data: a member trains until a
+    target (`compt.config.stops`), ``data.val_path`` is unset and the kind has no validation source of its own.
+    The one answer, read by the run's data (`ClipData`) and the stages' fingerprints (`ChainRules`)."""
+    from compt.clip.data import adapter
+    from compt.config import stops
+
+    return stops(cfg) and not cfg.data.val_path and adapter(cfg.data.kind).carves
 
 
 def _teacher_cache(teacher: nn.Module, spec: Any, dataset: Dataset, info: Any, out_dir: Path) -> Any:

@@ -44,16 +44,30 @@ def run_tokenizer(run_dir: Path) -> tuple[str, Path]:
     return tokenizer_kind(read_run_config(run_dir)), corpus_dir(run_dir) / TOKENIZER_FILE
 
 
-def text_data(cfg: RunConfig, run_dir: Path) -> tuple[Any, Any, Any]:
+def carves_validation(cfg: RunConfig) -> bool:
+    """Whether the run's validation windows are carved out of the training windows (a member trains until a
+    target and ``data.val_path`` is unset): the one answer, read by `LMData` and the stages' fingerprints."""
+    from compt.config import stops
+
+    return stops(cfg) and not cfg.data.val_path
+
+
+def validation_windows(cfg: RunConfig) -> int:
+    """The validation split's windows: ``data.val_samples``, else ``data.eval_samples``."""
+    return cfg.data.val_samples if cfg.data.val_samples is not None else cfg.data.eval_samples
+
+
+def text_data(cfg: RunConfig, run_dir: Path, carve: bool = False) -> tuple[Any, Any, Any]:
     """(train windows, held-out windows, corpus), tokenised once into RUN/data: the last `eval_samples` windows
-    of the corpus are held out, training uses the first `num_samples` windows of the rest (or all there are)."""
+    of the corpus are held out, training uses the first `num_samples` windows of the rest (or all there are) —
+    with `carve`, those that end before the validation windows (`compt.lm.text.validation`)."""
     from compt.lm.text import default_corpus, split, tokenize_corpus
 
     first = get_lm_config(cfg.chain[0].model)
     corpus = tokenize_corpus(cfg.data.path or default_corpus(), corpus_dir(run_dir),
                              tokenizer=tokenizer_kind(cfg), vocab_size=first.vocab_size)
     train, held = split(corpus, first.context_length, cfg.data.eval_samples,
-                        max_train=cfg.data.num_samples)
+                        max_train=cfg.data.num_samples, reserve=validation_windows(cfg) if carve else 0)
     if 0 < len(train) < cfg.data.num_samples:
         print(f"compt: the corpus gives {len(train):,} training windows of {first.context_length} + 1 tokens, fewer "
               f"than data.num_samples = {cfg.data.num_samples:,}: training on {len(train):,} (plan prices "
@@ -62,15 +76,17 @@ def text_data(cfg: RunConfig, run_dir: Path) -> tuple[Any, Any, Any]:
 
 
 class LMData:
-    """The run's corpus, tokenised on first use: training windows, held-out loss and the ``hf/`` export."""
+    """The run's corpus, tokenised on first use: training windows, held-out loss and the ``hf/`` export; `carve`:
+    the validation windows are carved out of the training windows (`carves_validation`)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+    def __init__(self, cfg: RunConfig, run_dir: Path, carve: bool = False) -> None:
+        self.cfg, self.run_dir, self.carve = cfg, Path(run_dir), carve
         self._split: tuple[Any, Any, Any] | None = None
+        self._validation: Any = None
 
     def _data(self) -> tuple[Any, Any, Any]:
         if self._split is None:
-            self._split = text_data(self.cfg, self.run_dir)
+            self._split = text_data(self.cfg, self.run_dir, self.carve)
             if len(self._split[0]) == 0 or len(self._split[1]) == 0:
                 raise UserError("the text corpus gives an empty training or held-out split")
         return self._split
@@ -83,11 +99,34 @@ class LMData:
         return held_out_evaluator(self._data()[1], self.cfg.train.batch_size)
 
     def validator(self, model_cfg: LMConfig) -> Any:
-        """The held-out loss on the validation windows (`compt.lm.text.validation`): what stopping probes read."""
-        from compt.lm.text import validation
+        """The held-out loss on the validation windows (`validation_split`): what stopping probes read."""
+        return held_out_evaluator(self.validation_split(), self.cfg.train.batch_size)
 
-        train, held, _ = self._data()
-        return held_out_evaluator(validation(train, held, self.cfg.data.eval_samples), self.cfg.train.batch_size)
+    def validation_split(self) -> Any:
+        """The validation windows, built once and said once: the last `validation_windows` windows of
+        ``data.val_path`` (tokenised with the run's tokenizer) when set, else as many just before the held-out
+        split, after the last training window (`compt.lm.text.validation`)."""
+        from compt import distributed
+        from compt.lm.text import held_out, tokenize_corpus, validation
+
+        if self._validation is None:
+            train, held, corpus = self._data()
+            count, data = validation_windows(self.cfg), self.cfg.data
+            if data.val_path:
+                own = tokenize_corpus(data.val_path, corpus_dir(self.run_dir) / "val",
+                                      tokenizer=tokenizer_kind(self.cfg), tokenizer_file=corpus.tokenizer_file,
+                                      vocab_size=get_lm_config(self.cfg.chain[0].model).vocab_size)
+                self._validation = held_out(own.tokens, held.context, count)
+                if len(self._validation) == 0:
+                    raise UserError(f"data.val_path {data.val_path} holds fewer than {held.context + 1} tokens: "
+                                    f"too few for one validation window")
+                where = f"of data.val_path {data.val_path}"
+            else:
+                self._validation = validation(train, held, count)
+                where = "just before the held-out ones, excluded from training"
+            distributed.say(f"validation split (until/target): {len(self._validation)} windows of "
+                            f"{held.context + 1} tokens {where}")
+        return self._validation
 
     def fingerprint(self) -> dict[str, Any]:
         """The corpus files, each with its size and content hash (the default corpus included)."""

@@ -101,6 +101,7 @@ class LMParadigm:
 
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
+        from compt.lm.data import carves_validation
         from compt.lm.flops import lm_flops
         from compt.lm.growth import LM_GROWTH_OPS, validate_lm_growth
         from compt.lm.task import LM_DISTILL_KINDS
@@ -118,7 +119,8 @@ class LMParadigm:
                                 f"{cfgs[0].name}): they read the same token array")
         return ChainRules(configs=cfgs, flops=[lm_flops(c).forward for c in cfgs],
                           growth_ops=(*LM_GROWTH_OPS, "none"), distill_losses=(*LM_DISTILL_KINDS, "none"),
-                          validate_growth=lambda a, b, op: validate_lm_growth(a, b), patch_tokens=(False,) * len(cfgs))
+                          validate_growth=lambda a, b, op: validate_lm_growth(a, b), patch_tokens=(False,) * len(cfgs),
+                          carves_validation=carves_validation(cfg))
 
     def load_init(self, path: Path, cfg: LMConfig) -> StateDict:
         """A compt LM checkpoint, or a Hugging Face folder (``config.json`` + weights) whose Llama config has
@@ -158,9 +160,9 @@ class LMParadigm:
 
     # ------------------------------------------------------------------ data, task, step
     def open_data(self, cfg: Any, run_dir: Path) -> Any:
-        from compt.lm.data import LMData
+        from compt.lm.data import LMData, carves_validation
 
-        return LMData(cfg, run_dir)
+        return LMData(cfg, run_dir, carve=carves_validation(cfg))
 
     def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
                    info: Any, out_dir: Path) -> tuple[nn.Module, bool]:

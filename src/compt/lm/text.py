@@ -242,16 +242,22 @@ class TokenWindows(Dataset):
         return torch.from_numpy(self.tokens[a:a + self.context + 1].astype(np.int64)), i
 
 
-def split(corpus: TokenCorpus, context: int, eval_windows: int, max_train: int | None = None
+def split(corpus: TokenCorpus, context: int, eval_windows: int, max_train: int | None = None, reserve: int = 0
           ) -> tuple[TokenWindows, TokenWindows]:
     """(train, held-out) windows: the held-out split is the last `eval_windows` windows of the corpus
-    (`held_out`); training uses the first `max_train` windows of the rest (all when None)."""
+    (`held_out`); training uses the first `max_train` windows of the rest (all when None) that end before the
+    `reserve` windows just before the held-out split (a validation split carved out of training, `validation`)."""
     n, need = corpus.tokens.size, eval_windows * context + 1
     if n < 2 * (context + 1) or need >= n - (context + 1):
         raise UserError(f"the text corpus in {corpus.directory} has only {n} tokens: too few for a train and a "
                         f"held-out split of {eval_windows} windows of {context} tokens")
     held = held_out(corpus.tokens, context, eval_windows)
-    stop = held.start if max_train is None else min(held.start, max_train * context + 1)
+    end = held.start - (reserve * context + 1) if reserve else held.start
+    if end < context + 1:
+        raise UserError(f"the text corpus in {corpus.directory} has only {n} tokens: too few for a train, a "
+                        f"validation split of {reserve} and a held-out split of {eval_windows} windows of {context} "
+                        f"tokens; lower data.val_samples or set data.val_path")
+    stop = end if max_train is None else min(end, max_train * context + 1)
     return TokenWindows(corpus.tokens, context, 0, stop), held
 
 

@@ -39,6 +39,7 @@ class Record:
 
     image: ImageRef
     captions: tuple[str, ...]
+    key: str = ""      # what names the sample in its source (`compt.clip.data.carve`): a CSV filepath, a __key__
 
 
 class BadData:
@@ -88,7 +89,7 @@ def clean_records(records: Sequence[Record], bad: BadData) -> list[Record]:
         elif isinstance(rec.image, TarMember) and rec.image.size == 0:
             bad.add(str(rec.image), "empty file")
         else:
-            out.append(Record(rec.image, captions))
+            out.append(Record(rec.image, captions, rec.key))
     return out
 
 

@@ -71,16 +71,18 @@ def read_csv(path: str, data: DataConfig, bad: BadData | None = None) -> list[Re
                             f"{', '.join(repr(c) for c in columns) or 'none'}); set data.csv_img_key / "
                             f"data.csv_caption_key or data.csv_separator (now {sep!r})")
         grouped: dict[str, list[str]] = {}
+        keys: dict[str, str] = {}   # resolved path → the filepath as first written (the sample's key)
         for row in reader:
             image = (row.get(data.csv_img_key) or "").strip()
             target = "" if not image else image if os.path.isabs(image) else str(root / image)
+            keys.setdefault(target, image)
             caption = row.get(data.csv_caption_key) or ""
             if not _is_utf8(caption):
                 if bad is not None:
                     bad.add(f"{file}:{reader.line_num}", "caption is not valid UTF-8")
                 continue
             grouped.setdefault(target, []).extend(_split(caption, data.caption_separator))
-    return [Record(image, tuple(caps)) for image, caps in grouped.items()]
+    return [Record(image, tuple(caps), keys[image]) for image, caps in grouped.items()]
 
 
 def _is_utf8(text: str) -> bool:
@@ -149,7 +151,7 @@ def _shard_records(shard: str, data: DataConfig, bad: BadData) -> list[Record]:
             captions.extend(c for ln in lines for c in _split(ln, data.caption_separator))
         if isinstance(parts.get("json"), bytes):
             captions.extend(_json_captions(parts["json"]))  # type: ignore[arg-type]
-        out.append(Record(TarMember(shard, image.offset_data, image.size, image.name), tuple(captions)))
+        out.append(Record(TarMember(shard, image.offset_data, image.size, image.name), tuple(captions), key))
     return out
 
 

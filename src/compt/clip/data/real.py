@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compt.clip.data.carve import carve
 from compt.clip.data.datasets import PairDataset
 from compt.clip.data.images import TensorImages, cache_key, decode_all, load_cached, save_cached
 from compt.clip.data.text import template_captions, tokenize
@@ -103,10 +104,15 @@ def read_fashion_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.nda
             _read_idx(_fashion_file(root, f"{split}-labels-idx1-ubyte")))
 
 
-def fashion_mnist(data: DataConfig, size: int, split: str, count: int, stream: int) -> Labelled:
-    """`count` seeded images of the "train" or "t10k" split at the model's size."""
+def fashion_mnist(data: DataConfig, size: int, split: str, count: int, stream: int,
+                  part: str | None = None) -> Labelled:
+    """`count` seeded images of the "train" or "t10k" split at the model's size; `part` "train" / "validation":
+    only those outside / inside the validation split carved from them (keys: indices in the split's file)."""
     images, labels = read_fashion_mnist(data.path or FASHION_DIR, split)
     pick = subset(len(images), count, data.seed, stream)
+    if part is not None:
+        val = carve([str(i) for i in pick], data, "fashion-mnist")
+        pick = pick[val] if part == "validation" else np.delete(pick, val)
     return Labelled(_grey_to_model(images[pick], size), torch.from_numpy(labels[pick].astype(np.int64)),
                     FASHION_CLASSES, FASHION_TEMPLATES)
 

@@ -11,8 +11,10 @@ trainer does:
 It is an endless iterable: pass e (e = 0, 1, …) visits every shard once (each rank a disjoint share, each
 loader worker a share of that) in the order of ``Random(seed + e)``; with ``data.resampled`` shards are drawn
 with replacement instead. An "epoch" is ``data.num_samples`` samples (`__len__`), which is what the trainer
-counts steps and epochs in. The stream is not indexable: there is no exact resume (a resumed stage restarts
-the stream) and no teacher cache (``deterministic = False``: the teacher runs every step).
+counts steps and epochs in. When the run carves a validation split out of the shards, the stream skips the
+samples whose key ranks below the split's bound (`compt.clip.data.carve`), right after reading them. The
+stream is not indexable: there is no exact resume (a resumed stage restarts the stream) and no teacher cache
+(``deterministic = False``: the teacher runs every step).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from compt.clip.data.carve import key_rank, stream_bound
 from compt.clip.data.files import expand_braces
 from compt.clip.data.images import resize_center_crop, to_rgb
 from compt.clip.data.text import sample_captions, tokenize
@@ -44,8 +47,9 @@ class StreamingPairs(IterableDataset):
 
     def __init__(self, urls: list[str], *, num_samples: int, image_size: int, context_length: int, k: int,
                  seed: int, caption_separator: str = "", shuffle_buffer: int = SHUFFLE_BUFFER,
-                 resampled: bool = False) -> None:
+                 resampled: bool = False, skip_below: int = 0) -> None:
         self.urls, self.num_samples = urls, num_samples
+        self.skip_below = skip_below   # samples of key rank below this are the validation split's (0: none)
         self.image_size, self.context_length = image_size, context_length
         self.k, self.seed, self.separator = k, seed, caption_separator
         self.shuffle_buffer, self.resampled = shuffle_buffer, resampled
@@ -67,11 +71,16 @@ class StreamingPairs(IterableDataset):
             order = list(self.urls)
             random.Random(self.seed + epoch).shuffle(order)
             shards = [wds.SimpleShardList(order), wds.split_by_node, wds.split_by_worker]
+        carved = [wds.select(self._trains)] if self.skip_below else []
         return wds.DataPipeline(
-            *shards, wds.tarfile_to_samples(handler=wds.warn_and_continue),
+            *shards, wds.tarfile_to_samples(handler=wds.warn_and_continue), *carved,
             wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), seed=self._stream_seed(epoch)),
             wds.decode("pil", handler=wds.warn_and_continue), wds.to_tuple("__key__", IMAGE_KEYS, "txt"),
             wds.map(self._item, handler=wds.warn_and_continue))
+
+    def _trains(self, sample: dict) -> bool:
+        """Whether a raw sample is a training sample (not in the carved validation split)."""
+        return key_rank(sample["__key__"], self.seed) >= self.skip_below
 
     def _item(self, sample: tuple) -> tuple[torch.Tensor, torch.Tensor, int]:
         key, image, text = sample
@@ -91,12 +100,13 @@ class StreamingPairs(IterableDataset):
                                 f"and worker at least one shard, or set data.resampled = true")
 
 
-def streaming_pairs(data: DataConfig, image_size: int, context_length: int) -> StreamingPairs:
-    """The ``wds-stream`` training set of `data` (``data.path`` a brace pattern of local or URL shards)."""
+def streaming_pairs(data: DataConfig, image_size: int, context_length: int, carve: bool = False) -> StreamingPairs:
+    """The ``wds-stream`` training set of `data` (``data.path`` a brace pattern of local or URL shards); with
+    `carve`, without the samples of the validation split carved from them (`compt.clip.data.carve.stream_bound`)."""
     if not data.path:
         raise UserError('data.kind = "wds-stream" needs data.path (a shard pattern "shards/{000..099}.tar")')
     return StreamingPairs(expand_braces(data.path), num_samples=data.num_samples, image_size=image_size,
                           context_length=context_length, k=data.captions_per_image, seed=data.seed,
                           caption_separator=data.caption_separator,
                           shuffle_buffer=data.shuffle_buffer if data.shuffle_buffer is not None else SHUFFLE_BUFFER,
-                          resampled=bool(data.resampled))
+                          resampled=bool(data.resampled), skip_below=stream_bound(data) if carve else 0)
