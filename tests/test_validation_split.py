@@ -146,6 +146,8 @@ def test_a_stream_skips_exactly_the_samples_its_validation_split_reads(tmp_path:
     pick = sorted(sorted(below, key=lambda n: rank(keys[n], 1))[:8])
     assert torch.equal(suite.retrieval.tokens, tokenize([f"thing {n}" for n in pick], 16))
     assert len(build_train_dataset(data, TEST).urls) == 4 and build_train_dataset(data, TEST).skip_below == 0
+    more = build_train_dataset(DataConfig(**{**data.__dict__, "val_samples": 1000}), TEST, carve=True)
+    assert more.skip_below == SPACE * 8 // 40   # a stream carves at most a fifth of its pass
 
 
 # ----------------------------------------------------------------------------------------------- folders, real sets
@@ -210,3 +212,16 @@ def test_each_kind_validates_on_exactly_the_metrics_it_declares(tmp_path: Path, 
     torch.manual_seed(0)
     metrics = evaluate(create_model("test/A").eval(), build_eval_suite(data, TEST, validation=True))
     assert {k for k in ("zeroshot_top1", "retrieval_r1") if k in metrics} == set(adapter(kind).measures)
+
+
+def test_a_run_says_its_validation_split_once(capsys) -> None:
+    from compt.clip.paradigm import ClipData
+
+    cfg = config_from_dict({"name": "x", "data": {"num_samples": 16, "eval_samples": 8, "probe_samples": 0},
+                            "chain": [{"model": "test/A", "epochs": 1}, {"model": "tiny/ViT-N", "epochs": 1}]})
+    data = ClipData(cfg)
+    for model in ("test/A", "tiny/ViT-N", "test/A"):   # two input shapes: two suites, one line
+        data.validator(get_model_config(model))
+    err = capsys.readouterr().err
+    assert err.count("compt: validation split (until/target): 8 samples of the synthetic data's own validation "
+                     "stream") == 1, err

@@ -31,15 +31,7 @@ import torch
 
 from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
-from compt.config import (
-    MemberConfig,
-    RunConfig,
-    TrainConfig,
-    chain_rules,
-    config_to_dict,
-    measured_metrics,
-    resolved_member,
-)
+from compt.config import MemberConfig, RunConfig, TrainConfig, chain_rules, config_to_dict, resolved_member
 from compt.errors import Interrupted, UserError
 from compt.inherit import inherit, parse_inherit
 from compt.paradigm import Paradigm, RunData, paradigm_for_run
@@ -395,10 +387,10 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
 
 def baseline_target(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData) -> dict[str, float]:
     """The target of a member that stops at its baseline: its baselines' final headline metrics on the
-    validation split (`validation_metrics`) that the run's data measures (`compt.config.measured_metrics`), the
-    median over the parity seeds (`compt.parity`); every one of those baselines must have finished."""
+    validation split (`validation_metrics`) that the run's data measures (`compt.paradigm.ChainRules.measured`),
+    the median over the parity seeds (`compt.parity`); every one of those baselines must have finished."""
     per_seed = [validation_metrics(run_dir, cfg, stage.index, data, seed) for seed in resolve_parity(cfg).seeds]
-    return median_target(per_seed, list(measured_metrics(cfg)))
+    return median_target(per_seed, list(chain_rules(cfg).measured(paradigm_for_run(cfg).metrics)))
 
 
 def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData,

@@ -456,7 +456,7 @@ def validate(cfg: RunConfig) -> None:
     for i, m in enumerate(cfg.chain):
         _validate_stage_schedule(i, m, cfg.train, has_patches=rules.patch_tokens[i])
         _validate_targets(cfg, i, m)
-        _validate_measured(i, m, rules, cfg.data.kind)
+        _validate_measured(cfg, i, m, rules)
         _validate_inherit(i, m, rules.towers)
         distill = resolved_member(m, cfg).distill
         if i > 0 and m.growth not in rules.growth_ops:
@@ -519,25 +519,13 @@ def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig) -> None:
             raise unknown_name(f"target metric of chain member {i + 1}", key, known)
 
 
-def _validate_measured(i: int, m: MemberConfig, rules: ChainRules, kind: str) -> None:
-    """A target names only metrics the run's validation split measures (`ChainRules.measures`)."""
+def _validate_measured(cfg: RunConfig, i: int, m: MemberConfig, rules: ChainRules) -> None:
+    """A target names only metrics the run's validation split measures (`ChainRules.measured`)."""
+    measured = rules.measured(paradigm_for_run(cfg).metrics)
     for key in m.target or {}:
-        if rules.measures is not None and key not in rules.measures:
+        if key not in measured:
             raise UserError(f"chain member {i + 1} ({m.model}): target {key} cannot be measured on data kind "
-                            f"{kind!r} (its validation split measures {', '.join(rules.measures)})")
-
-
-def stops(cfg: RunConfig) -> bool:
-    """Whether a member of `cfg` trains until a target (``until`` / ``target``): the one answer to "does this run
-    read a validation split?" — the paradigms carve theirs out of the training data only then."""
-    return any(m.until is not None or m.target is not None for m in cfg.chain)
-
-
-def measured_metrics(cfg: RunConfig) -> tuple[str, ...]:
-    """The headline metrics `cfg`'s validation split measures: what a target may name and what a member with
-    ``until = "baseline"`` targets."""
-    rules = chain_rules(cfg)
-    return tuple(m.key for m in paradigm_for_run(cfg).metrics if rules.measures is None or m.key in rules.measures)
+                            f"{cfg.data.kind!r} (its validation split measures {', '.join(measured)})")
 
 
 def resolved_member(member: MemberConfig, cfg: RunConfig) -> MemberConfig:

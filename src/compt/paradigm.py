@@ -63,6 +63,11 @@ class ChainRules:
     carves_validation: bool = False   # the run's validation split is carved out of its training data (then recorded
                                       # in every stage's fingerprint: the training data depend on it)
 
+    def measured(self, metrics: Sequence[Metric]) -> tuple[str, ...]:
+        """The keys of `metrics` (the paradigm's headline metrics) that the run's validation split measures: what a
+        target may name and what ``until = "baseline"`` targets."""
+        return tuple(m.key for m in metrics if self.measures is None or m.key in self.measures)
+
 
 @runtime_checkable
 class RunData(Protocol):

@@ -104,6 +104,12 @@ class StageSpec:
                 "steps": self.total_steps}
 
 
+def stops(cfg: Any) -> bool:
+    """Whether a member of run config `cfg` trains until a target (``until`` / ``target``): the one answer to "does
+    this run read a validation split?" — the paradigms carve theirs out of the training data only then."""
+    return any(m.until is not None or m.target is not None for m in cfg.chain)
+
+
 def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_scratch: bool, parent: Any,
                  samples: int, captions: int, paradigm: Paradigm | None = None) -> StageSpec:
     """The one place a stage's settings are resolved (rules in the module docstring). `member` is resolved

@@ -330,10 +330,10 @@ def check_data_kind(data: Any) -> None:
 
 def carves_validation(cfg: Any) -> bool:
     """Whether run config `cfg` carves its validation split out of the training data: a member trains until a
-    target (`compt.config.stops`), ``data.val_path`` is unset and the kind has no validation source of its own.
+    target (`compt.stage.stops`), ``data.val_path`` is unset and the kind has no validation source of its own.
     The one answer, read by the run's data (`ClipData`) and the stages' fingerprints (`ChainRules`)."""
     from compt.clip.data import adapter
-    from compt.config import stops
+    from compt.stage import stops
 
     return stops(cfg) and not cfg.data.val_path and adapter(cfg.data.kind).carves
 

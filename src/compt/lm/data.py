@@ -47,7 +47,7 @@ def run_tokenizer(run_dir: Path) -> tuple[str, Path]:
 def carves_validation(cfg: RunConfig) -> bool:
     """Whether the run's validation windows are carved out of the training windows (a member trains until a
     target and ``data.val_path`` is unset): the one answer, read by `LMData` and the stages' fingerprints."""
-    from compt.config import stops
+    from compt.stage import stops
 
     return stops(cfg) and not cfg.data.val_path
 

@@ -102,8 +102,9 @@ def validation_line(data: DataConfig, suite: EvalSuite) -> str:
         return f"validation split (until/target): {n} samples of the {data.kind} data's own validation stream"
     if data.val_path:
         return f"validation split (until/target): {n} samples of data.val_path {data.val_path}"
-    return (f"validation split (until/target): {n} samples carved from {data.kind} data {data.path or ''} by a "
-            f"hash of their keys — excluded from training, disjoint from the held-out split").replace("  ", " ")
+    source = f"{data.kind} data {data.path}" if data.path else f"the {data.kind} data"
+    return (f"validation split (until/target): {n} samples carved from {source} by a hash of their keys — excluded "
+            f"from training, disjoint from the held-out split")
 
 
 # ----------------------------------------------------------------------------------------------- synthetic
