@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from compt.errors import UserError, one_line, os_error_message
+from compt.errors import Stopped, UserError, one_line, os_error_message
 from compt.threads import passive_wait_policy
 
 passive_wait_policy()  # before any command imports torch (see compt.threads)
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"compt {args.command}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
+    except Stopped as e:   # a stop signal outside a training loop (compt.signals)
+        print(f"compt {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"compt {args.command}: interrupted", file=sys.stderr)

@@ -15,6 +15,12 @@ class Interrupted(UserError):
     """A stage stopped on request (SIGTERM/SIGINT) after writing a checkpoint: it resumes, it did not fail."""
 
 
+class Stopped(BaseException):
+    """A stop signal (SIGTERM/SIGINT) that arrived outside a training loop (`compt.signals`). Like
+    KeyboardInterrupt it is no `Exception`, so no handler of failures (a corrupt file, an undecodable image)
+    takes it for one; the CLI prints it as one line and exits 2."""
+
+
 def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     """Up to `n` known names close to `name`; case-insensitive equals first, then difflib's ranking of the
     lower-cased names (so ``test/b`` suggests ``test/B`` before ``test/C``)."""
