@@ -65,8 +65,8 @@ def test_plain_open_clip_checkpoints(parent_ckpt, tmp_path, capsys, layout: str)
                     "--out", str(out)) == 0
     assert "inferred parent model tiny/ViT-S" in capsys.readouterr().out
     assert grow_cli("--from", str(tmp_path / "plain.pt"), "--from-model", "tiny/ViT-S", "--to", "tiny/ViT-M",
-                    "--op", "stack", "--out", str(out)) == 0
-    assert load_checkpoint(out).lineage["operator"] == "stack"
+                    "--op", "stack", "--out", str(tmp_path / "c2.pth")) == 0
+    assert load_checkpoint(tmp_path / "c2.pth").lineage["operator"] == "stack"
 
 
 def test_inference_prefers_identical_architectures_and_refuses_ambiguity(monkeypatch) -> None:

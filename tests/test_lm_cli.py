@@ -138,6 +138,16 @@ def test_eval_reproduces_the_trainers_held_out_loss(run_dir: Path, corpus: Path,
         assert payload["data"]["tokenizer_file"] == str(run_dir / "data/tokenizer.json")
 
 
+def test_eval_of_a_runs_own_checkpoint_defaults_to_the_windows_the_run_held_out(run_dir: Path, corpus: Path,
+                                                                               tmp_path: Path) -> None:
+    key, out = "chain/02-lm_test-B", tmp_path / "r.json"
+    assert main(["eval", str(run_dir / key / "final.pt"), "--data", "text", "--data-path", str(corpus),
+                 "--json", str(out)]) == 0    # no --eval-samples: the run's 8, not 1000
+    metrics = json.loads(out.read_text())["metrics"]
+    recorded = json.loads((run_dir / key / "result.json").read_text())["history"][-1]
+    assert metrics["windows"] == 8 and metrics["val_loss"] == pytest.approx(recorded["val_loss"], abs=1e-5)
+
+
 def test_eval_byte_level_equals_hand_cross_entropy(tmp_path: Path, capsys) -> None:
     text = TEXT[:700]
     (tmp_path / "t.txt").write_text(text)

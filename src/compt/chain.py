@@ -17,6 +17,7 @@ records a fingerprint of the settings it depends on; a finished stage whose sett
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -32,12 +33,13 @@ import torch
 from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
 from compt.config import MemberConfig, RunConfig, TrainConfig, chain_rules, config_to_dict, resolved_member
-from compt.errors import Interrupted, UserError
+from compt.errors import Interrupted, Stopped, UserError
 from compt.inherit import inherit, parse_inherit
 from compt.paradigm import Paradigm, RunData, paradigm_for_run
 from compt.parity import RECORD, median_target, resolve_parity
 from compt.perturb import FRESH_SEED_OFFSET, noise_seed, shrink_perturb, snr_noise
 from compt.runlock import run_lock
+from compt.signals import interrupt_on_signals
 from compt.stage import StageSpec, resolve_spec
 from compt.threads import configure_threads
 
@@ -255,15 +257,41 @@ def check_or_reset(run_dir: Path, cfg: RunConfig, stages: list[Stage], from_stag
         lineage = d / "lineage.json"
         if not lineage.is_file():
             continue
-        old = json.loads(lineage.read_text()).get("fingerprint")
+        recorded = json.loads(lineage.read_text())
+        old = recorded.get("fingerprint")
         if old is not None and (changes := "; ".join(stage_changes(old, cfg, s)[:4])):
             raise UserError(f"stage {s.key} ({s.member.model}) was run with other settings ({changes}); "
                             f"use a new run directory or rerun from it with --from-stage {s.key}")
+        check_init_unchanged(d, s, recorded)
     dist.barrier()  # every rank has read every lineage.json before rank 0 deletes anything
     for d in doomed:
         if dist.is_main() and d.exists():
             shutil.rmtree(d)
     dist.barrier()
+
+
+def init_digest(path: str | Path) -> str:
+    """sha256 of member 1's `init`: of the file, or for a folder (a Hugging Face model) of its files' relative
+    paths and sha256s, in path order."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    listing = "".join(f"{p.relative_to(path).as_posix()}\t{sha256_file(p)}\n" for p in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def check_init_unchanged(stage_dir: Path, stage: Stage, lineage: dict[str, Any]) -> None:
+    """A started or finished stage that began from `init` (its lineage holds the file's sha256) refuses an init
+    that has changed since: its weights descend from the old one."""
+    before = lineage.get("init_sha256")
+    started = (stage_dir / "last.pt").is_file() or (stage_dir / "result.json").is_file()
+    if not (stage.member.init and before and started and Path(stage.member.init).exists()):
+        return
+    if init_digest(stage.member.init) != before:
+        raise UserError(f"init {stage.member.init} has changed since stage {stage.key} ({stage.member.model}) started "
+                        f"from it (sha256 {before[:12]}… then); restore it, or rerun the stage from the new file "
+                        f"with --from-stage {stage.key}")
 
 
 def fresh_state(paradigm: Paradigm, model_cfg: Any, seed: int) -> dict[str, torch.Tensor]:
@@ -336,15 +364,33 @@ def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data: RunData,
               progress: bool, data_fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Grow (if needed) and train one stage of any paradigm; returns its stored result. `data_fingerprint`
-    (`check_same_data`) is recorded in the stage's lineage."""
-    from compt.train import load_result, train_stage
+    (`check_same_data`) is recorded in the stage's lineage. From the moment the stage is marked running, anything
+    that ends it early marks it interrupted (a stop signal, wherever it lands) or failed."""
+    from compt.train import load_result
 
-    d = run_dir / stage.directory
-    done = load_result(d)  # with final.pt verified against the size and sha256 recorded with it
+    done = load_result(run_dir / stage.directory)  # with final.pt verified against the size and sha256 recorded
     if done is not None:
         state.set(stage.key, "done")
         return record_parent_distance(run_dir, cfg, stage, data, done).to_dict()
     state.set(stage.key, "running")
+    try:
+        result = _grow_and_train(run_dir, cfg, stage, data, progress, data_fingerprint)
+        result = record_parent_distance(run_dir, cfg, stage, data, result)
+    except BaseException as e:  # a requested stop resumes like any other: it did not fail
+        stopped = isinstance(e, (Interrupted, Stopped, KeyboardInterrupt))
+        state.set(stage.key, "interrupted" if stopped else "failed")
+        raise
+    state.set(stage.key, "done")
+    return result.to_dict()
+
+
+def _grow_and_train(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData, progress: bool,
+                    data_fingerprint: dict[str, Any] | None) -> Any:
+    """`run_stage`'s work: the stage's initial weights (fresh, `init`, or grown into ``init.pt``), its lineage.json,
+    then `compt.train.train_stage`; returns its `StageResult`."""
+    from compt.train import train_stage
+
+    d = run_dir / stage.directory
     paradigm = paradigm_for_run(cfg)
     model_cfg = member_config(cfg, stage.index)
     dataset = data.train_set(model_cfg)
@@ -353,8 +399,8 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
         spec = replace(spec, target=baseline_target(run_dir, cfg, stage, data))
     init, teacher, lineage = None, None, {"stage": stage.key, "kind": stage.kind, "run": run_dir.name}
     start = stage.member.init if stage.kind == "chain" else None   # member 1 from an existing model
-    if start:
-        lineage.update(init=str(Path(start).resolve()))
+    if start:   # its sha256: a resume refuses an init file replaced since (`check_init_unchanged`)
+        lineage.update(init=str(Path(start).resolve()), init_sha256=init_digest(start))
     if spec.parent is None and not (d / "last.pt").is_file():
         init = paradigm.load_init(Path(start), spec.model) if start else fresh_state(paradigm, spec.model, spec.seed)
     if spec.parent is not None:
@@ -372,17 +418,10 @@ def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data
     evaluate_fn = data.evaluator(model_cfg)
     dist.seed_rank(spec.seed, dist.init_distributed())  # after the data: the stage's RNG stream does not depend
     # on it either; one stream per rank (rank 0's is `spec.seed`'s), restored per rank on resume
-    try:
-        result = train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
-                             evaluate=evaluate_fn, lineage=lineage, progress=progress, unfinished=True,
-                             validate=data.validator(model_cfg) if spec.until else None,
-                             after_final=lambda out, weights: data.after_final(out, spec.model, weights))
-    except BaseException as e:  # a requested stop resumes like any other: it did not fail
-        state.set(stage.key, "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed")
-        raise
-    result = record_parent_distance(run_dir, cfg, stage, data, result)
-    state.set(stage.key, "done")
-    return result.to_dict()
+    return train_stage(spec, out_dir=d, dataset=dataset, init_state=init, teacher_state=teacher,
+                       evaluate=evaluate_fn, lineage=lineage, progress=progress, unfinished=True,
+                       validate=data.validator(model_cfg) if spec.until else None,
+                       after_final=lambda out, weights: data.after_final(out, spec.model, weights))
 
 
 def baseline_target(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData) -> dict[str, float]:
@@ -460,12 +499,13 @@ def record_parent_distance(run_dir: Path, cfg: RunConfig, stage: Stage, data: Ru
 def run_session(cfg: RunConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     """What every run holds for its whole length: the distributed group, the torch thread count (set once,
     `compt.threads`, yielded to be recorded in run.json and every stage's lineage) and the run directory's
-    lock (`compt.runlock`)."""
+    lock (`compt.runlock`), and a stop signal raises `compt.errors.Stopped` wherever it lands (`compt.signals`;
+    the training loop handles its own)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     dist.init_distributed()
     dist.check_shared_dir(run_dir)  # multi-node: every rank reads what rank 0 writes here
     threads = configure_threads(cfg.train.threads)
-    with run_lock(run_dir):
+    with interrupt_on_signals("nothing finished is lost — run the same command again to resume"), run_lock(run_dir):
         yield threads
 
 
@@ -498,12 +538,14 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = N
 def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], data: RunData) -> None:
     """Build the first unfinished stage's training set and evaluation before any stage trains, so that
     data problems (bad files, an evaluation split that cannot be made, a batch larger than the data) stop
-    the run before work is done rather than after a stage trained."""
+    the run before work is done rather than after a stage trained; the same for an unwritable
+    ``train.teacher_cache_dir`` (`check_teacher_cache_dir`)."""
     from compt.train import load_result
 
     pending = [s for s in stages if load_result(run_dir / s.directory, verify=False) is None]
     if not pending:
         return
+    check_teacher_cache_dir(cfg.train.teacher_cache_dir)
     model_cfg = member_config(cfg, pending[0].index)
     n = len(data.train_set(model_cfg))
     if cfg.train.batch_size > n:
@@ -513,3 +555,20 @@ def preflight(run_dir: Path, cfg: RunConfig, stages: list[Stage], data: RunData)
     for stage in pending:  # a member that stops needs its validation split
         if stage.member.until or stage.member.target:
             data.validator(member_config(cfg, stage.index))
+
+
+def check_teacher_cache_dir(folder: str) -> None:
+    """``train.teacher_cache_dir``, when set, is a folder this process can create files in (checked on every rank,
+    each on its own node's disk), before any stage trains."""
+    import tempfile
+
+    if not folder:
+        return
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UserError(f"train.teacher_cache_dir {path} cannot be written ({e.strerror or e}); set it to a writable "
+                        f"node-local folder, or to \"\" to keep teacher caches in the stage folders") from None

@@ -13,12 +13,13 @@ import argparse
 import importlib
 import sys
 
-from compt.errors import UserError, one_line, os_error_message
+from compt.errors import Stopped, UserError, one_line, os_error_message
 from compt.threads import passive_wait_policy
 
 passive_wait_policy()  # before any command imports torch (see compt.threads)
 
 COMMANDS = ("models", "flops", "plan", "grow", "train", "eval", "finetune", "export", "report", "demo")
+OUTPUT_OPTIONS = ("run_dir", "out")   # options that choose where a command writes (named in disk errors)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compt {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"compt {args.command}: error: {os_error_message(e)}", file=sys.stderr)
+        flags = [f"--{name.replace('_', '-')}" for name in OUTPUT_OPTIONS if name in vars(args)]
+        print(f"compt {args.command}: error: {os_error_message(e, flags)}", file=sys.stderr)
+        return 2
+    except Stopped as e:   # a stop signal outside a training loop (compt.signals)
+        print(f"compt {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"compt {args.command}: interrupted", file=sys.stderr)

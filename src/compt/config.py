@@ -44,7 +44,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from compt.errors import UserError, unknown_name
-from compt.paradigm import ChainRules, paradigm_for_run
+from compt.paradigm import ChainRules, Metric, paradigm_for_run
 
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
 SCHEDULES = ("cosine", "wsd")                         # a member's lr schedule (`compt.train.optim`)
@@ -334,7 +334,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 # ----------------------------------------------------------------------------------------------- checks
 MAX_EPOCHS = 1e6   # epochs of one stage or baseline; more is a typo (1e300 would overflow the step count)
-MAX_PROBES = 1000  # stopping probes of one stage (each a cooldown branch): more is a typo
+MAX_PROBES = 1_000   # stopping probes of one member (epochs / probe_every): each costs a cooldown and a validation
 
 
 def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_patches: bool) -> None:
@@ -414,6 +414,10 @@ def _validate_stopping(where: str, i: int, m: MemberConfig) -> None:
                         f"must be below 1 (the default 0.2 cools down over the last 20 %)")
     if m.probe_every is not None and not 0 < m.probe_every <= m.epochs:
         raise UserError(f"{where}: probe_every must be in (0, epochs = {m.epochs:g}], got {m.probe_every}")
+    if m.probe_every is not None and m.epochs / m.probe_every > MAX_PROBES:
+        raise UserError(f"{where}: probe_every = {m.probe_every:g} would probe {m.epochs / m.probe_every:.3g} times "
+                        f"in the cap of {m.epochs:g} epochs; at most {MAX_PROBES:,} probes, so probe_every must be "
+                        f"at least {m.epochs / MAX_PROBES:g}")
 
 
 def _validate_inherit(i: int, m: MemberConfig, towers: tuple[str, ...]) -> None:
@@ -513,10 +517,23 @@ def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig) -> None:
     if m.until == "baseline" and not cfg.baselines:
         raise UserError(f"chain member {i + 1} ({m.model}): until = \"baseline\" needs baselines = true (or a "
                         f"target with the numbers to reach)")
-    known = [metric.key for metric in paradigm_for_run(cfg).metrics]
+    known = {metric.key: metric for metric in paradigm_for_run(cfg).metrics}
     for key in m.target or {}:
         if key not in known:
             raise unknown_name(f"target metric of chain member {i + 1}", key, known)
+        _validate_target_value(f"chain member {i + 1} ({m.model})", known[key], m.target[key])
+
+
+def _validate_target_value(where: str, metric: Metric, value: float) -> None:
+    """A target value is a number its metric can take (`compt.paradigm.Metric.bounds`: a percentage in [0, 100])."""
+    import math
+
+    low, high = metric.bounds
+    if not math.isfinite(value):
+        raise UserError(f"{where}: target {metric.key} must be a finite number, got {value}")
+    if not low <= value <= high:
+        raise UserError(f"{where}: target {metric.key} = {value:g} is outside the values {metric.label} can take, "
+                        f"[{low:g}, {high:g}]")
 
 
 def _validate_measured(cfg: RunConfig, i: int, m: MemberConfig, rules: ChainRules) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import errno
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class UserError(Exception):
@@ -13,6 +13,12 @@ class UserError(Exception):
 
 class Interrupted(UserError):
     """A stage stopped on request (SIGTERM/SIGINT) after writing a checkpoint: it resumes, it did not fail."""
+
+
+class Stopped(BaseException):
+    """A stop signal (SIGTERM/SIGINT) that arrived outside a training loop (`compt.signals`). Like
+    KeyboardInterrupt it is no `Exception`, so no handler of failures (a corrupt file, an undecodable image)
+    takes it for one; the CLI prints it as one line and exits 2."""
 
 
 def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
@@ -51,11 +57,14 @@ def one_line(message: str) -> str:
     return " ".join(lines)
 
 
-def os_error_message(e: OSError) -> str:
-    """One line for an environment failure (disk full, read-only filesystem, permissions …)."""
+def os_error_message(e: OSError, flags: Sequence[str] = ()) -> str:
+    """One line for an environment failure (disk full, read-only filesystem, permissions …); `flags` are the
+    command's options that choose where it writes (e.g. ``--run-dir``), suggested for an unwritable folder —
+    none for a command that writes inside what it reads (``compt finetune``, ``compt eval --lm-eval``)."""
     what = f"{e.filename}: " if e.filename else ""
     reason = e.strerror or str(e) or type(e).__name__
+    elsewhere = f"choose a writable folder ({' / '.join(flags)})" if flags else "work on a writable copy"
     hint = {errno.ENOSPC: " — free some space (nothing was lost: rerun the same command to resume)",
-            errno.EROFS: " — choose a writable folder (e.g. --run-dir / --out)",
-            errno.EACCES: " — choose a folder you can write to"}.get(e.errno or 0, "")
+            errno.EROFS: f" — {elsewhere}",
+            errno.EACCES: f" — make it writable for you, or {elsewhere}"}.get(e.errno or 0, "")
     return f"{what}{reason}{hint}"

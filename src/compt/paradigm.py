@@ -16,6 +16,7 @@ free of paradigm code; `register_paradigm` adds another one (a third paradigm is
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +33,19 @@ StateDict = dict[str, "Tensor"]
 
 # name → module whose ``PARADIGM`` attribute is the paradigm (imported on first use)
 BUILTIN = {"clip": "compt.clip.paradigm", "lm": "compt.lm.paradigm"}
+PERCENT = (0.0, 100.0)   # the bounds of a metric in percent (`Metric.bounds`)
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A headline metric of a paradigm's evaluation: its key in a stage's metrics, its label and direction."""
+    """A headline metric of a paradigm's evaluation: its key in a stage's metrics, its label and direction, and
+    the values it can take (a stopping target outside them is refused: a percentage lies in [0, 100])."""
 
     key: str
     label: str
     higher_is_better: bool = True
     digits: int = 1          # decimals in tables
+    bounds: tuple[float, float] = (-math.inf, math.inf)
 
 
 @dataclass(frozen=True)

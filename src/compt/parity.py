@@ -74,7 +74,8 @@ def first_meeting_probe(probes: list[dict[str, Any]], target: dict[str, float],
 def time_to_target(run: Any, n_members: int, keys: list[str], lower_is_better: list[str]) -> dict[str, Any] | None:
     """Both arms' cost to the targets of one run under the time-to-target protocol (module docstring), or None
     when a grown member does not stop at a target or a baseline seed has not finished. Per member: the target
-    (a grown member's own, else the median of its baselines' final validation metrics), each seed's cost to it
+    (a grown member's own, else the median of its baselines' final validation metrics, ``baseline_final``), each
+    seed's cost to it
     (None: not reached by its cap), the baseline arm's cost (their median; inf when most did not reach it)
     and the chain's (its stage's counted FLOPs, probes included)."""
     grown = run.chain[1:n_members]
@@ -85,9 +86,10 @@ def time_to_target(run: Any, n_members: int, keys: list[str], lower_is_better: l
     keys = [k for k in keys if all(k in r.stopping["probes"][-1] for seeds in rows for r in seeds)]   # measured
     for i, seeds in enumerate(rows):
         own = run.chain[i].stopping.get("target") if i else None
-        target = dict(own) if own else median_target([r.stopping["probes"][-1] for r in seeds], keys)
+        final = median_target([r.stopping["probes"][-1] for r in seeds], keys)
+        target = dict(own) if own else final
         costs = [_probe_flops(first_meeting_probe(r.stopping["probes"], target, lower_is_better)) for r in seeds]
-        members.append({"model": run.chain[i].model, "target": target, "baseline_costs": costs,
+        members.append({"model": run.chain[i].model, "target": target, "baseline_final": final, "baseline_costs": costs,
                         "baseline_cost": statistics.median(math.inf if c is None else c for c in costs),
                         "chain_cost": run.chain[i].flops})
     baseline, chain = sum(m["baseline_cost"] for m in members), sum(m["chain_cost"] for m in members)

@@ -137,14 +137,8 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
                            "acceleration_flops": stat([i / c for i, c in zip(indiv, chain)]),
                            "baselines_counted": all(all(x is not None for x in r.individual[:n_members])
                                                     for r in runs)}
-    parity = [_parity(r, n_members) for r in runs]
-    if any(p is not None for p in parity):
-        out["parity"] = {"reached_all": all(p is not None and p["reached_all"] for p in parity),
-                         "protocol": resolve_parity(runs[0].cfg).protocol}
-        if out["parity"]["reached_all"]:
-            out["parity"]["acceleration_flops"] = stat([p["baseline_flops"] / p["chain_flops"] for p in parity])
-        if all(p is not None and "members" in p for p in parity):
-            out["parity"]["arms"] = _arms(parity)
+    if (parity := _family_parity(runs, n_members)) is not None:
+        out["parity"] = parity
     if runs[0].cfg.chain[0].init:   # member 1's own cost is its (continued) training only
         first = [f[0] for f in per_member]
         out["init"] = runs[0].cfg.chain[0].init
@@ -163,22 +157,117 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
     return out
 
 
+def _family_parity(runs: list[RunSummary], n_members: int) -> dict[str, Any] | None:
+    """The family's acceleration to its targets over runs (`_parity`): whether every member reached its target in
+    every run, whether every run is at parity and, when all reached, the acceleration — and, member 1 starting from
+    a checkpoint, the same with member 1's baseline cost in place of its own training."""
+    parity = [_parity(r, n_members) for r in runs]
+    if all(p is None for p in parity):
+        return None
+    out: dict[str, Any] = {"reached_all": all(p is not None and p["reached_all"] for p in parity),
+                           "at_parity": all(p is not None and p["at_parity"] for p in parity),
+                           "protocol": resolve_parity(runs[0].cfg).protocol}
+    if all(p is not None and "members" in p for p in parity):
+        out["arms"] = _arms(parity)
+    if out["reached_all"]:
+        out["acceleration_flops"] = stat([p["baseline_flops"] / p["chain_flops"] for p in parity])
+    if out["reached_all"] and runs[0].cfg.chain[0].init:
+        out["acceleration_flops_counting_init"] = stat(
+            [p["baseline_flops"] / (p["chain_flops"] - r.chain[0].flops + p["member1_flops"])
+             for p, r in zip(parity, runs)])
+    return out
+
+
 def _parity(run: RunSummary, n_members: int) -> dict[str, Any] | None:
-    """Acceleration at parity of one run whose grown members stop at targets and whose baselines ran: the
-    baselines' cost to first reach their own final metrics (`cost_to_reach`) summed, over the chain's cost to
-    obtain every member (each stopping member's cost includes its probes); None without stopping members."""
+    """The family's acceleration to its grown members' targets, of one run whose grown members stop at targets and
+    whose baselines ran (None without stopping members): Σ each baseline's cost to first reach its goal
+    (`cost_to_reach`; its full cost when it never does) over the chain's cost to obtain every member (each stopping
+    member's cost includes its probes). At parity (`at_parity`) every baseline's goal is its own final metrics;
+    otherwise a grown member's baseline's goal is that member's target (member 1's: its own final metrics). Under
+    the time-to-target protocol both arms' costs come from their probes (`_time_to_target`)."""
     metrics = [k for k, _ in metrics_for(run.cfg)]
     if resolve_parity(run.cfg).symmetric:
-        return time_to_target(run, n_members, metrics, [k for k in metrics if lower_is_better(k)])
+        return _time_to_target(run, n_members, metrics)
     grown = run.chain[1:n_members]
-    if not grown or not all(x.stopping for x in grown) or None in run.individual[:n_members]:
+    baselines = run.individual[:n_members]
+    if not grown or not all(x.stopping for x in grown) or None in baselines:
         return None
-    costs = []
-    for b in run.individual[:n_members]:
-        final = {k: b.metrics[k] for k in metrics if k in b.metrics}
-        costs.append(cost_to_reach(b.history, final) or b.flops)
-    return {"reached_all": all(x.stopping["reached"] for x in grown), "baseline_flops": sum(costs),
+    finals = [{k: b.metrics[k] for k in metrics if k in b.metrics} for b in baselines]
+    at_parity = all(targets_match(x.stopping["target"], b.validation or b.metrics, metrics)
+                    for x, b in zip(grown, baselines[1:]))
+    goals = finals if at_parity else [finals[0], *(x.stopping["target"] for x in grown)]
+    costs = [cost_to_reach(b.history, goal) or b.flops for b, goal in zip(baselines, goals)]
+    return {"reached_all": all(x.stopping["reached"] for x in grown), "at_parity": at_parity,
+            "baseline_flops": sum(costs), "member1_flops": costs[0],
             "chain_flops": sum(x.flops for x in run.chain[:n_members])}
+
+
+def _time_to_target(run: RunSummary, n_members: int, metrics: list[str]) -> dict[str, Any] | None:
+    """`_parity` under the time-to-target protocol (`compt.parity.time_to_target`): at parity when every grown
+    member's target asks at least the median of its baselines' final validation metrics."""
+    out = time_to_target(run, n_members, metrics, [k for k in metrics if lower_is_better(k)])
+    if out is None:
+        return None
+    members = out["members"]
+    at_parity = all(targets_match(m["target"], m["baseline_final"], metrics) for m in members[1:])
+    return {**out, "at_parity": at_parity, "member1_flops": members[0]["baseline_cost"]}
+
+
+def targets_match(target: dict[str, float], baseline: dict[str, float], metrics: list[str]) -> bool:
+    """Whether a member's `target` asks at least its baseline's quality: a value for each headline metric of
+    `metrics` the baseline has, each at least the baseline's (at most, where lower is better). `baseline`: its
+    metrics on the split the target is judged on (validation) when recorded, else its held-out ones."""
+    have = [k for k in metrics if k in baseline]
+    return bool(have) and all(k in target and (target[k] <= baseline[k] if lower_is_better(k)
+                                               else target[k] >= baseline[k]) for k in have)
+
+
+def parity_name(parity: dict[str, Any]) -> str:
+    """What the family's acceleration to its targets is called: "acceleration at parity" only when every grown
+    member's target is at least its baseline's metrics (`targets_match`), else "acceleration to the given target"."""
+    return "acceleration at parity" if parity.get("at_parity") else "acceleration to the given target"
+
+
+CURVE = "baseline-curve"
+TIME_TO_TARGET = ("time-to-target protocol: both arms under the same stopping rule, each baseline's cost its first "
+                  "probe that meets the target, probes counted")
+
+
+def _parity_lines(f: dict[str, Any]) -> list[str]:
+    """Both arms' cost to each target (time-to-target), the family's acceleration to its targets with the protocol
+    and what its baselines' costs count, and — member 1 starting from a checkpoint — the same counting member 1's
+    baseline cost."""
+    parity = f.get("parity")
+    if not parity:
+        return []
+    name = parity_name(parity)
+    lines = _arm_lines(parity.get("arms", []))
+    if not parity["reached_all"]:
+        return [*lines, f"- family {name}: not defined — a member did not reach its target by the cap"
+                + (" (chain or baseline arm)" if parity.get("arms") else "")]
+    goal = "its own final metrics" if parity.get("at_parity") else \
+        "its member's target (member 1's: its own final metrics); the targets ask less than the baselines reached"
+    how = TIME_TO_TARGET if parity.get("protocol") == "time-to-target" else \
+        f"baseline-curve protocol: each baseline's cost, read off its evaluation curve, to first reach {goal}"
+    lines.append(f"- family {name} (FLOPs; {how}): {_fmt(parity['acceleration_flops'], digits=2)}×")
+    if "acceleration_flops_counting_init" in parity:
+        lines.append(f"- member 1 starts from an existing checkpoint ({f['init']}): the {name} above counts it at its "
+                     f"own training cost only; counting its baseline's cost, it is "
+                     f"{_fmt(parity['acceleration_flops_counting_init'], digits=2)}×")
+    return lines
+
+
+def _arm_lines(arms: list[dict[str, Any]]) -> list[str]:
+    """Time-to-target: each member's cost to its target in both arms."""
+    if not arms:
+        return []
+    lines = ["- cost to the target, both arms (targets: the median of the baseline seeds' final validation metrics "
+             "unless given; baseline arm: the median over seeds):"]
+    for a in arms:
+        base = human_flops(a["baseline"]["mean"]) if a["baseline"] else "not reached"
+        lines.append(f"  - {a['model']}: chain {human_flops(a['chain']['mean'])}, baseline {base} "
+                     f"({a['seeds_reached']} of {a['seeds']} baseline seeds reached it)")
+    return lines
 
 
 def _arms(parity: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -239,7 +328,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
 
 def _stopping_lines(summary: dict[str, Any]) -> list[str]:
     """Per stopping member: "reached at E epochs (X FLOPs)" or "not reached by the cap (best …)"; the family's
-    acceleration at parity when every member reached its target."""
+    acceleration to the targets (`_parity_lines`)."""
     stopping = [m for m in summary["members"] if m.get("stopping")]
     if not stopping:
         return []
@@ -260,35 +349,7 @@ def _stopping_lines(summary: dict[str, Any]) -> list[str]:
                              for k, v in s["best_missed"].items())
             lines.append(f"- {m['model']}: not reached by the cap{runs} (best on validation: {best}); stopped "
                          f"{where}; target {target}")
-    parity = summary["family"].get("parity")
-    lines += _arm_lines(parity.get("arms", [])) if parity else []
-    if parity and parity["reached_all"]:
-        lines.append(f"- family acceleration at parity (FLOPs; {PROTOCOL_TEXT[parity.get('protocol', CURVE)]}): "
-                     f"{_fmt(parity['acceleration_flops'], digits=2)}×")
-    elif parity:
-        lines.append("- family acceleration at parity: not defined — a member did not reach its target by the cap"
-                     + (" (chain or baseline arm)" if parity.get("arms") else ""))
-    return lines
-
-
-CURVE = "baseline-curve"
-PROTOCOL_TEXT = {CURVE: "baseline-curve protocol: each baseline's cost to first reach its own final metrics, read off "
-                        "its evaluation curve",
-                 "time-to-target": "time-to-target protocol: both arms under the same stopping rule, each baseline's "
-                                   "cost its first probe that meets the target, probes counted"}
-
-
-def _arm_lines(arms: list[dict[str, Any]]) -> list[str]:
-    """Time-to-target: each member's cost to its target in both arms."""
-    if not arms:
-        return []
-    lines = ["- cost to the target, both arms (targets: the median of the baseline seeds' final validation metrics "
-             "unless given; baseline arm: the median over seeds):"]
-    for a in arms:
-        base = human_flops(a["baseline"]["mean"]) if a["baseline"] else "not reached"
-        lines.append(f"  - {a['model']}: chain {human_flops(a['chain']['mean'])}, baseline {base} "
-                     f"({a['seeds_reached']} of {a['seeds']} baseline seeds reached it)")
-    return lines
+    return lines + _parity_lines(summary["family"])
 
 
 def closing_line(summary: dict[str, Any]) -> str:
@@ -317,7 +378,7 @@ def closing_line(summary: dict[str, Any]) -> str:
 
 def _stopping_clause(summary: dict[str, Any], grown: list[dict[str, Any]]) -> str:
     """The closing line's part on members that train until a target: where each stopped, and the family's
-    acceleration at parity (or that there is none)."""
+    acceleration to the targets, named by `parity_name` (or that there is none)."""
     stops = [m for m in grown if m.get("stopping")]
     if not stops:
         return ""
@@ -325,9 +386,12 @@ def _stopping_clause(summary: dict[str, Any], grown: list[dict[str, Any]]) -> st
                       f"its target at {m['stopping']['epoch']['mean']:.3g} epochs "
                       f"({human_flops(m['flops']['mean'])})" for m in stops)
     parity = summary["family"].get("parity") or {}
+    name = parity_name(parity)
     protocol = " (time-to-target)" if parity.get("protocol") == "time-to-target" else ""
-    speed = f"acceleration at parity{protocol} {parity['acceleration_flops']['mean']:.2f}× in counted FLOPs" \
-        if parity.get("reached_all") else "no acceleration at parity (a member missed its target by the cap)"
+    speed = f"{name}{protocol} {parity['acceleration_flops']['mean']:.2f}× in counted FLOPs" \
+        if parity.get("reached_all") else f"no {name} (a member missed its target by the cap)"
+    if "acceleration_flops_counting_init" in parity:
+        speed += f" ({parity['acceleration_flops_counting_init']['mean']:.2f}× counting member 1's baseline)"
     return f"; trained until the target: {where} — {speed}"
 
 

@@ -75,8 +75,12 @@ def _write(fd: int, holder: dict[str, Any] | None) -> None:
     os.fsync(fd)
 
 
-def acquire(run_dir: Path) -> int:
-    """Lock `run_dir` for this process; returns the open lock file descriptor (see `release`)."""
+RUN_BUSY = ("run directory", "wait for that run to end or use another --run-dir")   # (what it is, what to do)
+
+
+def acquire(run_dir: Path, busy: tuple[str, str] = RUN_BUSY) -> int:
+    """Lock `run_dir` for this process; returns the open lock file descriptor (see `release`). `busy`: what the
+    folder is and what to do, for the message when another process holds it."""
     import fcntl
 
     path = Path(run_dir) / LOCK_NAME
@@ -87,8 +91,7 @@ def acquire(run_dir: Path) -> int:
         holder = _read(fd)
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise UserError(f"run directory {run_dir} is in use by {_describe(holder)}; wait for that run to "
-                            f"end or use another --run-dir") from None
+            raise UserError(f"{busy[0]} {run_dir} is in use by {_describe(holder)}; {busy[1]}") from None
         raise
     stale = _read(fd)
     if stale:
@@ -111,13 +114,14 @@ def release(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: str | Path) -> Iterator[None]:
-    """Hold the run directory's lock for the duration of the block (rank 0 of a torchrun job holds it)."""
+def run_lock(run_dir: str | Path, busy: tuple[str, str] = RUN_BUSY) -> Iterator[None]:
+    """Hold the run directory's lock for the duration of the block (rank 0 of a torchrun job holds it); `busy` as
+    in `acquire` (e.g. ``compt finetune`` locks the run's ``finetune`` folder)."""
     run_dir = Path(run_dir)
     fd, error = None, None
     if distributed.world_info_from_env()[0] == 0:
         try:
-            fd = acquire(run_dir)
+            fd = acquire(run_dir, busy)
         except Exception as e:  # in use, or the folder is not writable: every rank must hear of it
             error = e
     if not distributed.all_true(error is None):

@@ -53,6 +53,8 @@ class StageRow:
     conditions: dict[str, Any] | None = None   # of the wall clock (`compt.train.conditions`); None = not recorded
     diagnostics: dict[str, float] = field(default_factory=dict)   # grown stages: distance from the parent
     stopping: dict[str, Any] = field(default_factory=dict)        # stopping stages (`compt.train.stopping.summary`)
+    validation: dict[str, float] = field(default_factory=dict)    # a baseline's metrics on the validation split, when
+                                                                  # a member stopping at it had them computed
 
     @property
     def label(self) -> str:
@@ -94,14 +96,15 @@ def _load_result(path: Path) -> dict[str, Any] | None:
     result = load_result(path, weights=False)   # reports also read run summaries kept without checkpoints
     if result is None:
         return None
-    final, recorded = path / "final.pt", json.loads((path / "result.json").read_text()).get("final_pt") or {}
+    raw = json.loads((path / "result.json").read_text())
+    final, recorded = path / "final.pt", raw.get("final_pt") or {}
     if recorded and final.is_file() and final.stat().st_size != recorded.get("size"):  # size: cheap
         print(f"compt report: warning: {final} has {final.stat().st_size} bytes, {recorded.get('size')} were "
               f"written — the checkpoint is damaged (the metrics shown are the recorded ones); `compt train` "
               f"on this run directory rebuilds it", file=sys.stderr)
     lineage = path / "lineage.json"
     grow_s = json.loads(lineage.read_text()).get("grow_s", 0.0) if lineage.is_file() else 0.0
-    return {**result.to_dict(), "grow_s": grow_s}
+    return {**result.to_dict(), "grow_s": grow_s, "validation": raw.get("validation") or {}}
 
 
 def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: float) -> StageRow:
@@ -112,7 +115,8 @@ def _row(res: dict[str, Any], model: str, method: str, epochs: float, offset: fl
                     wall_s=float(res["wall_clock_s"]) + float(res.get("grow_s", 0.0)),
                     metrics={k: float(v) for k, v in res.get("metrics", {}).items()},
                     history=res.get("history", []), conditions=res.get("conditions") or None,
-                    diagnostics={k: float(v) for k, v in (res.get("diagnostics") or {}).items()}, stopping=stopping)
+                    diagnostics={k: float(v) for k, v in (res.get("diagnostics") or {}).items()}, stopping=stopping,
+                    validation={k: float(v) for k, v in res.get("validation", {}).items()})
 
 
 def load_run(run_dir: str | Path) -> RunSummary:

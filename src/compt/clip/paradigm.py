@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from compt.clip.models import ModelConfig
 from compt.errors import UserError
-from compt.paradigm import ChainRules, Evaluate, Metric, StateDict
+from compt.paradigm import PERCENT, ChainRules, Evaluate, Metric, StateDict
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -101,7 +101,8 @@ class ClipParadigm:
     name = "clip"
     label = "CLIP model"
     config_class = ModelConfig
-    metrics = (Metric("zeroshot_top1", "zero-shot top-1"), Metric("retrieval_r1", "retrieval R@1"))
+    metrics = (Metric("zeroshot_top1", "zero-shot top-1", bounds=PERCENT),
+               Metric("retrieval_r1", "retrieval R@1", bounds=PERCENT))
     default_distill = "fd"
 
     # ------------------------------------------------------------------ models

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ from compt.errors import UserError, unknown_name
 
 if TYPE_CHECKING:
     from compt.config import DataConfig
+
+DEFAULT_EVAL_SAMPLES = 1000   # --eval-samples when neither given nor known from the checkpoint's run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,8 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-path", default="", metavar="P", help="separate held-out CSV/shards/folder")
     p.add_argument("--model", default="", metavar="NAME", help="model name (required for plain open_clip files)")
     p.add_argument("--json", default="", metavar="OUT", help="also write the metrics as JSON to OUT")
-    p.add_argument("--eval-samples", type=int, default=1000, metavar="N",
-                   help="held-out images, or text windows for a language model (default 1000)")
+    p.add_argument("--eval-samples", type=int, default=None, metavar="N",
+                   help="held-out images, or text windows for a language model (default 1000; a language model "
+                        "of a run, on the run's own corpus: the windows the run held out)")
     p.add_argument("--probe-samples", type=int, default=None, metavar="N",
                    help="labelled train images for the linear probe, 0 = no probe (default 2000)")
     p.add_argument("--tokenizer", default="", metavar="FILE",
@@ -91,7 +95,7 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     check_numbers(args)
     whole_file = adapter(args.data).reads_path  # unknown kinds raise here
     values: dict[str, Any] = {"kind": args.data, "path": args.data_path, "eval_path": args.eval_path,
-                              "eval_samples": args.eval_samples, "seed": args.seed}
+                              "eval_samples": args.eval_samples or DEFAULT_EVAL_SAMPLES, "seed": args.seed}
     if args.probe_samples is not None:  # else DataConfig's default
         values["probe_samples"] = args.probe_samples
     if whole_file and not args.eval_path:
@@ -174,7 +178,7 @@ def run_clip_benchmark(args: argparse.Namespace) -> int:
                           dataset_root=args.dataset_root, batch_size=args.batch_size, workers=args.workers)
     files = run_benchmark(args.checkpoint, cfg)
     print(f"{len(files)} clip_benchmark result files under {Path(args.checkpoint) / 'benchmark' / 'results'}; "
-          f"`compt report {args.checkpoint}` tabulates them")
+          f"`compt report {shlex.quote(str(args.checkpoint))}` tabulates them")
     return 0
 
 
@@ -197,7 +201,8 @@ def run_lm_harness(args: argparse.Namespace) -> int:
     cfg = HarnessConfig(tasks=tuple(t.strip() for t in args.lm_eval.split(",")), include_path=args.lm_eval_tasks,
                         batch_size=args.batch_size, device=str(user_device(args.device)))
     files = run_harness(run_dir, cfg)
-    print(f"{len(files)} lm-eval result files under {run_dir / HARNESS_DIR}; `compt report {run_dir}` tabulates them")
+    print(f"{len(files)} lm-eval result files under {run_dir / HARNESS_DIR}; "
+          f"`compt report {shlex.quote(str(run_dir))}` tabulates them")
     return 0
 
 
@@ -214,24 +219,25 @@ def lm_text_eval(args: argparse.Namespace) -> Any:
         raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data text (a language model "
                         f"describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] [--tokenizer FILE])")
     kind, file = resolve_tokenizer(args.checkpoint, args.tokenizer)
-    check_against_run(args)
+    held = check_against_run(args)
     return TextEval(path=Path(args.data_path) if args.data_path else default_corpus(), tokenizer=kind,
-                    tokenizer_file=file, windows=args.eval_samples)
+                    tokenizer_file=file, windows=args.eval_samples or held or DEFAULT_EVAL_SAMPLES)
 
 
-def check_against_run(args: argparse.Namespace) -> None:
-    """For a checkpoint inside a run, on that run's own corpus: at most the windows the run held out (more
-    would score training windows), and a warning when --tokenizer is not the tokenizer the run trained with."""
+def check_against_run(args: argparse.Namespace) -> int | None:
+    """For a checkpoint inside a run, on that run's own corpus: the windows the run held out (None otherwise: no
+    run, or other text), which --eval-samples must not exceed (more would score training windows); a warning
+    when --tokenizer is not the tokenizer the run trained with."""
     from compt.config import read_run_config
     from compt.lm.data import run_of, run_tokenizer
 
     run = run_of(args.checkpoint)
     if run is None:
-        return
+        return None
     cfg = read_run_config(run)
     given = Path(args.data_path).resolve() if args.data_path else None
     same = given == (Path(cfg.data.path).resolve() if cfg.data.path else None)
-    if same and args.eval_samples > cfg.data.eval_samples:
+    if same and args.eval_samples and args.eval_samples > cfg.data.eval_samples:
         raise UserError(f"--eval-samples {args.eval_samples} is more than the {cfg.data.eval_samples} windows run "
                         f"{run} held out of this corpus: the windows before them are its training data; use "
                         f"--eval-samples {cfg.data.eval_samples} or less")
@@ -239,6 +245,7 @@ def check_against_run(args: argparse.Namespace) -> None:
     if args.tokenizer and stored.is_file() and _json_of(Path(args.tokenizer)) != _json_of(stored):
         print(f"compt eval: warning: --tokenizer {args.tokenizer} is not the tokenizer {run} trained with "
               f"({stored}): the loss measures a mismatched encoding", file=sys.stderr)
+    return cfg.data.eval_samples if same else None
 
 
 def _json_of(path: Path) -> Any:

@@ -9,6 +9,7 @@ linear head on a labelled set and writes the held-out top-1 to ``RUN/finetune/<m
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from compt.clip.finetune.config import FinetuneConfig
 
@@ -57,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{'member':<{width}}  {'top-1 %':>7}  ({results[0]['dataset']}, {args.mode})")
     for r in results:
         print(f"{r['member'] or r['checkpoint']:<{width}}  {r['top1']:7.2f}")
-    print(f"`compt report {args.target}` tabulates chain against individual")
+    print(f"`compt report {shlex.quote(args.target)}` tabulates chain against individual")
     return 0

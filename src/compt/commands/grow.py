@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="registered child model name (CLIP or lm/…), or a Hugging Face config.json of the child")
     p.add_argument("--op", required=True, metavar="NAME",  # named here: compt.clip.growth imports torch
                    help="growth operator (compt.clip.growth.GROWTH_OPS): corner, preserve, split, stack")
-    p.add_argument("--out", required=True, metavar="CHILD.pt", help="output checkpoint (written atomically)")
+    p.add_argument("--out", required=True, metavar="CHILD.pt",
+                   help="output checkpoint (written atomically; must not exist yet)")
     p.add_argument("--seed", type=int, default=0, help="seed of the child's fresh init and noise (default 0)")
     p.add_argument("--from-model", metavar="NAME",
                    help="parent model for a plain open_clip checkpoint (default: infer from the shapes)")
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     paradigm = paradigm_named("lm") if hf_child or parent_path.is_dir() else paradigm_of(args.child)
     if out.exists() and out.resolve() == parent_path.resolve():
         raise UserError("--out must not overwrite the parent checkpoint")
+    if out.exists():
+        raise UserError(f"--out {out} already exists; choose another path, or delete it first to replace it")
     ckpt = hf_checkpoint(parent_path) if parent_path.is_dir() else load_checkpoint(parent_path)
     if ckpt.paradigm != paradigm.name:
         raise UserError(f"{parent_path} holds a {paradigm_named(ckpt.paradigm).label} and {args.child} is a "

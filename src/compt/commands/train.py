@@ -7,6 +7,7 @@ resumes: finished stages are skipped and an interrupted stage continues from its
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 
@@ -37,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         dist.shutdown()
     if dist.is_main():
-        print(f"done: {run_dir}  (next: compt report {run_dir})")
+        print(f"done: {run_dir}  (next: compt report {shlex.quote(str(run_dir))})")
     return 0

@@ -9,6 +9,7 @@ held-out loss and perplexity) and every finished stage also writes a Hugging Fac
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,8 @@ class LMParadigm:
     name = "lm"
     label = "language model"
     config_class = LMConfig
-    metrics = (Metric("val_loss", "held-out loss", higher_is_better=False, digits=3),
-               Metric("val_ppl", "held-out perplexity", higher_is_better=False, digits=3))
+    metrics = (Metric("val_loss", "held-out loss", higher_is_better=False, digits=3, bounds=(0.0, math.inf)),
+               Metric("val_ppl", "held-out perplexity", higher_is_better=False, digits=3, bounds=(1.0, math.inf)))
     default_distill = "kl"
 
     # ------------------------------------------------------------------ models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +32,9 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UserError(f"unknown fine-tuning mode {self.mode!r} (known: {', '.join(MODES)})")
+        for name, value in asdict(self).items():   # NaN passes every comparison below, inf most of them
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"fine-tuning {name} must be a finite number, got {value}")
         for name in ("epochs", "batch_size", "train_samples", "eval_samples"):
             if getattr(self, name) < 1:
                 raise UserError(f"fine-tuning {name} must be positive, got {getattr(self, name)}")

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from compt.clip.data.images import normalize
 from compt.clip.finetune.config import FinetuneConfig
+from compt.errors import UserError
 from compt.train.optim import lr_at, no_weight_decay
 
 _BLOCK = re.compile(r"^transformer\.resblocks\.(\d+)\.")
@@ -200,6 +201,9 @@ def finetune_model(visual: nn.Module, embed_dim: int, train: Split, held_out: Sp
             optimizer.step()
             _ema_update(ema, params, cfg.ema)
             losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                raise UserError(f"fine-tuning {desc or 'the model'}: the loss became {losses[-1]} at step "
+                                f"{epoch * per_epoch + b + 1} (lr {lr:.3g}); no result was written — lower the lr")
             bar.update(1)
         visual.eval()
         with swapped(params, ema):

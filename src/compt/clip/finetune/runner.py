@@ -6,6 +6,9 @@ the members `compt.export.run_members` finds). A single checkpoint files them un
 Each result holds the held-out top-1 (%), the settings, epochs and steps, the train / held-out sizes, the
 per-epoch history and the sha256 of the checkpoint it started from.
 
+One fine-tune at a time per folder: it holds the lock of ``RUN/finetune`` (`compt.runlock`); a stop signal
+(SIGTERM, SIGINT) ends it with one line (`compt.signals`), keeping the finished members and epochs.
+
 Resuming: a member whose result exists for the same settings and checkpoint is skipped (a result made with
 other settings is an error unless ``redo``). While a member trains, its end-of-epoch state is written to
 ``<dataset>[-linear].state.pt`` beside the result (atomically); a killed fine-tune restarts that member from its
@@ -29,8 +32,11 @@ from compt.clip.finetune.config import FinetuneConfig
 from compt.clip.finetune.data import LabelledData, load_splits, parse_data
 from compt.clip.finetune.recipe import Split, finetune_model
 from compt.errors import UserError
+from compt.runlock import run_lock
+from compt.signals import interrupt_on_signals
 
 FINETUNE_DIR = "finetune"
+STOP_HINT = "finished members and epochs are kept — run the same command again to resume"   # after a stop signal
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,12 @@ def finetune_run(path: str | Path, *, data: str = "synthetic", mode: str = "full
         raise UserError(f"unknown fine-tuning setting {unknown[0]!r} (known: {', '.join(sorted(fields))})")
     cfg = FinetuneConfig(mode=mode, **settings)
     labelled = parse_data(data)
+    targets = targets_of(path)
     splits: dict[int, tuple[Split, Split]] = {}
-    results = []
-    for t in targets_of(path):
-        results.append(_finetune_target(t, labelled, cfg, splits, redo=redo, progress=progress))
-    return results
+    folder = Path(path) / FINETUNE_DIR if Path(path).is_dir() else Path(path).parent / FINETUNE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with interrupt_on_signals(STOP_HINT), run_lock(folder, ("fine-tuning folder", "wait for that fine-tune to end")):
+        return [_finetune_target(t, labelled, cfg, splits, redo=redo, progress=progress) for t in targets]
 
 
 def _finetune_target(t: Target, data: LabelledData, cfg: FinetuneConfig, splits: dict[int, tuple[Split, Split]],
