@@ -17,7 +17,8 @@ Two protocols (``parity_protocol``):
 
   and a baseline's cost to the target is the counted FLOPs at its first probe that meets it, every earlier
   probe's branch included — exactly what a stopping member pays. The baseline arm's cost of a member is the
-  median of that cost over the seeds (a seed that never meets it counts as not reached).
+  median of that cost over the seeds; a seed that never meets the target by its cap counts its whole schedule
+  (it would have needed at least that), so the arm's cost — and the acceleration — is then a lower bound.
 
 ``target_seeds`` applies to both protocols (default 1 for ``baseline-curve``, 3 for ``time-to-target``); the run's
 own ``train.seed`` is the first, the others follow it (seed + 1, seed + 2, …).
@@ -25,7 +26,6 @@ own ``train.seed`` is the first, the others follow it (seed + 1, seed + 2, …).
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -75,9 +75,9 @@ def time_to_target(run: Any, n_members: int, keys: list[str], lower_is_better: l
     """Both arms' cost to the targets of one run under the time-to-target protocol (module docstring), or None
     when a grown member does not stop at a target or a baseline seed has not finished. Per member: the target
     (a grown member's own, else the median of its baselines' final validation metrics, ``baseline_final``), each
-    seed's cost to it
-    (None: not reached by its cap), the baseline arm's cost (their median; inf when most did not reach it)
-    and the chain's (its stage's counted FLOPs, probes included)."""
+    seed's cost to it (None: not reached by its cap), the baseline arm's cost — the median over seeds, a seed that
+    never met the target counted at its whole schedule (``censored``: the arm's cost, and so the acceleration, is
+    then a lower bound) — and the chain's (its stage's counted FLOPs, probes included)."""
     grown = run.chain[1:n_members]
     rows = run.baseline_seeds[:n_members]
     if not grown or not all(x.stopping for x in grown) or any(r is None for seeds in rows for r in seeds):
@@ -89,13 +89,15 @@ def time_to_target(run: Any, n_members: int, keys: list[str], lower_is_better: l
         final = median_target([r.stopping["probes"][-1] for r in seeds], keys)
         target = dict(own) if own else final
         costs = [_probe_flops(first_meeting_probe(r.stopping["probes"], target, lower_is_better)) for r in seeds]
-        members.append({"model": run.chain[i].model, "target": target, "baseline_final": final, "baseline_costs": costs,
-                        "baseline_cost": statistics.median(math.inf if c is None else c for c in costs),
+        members.append({"model": run.chain[i].model, "target": target, "baseline_final": final,
+                        "baseline_costs": costs, "censored": None in costs,
+                        "baseline_cost": statistics.median(r.flops if c is None else c for c, r in zip(costs, seeds)),
                         "chain_cost": run.chain[i].flops})
-    baseline, chain = sum(m["baseline_cost"] for m in members), sum(m["chain_cost"] for m in members)
     return {"protocol": "time-to-target", "seeds": len(rows[0]), "members": members,
-            "reached_all": all(x.stopping["reached"] for x in grown) and math.isfinite(baseline),
-            "baseline_flops": baseline, "chain_flops": chain}
+            "reached_all": all(x.stopping["reached"] for x in grown),
+            "lower_bound": any(m["censored"] for m in members),
+            "baseline_flops": sum(m["baseline_cost"] for m in members),
+            "chain_flops": sum(m["chain_cost"] for m in members)}
 
 
 def _probe_flops(probe: dict[str, Any] | None) -> float | None:

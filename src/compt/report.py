@@ -10,7 +10,6 @@ are reported as mean ± std.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from pathlib import Path
@@ -166,7 +165,8 @@ def _family_parity(runs: list[RunSummary], n_members: int) -> dict[str, Any] | N
         return None
     out: dict[str, Any] = {"reached_all": all(p is not None and p["reached_all"] for p in parity),
                            "at_parity": all(p is not None and p["at_parity"] for p in parity),
-                           "protocol": resolve_parity(runs[0].cfg).protocol}
+                           "protocol": resolve_parity(runs[0].cfg).protocol,
+                           "lower_bound": any(p is not None and p.get("lower_bound") for p in parity)}
     if all(p is not None and "members" in p for p in parity):
         out["arms"] = _arms(parity)
     if out["reached_all"]:
@@ -243,13 +243,13 @@ def _parity_lines(f: dict[str, Any]) -> list[str]:
     name = parity_name(parity)
     lines = _arm_lines(parity.get("arms", []))
     if not parity["reached_all"]:
-        return [*lines, f"- family {name}: not defined — a member did not reach its target by the cap"
-                + (" (chain or baseline arm)" if parity.get("arms") else "")]
+        return [*lines, f"- family {name}: not defined — a member did not reach its target by the cap"]
     goal = "its own final metrics" if parity.get("at_parity") else \
         "its member's target (member 1's: its own final metrics); the targets ask less than the baselines reached"
     how = TIME_TO_TARGET if parity.get("protocol") == "time-to-target" else \
         f"baseline-curve protocol: each baseline's cost, read off its evaluation curve, to first reach {goal}"
-    lines.append(f"- family {name} (FLOPs; {how}): {_fmt(parity['acceleration_flops'], digits=2)}×")
+    bound = "≥ " if parity.get("lower_bound") else ""
+    lines.append(f"- family {name} (FLOPs; {how}): {bound}{_fmt(parity['acceleration_flops'], digits=2)}×")
     if "acceleration_flops_counting_init" in parity:
         lines.append(f"- member 1 starts from an existing checkpoint ({f['init']}): the {name} above counts it at its "
                      f"own training cost only; counting its baseline's cost, it is "
@@ -262,24 +262,25 @@ def _arm_lines(arms: list[dict[str, Any]]) -> list[str]:
     if not arms:
         return []
     lines = ["- cost to the target, both arms (targets: the median of the baseline seeds' final validation metrics "
-             "unless given; baseline arm: the median over seeds):"]
+             "unless given; baseline arm: the median over seeds, a seed that never met the target counted at its "
+             "whole schedule, ≥):"]
     for a in arms:
-        base = human_flops(a["baseline"]["mean"]) if a["baseline"] else "not reached"
-        lines.append(f"  - {a['model']}: chain {human_flops(a['chain']['mean'])}, baseline {base} "
-                     f"({a['seeds_reached']} of {a['seeds']} baseline seeds reached it)")
+        short = a["seeds_reached"] < a["seeds"]
+        lines.append(f"  - {a['model']}: chain {human_flops(a['chain']['mean'])}, baseline "
+                     f"{'≥ ' if short else ''}{human_flops(a['baseline']['mean'])} ({a['seeds_reached']} of "
+                     f"{a['seeds']} baseline seeds reached it)")
     return lines
 
 
 def _arms(parity: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per member, both arms' cost to its target under time-to-target (`compt.parity.time_to_target`) over runs:
-    the chain's, the baseline arm's (median over seeds; only runs where it was reached) and how many baseline
-    seeds reached it."""
+    the chain's, the baseline arm's (median over seeds, a seed that never met it at its whole schedule) and how many
+    baseline seeds reached it."""
     out = []
     for i, first in enumerate(parity[0]["members"]):
         ms = [p["members"][i] for p in parity]
-        reached = [m["baseline_cost"] for m in ms if math.isfinite(m["baseline_cost"])]
         out.append({"model": first["model"], "chain": stat([m["chain_cost"] for m in ms]),
-                    "baseline": stat(reached) if reached else None,
+                    "baseline": stat([m["baseline_cost"] for m in ms]),
                     "seeds_reached": sum(c is not None for m in ms for c in m["baseline_costs"]),
                     "seeds": sum(len(m["baseline_costs"]) for m in ms)})
     return out
@@ -388,7 +389,8 @@ def _stopping_clause(summary: dict[str, Any], grown: list[dict[str, Any]]) -> st
     parity = summary["family"].get("parity") or {}
     name = parity_name(parity)
     protocol = " (time-to-target)" if parity.get("protocol") == "time-to-target" else ""
-    speed = f"{name}{protocol} {parity['acceleration_flops']['mean']:.2f}× in counted FLOPs" \
+    bound = "≥ " if parity.get("lower_bound") else ""
+    speed = f"{name}{protocol} {bound}{parity['acceleration_flops']['mean']:.2f}× in counted FLOPs" \
         if parity.get("reached_all") else f"no {name} (a member missed its target by the cap)"
     if "acceleration_flops_counting_init" in parity:
         speed += f" ({parity['acceleration_flops_counting_init']['mean']:.2f}× counting member 1's baseline)"
