@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import final_weights
+from helpers import ToyPairs, final_weights, stage_kwargs
 from test_hardening import one_line_error, raw_with, run, toml_file
 
 from compt import chain as chain_mod
@@ -116,6 +116,35 @@ def test_disk_full_while_saving_is_one_line_and_leaves_no_temp_file(tmp_path: Pa
     assert main(["train", str(toml_file(tmp_path)), "--run-dir", str(d), "--no-progress"]) == 2
     assert "no space left on device" in one_line_error(capsys)
     assert not list(d.rglob("*.tmp")) and not list(d.rglob(".*.tmp"))
+
+
+class BrokenPairs(ToyPairs):
+    """Sample 20 cannot be read (found by a loader worker)."""
+
+    def __getitem__(self, i: int):
+        if i == 20:
+            raise ValueError("unreadable sample")
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("where", ["step", "worker"])
+def test_a_failed_stage_leaves_no_loader_worker_behind(tmp_path: Path, where: str) -> None:
+    """The workers ignore SIGTERM, so one left alive by a failed stage hangs the interpreter's exit (multiprocessing
+    joins it there). The exception's traceback keeps the training loop's frames alive, as the test's does here."""
+    import multiprocessing
+
+    from compt.train import train_stage
+
+    def fail(step: int) -> None:
+        raise ValueError("unreadable sample")
+
+    data = (ToyPairs if where == "step" else BrokenPairs)(64, captions=2)
+    kwargs = stage_kwargs(tmp_path / "s", loader_workers=1, threads=1, dataset=data)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(ValueError, match="unreadable sample") as failed:
+        train_stage(**kwargs, on_step=fail if where == "step" else None)
+    assert ("DataLoader worker" in str(failed.value)) == (where == "worker")
+    assert failed.traceback and set(multiprocessing.active_children()) - before == set()
 
 
 def test_a_full_disk_is_named_even_when_the_failed_file_freed_its_space(tmp_path: Path, monkeypatch) -> None:

@@ -105,3 +105,56 @@ def test_no_feed_warning_for_data_held_in_memory(capsys) -> None:
         assert "loader-bound" not in capsys.readouterr().err
     assert main(["plan", str(CONFIGS / "paper-cc3m-vit.toml"), "--mfu", "2"]) != 0
     assert "--mfu in (0, 1]" in capsys.readouterr().err
+
+
+# time-to-target on 2 seeds: T = ⌈4 · 10 / 3⌉ = 14 steps, warmup 2, WSD cooldown 0.2 → cooldown from step 12;
+# probes every epoch at s = ⌈10k / 3⌉ = 4, 7, 10 with branch ends L(s) = 5, 8, 12: 1 + 1 + 2 = 4 branch steps
+PARITY = {**SMALL, "baselines": True, "parity_protocol": "time-to-target", "target_seeds": 2,
+          "baseline_probe_every": 1, "train": {"batch_size": 3, "warmup_steps": 2},
+          "chain": [SMALL["chain"][0], {**SMALL["chain"][1], "until": "baseline"}]}
+
+
+def test_time_to_target_baselines_pay_every_seed_and_every_probe_branch() -> None:
+    f_a, f_b = 378_432, 1_022_912
+    plan = plan_chain(config_from_dict(PARITY))
+    arm = plan.baselines
+    assert (arm.protocol, arm.seeds, arm.probe_every, arm.shared) == ("time-to-target", 2, 1.0, "")
+    a, b = arm.members
+    assert (a.seeds, a.steps, a.probes, a.probe_steps) == ((0, 1), 14, 3, 4)
+    # per seed (T + branch steps) · B samples = (14 + 4) · 3 = 54, not E · N = 40 nor T · B = 42
+    assert a.cost == 2 * 54 * 3 * f_a == 122_611_968
+    assert b.cost == 2 * 54 * 3 * f_b == 331_423_488
+    assert arm.total == a.cost + b.cost
+    # the chain and family numbers still compare one baseline per member on E · N samples
+    assert plan.chain_cost == 114_355_200 and plan.individual_total == 45_411_840 + 122_749_440
+
+
+def test_baseline_curve_on_several_seeds_shares_member_1s_baseline_with_the_chain() -> None:
+    """Member 1 trains the individual recipe: its baseline on the run's seed is chain stage 1, not trained twice."""
+    f_a, f_b = 378_432, 1_022_912
+    cfg = config_from_dict({**PARITY, "parity_protocol": "baseline-curve", "baseline_probe_every": None,
+                            "train": {"batch_size": 3, "warmup_steps": 2, "seed": 5}})
+    arm = plan_chain(cfg).baselines
+    a, b = arm.members
+    assert (arm.protocol, arm.probe_every, arm.shared) == ("baseline-curve", 0.0, "test/A")
+    assert (a.seeds, b.seeds) == ((6,), (5, 6)) and a.probes == b.probes == b.probe_steps == 0
+    assert arm.total == 1 * 42 * 3 * f_a + 2 * 42 * 3 * f_b     # 14 steps · 3 per seed, no probes
+
+
+def test_no_baseline_arm_for_one_seed_under_baseline_curve() -> None:
+    assert plan_chain(config_from_dict({**SMALL, "baselines": True})).baselines is None
+    assert plan_chain(config_from_dict(SMALL)).baselines is None
+
+
+def test_plan_names_the_protocol_and_the_baselines_total(tmp_path: Path, capsys) -> None:
+    import tomli_w
+
+    path = tmp_path / "parity.toml"
+    path.write_bytes(tomli_w.dumps(PARITY).encode())
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "parity protocol time-to-target: every baseline trains on the stopping members' WSD schedule" in out
+    assert "baseline test/A             2 seed(s) × (14 steps + 4 branch steps of 3 probes): 1.23e+08 FLOPs" in out
+    assert "baselines total:       4.54e+08 FLOPs" in out
+    assert main(["plan", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["baselines"]["total"] == 122_611_968 + 331_423_488

@@ -15,6 +15,17 @@ With the teacher-feature cache the teacher forward is paid once (one pass over t
 every epoch; `cached_teacher=True` plans that variant. Whether or not it is priced, every distilled stage
 lists the size of its cache: one bf16 copy per node of N × (1 + K) × E_teacher values.
 
+The baseline arm (`plan_baselines`), priced when baselines train on several seeds or under the time-to-target
+protocol (`compt.parity`): every baseline stage the run trains (`compt.chain.plan_stages`; member 1's baseline on
+the run's seed may be chain stage 1, priced in the chain), counted by steps as the trainer counts them::
+
+    baseline(m, seed) = (T + Σ_k (L(s_k) − s_k)) · B · 3·F(m)     # T = ⌈E_ind · N / B⌉ steps, B the batch
+    baselines         = Σ_m Σ_seed baseline(m, seed)
+
+with the probe steps s_k and branch lengths L(s) of `compt.train.stopping` (time-to-target: a baseline never
+stops, so every probe's branch is paid; baseline-curve: no probes). N is ``data.num_samples`` throughout; a run
+that carves its validation split out of the training data trains on up to min(val_samples, N / 5) fewer.
+
 Can the loader feed a member? Where the data path decodes each sample as it reads it
 (`compt.paradigm.Paradigm.decodes_per_sample`), one rank's loader delivers about
 
@@ -34,7 +45,9 @@ from compt.chain import individual_stage, plan_stages, stage_spec
 from compt.config import RunConfig
 from compt.costs import training_flops
 from compt.paradigm import paradigm_named, paradigm_of
+from compt.parity import resolve_parity
 from compt.stage import StageSpec
+from compt.train import stopping
 from compt.train.loader import MAX_AUTO_WORKERS
 
 
@@ -51,6 +64,28 @@ class MemberCost:
 
 
 @dataclass(frozen=True)
+class BaselineCost:
+    """One member's baselines as the run trains them (module docstring)."""
+
+    model: str
+    seeds: tuple[int, ...]    # the train seeds of its baseline stages (the run's own left out when chain stage 1 is it)
+    steps: int                # T: the steps of one seed's schedule
+    probes: int               # probes per seed before the end of the schedule (0 under baseline-curve)
+    probe_steps: int          # Σ_k (L(s_k) − s_k): one seed's cooldown-branch steps
+    cost: float               # FLOPs of all its seeds, branches included
+
+
+@dataclass(frozen=True)
+class BaselinePlan:
+    protocol: str             # `compt.parity.PROTOCOLS`
+    seeds: int                # S: baseline seeds behind each target
+    probe_every: float        # epochs between a baseline's probes (0: none)
+    members: tuple[BaselineCost, ...]
+    total: float              # Σ of the members' cost
+    shared: str = ""          # the model whose baseline on the run's seed is chain stage 1 ("" if none)
+
+
+@dataclass(frozen=True)
 class ChainPlan:
     members: tuple[MemberCost, ...]
     samples: int
@@ -64,6 +99,7 @@ class ChainPlan:
     init: str = ""                          # member 1's starting checkpoint ("" = trained from scratch)
     acceleration_counting_init: float = 0.0  # with init: the acceleration if member 1 were trained alone first
     capped: tuple[str, ...] = ()             # members trained until a target: their epochs are a cap
+    baselines: BaselinePlan | None = None    # the baseline arm on several seeds or under time-to-target
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -107,7 +143,38 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
                      reduction_vs_largest=1.0 - cumulative / largest,
                      acceleration=individual_total / cumulative if cumulative else float("inf"), init=init,
                      acceleration_counting_init=individual_total / counted if init else 0.0,
-                     capped=tuple(m.model for m in cfg.chain if m.until or m.target))
+                     capped=tuple(m.model for m in cfg.chain if m.until or m.target),
+                     baselines=plan_baselines(cfg, n))
+
+
+def plan_baselines(cfg: RunConfig, samples: int) -> BaselinePlan | None:
+    """The baseline arm of `cfg` on `samples` samples per epoch (module docstring); None unless baselines train on
+    several seeds or under the time-to-target protocol."""
+    parity = resolve_parity(cfg)
+    if not cfg.baselines or not (parity.symmetric or len(parity.seeds) > 1):
+        return None
+    stages = [s for s in plan_stages(cfg, baselines=True) if s.kind == "baseline"]   # `individual_stage`s
+    members = []
+    for i, m in enumerate(cfg.chain):
+        mine = [s for s in stages if s.index == i]
+        priced = [_baseline_seed(stage_spec(cfg, s, samples)) for s in mine]
+        steps, probes, branch, _ = priced[0]   # every seed trains the same schedule
+        seeds = tuple(cfg.train.seed if s.seed is None else s.seed for s in mine)
+        members.append(BaselineCost(m.model, seeds, steps, probes, branch, sum(p[3] for p in priced)))
+    shared = cfg.chain[0].model if cfg.train.seed not in members[0].seeds else ""
+    return BaselinePlan(protocol=parity.protocol, seeds=len(parity.seeds), probe_every=parity.probe_every,
+                        members=tuple(members), total=sum(b.cost for b in members), shared=shared)
+
+
+def _baseline_seed(spec: StageSpec) -> tuple[int, int, int, float]:
+    """(T, probes, branch steps, FLOPs) of one baseline stage, counted as the trainer counts a stage that never
+    stops: every probe's branch L(s) − s is paid (`compt.train.stopping`)."""
+    probes = stopping.probe_steps(total=spec.total_steps, warmup=spec.warmup_steps, fraction=spec.decay_fraction,
+                                  every_epochs=spec.probe_every, samples=spec.samples,
+                                  batch=spec.batch_size) if spec.until else ()
+    branch = sum(stopping.branch_total(s, spec.warmup_steps, spec.decay_fraction) - s for s in probes)
+    flops = training_flops(spec.student_flops, spec.teacher_flops, (spec.total_steps + branch) * spec.batch_size)
+    return spec.total_steps, len(probes), branch, flops
 
 
 @dataclass(frozen=True)
@@ -177,4 +244,27 @@ def format_plan(plan: ChainPlan, name: str) -> str:
     caches = [f"{m.model} {m.teacher_cache_bytes / 2**30:.3g} GiB" for m in plan.members if m.teacher_cache_bytes]
     if caches:
         rows.append(f"teacher cache per node (bf16, train.teacher_cache): {', '.join(caches)}")
+    if plan.baselines is not None:
+        rows += ["", *format_baselines(plan.baselines, plan.chain_cost)]
     return "\n".join(rows)
+
+
+def format_baselines(arm: BaselinePlan, chain_cost: float) -> list[str]:
+    """The protocol in one line, one line per member's baselines, their total and the run's."""
+    if arm.probe_every:
+        how = (f"every baseline trains on the stopping members' WSD schedule with a probe (cooldown branch) every "
+               f"{arm.probe_every:g} epochs and never stops; targets are the median of {arm.seeds} seeds' final "
+               f"validation metrics, each arm's cost the FLOPs to its first probe that meets them")
+    else:
+        how = (f"every baseline trains its individual schedule on {arm.seeds} seeds; targets are the median of "
+               f"their final validation metrics")
+    rows = [f"parity protocol {arm.protocol}: {how}"]
+    for b in arm.members:
+        steps = f"{b.steps:,} steps + {b.probe_steps:,} branch steps of {b.probes} probes" if b.probes else \
+            f"{b.steps:,} steps"
+        rows.append(f"  baseline {b.model:<18} {len(b.seeds)} seed(s) × ({steps}): {human_flops(b.cost)}")
+    if arm.shared:
+        rows.append(f"  ({arm.shared}'s baseline on the run's seed is chain stage 1, priced in the chain)")
+    rows += [f"baselines total:       {human_flops(arm.total)} (all seeds, probes included)",
+             f"chain + baselines:     {human_flops(chain_cost + arm.total)}"]
+    return rows

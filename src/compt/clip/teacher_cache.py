@@ -32,7 +32,7 @@ from compt import distributed
 from compt.clip.data.images import to_model_input
 from compt.clip.tasks import encode
 from compt.distributed import DistInfo
-from compt.train.loader import ignore_stop_signals
+from compt.train.loader import Batches, ignore_stop_signals
 
 DTYPE = torch.bfloat16
 
@@ -112,22 +112,22 @@ def fill_teacher_cache(teacher: nn.Module, dataset: Dataset, *, captions: int, e
         return TeacherCache(image=store["image"], text=store["text"], logit_scale=scale)
     chunk = math.ceil(n / info.world_size)
     start = min(info.rank * chunk, n)
-    loader = iter(DataLoader(Subset(dataset, range(start, min(start + chunk, n))), batch_size=batch_size,
-                             num_workers=workers, worker_init_fn=ignore_stop_signals if workers else None))
     writer = mmap_dir is None or info.local_rank == 0
     if done is not None and writer:
         done.unlink(missing_ok=True)  # an interrupted refill must not look complete
     store = {k: _storage(v, name(k), create=True) for k, v in shapes.items()} if writer else {}
     teacher.eval()
-    for first in range(0, chunk, batch_size):
-        rows = min(batch_size, chunk - first)
-        img, txt = _encode_padded(teacher, next(loader, None), rows, captions, embed_dim, info, precision)
-        img, txt = distributed.gather_no_grad(img).cpu(), distributed.gather_no_grad(txt).cpu()
-        for r in range(info.world_size if writer else 0):  # rank r's rows sit at r·rows … in the gathered batch
-            lo, hi = r * chunk + first, min(r * chunk + first + rows, n)
-            if hi > lo:
-                store["image"][lo:hi] = img[r * rows:r * rows + hi - lo]
-                store["text"][lo:hi] = txt[r * rows:r * rows + hi - lo]
+    with Batches(DataLoader(Subset(dataset, range(start, min(start + chunk, n))), batch_size=batch_size,
+                            num_workers=workers, worker_init_fn=ignore_stop_signals if workers else None)) as loader:
+        for first in range(0, chunk, batch_size):
+            rows = min(batch_size, chunk - first)
+            img, txt = _encode_padded(teacher, next(loader, None), rows, captions, embed_dim, info, precision)
+            img, txt = distributed.gather_no_grad(img).cpu(), distributed.gather_no_grad(txt).cpu()
+            for r in range(info.world_size if writer else 0):  # rank r's rows sit at r·rows … of the gathered batch
+                lo, hi = r * chunk + first, min(r * chunk + first + rows, n)
+                if hi > lo:
+                    store["image"][lo:hi] = img[r * rows:r * rows + hi - lo]
+                    store["text"][lo:hi] = txt[r * rows:r * rows + hi - lo]
     if done is not None and writer:
         done.write_text(json.dumps(shapes))
     distributed.barrier()  # the writer's file is complete before the other local ranks map it

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import traceback
+from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -28,6 +31,33 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
     checkpoints after its step and stops, and the workers are shut down with the loader."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Batches:
+    """``next(batches)`` over a DataLoader inside a ``with`` block whose end shuts the loader's worker processes
+    down, also when the block raises. Otherwise a failed stage keeps torch's iterator alive in the exception's
+    traceback (a reference cycle that only the garbage collector frees; its frames are cleared here), and the
+    interpreter's exit — which stops worker processes with SIGTERM and then joins them, before any collection —
+    waits forever for workers that ignore SIGTERM (`ignore_stop_signals`)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self._batches: Iterator[Any] | None = iter(loader)
+
+    def __enter__(self) -> Batches:
+        return self
+
+    def __exit__(self, _kind: object, _error: object, tb: TracebackType | None) -> None:
+        if tb is not None:   # a batch that failed (e.g. in a worker): the frames of torch's iterator hold it too
+            traceback.clear_frames(tb)
+        self._batches = None   # the iterator's last reference: torch shuts its workers down as it goes
+
+    def __iter__(self) -> Batches:
+        return self
+
+    def __next__(self) -> Any:
+        if self._batches is None:
+            raise StopIteration
+        return next(self._batches)
 
 
 def cpus_per_rank() -> int:

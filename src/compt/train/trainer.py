@@ -51,7 +51,7 @@ from compt.parity import RECORD
 from compt.stage import StageSpec, resolve_spec, teacher_cache_folder
 from compt.train import stopping
 from compt.train.conditions import Probe
-from compt.train.loader import train_loader
+from compt.train.loader import Batches, train_loader
 from compt.train.optim import build_optimizer
 from compt.train.sampler import StepBatchSampler
 from compt.train.stage_loop import (
@@ -289,29 +289,29 @@ def _loop(st: _Stage, on_step: Callable[[int], None] | None) -> None:
         _evaluate(st)
     if _probe_owed(st) and _probe(st):  # killed between a probe step's checkpoint and the end of its probe
         return
-    batches = iter(_loader(st))
     accum = st.train.accum_steps
     finite = torch.ones((), dtype=torch.bool, device=st.info.device)  # every loss since the last sync step
-    for step in range(st.progress.step, st.total_steps):
-        lr = schedule_step(st, step)
-        sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
-        finite = track_finite(finite, sums)
-        st.progress.step = step + 1
-        due = due_at(step + 1, samples=len(st.dataset), batch=st.batch, total=st.total_steps, train=st.train,
-                     evaluates=st.evaluate is not None)
-        due["probe"] = step + 1 in st.probe_at
-        due["ckpt"] = due["ckpt"] or due["probe"]  # a probe's branch starts from a saved state
-        if not any(due.values()):
-            st.log.step({})
-        else:
-            st.progress.losses, stopped = sync_losses(st, sums, finite)
-            _after_step(st, lr, stopped, due)
-            if stopped:
-                raise_stopped(st, step + 1)
-        if on_step is not None:
-            on_step(step + 1)
-        if due["probe"] and _probe(st):
-            return
+    with Batches(_loader(st)) as batches:
+        for step in range(st.progress.step, st.total_steps):
+            lr = schedule_step(st, step)
+            sums = _optimizer_step(st, [next(batches) for _ in range(accum)])
+            finite = track_finite(finite, sums)
+            st.progress.step = step + 1
+            due = due_at(step + 1, samples=len(st.dataset), batch=st.batch, total=st.total_steps, train=st.train,
+                         evaluates=st.evaluate is not None)
+            due["probe"] = step + 1 in st.probe_at
+            due["ckpt"] = due["ckpt"] or due["probe"]  # a probe's branch starts from a saved state
+            if not any(due.values()):
+                st.log.step({})
+            else:
+                st.progress.losses, stopped = sync_losses(st, sums, finite)
+                _after_step(st, lr, stopped, due)
+                if stopped:
+                    raise_stopped(st, step + 1)
+            if on_step is not None:
+                on_step(step + 1)
+            if due["probe"] and _probe(st):
+                return
     if st.evaluate is not None and not any(h["step"] == st.total_steps for h in st.progress.history):
         _evaluate(st)  # a last.pt from before `eval_pending` existed: its final evaluation is still owed
     if st.validate is not None and not any(p["step"] == st.total_steps for p in st.progress.probes):
@@ -329,8 +329,7 @@ def _probe(st: _Stage) -> bool:
     s = st.progress.step
     end = stopping.branch_total(s, st.spec.warmup_steps, st.spec.decay_fraction)
     saved = stopping.Snapshot.take(st.task, st.optimizer)
-    with distributed.fork_rng(st.info):
-        batches = iter(_loader(st, start=s, stop=end))
+    with distributed.fork_rng(st.info), Batches(_loader(st, start=s, stop=end)) as batches:
         for step in range(s, end):
             schedule_step(st, step, total=end)
             _optimizer_step(st, [next(batches) for _ in range(st.train.accum_steps)])
