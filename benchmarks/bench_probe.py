@@ -2,8 +2,8 @@
 
 On a CSV of PNG files made here (the real-format path: decoded once, a validation split carved by key hash), member
 2 of a tiny chain trains twice from the same member 1, side by side in one process:
-- plain: a WSD stage of E epochs, no probes;
-- probed: the same stage with an unreachable target, so it probes every E/4 epochs (the default) up to its cap.
+- plain: a WSD stage of E epochs with no probe before its cap's end (one validation there);
+- probed: the same stage probed every E/4 epochs (the default) against an unreachable target, up to its cap.
 It reports the probed stage's training wall-clock per counted FLOP over the plain one's (branches included; target
 ≤ 1.2: the probe path rebuilds and re-decodes nothing), and the share of the probed stage's time spent in its
 validation passes (target ≤ 5 %).
@@ -28,6 +28,7 @@ from compt.chain import train_run
 from compt.config import config_from_dict, validate
 
 ROOT = Path(__file__).resolve().parents[1]
+REPEATS = 3
 WORDS = ("red", "green", "blue", "round", "square", "small", "large", "dark", "bright", "striped")
 
 
@@ -46,9 +47,10 @@ def make_csv(folder: Path, n: int, seed: int = 0) -> Path:
 
 
 def config(csv: Path, epochs: float, probed: bool) -> dict:
-    member2 = {"model": "tiny/ViT-T", "epochs": epochs, "growth": "preserve", "distill": "fd", "schedule": "wsd"}
-    if probed:
-        member2["target"] = {"retrieval_r1": 100.0}   # never met: the stage probes to its cap
+    # never met: the stage trains to its cap; probed every E/4 epochs, or (plain) only validated at the cap's end —
+    # the same carved training data and WSD schedule either way
+    member2 = {"model": "tiny/ViT-T", "epochs": epochs, "growth": "preserve", "distill": "fd",
+               "target": {"retrieval_r1": 100.0}, "probe_every": epochs / 4 if probed else epochs}
     raw = {"name": "bench-probe", "data": {"kind": "csv", "path": str(csv), "eval_samples": 200, "val_samples": 200,
                                            "probe_samples": 0},
            "train": {"batch_size": 64, "warmup_steps": 10, "stage_warmup_steps": 5, "threads": 2},
@@ -67,16 +69,18 @@ def measure(tmp: Path, n: int, epochs: float) -> dict:
     base = tmp / "probed"
     train_run(config(csv, epochs, True), base, progress=False, baselines=False)   # member 1 and a warm cache
     shutil.rmtree(base / "chain" / "02-tiny_ViT-T")
-    out = {}
-    for name, probed in (("plain", False), ("probed", True)):
-        run = tmp / name
-        if run != base:
+    out: dict[str, dict] = {}
+    for k in range(REPEATS):   # alternating, the fastest of each kept: a shared machine's noise only slows runs
+        for name, probed in (("plain", False), ("probed", True)):
+            run = tmp / f"{name}{k}"
             shutil.copytree(base / "chain" / "01-tiny_ViT-N", run / "chain" / "01-tiny_ViT-N")
-        t0 = time.perf_counter()
-        train_run(config(csv, epochs, probed), run, progress=False, baselines=False)
-        res = stage(run)
-        out[name] = {"total_s": time.perf_counter() - t0, "wall_s": res["wall_clock_s"], "flops": res["train_flops"],
-                     "probes": len((res.get("stopping") or {}).get("probes", []))}
+            t0 = time.perf_counter()
+            train_run(config(csv, epochs, probed), run, progress=False, baselines=False)
+            res = stage(run)
+            got = {"total_s": time.perf_counter() - t0, "wall_s": res["wall_clock_s"], "flops": res["train_flops"],
+                   "probes": len((res.get("stopping") or {}).get("probes", []))}
+            if name not in out or got["total_s"] < out[name]["total_s"]:
+                out[name] = got
     return out
 
 
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Training until a target on file data: cost beside a plain stage", "",
              f"`python benchmarks/bench_probe.py`: a CSV of {n} PNGs (32 px), tiny/ViT-N → tiny/ViT-T, member 2 "
              f"for {epochs:g} epochs plain and probed every {epochs / 4:g} epochs against an unreachable target, "
-             "side by side in one process (2 threads).", "",
+             f"side by side in one process (2 threads), alternating, the fastest of {REPEATS} runs of each kept.", "",
              "| stage | training wall-clock (s) | counted FLOPs | probes | run time (s) |", "|---|---:|---:|---:|---:|",
              *(f"| {k} | {v['wall_s']:.1f} | {v['flops']:.3g} | {v['probes']} | {v['total_s']:.1f} |"
                for k, v in m.items()), "",
