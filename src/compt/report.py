@@ -139,11 +139,10 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
         out["parity"] = {"reached_all": all(p is not None and p["reached_all"] for p in parity)}
         if out["parity"]["reached_all"]:
             out["parity"]["acceleration_flops"] = stat([p["baseline_flops"] / p["chain_flops"] for p in parity])
-    if runs[0].cfg.chain[0].init:   # member 1's own cost is its (continued) training only
+    if runs[0].cfg.chain[0].init:   # member 1's stage is its continued training; its from-scratch cost is added
         first = [f[0] for f in per_member]
         out["init"] = runs[0].cfg.chain[0].init
-        out["acceleration_flops_counting_init"] = stat([i / (c - r.chain[0].flops + f1) for i, c, r, f1
-                                                        in zip(indiv, chain, runs, first)])
+        out["acceleration_flops_counting_init"] = stat([i / (c + f1) for i, c, f1 in zip(indiv, chain, first)])
     if out["baselines_counted"]:
         walls = [(sum(x.wall_s for x in r.individual[:n_members]), sum(x.wall_s for x in r.chain[:n_members]))
                  for r in runs]
