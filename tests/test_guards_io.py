@@ -1,0 +1,172 @@
+"""Distillation, data and file guards on inputs where the right rule and a plausible wrong one differ: ICL's
+renormalisation of projected student features, the held-out ``eval_path`` in the data fingerprint, the teacher
+cache keyed per run and never reused by a fresh stage, a failed checkpoint write keeping the previous file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import ToyPairs, stage_kwargs
+
+from compt import checkpoint as ck
+from compt.clip import teacher_cache
+from compt.clip.models import create_model, get_model_config
+from compt.clip.tasks import DistillTask
+from compt.config import TrainConfig, config_from_dict
+from compt.distributed import DistInfo
+from compt.errors import UserError
+from compt.stage import teacher_cache_folder
+from compt.train import train_stage
+
+
+# ----------------------------------------------------------------------------------------------- ICL
+def _unit(*shape: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_icl_contrasts_the_renormalised_projection_of_the_student() -> None:
+    """Student width 24 → teacher width 16 through a random T: ICL reads normalise(T s), whose norm differs from
+    that of T s; the reference is a loop over the InfoNCE rows of the docstring."""
+    torch.manual_seed(0)
+    task = DistillTask(create_model("test/C"), teacher=create_model("test/B"), kind="icl", weight=1.0,
+                       student_dim=24, teacher_dim=16)
+    with torch.no_grad():
+        task.proj.weight.copy_(0.4 * torch.randn(16, 24, generator=torch.Generator().manual_seed(1)))
+    b, k, scale = 6, 2, torch.tensor(8.0)
+    image, text = _unit(b, 24, seed=2), _unit(b, k, 24, seed=3)
+    t_image, t_text = _unit(b, 16, seed=4), _unit(b, k, 16, seed=5)
+    out = task.losses(image, text, scale, None, t_image, t_text, torch.tensor(20.0))
+    w = task.proj.weight.detach()
+    assert ((image @ w.T).norm(dim=-1) - 1).abs().min() > 0.05       # the projection really changes the norm
+    s_image, s_text = F.normalize(image @ w.T, dim=-1), F.normalize(text @ w.T, dim=-1)
+
+    def nce(queries: torch.Tensor, keys: torch.Tensor) -> float:
+        total = 0.0
+        for i in range(b):
+            row = torch.stack([scale * queries[i] @ keys[j] for j in range(b)])
+            total += float(torch.logsumexp(row, 0) - row[i])
+        return total / b
+
+    want = sum((nce(s_image, t_text[:, s]) + nce(s_text[:, s], t_image)) / 2 for s in range(k)) / k
+    assert out["icl"].item() == pytest.approx(want, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(out["clip_loss"].item() + want, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- fingerprint
+def test_the_data_fingerprint_covers_the_held_out_eval_path(tmp_path: Path) -> None:
+    from compt.clip.paradigm import ClipData
+    from compt.datafp import data_changes
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "held").mkdir()
+    train, held = tmp_path / "train/pairs.csv", tmp_path / "held/pairs.csv"
+    train.write_text('filepath,caption\n"a.png","a red square"\n')
+    held.write_text('filepath,caption\n"b.png","a blue circle"\n')
+    raw = {"name": "fp", "data": {"kind": "csv", "path": str(train), "eval_path": str(held)},
+           "chain": [{"model": "test/A", "epochs": 1}]}
+    before = ClipData(config_from_dict(raw)).fingerprint()
+    assert set(before) == {str(train), str(held)} and all(len(v[1]) == 64 for v in before.values())
+    held.write_text(held.read_text().replace("blue", "pink"))          # held-out captions edited, same size
+    after = ClipData(config_from_dict(raw)).fingerprint()
+    assert data_changes(before, after) == [f"{held} was edited"]
+    no_eval = ClipData(config_from_dict(raw | {"data": {**raw["data"], "eval_path": ""}})).fingerprint()
+    assert set(no_eval) == {str(train)}
+
+
+# ----------------------------------------------------------------------------------------------- teacher cache
+def _teacher(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("test/B").eval()
+
+
+def _fill(teacher: torch.nn.Module, folder: Path | None, *, reuse: bool, captions: int = 2):
+    return teacher_cache.fill_teacher_cache(teacher, ToyPairs(10, captions=captions), captions=captions,
+                                            embed_dim=16, batch_size=4, info=DistInfo(), mmap_dir=folder, reuse=reuse)
+
+
+def test_a_cache_folder_is_mapped_again_only_for_a_resume_of_the_same_shapes(tmp_path: Path) -> None:
+    """A complete fill by teacher 1 lies in the folder. Teacher 2 with reuse = False (a fresh stage) computes its
+    own rows; with reuse = True (a resume) the recorded rows are mapped; other shapes, or a fill without its
+    completion record, are filled afresh."""
+    folder = tmp_path / "cache"
+    one, two = _teacher(1), _teacher(2)
+    ref_one, ref_two = _fill(one, None, reuse=False), _fill(two, None, reuse=False)
+    assert not torch.equal(ref_one.image, ref_two.image)
+    _fill(one, folder, reuse=False)
+    fresh = _fill(two, folder, reuse=False)
+    assert torch.equal(fresh.image, ref_two.image) and torch.equal(fresh.text, ref_two.text)
+    _fill(one, folder, reuse=False)
+    resumed = _fill(two, folder, reuse=True)
+    assert torch.equal(resumed.image, ref_one.image) and torch.equal(resumed.text, ref_one.text)
+    one_caption = _fill(two, folder, reuse=True, captions=1)          # the record says 2 captions
+    assert torch.equal(one_caption.image, ref_two.image) and one_caption.text.shape == (10, 1, 16)
+    _fill(one, folder, reuse=False)
+    (folder / "node0.done.json").unlink()
+    assert torch.equal(_fill(two, folder, reuse=True).image, ref_two.image)
+
+
+KW = {"model": "test/C", "teacher": "test/B", "distill": "fd", "epochs": 2, "teacher_cache": True,
+      "teacher_cache_mem_gb": 0.0, "ckpt_every_steps": 1}
+
+
+def _counting_fills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    encode = teacher_cache._encode_padded
+    monkeypatch.setattr(teacher_cache, "_encode_padded", lambda *a, **kw: calls.append(1) or encode(*a, **kw))
+    return calls
+
+
+def test_runs_sharing_a_teacher_cache_dir_never_share_a_cache(tmp_path: Path, monkeypatch) -> None:
+    """Run a (seed 0) is killed after step 3: its complete cache stays, keyed by its stage folder's path. Run b
+    (seed 1, its own teacher) with the same stage folder name and the same teacher_cache_dir fills its own; and
+    run a started afresh (its last.pt gone) fills again instead of trusting the files."""
+    local = str(tmp_path / "local")
+    a, b = tmp_path / "a" / "stage", tmp_path / "b" / "stage"
+    folder_a = teacher_cache_folder(TrainConfig(teacher_cache_dir=local), a)
+    folder_b = teacher_cache_folder(TrainConfig(teacher_cache_dir=local), b)
+    assert folder_a != folder_b and folder_a.parent == folder_b.parent == Path(local)
+    assert folder_a == teacher_cache_folder(TrainConfig(teacher_cache_dir=local), Path("x/..") / a)
+
+    def crash(step: int) -> None:
+        if step == 3:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train_stage(**stage_kwargs(a, teacher_cache_dir=local, **KW), on_step=crash)
+    left = {p.name: p.read_bytes() for p in folder_a.iterdir()}
+    assert sorted(left) == ["node0.done.json", "node0.image.bf16", "node0.text.bf16"]
+    fills = _counting_fills(monkeypatch)
+    train_stage(**stage_kwargs(b, seed=1, teacher_cache_dir=local, **KW))
+    assert len(fills) == 4                                           # 64 samples in batches of 16
+    assert {p.name: p.read_bytes() for p in folder_a.iterdir()} == left and not folder_b.exists()
+    (a / "last.pt").unlink()
+    train_stage(**stage_kwargs(a, teacher_cache_dir=local, **KW))
+    assert len(fills) == 8
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> None:
+    """The second write dies half-way (disk full, then an interrupt): last.pt still holds the first checkpoint,
+    byte for byte, and no temp file is left."""
+    cfg = get_model_config("test/A")
+    path = ck.save_checkpoint(tmp_path / "last.pt", state_dict={"w": torch.arange(4.0)}, model_config=cfg,
+                              lineage={"stage": 1})
+    before = path.read_bytes()
+    real_save = torch.save
+
+    for error in (RuntimeError("file write failed"), KeyboardInterrupt()):
+        def half_written(obj, f, *a, error=error, **kw):
+            real_save({"w": torch.zeros(1000)}, f)
+            raise error
+
+        monkeypatch.setattr(ck.torch, "save", half_written)
+        with pytest.raises(UserError if isinstance(error, RuntimeError) else KeyboardInterrupt):
+            ck.save_checkpoint(path, state_dict={"w": torch.ones(4)}, model_config=cfg, lineage={"stage": 2})
+        monkeypatch.setattr(ck.torch, "save", real_save)
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    got = ck.load_checkpoint(path)
+    assert torch.equal(got.state_dict["w"], torch.arange(4.0)) and got.lineage == {"stage": 1}
