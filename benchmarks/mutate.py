@@ -66,10 +66,12 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "compt/lm/growth.py": ("tests/test_guards_growth.py", "tests/test_lm.py", "tests/test_inherit.py"),
     "compt/train/stopping.py": (*_NUMBERS, "tests/test_stopping.py"),
     "compt/plan.py": (*_NUMBERS, "tests/test_plan.py", "tests/test_init.py"),
-    "compt/report.py": (*_NUMBERS, "tests/test_stopping.py", "tests/test_paradigm.py", "tests/test_plots.py"),
-    "compt/runs.py": (*_NUMBERS, "tests/test_stopping.py", "tests/test_paradigm.py", "tests/test_plots.py"),
+    "compt/report.py": (*_NUMBERS, "tests/test_wall_conditions.py", "tests/test_stopping.py", "tests/test_paradigm.py",
+                          "tests/test_plots.py"),
+    "compt/runs.py": (*_NUMBERS, "tests/test_wall_conditions.py", "tests/test_stopping.py", "tests/test_paradigm.py",
+                        "tests/test_plots.py"),
     "compt/clip/losses.py": ("tests/test_losses.py", "tests/test_guards_io.py", "tests/test_tasks.py"),
-    "compt/lm/losses.py": ("tests/test_lm.py",),
+    "compt/lm/losses.py": ("tests/test_guards_io.py", "tests/test_lm.py"),
     "compt/datafp.py": ("tests/test_data_fingerprint.py", "tests/test_guards_io.py"),
     "compt/clip/teacher_cache.py": ("tests/test_guards_io.py", "tests/test_teacher_cache_dir.py", "tests/test_tasks.py",
                                     "tests/test_loader.py"),
@@ -161,7 +163,8 @@ def _constant(value: int | float | bool) -> Iterator[tuple[str, str]]:
         if value:
             yield f"{value} -> {value - 1}", repr(value - 1)
     else:
-        yield f"{value!r} -> {2 * value!r}", repr(2 * value) if value else "1.0"
+        new = repr(2 * value) if value else "1.0"
+        yield f"{value!r} -> {new}", new
 
 
 def mutate_stmt(node: ast.stmt) -> Iterator[tuple[str, ast.AST, str]]:

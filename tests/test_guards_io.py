@@ -55,6 +55,24 @@ def test_icl_contrasts_the_renormalised_projection_of_the_student() -> None:
     assert out["loss"].item() == pytest.approx(out["clip_loss"].item() + want, rel=1e-5)
 
 
+@pytest.mark.parametrize("tau", [None, 3.0, 0.5])
+def test_token_kl_against_a_loop_at_temperatures_where_tau_squared_is_not_2_tau(tau: float | None) -> None:
+    """τ² · mean KL(p_t ‖ p_s) of the softened distributions; τ = 3 and ½ tell τ² from 2τ (τ = 2 does not), and
+    the default is τ = 1."""
+    from compt.lm.losses import token_kl_loss
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 3, 5, generator=g), torch.randn(2, 3, 5, generator=g)
+    temp = 1.0 if tau is None else tau
+    want = 0.0
+    for b in range(2):
+        for i in range(3):
+            p, q = (t[b, i] / temp).softmax(-1), (s[b, i] / temp).softmax(-1)
+            want += temp * temp * float((p * (p.log() - q.log())).sum()) / 6
+    got = token_kl_loss(s, t) if tau is None else token_kl_loss(s, t, tau)
+    assert got.item() == pytest.approx(want, rel=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------- fingerprint
 def test_the_data_fingerprint_covers_the_held_out_eval_path(tmp_path: Path) -> None:
     from compt.clip.paradigm import ClipData
@@ -74,6 +92,20 @@ def test_the_data_fingerprint_covers_the_held_out_eval_path(tmp_path: Path) -> N
     assert data_changes(before, after) == [f"{held} was edited"]
     no_eval = ClipData(config_from_dict(raw | {"data": {**raw["data"], "eval_path": ""}})).fingerprint()
     assert set(no_eval) == {str(train)}
+
+
+def test_fingerprint_hashes_up_to_64_mib_and_names_a_size_change(tmp_path: Path, monkeypatch) -> None:
+    from compt import datafp
+
+    assert datafp.HASHED_BYTES == 64 * 2**20                           # the documented limit
+    monkeypatch.setattr(datafp, "HASHED_BYTES", 10)
+    (tmp_path / "at.txt").write_text("0123456789")                      # exactly the limit: hashed
+    (tmp_path / "over.txt").write_text("0123456789a")                   # one byte over: size only
+    before = datafp.files_fingerprint(tmp_path.iterdir(), tmp_path, hashed=(".txt",))
+    assert len(before["at.txt"][1]) == 64 and before["over.txt"] == [11, ""]
+    (tmp_path / "at.txt").write_text("012345678")
+    after = datafp.files_fingerprint(tmp_path.iterdir(), tmp_path, hashed=(".txt",))
+    assert datafp.data_changes(before, after) == ["at.txt changed size (10 -> 9 bytes)"]
 
 
 # ----------------------------------------------------------------------------------------------- teacher cache

@@ -17,7 +17,7 @@ from compt.config import config_from_dict, validate
 from compt.plan import format_plan, human_flops, plan_chain
 from compt.report import closing_line, format_markdown, summarise
 from compt.runs import RunSummary, StageRow
-from compt.train.stopping import probe_steps
+from compt.train.stopping import branch_total, cooldown_start, probe_steps
 from tests.test_paradigm import RAW, toy  # noqa: F401  (the toy paradigm's fixture)
 
 
@@ -27,6 +27,16 @@ def test_a_probe_exactly_at_the_end_of_warmup_is_taken() -> None:
     assert probe_steps(total=32, warmup=8, fraction=0.2, every_epochs=2, samples=64, batch=16) == (8, 16, 24)
     assert probe_steps(total=32, warmup=9, fraction=0.2, every_epochs=2, samples=64, batch=16) == (16, 24)
     assert probe_steps(total=32, warmup=0, fraction=0.2, every_epochs=0.25, samples=64, batch=16)[:2] == (1, 2)
+
+
+def test_cooldown_start_and_branch_total_by_hand() -> None:
+    """C = max(1, round(f·(T − w))) cooldown steps before T: at least one, even where f·(T − w) rounds to 0."""
+    assert cooldown_start(100, 0, 0.2) == 80 and cooldown_start(32, 8, 0.2) == 27
+    assert cooldown_start(11, 10, 0.1) == 10 and cooldown_start(10, 0, 0.04) == 9     # round(0.1), round(0.4) = 0
+    assert branch_total(10, 10, 0.1) == 11 and branch_total(16, 8, 0.2) == 18
+    for fraction in (1.0, 1.5):
+        with pytest.raises(ValueError, match="cooldown fraction below 1"):
+            branch_total(5, 0, fraction)
 
 
 def _wsd(step: int, total: int, *, lr: float = 1e-2, low: float = 1e-4, warmup: int = 1, f: float = 0.2) -> float:
@@ -93,6 +103,36 @@ def test_plan_acceleration_counting_member_1_trained_further(epochs: int) -> Non
         format_plan(plan, "small")
 
 
+def test_human_flops_picks_the_largest_prefix_below_the_value() -> None:
+    got = [human_flops(x) for x in (3.2e21, 1.5e18, 1e18, 9.99e17, 1.5e15, 1.5e12, 2.5e9, 999.0, -1.5e12)]
+    assert got == ["3.2 ZFLOPs", "1.5 EFLOPs", "1 EFLOPs", "999 PFLOPs", "1.5 PFLOPs", "1.5 TFLOPs", "2.5 GFLOPs",
+                   "999 FLOPs", "-1.5 TFLOPs"]
+
+
+@pytest.mark.parametrize(("workers", "feed"), [(0, "333"), (3, "1,000"), (-1, "2,667")])
+def test_loader_feed_counts_zero_workers_as_the_training_process_alone(workers: int, feed: str) -> None:
+    """0 workers: the training process decodes, 1 / 3 ms = 333 samples/s; -1 (auto): 8 workers."""
+    import dataclasses
+
+    from compt.config import load_config
+    from compt.plan import feed_warnings
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper-cc3m-vit.toml")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loader_workers=workers))
+    lines = feed_warnings(cfg, plan_chain(cfg))
+    shown = max(workers, 0) if workers >= 0 else 8
+    assert f"but {shown} loader workers at 3 ms per sample deliver about {feed} per rank" in lines[0]
+
+
+def test_loader_feed_of_a_one_member_chain() -> None:
+    from compt.plan import feed_warnings
+
+    raw = {"name": "one", "data": {"kind": "csv", "path": "/nowhere/train.csv", "num_samples": 2_890_000},
+           "chain": [{"model": "paper/ViT-T-16", "epochs": 1}]}
+    cfg = config_from_dict(raw)
+    assert [line.split()[1] for line in feed_warnings(cfg, plan_chain(cfg))] == ["paper/ViT-T-16"]
+
+
 # ----------------------------------------------------------------------------------------------- report
 LM_RAW = {"name": "lm-guard", "baselines": True, "baseline_epochs": 4, "data": {"kind": "text", "num_samples": 64},
           "chain": [{"model": "lm/test-A", "epochs": 1, "init": "/nowhere/a.pt"},
@@ -141,6 +181,22 @@ def test_parity_counts_a_baseline_at_its_first_evaluation_at_final_quality() -> 
     assert family["acceleration_flops"]["mean"] == pytest.approx(28 / 7)
 
 
+def test_two_runs_are_reported_as_mean_and_sample_std() -> None:
+    """Run 2's grown member costs 9 GFLOPs instead of 5: accelerations 28/7 and 28/11, mean ± sample std (n − 1);
+    a single run has std 0 and prints no ±."""
+    import statistics
+
+    one, two = (lm_run(grown_loss=3.0, reached=True, probes=[3.3, 3.05]) for _ in range(2))
+    two.chain[1].flops = 9 * G
+    family = summarise([one, two])["family"]
+    assert family["acceleration_flops"] == {"mean": pytest.approx((4 + 28 / 11) / 2),
+                                            "std": pytest.approx(statistics.stdev([4, 28 / 11])), "n": 2}
+    assert f"{(4 + 28 / 11) / 2:.2f} ± {statistics.stdev([4, 28 / 11]):.2f}×" in format_markdown(summarise([one, two]))
+    single = summarise([one])
+    assert single["family"]["acceleration_flops"] == {"mean": 4.0, "std": 0.0, "n": 1}
+    assert "- family acceleration (FLOPs): 4.00×" in format_markdown(single)
+
+
 def test_report_acceleration_counting_member_1_trained_further() -> None:
     """Member 1 continued for 2 GFLOPs from its init: counting its training from scratch (its baseline's 8 GFLOPs)
     too, the chain cost is 7 + 8, not 7 − 2 + 8."""
@@ -168,3 +224,32 @@ def test_closing_and_stopping_lines_for_a_lower_is_better_metric_that_misses() -
     md = format_markdown(summary)
     assert "- lm/test-B: not reached by the cap (best on validation: held-out loss 3.250); stopped at 1.5 epochs" in md
     assert summary["family"]["parity"] == {"reached_all": False}
+
+
+@pytest.mark.usefixtures("toy")
+def test_load_run_rows_carry_growth_time_conditions_and_warn_of_a_damaged_final(tmp_path: Path, capsys) -> None:
+    """A stage row's wall-clock is its training time plus the growth time in lineage.json (none without one); its
+    conditions are the recorded ones; a final.pt whose size is not the recorded one is named on stderr."""
+    import json
+
+    from compt.runs import load_run, lower_is_better, metric_info
+
+    cfg = config_from_dict(RAW | {"chain": [dict(m) for m in RAW["chain"][:2]]})
+    train_run(cfg, tmp_path, progress=False)
+    base = load_run(tmp_path).individual[1]
+    assert base.cumulative_flops == base.flops > 0                    # a baseline is not a chain: no offset
+    grown = tmp_path / "chain/02-toy_mlp-8"
+    lineage = json.loads((grown / "lineage.json").read_text())
+    (grown / "lineage.json").write_text(json.dumps({**lineage, "grow_s": 7.5}))
+    result = json.loads((grown / "result.json").read_text())
+    row = load_run(tmp_path).chain[1]
+    assert row.wall_s == pytest.approx(result["wall_clock_s"] + 7.5)
+    assert row.conditions == result["conditions"] and row.conditions
+    assert capsys.readouterr().err == ""
+    with open(grown / "final.pt", "ab") as f:
+        f.write(b"x")
+    (grown / "lineage.json").unlink()
+    assert load_run(tmp_path).chain[1].wall_s == pytest.approx(result["wall_clock_s"])
+    assert "final.pt has" in capsys.readouterr().err
+    assert metric_info("no-such-metric").label == "no-such-metric" and not lower_is_better("no-such-metric")
+    assert lower_is_better("val_mse") and lower_is_better("val_loss") and not lower_is_better("zeroshot_top1")
