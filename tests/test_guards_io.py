@@ -140,6 +140,39 @@ def test_a_cache_folder_is_mapped_again_only_for_a_resume_of_the_same_shapes(tmp
     assert torch.equal(_fill(two, folder, reuse=True).image, ref_two.image)
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_fill_split_over_two_ranks_puts_every_row_in_its_place(rank: int, monkeypatch) -> None:
+    """9 samples on 2 ranks in batches of 3: rank 0 encodes 0–4, rank 1 encodes 5–8 (its last batch padded); the
+    all-gather is simulated by encoding the other rank's batch here. Either rank's cache equals a one-rank fill."""
+    import math
+
+    from compt import distributed
+
+    teacher, data, world = _teacher(3), ToyPairs(9, captions=2), 2
+    chunk = math.ceil(9 / world)
+    subsets = {r: torch.utils.data.Subset(data, range(r * chunk, min(9, r * chunk + chunk))) for r in range(world)}
+    others = {r: iter(torch.utils.data.DataLoader(subsets[r], batch_size=3)) for r in range(world) if r != rank}
+    stash: dict[int, torch.Tensor] = {}
+
+    def gather(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:   # image rows: encode the other ranks' batches now, keep their text rows for the next call
+            for r, it in others.items():
+                img, stash[r] = teacher_cache._encode_padded(teacher, next(it, None), len(x), 2, 16, DistInfo(),
+                                                            "auto")
+                stash[-1 - r] = img
+            return torch.cat([x if r == rank else stash[-1 - r] for r in range(world)])
+        return torch.cat([x if r == rank else stash[r] for r in range(world)])
+
+    monkeypatch.setattr(distributed, "gather_no_grad", gather)
+    got = teacher_cache.fill_teacher_cache(teacher, data, captions=2, embed_dim=16, batch_size=3,
+                                           info=DistInfo(rank=rank, world_size=world))
+    monkeypatch.undo()
+    want = teacher_cache.fill_teacher_cache(teacher, data, captions=2, embed_dim=16, batch_size=3, info=DistInfo())
+    torch.testing.assert_close(got.image.float(), want.image.float(), atol=1e-2, rtol=0)
+    torch.testing.assert_close(got.text.float(), want.text.float(), atol=1e-2, rtol=0)
+    assert got.image.float().abs().sum(1).min() > 0.5                    # no row left at zero
+
+
 KW = {"model": "test/C", "teacher": "test/B", "distill": "fd", "epochs": 2, "teacher_cache": True,
       "teacher_cache_mem_gb": 0.0, "ckpt_every_steps": 1}
 
@@ -202,3 +235,23 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path: Path, monke
         assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
     got = ck.load_checkpoint(path)
     assert torch.equal(got.state_dict["w"], torch.arange(4.0)) and got.lineage == {"stage": 1}
+
+
+def test_an_atomic_write_gets_the_usual_file_mode(tmp_path: Path) -> None:
+    """mkstemp creates 0600; the written file gets 0666 minus the umask, as open() would give it."""
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        path = ck.atomic_write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        assert os.umask(old) == 0o027                                   # the process's umask is left as it was
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and path.read_text() == '{\n  "x": 1\n}'
+
+
+@pytest.mark.parametrize("payload", [{}, {"w": [1.0, 2.0]}, {"state_dict": {"w": torch.ones(1), "n": 3}}])
+def test_a_file_without_a_state_dict_of_tensors_is_refused(tmp_path: Path, payload: dict) -> None:
+    torch.save(payload, tmp_path / "x.pt")
+    with pytest.raises(UserError, match="holds no state dict of tensors"):
+        ck.load_checkpoint(tmp_path / "x.pt")

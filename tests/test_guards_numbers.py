@@ -253,3 +253,26 @@ def test_load_run_rows_carry_growth_time_conditions_and_warn_of_a_damaged_final(
     assert "final.pt has" in capsys.readouterr().err
     assert metric_info("no-such-metric").label == "no-such-metric" and not lower_is_better("no-such-metric")
     assert lower_is_better("val_mse") and lower_is_better("val_loss") and not lower_is_better("zeroshot_top1")
+
+
+def test_parity_needs_every_grown_member_to_reach_its_target() -> None:
+    """Three members: member 2 reaches its target, member 3 does not — no acceleration at parity."""
+    run = lm_run(grown_loss=3.0, reached=True, probes=[3.3, 3.05])
+    run.cfg = config_from_dict(LM_RAW | {"chain": [*LM_RAW["chain"], {"model": "lm/test-C", "epochs": 2,
+                                                                      "target": {"val_loss": 3.1}}]})
+    run.chain.append(_row("lm/test-C", "chain", 6 * G, 3.2, stopping=_stopping(False, [3.4, 3.3])))
+    run.individual.append(_row("lm/test-C", "individual", 30 * G, 3.1, history=((15 * G, 3.3), (30 * G, 3.1))))
+    summary = summarise([run])
+    assert summary["family"]["parity"] == {"reached_all": False}
+    assert "- family acceleration at parity: not defined — a member did not reach its target by the cap" in \
+        format_markdown(summary)
+    assert "lm/test-B reached its target" in closing_line(summary) and "lm/test-C missed its target" in \
+        closing_line(summary)
+
+
+def test_closing_line_counts_a_tie_as_reaching_and_reads_members_with_some_deltas() -> None:
+    """Member 2 ties its baseline's loss (Δ 0: reached) and recorded no perplexity (only the loss is compared)."""
+    run = lm_run(grown_loss=3.2, reached=True, probes=[3.3, 3.05])
+    del run.chain[1].metrics["val_ppl"]
+    line = closing_line(summarise([run]))
+    assert "lm/test-B +0.000 held-out loss —" in line and "1 of 1 reach their baseline on every metric" in line

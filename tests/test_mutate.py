@@ -74,3 +74,14 @@ def test_every_target_module_and_test_file_exists() -> None:
         assert (root / "src" / module).is_file(), module
         assert all((root / t.split("::")[0]).is_file() for t in tests), module
     assert mutate.load_equivalent() is not None
+
+
+def test_a_rerun_of_the_survivors_keeps_the_earlier_kills() -> None:
+    old = {"module": "m.py", "candidates": 50, "sampled": 20, "baseline_s": 3.0, "killed": 15, "timeout": 1,
+           "survivors": []}
+    rerun = {"module": "m.py", "candidates": 50, "sampled": 4, "baseline_s": 2.0, "killed": 2, "timeout": 0,
+             "survived": 2, "equivalent": 1, "accepted": 0, "survivors": [{}, {}]}
+    row = mutate.rescored(old, rerun)
+    assert (row["sampled"], row["killed"], row["timeout"], row["survived"]) == (20, 17, 1, 2)
+    assert row["kill_rate"] == 18 / 19
+    assert mutate._diff_lines("@@ -3 +3 @@\n-    a = 1\n+    a = 2") == ("a = 1", "a = 2")
