@@ -140,17 +140,14 @@ def test_a_cache_folder_is_mapped_again_only_for_a_resume_of_the_same_shapes(tmp
     assert torch.equal(_fill(two, folder, reuse=True).image, ref_two.image)
 
 
-@pytest.mark.parametrize("rank", [0, 1])
-def test_a_fill_split_over_two_ranks_puts_every_row_in_its_place(rank: int, monkeypatch) -> None:
-    """9 samples on 2 ranks in batches of 3: rank 0 encodes 0–4, rank 1 encodes 5–8 (its last batch padded); the
-    all-gather is simulated by encoding the other rank's batch here. Either rank's cache equals a one-rank fill."""
+def _two_rank_gather(monkeypatch, teacher: torch.nn.Module, data, rank: int, world: int = 2) -> None:
+    """Simulate `world` ranks' all-gather for rank `rank`'s fill: the other ranks' batches are encoded here."""
     import math
 
     from compt import distributed
 
-    teacher, data, world = _teacher(3), ToyPairs(9, captions=2), 2
-    chunk = math.ceil(9 / world)
-    subsets = {r: torch.utils.data.Subset(data, range(r * chunk, min(9, r * chunk + chunk))) for r in range(world)}
+    n, chunk = len(data), math.ceil(len(data) / world)
+    subsets = {r: torch.utils.data.Subset(data, range(r * chunk, min(n, r * chunk + chunk))) for r in range(world)}
     others = {r: iter(torch.utils.data.DataLoader(subsets[r], batch_size=3)) for r in range(world) if r != rank}
     stash: dict[int, torch.Tensor] = {}
 
@@ -164,13 +161,34 @@ def test_a_fill_split_over_two_ranks_puts_every_row_in_its_place(rank: int, monk
         return torch.cat([x if r == rank else stash[r] for r in range(world)])
 
     monkeypatch.setattr(distributed, "gather_no_grad", gather)
-    got = teacher_cache.fill_teacher_cache(teacher, data, captions=2, embed_dim=16, batch_size=3,
-                                           info=DistInfo(rank=rank, world_size=world))
-    monkeypatch.undo()
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_fill_split_over_two_ranks_puts_every_row_in_its_place(rank: int, monkeypatch) -> None:
+    """9 samples on 2 ranks in batches of 3: rank 0 encodes 0–4, rank 1 encodes 5–8 (its last batch padded); each
+    rank keeps its own copy (no folder). Either rank's cache equals a one-rank fill."""
+    teacher, data = _teacher(3), ToyPairs(9, captions=2)
     want = teacher_cache.fill_teacher_cache(teacher, data, captions=2, embed_dim=16, batch_size=3, info=DistInfo())
+    _two_rank_gather(monkeypatch, teacher, data, rank)
+    got = teacher_cache.fill_teacher_cache(teacher, data, captions=2, embed_dim=16, batch_size=3,
+                                           info=DistInfo(rank=rank, world_size=2, local_rank=rank))
     torch.testing.assert_close(got.image.float(), want.image.float(), atol=1e-2, rtol=0)
     torch.testing.assert_close(got.text.float(), want.text.float(), atol=1e-2, rtol=0)
     assert got.image.float().abs().sum(1).min() > 0.5                    # no row left at zero
+    assert len(got.attach(data)) == 9 and torch.equal(got.attach(data)[4][3], got.image[4])
+
+
+def test_a_second_local_rank_maps_the_writers_files(tmp_path: Path, monkeypatch) -> None:
+    """Local rank 1 of a node does not write: after the fill it maps the files local rank 0 wrote (here: written
+    beforehand), never recreating them."""
+    teacher, data, folder = _teacher(3), ToyPairs(9, captions=2), tmp_path / "cache"
+    want = teacher_cache.fill_teacher_cache(teacher, data, captions=2, embed_dim=16, batch_size=3, info=DistInfo(),
+                                            mmap_dir=folder)
+    _two_rank_gather(monkeypatch, teacher, data, 1)
+    got = teacher_cache.fill_teacher_cache(teacher, data, captions=2, embed_dim=16, batch_size=3,
+                                           info=DistInfo(rank=1, world_size=2, local_rank=1), mmap_dir=folder)
+    assert torch.equal(got.image, want.image) and torch.equal(got.text, want.text)
+    assert (folder / "node0.done.json").is_file()
 
 
 KW = {"model": "test/C", "teacher": "test/B", "distill": "fd", "epochs": 2, "teacher_cache": True,
