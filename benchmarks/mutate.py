@@ -1,6 +1,6 @@
 """Mutation testing of the modules whose numbers users read: does the test suite notice a plausible bug?
 
-    python benchmarks/mutate.py                                # every module of TARGETS, 30 sampled mutants each
+    python benchmarks/mutate.py                                # every module of TARGETS, 20 sampled mutants each
     python benchmarks/mutate.py --module compt/plan.py --sample 0    # every mutant of one module
     python benchmarks/mutate.py --list                         # the mutants, without running anything
 
@@ -354,7 +354,7 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", action="append", choices=sorted(TARGETS), help="repeatable; default: all")
-    parser.add_argument("--sample", type=int, default=30, help="mutants per module (0: all)")
+    parser.add_argument("--sample", type=int, default=20, help="mutants per module (0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=None, help="seconds per mutant (default: 3× baseline + 30)")
     parser.add_argument("--list", action="store_true", help="print the sampled mutants and exit")
