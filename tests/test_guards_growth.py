@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from test_growth import assert_same_function, grown, parent_model, variant
 
-from compt.clip.growth.width import mean_pad_map, read_through_ln
+from compt.clip.growth.width import grow_embedding_ln, mean_pad_map, read_through_ln
 from compt.clip.models import get_model_config
 from compt.lm.growth import grow_lm, head_map, kv_copies
 from compt.lm.models import build_lm, create_lm, get_lm_config
@@ -62,6 +62,33 @@ def test_stack_is_exact_with_layernorm_biases_at_equal_depth() -> None:
     with_ln_biases(parent, seed=2)
     ccfg = get_model_config("tiny/ViT-S")
     assert_same_function(parent, grown(parent, pcfg, ccfg, "stack"), pcfg, ccfg)
+
+
+@pytest.mark.parametrize("op", ["preserve", "split"])
+@pytest.mark.parametrize("pair", [("tiny/ViT-C", "tiny/ViT-S"), ("tiny/ViT-N", "tiny/ViT-T")], ids=str)
+def test_exact_growth_of_a_parent_with_zero_layernorm_gains(op: str, pair: tuple[str, str]) -> None:
+    """Two channels of four LayerNorms have gain 0 (their β cannot be carried as β/γ), on a widened pair and on
+    one that only deepens (E = I: the child's gain of such a channel is 0 too, and must not be divided by)."""
+    pcfg, parent = parent_model(pair[0])
+    with_ln_biases(parent)
+    params = dict(parent.named_parameters())
+    with torch.no_grad():
+        for key in ("visual.transformer.resblocks.0.ln_1.weight", "transformer.resblocks.1.ln_2.weight",
+                    "ln_final.weight", "visual.ln_post.weight"):
+            params[key][[3, 7]] = 0.0
+    ccfg = get_model_config(pair[1])
+    assert_same_function(parent, grown(parent, pcfg, ccfg, op), pcfg, ccfg)
+
+
+def test_new_embedding_gains_agree_between_the_constant_and_the_general_construction() -> None:
+    """ln_pre gains c·1 take the closed-form path, c·1 + 1e-7 noise the eigen-solved one; both give the new
+    channels gain √(λ_min(G)/2) = |c|/√2."""
+    gen = torch.Generator().manual_seed(0)
+    c, zero = 1.3, torch.zeros(8, dtype=torch.float64)
+    flat = grow_embedding_ln(torch.full((8,), c, dtype=torch.float64), zero, 12, gen)
+    noisy = grow_embedding_ln(c + 1e-7 * torch.randn(8, generator=gen, dtype=torch.float64), zero, 12, gen)
+    torch.testing.assert_close(flat.gamma[8:], torch.full((4,), c / 2**0.5, dtype=torch.float64))
+    torch.testing.assert_close(noisy.gamma[8:], flat.gamma[8:], atol=1e-5, rtol=0)
 
 
 def test_read_through_ln_against_a_direct_layernorm_with_bias() -> None:
