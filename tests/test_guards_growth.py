@@ -110,6 +110,48 @@ def test_read_through_ln_against_a_direct_layernorm_with_bias() -> None:
     assert (r.beta - zero_beta.beta).abs().max() > 0.1             # β moved the child's bias
 
 
+def test_key_place_names_tower_and_depth() -> None:
+    """(tower, depth) of open_clip keys, as `compt.inherit` reads them: the stem at −1, block i at i, the final
+    norms and projections (and the logit scale, in no tower) after every block."""
+    import math
+
+    from compt.clip.growth.common import key_place
+
+    cfg, swin = get_model_config("tiny/ViT-C"), get_model_config("test/Swin-B")      # Swin depths (2, 2)
+    want = {"visual.conv1.weight": ("vision", -1.0), "token_embedding.weight": ("text", -1.0),
+            "visual.transformer.resblocks.3.mlp.c_fc.weight": ("vision", 3.0),
+            "transformer.resblocks.2.ln_1.bias": ("text", 2.0), "visual.ln_post.weight": ("vision", math.inf),
+            "text_projection": ("text", math.inf), "logit_scale": ("", math.inf)}
+    assert {k: key_place(cfg, k) for k in want} == want
+    assert key_place(swin, "visual.trunk.layers.1.blocks.1.attn.qkv.weight") == ("vision", 3.0)
+    assert key_place(swin, "visual.trunk.layers.1.downsample.norm.weight") == ("vision", 2.0)
+
+
+def test_validation_names_a_shrinking_text_mlp_and_counts_unexpected_keys() -> None:
+    from compt.clip.growth import check_state, validate_growth
+    from compt.errors import UserError
+
+    pcfg = get_model_config("tiny/ViT-S")                                       # text 64 wide, MLP ratio 4
+    thin = dataclasses.replace(pcfg, name="thin", text=dataclasses.replace(pcfg.text, mlp_ratio=2.0))
+    with pytest.raises(UserError, match=re.escape("text MLP width 256 -> 128 shrinks")):
+        validate_growth(pcfg, thin)
+    state = {**parent_model("tiny/ViT-S")[1].state_dict(), "a": torch.zeros(1), "b": torch.zeros(1),
+             "c": torch.zeros(1)}
+    with pytest.raises(UserError, match=re.escape("unexpected key a (and 2 more)")):
+        check_state(state, pcfg)
+
+
+def test_growth_leaves_the_thread_count_as_it_was() -> None:
+    pcfg, parent = parent_model("tiny/ViT-N")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grown(parent, pcfg, get_model_config("tiny/ViT-T"))
+        assert torch.get_num_threads() == 2                                     # one thread inside only
+    finally:
+        torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------------------------- LM, KV heads
 PARENT = dataclasses.replace(get_lm_config("lm/test-C"), name="kv2")          # 4 heads on 2 KV heads (G = 2)
 P6 = dataclasses.replace(PARENT, name="kv2-g3", hidden=48, heads=6, kv_heads=2, intermediate=56)   # G = 3
