@@ -246,6 +246,8 @@ def test_load_run_rows_carry_growth_time_conditions_and_warn_of_a_damaged_final(
     assert row.wall_s == pytest.approx(result["wall_clock_s"] + 7.5)
     assert row.conditions == result["conditions"] and row.conditions
     assert capsys.readouterr().err == ""
+    (grown / "lineage.json").write_text(json.dumps({k: v for k, v in lineage.items() if k != "grow_s"}))
+    assert load_run(tmp_path).chain[1].wall_s == pytest.approx(result["wall_clock_s"])   # no growth time recorded
     with open(grown / "final.pt", "ab") as f:
         f.write(b"x")
     (grown / "lineage.json").unlink()
