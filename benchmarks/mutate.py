@@ -294,6 +294,8 @@ def run_module(module: str, mutants: list[Mutant], copy: Path, timeout: float | 
     """Baseline run, then each mutant written into the copy (the original restored after each, always)."""
     tests, target = TARGETS[module], copy / module
     source = target.read_text()
+    if not mutants:
+        return [], 0.0
     status, base, tail = run_tests(tests, copy, timeout=900)
     if status != "passed":
         raise SystemExit(f"{module}: the covering tests fail without any mutation:\n{tail}")
@@ -322,8 +324,8 @@ def summary_of(module: str, candidates: int, outcomes: list[Outcome], base: floa
             "sampled": len(outcomes), **count, "equivalent": equivalent,
             "accepted": sum(o.judgement.get("status") == "accepted" for o in outcomes),
             "kill_rate": (count["killed"] + count["timeout"]) / scored if scored else 1.0,
-            "survivors": [{**asdict(o.mutant), "diff": o.diff, **o.judgement} for o in outcomes
-                          if o.status == "survived"]}
+            "survivors": [{**asdict(o.mutant), "diff": o.diff, "status": o.judgement.get("status", ""),
+                           "reason": o.judgement.get("reason", "")} for o in outcomes if o.status == "survived"]}
 
 
 def markdown(rows: list[dict], args: argparse.Namespace) -> str:

@@ -80,6 +80,17 @@ def test_exact_growth_of_a_parent_with_zero_layernorm_gains(op: str, pair: tuple
     assert_same_function(parent, grown(parent, pcfg, ccfg, op), pcfg, ccfg)
 
 
+@pytest.mark.parametrize("op", ["preserve", "split"])
+def test_exact_growth_of_a_parent_with_constant_embedding_gains(op: str) -> None:
+    """ln_pre gains all 1.3 (as a fresh or a gain-tied parent has them) take the closed-form construction."""
+    pcfg, parent = parent_model("tiny/ViT-C")
+    with_ln_biases(parent)
+    with torch.no_grad():
+        parent.visual.ln_pre.weight.fill_(1.3)
+    ccfg = get_model_config("tiny/ViT-S")
+    assert_same_function(parent, grown(parent, pcfg, ccfg, op), pcfg, ccfg)
+
+
 def test_new_embedding_gains_agree_between_the_constant_and_the_general_construction() -> None:
     """ln_pre gains c·1 take the closed-form path, c·1 + 1e-7 noise the eigen-solved one; both give the new
     channels gain √(λ_min(G)/2) = |c|/√2."""
@@ -135,10 +146,11 @@ def test_validation_names_a_shrinking_text_mlp_and_counts_unexpected_keys() -> N
     thin = dataclasses.replace(pcfg, name="thin", text=dataclasses.replace(pcfg.text, mlp_ratio=2.0))
     with pytest.raises(UserError, match=re.escape("text MLP width 256 -> 128 shrinks")):
         validate_growth(pcfg, thin)
-    state = {**parent_model("tiny/ViT-S")[1].state_dict(), "a": torch.zeros(1), "b": torch.zeros(1),
-             "c": torch.zeros(1)}
-    with pytest.raises(UserError, match=re.escape("unexpected key a (and 2 more)")):
-        check_state(state, pcfg)
+    state = parent_model("tiny/ViT-S")[1].state_dict()
+    with pytest.raises(UserError, match=re.escape("unexpected key a (and 1 more)")):
+        check_state({**state, "a": torch.zeros(1), "b": torch.zeros(1)}, pcfg)
+    with pytest.raises(UserError, match=r"unexpected key a$"):
+        check_state({**state, "a": torch.zeros(1)}, pcfg)
 
 
 def test_growth_leaves_the_thread_count_as_it_was() -> None:
