@@ -121,6 +121,20 @@ def test_read_through_ln_against_a_direct_layernorm_with_bias() -> None:
     assert (r.beta - zero_beta.beta).abs().max() > 0.1             # β moved the child's bias
 
 
+@pytest.mark.parametrize("op", ["preserve", "split", "stack"])
+def test_the_default_noise_scale_is_one(op: str) -> None:
+    """`grow` (what the chain runs) uses cancelling noise of scale 1: the same weights as noise = 1.0 given
+    explicitly, other weights than noise = 2.0."""
+    from compt.clip.growth import GROWTH_OPS, grow
+
+    pcfg, parent = parent_model("tiny/ViT-N")
+    ccfg = get_model_config("tiny/ViT-C")
+    default = grow(parent.state_dict(), pcfg, ccfg, op, seed=4)
+    for noise, same in ((1.0, True), (2.0, False)):
+        got = GROWTH_OPS[op](parent.state_dict(), pcfg, ccfg, generator=torch.Generator().manual_seed(4), noise=noise)
+        assert all(torch.equal(default[k], got[k]) for k in default) == same, noise
+
+
 def test_key_place_names_tower_and_depth() -> None:
     """(tower, depth) of open_clip keys, as `compt.inherit` reads them: the stem at −1, block i at i, the final
     norms and projections (and the logit scale, in no tower) after every block."""
