@@ -11,6 +11,9 @@ E epochs:
     reduction       = 1 − chain / individual(m_n)            # versus training only the largest member
     acceleration    = Σ_i individual(m_i) / chain            # family-level speed-up
 
+With member 1 from an init (``[[chain]] init``), stage(m_1) is its continued training only (0 when it is used as
+it is); counting its training from scratch too, the acceleration is Σ_i individual(m_i) / (chain + individual(m_1)).
+
 With the teacher-feature cache the teacher forward is paid once (one pass over the data) instead of
 every epoch; `cached_teacher=True` plans that variant. Whether or not it is priced, every distilled stage
 lists the size of its cache: one bf16 copy per node of N × (1 + K) × E_teacher values.
@@ -136,7 +139,7 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
     individual_total = sum(m.individual_cost for m in members)
     largest = members[-1].individual_cost
     init = cfg.chain[0].init or ""
-    counted = cumulative - members[0].stage_cost + members[0].individual_cost   # member 1 trained alone as well
+    counted = cumulative + members[0].individual_cost   # member 1 trained from scratch first, then continued
     return ChainPlan(members=tuple(members), samples=n, captions=cfg.data.captions_per_image,
                      individual_epochs=cfg.individual_epochs, chain_cost=cumulative,
                      individual_total=individual_total, largest_individual=largest,

@@ -138,11 +138,10 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
                                                     for r in runs)}
     if (parity := _family_parity(runs, n_members)) is not None:
         out["parity"] = parity
-    if runs[0].cfg.chain[0].init:   # member 1's own cost is its (continued) training only
+    if runs[0].cfg.chain[0].init:   # member 1's stage is its continued training; its from-scratch cost is added
         first = [f[0] for f in per_member]
         out["init"] = runs[0].cfg.chain[0].init
-        out["acceleration_flops_counting_init"] = stat([i / (c - r.chain[0].flops + f1) for i, c, r, f1
-                                                        in zip(indiv, chain, runs, first)])
+        out["acceleration_flops_counting_init"] = stat([i / (c + f1) for i, c, f1 in zip(indiv, chain, first)])
     if out["baselines_counted"]:
         walls = [(sum(x.wall_s for x in r.individual[:n_members]), sum(x.wall_s for x in r.chain[:n_members]))
                  for r in runs]
@@ -159,7 +158,7 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
 def _family_parity(runs: list[RunSummary], n_members: int) -> dict[str, Any] | None:
     """The family's acceleration to its targets over runs (`_parity`): whether every member reached its target in
     every run, whether every run is at parity and, when all reached, the acceleration — and, member 1 starting from
-    a checkpoint, the same with member 1's baseline cost in place of its own training."""
+    a checkpoint, the same with member 1's baseline cost added to its own training."""
     parity = [_parity(r, n_members) for r in runs]
     if all(p is None for p in parity):
         return None
@@ -172,9 +171,8 @@ def _family_parity(runs: list[RunSummary], n_members: int) -> dict[str, Any] | N
     if out["reached_all"]:
         out["acceleration_flops"] = stat([p["baseline_flops"] / p["chain_flops"] for p in parity])
     if out["reached_all"] and runs[0].cfg.chain[0].init:
-        out["acceleration_flops_counting_init"] = stat(
-            [p["baseline_flops"] / (p["chain_flops"] - r.chain[0].flops + p["member1_flops"])
-             for p, r in zip(parity, runs)])
+        out["acceleration_flops_counting_init"] = stat(   # member 1's from-scratch cost added to its stage's
+            [p["baseline_flops"] / (p["chain_flops"] + p["member1_flops"]) for p in parity])
     return out
 
 

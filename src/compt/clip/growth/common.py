@@ -197,12 +197,6 @@ def assert_shapes(state: StateDict, want: dict[str, tuple[int, ...]]) -> StateDi
     return state
 
 
-def block_prefixes(tower: str, layers: int) -> Iterator[str]:
-    """State-dict prefixes of a tower's residual blocks ('visual.transformer.resblocks.i.' or text)."""
-    base = "visual.transformer.resblocks" if tower == "visual" else "transformer.resblocks"
-    return (f"{base}.{i}." for i in range(layers))
-
-
 def interleave(parent_layers: int, child_layers: int) -> list[int]:
     """Child position of each parent block when new blocks are spread evenly: i → ⌊i · L' / L⌋."""
     return [i * child_layers // parent_layers for i in range(parent_layers)]
