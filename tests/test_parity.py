@@ -12,8 +12,9 @@ import pytest
 from compt import chain as chain_mod
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
-from compt.parity import first_meeting_probe, median_target, resolve_parity
+from compt.parity import median_target, resolve_parity
 from compt.report import format_markdown, load_run, summarise
+from compt.time_to_target import first_meeting_probe
 
 KEYS = ["zeroshot_top1", "retrieval_r1"]
 RAW = {"name": "ttt", "baseline_epochs": 2, "baselines": True, "parity_protocol": "time-to-target", "target_seeds": 2,
@@ -131,8 +132,8 @@ def test_both_arms_cost_to_target_is_read_the_same_way_from_the_probes(ttt_run: 
 
 
 def test_time_to_target_acceleration_is_baseline_arm_over_chain_arm() -> None:
-    from compt.parity import time_to_target
     from compt.runs import RunSummary, StageRow
+    from compt.time_to_target import time_to_target
 
     def row(flops: float, probes: list[dict] | None = None, until: str = "record", target=None) -> StageRow:
         stop = {"until": until, "reached": until != "record", "target": target or {}, "probes": probes or []}

@@ -68,7 +68,7 @@ def test_a_csv_stage_killed_inside_a_probe_resumes_to_the_same_result(csv_path: 
                                                                        monkeypatch) -> None:
     from compt.train import trainer
 
-    cfg = csv_cfg(csv_path, {"target": {"retrieval_r1": 101.0}, "probe_every": 1.0})   # every probe misses
+    cfg = csv_cfg(csv_path, {"target": {"retrieval_r1": 100.0}, "probe_every": 1.0})   # every probe misses
     reference = train_run(cfg, tmp_path / "ref", progress=False)["chain-2"]
     assert [p["step"] for p in reference["stopping"]["probes"]] == [6, 11, 17]   # 5.5 steps an epoch, cap 17
     real, built = trainer._record_probe, []

@@ -50,6 +50,7 @@ DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolv
 SCHEDULES = ("cosine", "wsd")                         # a member's lr schedule (`compt.train.optim`)
 COOLDOWN_SHAPES = ("linear", "sqrt")                  # a wsd schedule's cooldown
 UNTIL = ("baseline",)                                 # a grown member's stopping rule (`compt.train.stopping`)
+PARITY_PROTOCOLS = ("baseline-curve", "time-to-target")   # how parity is measured (`compt.parity`)
 
 REPORT_TO = ("tensorboard", "wandb")
 __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
@@ -480,10 +481,8 @@ def validate(cfg: RunConfig) -> None:
 def _validate_parity(cfg: RunConfig) -> None:
     """`parity_protocol`, `target_seeds`, `baseline_probe_every` (`compt.parity`): a known protocol; more than one
     seed or a baseline cadence only where baselines train; time-to-target with at least 2 seeds."""
-    from compt.parity import PROTOCOLS
-
-    if cfg.parity_protocol not in PROTOCOLS:
-        raise unknown_name("parity_protocol", cfg.parity_protocol, PROTOCOLS)
+    if cfg.parity_protocol not in PARITY_PROTOCOLS:
+        raise unknown_name("parity_protocol", cfg.parity_protocol, PARITY_PROTOCOLS)
     symmetric = cfg.parity_protocol == "time-to-target"
     if symmetric and not any(m.until or m.target for m in cfg.chain):
         raise UserError("parity_protocol = \"time-to-target\" measures members trained until a target: set until = "

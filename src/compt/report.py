@@ -17,10 +17,11 @@ from typing import Any
 
 from compt.errors import UserError
 from compt.paradigm import paradigm_for_run
-from compt.parity import RECORD, resolve_parity, time_to_target
+from compt.parity import RECORD, resolve_parity
 from compt.plan import human_flops
 from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
 from compt.runs import RunSummary, StageRow, load_run, lower_is_better, metric_info, metrics_for
+from compt.time_to_target import time_to_target
 from compt.train.conditions import contention
 from compt.train.stopping import meets
 
@@ -201,7 +202,7 @@ def _parity(run: RunSummary, n_members: int) -> dict[str, Any] | None:
 
 
 def _time_to_target(run: RunSummary, n_members: int, metrics: list[str]) -> dict[str, Any] | None:
-    """`_parity` under the time-to-target protocol (`compt.parity.time_to_target`): at parity when every grown
+    """`_parity` under the time-to-target protocol (`compt.time_to_target`): at parity when every grown
     member's target asks at least the median of its baselines' final validation metrics."""
     out = time_to_target(run, n_members, metrics, [k for k in metrics if lower_is_better(k)])
     if out is None:
@@ -271,7 +272,7 @@ def _arm_lines(arms: list[dict[str, Any]]) -> list[str]:
 
 
 def _arms(parity: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per member, both arms' cost to its target under time-to-target (`compt.parity.time_to_target`) over runs:
+    """Per member, both arms' cost to its target under time-to-target (`compt.time_to_target`) over runs:
     the chain's, the baseline arm's (median over seeds, a seed that never met it at its whole schedule) and how many
     baseline seeds reached it."""
     out = []

@@ -1,0 +1,49 @@
+"""Both arms' cost to their targets under the time-to-target protocol, read from a run's records: the protocol
+and its math are `compt.parity`'s; `compt.report` names and prints the figures."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from compt.parity import median_target
+from compt.train.stopping import meets
+
+
+def first_meeting_probe(probes: list[dict[str, Any]], target: dict[str, float],
+                        lower_is_better: list[str]) -> dict[str, Any] | None:
+    """The first of a recorded stage's probes whose validation metrics meet `target` (None: none does)."""
+    return next((p for p in probes if meets(p, target, lower_is_better)), None)
+
+
+def time_to_target(run: Any, n_members: int, keys: list[str], lower_is_better: list[str]) -> dict[str, Any] | None:
+    """Both arms' cost to the targets of one run under the time-to-target protocol (`compt.parity`), or None
+    when a grown member does not stop at a target or a baseline seed has not finished. Per member: the target
+    (a grown member's own, else the median of its baselines' final validation metrics, ``baseline_final``), each
+    seed's cost to it (None: not reached by its cap), the baseline arm's cost — the median over seeds, a seed that
+    never met the target counted at its whole schedule (``censored``: the arm's cost, and so the acceleration, is
+    then a lower bound) — and the chain's (its stage's counted FLOPs, probes included)."""
+    grown = run.chain[1:n_members]
+    rows = run.baseline_seeds[:n_members]
+    if not grown or not all(x.stopping for x in grown) or any(r is None for seeds in rows for r in seeds):
+        return None
+    members = []
+    keys = [k for k in keys if all(k in r.stopping["probes"][-1] for seeds in rows for r in seeds)]   # measured
+    for i, seeds in enumerate(rows):
+        own = run.chain[i].stopping.get("target") if i else None
+        final = median_target([r.stopping["probes"][-1] for r in seeds], keys)
+        target = dict(own) if own else final
+        costs = [_probe_flops(first_meeting_probe(r.stopping["probes"], target, lower_is_better)) for r in seeds]
+        members.append({"model": run.chain[i].model, "target": target, "baseline_final": final,
+                        "baseline_costs": costs, "censored": None in costs,
+                        "baseline_cost": statistics.median(r.flops if c is None else c for c, r in zip(costs, seeds)),
+                        "chain_cost": run.chain[i].flops})
+    return {"protocol": "time-to-target", "seeds": len(rows[0]), "members": members,
+            "reached_all": all(x.stopping["reached"] for x in grown),
+            "lower_bound": any(m["censored"] for m in members),
+            "baseline_flops": sum(m["baseline_cost"] for m in members),
+            "chain_flops": sum(m["chain_cost"] for m in members)}
+
+
+def _probe_flops(probe: dict[str, Any] | None) -> float | None:
+    return None if probe is None else float(probe["flops"])
