@@ -377,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             if old is not None:
                 wanted = {_diff_lines(x["diff"]) for x in old["survivors"]}
                 picked = [m for m in picked if m.lines(source) in wanted]
+                if len({m.lines(source) for m in picked}) < len(wanted):
+                    raise SystemExit(f"--survivors: some survivors of {module} are no longer in its source (the code "
+                                     f"changed): run the module in full")
             if args.list:
                 for m in picked:
                     print(f"{module}:{m.line} {m.operator}\n{m.diff(source)}")
