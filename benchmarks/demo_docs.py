@@ -26,11 +26,13 @@ from compt.report import closing_line, format_markdown, load_run, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from experiments import NOT_SUMMARIES, SUMMARY_SUFFIXES  # noqa: E402
+from experiments import RUNS as EXPERIMENT_RUNS  # noqa: E402
+from experiments import SUMMARIES as EXPERIMENT_SUMMARIES  # noqa: E402
+from experiments import save_summaries  # noqa: E402
 from results_data import machine  # noqa: E402
 
-SUMMARIES = ROOT / "benchmarks" / "runs" / "demos"
-RUNS = ROOT / "runs" / "bench" / "demos"
+SUMMARIES = EXPERIMENT_SUMMARIES / "demos"
+RUNS = EXPERIMENT_RUNS / "demos"
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,7 @@ def run_demo(demo: Demo) -> Path:
     seconds = time.perf_counter() - t0
     target = SUMMARIES / demo.name
     shutil.rmtree(target, ignore_errors=True)
-    for f in run_dir.rglob("*"):
-        rel = f.relative_to(run_dir)
-        if f.is_file() and f.suffix in SUMMARY_SUFFIXES and not (NOT_SUMMARIES | {"report"}) & set(rel.parts):
-            (target / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, target / rel)
+    save_summaries(run_dir)   # RUNS / name → SUMMARIES / name, as every experiment's summaries
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     info = {"command": " ".join(command[:-2]), "seconds": round(seconds, 1), "commit": commit.stdout.strip(),
             "machine": machine(), "date": time.strftime("%Y-%m-%d")}

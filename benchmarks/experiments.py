@@ -32,7 +32,8 @@ RUNS = ROOT / "runs" / "bench"
 SUMMARIES = ROOT / "benchmarks" / "runs"        # committed copies of every finished run's small files
 SUMMARY_SUFFIXES = (".json", ".jsonl", ".toml")
 NOT_SUMMARIES = {"tb", "hf", "data",   # TensorBoard events, Hugging Face exports, the tokenised corpus,
-                 "cache", "held_out.jsonl"}   # lm-eval's datasets cache and held-out text (benchmarks/lm_eval_study.py)
+                 "cache", "held_out.jsonl",   # lm-eval's datasets cache and held-out text (benchmarks/lm_eval_study.py)
+                 "report"}                     # `compt report`'s output, regenerated from the summaries
 REUSED = "reused.json"   # in a variant's run: the stages reuse_finished copied there, and from where
 
 

@@ -184,3 +184,33 @@ def csv_stopping_run(path: Path, member: dict, **run) -> dict:
             "train": {"batch_size": 8, "warmup_steps": 2, "stage_warmup_steps": 1, "loader_workers": 0,
                       "log_every_steps": 4},
             "chain": [{"model": "test/A", "epochs": 2}, {"model": "test/B", "epochs": 3, **member}]}
+
+
+def trained_like(cfg, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A language-model parent that is not at its init: perturbed weights and non-constant RMSNorm gains."""
+    from compt.lm.models import build_lm
+
+    torch.manual_seed(seed)
+    model = build_lm(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * (0.3 if p.dim() == 1 else 0.05))
+    return model.state_dict()
+
+
+def kill_in_probe(monkeypatch, step: int, calls: list[int] | None = None) -> None:
+    """Make the trainer's stopping probe at `step` raise RuntimeError("killed in the probe") (the probes it reaches
+    appended to `calls`); `monkeypatch.undo()` restores it."""
+    from compt.train import trainer
+
+    real = trainer._record_probe
+
+    def killed(st, at, end):
+        if calls is not None:
+            calls.append(at)
+        if at == step:
+            raise RuntimeError("killed in the probe")
+        return real(st, at, end)
+
+    monkeypatch.setattr(trainer, "_record_probe", killed)
+

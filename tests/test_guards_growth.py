@@ -13,12 +13,13 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import trained_like
 from test_growth import assert_same_function, grown, parent_model, variant
 
 from compt.clip.growth.width import grow_embedding_ln, mean_pad_map, read_through_ln
 from compt.clip.models import get_model_config
 from compt.lm.growth import grow_lm, head_map, kv_copies
-from compt.lm.models import build_lm, create_lm, get_lm_config
+from compt.lm.models import create_lm, get_lm_config
 
 LN_BIAS = re.compile(r"(ln_\w+|ln_pre|ln_post|ln_final)\.bias$")
 
@@ -190,13 +191,6 @@ KV_CASES = {
 }
 
 
-def _trained_like(cfg, seed: int = 0) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    model = build_lm(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * (0.3 if p.dim() == 1 else 0.05))
-    return model.state_dict()
 
 
 @pytest.mark.parametrize("case", list(KV_CASES))
@@ -206,7 +200,7 @@ def test_lm_growth_carries_several_kv_heads(case: str) -> None:
     parent, change, (want_q, want_kv) = KV_CASES[case]
     child = dataclasses.replace(parent, name=f"child-{case}", layers=parent.layers + 1, intermediate=64, **change)
     assert head_map(parent, child) == (want_q, want_kv)
-    p = _trained_like(parent)
+    p = trained_like(parent)
     c = grow_lm(p, parent, child, "preserve", seed=1)
     hd, d = parent.head_dim, parent.hidden
     s = (child.hidden / parent.hidden) ** 0.5

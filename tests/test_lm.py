@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import trained_like
 
 from compt.errors import UserError
 from compt.lm.flops import counted_lm_flops, lm_flops
@@ -18,14 +19,6 @@ from compt.lm.task import build_lm_task
 A, B, C = (get_lm_config(f"lm/test-{x}") for x in "ABC")
 
 
-def trained_like(cfg, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A parent that is not at its init: perturbed weights and non-constant RMSNorm gains."""
-    torch.manual_seed(seed)
-    model = build_lm(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * (0.3 if p.dim() == 1 else 0.05))
-    return model.state_dict()
 
 
 def logits(cfg, state, ids):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import kill_in_probe
 
 from compt.chain import train_run
 from compt.checkpoint import load_checkpoint
@@ -110,19 +111,11 @@ def test_the_first_probe_that_meets_the_target_is_the_final_model(tmp_path: Path
 
 @pytest.mark.usefixtures("toy")
 def test_a_stage_killed_inside_a_probe_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
-    from compt.train import trainer
 
     cfg = toy_cfg(target={"val_mse": 0.0})
     reference = train_run(cfg, tmp_path / "ref", progress=False)["chain-2"]
-    real, calls = trainer._record_probe, []
-
-    def killed(st, step, end):
-        calls.append(step)
-        if step == 16:
-            raise RuntimeError("killed in the probe")
-        return real(st, step, end)
-
-    monkeypatch.setattr(trainer, "_record_probe", killed)
+    calls: list[int] = []
+    kill_in_probe(monkeypatch, 16, calls)
     with pytest.raises(RuntimeError, match="killed in the probe"):
         train_run(cfg, tmp_path / "run", progress=False)
     last = load_checkpoint(tmp_path / "run/chain/02-toy_mlp-8/last.pt").train_state["progress"]

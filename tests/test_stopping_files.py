@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import csv_of_pngs, csv_stopping_run
+from helpers import csv_of_pngs, csv_stopping_run, kill_in_probe
 
 from compt.chain import fingerprint, plan_stages, stage_changes, train_run
 from compt.checkpoint import load_checkpoint
@@ -66,19 +66,12 @@ def test_a_target_the_data_cannot_measure_is_one_line(tmp_path: Path, kind: str,
 
 def test_a_csv_stage_killed_inside_a_probe_resumes_to_the_same_result(csv_path: Path, tmp_path: Path,
                                                                        monkeypatch) -> None:
-    from compt.train import trainer
 
     cfg = csv_cfg(csv_path, {"target": {"retrieval_r1": 100.0}, "probe_every": 1.0})   # every probe misses
     reference = train_run(cfg, tmp_path / "ref", progress=False)["chain-2"]
     assert [p["step"] for p in reference["stopping"]["probes"]] == [6, 11, 17]   # 5.5 steps an epoch, cap 17
-    real, built = trainer._record_probe, []
-
-    def killed(st, step, end):
-        if step == 11:
-            raise RuntimeError("killed in the probe")
-        return real(st, step, end)
-
-    monkeypatch.setattr(trainer, "_record_probe", killed)
+    built = []
+    kill_in_probe(monkeypatch, 11)
     with pytest.raises(RuntimeError, match="killed in the probe"):
         train_run(cfg, tmp_path / "run", progress=False)
     monkeypatch.undo()

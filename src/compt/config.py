@@ -45,12 +45,12 @@ else:  # pragma: no cover
 
 from compt.errors import UserError, unknown_name
 from compt.paradigm import ChainRules, Metric, paradigm_for_run
+from compt.parity import validate_parity
 
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
 SCHEDULES = ("cosine", "wsd")                         # a member's lr schedule (`compt.train.optim`)
 COOLDOWN_SHAPES = ("linear", "sqrt")                  # a wsd schedule's cooldown
 UNTIL = ("baseline",)                                 # a grown member's stopping rule (`compt.train.stopping`)
-PARITY_PROTOCOLS = ("baseline-curve", "time-to-target")   # how parity is measured (`compt.parity`)
 
 REPORT_TO = ("tensorboard", "wandb")
 __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
@@ -341,7 +341,6 @@ MAX_PROBES = 1_000   # stopping probes of one member (epochs / probe_every): eac
 def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_patches: bool) -> None:
     """A member's numbers: finite (NaN passes every comparison), epochs in (0, MAX_EPOCHS], a peak lr at or
     above train.min_lr, known schedules."""
-    import math
 
     where = f"chain member {i + 1} ({m.model})"
     for f in dataclasses.fields(m):
@@ -456,7 +455,7 @@ def validate(cfg: RunConfig) -> None:
     if not 0 <= cfg.baseline_epochs <= MAX_EPOCHS:  # 0: member 1's epochs; NaN fails both comparisons
         raise UserError(f"baseline_epochs must be positive (or 0: member 1's) and at most {MAX_EPOCHS:,.0f}, got "
                         f"{cfg.baseline_epochs}")
-    _validate_parity(cfg)
+    validate_parity(cfg, MAX_PROBES)
     rules = chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
         _validate_stage_schedule(i, m, cfg.train, has_patches=rules.patch_tokens[i])
@@ -478,34 +477,6 @@ def validate(cfg: RunConfig) -> None:
             rules.validate_growth(a, b, cfg.chain[i].growth)
 
 
-def _validate_parity(cfg: RunConfig) -> None:
-    """`parity_protocol`, `target_seeds`, `baseline_probe_every` (`compt.parity`): a known protocol; more than one
-    seed or a baseline cadence only where baselines train; time-to-target with at least 2 seeds."""
-    if cfg.parity_protocol not in PARITY_PROTOCOLS:
-        raise unknown_name("parity_protocol", cfg.parity_protocol, PARITY_PROTOCOLS)
-    symmetric = cfg.parity_protocol == "time-to-target"
-    if symmetric and not any(m.until or m.target for m in cfg.chain):
-        raise UserError("parity_protocol = \"time-to-target\" measures members trained until a target: set until = "
-                        "\"baseline\" (or a target) on the grown members")
-    if symmetric and not cfg.baselines:
-        raise UserError("parity_protocol = \"time-to-target\" trains the baselines under the stopping rule: set "
-                        "baselines = true")
-    if cfg.target_seeds is not None and not (2 if symmetric else 1) <= cfg.target_seeds <= 100:
-        least = "2 (time-to-target: the median of at least 2 baseline seeds)" if symmetric else "1"
-        raise UserError(f"target_seeds must be at least {least} and at most 100, got {cfg.target_seeds}")
-    if cfg.target_seeds not in (None, 1) and not cfg.baselines:
-        raise UserError("target_seeds trains every baseline on that many seeds: set baselines = true")
-    every = cfg.baseline_probe_every
-    if every is not None and not symmetric:
-        raise UserError("baseline_probe_every sets the baselines' probes under parity_protocol = "
-                        "\"time-to-target\"; set that protocol or remove it")
-    if every is not None and not (math.isfinite(every) and 0 < every <= cfg.individual_epochs):
-        raise UserError(f"baseline_probe_every must be in (0, baseline_epochs = {cfg.individual_epochs:g}], got "
-                        f"{every}")
-    if symmetric and cfg.individual_epochs / (every or cfg.individual_epochs / 4) > MAX_PROBES:
-        raise UserError(f"baseline_probe_every = {every:g} gives more than {MAX_PROBES} probes per baseline")
-
-
 def chain_rules(cfg: RunConfig) -> ChainRules:
     """The rules of `cfg`'s chain, from its paradigm (`compt.paradigm.paradigm_for_run`)."""
     return paradigm_for_run(cfg).chain_rules(cfg)
@@ -525,7 +496,6 @@ def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig) -> None:
 
 def _validate_target_value(where: str, metric: Metric, value: float) -> None:
     """A target value is a number its metric can take (`compt.paradigm.Metric.bounds`: a percentage in [0, 100])."""
-    import math
 
     low, high = metric.bounds
     if not math.isfinite(value):
@@ -565,7 +535,6 @@ def _validate_report_to(sinks: tuple[str, ...]) -> None:
 def _check_range(where: str, obj: Any, rules: dict[str, tuple[float, float | None, bool]]) -> None:
     """`rules`: field → (lowest, highest or None, lowest allowed?). One-line `UserError` on the first miss;
     NaN and ±inf are in no range (NaN would pass every comparison)."""
-    import math
 
     for key, (low, high, closed) in rules.items():
         v = getattr(obj, key)

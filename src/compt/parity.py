@@ -26,11 +26,17 @@ own ``train.seed`` is the first, the others follow it (seed + 1, seed + 2, …).
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_SEEDS = {"baseline-curve": 1, "time-to-target": 3}
+from compt.errors import UserError, unknown_name
+
+TIME_TO_TARGET = "time-to-target"
+PROTOCOLS = ("baseline-curve", TIME_TO_TARGET)
+
+DEFAULT_SEEDS = {"baseline-curve": 1, TIME_TO_TARGET: 3}
 RECORD = "record"   # a baseline's stopping rule under time-to-target: probe at the cadence, never stop
 
 
@@ -38,13 +44,13 @@ RECORD = "record"   # a baseline's stopping rule under time-to-target: probe at 
 class Parity:
     """A run's parity settings, resolved (module docstring)."""
 
-    protocol: str                 # one of compt.config.PARITY_PROTOCOLS
+    protocol: str                 # one of PROTOCOLS
     seeds: tuple[int, ...]        # the baselines' train seeds; seeds[0] is the run's train.seed
     probe_every: float = 0.0      # time-to-target: epochs between a baseline's probes (0 otherwise)
 
     @property
     def symmetric(self) -> bool:
-        return self.protocol == "time-to-target"
+        return self.protocol == TIME_TO_TARGET
 
 
 def resolve_parity(cfg: Any) -> Parity:
@@ -53,10 +59,39 @@ def resolve_parity(cfg: Any) -> Parity:
     protocol = cfg.parity_protocol
     n = cfg.target_seeds if cfg.target_seeds is not None else DEFAULT_SEEDS[protocol]
     seeds = tuple(cfg.train.seed + k for k in range(n))
-    every = (cfg.baseline_probe_every or cfg.individual_epochs / 4) if protocol == "time-to-target" else 0.0
+    every = (cfg.baseline_probe_every or cfg.individual_epochs / 4) if protocol == TIME_TO_TARGET else 0.0
     return Parity(protocol=protocol, seeds=seeds, probe_every=every)
 
 
 def median_target(per_seed: list[dict[str, float]], keys: list[str]) -> dict[str, float]:
     """target_m = the median over seeds of each metric (module docstring)."""
     return {k: statistics.median(m[k] for m in per_seed) for k in keys}
+
+
+def validate_parity(cfg: Any, max_probes: int) -> None:
+    """`parity_protocol`, `target_seeds`, `baseline_probe_every` (`compt.parity`): a known protocol; more than one
+    seed or a baseline cadence only where baselines train; time-to-target with at least 2 seeds and at most
+    `max_probes` probes per baseline (`compt.config.validate` calls it with the run config)."""
+    if cfg.parity_protocol not in PROTOCOLS:
+        raise unknown_name("parity_protocol", cfg.parity_protocol, PROTOCOLS)
+    symmetric = cfg.parity_protocol == TIME_TO_TARGET
+    if symmetric and not any(m.until or m.target for m in cfg.chain):
+        raise UserError("parity_protocol = \"time-to-target\" measures members trained until a target: set until = "
+                        "\"baseline\" (or a target) on the grown members")
+    if symmetric and not cfg.baselines:
+        raise UserError("parity_protocol = \"time-to-target\" trains the baselines under the stopping rule: set "
+                        "baselines = true")
+    if cfg.target_seeds is not None and not (2 if symmetric else 1) <= cfg.target_seeds <= 100:
+        least = "2 (time-to-target: the median of at least 2 baseline seeds)" if symmetric else "1"
+        raise UserError(f"target_seeds must be at least {least} and at most 100, got {cfg.target_seeds}")
+    if cfg.target_seeds not in (None, 1) and not cfg.baselines:
+        raise UserError("target_seeds trains every baseline on that many seeds: set baselines = true")
+    every = cfg.baseline_probe_every
+    if every is not None and not symmetric:
+        raise UserError("baseline_probe_every sets the baselines' probes under parity_protocol = "
+                        "\"time-to-target\"; set that protocol or remove it")
+    if every is not None and not (math.isfinite(every) and 0 < every <= cfg.individual_epochs):
+        raise UserError(f"baseline_probe_every must be in (0, baseline_epochs = {cfg.individual_epochs:g}], got "
+                        f"{every}")
+    if symmetric and cfg.individual_epochs / (every or cfg.individual_epochs / 4) > max_probes:
+        raise UserError(f"baseline_probe_every = {every:g} gives more than {max_probes} probes per baseline")

@@ -17,7 +17,7 @@ from typing import Any
 
 from compt.errors import UserError
 from compt.paradigm import paradigm_for_run
-from compt.parity import RECORD, resolve_parity
+from compt.parity import RECORD, TIME_TO_TARGET, resolve_parity
 from compt.plan import human_flops
 from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
 from compt.runs import RunSummary, StageRow, load_run, lower_is_better, metric_info, metrics_for
@@ -227,9 +227,8 @@ def parity_name(parity: dict[str, Any]) -> str:
     return "acceleration at parity" if parity.get("at_parity") else "acceleration to the given target"
 
 
-CURVE = "baseline-curve"
-TIME_TO_TARGET = ("time-to-target protocol: both arms under the same stopping rule, each baseline's cost its first "
-                  "probe that meets the target, probes counted")
+TIME_TO_TARGET_TEXT = ("time-to-target protocol: both arms under the same stopping rule, each baseline's cost its "
+                       "first probe that meets the target, probes counted")
 
 
 def _parity_lines(f: dict[str, Any]) -> list[str]:
@@ -245,7 +244,7 @@ def _parity_lines(f: dict[str, Any]) -> list[str]:
         return [*lines, f"- family {name}: not defined — a member did not reach its target by the cap"]
     goal = "its own final metrics" if parity.get("at_parity") else \
         "its member's target (member 1's: its own final metrics); the targets ask less than the baselines reached"
-    how = TIME_TO_TARGET if parity.get("protocol") == "time-to-target" else \
+    how = TIME_TO_TARGET_TEXT if parity.get("protocol") == TIME_TO_TARGET else \
         f"baseline-curve protocol: each baseline's cost, read off its evaluation curve, to first reach {goal}"
     bound = "≥ " if parity.get("lower_bound") else ""
     lines.append(f"- family {name} (FLOPs; {how}): {bound}{_fmt(parity['acceleration_flops'], digits=2)}×")
@@ -387,7 +386,7 @@ def _stopping_clause(summary: dict[str, Any], grown: list[dict[str, Any]]) -> st
                       f"({human_flops(m['flops']['mean'])})" for m in stops)
     parity = summary["family"].get("parity") or {}
     name = parity_name(parity)
-    protocol = " (time-to-target)" if parity.get("protocol") == "time-to-target" else ""
+    protocol = f" ({TIME_TO_TARGET})" if parity.get("protocol") == TIME_TO_TARGET else ""
     bound = "≥ " if parity.get("lower_bound") else ""
     speed = f"{name}{protocol} {bound}{parity['acceleration_flops']['mean']:.2f}× in counted FLOPs" \
         if parity.get("reached_all") else f"no {name} (a member missed its target by the cap)"

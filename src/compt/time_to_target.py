@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from compt.parity import median_target
+from compt.parity import TIME_TO_TARGET, median_target
 from compt.train.stopping import meets
 
 
@@ -38,7 +38,7 @@ def time_to_target(run: Any, n_members: int, keys: list[str], lower_is_better: l
                         "baseline_costs": costs, "censored": None in costs,
                         "baseline_cost": statistics.median(r.flops if c is None else c for c, r in zip(costs, seeds)),
                         "chain_cost": run.chain[i].flops})
-    return {"protocol": "time-to-target", "seeds": len(rows[0]), "members": members,
+    return {"protocol": TIME_TO_TARGET, "seeds": len(rows[0]), "members": members,
             "reached_all": all(x.stopping["reached"] for x in grown),
             "lower_bound": any(m["censored"] for m in members),
             "baseline_flops": sum(m["baseline_cost"] for m in members),
