@@ -105,13 +105,17 @@ TARGET_METRICS = ("zeroshot_top1", "retrieval_r1")
 # rule, targets the median of their final validation metrics; grown members with the demo's recipe (preserve +
 # fd α = 50, WSD √ cooldown) capped at the baselines' epochs, every arm probed 4 times per cap
 REAL_TTT = ("data.kind=\"openclipart\"", "data.probe_samples=0", "parity_protocol=\"time-to-target\"",
-            "target_seeds=2", *_members("until=\"baseline\" cooldown_shape=\"sqrt\" distill_weight=50.0"))
+            "target_seeds=2")
+# families of 3 and 6 members over the same span as WIDE (N … B), sharing its baselines
+SPAN3 = ("tiny/ViT-N", "tiny/ViT-S", "tiny/ViT-B")
+SPAN6 = ("tiny/ViT-N", "tiny/ViT-T", "tiny/ViT-C", "tiny/ViT-S", "tiny/ViT-M", "tiny/ViT-B")
 
 
-def _real_ttt(name: str, epochs: float) -> Variant:
-    return Variant(name, WIDE, stage_epochs=(epochs,) * 3, baseline_epochs=epochs,
-                   overrides=(*REAL_TTT, *_members(f"probe_every={epochs / 4:g}"),
-                              f"train.eval_every_epochs={epochs:g}"))
+def _real_ttt(name: str, epochs: float, chain: tuple[str, ...] = WIDE) -> Variant:
+    grown = len(chain) - 1
+    recipe = f"until=\"baseline\" cooldown_shape=\"sqrt\" distill_weight=50.0 probe_every={epochs / 4:g}"
+    return Variant(name, chain, stage_epochs=(epochs,) * grown, baseline_epochs=epochs,
+                   overrides=(*REAL_TTT, *_members(recipe, grown), f"train.eval_every_epochs={epochs:g}"))
 
 
 EXPERIMENTS = {e.name: e for e in (
@@ -264,8 +268,9 @@ EXPERIMENTS = {e.name: e for e in (
     )),
     Experiment("parity_real", "acceleration at parity on real image–text pairs (Open Clip Art, N → C → M → B), "
                "time-to-target protocol (both arms under the same stopping rule, targets the median of 2 baseline "
-               "seeds); 8-epoch baselines and 4x shorter ones", (_real_ttt("ttt-openclipart-8ep", 8.0),
-                                                                 _real_ttt("ttt-openclipart-2ep", 2.0))),
+               "seeds); 8-epoch baselines and 4x shorter ones, and at 2 epochs families of 3 and 6 members over the same span",
+               (_real_ttt("ttt-openclipart-8ep", 8.0), _real_ttt("ttt-openclipart-2ep", 2.0),
+                _real_ttt("ttt-openclipart-2ep-fam3", 2.0, SPAN3), _real_ttt("ttt-openclipart-2ep-fam6", 2.0, SPAN6))),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",
                tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))
@@ -338,7 +343,7 @@ def reuse_finished(run_dir: Path, cfg) -> int:
         if (target / "result.json").is_file():
             continue
         reused.pop(stage.directory, None)   # not finished here: trained now, or copied again below
-        for lineage in RUNS.glob(f"*/*/seed{cfg.train.seed}/*/*/lineage.json"):
+        for lineage in RUNS.glob("*/*/seed*/*/*/lineage.json"):   # any run seed: the fingerprint holds the stage's
             donor = lineage.parent
             if donor == target or not (donor / "result.json").is_file():
                 continue
