@@ -268,7 +268,8 @@ EXPERIMENTS = {e.name: e for e in (
     )),
     Experiment("parity_real", "acceleration at parity on real image–text pairs (Open Clip Art, N → C → M → B), "
                "time-to-target protocol (both arms under the same stopping rule, targets the median of 2 baseline "
-               "seeds); 8-epoch baselines and 4x shorter ones, and at 2 epochs families of 3 and 6 members over the same span",
+               "seeds); 8-epoch baselines and 4x shorter ones, and at 2 epochs families of 3 and 6 members over the "
+               "same span",
                (_real_ttt("ttt-openclipart-8ep", 8.0), _real_ttt("ttt-openclipart-2ep", 2.0),
                 _real_ttt("ttt-openclipart-2ep-fam3", 2.0, SPAN3), _real_ttt("ttt-openclipart-2ep-fam6", 2.0, SPAN6))),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "

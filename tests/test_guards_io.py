@@ -94,6 +94,23 @@ def test_the_data_fingerprint_covers_the_held_out_eval_path(tmp_path: Path) -> N
     assert set(no_eval) == {str(train)}
 
 
+def test_held_out_and_training_folders_with_the_same_file_names_both_count(tmp_path: Path) -> None:
+    """Folders of shards with the same names for training and held-out data: an edit of either is a change."""
+    from compt.clip.paradigm import ClipData
+    from compt.datafp import data_changes
+
+    for split in ("train", "held"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "000.tar").write_bytes(b"x" * 10)
+    raw = {"name": "fp", "data": {"kind": "wds", "path": str(tmp_path / "train"), "eval_path": str(tmp_path / "held")},
+           "chain": [{"model": "test/A", "epochs": 1}]}
+    before = ClipData(config_from_dict(raw)).fingerprint()
+    assert set(before) == {"000.tar", "eval_path:000.tar"}
+    (tmp_path / "held/000.tar").write_bytes(b"x" * 11)
+    after = ClipData(config_from_dict(raw)).fingerprint()
+    assert data_changes(before, after) == ["eval_path:000.tar changed size (10 -> 11 bytes)"]
+
+
 def test_fingerprint_hashes_up_to_64_mib_and_names_a_size_change(tmp_path: Path, monkeypatch) -> None:
     from compt import datafp
 

@@ -76,13 +76,16 @@ class ClipData:
         from compt.datafp import files_fingerprint
 
         out: dict[str, Any] = {}
-        for name in (self.data.path, self.data.eval_path, self.data.val_path):
+        for role in ("path", "eval_path", "val_path"):
+            name = getattr(self.data, role)
             if not name or self.data.kind not in ("csv", "wds", "wds-stream", "folder"):
                 continue
             root = Path(name)
             files = ([p for p in root.rglob("*") if p.is_file()] if root.is_dir()
                      else [Path(p) for p in expand_braces(name) if Path(p).is_file()])
-            out.update(files_fingerprint(files, root if root.is_dir() else None, hashed=(".csv", ".tsv", ".txt")))
+            found = files_fingerprint(files, root if root.is_dir() else None, hashed=(".csv", ".tsv", ".txt"))
+            # two folders holding the same relative name: the later one's entry is named by its role
+            out.update({f"{role}:{k}" if k in out else k: v for k, v in found.items()})
         return out
 
     def representations(self, model: nn.Module, model_cfg: ModelConfig) -> dict[str, Tensor]:
