@@ -31,6 +31,7 @@ from compt.errors import UserError
 
 log = logging.getLogger("compt.clip.data")
 _SHOW = 5  # offending paths named in a report
+_WARNED: set[str] = set()  # bad-sample reports already given by this process (a run builds its data per stage)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,10 @@ class BadData:
             return
         if len(self.items) > self.max_fraction * total:
             raise UserError(f"{self.summary(total)} — more than data.max_bad_fraction = {self.max_fraction:g}")
-        log.warning(self.summary(total))
+        summary = self.summary(total)
+        if summary not in _WARNED:
+            _WARNED.add(summary)
+            log.warning(summary)
 
 
 def clean_records(records: Sequence[Record], bad: BadData) -> list[Record]:
