@@ -111,11 +111,17 @@ SPAN3 = ("tiny/ViT-N", "tiny/ViT-S", "tiny/ViT-B")
 SPAN6 = ("tiny/ViT-N", "tiny/ViT-T", "tiny/ViT-C", "tiny/ViT-S", "tiny/ViT-M", "tiny/ViT-B")
 
 
-def _real_ttt(name: str, epochs: float, chain: tuple[str, ...] = WIDE) -> Variant:
+def _real_ttt(name: str, epochs: float, chain: tuple[str, ...] = WIDE, protocol: tuple[str, ...] = REAL_TTT,
+              eval_every: float = 0.0) -> Variant:
     grown = len(chain) - 1
     recipe = f"until=\"baseline\" cooldown_shape=\"sqrt\" distill_weight=50.0 probe_every={epochs / 4:g}"
     return Variant(name, chain, stage_epochs=(epochs,) * grown, baseline_epochs=epochs,
-                   overrides=(*REAL_TTT, *_members(recipe, grown), f"train.eval_every_epochs={epochs:g}"))
+                   overrides=(*protocol, *_members(recipe, grown), f"train.eval_every_epochs={eval_every or epochs:g}"))
+
+
+# the same chain under the baseline-curve protocol (one cosine baseline per member, its cost read off its held-out
+# curve, evaluated at the members' probe cadence)
+REAL_CURVE = ("data.kind=\"openclipart\"", "data.probe_samples=0", "parity_protocol=\"baseline-curve\"")
 
 
 EXPERIMENTS = {e.name: e for e in (
@@ -269,9 +275,10 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("parity_real", "acceleration at parity on real image–text pairs (Open Clip Art, N → C → M → B), "
                "time-to-target protocol (both arms under the same stopping rule, targets the median of 2 baseline "
                "seeds); 8-epoch baselines and 4x shorter ones, and at 2 epochs families of 3 and 6 members over the "
-               "same span",
+               "same span; the 2-epoch family under the baseline-curve protocol too",
                (_real_ttt("ttt-openclipart-8ep", 8.0), _real_ttt("ttt-openclipart-2ep", 2.0),
-                _real_ttt("ttt-openclipart-2ep-fam3", 2.0, SPAN3), _real_ttt("ttt-openclipart-2ep-fam6", 2.0, SPAN6))),
+                _real_ttt("ttt-openclipart-2ep-fam3", 2.0, SPAN3), _real_ttt("ttt-openclipart-2ep-fam6", 2.0, SPAN6),
+                _real_ttt("curve-openclipart-2ep", 2.0, protocol=REAL_CURVE, eval_every=0.5))),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",
                tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))

@@ -189,8 +189,8 @@ def parity_real_section(runs_root: Path) -> list[str]:
     parts = ["## Acceleration at parity on real image–text pairs (time-to-target)", "",
              "Open Clip Art (8,118 readable images of real clip art; captions from each SVG's title, description and "
              "keywords; zero-shot over its 22 categories; 1,000 held out, 1,000 carved for validation by a hash of "
-             "each file's key), the 17× family N → C → M → B (and, at 2 epochs, families of 3 and 6 members over the same "
-             "span, sharing its baselines), measured as MLPerf/AlgoPerf measure time-to-result "
+             "each file's key), the 17× family N → C → M → B (and, at 2 epochs, families of 3 and 6 members over "
+             "the same span, sharing its baselines), measured as MLPerf/AlgoPerf measure time-to-result "
              "(`parity_protocol = \"time-to-target\"`, `python benchmarks/experiments.py parity_real`): every "
              "baseline trains on 2 seeds under the grown members' stopping rule (WSD, probes every quarter of the "
              "cap on the validation split, never stopping), a member's target is the median of its baselines' "
