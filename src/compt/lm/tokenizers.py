@@ -12,9 +12,9 @@
 Every tokenizer is an `LMTokenizer`: ``encode(text)`` gives the ids of one document without special tokens (no
 BOS; a run puts ``eos_id`` after every document), ``vocab_size`` is the size of its id range (the largest id + 1,
 added tokens included) and ``identity`` is the sha256 of its canonical ``tokenizer.json`` (`identity_of`: the
-JSON with sorted keys, its padding, truncation and post-processor left out): two tokenizers with the same identity encode every text
-alike. EOS is the tokenizer's own ``eos_token`` (tokenizer_config.json), else the first of `EOS_CANDIDATES` its
-vocabulary holds; a tokenizer with neither is a one-line `UserError`.
+JSON with sorted keys, its padding, truncation and post-processor left out): two tokenizers with the same
+identity encode every document alike. EOS is the tokenizer's own ``eos_token`` (tokenizer_config.json), else
+the first of `EOS_CANDIDATES` its vocabulary holds; a tokenizer with neither is a one-line `UserError`.
 
 A run stores its tokenizer once, beside its tokens in ``RUN/data/`` (`LMTokenizer.save`: the Hugging Face files
 plus ``compt_tokenizer.json``, its `LMTokenizer.record`), and every checkpoint's lineage records it under
