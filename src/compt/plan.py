@@ -277,10 +277,15 @@ def format_tokens(plan: ChainPlan) -> list[str]:
     rows = [head, "-" * len(head)]
     for i, m in enumerate(plan.members, 1):
         rows.append(f"{i:>2}  {m.model:<18} {_count(m.params):>10}  {_count(m.tokens):>12} "
-                    f"{m.tokens / m.params:>9.3g}  {_count(m.individual_tokens):>12} "
-                    f"{m.individual_tokens / m.params:>9.3g}")
+                    f"{_ratio(m.tokens / m.params):>9}  {_count(m.individual_tokens):>12} "
+                    f"{_ratio(m.individual_tokens / m.params):>9}")
     return rows + ["compute-optimal training is about 20 tokens per parameter (Chinchilla, Hoffmann et al. 2022); "
                    "growth's benefit is reported to fade above it"]
+
+
+def _ratio(x: float) -> str:
+    """Tokens per parameter: three significant digits, whole numbers from 100 up."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def _count(x: float) -> str:

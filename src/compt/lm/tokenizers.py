@@ -287,10 +287,10 @@ def run_tokenizer(source: TokenizerSource, directory: str | Path, *, vocab_size:
     if source.kind == "bpe" and stored is not None:
         return stored
     tok = load_tokenizer(source, vocab_size=vocab_size, documents=documents)
-    if stored is not None:
+    if stored is not None and (Path(directory) / RECORD_FILE).is_file():
         check_same(stored.record(), tok, f"this run ({directory})",
                    "; restore the tokenizer, or train it in a new run directory")
-    elif distributed.is_main():
+    elif distributed.is_main():   # first use, or a bare tokenizer.json of earlier versions (no identity to check)
         store(tok, directory)
     return tok
 
