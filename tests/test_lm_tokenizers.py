@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
 from test_lm_chain import TEXT
 
 from compt.chain import train_run
@@ -18,7 +19,8 @@ from compt.checkpoint import load_checkpoint
 from compt.cli import main
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
-from compt.lm.tokenizers import TokenizerSource, load_hf, load_tokenizer, stored_tokenizer, tokenizer_source
+from compt.lm.data import open_tokenizer
+from compt.lm.tokenizers import TokenizerSource, check_ids, load_hf, load_tokenizer, stored_tokenizer, tokenizer_source
 
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "def f(x):\n    return x * 2  # double",
              "language models read token ids", *TEXT.splitlines()[:40]]
@@ -187,8 +189,6 @@ def test_init_from_a_folder_uses_its_tokenizer_and_refuses_another(run: tuple[Pa
     cfg = raw(corpus, None)
     cfg["chain"][0].update(init=str(folder))
     validate(config_from_dict(cfg))
-    from compt.lm.data import open_tokenizer
-
     assert open_tokenizer(config_from_dict(cfg), tmp_path / "own").identity == load_hf(hf_folder).identity
     for other, init in (("byte", str(folder)), ("byte", str(d / "chain/01-lm_test-A/final.pt"))):
         bad = copy.deepcopy(cfg)
@@ -242,8 +242,7 @@ def test_eval_uses_the_checkpoints_tokenizer_and_refuses_another(run: tuple[Path
 
 
 # ----------------------------------------------------------------------------------------------- vocabulary, plan
-def test_a_family_whose_vocabulary_is_smaller_than_the_tokenizer_is_refused(corpus: Path, tmp_path: Path,
-                                                                            capsys) -> None:
+def test_a_family_whose_vocabulary_is_smaller_than_the_tokenizer_is_refused(corpus: Path, tmp_path: Path) -> None:
     big = save_folder(bpe(300), tmp_path / "hf-300")
     with pytest.raises(UserError, match=r"has 300 token ids but lm/test-A has vocab_size 264, lm/test-B has "
                                         r"vocab_size 264: .*refuses, it does not resize") as e:
@@ -253,9 +252,7 @@ def test_a_family_whose_vocabulary_is_smaller_than_the_tokenizer_is_refused(corp
     validate(config_from_dict(raw(corpus, str(fits))))
 
 
-def test_ids_at_or_above_the_vocabulary_are_refused_naming_the_file(tmp_path: Path) -> None:
-    from compt.lm.tokenizers import check_ids
-
+def test_ids_at_or_above_the_vocabulary_are_refused_naming_the_file() -> None:
     check_ids(np.array([0, 263]), 264, "shard.bin")
     with pytest.raises(UserError, match=r"shard.bin: token id 264 ≥ the model's vocabulary of 264"):
         check_ids(np.array([3, 264, 5]), 264, "shard.bin")
@@ -275,8 +272,6 @@ def test_plan_prints_tokens_per_parameter(corpus: Path, tmp_path: Path, capsys) 
     assert a.params == 8912 == sum(p.numel() for p in create_lm("lm/test-A").parameters())
     assert (a.tokens, a.individual_tokens) == (384, 384) and plan.sample_tokens == 16
     path = tmp_path / "c.toml"
-    import tomli_w
-
     path.write_text(tomli_w.dumps(raw(corpus, None) | {"chain": [{"model": "lm/test-A", "epochs": 3},
                                                                  raw(corpus, None)["chain"][1]]}))
     assert main(["plan", str(path)]) == 0
