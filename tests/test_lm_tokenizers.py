@@ -188,8 +188,10 @@ def test_init_from_a_folder_uses_its_tokenizer_and_refuses_another(run: tuple[Pa
     folder = d / "chain/01-lm_test-A/hf"        # member 1 as Hugging Face files, with the run's tokenizer
     cfg = raw(corpus, None)
     cfg["chain"][0].update(init=str(folder))
-    validate(config_from_dict(cfg))
-    assert open_tokenizer(config_from_dict(cfg), tmp_path / "own").identity == load_hf(hf_folder).identity
+    train_run(config_from_dict(cfg), tmp_path / "own", progress=False)
+    want = load_hf(hf_folder).identity
+    assert open_tokenizer(config_from_dict(cfg), tmp_path / "own").identity == want
+    assert load_checkpoint(tmp_path / "own/chain/02-lm_test-B/final.pt").lineage["tokenizer"]["sha256"] == want
     for other, init in (("byte", str(folder)), ("byte", str(d / "chain/01-lm_test-A/final.pt"))):
         bad = copy.deepcopy(cfg)
         bad["data"]["tokenizer"] = other
