@@ -135,7 +135,8 @@ def test_eval_reproduces_the_trainers_held_out_loss(run_dir: Path, corpus: Path,
         assert metrics["val_ppl"] == pytest.approx(recorded["val_ppl"], rel=1e-5)
         assert metrics["tokens"] == 16 * metrics["windows"] and metrics["windows"] == 8
         assert "bits_per_byte" not in metrics and payload["model"] == "lm/test-B"
-        assert payload["data"]["tokenizer_file"] == str(run_dir / "data/tokenizer.json")
+        trained = load_checkpoint(run_dir / key / "final.pt").lineage["tokenizer"]
+        assert payload["data"]["tokenizer"] == trained and trained["kind"] == "bpe"
 
 
 def test_eval_of_a_runs_own_checkpoint_defaults_to_the_windows_the_run_held_out(run_dir: Path, corpus: Path,
@@ -205,7 +206,8 @@ def test_eval_refuses_to_score_a_runs_training_windows(run_dir: Path, corpus: Pa
     assert len(err.splitlines()) == 1 and "more than the 8 windows run" in err and "--eval-samples 8 or less" in err
 
 
-def test_eval_warns_when_the_tokenizer_is_not_the_runs(run_dir: Path, corpus: Path, tmp_path: Path, capsys) -> None:
+def test_eval_refuses_a_tokenizer_the_checkpoint_was_not_trained_with(run_dir: Path, corpus: Path, tmp_path: Path,
+                                                                      capsys) -> None:
     spec = json.loads((run_dir / "data/tokenizer.json").read_text())
     vocab = spec["model"]["vocab"]
     a, b = list(vocab)[100], list(vocab)[101]
@@ -213,6 +215,8 @@ def test_eval_warns_when_the_tokenizer_is_not_the_runs(run_dir: Path, corpus: Pa
     other = tmp_path / "other.json"
     other.write_text(json.dumps(spec))
     ckpt = run_dir / "chain/02-lm_test-B/final.pt"
-    assert main(["eval", str(ckpt), "--data", "text", "--data-path", str(corpus), "--eval-samples", "8",
-                 "--tokenizer", str(other)]) == 0
-    assert "is not the tokenizer" in capsys.readouterr().err
+    args = ["eval", str(ckpt), "--data", "text", "--data-path", str(corpus), "--eval-samples", "8", "--tokenizer"]
+    assert main([*args, str(other)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "was trained with another tokenizer" in err and str(other) in err
+    assert main([*args, str(run_dir / "data/tokenizer.json")]) == 0     # its own, as a bare file

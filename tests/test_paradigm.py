@@ -127,6 +127,9 @@ class ToyData:
     def fingerprint(self) -> dict[str, Any]:
         return {}
 
+    def lineage(self) -> dict[str, Any]:
+        return {}
+
     def representations(self, model: nn.Module, model_cfg: MLPConfig) -> dict[str, Tensor]:
         with torch.no_grad():
             return {"out": model(self.held.x)}

@@ -413,7 +413,7 @@ def _grow_and_train(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData, 
                        distill=spec.distill, distill_weight=spec.distill_weight,
                        grow_s=float(grown.lineage.get("grow_s", 0.0)))
     lineage.update(epochs=spec.epochs, seed=spec.seed, model=spec.model.name, threads=torch.get_num_threads(),
-                   data=data_fingerprint)
+                   data=data_fingerprint, **data.lineage())
     write_json(d / "lineage.json", {**lineage, "fingerprint": fingerprint(cfg, stage), "spec": spec.summary()})
     evaluate_fn = data.evaluator(model_cfg)
     dist.seed_rank(spec.seed, dist.init_distributed())  # after the data: the stage's RNG stream does not depend

@@ -54,7 +54,8 @@ class ChainRules:
     forward FLOPs that order them, the growth operators and distillation losses (each with ``"none"``), the
     pairwise growth check ``validate_growth(parent, child, op)``, whether each member has image patches to
     drop (FLIP), the towers a member may inherit alone (`compt.inherit`; none for a one-tower model), the
-    metrics the run's validation split measures and whether that split is carved out of the training data."""
+    metrics the run's validation split measures, whether that split is carved out of the training data and, for
+    paradigms that count tokens, each member's tokens per sample and parameters."""
 
     configs: list[Any]
     flops: list[float]
@@ -66,6 +67,9 @@ class ChainRules:
     measures: tuple[str, ...] | None = None   # headline metric keys the run's validation split measures (None: all)
     carves_validation: bool = False   # the run's validation split is carved out of its training data (then recorded
                                       # in every stage's fingerprint: the training data depend on it)
+    sample_tokens: tuple[int, ...] = ()   # tokens in one training sample of each member, for `compt plan`'s tokens
+                                          # per parameter (language models; () where the paradigm counts none)
+    params: tuple[int, ...] = ()          # each member's parameters, with `sample_tokens`
 
     def measured(self, metrics: Sequence[Metric]) -> tuple[str, ...]:
         """The keys of `metrics` (the paradigm's headline metrics) that the run's validation split measures: what a
@@ -93,6 +97,10 @@ class RunData(Protocol):
     def fingerprint(self) -> dict[str, Any]:
         """A cheap description of the data's source files (names, sizes, a hash of the caption or text files),
         recorded when a stage starts; a resume refuses data that changed since."""
+
+    def lineage(self) -> dict[str, Any]:
+        """What every checkpoint of a stage records about the data once it is built (language models: the
+        tokenizer's identity, ``tokenizer``, `compt.lm.tokenizers`); {} for nothing."""
 
     def representations(self, model: nn.Module, model_cfg: Any) -> dict[str, Tensor]:
         """Named (N, d) representations of a fixed held-out set (`compt.diagnostics` compares a grown member's

@@ -14,6 +14,14 @@ E epochs:
 With member 1 from an init (``[[chain]] init``), stage(m_1) is its continued training only (0 when it is used as
 it is); counting its training from scratch too, the acceleration is Σ_i individual(m_i) / (chain + individual(m_1)).
 
+For a paradigm that counts tokens (language models: T = the context length per sample, P(m) the parameters),
+each member's tokens and tokens per parameter, in its chain stage and trained alone:
+
+    tokens(m_i)     = E_i · N · T,      tokens_alone(m_i) = E_ind · N · T,      ratio = tokens / P(m_i)
+
+Compute-optimal training is about 20 tokens per parameter (Chinchilla, Hoffmann et al. 2022); growth's benefit
+is reported to fade when members train far beyond it.
+
 With the teacher-feature cache the teacher forward is paid once (one pass over the data) instead of
 every epoch; `cached_teacher=True` plans that variant. Whether or not it is priced, every distilled stage
 lists the size of its cache: one bf16 copy per node of N × (1 + K) × E_teacher values.
@@ -45,7 +53,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from compt.chain import individual_stage, plan_stages, stage_spec
-from compt.config import RunConfig
+from compt.config import RunConfig, chain_rules
 from compt.costs import training_flops
 from compt.paradigm import paradigm_named, paradigm_of
 from compt.parity import resolve_parity
@@ -64,6 +72,9 @@ class MemberCost:
     cumulative_cost: float      # chain FLOPs up to and including this stage
     teacher_cache_bytes: int = 0  # host bytes per node of this stage's teacher cache (0: no distillation)
     sample_flops: float = 0.0     # training FLOPs of one sample of this stage (3·F + teacher forward unless cached)
+    params: int = 0               # parameters (paradigms that count tokens; 0 otherwise)
+    tokens: float = 0.0           # tokens its chain stage trains on: epochs · N · tokens per sample
+    individual_tokens: float = 0.0  # tokens of its individual schedule
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,7 @@ class ChainPlan:
     acceleration_counting_init: float = 0.0  # with init: the acceleration if member 1 were trained alone first
     capped: tuple[str, ...] = ()             # members trained until a target: their epochs are a cap
     baselines: BaselinePlan | None = None    # the baseline arm on several seeds or under time-to-target
+    sample_tokens: int = 0                   # tokens per sample (language models; 0: the paradigm counts none)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -124,6 +136,7 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
     trainer's own cost function (`compt.costs.training_flops`), over epochs · N samples.
     """
     n = samples if samples is not None else cfg.data.num_samples
+    rules = chain_rules(cfg)
     members, cumulative = [], 0.0
     for stage in plan_stages(cfg, baselines=False):
         spec = stage_spec(cfg, stage, n)
@@ -134,8 +147,10 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
         individual = training_flops(alone.student_flops, 0.0, alone.epochs * n)
         cache = _teacher_cache_bytes(spec, n)
         per_sample = training_flops(spec.student_flops, spec.teacher_flops, 1, cached_teacher=cached_teacher)
+        tokens = rules.sample_tokens[stage.index] if rules.sample_tokens else 0
         members.append(MemberCost(spec.model.name, spec.epochs, spec.student_flops, individual, cost, cumulative,
-                                  cache, per_sample))
+                                  cache, per_sample, params=rules.params[stage.index] if rules.params else 0,
+                                  tokens=spec.epochs * n * tokens, individual_tokens=alone.epochs * n * tokens))
     individual_total = sum(m.individual_cost for m in members)
     largest = members[-1].individual_cost
     init = cfg.chain[0].init or ""
@@ -147,7 +162,8 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
                      acceleration=individual_total / cumulative if cumulative else float("inf"), init=init,
                      acceleration_counting_init=individual_total / counted if init else 0.0,
                      capped=tuple(m.model for m in cfg.chain if m.until or m.target),
-                     baselines=plan_baselines(cfg, n))
+                     baselines=plan_baselines(cfg, n),
+                     sample_tokens=rules.sample_tokens[0] if rules.sample_tokens else 0)
 
 
 def plan_baselines(cfg: RunConfig, samples: int) -> BaselinePlan | None:
@@ -221,8 +237,8 @@ def human_flops(x: float) -> str:
 def format_plan(plan: ChainPlan, name: str) -> str:
     """Readable table: per-member costs in FLOPs and in % of the largest member's individual cost."""
     ref = plan.largest_individual
-    rows = [f"{name}: {plan.samples:,} samples × {plan.captions} caption(s); individual schedule "
-            f"{plan.individual_epochs:g} epochs", ""]
+    per = f"of {plan.sample_tokens:,} tokens" if plan.sample_tokens else f"× {plan.captions} caption(s)"
+    rows = [f"{name}: {plan.samples:,} samples {per}; individual schedule {plan.individual_epochs:g} epochs", ""]
     head = f"{'#':>2}  {'model':<18} {'epochs':>6}  {'individual':>14} {'%L':>6}  {'stage':>14} {'%L':>6}  " \
            f"{'cumulative':>14} {'%L':>6}"
     rows += [head, "-" * len(head)]
@@ -244,12 +260,40 @@ def format_plan(plan: ChainPlan, name: str) -> str:
         rows += [f"{', '.join(plan.capped)} train until their target: their epochs are a cap, so the chain cost is "
                  f"at most the one above plus the probes' cooldown branches (each about a quarter of the steps "
                  f"before it at the default cooldown); the run's report gives what was spent"]
+    if plan.sample_tokens:
+        rows += ["", *format_tokens(plan)]
     caches = [f"{m.model} {m.teacher_cache_bytes / 2**30:.3g} GiB" for m in plan.members if m.teacher_cache_bytes]
     if caches:
         rows.append(f"teacher cache per node (bf16, train.teacher_cache): {', '.join(caches)}")
     if plan.baselines is not None:
         rows += ["", *format_baselines(plan.baselines, plan.chain_cost)]
     return "\n".join(rows)
+
+
+def format_tokens(plan: ChainPlan) -> list[str]:
+    """Each member's tokens and tokens per parameter (chain stage and alone), with the compute-optimal ratio."""
+    head = f"{'#':>2}  {'model':<18} {'params':>10}  {'stage tokens':>12} {'tok/param':>9}  " \
+           f"{'alone tokens':>12} {'tok/param':>9}"
+    rows = [head, "-" * len(head)]
+    for i, m in enumerate(plan.members, 1):
+        rows.append(f"{i:>2}  {m.model:<18} {_count(m.params):>10}  {_count(m.tokens):>12} "
+                    f"{_ratio(m.tokens / m.params):>9}  {_count(m.individual_tokens):>12} "
+                    f"{_ratio(m.individual_tokens / m.params):>9}")
+    return rows + ["compute-optimal training is about 20 tokens per parameter (Chinchilla, Hoffmann et al. 2022); "
+                   "growth's benefit is reported to fade above it"]
+
+
+def _ratio(x: float) -> str:
+    """Tokens per parameter: three significant digits, whole numbers from 100 up."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _count(x: float) -> str:
+    """A count with an SI suffix (k, M, B, T)."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g}"
 
 
 def format_baselines(arm: BaselinePlan, chain_cost: float) -> list[str]:

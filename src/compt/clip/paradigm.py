@@ -88,6 +88,10 @@ class ClipData:
             out.update({f"{role}:{k}" if k in out else k: v for k, v in found.items()})
         return out
 
+    def lineage(self) -> dict[str, Any]:
+        """Nothing: the run config and the data fingerprint describe CLIP data."""
+        return {}
+
     def representations(self, model: nn.Module, model_cfg: ModelConfig) -> dict[str, Tensor]:
         """Normalised image and caption embeddings of the held-out retrieval split."""
         from compt.clip.evaluation import retrieval_embeddings

@@ -12,8 +12,9 @@ A language-model checkpoint (`compt.lm`; its stored config says so) evaluates on
 FILE_OR_FOLDER`` (default: `compt.lm.text.default_corpus`, the standard library's sources): held-out loss
 (nats/token), perplexity, bits per byte (byte-level tokenizer) and the token count over the last
 ``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and ``data.eval_samples`` that
-is the run's own held-out split). ``--tokenizer FILE`` overrides the tokenizer (default: the run's BPE
-``tokenizer.json`` when the checkpoint lies in a BPE run, else byte-level).
+is the run's own held-out split). ``--tokenizer FOLDER_OR_FILE`` (a Hugging Face tokenizer) overrides the tokenizer
+(default: the one the checkpoint was trained with, `compt.lm.evaluate.resolve_tokenizer`); a tokenizer the
+checkpoint was not trained with is refused.
 
 ``compt eval RUN_DIR --lm-eval TASK[,…] [--lm-eval-tasks DIR]`` runs lm-evaluation-harness, offline, on every
 member of a language-model run (`compt.lm.harness`; task ``held-out`` is the run's own held-out text);
@@ -26,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,8 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "of a run, on the run's own corpus: the windows the run held out)")
     p.add_argument("--probe-samples", type=int, default=None, metavar="N",
                    help="labelled train images for the linear probe, 0 = no probe (default 2000)")
-    p.add_argument("--tokenizer", default="", metavar="FILE",
-                   help="language models: tokenizer.json to tokenise --data text with (default: the run's)")
+    p.add_argument("--tokenizer", default="", metavar="PATH",
+                   help="language models: Hugging Face tokenizer folder or tokenizer.json to tokenise --data text "
+                        "with (default: the one the checkpoint was trained with)")
     p.add_argument("--seed", type=int, default=0, help="data generation / split seed (default 0)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
@@ -206,8 +207,9 @@ def run_lm_harness(args: argparse.Namespace) -> int:
     return 0
 
 
-def lm_text_eval(args: argparse.Namespace) -> Any:
-    """The `compt.lm.evaluate.TextEval` of ``--data text``; options that only mean something for CLIP are refused."""
+def lm_text_eval(args: argparse.Namespace, ckpt: Any) -> Any:
+    """The `compt.lm.evaluate.TextEval` of ``--data text`` for checkpoint `ckpt`; options that only mean something
+    for CLIP are refused, and so is a tokenizer `ckpt` was not trained with."""
     from compt.lm.evaluate import TextEval, resolve_tokenizer
     from compt.lm.text import default_corpus
 
@@ -218,18 +220,17 @@ def lm_text_eval(args: argparse.Namespace) -> Any:
     if clip_only:
         raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data text (a language model "
                         f"describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] [--tokenizer FILE])")
-    kind, file = resolve_tokenizer(args.checkpoint, args.tokenizer)
     held = check_against_run(args)
-    return TextEval(path=Path(args.data_path) if args.data_path else default_corpus(), tokenizer=kind,
-                    tokenizer_file=file, windows=args.eval_samples or held or DEFAULT_EVAL_SAMPLES)
+    return TextEval(path=Path(args.data_path) if args.data_path else default_corpus(),
+                    tokenizer=resolve_tokenizer(ckpt, args.tokenizer),
+                    windows=args.eval_samples or held or DEFAULT_EVAL_SAMPLES)
 
 
 def check_against_run(args: argparse.Namespace) -> int | None:
     """For a checkpoint inside a run, on that run's own corpus: the windows the run held out (None otherwise: no
-    run, or other text), which --eval-samples must not exceed (more would score training windows); a warning
-    when --tokenizer is not the tokenizer the run trained with."""
+    run, or other text), which --eval-samples must not exceed (more would score training windows)."""
     from compt.config import read_run_config
-    from compt.lm.data import run_of, run_tokenizer
+    from compt.lm.data import run_of
 
     run = run_of(args.checkpoint)
     if run is None:
@@ -241,19 +242,7 @@ def check_against_run(args: argparse.Namespace) -> int | None:
         raise UserError(f"--eval-samples {args.eval_samples} is more than the {cfg.data.eval_samples} windows run "
                         f"{run} held out of this corpus: the windows before them are its training data; use "
                         f"--eval-samples {cfg.data.eval_samples} or less")
-    stored = run_tokenizer(run)[1]
-    if args.tokenizer and stored.is_file() and _json_of(Path(args.tokenizer)) != _json_of(stored):
-        print(f"compt eval: warning: --tokenizer {args.tokenizer} is not the tokenizer {run} trained with "
-              f"({stored}): the loss measures a mismatched encoding", file=sys.stderr)
     return cfg.data.eval_samples if same else None
-
-
-def _json_of(path: Path) -> Any:
-    """A tokenizer file's content (formatting aside); its bytes when it is not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        return path.read_bytes()
 
 
 def run_lm(args: argparse.Namespace) -> int:
@@ -263,12 +252,12 @@ def run_lm(args: argparse.Namespace) -> int:
     from compt.lm.models import require_transformers
 
     device = check_target(args)
-    data = lm_text_eval(args)
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.paradigm != "lm":
         raise UserError(f"{args.checkpoint} is not a language-model checkpoint; --data text evaluates compt.lm "
                         f"models (CLIP models need image–caption data)")
     require_transformers()
+    data = lm_text_eval(args, ckpt)
     start = time.perf_counter()
     metrics = evaluate_text(ckpt, data, batch_size=args.batch_size, device=device)
     suite = data.describe(ckpt.model_config.context_length)
@@ -278,8 +267,8 @@ def run_lm(args: argparse.Namespace) -> int:
                     for k, v in metrics.items()))
     print(f"({time.perf_counter() - start:.1f} s; val_loss in nats/token)")
     if args.json:
-        info = {"kind": "text", "path": str(data.path), "eval_samples": data.windows, "tokenizer": data.tokenizer,
-                "tokenizer_file": str(data.tokenizer_file) if data.tokenizer_file else None}
+        info = {"kind": "text", "path": str(data.path), "eval_samples": data.windows,
+                "tokenizer": data.tokenizer.record()}
         write_json(args, ckpt.model_config.name, info, suite, metrics)
     return 0
 

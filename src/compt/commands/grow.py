@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from compt.errors import UserError
 
@@ -96,22 +96,25 @@ def hf_checkpoint(folder: Path) -> Checkpoint:
     """A Hugging Face Llama folder read as a compt checkpoint (its config from config.json, its weights)."""
     from compt.checkpoint import Checkpoint
     from compt.lm.models import config_from_hf, require_transformers
+    from compt.lm.tokenizers import init_record
 
     cfg = config_from_hf(folder)
     require_transformers()
     from transformers import AutoModelForCausalLM
 
     state = AutoModelForCausalLM.from_pretrained(folder).state_dict()
-    return Checkpoint(state_dict=state, model_config=cfg, path=str(folder), paradigm="lm")
+    record = init_record(folder)   # its own tokenizer, when it holds one
+    return Checkpoint(state_dict=state, model_config=cfg, path=str(folder), paradigm="lm",
+                      lineage={"tokenizer": record} if record else {})
 
 
-def _lineage(args: argparse.Namespace, parent_name: str) -> dict:
+def _lineage(args: argparse.Namespace, parent_name: str, **extra: Any) -> dict:
     from compt.checkpoint import sha256_file
 
     parent = Path(args.parent)
     weights = parent if parent.is_file() else next(iter(sorted(parent.glob("*.safetensors"))), None)
     return {"parent": str(parent.resolve()), "parent_sha256": sha256_file(weights) if weights else "",
-            "parent_model": parent_name, "operator": args.op, "seed": args.seed, "stage": "grow"}
+            "parent_model": parent_name, "operator": args.op, "seed": args.seed, "stage": "grow", **extra}
 
 
 def grow_clip(args: argparse.Namespace, ckpt: Checkpoint) -> int:
@@ -152,9 +155,11 @@ def grow_lm(args: argparse.Namespace, ckpt: Checkpoint) -> int:
     child_cfg = (config_from_hf(args.child, name=f"hf:{Path(args.child).resolve().parent.name}")
                  if args.child.endswith(".json") or Path(args.child).is_dir()
                  else paradigm_named("lm").grown_config(parent_cfg, args.child))
+    tokenizer, record = child_tokenizer(args, ckpt, child_cfg)
     state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
-    save_checkpoint(out, state_dict=state, model_config=child_cfg, lineage=_lineage(args, parent_cfg.name))
-    hf = export_pretrained(child_cfg, state, out.parent / f"{out.stem}-hf")
+    save_checkpoint(out, state_dict=state, model_config=child_cfg,
+                    lineage=_lineage(args, parent_cfg.name, **({"tokenizer": record} if record else {})))
+    hf = export_pretrained(child_cfg, state, out.parent / f"{out.stem}-hf", tokenizer=tokenizer)
     ids = torch.randint(0, parent_cfg.vocab_size, (4, parent_cfg.context_length),
                         generator=torch.Generator().manual_seed(args.seed))
     with torch.no_grad():
@@ -164,3 +169,20 @@ def grow_lm(args: argparse.Namespace, ckpt: Checkpoint) -> int:
     print(f"check: largest |child − parent| logit on 4 random sequences = {gap:.2e}"
           + (" (function-preserving)" if gap < 1e-4 else ""))
     return 0
+
+
+def child_tokenizer(args: argparse.Namespace, ckpt: Checkpoint, child_cfg: Any) -> tuple[Any, dict | None]:
+    """(the tokenizer the child inherits, its lineage record): the parent's (`compt.lm.evaluate.checkpoint_tokenizer`;
+    None where it cannot be found, the record then as the parent's lineage has it). A ``--to`` Hugging Face folder
+    with a tokenizer other than the parent's, or a child vocabulary that does not hold the tokenizer, is refused."""
+    from compt.lm.evaluate import checkpoint_tokenizer
+    from compt.lm.tokenizers import TOKENIZER_FILE, check_fits, check_same, load_hf
+
+    tokenizer = checkpoint_tokenizer(ckpt)
+    record = tokenizer.record() if tokenizer is not None else ckpt.lineage.get("tokenizer")
+    child = Path(args.child)
+    if child.is_dir() and (child / TOKENIZER_FILE).is_file():
+        check_same(record, load_hf(child), f"--from {args.parent}", "; a grown member keeps its parent's tokenizer")
+    if tokenizer is not None:
+        check_fits(tokenizer, {child_cfg.name: child_cfg.vocab_size})
+    return tokenizer, record

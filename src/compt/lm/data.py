@@ -1,8 +1,9 @@
 """A language-model run's data: a text corpus (``[data] kind = "text"``) tokenised once into ``RUN/data/``.
 
-``RUN/data/`` holds the tokens and ``tokenizer.json``, which each stage's Hugging Face export ``hf/`` also
-carries. `LMData` is the run data the chain runner asks for training windows, the held-out evaluation and
-the files written beside a finished stage's final.pt (`compt.paradigm.RunData`).
+``RUN/data/`` holds the tokens and the run's tokenizer (`compt.lm.tokenizers`: its Hugging Face files), which
+each stage's Hugging Face export ``hf/`` also carries. `LMData` is the run data the chain runner asks for
+training windows, the held-out evaluation and the files written beside a finished stage's final.pt
+(`compt.paradigm.RunData`).
 """
 
 from __future__ import annotations
@@ -10,25 +11,24 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from compt.config import RunConfig, read_run_config
+from compt.config import RunConfig
 from compt.errors import UserError
 from compt.lm.models import LMConfig, get_lm_config
 
+if TYPE_CHECKING:
+    from compt.lm.tokenizers import LMTokenizer
+
 
 def corpus_dir(run_dir: Path) -> Path:
-    """Where a run's corpus is tokenised once: tokens and its ``tokenizer.json`` (`compt.lm.text`)."""
+    """Where a run's corpus is tokenised once (`compt.lm.text`) and its tokenizer stored
+    (`compt.lm.tokenizers.run_tokenizer`)."""
     return Path(run_dir) / "data"
-
-
-def tokenizer_kind(cfg: RunConfig) -> str:
-    """The run's tokenizer (`compt.lm.text.TOKENIZERS`): ``data.tokenizer``, byte-level when unset."""
-    return cfg.data.tokenizer or "byte"
 
 
 def run_of(checkpoint: str | Path) -> Path | None:
@@ -37,11 +37,20 @@ def run_of(checkpoint: str | Path) -> Path | None:
     return parents[2] if len(parents) > 2 and (parents[2] / "config.toml").is_file() else None
 
 
-def run_tokenizer(run_dir: Path) -> tuple[str, Path]:
-    """(kind, stored ``tokenizer.json``) of the run's corpus; the file exists once the first stage has started."""
-    from compt.lm.text import TOKENIZER_FILE
+def open_tokenizer(cfg: RunConfig, run_dir: Path) -> LMTokenizer:
+    """The run's tokenizer (`compt.lm.tokenizers.run_tokenizer`), stored in ``RUN/data``; member 1's ``init`` must
+    have been trained with it."""
+    from compt.lm.text import default_corpus, documents, text_files
+    from compt.lm.tokenizers import check_same, init_record, run_source, run_tokenizer
 
-    return tokenizer_kind(read_run_config(run_dir)), corpus_dir(run_dir) / TOKENIZER_FILE
+    path = cfg.data.path or default_corpus()
+    tok = run_tokenizer(run_source(cfg), corpus_dir(run_dir), documents=lambda: documents(text_files(path)),
+                        vocab_size=get_lm_config(cfg.chain[0].model).vocab_size)
+    init = cfg.chain[0].init
+    if init:
+        check_same(init_record(init), tok, f"init {init}", "; name its tokenizer in data.tokenizer (or leave "
+                   "data.tokenizer unset for a Hugging Face folder's own)")
+    return tok
 
 
 def carves_validation(cfg: RunConfig) -> bool:
@@ -57,15 +66,15 @@ def validation_windows(cfg: RunConfig) -> int:
     return cfg.data.val_samples if cfg.data.val_samples is not None else cfg.data.eval_samples
 
 
-def text_data(cfg: RunConfig, run_dir: Path, carve: bool = False) -> tuple[Any, Any, Any]:
-    """(train windows, held-out windows, corpus), tokenised once into RUN/data: the last `eval_samples` windows
-    of the corpus are held out, training uses the first `num_samples` windows of the rest (or all there are) —
-    with `carve`, those that end before the validation windows (`compt.lm.text.validation`)."""
+def text_data(cfg: RunConfig, run_dir: Path, carve: bool = False, *, tokenizer: LMTokenizer) -> tuple[Any, Any, Any]:
+    """(train windows, held-out windows, corpus), tokenised once with `tokenizer` into RUN/data: the last
+    `eval_samples` windows of the corpus are held out, training uses the first `num_samples` windows of the rest
+    (or all there are) — with `carve`, those that end before the validation windows (`compt.lm.text.validation`)."""
     from compt.lm.text import default_corpus, split, tokenize_corpus
 
     first = get_lm_config(cfg.chain[0].model)
     corpus = tokenize_corpus(cfg.data.path or default_corpus(), corpus_dir(run_dir),
-                             tokenizer=tokenizer_kind(cfg), vocab_size=first.vocab_size)
+                             tokenizer=tokenizer, vocab_size=first.vocab_size)
     train, held = split(corpus, first.context_length, cfg.data.eval_samples,
                         max_train=cfg.data.num_samples, reserve=validation_windows(cfg) if carve else 0)
     if 0 < len(train) < cfg.data.num_samples:
@@ -83,10 +92,18 @@ class LMData:
         self.cfg, self.run_dir, self.carve = cfg, Path(run_dir), carve
         self._split: tuple[Any, Any, Any] | None = None
         self._validation: Any = None
+        self._tokenizer: LMTokenizer | None = None
+
+    @property
+    def tokenizer(self) -> LMTokenizer:
+        """The run's tokenizer (`open_tokenizer`), resolved on first use."""
+        if self._tokenizer is None:
+            self._tokenizer = open_tokenizer(self.cfg, self.run_dir)
+        return self._tokenizer
 
     def _data(self) -> tuple[Any, Any, Any]:
         if self._split is None:
-            self._split = text_data(self.cfg, self.run_dir, self.carve)
+            self._split = text_data(self.cfg, self.run_dir, self.carve, tokenizer=self.tokenizer)
             if len(self._split[0]) == 0 or len(self._split[1]) == 0:
                 raise UserError("the text corpus gives an empty training or held-out split")
         return self._split
@@ -113,8 +130,7 @@ class LMData:
             train, held, corpus = self._data()
             count, data = validation_windows(self.cfg), self.cfg.data
             if data.val_path:
-                own = tokenize_corpus(data.val_path, corpus_dir(self.run_dir) / "val",
-                                      tokenizer=tokenizer_kind(self.cfg), tokenizer_file=corpus.tokenizer_file,
+                own = tokenize_corpus(data.val_path, corpus_dir(self.run_dir) / "val", tokenizer=self.tokenizer,
                                       vocab_size=get_lm_config(self.cfg.chain[0].model).vocab_size)
                 self._validation = held_out(own.tokens, held.context, count)
                 if len(self._validation) == 0:
@@ -150,7 +166,11 @@ class LMData:
         """The final weights as a Hugging Face folder ``hf/`` with the run's tokenizer."""
         from compt.lm.models import export_pretrained
 
-        export_pretrained(model_cfg, weights, Path(out_dir) / "hf", tokenizer_file=self._data()[2].tokenizer_file)
+        export_pretrained(model_cfg, weights, Path(out_dir) / "hf", tokenizer=self.tokenizer)
+
+    def lineage(self) -> dict[str, Any]:
+        """``tokenizer``: the run's tokenizer (`compt.lm.tokenizers.LMTokenizer.record`) in every checkpoint."""
+        return {"tokenizer": self.tokenizer.record()}
 
 
 @torch.no_grad()

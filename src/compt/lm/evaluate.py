@@ -11,8 +11,10 @@ Metrics, with L the mean next-token cross-entropy in nats over the N predicted t
     val_loss = L,   val_ppl = exp(L),   bits_per_byte = L / ln 2   (byte-level tokenizer only: one token is one
                                                                     byte; end-of-document tokens count as bytes)
 
-The tokenizer: byte-level by default; for a checkpoint inside a run whose tokenizer is BPE, the
-``tokenizer.json`` that run stored (`compt.lm.data.run_tokenizer`); an explicit tokenizer file overrides both.
+The tokenizer (`resolve_tokenizer`): ``--tokenizer`` (a Hugging Face tokenizer folder or tokenizer.json), else the
+one the checkpoint was trained with (`checkpoint_tokenizer`: its run's stored tokenizer, or the one its lineage
+records where that can be had without the run), else byte-level. A tokenizer other than the one the checkpoint's
+lineage (or its run) records is refused (`compt.lm.tokenizers.check_same`).
 """
 
 from __future__ import annotations
@@ -30,40 +32,60 @@ from compt.errors import UserError
 
 if TYPE_CHECKING:
     from compt.lm.text import FileSet
+    from compt.lm.tokenizers import LMTokenizer
 
 
 @dataclass(frozen=True)
 class TextEval:
-    """What to evaluate on: corpus path, tokenizer kind and (for stored tokenizers) its file, windows."""
+    """What to evaluate on: corpus path, tokenizer, windows."""
 
     path: Path | FileSet            # a text file or folder, or the default corpus (`compt.lm.text`)
-    tokenizer: str                  # "byte" | "bpe" (`compt.lm.text.TOKENIZERS`)
-    tokenizer_file: Path | None     # a stored tokenizer.json (BPE or an explicit one); None = byte-level
+    tokenizer: LMTokenizer
     windows: int                    # evaluate the corpus's last `windows` windows
 
     def describe(self, context: int) -> str:
-        tok = f"tokenizer {self.tokenizer_file}" if self.tokenizer_file else "byte-level tokenizer"
-        return f"text {self.path} (its last {self.windows} windows of {context} + 1 tokens, {tok})"
+        return (f"text {self.path} (its last {self.windows} windows of {context} + 1 tokens, {self.tokenizer.kind} "
+                f"tokenizer {self.tokenizer.name})")
 
 
-def resolve_tokenizer(checkpoint: str | Path, override: str = "") -> tuple[str, Path | None]:
-    """(kind, tokenizer file) for evaluating `checkpoint`: `override`, else its run's BPE tokenizer, else bytes."""
-    from compt.lm.data import run_of, run_tokenizer
+def checkpoint_tokenizer(ckpt: Checkpoint) -> LMTokenizer | None:
+    """The tokenizer `ckpt` was trained with: its run's stored one (checked against the checkpoint's lineage), else
+    the one its lineage records where that can be had without the run (`compt.lm.tokenizers.recorded_tokenizer`);
+    None when it cannot be found (a loose checkpoint of earlier versions records none)."""
+    from compt.config import read_run_config
+    from compt.lm.data import corpus_dir, run_of
+    from compt.lm.tokenizers import check_same, recorded_tokenizer, run_source, stored_tokenizer
 
+    record = ckpt.lineage.get("tokenizer")
+    run = run_of(ckpt.path) if ckpt.path else None
+    kind = run_source(read_run_config(run)).kind if run is not None else "byte"
+    stored = stored_tokenizer(corpus_dir(run), kind) if run is not None else None
+    if stored is not None:
+        check_same(record, stored, ckpt.path, f"; the tokenizer stored in {corpus_dir(run)} was replaced")
+        return stored
+    return recorded_tokenizer(record or ({"kind": kind} if run is not None else None))
+
+
+def resolve_tokenizer(ckpt: Checkpoint, override: str = "") -> LMTokenizer:
+    """The tokenizer to evaluate `ckpt` with: `override`, else `checkpoint_tokenizer` (byte-level for a loose
+    checkpoint that records none); one the checkpoint was not trained with is refused."""
+    from compt.lm.data import run_of
+    from compt.lm.tokenizers import TokenizerSource, check_same, load_hf, load_tokenizer
+
+    trained = checkpoint_tokenizer(ckpt)
     if override:
-        if not Path(override).is_file():
-            raise UserError(f"--tokenizer {override}: no such file")
-        return "bpe", Path(override)
-    run = run_of(checkpoint)
-    if run is None:
-        return "byte", None
-    kind, file = run_tokenizer(run)
-    if kind == "byte":
-        return "byte", None
-    if not file.is_file():
-        raise UserError(f"{checkpoint}: its run {run} uses a {kind} tokenizer but {file} is missing; "
-                        f"pass --tokenizer FILE")
-    return kind, file
+        if not Path(override).exists():
+            raise UserError(f"--tokenizer {override}: no such file or folder")
+        tok = load_hf(override)
+        check_same(ckpt.lineage.get("tokenizer") or (trained.record() if trained else None), tok, ckpt.path)
+        return tok
+    if trained is not None:
+        return trained
+    rec = ckpt.lineage.get("tokenizer")
+    if not rec and run_of(ckpt.path) is None:   # a loose file of earlier versions
+        return load_tokenizer(TokenizerSource("byte"), vocab_size=0)
+    raise UserError(f"{ckpt.path} was trained with the {(rec or {}).get('kind', 'run')} tokenizer "
+                    f"{(rec or {}).get('name', '')}, which is not at hand; pass --tokenizer FOLDER_OR_FILE")
 
 
 def evaluate_text(ckpt: Checkpoint, data: TextEval, *, batch_size: int, device: str) -> dict[str, Any]:
@@ -74,8 +96,7 @@ def evaluate_text(ckpt: Checkpoint, data: TextEval, *, batch_size: int, device: 
 
     cfg, context = ckpt.model_config, ckpt.model_config.context_length
     with tempfile.TemporaryDirectory(prefix="compt-eval-") as tmp:
-        corpus = tokenize_corpus(data.path, tmp, tokenizer=data.tokenizer, vocab_size=cfg.vocab_size,
-                                 tokenizer_file=data.tokenizer_file)
+        corpus = tokenize_corpus(data.path, tmp, tokenizer=data.tokenizer, vocab_size=cfg.vocab_size)
         windows = held_out(corpus.tokens, context, data.windows)
         if len(windows) == 0:
             raise UserError(f"{data.path} has only {corpus.tokens.size} tokens: fewer than one window of "
@@ -83,6 +104,6 @@ def evaluate_text(ckpt: Checkpoint, data: TextEval, *, batch_size: int, device: 
         model = create_lm(cfg, state_dict=ckpt.state_dict).to(device).eval()
         loss = held_out_loss(model, windows, batch_size, torch.device(device))
     metrics: dict[str, Any] = {"val_loss": loss, "val_ppl": perplexity(loss)}
-    if data.tokenizer == "byte":
+    if data.tokenizer.kind == "byte":
         metrics["bits_per_byte"] = loss / math.log(2)
     return {**metrics, "tokens": len(windows) * context, "windows": len(windows)}

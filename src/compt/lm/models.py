@@ -28,6 +28,8 @@ from compt.errors import UserError, unknown_name
 if TYPE_CHECKING:  # configs and the registry need no torch; building does
     import torch
 
+    from compt.lm.tokenizers import LMTokenizer
+
 
 @dataclass(frozen=True, kw_only=True)
 class LMConfig:
@@ -206,17 +208,18 @@ def create_lm(name_or_cfg: str | LMConfig, *, state_dict: dict[str, torch.Tensor
 
 
 def export_pretrained(cfg: LMConfig, state_dict: dict[str, torch.Tensor], directory: str | Path,
-                      tokenizer_file: str | Path | None = None) -> Path:
-    """Write a Hugging Face folder (config.json + safetensors [+ tokenizer files]) loadable by
-    ``transformers.AutoModelForCausalLM.from_pretrained(directory)`` (and ``AutoTokenizer``)."""
+                      tokenizer: LMTokenizer | None = None) -> Path:
+    """Write a Hugging Face folder (config.json + safetensors [+ the `tokenizer`'s files]) loadable by
+    ``transformers.AutoModelForCausalLM.from_pretrained(directory)`` (and ``AutoTokenizer``); the model's
+    ``eos_token_id`` is the tokenizer's EOS."""
     from transformers.utils import logging as hf_logging
 
     model = create_lm(cfg, state_dict=state_dict)
     directory = Path(directory)
     hf_logging.disable_progress_bar()
+    if tokenizer is not None:
+        model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_id
     model.save_pretrained(directory)
-    if tokenizer_file is not None:  # AutoTokenizer.from_pretrained(directory) reads these files
-        from transformers import PreTrainedTokenizerFast
-
-        PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token="<eos>").save_pretrained(directory)
+    if tokenizer is not None:  # AutoTokenizer.from_pretrained(directory) reads these files
+        tokenizer.save(directory)
     return directory

@@ -106,22 +106,25 @@ class LMParadigm:
         from compt.lm.flops import lm_flops
         from compt.lm.growth import LM_GROWTH_OPS, validate_lm_growth
         from compt.lm.task import LM_DISTILL_KINDS
-        from compt.lm.text import TOKENIZERS
+        from compt.lm.tokenizers import check_fits, load_hf, run_source
 
         if cfg.data.kind != "text":
             raise UserError(f"language models train on [data] kind = \"text\", not {cfg.data.kind!r}")
-        if cfg.data.tokenizer not in (None, *TOKENIZERS):
-            raise UserError(f"unknown tokenizer {cfg.data.tokenizer!r} (known: {', '.join(TOKENIZERS)})")
+        source = run_source(cfg)
         self.objective(cfg.train.objective)
         cfgs = [self.member_config(m.model, None) for m in cfg.chain]
         for c in cfgs[1:]:
             if (c.vocab_size, c.context_length) != (cfgs[0].vocab_size, cfgs[0].context_length):
                 raise UserError(f"every member must share the vocabulary and context ({c.name} differs from "
                                 f"{cfgs[0].name}): they read the same token array")
+        if source.kind == "hf":   # the family's vocabulary holds the tokenizer's ids (bpe is trained to fit it)
+            check_fits(load_hf(source.path), {c.name: c.vocab_size for c in cfgs})
         return ChainRules(configs=cfgs, flops=[lm_flops(c).forward for c in cfgs],
                           growth_ops=(*LM_GROWTH_OPS, "none"), distill_losses=(*LM_DISTILL_KINDS, "none"),
                           validate_growth=lambda a, b, op: validate_lm_growth(a, b), patch_tokens=(False,) * len(cfgs),
-                          carves_validation=carves_validation(cfg))
+                          carves_validation=carves_validation(cfg),
+                          sample_tokens=tuple(c.context_length for c in cfgs),
+                          params=tuple(lm_flops(c).params for c in cfgs))
 
     def load_init(self, path: Path, cfg: LMConfig) -> StateDict:
         """A compt LM checkpoint, or a Hugging Face folder (``config.json`` + weights) whose Llama config has
@@ -187,18 +190,16 @@ class LMParadigm:
 
     # ------------------------------------------------------------------ export
     def export(self, ckpt: Any, out: Path, model_name: str) -> None:
-        """Hugging Face folder of a language model, with the tokenizer its run stored (if it lies in a run)."""
-        from compt.lm.data import run_of, run_tokenizer
+        """Hugging Face folder of a language model with the tokenizer it was trained with
+        (`compt.lm.evaluate.checkpoint_tokenizer`; none when it cannot be found)."""
+        from compt.lm.evaluate import checkpoint_tokenizer
         from compt.lm.models import export_pretrained, require_transformers
 
         if model_name:
             raise UserError(f"{ckpt.path} is a language-model checkpoint ({ckpt.model_config.name}) with its own "
                             f"config; drop --model (it names plain open_clip checkpoints)")
         require_transformers()
-        run = run_of(ckpt.path)
-        tokenizer = run_tokenizer(run)[1] if run is not None else None
-        export_pretrained(ckpt.model_config, ckpt.state_dict, out,
-                          tokenizer_file=tokenizer if tokenizer is not None and tokenizer.is_file() else None)
+        export_pretrained(ckpt.model_config, ckpt.state_dict, out, tokenizer=checkpoint_tokenizer(ckpt))
 
     def load_hint(self, folder: Path) -> str:
         """How a user loads an exported member: the folder itself (``from_pretrained``)."""

@@ -4,11 +4,8 @@
 must be non-empty UTF-8; anything else stops with a one-line `UserError` naming the file. Documents are
 joined with an end-of-document token.
 
-Tokenizers (the `tokenizers` library; the tokenizer is stored next to the tokens as ``tokenizer.json``, which
-`transformers` reads too):
-
-- ``byte``: byte-level, 256 byte tokens + ``<eos>`` (id 256); nothing to train, fits the ``lm-cpu`` family;
-- ``bpe``: byte-level BPE trained on the training documents up to the model's vocabulary size.
+The tokenizer is the run's (`compt.lm.tokenizers`: ``byte``, ``bpe`` or a Hugging Face tokenizer); each document
+is encoded without special tokens and followed by the tokenizer's EOS.
 
 The token array is written once to ``DIR/tokens.bin`` (uint16 or uint32) with ``DIR/tokens.json`` describing
 it (files, sizes, tokenizer); a later run with the same files and tokenizer memory-maps it instead. The last
@@ -33,18 +30,17 @@ import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from compt.checkpoint import sha256_file
 from compt.errors import UserError
 
-EOS = "<eos>"
-TOKENIZER_FILE = "tokenizer.json"   # stored next to the tokens; `transformers` reads it too
-TOKENIZERS = ("byte", "bpe")
+if TYPE_CHECKING:
+    from compt.lm.tokenizers import LMTokenizer
+
 DEFAULT_CORPUS_BYTES = 1_000_000    # size bound of the default corpus (module doc)
 
 
@@ -109,112 +105,45 @@ def documents(files: list[Path]) -> Iterator[str]:
         yield read_document(f)
 
 
-# ----------------------------------------------------------------------------------------------- tokenizers
-def byte_tokenizer() -> Any:
-    """Byte-level tokenizer: ids 0…255 are the bytes (in `ByteLevel.alphabet()` order), 256 is ``<eos>``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda ch: _byte_of(ch))
-    vocab = {ch: i for i, ch in enumerate(alphabet)} | {EOS: 256}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([EOS])
-    return tok
-
-
-def _byte_of(ch: str) -> int:
-    """Inverse of GPT-2's bytes → printable-unicode table (printable Latin-1 maps to itself)."""
-    code = ord(ch)
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    if code in printable:
-        return code
-    others = [b for b in range(256) if b not in printable]
-    return others[code - 256]
-
-
-def train_bpe(texts: Iterator[str], vocab_size: int) -> Any:
-    """Byte-level BPE with at most `vocab_size` tokens (``<eos>`` included), trained on `texts`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
-    return tok
-
-
-def encode(tok: Any, kind: str, text: str) -> np.ndarray:
-    """Token ids of `text` (int64). Byte-level ids *are* the UTF-8 bytes, so they skip the tokenizer."""
-    if kind == "byte":
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
-    return np.asarray(tok.encode(text).ids, dtype=np.int64)
-
-
-def build_tokenizer(kind: str, files: list[Path], vocab_size: int, tokenizer_file: Path | None = None) -> Any:
-    """The tokenizer of `kind`, or the one stored in `tokenizer_file` (e.g. a run's ``tokenizer.json``)."""
-    if tokenizer_file is not None:
-        from tokenizers import Tokenizer
-
-        try:
-            return Tokenizer.from_file(str(tokenizer_file))
-        except Exception as e:  # the tokenizers library raises its own exception type for unreadable files
-            raise UserError(f"cannot read tokenizer {tokenizer_file}: {str(e).splitlines()[0][:160]}") from None
-    if kind == "byte":
-        return byte_tokenizer()
-    if kind == "bpe":
-        return train_bpe(documents(files), vocab_size)
-    raise UserError(f"unknown tokenizer {kind!r} (known: {', '.join(TOKENIZERS)})")
-
-
 # ----------------------------------------------------------------------------------------------- token array
 @dataclass(frozen=True)
 class TokenCorpus:
-    """A tokenised corpus: the memory-mapped token array, its tokenizer and where they are stored."""
+    """A tokenised corpus: the memory-mapped token array and where it is stored."""
 
     tokens: np.ndarray          # (N,) uint16 / uint32, memory-mapped
     directory: Path
     vocab_size: int             # tokenizer vocabulary (≤ the model's)
 
-    @property
-    def tokenizer_file(self) -> Path:
-        return self.directory / TOKENIZER_FILE
+
+def _manifest(files: list[Path], tokenizer: LMTokenizer, vocab_size: int) -> dict[str, Any]:
+    return {"tokenizer": tokenizer.identity, "vocab_size": vocab_size,
+            "files": [[str(f), f.stat().st_size, int(f.stat().st_mtime)] for f in files]}
 
 
-def _manifest(files: list[Path], tokenizer: str, vocab_size: int, tokenizer_file: Path | None) -> dict[str, Any]:
-    out = {"tokenizer": tokenizer, "vocab_size": vocab_size,
-           "files": [[str(f), f.stat().st_size, int(f.stat().st_mtime)] for f in files]}
-    if tokenizer_file is not None:
-        out["tokenizer_file"] = [str(tokenizer_file), sha256_file(tokenizer_file)]
-    return out
+def tokenize_corpus(path: str | Path | FileSet, directory: str | Path, *, tokenizer: LMTokenizer | None = None,
+                    vocab_size: int = 264) -> TokenCorpus:
+    """Tokenise the corpus at `path` once into `directory` with `tokenizer` (`compt.lm.tokenizers`; None: the
+    byte-level one), each document followed by its EOS; reused when the files and the tokenizer are unchanged."""
+    from compt.lm.tokenizers import TokenizerSource, check_fits, load_tokenizer
 
-
-def tokenize_corpus(path: str | Path | FileSet, directory: str | Path, *, tokenizer: str = "byte",
-                    vocab_size: int = 264, tokenizer_file: Path | None = None) -> TokenCorpus:
-    """Tokenise the corpus at `path` once into `directory` (reused when files and tokenizer are unchanged).
-    With `tokenizer_file` (a stored ``tokenizer.json``) that tokenizer is used instead of building one."""
+    tok = tokenizer or load_tokenizer(TokenizerSource("byte"), vocab_size=vocab_size)
     files, directory = text_files(path), Path(directory)
     meta_path, bin_path = directory / "tokens.json", directory / "tokens.bin"
-    manifest = _manifest(files, tokenizer, vocab_size, tokenizer_file)
+    manifest = _manifest(files, tok, vocab_size)
     if meta_path.is_file() and bin_path.is_file():
         meta = json.loads(meta_path.read_text())
         if {k: meta.get(k) for k in manifest} == json.loads(json.dumps(manifest)):
             return _open(directory, meta)
-    tok = build_tokenizer(tokenizer, files, vocab_size, tokenizer_file)
-    if tok.get_vocab_size() > vocab_size:
-        raise UserError(f"tokenizer {tokenizer!r} has {tok.get_vocab_size()} tokens; the model has {vocab_size}")
-    ids = [np.append(encode(tok, tokenizer, doc), tok.token_to_id(EOS)) for doc in documents(files)]
+    check_fits(tok, {"the model": vocab_size})
+    ids = [np.append(tok.encode(doc), tok.eos_id) for doc in documents(files)]
     dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
     directory.mkdir(parents=True, exist_ok=True)
-    tok.save(str(directory / TOKENIZER_FILE))
     flat = np.concatenate(ids).astype(dtype)
     tmp = bin_path.with_suffix(".bin.tmp")
     flat.tofile(tmp)
     os.replace(tmp, bin_path)
     meta = {**manifest, "dtype": np.dtype(dtype).name, "num_tokens": int(flat.size),
-            "tokenizer_vocab": tok.get_vocab_size()}
+            "tokenizer_vocab": tok.vocab_size}
     meta_path.write_text(json.dumps(meta, indent=2))
     return _open(directory, meta)
 

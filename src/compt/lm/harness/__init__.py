@@ -107,20 +107,19 @@ def require_lm_eval() -> None:
 
 def write_held_out_task(run_dir: Path, cfg: Any, context: int) -> HeldOutTask:
     """Write the ``held-out`` task (YAML + JSONL + held_out.json) of run `run_dir` (config `cfg`)."""
-    from compt.lm.data import text_data, tokenizer_kind
-    from compt.lm.text import build_tokenizer
+    from compt.lm.data import open_tokenizer, text_data
 
-    _, held, corpus = text_data(cfg, run_dir)
+    tok = open_tokenizer(cfg, run_dir)
+    _, held, corpus = text_data(cfg, run_dir, tokenizer=tok)
     ids = [int(t) for t in corpus.tokens[held.start:held.start + len(held) * context + 1]]   # h_0 … h_{WC}
-    tok = build_tokenizer(tokenizer_kind(cfg), [], corpus.vocab_size, corpus.tokenizer_file)
-    text = tok.decode(ids[1:], skip_special_tokens=False)
+    text = tok.decode(ids[1:])
     folder = Path(run_dir) / HARNESS_DIR / HELD_OUT
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "held_out.jsonl").write_text(json.dumps({"text": text}) + "\n")
     (folder / f"{HELD_OUT}.yaml").write_text(json.dumps(task_yaml(folder), indent=2) + "\n")
     task = HeldOutTask(folder=folder, prefix_token_id=ids[0], windows=len(held), context=context,
                        tokens=len(ids) - 1, bytes=len(text.encode("utf-8")), words=len(re.split(r"\s+", text)),
-                       same_tokens=tok.encode(text).ids == ids[1:])
+                       same_tokens=tok.backend.encode(text, add_special_tokens=False).ids == ids[1:])
     (folder / "held_out.json").write_text(json.dumps(asdict(task) | {"folder": str(folder)}, indent=2) + "\n")
     return task
 
