@@ -129,7 +129,8 @@ class MemberConfig:
 
     model: str
     epochs: float
-    growth: str = "preserve"
+    growth: str = "preserve"           # growth operator from the previous member, or "prune" (a smaller member cut
+                                       # out of it, docs/method.md), or "none" (fresh init)
     distill: str = "default"           # "default": the paradigm's (fd for CLIP, kl for language models); "none"
     distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
     warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
@@ -468,13 +469,22 @@ def validate(cfg: RunConfig) -> None:
         if i > 0 and distill not in rules.distill_losses:
             raise unknown_name("distillation loss", distill, rules.distill_losses)
     for i in range(1, len(rules.configs)):
-        a, b = rules.configs[i - 1], rules.configs[i]
-        if rules.flops[i] <= rules.flops[i - 1]:
-            raise UserError(f"chain is not ascending in compute: member {i + 1} {b.name} "
-                            f"({rules.flops[i] / 1e9:.3g} GFLOPs) is not larger than member {i} "
-                            f"{a.name} ({rules.flops[i - 1] / 1e9:.3g} GFLOPs)")
-        if cfg.chain[i].growth != "none":
-            rules.validate_growth(a, b, cfg.chain[i].growth)
+        _validate_step(cfg, rules, i)
+
+
+def _validate_step(cfg: RunConfig, rules: ChainRules, i: int) -> None:
+    """Member i + 1 against its predecessor: a pruned one (growth = "prune") is no larger in any dimension (the
+    paradigm's check, first) and cheaper; any other is more expensive. A chain may mix both (`compt.prune`)."""
+    a, b, op = rules.configs[i - 1], rules.configs[i], cfg.chain[i].growth
+    if op == "prune":
+        rules.validate_growth(a, b, op)
+    if (rules.flops[i] >= rules.flops[i - 1]) if op == "prune" else (rules.flops[i] <= rules.flops[i - 1]):
+        how = ("pruned from but not smaller than", "prune") if op == "prune" else ("not larger than", "grow")
+        raise UserError(f"chain is not {'descending' if op == 'prune' else 'ascending'} in compute: member {i + 1} "
+                        f"{b.name} ({rules.flops[i] / 1e9:.3g} GFLOPs) is {how[0]} member {i} {a.name} "
+                        f"({rules.flops[i - 1] / 1e9:.3g} GFLOPs); members {how[1]} from their predecessor")
+    if op not in ("none", "prune"):
+        rules.validate_growth(a, b, op)
 
 
 def chain_rules(cfg: RunConfig) -> ChainRules:
