@@ -54,17 +54,17 @@ def validate_clip_prune(parent: ModelConfig, child: ModelConfig) -> None:
         if cfg.text.width % cfg.text.heads:
             raise UserError(f"prune: {cfg.name}'s text width {cfg.text.width} does not divide into its "
                             f"{cfg.text.heads} heads")
-    same = {"image size": (parent.vision.image_size, child.vision.image_size),
-            "patch size": (parent.vision.patch_size, child.vision.patch_size),
-            "context length": (parent.text.context_length, child.text.context_length),
-            "vocabulary size": (parent.text.vocab_size, child.text.vocab_size),
-            "vision head dim": (parent.vision.head_width, child.vision.head_width),
-            "text head dim": (parent.text.head_width, child.text.head_width),
-            "learnable logit bias": (parent.init_logit_bias is None, child.init_logit_bias is None)}
-    for what, (a, b) in same.items():
+    same = {"image size": (parent.vision.image_size, child.vision.image_size, "the token grid is kept"),
+            "patch size": (parent.vision.patch_size, child.vision.patch_size, "the patch embedding is sliced"),
+            "context length": (parent.text.context_length, child.text.context_length, "the positions are kept"),
+            "vocabulary size": (parent.text.vocab_size, child.text.vocab_size, "the tokenizer is kept"),
+            "vision head dim": (parent.vision.head_width, child.vision.head_width, "heads are kept whole"),
+            "text head dim": (parent.text.head_width, child.text.head_width, "heads are kept whole"),
+            "learnable logit bias": (parent.init_logit_bias is None, child.init_logit_bias is None,
+                                     "both must be trained with the same objective")}
+    for what, (a, b, why) in same.items():
         if a != b:
-            raise UserError(f"prune: {what} differs between {parent.name} and {child.name} (pruning keeps it; "
-                            f"heads are kept whole)")
+            raise UserError(f"prune: {what} differs between {parent.name} and {child.name} ({why})")
     pt, ct = _towers(parent), _towers(child)
     shapes = [(f"{tower} {what}", pt[tower][what], ct[tower][what]) for tower in TOWERS
               for what in ("width", "layers", "mlp")] + [("embedding size", parent.embed_dim, child.embed_dim)]
