@@ -31,9 +31,9 @@ def lm_pair() -> tuple[LMConfig, LMConfig]:
 
 def clip_pair() -> tuple[ModelConfig, ModelConfig]:
     parent = dataclasses.replace(get_model_config("test/B"), name="p")
-    return parent, dataclasses.replace(parent, name="c", embed_dim=12, vision=dataclasses.replace(parent.vision, layers=1,
-                                                                                   mlp_ratio=3.0),
-                                       text=dataclasses.replace(parent.text, layers=1, mlp_ratio=3.0))
+    vision = dataclasses.replace(parent.vision, layers=1, mlp_ratio=3.0)
+    text = dataclasses.replace(parent.text, layers=1, mlp_ratio=3.0)
+    return parent, dataclasses.replace(parent, name="c", embed_dim=12, vision=vision, text=text)
 
 
 def tokens(n: int = 24) -> list[torch.Tensor]:

@@ -129,8 +129,7 @@ class MemberConfig:
 
     model: str
     epochs: float
-    growth: str = "preserve"           # growth operator from the previous member, or "prune" (a smaller member cut
-                                       # out of it, docs/method.md), or "none" (fresh init)
+    growth: str = "preserve"
     distill: str = "default"           # "default": the paradigm's (fd for CLIP, kl for language models); "none"
     distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
     warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
