@@ -6,7 +6,7 @@ The run directory is the single source of truth::
     RUN/run.json                    stage states: pending / running / done / interrupted / failed; threads
     RUN/.compt.lock                 held by the run in progress (`compt.runlock`)
     RUN/chain/01-<model>/           member 1, trained from scratch
-    RUN/chain/0i-<model>/init.pt    member i grown from member i-1's final.pt (written atomically)
+    RUN/chain/0i-<model>/init.pt    member i grown (or pruned: prune.json beside it) from member i-1's final.pt
     RUN/chain/0i-<model>/…          final.pt, last.pt, metrics.jsonl, result.json, lineage.json
     RUN/baselines/<model>/          every member trained alone for the individual schedule
 

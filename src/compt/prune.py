@@ -35,12 +35,15 @@ CHUNK = 64                   # samples per calibration forward (bounds the activ
 
 def calibration_batch(dataset: Dataset, seed: int, samples: int = CALIBRATION_SAMPLES) -> list[Tensor]:
     """`samples` training samples (at most the set's size) collated into one batch (the format the paradigm's
-    `forward` takes): drawn without replacement by `seed` from a map-style set, the first ones of a stream."""
-    if isinstance(dataset, IterableDataset):
-        items = list(itertools.islice(iter(dataset), samples))
-    else:
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:samples]
-        items = [dataset[int(i)] for i in order]
+    `forward` takes): drawn without replacement by `seed` from a map-style set, the first ones of a stream; any
+    random transform the set applies draws from torch's RNG seeded by `seed` (the global stream is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if isinstance(dataset, IterableDataset):
+            items = list(itertools.islice(iter(dataset), samples))
+        else:
+            order = torch.randperm(len(dataset))[:samples]
+            items = [dataset[int(i)] for i in order]
     return list(default_collate(items))
 
 
