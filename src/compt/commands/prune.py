@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from compt.commands.grow import hf_checkpoint
     from compt.distributed import user_device
     from compt.paradigm import paradigm_named, paradigm_of
-    from compt.prune import CALIBRATION_SAMPLES
+    from compt.prune import CALIBRATION_SAMPLES, calibration_batch
 
     parent_path, out = Path(args.parent), Path(args.out)
     if out.exists():
@@ -70,19 +70,13 @@ def run(args: argparse.Namespace) -> int:
     parent_cfg, child_cfg, note = (_clip_pair if paradigm.name == "clip" else _lm_pair)(args, ckpt)
     with tempfile.TemporaryDirectory(prefix="compt-prune-") as tmp:
         dataset, described = (_clip_data if paradigm.name == "clip" else _lm_data)(args, parent_cfg, samples, tmp)
-        batch = _calibration(dataset, args.seed, samples)
+        batch = calibration_batch(dataset, args.seed, samples)
     state, record = paradigm.prune(ckpt.state_dict, parent_cfg, child_cfg, batch, device)
     _write(args, paradigm, parent_cfg, child_cfg, state, record, {"data": described, "samples": len(batch[0])})
     print(note)
     print(f"pruned {parent_cfg.name} -> {child_cfg.name} on {len(batch[0])} calibration samples of {described} "
           f"(seed {args.seed}): {out}  [kept indices: {out.with_name(out.stem + '.prune.json').name}]")
     return 0
-
-
-def _calibration(dataset: Any, seed: int, samples: int) -> list[Any]:
-    from compt.prune import calibration_batch
-
-    return calibration_batch(dataset, seed, samples)
 
 
 def _clip_pair(args: argparse.Namespace, ckpt: Any) -> tuple[Any, Any, str]:
