@@ -14,6 +14,7 @@ each baseline, each first member and each shared chain prefix trains once per se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -40,7 +41,7 @@ REUSED = "reused.json"   # in a variant's run: the stages reuse_finished copied 
 @dataclass(frozen=True)
 class Variant:
     name: str
-    chain: tuple[str, ...]                     # models, smallest first
+    chain: tuple[str, ...]                     # models in training order (smallest first; a down-chain largest)
     stage_epochs: tuple[float, ...] = ()       # per grown member (default: base config's stage epochs)
     baseline_epochs: float = 0.0               # individual schedule and member 1 (default: base config's)
     overrides: tuple[str, ...] = ()            # applied to every member / section
@@ -122,6 +123,21 @@ def _real_ttt(name: str, epochs: float, chain: tuple[str, ...] = WIDE, protocol:
 # the same chain under the baseline-curve protocol (one cosine baseline per member, its cost read off its held-out
 # curve, evaluated at the members' probe cadence)
 REAL_CURVE = ("data.kind=\"openclipart\"", "data.probe_samples=0", "parity_protocol=\"baseline-curve\"")
+
+
+def _down(v: Variant) -> Variant:
+    """`v`'s family as a down-chain under `v`'s recipe: its largest member trained from scratch, each smaller one
+    pruned from the one before (``growth = "prune"``, Minitron-style) and distilled from it."""
+    return dataclasses.replace(v, name=f"{v.name}-down", chain=v.chain[::-1],
+                               overrides=(*v.overrides, *_members("growth=\"prune\"", len(v.chain) - 1)))
+
+
+# the LM family of the roads comparison: 1M → 6M → 22M (lm-cpu's 6M → 2M cannot be pruned: its KV groups hold 2 query
+# heads, 2M's 3), both roads and the baselines until parity under the time-to-target protocol, 4-epoch schedules
+LM3 = ("lm/cpu-1M", "lm/cpu-6M", "lm/cpu-22M")
+LM_TTT = Variant("lm3-ttt", LM3, stage_epochs=(4.0, 4.0), base="lm-base.toml",
+                 overrides=("parity_protocol=\"time-to-target\"", "target_seeds=2",
+                            *_members("until=\"baseline\" cooldown_shape=\"sqrt\" probe_every=1", 2)))
 
 
 EXPERIMENTS = {e.name: e for e in (
@@ -279,6 +295,10 @@ EXPERIMENTS = {e.name: e for e in (
                (_real_ttt("ttt-openclipart-8ep", 8.0), _real_ttt("ttt-openclipart-2ep", 2.0),
                 _real_ttt("ttt-openclipart-2ep-fam3", 2.0, SPAN3), _real_ttt("ttt-openclipart-2ep-fam6", 2.0, SPAN6),
                 _real_ttt("curve-openclipart-2ep", 2.0, protocol=REAL_CURVE, eval_every=0.5))),
+    Experiment("roads", "the two roads to a family, each until parity (time-to-target, 2 baseline seeds): the "
+               "up-chain (CoM-PT: grow the smallest) against the down-chain (train the largest, prune each smaller "
+               "member from the one before and distil it); Open Clip Art N … B and the LM family 1M → 6M → 22M", (
+        _real_ttt("ttt-openclipart-2ep", 2.0), _down(_real_ttt("ttt-openclipart-2ep", 2.0)), LM_TTT, _down(LM_TTT))),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",
                tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))

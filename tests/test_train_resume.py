@@ -173,6 +173,10 @@ def test_due_at_gives_the_sync_steps() -> None:
     every5 = dataclasses.replace(train, ckpt_every_steps=5)
     assert steps("ckpt", every5) == [5, 8, 10, 12]  # the evaluation at step 8 gets its checkpoint
     assert steps("ckpt", every5, evaluates=False) == [5, 10, 12]
+    half = dataclasses.replace(train, eval_every_epochs=0.5)           # every 2 steps; a quarter epoch: every step
+    assert steps("eval", half) == [2, 4, 6, 8, 10, 12] and steps("ckpt", half) == [2, 4, 6, 8, 10, 12]
+    assert steps("eval", dataclasses.replace(train, eval_every_epochs=0.25)) == list(range(1, 13))
+    assert steps("eval", dataclasses.replace(train, eval_every_epochs=1.5)) == [6, 12]
 
 
 

@@ -6,7 +6,7 @@ The run directory is the single source of truth::
     RUN/run.json                    stage states: pending / running / done / interrupted / failed; threads
     RUN/.compt.lock                 held by the run in progress (`compt.runlock`)
     RUN/chain/01-<model>/           member 1, trained from scratch
-    RUN/chain/0i-<model>/init.pt    member i grown from member i-1's final.pt (written atomically)
+    RUN/chain/0i-<model>/init.pt    member i grown (or pruned: prune.json beside it) from member i-1's final.pt
     RUN/chain/0i-<model>/…          final.pt, last.pt, metrics.jsonl, result.json, lineage.json
     RUN/baselines/<model>/          every member trained alone for the individual schedule
 
@@ -303,26 +303,45 @@ def fresh_state(paradigm: Paradigm, model_cfg: Any, seed: int) -> dict[str, torc
 
 
 def grow_into(stage_dir: Path, parent_name: str, parent_sha256: str, parent_state: dict[str, torch.Tensor],
-              spec: StageSpec, paradigm: Paradigm, member: int) -> Checkpoint:
+              spec: StageSpec, paradigm: Paradigm, member: int, dataset: Any = None) -> Checkpoint:
     """Chain member `member`'s (0-based) initial weights grown from the parent's final weights by the stage's
-    operator (then moved away from the parent when the member asks, `escape_parent`), written once to
-    ``init.pt`` by rank 0 (atomically, with the growth time ``grow_s`` in its lineage, so it survives
-    resumes; `parent_name`: the parent checkpoint's path relative to the run); every rank waits for the file
-    and reads it."""
+    operator — or pruned from them (``"prune"``: importance measured on a calibration batch of `dataset`, the
+    stage's training set, drawn by its seed; the record in ``prune.json`` beside it, `compt.prune`) — then
+    moved away from the parent when the member asks (`escape_parent`), written once to ``init.pt`` by rank 0
+    (atomically, with the growth time ``grow_s`` in its lineage, so it survives resumes; `parent_name`: the
+    parent checkpoint's path relative to the run); every rank waits for the file and reads it."""
     init = stage_dir / "init.pt"
     if not init.is_file():
         if dist.is_main():
-            t0 = time.perf_counter()
+            t0, pruned = time.perf_counter(), {}
             if spec.growth == "none":
                 state = fresh_state(paradigm, spec.model, spec.seed)
+            elif spec.growth == "prune":
+                state, pruned = prune_into(stage_dir, parent_state, spec, paradigm, dataset)
             else:
                 state = paradigm.grow(parent_state, spec.parent, spec.model, spec.growth, spec.seed)
             state, escape = escape_parent(state, spec, paradigm, member)
             lineage = {"parent": parent_name, "parent_sha256": parent_sha256, "operator": spec.growth,
-                       "seed": spec.seed, "stage": "grow", "grow_s": time.perf_counter() - t0, **escape}
+                       "seed": spec.seed, "stage": "grow", "grow_s": time.perf_counter() - t0, **escape, **pruned}
             save_checkpoint(init, state_dict=state, model_config=spec.model, lineage=lineage)
         dist.barrier()
     return load_checkpoint(init)
+
+
+def prune_into(stage_dir: Path, parent_state: dict[str, torch.Tensor], spec: StageSpec, paradigm: Paradigm,
+               dataset: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(the member's weights pruned from its parent's, what its lineage records of it): the paradigm measures on a
+    calibration batch of `dataset` (`compt.prune.calibration_batch`, drawn by the stage's seed) on this rank's
+    device; the importance statistics and kept indices go to ``prune.json`` in the stage folder."""
+    from compt.prune import as_lists, calibration_batch
+
+    batch = calibration_batch(dataset, spec.seed)
+    state, record = paradigm.prune(parent_state, spec.parent, spec.model, batch, dist.init_distributed().device)
+    atomic_write_json(stage_dir / "prune.json", {"parent": spec.parent.name, "child": spec.model.name,
+                                                 "calibration_samples": len(batch[0]), "seed": spec.seed,
+                                                 **as_lists(record)})
+    return {k: v.detach().cpu() for k, v in state.items()}, {"prune_record": "prune.json",
+                                                               "calibration_samples": len(batch[0])}
 
 
 def escape_parent(state: dict[str, torch.Tensor], spec: StageSpec, paradigm: Paradigm,
@@ -407,7 +426,7 @@ def _grow_and_train(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData, 
         parent_ckpt = run_dir / stage_dir("chain", stage.index - 1, cfg.chain[stage.index - 1].model) / "final.pt"
         parent, parent_sha = load_checkpoint(parent_ckpt).state_dict, sha256_file(parent_ckpt)
         parent_name = str(parent_ckpt.relative_to(run_dir))
-        grown = grow_into(d, parent_name, parent_sha, parent, spec, paradigm, stage.index)
+        grown = grow_into(d, parent_name, parent_sha, parent, spec, paradigm, stage.index, dataset)
         init, teacher = grown.state_dict, parent if spec.distills else None
         lineage.update(parent=parent_name, parent_sha256=parent_sha, operator=spec.growth,
                        distill=spec.distill, distill_weight=spec.distill_weight,

@@ -18,7 +18,7 @@ from compt.threads import passive_wait_policy
 
 passive_wait_policy()  # before any command imports torch (see compt.threads)
 
-COMMANDS = ("models", "flops", "plan", "grow", "train", "eval", "finetune", "export", "report", "demo")
+COMMANDS = ("models", "flops", "plan", "grow", "prune", "train", "eval", "finetune", "export", "report", "demo")
 OUTPUT_OPTIONS = ("run_dir", "out")   # options that choose where a command writes (named in disk errors)
 
 

@@ -109,7 +109,7 @@ class TrainConfig:
     seed: int = 0
     teacher_cache: bool = True         # cache teacher embeddings when the teacher's input is deterministic
     ckpt_every_steps: int = 0          # 0 = only at epoch ends
-    eval_every_epochs: int = 0         # 0 = only at the end of each stage
+    eval_every_epochs: float = 0       # 0 = only at the end of each stage; may be a fraction of an epoch
     log_every_steps: int = 10
     fsdp: bool = False                 # shard members with FSDP2 instead of DDP
     loader_workers: int = -1           # DataLoader worker processes per rank (-1 = CPUs per rank - 1, ≤ 8; 0 = none)
@@ -469,13 +469,22 @@ def validate(cfg: RunConfig) -> None:
         if i > 0 and distill not in rules.distill_losses:
             raise unknown_name("distillation loss", distill, rules.distill_losses)
     for i in range(1, len(rules.configs)):
-        a, b = rules.configs[i - 1], rules.configs[i]
-        if rules.flops[i] <= rules.flops[i - 1]:
-            raise UserError(f"chain is not ascending in compute: member {i + 1} {b.name} "
-                            f"({rules.flops[i] / 1e9:.3g} GFLOPs) is not larger than member {i} "
-                            f"{a.name} ({rules.flops[i - 1] / 1e9:.3g} GFLOPs)")
-        if cfg.chain[i].growth != "none":
-            rules.validate_growth(a, b, cfg.chain[i].growth)
+        _validate_step(cfg, rules, i)
+
+
+def _validate_step(cfg: RunConfig, rules: ChainRules, i: int) -> None:
+    """Member i + 1 against its predecessor: a pruned one (growth = "prune") is no larger in any dimension (the
+    paradigm's check, first) and cheaper; any other is more expensive. A chain may mix both (`compt.prune`)."""
+    a, b, op = rules.configs[i - 1], rules.configs[i], cfg.chain[i].growth
+    if op == "prune":
+        rules.validate_growth(a, b, op)
+    if (rules.flops[i] >= rules.flops[i - 1]) if op == "prune" else (rules.flops[i] <= rules.flops[i - 1]):
+        how = ("pruned from but not smaller than", "prune") if op == "prune" else ("not larger than", "grow")
+        raise UserError(f"chain is not {'descending' if op == 'prune' else 'ascending'} in compute: member {i + 1} "
+                        f"{b.name} ({rules.flops[i] / 1e9:.3g} GFLOPs) is {how[0]} member {i} {a.name} "
+                        f"({rules.flops[i - 1] / 1e9:.3g} GFLOPs); members {how[1]} from their predecessor")
+    if op not in ("none", "prune"):
+        rules.validate_growth(a, b, op)
 
 
 def chain_rules(cfg: RunConfig) -> ChainRules:

@@ -39,7 +39,7 @@ SECTIONS = (  # (class, TOML table, override prefix, where the method behind it 
 
 NOTES = {  # fields that carry no comment in compt/config.py (a field with a comment must not be here)
     "RunConfig.name": "names the run folder `runs/<name>` (default: the TOML file's name)",
-    "RunConfig.chain": "the members, ascending in compute: one `[[chain]]` table each (below)",
+    "RunConfig.chain": "the members, ascending in compute (a pruned member: smaller): one `[[chain]]` table each",
     "RunConfig.baselines": "also train every member alone for `baseline_epochs` (`compt train --baselines`)",
     "RunConfig.data": "the `[data]` table (below)",
     "RunConfig.train": "the `[train]` table (below)",
@@ -57,7 +57,8 @@ NOTES = {  # fields that carry no comment in compt/config.py (a field with a com
     "MemberConfig.model": "a registered model name (`compt models`), e.g. `\"paper/ViT-S-16\"`, `\"lm/cpu-2M\"`",
     "MemberConfig.epochs": "epochs of this member's chain stage (may be fractional)",
     "MemberConfig.growth": ("growth operator from the previous member: `corner` \\| `preserve` \\| `stack` \\| "
-                            "`split` \\| `none`"),
+                            "`split` \\| `none`; or `prune`: a smaller member cut out of the previous one "
+                            "(method.md, Pruning down)"),
 }
 
 INTRO = """\

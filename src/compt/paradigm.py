@@ -51,8 +51,9 @@ class Metric:
 @dataclass(frozen=True)
 class ChainRules:
     """What one chain allows, as `compt.config.validate` checks it: the members' resolved configs, the
-    forward FLOPs that order them, the growth operators and distillation losses (each with ``"none"``), the
-    pairwise growth check ``validate_growth(parent, child, op)``, whether each member has image patches to
+    forward FLOPs that order them, the growth operators and distillation losses (each with ``"none"``; operators
+    with ``"prune"`` where the paradigm prunes, `Paradigm.prune`), the pairwise check ``validate_growth(parent,
+    child, op)`` (for ``"prune"``: the child is no larger than the parent), whether each member has image patches to
     drop (FLIP), the towers a member may inherit alone (`compt.inherit`; none for a one-tower model), the
     metrics the run's validation split measures, whether that split is carved out of the training data and, for
     paradigms that count tokens, each member's tokens per sample and parameters."""
@@ -181,6 +182,12 @@ class Paradigm(Protocol):
 
     def grow(self, parent_state: StateDict, parent_cfg: Any, child_cfg: Any, op: str, seed: int) -> StateDict:
         """A child state dict from the parent's by the named growth operator (shapes asserted)."""
+
+    def prune(self, parent_state: StateDict, parent_cfg: Any, child_cfg: Any, batch: Sequence[Tensor],
+              device: Any) -> tuple[StateDict, dict[str, Any]]:
+        """(a smaller child's state dict cut out of the parent's at its most important units, measured on the
+        calibration `batch` — a collated training batch, `compt.prune.calibration_batch` — on `device`; the record:
+        ``importance`` statistics and ``kept`` indices). ``validate_growth(parent, child, "prune")`` checks the pair."""
 
     def key_place(self, cfg: Any, key: str) -> tuple[str, float]:
         """Where state-dict `key` of a model of config `cfg` sits: (tower or "", depth: −1 the stem, i block i,

@@ -8,8 +8,13 @@ E epochs:
     stage(m_1)      = E_1   · N · 3·F(m_1)                   # the first member trains from scratch
     stage(m_i), i>1 = E_i   · N · (3·F(m_i) + F(m_{i-1}))    # plus one teacher forward per sample
     chain           = Σ_i stage(m_i)
-    reduction       = 1 − chain / individual(m_n)            # versus training only the largest member
+    reduction       = 1 − chain / max_i individual(m_i)      # versus training only the largest member
     acceleration    = Σ_i individual(m_i) / chain            # family-level speed-up
+
+A down-chain (members pruned from their predecessor, ``growth = "prune"``, `compt.prune`) is priced by the same
+formulas: its largest member is member 1, trained normally, and each pruned stage pays its own training plus the
+larger predecessor's forward as the teacher; the one calibration forward of the pruning (≤ 1024 samples) is
+left out, as growth is.
 
 With member 1 from an init (``[[chain]] init``), stage(m_1) is its continued training only (0 when it is used as
 it is); counting its training from scratch too, the acceleration is Σ_i individual(m_i) / (chain + individual(m_1)).
@@ -152,7 +157,7 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
                                   cache, per_sample, params=rules.params[stage.index] if rules.params else 0,
                                   tokens=spec.epochs * n * tokens, individual_tokens=alone.epochs * n * tokens))
     individual_total = sum(m.individual_cost for m in members)
-    largest = members[-1].individual_cost
+    largest = max(m.individual_cost for m in members)   # member 1 in a down-chain
     init = cfg.chain[0].init or ""
     counted = cumulative + members[0].individual_cost   # member 1 trained from scratch first, then continued
     return ChainPlan(members=tuple(members), samples=n, captions=cfg.data.captions_per_image,
@@ -237,6 +242,7 @@ def human_flops(x: float) -> str:
 def format_plan(plan: ChainPlan, name: str) -> str:
     """Readable table: per-member costs in FLOPs and in % of the largest member's individual cost."""
     ref = plan.largest_individual
+    biggest = next(m.model for m in plan.members if m.individual_cost == ref)
     per = f"of {plan.sample_tokens:,} tokens" if plan.sample_tokens else f"× {plan.captions} caption(s)"
     rows = [f"{name}: {plan.samples:,} samples {per}; individual schedule {plan.individual_epochs:g} epochs", ""]
     head = f"{'#':>2}  {'model':<18} {'epochs':>6}  {'individual':>14} {'%L':>6}  {'stage':>14} {'%L':>6}  " \
@@ -248,7 +254,7 @@ def format_plan(plan: ChainPlan, name: str) -> str:
                     f"{100 * m.stage_cost / ref:>5.1f}%  {human_flops(m.cumulative_cost):>14} "
                     f"{100 * m.cumulative_cost / ref:>5.1f}%")
     rows += ["", f"chain cost:            {human_flops(plan.chain_cost)} "
-                 f"({100 * plan.chain_cost / ref:.1f}% of training {plan.members[-1].model} alone)",
+                 f"({100 * plan.chain_cost / ref:.1f}% of training {biggest} alone)",
              f"reduction vs largest:  {100 * plan.reduction_vs_largest:.1f}%",
              f"individual total:      {human_flops(plan.individual_total)} (all {len(plan.members)} members)",
              f"family acceleration:   {plan.acceleration:.2f}×"]

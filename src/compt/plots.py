@@ -166,8 +166,9 @@ def cost_figure(run: RunSummary) -> Figure:
     """Stacked bars: the chain's cost by stage, next to the largest member alone and the whole family alone."""
     individual = run.individual_flops()
     models = [m.model for m in run.cfg.chain]
+    big = max(range(len(individual)), key=individual.__getitem__)   # the last member, or member 1 of a down-chain
     bars = {"CoM-PT chain": list(enumerate(r.flops for r in run.chain)),
-            f"{models[-1]} alone": [(len(models) - 1, individual[-1])],
+            f"{models[big]} alone": [(big, individual[big])],
             "every member alone": list(enumerate(individual))}
     scale, unit = flops_unit(max(sum(v for _, v in parts) for parts in bars.values()))
     fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
@@ -177,7 +178,7 @@ def cost_figure(run: RunSummary) -> Figure:
             ax.bar(x, value, bottom=bottom, color=member_color(i), edgecolor="white", width=0.6,
                    label=models[i] if x == 2 else None)
             bottom += value
-        ax.text(x, bottom, f"{100 * bottom / individual[-1]:.0f} %", ha="center", va="bottom", fontsize=9)
+        ax.text(x, bottom, f"{100 * bottom / individual[big]:.0f} %", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(range(len(bars)), list(bars))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / scale:g}"))

@@ -130,7 +130,8 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
     chain = [sum(x.flops for x in r.chain[:n_members]) for r in runs]
     per_member = [r.individual_flops()[:n_members] for r in runs]
     indiv = [sum(f) for f in per_member]
-    largest = [f[-1] for f in per_member]
+    largest = [max(f) for f in per_member]   # the last member of an up-chain, member 1 of a down-chain
+    biggest = max(range(n_members), key=lambda i: per_member[0][i])
     out: dict[str, Any] = {"complete": complete, "members": n_members, "chain_flops": stat(chain),
                            "individual_flops": stat(indiv),
                            "chain_pct_of_largest": stat([100 * c / lg for c, lg in zip(chain, largest)]),
@@ -147,12 +148,12 @@ def _family(runs: list[RunSummary], n_members: int) -> dict[str, Any]:
         walls = [(sum(x.wall_s for x in r.individual[:n_members]), sum(x.wall_s for x in r.chain[:n_members]))
                  for r in runs]
         out["acceleration_wall"] = stat([i / c for i, c in walls])
-        out["chain_wall_pct_of_largest"] = stat([100 * c / r.individual[n_members - 1].wall_s
+        out["chain_wall_pct_of_largest"] = stat([100 * c / r.individual[biggest].wall_s
                                                  for r, (_, c) in zip(runs, walls)])
         used = [x for r in runs for x in (*r.chain[:n_members], *r.individual[:n_members])]
         out["acceleration_wall_status"], out["acceleration_wall_caveat"] = combined_status(used), wall_caveat(used)
         out["chain_wall_pct_caveat"] = wall_caveat([x for r in runs
-                                                    for x in (*r.chain[:n_members], r.individual[n_members - 1])])
+                                                    for x in (*r.chain[:n_members], r.individual[biggest])])
     return out
 
 

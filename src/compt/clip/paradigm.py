@@ -196,6 +196,7 @@ class ClipParadigm:
         from compt.clip.data import adapter
         from compt.clip.flops import model_flops
         from compt.clip.growth import GROWTH_OPS, validate_pair
+        from compt.clip.prune import validate_clip_prune
         from compt.clip.tasks import DISTILL_NAMES
 
         if cfg.data.kind == "text":
@@ -204,8 +205,10 @@ class ClipParadigm:
         self.objective(cfg.train.objective)  # unknown objectives are a UserError
         check_data_kind(cfg.data)
         cfgs = [self.member_config(m.model, cfg.train.objective) for m in cfg.chain]
-        return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs], growth_ops=(*GROWTH_OPS, "none"),
-                          distill_losses=DISTILL_NAMES, validate_growth=validate_pair,
+        return ChainRules(configs=cfgs, flops=[model_flops(c).total for c in cfgs],
+                          growth_ops=(*GROWTH_OPS, "prune", "none"), distill_losses=DISTILL_NAMES,
+                          validate_growth=lambda a, b, op: validate_clip_prune(a, b) if op == "prune" else
+                          validate_pair(a, b, op),
                           patch_tokens=tuple(not c.is_swin for c in cfgs), towers=("vision", "text"),
                           measures=adapter(cfg.data.kind).measures, carves_validation=carves_validation(cfg))
 
@@ -232,6 +235,12 @@ class ClipParadigm:
         from compt.clip.growth import grow
 
         return grow(parent_state, parent_cfg, child_cfg, op, seed)
+
+    def prune(self, parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConfig,
+              batch: Sequence[Tensor], device: Any) -> tuple[StateDict, dict[str, Any]]:
+        from compt.clip.prune import prune_clip_model
+
+        return prune_clip_model(parent_state, parent_cfg, child_cfg, batch, device)
 
     def key_place(self, cfg: ModelConfig, key: str) -> tuple[str, float]:
         from compt.clip.growth.common import key_place

@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     from compt.paradigm import paradigm_named, paradigm_of
 
     parent_path, out = Path(args.parent), Path(args.out)
+    if args.op == "prune":
+        raise UserError("--op prune: pruning measures importance on calibration data; use compt prune --from "
+                        "BIG.pt --to MODEL --out SMALL.pt")
     hf_child = args.child.endswith(".json") or Path(args.child).is_dir()   # a Hugging Face config of the child
     paradigm = paradigm_named("lm") if hf_child or parent_path.is_dir() else paradigm_of(args.child)
     if out.exists() and out.resolve() == parent_path.resolve():
@@ -108,7 +111,9 @@ def hf_checkpoint(folder: Path) -> Checkpoint:
                       lineage={"tokenizer": record} if record else {})
 
 
-def _lineage(args: argparse.Namespace, parent_name: str, **extra: Any) -> dict:
+def lineage(args: argparse.Namespace, parent_name: str, **extra: Any) -> dict:
+    """The lineage of a checkpoint made from ``--from`` by ``args.op`` (the parent's path, sha256 and model;
+    `extra`: more records, e.g. the tokenizer)."""
     from compt.checkpoint import sha256_file
 
     parent = Path(args.parent)
@@ -130,7 +135,7 @@ def grow_clip(args: argparse.Namespace, ckpt: Checkpoint) -> int:
     # a SigLIP parent (learnable logit bias) grows into the SigLIP variant of the named child
     child_cfg = dataclasses.replace(child_cfg, init_logit_bias=parent_cfg.init_logit_bias)
     state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
-    save_checkpoint(out, state_dict=state, model_config=child_cfg, lineage=_lineage(args, parent_cfg.name))
+    save_checkpoint(out, state_dict=state, model_config=child_cfg, lineage=lineage(args, parent_cfg.name))
     config = write_open_clip_config(child_cfg, out.parent)
     print(note)
     print(f"grew {parent_cfg.name} -> {child_cfg.name} with {args.op} (seed {args.seed}): {out}  [{config.name}]")
@@ -158,7 +163,7 @@ def grow_lm(args: argparse.Namespace, ckpt: Checkpoint) -> int:
     tokenizer, record = child_tokenizer(args, ckpt, child_cfg)
     state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
     save_checkpoint(out, state_dict=state, model_config=child_cfg,
-                    lineage=_lineage(args, parent_cfg.name, **({"tokenizer": record} if record else {})))
+                    lineage=lineage(args, parent_cfg.name, **({"tokenizer": record} if record else {})))
     hf = export_pretrained(child_cfg, state, out.parent / f"{out.stem}-hf", tokenizer=tokenizer)
     ids = torch.randint(0, parent_cfg.vocab_size, (4, parent_cfg.context_length),
                         generator=torch.Generator().manual_seed(args.seed))

@@ -105,6 +105,7 @@ class LMParadigm:
         from compt.lm.data import carves_validation
         from compt.lm.flops import lm_flops
         from compt.lm.growth import LM_GROWTH_OPS, validate_lm_growth
+        from compt.lm.prune import validate_lm_prune
         from compt.lm.task import LM_DISTILL_KINDS
         from compt.lm.tokenizers import check_fits, load_hf, run_source
 
@@ -120,8 +121,9 @@ class LMParadigm:
         if source.kind == "hf":   # the family's vocabulary holds the tokenizer's ids (bpe is trained to fit it)
             check_fits(load_hf(source.path), {c.name: c.vocab_size for c in cfgs})
         return ChainRules(configs=cfgs, flops=[lm_flops(c).forward for c in cfgs],
-                          growth_ops=(*LM_GROWTH_OPS, "none"), distill_losses=(*LM_DISTILL_KINDS, "none"),
-                          validate_growth=lambda a, b, op: validate_lm_growth(a, b), patch_tokens=(False,) * len(cfgs),
+                          growth_ops=(*LM_GROWTH_OPS, "prune", "none"), distill_losses=(*LM_DISTILL_KINDS, "none"),
+                          validate_growth=lambda a, b, op: validate_lm_prune(a, b) if op == "prune" else
+                          validate_lm_growth(a, b), patch_tokens=(False,) * len(cfgs),
                           carves_validation=carves_validation(cfg),
                           sample_tokens=tuple(c.context_length for c in cfgs),
                           params=tuple(lm_flops(c).params for c in cfgs))
@@ -156,6 +158,12 @@ class LMParadigm:
         from compt.lm.growth import grow_lm
 
         return grow_lm(parent_state, parent_cfg, child_cfg, op, seed)
+
+    def prune(self, parent_state: StateDict, parent_cfg: LMConfig, child_cfg: LMConfig, batch: Sequence[Tensor],
+              device: Any) -> tuple[StateDict, dict[str, Any]]:
+        from compt.lm.prune import prune_lm_model
+
+        return prune_lm_model(parent_state, parent_cfg, child_cfg, batch, device)
 
     def key_place(self, cfg: LMConfig, key: str) -> tuple[str, float]:
         from compt.lm.growth import key_place

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,9 @@ def due_at(step: int, *, samples: int, batch: int, total: int, train: TrainConfi
     An epoch of `samples` ends at step s when ⌊s·batch/samples⌋ > ⌊(s−1)·batch/samples⌋; s = `total` is last.
 
     * ``log``: s ≡ 0 (mod ``train.log_every_steps``), or the last step;
-    * ``eval`` (only when `evaluates`): the last step, or an epoch end with ``train.eval_every_epochs`` > 0
-      dividing the epochs done;
+    * ``eval`` (only when `evaluates`): the last step, or, with e = ``train.eval_every_epochs`` > 0, a step that
+      crosses a multiple of e epochs: ⌊s·batch/(samples·e)⌋ > ⌊(s−1)·batch/(samples·e)⌋ (for a whole e, the
+      epoch ends whose epoch count e divides; e may be a fraction of an epoch);
     * ``ckpt``: the last step, every evaluation (the CLIP trainer writes that checkpoint before evaluating, so
       a crash in evaluation loses no training), and s ≡ 0 (mod ``train.ckpt_every_steps``) — each epoch end
       when that is 0.
@@ -141,8 +143,9 @@ def due_at(step: int, *, samples: int, batch: int, total: int, train: TrainConfi
     epochs_done = step * batch // samples
     epoch_end = epochs_done > (step - 1) * batch // samples
     last = step == total
-    every = train.eval_every_epochs
-    evaluate = evaluates and (last or (epoch_end and every > 0 and epochs_done % every == 0))
+    every = Fraction(train.eval_every_epochs).limit_denominator(10_000)
+    crossed = every > 0 and (step * batch // (samples * every)) > ((step - 1) * batch // (samples * every))
+    evaluate = evaluates and (last or crossed)
     every = train.ckpt_every_steps
     ckpt = last or evaluate or (step % every == 0 if every > 0 else epoch_end)
     return {"log": step % max(train.log_every_steps, 1) == 0 or last, "eval": evaluate, "ckpt": ckpt}
