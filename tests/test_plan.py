@@ -158,3 +158,17 @@ def test_plan_names_the_protocol_and_the_baselines_total(tmp_path: Path, capsys)
     assert "baselines total:       4.54e+08 FLOPs" in out
     assert main(["plan", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["baselines"]["total"] == 122_611_968 + 331_423_488
+
+
+def test_member_1_used_as_it_is_without_an_individual_schedule_plans(tmp_path: Path, capsys) -> None:
+    """init with 0 epochs and no baseline_epochs: no individual schedule, so no percentages — and no crash."""
+    (tmp_path / "a.pt").write_bytes(b"")
+    cfg = config_from_dict({"name": "as-is", "chain": [{"model": "test/A", "epochs": 0, "init": str(tmp_path / "a.pt")},
+                                                        {"model": "test/B", "epochs": 1}]})
+    plan = plan_chain(cfg)
+    assert plan.largest_individual == 0 and plan.reduction_vs_largest == 0 and plan.members[0].stage_cost == 0
+    path = tmp_path / "as-is.toml"
+    path.write_text(f'name = "as-is"\n[[chain]]\nmodel = "test/A"\nepochs = 0\ninit = "{tmp_path / "a.pt"}"\n'
+                    '[[chain]]\nmodel = "test/B"\nepochs = 1\n')
+    assert main(["plan", str(path)]) == 0
+    assert "set baseline_epochs" in capsys.readouterr().out

@@ -163,7 +163,7 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
     return ChainPlan(members=tuple(members), samples=n, captions=cfg.data.captions_per_image,
                      individual_epochs=cfg.individual_epochs, chain_cost=cumulative,
                      individual_total=individual_total, largest_individual=largest,
-                     reduction_vs_largest=1.0 - cumulative / largest,
+                     reduction_vs_largest=1.0 - cumulative / largest if largest else 0.0,
                      acceleration=individual_total / cumulative if cumulative else float("inf"), init=init,
                      acceleration_counting_init=individual_total / counted if init else 0.0,
                      capped=tuple(m.model for m in cfg.chain if m.until or m.target),
@@ -241,6 +241,12 @@ def human_flops(x: float) -> str:
 
 def format_plan(plan: ChainPlan, name: str) -> str:
     """Readable table: per-member costs in FLOPs and in % of the largest member's individual cost."""
+    if not plan.largest_individual:   # member 1 used as it is (init, 0 epochs) sets no individual schedule
+        return "\n".join([f"{name}: member 1 trains 0 epochs (used as it is from {plan.init}), so there is no "
+                           f"individual schedule to compare with: set baseline_epochs", "",
+                           *(f"{i:>2}  {m.model:<18} {m.epochs:>6g}  stage {human_flops(m.stage_cost)}"
+                             for i, m in enumerate(plan.members, 1)),
+                           f"chain cost:            {human_flops(plan.chain_cost)}"])
     ref = plan.largest_individual
     biggest = next(m.model for m in plan.members if m.individual_cost == ref)
     per = f"of {plan.sample_tokens:,} tokens" if plan.sample_tokens else f"× {plan.captions} caption(s)"
