@@ -1,8 +1,9 @@
-"""A language-model run's data: a text corpus (``[data] kind = "text"``) tokenised once into ``RUN/data/``.
+"""A language-model run's data: a text corpus (``[data] kind = "text"``) tokenised once into ``RUN/data/``, token
+shards (``"tokens"``, `compt.lm.shards`) or documents (``"documents"``, `compt.lm.corpus`).
 
-``RUN/data/`` holds the tokens and ``tokenizer.json``, which each stage's Hugging Face export ``hf/`` also
-carries. `LMData` is the run data the chain runner asks for training windows, the held-out evaluation and
-the files written beside a finished stage's final.pt (`compt.paradigm.RunData`).
+``RUN/data/`` holds the text kind's tokens and the run's ``tokenizer.json``, which each stage's Hugging Face
+export ``hf/`` also carries. `LMData` is the run data the chain runner asks for training windows, the held-out
+evaluation and the files written beside a finished stage's final.pt (`compt.paradigm.RunData`).
 """
 
 from __future__ import annotations
@@ -86,7 +87,12 @@ class LMData:
 
     def _data(self) -> tuple[Any, Any, Any]:
         if self._split is None:
-            self._split = text_data(self.cfg, self.run_dir, self.carve)
+            if self.cfg.data.kind == "text":
+                self._split = text_data(self.cfg, self.run_dir, self.carve)
+            else:
+                from compt.lm.corpus import open_corpus
+
+                self._split = open_corpus(self.cfg, self.run_dir, self.carve)
             if len(self._split[0]) == 0 or len(self._split[1]) == 0:
                 raise UserError("the text corpus gives an empty training or held-out split")
         return self._split
@@ -105,14 +111,22 @@ class LMData:
     def validation_split(self) -> Any:
         """The validation windows, built once and said once: the last `validation_windows` windows of
         ``data.val_path`` (tokenised with the run's tokenizer) when set, else as many just before the held-out
-        split, after the last training window (`compt.lm.text.validation`)."""
+        split, after the last training window (`compt.lm.text.validation`). Token and document corpora: the first
+        windows of ``data.val_path``, else those carved by a hash of their keys (`compt.lm.corpus`)."""
         from compt import distributed
         from compt.lm.text import held_out, tokenize_corpus, validation
 
         if self._validation is None:
             train, held, corpus = self._data()
             count, data = validation_windows(self.cfg), self.cfg.data
-            if data.val_path:
+            if data.kind != "text":
+                from compt.lm.corpus import validation_from
+
+                self._validation = corpus.carved if corpus.carved is not None else \
+                    validation_from(corpus, self.cfg, self.run_dir, count)
+                where = f"of data.val_path {data.val_path}" if data.val_path else \
+                    "by a hash of their keys, excluded from training, disjoint from the held-out split"
+            elif data.val_path:
                 own = tokenize_corpus(data.val_path, corpus_dir(self.run_dir) / "val",
                                       tokenizer=tokenizer_kind(self.cfg), tokenizer_file=corpus.tokenizer_file,
                                       vocab_size=get_lm_config(self.cfg.chain[0].model).vocab_size)
@@ -133,6 +147,10 @@ class LMData:
         from compt.datafp import files_fingerprint
         from compt.lm.text import default_corpus, text_files
 
+        if self.cfg.data.kind != "text":
+            from compt.lm.corpus import corpus_fingerprint
+
+            return corpus_fingerprint(self.cfg.data.kind, self.cfg.data.path)
         path = self.cfg.data.path or default_corpus()
         root = Path(path) if isinstance(path, (str, Path)) and Path(path).is_dir() else None
         return files_fingerprint(text_files(path), root, hashed=("",))

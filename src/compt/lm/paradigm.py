@@ -108,8 +108,9 @@ class LMParadigm:
         from compt.lm.task import LM_DISTILL_KINDS
         from compt.lm.text import TOKENIZERS
 
-        if cfg.data.kind != "text":
-            raise UserError(f"language models train on [data] kind = \"text\", not {cfg.data.kind!r}")
+        if cfg.data.kind not in ("text", "tokens", "documents"):
+            raise UserError(f"language models train on [data] kind = \"text\", \"tokens\" or \"documents\", not "
+                            f"{cfg.data.kind!r}")
         if cfg.data.tokenizer not in (None, *TOKENIZERS):
             raise UserError(f"unknown tokenizer {cfg.data.tokenizer!r} (known: {', '.join(TOKENIZERS)})")
         self.objective(cfg.train.objective)

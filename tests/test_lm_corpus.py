@@ -1,0 +1,249 @@
+"""Token shards and document corpora for language models: windows, splits by key, the token cache, bad inputs.
+
+Every corpus is made here: token shards written with numpy, a JSONL file, a Parquet file and a ``save_to_disk``
+folder written with pyarrow / datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compt.config import config_from_dict
+from compt.errors import UserError
+from compt.lm import corpus as lm_corpus
+from compt.lm.corpus import document_split, open_corpus, run_tokenizer, tokenized_corpus
+from compt.lm.shards import SegmentWindows, cut_out, lowest_keys, open_shards, whole, window_split
+from compt.lm.text import byte_tokenizer
+
+CTX = 16                      # lm/test-* context; vocabulary 264, byte tokenizer (257 tokens, EOS 256)
+TEXTS = [f"doc {i}: " + "abc " * (i % 9 + 1) for i in range(120)]
+
+
+def write_tokens(folder: Path, sizes: tuple[int, ...] = (1000, 777), seed: int = 0, dtype=np.uint16) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, out = np.random.default_rng(seed), []
+    for i, n in enumerate(sizes):
+        out.append(folder / f"part-{i}.bin")
+        rng.integers(0, 257, size=n).astype(dtype).tofile(out[-1])
+    return out
+
+
+def raw(kind: str, path: Path, **data) -> dict:
+    return {"name": "lm", "baselines": False,
+            "data": {"kind": kind, "path": str(path), "num_samples": 10_000, "eval_samples": 6, **data},
+            "train": {"batch_size": 4, "warmup_steps": 1, "log_every_steps": 1},
+            "chain": [{"model": "lm/test-A", "epochs": 1}]}
+
+
+def targets(ds: SegmentWindows) -> set[tuple[int, int]]:
+    """(source, token position) of every token a window of `ds` predicts."""
+    out = set()
+    for i in range(len(ds)):
+        s, a = ds.window(i)
+        out.update((s, p) for p in range(a + 1, a + ds.context + 1))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- token shards
+def test_windows_read_the_shards_at_stride_context(tmp_path: Path) -> None:
+    files = write_tokens(tmp_path)
+    shards = open_shards(tmp_path, model_vocab=264, tokenizer_vocab=257, eos_id=256)
+    ds = SegmentWindows(shards, whole(shards), CTX)
+    assert len(ds) == 999 // CTX + 776 // CTX   # a shard's tail of < context + 1 tokens is dropped
+    ids = [np.fromfile(f, dtype=np.uint16).astype(np.int64) for f in files]
+    first_of_second = 999 // CTX
+    assert torch.equal(ds[3][0], torch.from_numpy(ids[0][48:65]))
+    assert torch.equal(ds[first_of_second + 2][0], torch.from_numpy(ids[1][32:49]))
+    assert ds[5][1] == 5 and ds[first_of_second - 1][0].shape == (CTX + 1,)
+
+
+def test_window_split_is_by_hash_disjoint_and_keeps_the_grid(tmp_path: Path) -> None:
+    write_tokens(tmp_path)
+    shards = open_shards(tmp_path, model_vocab=264, tokenizer_vocab=257, eos_id=256)
+    train_segs, (held_segs, val_segs) = window_split(shards, CTX, [6, 5], seed=3)
+    train, held, val = (SegmentWindows(shards, s, CTX) for s in (train_segs, held_segs, val_segs))
+    assert (len(held), len(val), len(train)) == (6, 5, len(SegmentWindows(shards, whole(shards), CTX)) - 11)
+    assert not targets(train) & targets(held) and not targets(train) & targets(val)
+    assert not targets(held) & targets(val)
+    assert all(a % CTX == 0 for i in range(len(train)) for a in [train.window(i)[1]])  # the same window grid
+    keys = lowest_keys([(s.name, (s.tokens - 1) // CTX) for s in shards], 11, seed=3)
+    assert sorted((s, w * CTX) for s, w in keys[:6]) == [held.window(i) for i in range(6)]
+    again = window_split(shards, CTX, [6, 5], seed=3)
+    assert again == (train_segs, [held_segs, val_segs])
+    assert window_split(shards, CTX, [6, 5], seed=4)[1][0] != held_segs   # the seed picks other windows
+
+
+def test_cut_out_keeps_the_pieces_around_each_hole() -> None:
+    assert cut_out([(0, 0, 100), (1, 0, 50)], [(0, 10, 20), (0, 15, 30), (1, 40, 60)]) == \
+        [(0, 0, 10), (0, 30, 100), (1, 0, 40)]
+
+
+def test_a_large_token_folder_opens_without_reading_it(tmp_path: Path) -> None:
+    """1 GiB of (sparse) tokens: opening reads sizes and three small samples, not the file (page faults)."""
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    shards = open_shards(tmp_path, model_vocab=264, tokenizer_vocab=257, eos_id=256)
+    train, (held,) = window_split(shards, 1024, [100], seed=0)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    faults = after.ru_minflt + after.ru_majflt - before.ru_minflt - before.ru_majflt
+    assert len(SegmentWindows(shards, train, 1024)) == (1 << 29) // 1024 - 1 - 100
+    assert faults < 20_000, faults   # reading the file would fault in 262,144 pages
+
+
+# ----------------------------------------------------------------------------------------------- documents
+@pytest.fixture(scope="module")
+def doc_folder(tmp_path_factory) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("docs")
+    with open(root / "a.jsonl", "w") as f:
+        for t in TEXTS[:70]:
+            f.write(json.dumps({"id": len(t), "text": t}) + "\n")
+    (root / "more").mkdir()
+    pq.write_table(pa.table({"text": TEXTS[70:]}), root / "more" / "b.parquet")
+    return root
+
+
+def tokenizer(tmp_path: Path):
+    return run_tokenizer("byte", 264, tmp_path / "run" / "data")
+
+
+def test_documents_are_tokenised_per_file_with_eos_and_cached(doc_folder: Path, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    tok = tokenizer(tmp_path)
+    docs = tokenized_corpus(doc_folder, "text", tok, tmp_path / "fallback")
+    assert [d.shard.name for d in docs] == ["a.jsonl", "more/b.parquet"]
+    want = [np.append(np.frombuffer(t.encode(), dtype=np.uint8), 256) for t in TEXTS]
+    assert np.array_equal(docs[0].shard.open(), np.concatenate(want[:70]))
+    assert np.array_equal(docs[1].shard.open(), np.concatenate(want[70:]))
+    assert docs[1].ends.tolist() == np.cumsum([w.size for w in want[70:]]).tolist()
+    assert (doc_folder / ".compt-tokens").is_dir() and not (tmp_path / "fallback").exists()
+    monkeypatch.setattr(lm_corpus, "_tokenize", lambda *a: pytest.fail("tokenised again"))
+    tokenized_corpus(doc_folder, "text", tok, tmp_path / "fallback")   # read back from the cache
+
+
+def test_a_changed_file_is_tokenised_again(tmp_path: Path) -> None:
+    """An edit that keeps the file's size is seen by its modification time."""
+    tok, f = tokenizer(tmp_path), tmp_path / "d" / "a.jsonl"
+    f.parent.mkdir()
+    f.write_text(json.dumps({"text": "one"}) + "\n")
+    assert tokenized_corpus(f.parent, "text", tok, tmp_path / "fb")[0].shard.open().tolist() == [111, 110, 101, 256]
+    f.write_text(json.dumps({"text": "two"}) + "\n")
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000_000))
+    assert tokenized_corpus(f.parent, "text", tok, tmp_path / "fb")[0].shard.open().tolist() == [116, 119, 111, 256]
+
+
+def test_an_unwritable_data_folder_caches_in_the_run(tmp_path: Path) -> None:
+    assert lm_corpus.cache_folder(tmp_path / "a-file" if (tmp_path / "a-file").write_text("x") else tmp_path,
+                                  tmp_path / "run-cache") == tmp_path / "run-cache"
+
+
+def test_a_datasets_folder_reads_like_jsonl(doc_folder: Path, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"body": TEXTS[:70]}).save_to_disk(str(tmp_path / "ds"))
+    tok = tokenizer(tmp_path)
+    got = tokenized_corpus(tmp_path / "ds", "body", tok, tmp_path / "fb")
+    want = tokenized_corpus(doc_folder / "a.jsonl", "text", tok, tmp_path / "fb")
+    assert np.array_equal(np.concatenate([d.shard.open() for d in got]), want[0].shard.open())
+
+
+def test_document_split_takes_whole_documents_disjoint_from_training(doc_folder: Path, tmp_path: Path) -> None:
+    docs = tokenized_corpus(doc_folder, "text", tokenizer(tmp_path), tmp_path / "fb")
+    train_segs, (held, val) = document_split(docs, CTX, [3, 2], seed=0)
+    spans = {(s, int(d.ends[j - 1]) if j else 0, int(d.ends[j])) for s, d in enumerate(docs)
+             for j in range(d.ends.size)}
+    inside = [sp for sp in spans if any(s == sp[0] and a <= sp[1] and sp[2] <= b for s, a, b in train_segs)]
+    assert len(spans) - len(inside) >= 2                       # some documents left training …
+    for s, a, b in spans - set(inside):                          # … whole, each in exactly one split
+        ids = docs[s].shard.open()[a:b]
+        assert (_contains(held, ids)) != (_contains(val, ids))
+        assert not any(s == t and a < tb and ta < b for t, ta, tb in train_segs)
+    assert held[-1] == 256 and val[-1] == 256 and held.size >= 3 * CTX + 1 and val.size >= 2 * CTX + 1
+    assert document_split(docs, CTX, [3, 2], seed=0)[0] == train_segs
+
+
+def _contains(hay: np.ndarray, needle: np.ndarray) -> bool:
+    return any(np.array_equal(hay[i:i + needle.size], needle) for i in range(hay.size - needle.size + 1))
+
+
+def test_open_corpus_documents_gives_held_out_and_carved_validation(doc_folder: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(raw("documents", doc_folder, eval_samples=4, val_samples=3))
+    train, held, corpus = open_corpus(cfg, tmp_path, carve=True)
+    assert (len(held), len(corpus.carved)) == (4, 3) and len(train) > 100
+    assert corpus.tokenizer_file == tmp_path / "data" / "tokenizer.json" and corpus.tokenizer_file.is_file()
+    limited = open_corpus(config_from_dict(raw("documents", doc_folder, num_samples=10)), tmp_path, carve=False)
+    assert len(limited[0]) == 10 and limited[2].carved is None
+
+
+# ----------------------------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("make, match", [
+    (lambda d: np.r_[np.zeros(200_000), [300], np.zeros(200_000)].astype(np.uint16).tofile(d / "x.bin"),
+     r"x\.bin holds id 300, not below the model's vocabulary \(264\)"),
+    (lambda d: (d / "x.bin").write_bytes(b""), r"token shard .*x\.bin is empty"),
+    (lambda d: (d / "x.bin").write_bytes(b"\x01\x00\x02"), r"x\.bin has 3 bytes, not a whole number of uint16"),
+    (lambda d: (np.ones(5, np.uint16).tofile(d / "x.bin"), (d / "tokens.json").write_text('{"dtype": "uint32"}')),
+     r"x\.bin has 10 bytes, not a whole number of uint32"),
+    (lambda d: (np.ones(6, np.uint16).tofile(d / "x.bin"), (d / "tokens.json").write_text('{"vocab_size": 50257}')),
+     r"tokens\.json: vocab_size 50,257 is larger than the model's vocabulary \(264\)"),
+    (lambda d: (np.ones(6, np.uint16).tofile(d / "x.bin"), (d / "tokens.json").write_text('{"eos_id": 0}')),
+     r"tokens\.json: eos_id 0 is not the run tokenizer's end-of-document id 256"),
+    (lambda d: (np.ones(6, np.uint16).tofile(d / "x.bin"),
+                (d / "tokens.json").write_text('{"dtype": "uint16", "vocab_size": 70000}')),
+     r"tokens\.json: dtype uint16 cannot hold ids of a 70,000-token vocabulary"),
+    (lambda d: (d / "x.txt").write_text("hi"), r"holds no \.bin files"),
+])
+def test_bad_token_shards_are_one_line_errors_naming_the_file(tmp_path: Path, make, match) -> None:
+    make(tmp_path)
+    with pytest.raises(UserError, match=match) as e:
+        open_shards(tmp_path, model_vocab=264, tokenizer_vocab=257, eos_id=256)
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda d: (d / "a.jsonl").write_text('{"text": "x"}\n{"body": "y"}\n'),
+     r"a\.jsonl:2 has no text field 'text' \(data\.text_field; it has: body\)"),
+    (lambda d: (d / "a.jsonl").write_text('{"text": 3}\n'), r"a\.jsonl:1: text field 'text' is int"),
+    (lambda d: (d / "a.jsonl").write_text("{oops\n"), r"a\.jsonl:1 is not JSON"),
+    (lambda d: (d / "a.jsonl").write_text("\n"), r"document file .*a\.jsonl holds no documents"),
+    (lambda d: __import__("pyarrow.parquet").parquet.write_table(
+        __import__("pyarrow").table({"body": ["x"]}), d / "a.parquet"),
+     r"a\.parquet has no text field 'text' \(data\.text_field; its columns: body\)"),
+    (lambda d: (d / "ds").mkdir() or (d / "ds" / "state.json").write_text("{}"),
+     r"datasets folder .*ds does not load"),
+])
+def test_bad_documents_are_one_line_errors_naming_the_file(tmp_path: Path, make, match) -> None:
+    make(tmp_path)
+    path = tmp_path / "ds" if (tmp_path / "ds").exists() else tmp_path
+    with pytest.raises(UserError, match=match) as e:
+        tokenized_corpus(path, "text", tokenizer(tmp_path), tmp_path / "fb")
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+
+
+def test_a_missing_datasets_library_names_the_extra(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "state.json").write_text("{}")
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(UserError, match=r"need the datasets package: pip install 'compt\[lm\]'"):
+        tokenized_corpus(tmp_path / "ds", "text", tokenizer(tmp_path), tmp_path / "fb")
+
+
+def test_bpe_is_refused_for_token_and_document_corpora(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="fitted to a text corpus"):
+        run_tokenizer("bpe", 264, tmp_path)
+
+
+def test_the_byte_tokenizer_is_saved_for_the_export(tmp_path: Path) -> None:
+    tok = tokenizer(tmp_path)
+    assert tok.file.read_text() == byte_tokenizer().to_str() and tok.eos_id == 256 and tok.vocab_size == 257
+    assert tok.encode("é").tolist() == [0xC3, 0xA9]
