@@ -65,6 +65,26 @@ def test_windows_read_the_shards_at_stride_context(tmp_path: Path) -> None:
     assert ds[5][1] == 5 and ds[first_of_second - 1][0].shape == (CTX + 1,)
 
 
+def test_the_trainer_loader_reads_whole_batches_equal_to_the_windows(tmp_path: Path) -> None:
+    from compt.distributed import DistInfo
+    from compt.train.loader import train_loader
+    from compt.train.sampler import StepBatchSampler
+
+    write_tokens(tmp_path)
+    shards = open_shards(tmp_path, model_vocab=264, tokenizer_vocab=257, eos_id=256)
+    ds = SegmentWindows(shards, cut_out(whole(shards), [(0, 100, 300)]), CTX)
+    sampler = StepBatchSampler(len(ds), batch_size=8, accum=2, seed=0, start=3, stop=20, shard_id=1, num_shards=2)
+    loader = train_loader(ds, sampler, workers=0, info=DistInfo(rank=1, world_size=2, local_rank=1,
+                                                                   device=torch.device("cpu")))
+    batches = list(loader)
+    assert len(batches) == len(sampler) == 34
+    for (tokens, index), want in zip(batches, sampler, strict=True):
+        assert index.tolist() == want
+        assert torch.equal(tokens, torch.stack([ds[i][0] for i in want]))
+    with pytest.raises(IndexError):
+        ds[[0, len(ds)]]
+
+
 def test_window_split_is_by_hash_disjoint_and_keeps_the_grid(tmp_path: Path) -> None:
     write_tokens(tmp_path)
     shards = open_shards(tmp_path, model_vocab=264, tokenizer_vocab=257, eos_id=256)

@@ -190,6 +190,7 @@ class SegmentWindows(Dataset):
     each process, so loader workers never pickle its tokens) or an in-memory array."""
 
     deterministic = True
+    reads_batches = True   # `compt.train.loader.train_loader` hands it whole index lists
 
     def __init__(self, sources: Sequence[Shard | np.ndarray], segments: Sequence[Segment], context: int,
                  limit: int | None = None) -> None:
@@ -213,6 +214,19 @@ class SegmentWindows(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_arrays": None}
 
+    def _batch(self, i: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`window` inlined: the per-window Python work is the loader's cost (benchmarks/bench_tokens.py)."""
+        index = np.asarray(i, dtype=np.int64)
+        if index.size and not (0 <= index.min() and index.max() < self.n):
+            raise IndexError(f"window indices outside [0, {self.n})")
+        out, width = np.empty((len(i), self.context + 1), dtype=np.int64), self.context + 1
+        arrays, base, start, src, ctx = self._arrays, self._base, self._start, self._src, self.context
+        for row, j in enumerate(i):
+            s = bisect.bisect_right(base, j) - 1
+            a = start[s] + (j - base[s]) * ctx
+            out[row] = arrays[src[s]][a:a + width]
+        return torch.from_numpy(out), torch.from_numpy(index)
+
     def window(self, i: int) -> tuple[int, int]:
         """(source, first token) of window `i`."""
         if not 0 <= i < self.n:
@@ -220,9 +234,13 @@ class SegmentWindows(Dataset):
         s = bisect.bisect_right(self._base, i) - 1
         return self._src[s], self._start[s] + (i - self._base[s]) * self.context
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int | list[int]) -> tuple[torch.Tensor, int | torch.Tensor]:
+        """Window `i`, or the batch of windows of the index list `i`: ((len(i), context + 1) ids, indices (len(i),)),
+        copied straight into one int64 array (what `reads_batches` tells the trainer's loader)."""
         if self._arrays is None:
             self._arrays = [s.open() if isinstance(s, Shard) else s for s in self.sources]
+        if isinstance(i, list):
+            return self._batch(i)
         src, a = self.window(i)
         return torch.from_numpy(self._arrays[src][a:a + self.context + 1].astype(np.int64)), i
 

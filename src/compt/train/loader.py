@@ -82,7 +82,8 @@ def train_loader(dataset: Dataset, batch_sampler: StepBatchSampler, *, workers: 
                  cache: Any | None = None) -> DataLoader:
     """DataLoader over `training_view(dataset, cache)` with `resolve_workers(workers)` persistent workers.
 
-    A map-style dataset is read in `batch_sampler`'s order; a stream (`IterableDataset`, e.g.
+    A map-style dataset is read in `batch_sampler`'s order (one ``dataset[index list]`` per batch when it
+    `reads_batches`, e.g. `compt.lm.shards.SegmentWindows`); a stream (`IterableDataset`, e.g.
     `compt.clip.data.stream.StreamingPairs`) is cut by each worker into batches of the sampler's shard size.
     """
     n = resolve_workers(workers)
@@ -90,6 +91,9 @@ def train_loader(dataset: Dataset, batch_sampler: StepBatchSampler, *, workers: 
              "worker_init_fn": ignore_stop_signals} if n > 0 else {}
     if isinstance(dataset, IterableDataset):
         return DataLoader(dataset, batch_size=batch_sampler.shard_size, num_workers=n, pin_memory=info.pin_memory,
+                          **extra)
+    if getattr(dataset, "reads_batches", False) and cache is None:   # dataset[index list] is the batch
+        return DataLoader(dataset, sampler=batch_sampler, batch_size=None, num_workers=n, pin_memory=info.pin_memory,
                           **extra)
     return DataLoader(training_view(dataset, cache), batch_sampler=batch_sampler, num_workers=n,
                       pin_memory=info.pin_memory, **extra)
