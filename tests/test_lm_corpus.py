@@ -65,7 +65,8 @@ def test_windows_read_the_shards_at_stride_context(tmp_path: Path) -> None:
     assert ds[5][1] == 5 and ds[first_of_second - 1][0].shape == (CTX + 1,)
 
 
-def test_the_trainer_loader_reads_whole_batches_equal_to_the_windows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_trainer_loader_reads_whole_batches_equal_to_the_windows(tmp_path: Path, workers: int) -> None:
     from compt.distributed import DistInfo
     from compt.train.loader import train_loader
     from compt.train.sampler import StepBatchSampler
@@ -74,7 +75,7 @@ def test_the_trainer_loader_reads_whole_batches_equal_to_the_windows(tmp_path: P
     shards = open_shards(tmp_path, model_vocab=264, tokenizer_vocab=257, eos_id=256)
     ds = SegmentWindows(shards, cut_out(whole(shards), [(0, 100, 300)]), CTX)
     sampler = StepBatchSampler(len(ds), batch_size=8, accum=2, seed=0, start=3, stop=20, shard_id=1, num_shards=2)
-    loader = train_loader(ds, sampler, workers=0, info=DistInfo(rank=1, world_size=2, local_rank=1,
+    loader = train_loader(ds, sampler, workers=workers, info=DistInfo(rank=1, world_size=2, local_rank=1,
                                                                    device=torch.device("cpu")))
     batches = list(loader)
     assert len(batches) == len(sampler) == 34
@@ -267,3 +268,13 @@ def test_the_byte_tokenizer_is_saved_for_the_export(tmp_path: Path) -> None:
     tok = tokenizer(tmp_path)
     assert tok.file.read_text() == byte_tokenizer().to_str() and tok.eos_id == 256 and tok.vocab_size == 257
     assert tok.encode("é").tolist() == [0xC3, 0xA9]
+
+
+@pytest.mark.parametrize("kind", ["tokens", "documents"])
+def test_the_kinds_are_for_language_models_only(tmp_path: Path, kind: str) -> None:
+    from compt.config import validate
+
+    validate(config_from_dict(raw(kind, tmp_path)))
+    clip = raw(kind, tmp_path) | {"chain": [{"model": "test/A", "epochs": 1}]}
+    with pytest.raises(UserError, match=f'kind = "{kind}" is for language-model chains'):
+        validate(config_from_dict(clip))

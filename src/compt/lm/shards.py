@@ -217,7 +217,7 @@ class SegmentWindows(Dataset):
     def _batch(self, i: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """`window` inlined: the per-window Python work is the loader's cost (benchmarks/bench_tokens.py)."""
         index = np.asarray(i, dtype=np.int64)
-        if index.size and not (0 <= index.min() and index.max() < self.n):
+        if index.size and (index.min() < 0 or index.max() >= self.n):
             raise IndexError(f"window indices outside [0, {self.n})")
         out, width = np.empty((len(i), self.context + 1), dtype=np.int64), self.context + 1
         arrays, base, start, src, ctx = self._arrays, self._base, self._start, self._src, self.context
