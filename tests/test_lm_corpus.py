@@ -278,3 +278,17 @@ def test_the_kinds_are_for_language_models_only(tmp_path: Path, kind: str) -> No
     clip = raw(kind, tmp_path) | {"chain": [{"model": "test/A", "epochs": 1}]}
     with pytest.raises(UserError, match=f'kind = "{kind}" is for language-model chains'):
         validate(config_from_dict(clip))
+
+
+def test_nanogpt_train_and_val_files_as_path_and_val_path(tmp_path: Path) -> None:
+    from compt.lm.data import LMData
+
+    train, val = write_tokens(tmp_path / "owt", sizes=(2000, 500))
+    cfg = config_from_dict(raw("tokens", train, val_path=str(val), val_samples=7))
+    data = LMData(cfg, tmp_path / "run")
+    split = data.validation_split()
+    assert len(split) == 7 and {split.window(i)[0] for i in range(7)} == {0}
+    want = np.fromfile(val, dtype=np.uint16)[:CTX + 1].astype(np.int64)
+    assert torch.equal(split[0][0], torch.from_numpy(want))
+    assert len(data.train_set(None)) == (2000 - 1) // CTX - 6   # all of train.bin but the held-out windows
+    assert set(data.fingerprint()) == {"part-0.bin"}

@@ -231,7 +231,10 @@ def _tokenize(doc: DocFile, field: str, tok: RunTokenizer, stem: Path) -> None:
         tmp.unlink()
         raise UserError(f"document file {doc.path} holds no documents")
     os.replace(tmp, stem.with_name(stem.name + ".bin"))
-    np.save(stem.with_name(stem.name + ".ends.npy"), np.asarray(ends, dtype=np.int64))
+    tmp_ends = stem.with_name(f"{stem.name}.ends.{os.getpid()}")
+    with open(tmp_ends, "wb") as out:
+        np.save(out, np.asarray(ends, dtype=np.int64))
+    os.replace(tmp_ends, stem.with_name(stem.name + ".ends.npy"))
     info = {"source": str(doc.path), "dtype": dtype, "tokens": total, "documents": len(ends)}
     tmp_meta = stem.with_name(f"{stem.name}.json.{os.getpid()}")
     tmp_meta.write_text(json.dumps(info))
