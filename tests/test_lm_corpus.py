@@ -20,6 +20,7 @@ from compt.config import config_from_dict
 from compt.errors import UserError
 from compt.lm import corpus as lm_corpus
 from compt.lm.corpus import document_split, open_corpus, run_tokenizer, tokenized_corpus
+from compt.lm.models import get_lm_config
 from compt.lm.shards import SegmentWindows, cut_out, lowest_keys, open_shards, whole, window_split
 from compt.lm.text import byte_tokenizer
 
@@ -199,12 +200,14 @@ def _contains(hay: np.ndarray, needle: np.ndarray) -> bool:
 
 
 def test_open_corpus_documents_gives_held_out_and_carved_validation(doc_folder: Path, tmp_path: Path) -> None:
-    cfg = config_from_dict(raw("documents", doc_folder, eval_samples=4, val_samples=3))
-    train, held, corpus = open_corpus(cfg, tmp_path, carve=True)
+    model = get_lm_config("lm/test-A")
+    data = config_from_dict(raw("documents", doc_folder, eval_samples=4)).data
+    train, held, corpus = open_corpus(data, model, tmp_path / "data", "byte", carve=3)
     assert (len(held), len(corpus.carved)) == (4, 3) and len(train) > 100
     assert corpus.tokenizer_file == tmp_path / "data" / "tokenizer.json" and corpus.tokenizer_file.is_file()
-    limited = open_corpus(config_from_dict(raw("documents", doc_folder, num_samples=10)), tmp_path, carve=False)
-    assert len(limited[0]) == 10 and limited[2].carved is None
+    limited = config_from_dict(raw("documents", doc_folder, num_samples=10)).data
+    train, _, corpus = open_corpus(limited, model, tmp_path / "data", "byte", carve=None)
+    assert len(train) == 10 and corpus.carved is None
 
 
 # ----------------------------------------------------------------------------------------------- bad inputs

@@ -14,6 +14,9 @@ ranks wait.
 
 Held-out and validation documents are chosen by a hash of their key (file, document index): the documents of
 lowest rank (`compt.lm.shards.ranks`) until they give the split's windows; training reads the rest.
+
+`open_corpus` opens either kind of corpus besides text files — documents, or token shards (`compt.lm.shards`) —
+for a run (`compt.lm.data.LMData`); `run_tokenizer` is the one place these corpora get their tokenizer from.
 """
 
 from __future__ import annotations
@@ -289,17 +292,20 @@ def document_split(shards: Sequence[DocShard], context: int, counts: Sequence[in
 
 
 # ----------------------------------------------------------------------------------------------- run data
-KINDS = ("tokens", "documents")
+KINDS = ("tokens", "documents")   # the data kinds of `open_corpus` (besides compt.lm.text's "text")
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """A token or document corpus opened for a run: its tokenizer and the carved validation windows (None: not
-    carved); `validation_from` reads ``data.val_path`` in the same format."""
+    """A token or document corpus opened for a run: its tokenizer, what `validation_from` needs to read
+    ``data.val_path`` the same way, and the carved validation windows (None: not carved)."""
 
     tokenizer: RunTokenizer
     kind: str
     context: int
+    model_vocab: int
+    text_field: str
+    run_data: Path
     carved: SegmentWindows | None
 
     @property
@@ -318,20 +324,18 @@ def _sources(kind: str, path: str, field: str, tok: RunTokenizer, model_vocab: i
     return [d.shard for d in docs], docs
 
 
-def open_corpus(cfg: Any, run_dir: Path, carve: bool) -> tuple[SegmentWindows, SegmentWindows, Corpus]:
-    """(train windows, held-out windows, corpus) of a tokens or documents run: the held-out split (and, with
-    `carve`, the validation split) taken by a hash of each window's or document's key with seed ``data.seed``,
-    training the first ``data.num_samples`` windows of the rest."""
-    from compt.lm.data import corpus_dir, tokenizer_kind, validation_windows
-    from compt.lm.models import get_lm_config
-
-    model, data = get_lm_config(cfg.chain[0].model), cfg.data
+def open_corpus(data: Any, model: Any, run_data: Path, tokenizer: str, carve: int | None
+                ) -> tuple[SegmentWindows, SegmentWindows, Corpus]:
+    """(train windows, held-out windows, corpus) of a tokens or documents run (`data`: its `DataConfig`, `model`:
+    the first member's `LMConfig`, `run_data`: ``RUN/data``): the held-out split (``data.eval_samples`` windows)
+    and, when `carve` is a number, a validation split of that many windows, taken by a hash of each window's or
+    document's key with seed ``data.seed``; training reads the first ``data.num_samples`` windows of the rest."""
     ctx = model.context_length
-    tok = run_tokenizer(tokenizer_kind(cfg), model.vocab_size, corpus_dir(run_dir))
+    tok = run_tokenizer(tokenizer, model.vocab_size, run_data)
     if tok.vocab_size > model.vocab_size:
         raise UserError(f"the tokenizer has {tok.vocab_size:,} tokens; the model has {model.vocab_size:,}")
-    counts = [data.eval_samples] + ([validation_windows(cfg)] if carve else [])
-    shards, docs = _sources(data.kind, data.path, data.text_field, tok, model.vocab_size, corpus_dir(run_dir))
+    counts = [data.eval_samples] + ([carve] if carve is not None else [])
+    shards, docs = _sources(data.kind, data.path, data.text_field, tok, model.vocab_size, run_data)
     if docs is None:
         train_segments, picked = window_split(shards, ctx, counts, data.seed)
         splits = [SegmentWindows(shards, segs, ctx) for segs in picked]
@@ -342,19 +346,17 @@ def open_corpus(cfg: Any, run_dir: Path, carve: bool) -> tuple[SegmentWindows, S
     unit = "windows" if docs is None else "documents"
     distributed.say(f"{data.kind} corpus {data.path}: {train.available:,} training windows of {ctx} + 1 tokens "
                     f"(training on {len(train):,}: data.num_samples), {len(splits[0])} held-out windows"
-                    f"{f', {len(splits[1])} validation windows' if carve else ''} taken by a hash of their {unit}")
-    return train, splits[0], Corpus(tokenizer=tok, kind=data.kind, context=ctx,
-                                    carved=splits[1] if carve else None)
+                    f"{f', {len(splits[1])} validation windows' if len(splits) > 1 else ''} taken by a hash of "
+                    f"their {unit}")
+    return train, splits[0], Corpus(tokenizer=tok, kind=data.kind, context=ctx, model_vocab=model.vocab_size,
+                                    text_field=data.text_field, run_data=run_data,
+                                    carved=splits[1] if len(splits) > 1 else None)
 
 
-def validation_from(corpus: Corpus, cfg: Any, run_dir: Path, windows: int) -> SegmentWindows:
-    """The first `windows` windows of ``data.val_path`` read as ``data.path`` is (the same kind and tokenizer)."""
-    from compt.lm.data import corpus_dir
-    from compt.lm.models import get_lm_config
-
-    vocab = get_lm_config(cfg.chain[0].model).vocab_size
-    shards, _ = _sources(corpus.kind, cfg.data.val_path, cfg.data.text_field, corpus.tokenizer, vocab,
-                         corpus_dir(run_dir))
+def validation_from(corpus: Corpus, path: str, windows: int) -> SegmentWindows:
+    """The first `windows` windows of `path` (``data.val_path``) read as the corpus is (kind, tokenizer)."""
+    shards, _ = _sources(corpus.kind, path, corpus.text_field, corpus.tokenizer, corpus.model_vocab,
+                         corpus.run_data)
     return SegmentWindows(shards, whole(shards), corpus.context, limit=windows)
 
 

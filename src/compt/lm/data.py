@@ -92,7 +92,9 @@ class LMData:
             else:
                 from compt.lm.corpus import open_corpus
 
-                self._split = open_corpus(self.cfg, self.run_dir, self.carve)
+                self._split = open_corpus(self.cfg.data, get_lm_config(self.cfg.chain[0].model),
+                                          corpus_dir(self.run_dir), tokenizer_kind(self.cfg),
+                                          validation_windows(self.cfg) if self.carve else None)
             if len(self._split[0]) == 0 or len(self._split[1]) == 0:
                 raise UserError("the text corpus gives an empty training or held-out split")
         return self._split
@@ -123,7 +125,7 @@ class LMData:
                 from compt.lm.corpus import validation_from
 
                 self._validation = corpus.carved if corpus.carved is not None else \
-                    validation_from(corpus, self.cfg, self.run_dir, count)
+                    validation_from(corpus, data.val_path, count)
                 where = f"of data.val_path {data.val_path}" if data.val_path else \
                     "by a hash of their keys, excluded from training, disjoint from the held-out split"
             elif data.val_path:

@@ -102,13 +102,14 @@ class LMParadigm:
 
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
+        from compt.lm.corpus import KINDS
         from compt.lm.data import carves_validation
         from compt.lm.flops import lm_flops
         from compt.lm.growth import LM_GROWTH_OPS, validate_lm_growth
         from compt.lm.task import LM_DISTILL_KINDS
         from compt.lm.text import TOKENIZERS
 
-        if cfg.data.kind not in ("text", "tokens", "documents"):
+        if cfg.data.kind not in ("text", *KINDS):
             raise UserError(f"language models train on [data] kind = \"text\", \"tokens\" or \"documents\", not "
                             f"{cfg.data.kind!r}")
         if cfg.data.tokenizer not in (None, *TOKENIZERS):
