@@ -97,6 +97,11 @@ def two_process_runs(tmp_path_factory, data: Path) -> Path:
     return out
 
 
+def test_each_rank_tokenises_its_share_of_the_document_files(two_process_runs: Path) -> None:
+    shares = [json.loads((two_process_runs / f"tokenised-by-rank{r}.json").read_text()) for r in (0, 1)]
+    assert shares == [["a.jsonl"], ["b.jsonl"]]
+
+
 @pytest.mark.parametrize("kind", ["tokens", "documents"])
 def test_two_gloo_processes_train_what_one_trains(two_process_runs: Path, data: Path, reference: Path,
                                                   tmp_path: Path, kind: str) -> None:
@@ -131,6 +136,16 @@ if __name__ == "__main__":
         trainer._after_step = crash
         train_run(config_from_dict(run_config(data_dir, "tokens")), out_dir, progress=False)
     else:
+        from compt.lm import corpus
+
+        tokenise, mine = corpus._tokenize, []
+
+        def recorded(doc, *a):
+            mine.append(doc.name)
+            tokenise(doc, *a)
+
+        corpus._tokenize = recorded
         for kind in ("tokens", "documents"):
             train_run(config_from_dict(run_config(data_dir, kind)), out_dir / kind, progress=False)
+        (out_dir / f"tokenised-by-rank{os.environ['RANK']}.json").write_text(json.dumps(mine))
         distributed.shutdown()

@@ -9,8 +9,8 @@ Every input shard is tokenised on its own with the run's tokenizer (`run_tokeniz
 tokenizer's end-of-document id, into a flat token file (`compt.lm.shards`) plus the offsets where its documents
 end. The cache lies in ``.compt-tokens/`` in the data folder, or in ``RUN/data/tokens-cache/`` when the data folder
 cannot be written; its names hold a hash of (tokenizer, file path, size, modification time, text field), so a
-changed file or tokenizer is tokenised again and an unchanged one is read back. Rank 0 tokenises while the other
-ranks wait.
+changed file or tokenizer is tokenised again and an unchanged one is read back. With several ranks each tokenises
+its share of the files, then all read them.
 
 Held-out and validation documents are chosen by a hash of their key (file, document index): the documents of
 lowest rank (`compt.lm.shards.ranks`) until they give the split's windows; training reads the rest.
@@ -245,20 +245,21 @@ def _tokenize(doc: DocFile, field: str, tok: RunTokenizer, stem: Path) -> None:
 
 
 def tokenized_corpus(path: str | Path, field: str, tok: RunTokenizer, fallback: Path) -> list[DocShard]:
-    """Every input shard of ``data.path`` tokenised (cached): rank 0 first, then the others read its cache (or
-    tokenise into their own when it is not on a shared filesystem). Says where the cache lies."""
+    """Every input shard of ``data.path`` tokenised (cached): rank r tokenises the files i ≡ r (mod ranks) that
+    are not cached yet, then every rank reads all of them (tokenising itself any it cannot see: a data folder
+    that is not shared by all nodes). Says where the cache lies."""
     root, docs = document_files(path)
     folder = cache_folder(root, fallback)
-    if not distributed.is_main() and not distributed.all_true(True):   # wait for rank 0
-        raise UserError("rank 0 could not tokenise the documents (its message says why)")
+    rank, world, _ = distributed.world_info_from_env()
     try:
-        out = [tokenized(d, field, tok, folder) for d in docs]
-    except Exception:   # the other ranks wait for rank 0's answer
-        if distributed.is_main():
-            distributed.all_true(False)
+        for doc in docs[rank::world]:
+            tokenized(doc, field, tok, folder)
+    except Exception:   # the other ranks wait for this rank's answer
+        distributed.all_true(False)
         raise
-    if distributed.is_main():
-        distributed.all_true(True)
+    if not distributed.all_true(True):
+        raise UserError("another rank could not tokenise its share of the documents (its message says why)")
+    out = [tokenized(d, field, tok, folder) for d in docs]
     distributed.say(f"{len(docs)} document file(s) of {path} tokenised ({sum(s.shard.tokens for s in out):,} "
                     f"tokens, {sum(s.ends.size for s in out):,} documents), cached in {folder}")
     return out
