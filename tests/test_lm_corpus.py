@@ -295,3 +295,16 @@ def test_nanogpt_train_and_val_files_as_path_and_val_path(tmp_path: Path) -> Non
     assert torch.equal(split[0][0], torch.from_numpy(want))
     assert len(data.train_set(None)) == (2000 - 1) // CTX - 6   # all of train.bin but the held-out windows
     assert set(data.fingerprint()) == {"part-0.bin"}
+
+
+def test_bench_tokens_reads_identical_batches_and_reports_measured_numbers() -> None:
+    import argparse
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_tokens
+
+    args = argparse.Namespace(tokens=200_000, shards=2, context=64, batch=8, steps=6, rounds=1, vocab=300)
+    r = bench_tokens.measure(args)   # asserts every reader's batches equal compt's
+    assert set(r["speed"]) == {"compt", "memmap, nanoGPT get_batch", "memmap, copy into one array"}
+    text = bench_tokens.markdown(args, r, "python benchmarks/bench_tokens.py")
+    assert f"**{r['ratio']:.3f}**" in text and f"{r['speed']['compt']:,.0f}" in text
