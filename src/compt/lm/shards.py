@@ -206,6 +206,7 @@ class SegmentWindows(Dataset):
                 total += n
         self.available = total
         self.n = total if limit is None else min(total, limit)
+        self._table = np.array([self._base, self._start, self._src], dtype=np.int64).reshape(3, -1)
         self._arrays: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -215,16 +216,17 @@ class SegmentWindows(Dataset):
         return {**self.__dict__, "_arrays": None}
 
     def _batch(self, i: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`window` inlined: the per-window Python work is the loader's cost (benchmarks/bench_tokens.py)."""
+        """The windows of `i`, located in one vectorised step; the per-window Python work is the loader's cost
+        (benchmarks/bench_tokens.py)."""
         index = np.asarray(i, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= self.n):
             raise IndexError(f"window indices outside [0, {self.n})")
-        out, width = np.empty((len(i), self.context + 1), dtype=np.int64), self.context + 1
-        arrays, base, start, src, ctx = self._arrays, self._base, self._start, self._src, self.context
-        for row, j in enumerate(i):
-            s = bisect.bisect_right(base, j) - 1
-            a = start[s] + (j - base[s]) * ctx
-            out[row] = arrays[src[s]][a:a + width]
+        base, start, src = self._table
+        seg = np.searchsorted(base, index, side="right") - 1
+        firsts, sources = (start[seg] + (index - base[seg]) * self.context).tolist(), src[seg].tolist()
+        out, width, arrays = np.empty((len(i), self.context + 1), dtype=np.int64), self.context + 1, self._arrays
+        for row, (s, a) in enumerate(zip(sources, firsts)):
+            out[row] = arrays[s][a:a + width]
         return torch.from_numpy(out), torch.from_numpy(index)
 
     def window(self, i: int) -> tuple[int, int]:
