@@ -220,6 +220,8 @@ def test_open_corpus_documents_gives_held_out_and_carved_validation(doc_folder: 
      r"x\.bin has 10 bytes, not a whole number of uint32"),
     (lambda d: (np.ones(6, np.uint16).tofile(d / "x.bin"), (d / "tokens.json").write_text('{"vocab_size": 50257}')),
      r"tokens\.json: vocab_size 50,257 is larger than the model's vocabulary \(264\)"),
+    (lambda d: (np.ones(6, np.uint16).tofile(d / "x.bin"), (d / "tokens.json").write_text('{"vocab_size": 260}')),
+     r"tokens\.json: vocab_size 260 is larger than the run tokenizer's \(257\)"),
     (lambda d: (np.ones(6, np.uint16).tofile(d / "x.bin"), (d / "tokens.json").write_text('{"eos_id": 0}')),
      r"tokens\.json: eos_id 0 is not the run tokenizer's end-of-document id 256"),
     (lambda d: (np.ones(6, np.uint16).tofile(d / "x.bin"),

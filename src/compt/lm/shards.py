@@ -111,13 +111,18 @@ class Shard:
 def open_shards(path: str | Path, *, model_vocab: int, tokenizer_vocab: int, eos_id: int) -> list[Shard]:
     """The shards of ``data.path`` with their dtype (sidecar, else `dtype_for(tokenizer_vocab)`), each checked
     without reading it: non-empty, a whole number of ids, its sampled ids below `model_vocab`; the sidecar's
-    vocabulary fits the model and its EOS is the tokenizer's. Every problem is a `UserError` naming the file."""
+    vocabulary fits the model and the tokenizer, and its EOS is the tokenizer's. Every problem is a `UserError`
+    naming the file."""
     root, files = shard_files(path)
     side = read_sidecar(files[0].parent)
     where = side.path or files[0].parent
     if side.vocab_size is not None and side.vocab_size > model_vocab:
         raise UserError(f"{where}: vocab_size {side.vocab_size:,} is larger than the model's vocabulary "
                         f"({model_vocab:,}): token ids would index past the embedding")
+    if side.vocab_size is not None and side.vocab_size > tokenizer_vocab:
+        raise UserError(f"{where}: vocab_size {side.vocab_size:,} is larger than the run tokenizer's "
+                        f"({tokenizer_vocab:,}): the shards were made with another tokenizer (set "
+                        f"data.tokenizer to it)")
     if side.eos_id is not None and side.eos_id != eos_id:
         raise UserError(f"{where}: eos_id {side.eos_id} is not the run tokenizer's end-of-document id {eos_id}: "
                         f"the shards were made with another tokenizer (set data.tokenizer to it)")
