@@ -208,6 +208,9 @@ def test_open_corpus_documents_gives_held_out_and_carved_validation(doc_folder: 
     limited = config_from_dict(raw("documents", doc_folder, num_samples=10)).data
     train, _, corpus = open_corpus(limited, model, tmp_path / "data", "byte", carve=None)
     assert len(train) == 10 and corpus.carved is None
+    other_field = config_from_dict(raw("documents", doc_folder, text_field="body")).data
+    with pytest.raises(UserError, match=r"a\.jsonl:1 has no text field 'body' \(data\.text_field; it has: id, text\)"):
+        open_corpus(other_field, model, tmp_path / "data", "byte", carve=None)
 
 
 # ----------------------------------------------------------------------------------------------- bad inputs

@@ -82,7 +82,7 @@ class DataConfig:
     zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
     probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
     tokenizer: str | None = None       # kind "text": byte (default) | bpe (trained to the model's vocabulary)
-    text_field: str = "text"           # kind "documents": the JSON field / column holding each document's text
+    text_field: str | None = None      # kind "documents": the JSON field / column of each document's text (None: text)
     shuffle_buffer: int | None = None  # wds-stream: samples in each worker's shuffle buffer (None = 2000)
     resampled: bool | None = None      # wds-stream: draw shards with replacement (None = no: each shard once a pass)
     val_path: str | None = None        # until/target: the validation set, in the format of path (default: carved from

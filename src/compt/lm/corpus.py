@@ -49,6 +49,7 @@ from compt.lm.shards import (
 
 DOC_SUFFIXES = (".jsonl", ".parquet")
 CACHE_DIR = ".compt-tokens"
+TEXT_FIELD = "text"                 # data.text_field unset
 EXTRA = "pip install 'compt[lm]'"   # the optional dependencies (datasets, pyarrow) of document corpora
 
 
@@ -335,8 +336,8 @@ def open_corpus(data: Any, model: Any, run_data: Path, tokenizer: str, carve: in
     tok = run_tokenizer(tokenizer, model.vocab_size, run_data)
     if tok.vocab_size > model.vocab_size:
         raise UserError(f"the tokenizer has {tok.vocab_size:,} tokens; the model has {model.vocab_size:,}")
-    counts = [data.eval_samples] + ([carve] if carve is not None else [])
-    shards, docs = _sources(data.kind, data.path, data.text_field, tok, model.vocab_size, run_data)
+    counts, field = [data.eval_samples] + ([carve] if carve is not None else []), data.text_field or TEXT_FIELD
+    shards, docs = _sources(data.kind, data.path, field, tok, model.vocab_size, run_data)
     if docs is None:
         train_segments, picked = window_split(shards, ctx, counts, data.seed)
         splits = [SegmentWindows(shards, segs, ctx) for segs in picked]
@@ -350,7 +351,7 @@ def open_corpus(data: Any, model: Any, run_data: Path, tokenizer: str, carve: in
                     f"{f', {len(splits[1])} validation windows' if len(splits) > 1 else ''} taken by a hash of "
                     f"their {unit}")
     return train, splits[0], Corpus(tokenizer=tok, kind=data.kind, context=ctx, model_vocab=model.vocab_size,
-                                    text_field=data.text_field, run_data=run_data,
+                                    text_field=field, run_data=run_data,
                                     carved=splits[1] if len(splits) > 1 else None)
 
 
