@@ -134,7 +134,7 @@ MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_drop
                                "init", "until", "probe_every")
 SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "snr_db",
                         "inherit", "until", "target", "probe_every", "objective", "tokenizer", "shuffle_buffer",
-                        "resampled", "val_path", "val_samples", "validation")
+                        "resampled", "val_path", "val_samples", "validation", "text_field")
 
 
 def _later_settings(m: MemberConfig) -> dict[str, Any]:

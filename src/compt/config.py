@@ -61,7 +61,8 @@ __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_fro
 class DataConfig:
     """Where training and evaluation data come from (the paradigm reads it: `compt.paradigm.Paradigm.open_data`)."""
 
-    kind: str = "synthetic"            # CLIP: a key of `compt.clip.data.ADAPTERS`; language models: "text"
+    kind: str = "synthetic"            # CLIP: a key of `compt.clip.data.ADAPTERS`; language models: "text",
+                                       # "tokens" (token shards) or "documents" (JSONL/Parquet/datasets; docs/lm.md)
     path: str = ""                     # CSV/TSV file, webdataset shard pattern, or dataset root
     root: str = ""                     # image paths in a CSV are relative to this (default: the CSV's folder)
     num_samples: int = 10_000          # training pairs (synthetic size; planning size for remote data)
@@ -82,6 +83,7 @@ class DataConfig:
     probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
     tokenizer: str | None = None       # language models: byte (default) | bpe (trained to the model's vocabulary) | a
                                        # Hugging Face tokenizer folder or tokenizer.json (unset: an init folder's own)
+    text_field: str | None = None      # kind "documents": the JSON field / column of each document's text (None: text)
     shuffle_buffer: int | None = None  # wds-stream: samples in each worker's shuffle buffer (None = 2000)
     resampled: bool | None = None      # wds-stream: draw shards with replacement (None = no: each shard once a pass)
     val_path: str | None = None        # until/target: the validation set, in the format of path (default: carved from

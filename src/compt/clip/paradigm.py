@@ -199,9 +199,9 @@ class ClipParadigm:
         from compt.clip.prune import validate_clip_prune
         from compt.clip.tasks import DISTILL_NAMES
 
-        if cfg.data.kind == "text":
-            raise UserError("[data] kind = \"text\" is for language-model chains (lm/… models); CLIP models need "
-                            "image–caption data")
+        if cfg.data.kind in ("text", "tokens", "documents"):
+            raise UserError(f"[data] kind = \"{cfg.data.kind}\" is for language-model chains (lm/… models); CLIP "
+                            f"models need image–caption data")
         self.objective(cfg.train.objective)  # unknown objectives are a UserError
         check_data_kind(cfg.data)
         cfgs = [self.member_config(m.model, cfg.train.objective) for m in cfg.chain]

@@ -8,6 +8,8 @@
 - `compt.lm.paradigm` the `compt.paradigm.Paradigm` adapter the core sees (rules, data, task, step, export)
 - `compt.lm.data`    a run's corpus: training windows, the held-out loss, the ``hf/`` export of a stage
 - `compt.lm.text`    plain-text corpora tokenised once into a memory-mapped token array
+- `compt.lm.shards`  flat token shards (``kind = "tokens"``), memory-mapped; windows and splits by a hash of a key
+- `compt.lm.corpus`  JSONL / Parquet / ``datasets`` documents (``kind = "documents"``) tokenised per file, cached
 - `compt.lm.evaluate` held-out loss / perplexity of a checkpoint on a text file (`compt eval --data text`)
 - `compt.lm.harness` lm-evaluation-harness on every member of a run, with the ``held-out`` task (extra ``lmeval``)
 

@@ -1,8 +1,9 @@
-"""A language-model run's data: a text corpus (``[data] kind = "text"``) tokenised once into ``RUN/data/``.
+"""A language-model run's data: a text corpus (``[data] kind = "text"``) tokenised once into ``RUN/data/``, token
+shards (``"tokens"``, `compt.lm.shards`) or documents (``"documents"``, `compt.lm.corpus`).
 
-``RUN/data/`` holds the tokens and the run's tokenizer (`compt.lm.tokenizers`: its Hugging Face files), which
-each stage's Hugging Face export ``hf/`` also carries. `LMData` is the run data the chain runner asks for
-training windows, the held-out evaluation and the files written beside a finished stage's final.pt
+``RUN/data/`` holds the text kind's tokens and the run's tokenizer (`compt.lm.tokenizers`: its Hugging Face
+files), which each stage's Hugging Face export ``hf/`` also carries. `LMData` is the run data the chain runner
+asks for training windows, the held-out evaluation and the files written beside a finished stage's final.pt
 (`compt.paradigm.RunData`).
 """
 
@@ -103,7 +104,14 @@ class LMData:
 
     def _data(self) -> tuple[Any, Any, Any]:
         if self._split is None:
-            self._split = text_data(self.cfg, self.run_dir, self.carve, tokenizer=self.tokenizer)
+            if self.cfg.data.kind == "text":
+                self._split = text_data(self.cfg, self.run_dir, self.carve, tokenizer=self.tokenizer)
+            else:
+                from compt.lm.corpus import open_corpus
+
+                self._split = open_corpus(self.cfg.data, get_lm_config(self.cfg.chain[0].model),
+                                          corpus_dir(self.run_dir), self.tokenizer,
+                                          validation_windows(self.cfg) if self.carve else None)
             if len(self._split[0]) == 0 or len(self._split[1]) == 0:
                 raise UserError("the text corpus gives an empty training or held-out split")
         return self._split
@@ -122,14 +130,22 @@ class LMData:
     def validation_split(self) -> Any:
         """The validation windows, built once and said once: the last `validation_windows` windows of
         ``data.val_path`` (tokenised with the run's tokenizer) when set, else as many just before the held-out
-        split, after the last training window (`compt.lm.text.validation`)."""
+        split, after the last training window (`compt.lm.text.validation`). Token and document corpora: the first
+        windows of ``data.val_path``, else those carved by a hash of their keys (`compt.lm.corpus`)."""
         from compt import distributed
         from compt.lm.text import held_out, tokenize_corpus, validation
 
         if self._validation is None:
             train, held, corpus = self._data()
             count, data = validation_windows(self.cfg), self.cfg.data
-            if data.val_path:
+            if data.kind != "text":
+                from compt.lm.corpus import validation_from
+
+                self._validation = corpus.carved if corpus.carved is not None else \
+                    validation_from(corpus, data.val_path, count)
+                where = f"of data.val_path {data.val_path}" if data.val_path else \
+                    "by a hash of their keys, excluded from training, disjoint from the held-out split"
+            elif data.val_path:
                 own = tokenize_corpus(data.val_path, corpus_dir(self.run_dir) / "val", tokenizer=self.tokenizer,
                                       vocab_size=get_lm_config(self.cfg.chain[0].model).vocab_size)
                 self._validation = held_out(own.tokens, held.context, count)
@@ -149,6 +165,10 @@ class LMData:
         from compt.datafp import files_fingerprint
         from compt.lm.text import default_corpus, text_files
 
+        if self.cfg.data.kind != "text":
+            from compt.lm.corpus import corpus_fingerprint
+
+            return corpus_fingerprint(self.cfg.data.kind, self.cfg.data.path)
         path = self.cfg.data.path or default_corpus()
         root = Path(path) if isinstance(path, (str, Path)) and Path(path).is_dir() else None
         return files_fingerprint(text_files(path), root, hashed=("",))

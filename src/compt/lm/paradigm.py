@@ -102,6 +102,7 @@ class LMParadigm:
 
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
+        from compt.lm.corpus import KINDS
         from compt.lm.data import carves_validation
         from compt.lm.flops import lm_flops
         from compt.lm.growth import LM_GROWTH_OPS, validate_lm_growth
@@ -109,8 +110,13 @@ class LMParadigm:
         from compt.lm.task import LM_DISTILL_KINDS
         from compt.lm.tokenizers import check_fits, load_hf, run_source
 
-        if cfg.data.kind != "text":
-            raise UserError(f"language models train on [data] kind = \"text\", not {cfg.data.kind!r}")
+        if cfg.data.kind not in ("text", *KINDS):
+            raise UserError(f"language models train on [data] kind = \"text\", \"tokens\" or \"documents\", not "
+                            f"{cfg.data.kind!r}")
+        if cfg.data.kind in KINDS and cfg.data.tokenizer == "bpe":
+            raise UserError("data.tokenizer = \"bpe\" is fitted to a text corpus (kind \"text\"); token and "
+                            "document corpora need a fixed tokenizer: byte, or the Hugging Face one their tokens "
+                            "were made with")
         source = run_source(cfg)
         self.objective(cfg.train.objective)
         cfgs = [self.member_config(m.model, None) for m in cfg.chain]

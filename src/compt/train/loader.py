@@ -60,6 +60,11 @@ class Batches:
         return next(self._batches)
 
 
+def as_read(batch: Any) -> Any:
+    """The collate function of a dataset that `reads_batches`: its batch is already tensors."""
+    return batch
+
+
 def cpus_per_rank() -> int:
     """CPUs this process may use, shared evenly by the ranks of its node."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -82,7 +87,8 @@ def train_loader(dataset: Dataset, batch_sampler: StepBatchSampler, *, workers: 
                  cache: Any | None = None) -> DataLoader:
     """DataLoader over `training_view(dataset, cache)` with `resolve_workers(workers)` persistent workers.
 
-    A map-style dataset is read in `batch_sampler`'s order; a stream (`IterableDataset`, e.g.
+    A map-style dataset is read in `batch_sampler`'s order (one ``dataset[index list]`` per batch when it
+    `reads_batches`, e.g. `compt.lm.shards.SegmentWindows`); a stream (`IterableDataset`, e.g.
     `compt.clip.data.stream.StreamingPairs`) is cut by each worker into batches of the sampler's shard size.
     """
     n = resolve_workers(workers)
@@ -91,5 +97,8 @@ def train_loader(dataset: Dataset, batch_sampler: StepBatchSampler, *, workers: 
     if isinstance(dataset, IterableDataset):
         return DataLoader(dataset, batch_size=batch_sampler.shard_size, num_workers=n, pin_memory=info.pin_memory,
                           **extra)
+    if getattr(dataset, "reads_batches", False) and cache is None:   # dataset[index list] is the batch
+        return DataLoader(dataset, sampler=batch_sampler, batch_size=None, collate_fn=as_read, num_workers=n,
+                          pin_memory=info.pin_memory, **extra)
     return DataLoader(training_view(dataset, cache), batch_sampler=batch_sampler, num_workers=n,
                       pin_memory=info.pin_memory, **extra)
