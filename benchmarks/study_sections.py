@@ -225,9 +225,15 @@ def parity_real_section(runs_root: Path) -> list[str]:
             f"**{'≥ ' if parity.get('lower_bound') else ''}{parity['acceleration_flops']['mean']:.2f}×** in counted "
             f"FLOPs (all stages run to their caps: "
             f"{s['family']['acceleration_flops']['mean']:.2f}×)" if parity.get("reached_all") else
-            "no acceleration at parity: a grown member missed its target by the cap, or the baseline arm's median "
-            "seed never met it (see the table)"))
+            "no acceleration at parity: " + _missed(chain)))
     return parts + ["\n".join(lines), "", *verdicts, "", *_by_variant(rows), ""]
+
+
+def _missed(chain: dict[str, dict]) -> str:
+    """Which grown members missed their target by the cap, with their counted stage FLOPs."""
+    missed = [m for m in chain.values() if m.get("stopping") and not m["stopping"]["reached"]]
+    return (", ".join(m["model"] for m in missed) + " did not reach " + ("its" if len(missed) == 1 else "their")
+            + " target by the cap (see the table)") if missed else "a grown member did not reach its target"
 
 
 def _ttt_figure(summary: dict) -> str:
