@@ -1,4 +1,4 @@
-"""The Hugging Face BPE tokenizer of the LM study (`benchmarks/experiments.py lm_parity`): ``benchmarks/data/pydoc-bpe2k``.
+"""The Hugging Face BPE of the LM parity study (`benchmarks/experiments.py lm_parity`): ``benchmarks/data/pydoc-bpe2k``.
 
 A byte-level BPE (the `tokenizers` library: GPT-2's byte alphabet, 2,048 ids including the end-of-document token
 ``<|endoftext|>``) fitted on the *training* files of the study's corpus, the reST sources of the Python 3.11
@@ -11,8 +11,9 @@ order, each followed by EOS, and cuts the token array at its end: the held-out s
 ``val_samples`` windows just before it, and training uses windows from the start. So the tokenizer must not see the
 files that reach into the last ``(eval_samples + val_samples) · context + 2`` tokens. Those tokens are counted with
 the tokenizer itself, so the script fits, tokenises every file, and refits without any file that reached into
-them, until no fitted file does (each round fits on fewer files, so the loop ends; in practice after two). Every file before the boundary is fitted on — more text than
-the training windows read (lm-base's 1,024 windows are the corpus's first ≈ 400 KB), none of what is evaluated.
+them, until no fitted file does (each round fits on fewer files, so the loop ends; in practice after two). Every
+file before the boundary is fitted on — more text than the training windows read (lm-base's 1,024 windows are the
+corpus's first ≈ 400 KB), none of what is evaluated: 492 of the 497 files, all but whatsnew/3.7 … whatsnew/index.
 
 Deterministic: the files in compt's order, one thread (``RAYON_NUM_THREADS=1``), no randomness in BPE training;
 the script prints the tokenizer's sha256 (compt's identity, `compt.lm.tokenizers.identity_of`) to compare reruns.
