@@ -209,6 +209,15 @@ def test_lm_parity_runs_at_test_size(tmp_path, monkeypatch) -> None:
     result = json.loads((run_dir / "chain/04-lm_test-D/result.json").read_text())
     assert result["metrics"]["val_loss"] > 0
     assert json.loads((run_dir / "chain/04-lm_test-D/hf/config.json").read_text())["vocab_size"] == 2048
+    from study_sections import lm_parity_section
+
+    assert "_not run yet_" in lm_parity_section(tmp_path / "none")
+    section = "\n".join(lm_parity_section(tmp_path))
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ttt-pydoc-bpe2k-4ep | 0 |")]
+    assert [r[2] for r in rows] == [f"lm/test-{x}" for x in "ABCD"] and "held-out Δ loss" in section
+    member = json.loads((run_dir / "chain/02-lm_test-B/result.json").read_text())["metrics"]["val_loss"]
+    base = json.loads((run_dir / "baselines/lm_test-B/result.json").read_text())["metrics"]["val_loss"]
+    assert rows[1][-1] == f"{member - base:+.3f} |"
 
 
 @pytest.mark.parametrize(("name", "drop"), [("flip50", 0.5), ("flip75", 0.75), ("flip50-lr4e-3-fast-decay", 0.5),
