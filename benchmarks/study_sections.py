@@ -226,7 +226,9 @@ LM_PARITY = TTTStudy(
     "token, lower is better; `python benchmarks/experiments.py lm_parity`): "
     + TTT_PROTOCOL.format(target="loss (the 256 windows just before the held-out ones)") + " Grown members: "
     "preserve + token KL (α = 1, as lm-base), √ cooldown, capped at the baselines' 4 epochs. Δ = chain − baseline "
-    "held-out loss (negative: the grown member is better). Wall-clock is not given at parity.",
+    "held-out loss (negative: the grown member is better). Wall-clock is not given at parity. lm-evaluation-harness "
+    "on its exported members (`python benchmarks/lm_eval_study.py --experiment lm_parity`) is tabulated in "
+    "\"Language-model members on lm-evaluation-harness\".",
     ("val_loss",), "held-out Δ loss")
 
 

@@ -137,3 +137,26 @@ def test_an_init_whose_vocabulary_is_too_small_is_refused(tok330: Path, corpus: 
                                         r"\(its vocabulary of 264 is resized to 384") as e:
         train_run(config_from_dict(cfg), tmp_path / "r", progress=False)
     assert "\n" not in str(e.value) and not list((tmp_path / "r").rglob("*.pt"))
+
+
+def test_lm_eval_on_the_resized_members_equals_their_held_out_loss(resized_run: tuple[Path, str]) -> None:
+    """lm-evaluation-harness loads each exported member (vocabulary 384, the run's BPE) and its ``held-out`` task
+    gives bits per byte = N·L / (B ln 2) with L the member's recorded held-out loss (`compt.lm.harness`)."""
+    import math
+    import os
+
+    pytest.importorskip("lm_eval")
+    from compt.lm.harness import OFFLINE
+
+    d, _ = resized_run
+    with pytest.MonkeyPatch.context() as mp:   # the offline switches compt sets are undone afterwards
+        for key in OFFLINE:
+            mp.setenv(key, os.environ.get(key, "1"))
+        assert main(["eval", str(d), "--lm-eval", "held-out", "--batch-size", "4"]) == 0
+    held = json.loads((d / "lm_eval/held-out/held_out.json").read_text())
+    assert held["same_tokens"] and held["tokens"] == 4 * 16
+    for member in ("chain/01-lm_test-A", "chain/02-lm_test-B"):
+        loss = json.loads((d / member / "result.json").read_text())["metrics"]["val_loss"]
+        got = json.loads((d / "lm_eval" / member / "results.json").read_text())["results"]["held-out"]
+        assert got["bits_per_byte,none"] == pytest.approx(held["tokens"] * loss / (held["bytes"] * math.log(2)),
+                                                          rel=1e-5)
