@@ -160,3 +160,16 @@ def test_lm_eval_on_the_resized_members_equals_their_held_out_loss(resized_run: 
         got = json.loads((d / "lm_eval" / member / "results.json").read_text())["results"]["held-out"]
         assert got["bits_per_byte,none"] == pytest.approx(held["tokens"] * loss / (held["bytes"] * math.log(2)),
                                                           rel=1e-5)
+
+
+def test_the_run_configs_are_resolved_once_per_run_config(tok330: Path, corpus: Path, monkeypatch) -> None:
+    from compt.config import chain_rules
+    from compt.lm.paradigm import LMParadigm
+
+    calls = []
+    resolve = LMParadigm.run_configs
+    monkeypatch.setattr(LMParadigm, "run_configs", lambda self, cfg: calls.append(cfg) or resolve(self, cfg))
+    cfg = config_from_dict(raw(corpus, str(tok330)))
+    assert member_config(cfg, 0) is member_config(cfg, 0) is chain_rules(cfg).configs[0] and len(calls) == 1
+    member_config(config_from_dict(raw(corpus, str(tok330))), 1)   # another run config: resolved for itself
+    assert len(calls) == 2
