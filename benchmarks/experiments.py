@@ -113,10 +113,13 @@ SPAN6 = ("tiny/ViT-N", "tiny/ViT-T", "tiny/ViT-C", "tiny/ViT-S", "tiny/ViT-M", "
 
 
 def _real_ttt(name: str, epochs: float, chain: tuple[str, ...] = WIDE, protocol: tuple[str, ...] = REAL_TTT,
-              eval_every: float = 0.0) -> Variant:
+              eval_every: float = 0.0, distill: str = "distill_weight=50.0", base: str = "tiny-base.toml") -> Variant:
+    """Grown members stop at their baselines (`until`), capped at the baselines' `epochs`, √ cooldown, probed every
+    quarter of the cap; `distill`: their distillation settings (default the CLIP recipe's fd α = 50)."""
     grown = len(chain) - 1
-    recipe = f"until=\"baseline\" cooldown_shape=\"sqrt\" distill_weight=50.0 probe_every={epochs / 4:g}"
-    return Variant(name, chain, stage_epochs=(epochs,) * grown, baseline_epochs=epochs,
+    stop = ("until=\"baseline\" cooldown_shape=\"sqrt\"", distill, f"probe_every={epochs / 4:g}")
+    recipe = " ".join(s for s in stop if s)
+    return Variant(name, chain, stage_epochs=(epochs,) * grown, baseline_epochs=epochs, base=base,
                    overrides=(*protocol, *_members(recipe, grown), f"train.eval_every_epochs={eval_every or epochs:g}"))
 
 
@@ -138,6 +141,13 @@ LM3 = ("lm/cpu-1M", "lm/cpu-6M", "lm/cpu-22M")
 LM_TTT = Variant("lm3-ttt", LM3, stage_epochs=(4.0, 4.0), base="lm-base.toml",
                  overrides=("parity_protocol=\"time-to-target\"", "target_seeds=2",
                             *_members("until=\"baseline\" cooldown_shape=\"sqrt\" probe_every=1", 2)))
+
+
+# the LM study at parity: lm-base (the lm-cpu family on the Python docs, token KL α = 1) with the study's Hugging Face
+# BPE (benchmarks/make_tokenizer.py: 2,048 ids, so every member's vocabulary is resized from 264 to 2,048), under the
+# same time-to-target protocol; lm-base's 1,024 windows of 128 tokens, now ≈ 3.2 bytes of text per token
+BPE2K = "benchmarks/data/pydoc-bpe2k"          # relative to the repository root, resolved against it (`ROOT`)
+LM_BPE_TTT = ("parity_protocol=\"time-to-target\"", "target_seeds=2", f"data.tokenizer=\"{ROOT / BPE2K}\"")
 
 
 EXPERIMENTS = {e.name: e for e in (
@@ -321,6 +331,10 @@ EXPERIMENTS = {e.name: e for e in (
         Variant("lm3-16ep-preserve-kl", LM4[:3], stage_epochs=(4.0, 4.0), baseline_epochs=16, base="lm-base.toml",
                 overrides=("train.eval_every_epochs=2",)),
     )),
+    Experiment("lm_parity", "the 4-member Llama family LM4 on the Python docs with the HF BPE tokenizer, until "
+               "parity on val_loss under the time-to-target protocol (both arms under the same stopping rule, targets "
+               "the median of 2 baseline seeds; grown members capped at the baselines' 4 epochs, token KL as lm-base)",
+               (_real_ttt("ttt-pydoc-bpe2k-4ep", 4.0, LM4, LM_BPE_TTT, distill="", base="lm-base.toml"),)),
     Experiment("epochs", "epoch allocation per grown stage", tuple(
         Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0, 8.0))),
 )}

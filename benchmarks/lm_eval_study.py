@@ -1,22 +1,26 @@
-"""lm-evaluation-harness on the language-model study's runs: the ``held-out`` task for every member (issue #26).
+"""lm-evaluation-harness on the language-model studies' runs: the ``held-out`` task for every member (issue #26).
 
-For each run of experiment ``lm`` (`benchmarks/experiments.py lm`: ``runs/bench/lm/<variant>/seed<k>``) whose
-checkpoints exist, runs what ``compt eval RUN --lm-eval held-out`` runs (`compt.lm.harness.run_harness`) and
-saves the run's summaries again (`experiments.save_summaries`), which now include the small JSON files it writes
-— ``lm_eval/members.json``, ``lm_eval/held-out/held_out.json`` and each member's
-``lm_eval/<member>/results.json`` (not the held-out text nor the datasets cache) — under
-``benchmarks/runs/lm/<variant>/seed<k>/`` (`compt report` on that folder then adds the per-task tables). Runs
-without checkpoints, or whose corpus (``data.path``, the Python 3.11 docs of Debian's ``python3.11-doc``) is missing,
-are listed and skipped.
+For each run of experiment ``lm`` (`benchmarks/experiments.py lm`: ``runs/bench/lm/<variant>/seed<k>``; with
+``--experiment lm_parity`` the parity study with the Hugging Face BPE) whose checkpoints exist, runs what
+``compt eval RUN --lm-eval held-out`` runs (`compt.lm.harness.run_harness`: every finished member exported with
+the run's tokenizer, nothing trained) and saves the run's summaries again (`experiments.save_summaries`), which
+now include the small JSON files it writes — ``lm_eval/members.json``, ``lm_eval/held-out/held_out.json`` and each
+member's ``lm_eval/<member>/results.json`` (not the held-out text nor the datasets cache) — under
+``benchmarks/runs/<experiment>/<variant>/seed<k>/`` (`compt report` on that folder then adds the per-task tables;
+`benchmarks/make_results.py` one table per run and task in its section "Language-model members on
+lm-evaluation-harness"). Runs without checkpoints, or whose corpus (``data.path``, the Python 3.11 docs of Debian's
+``python3.11-doc``) is missing, are listed and skipped.
 
     python benchmarks/lm_eval_study.py --list                 # which runs can be evaluated
     python benchmarks/lm_eval_study.py                        # all of them
     python benchmarks/lm_eval_study.py --variants lm4-preserve-kl --seeds 0 --tasks held-out
+    python benchmarks/lm_eval_study.py --experiment lm_parity --seeds 0 1
 
-Cost: per run (7 members: chain 1M … 22M and the 2M, 6M, 22M baselines) 256 held-out windows of 128 tokens per
-member, 4.2 TFLOPs of forward passes (`compt.lm.flops`; measured on 2 busy CPU cores: 28 s per 22M member, 7 s
-per 6M, 3 s per 2M) plus a few seconds of lm-eval start-up per member: about 2 minutes a run, 20 minutes for
-the 9 committed runs.
+Cost: per run of ``lm`` (7 members: chain 1M … 22M and the 2M, 6M, 22M baselines) 256 held-out windows of 128
+tokens per member, 4.2 TFLOPs of forward passes (`compt.lm.flops`; measured on 2 busy CPU cores: 28 s per 22M
+member, 7 s per 6M, 3 s per 2M) plus a few seconds of lm-eval start-up per member: about 2 minutes a run, 20
+minutes for the 9 committed runs. A run of ``lm_parity`` holds 12 members (the chain and every baseline on both
+target seeds; vocabulary 2,048): about 4 minutes.
 """
 
 from __future__ import annotations
@@ -29,17 +33,17 @@ import experiments
 
 from compt.errors import UserError
 
-EXPERIMENT = "lm"
+EXPERIMENTS = ("lm", "lm_parity")   # the language-model studies of benchmarks/experiments.py
 
 
-def study_runs(variants: list[str] | None, seeds: list[int]) -> list[tuple[str, int, Path]]:
+def study_runs(variants: list[str] | None, seeds: list[int], experiment: str = "lm") -> list[tuple[str, int, Path]]:
     """(variant, seed, run folder) of the experiment's runs asked for, whether or not they exist."""
-    names = [v.name for v in experiments.EXPERIMENTS[EXPERIMENT].variants]
+    names = [v.name for v in experiments.EXPERIMENTS[experiment].variants]
     unknown = sorted(set(variants or []) - set(names))
     if unknown:
-        raise SystemExit(f"unknown variant(s) {', '.join(unknown)} of experiment {EXPERIMENT} "
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)} of experiment {experiment} "
                          f"(known: {', '.join(names)})")
-    return [(v, s, experiments.RUNS / EXPERIMENT / v / f"seed{s}") for v in (variants or names) for s in seeds]
+    return [(v, s, experiments.RUNS / experiment / v / f"seed{s}") for v in (variants or names) for s in seeds]
 
 
 def why_not(run_dir: Path) -> str:
@@ -59,7 +63,8 @@ def why_not(run_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=None, help="only these variants of experiment lm")
+    p.add_argument("--experiment", choices=EXPERIMENTS, default="lm", help="which study's runs (default lm)")
+    p.add_argument("--variants", nargs="+", default=None, help="only these variants of the experiment")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--tasks", default="held-out", help="lm-eval tasks, comma separated (default held-out)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     go_offline()
     cfg = HarnessConfig(tasks=tuple(args.tasks.split(",")), batch_size=args.batch_size, device=args.device)
-    runs = study_runs(args.variants, args.seeds)
+    runs = study_runs(args.variants, args.seeds, args.experiment)
     for variant, seed, run_dir in runs:
         reason = why_not(run_dir)
         print(f"{variant}/seed{seed}: {reason or 'ready'}")

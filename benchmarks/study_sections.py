@@ -1,10 +1,12 @@
 """The generated sections of docs/results.md about runs trained until a target or evaluated downstream:
-acceleration at parity (the `parity` experiment), fine-tuning (benchmarks/finetune_study.py) and language-model
+acceleration at parity (the `parity` experiment; time-to-target: `parity_real`, and `lm_parity` for language
+models, one `TTTStudy` each), fine-tuning (benchmarks/finetune_study.py) and language-model
 members on lm-evaluation-harness (`benchmarks/make_results.py` assembles them)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from experiments import EXPERIMENTS
@@ -17,6 +19,7 @@ from compt.clip.finetune.runner import FINETUNE_DIR
 from compt.clip.finetune.table import load_scores
 from compt.plan import human_flops
 from compt.report import RunSummary, cost_to_reach, stat, summarise
+from compt.runs import metric_info
 
 
 def parity_runs(runs_root: Path) -> list[tuple[str, int, RunSummary, RunSummary]]:
@@ -183,29 +186,71 @@ def ttt_rows(runs_root: Path, experiment: str = "parity_real") -> list[tuple[str
     return out
 
 
+@dataclass(frozen=True)
+class TTTStudy:
+    """A time-to-target experiment's section: its experiment, title, what it trained (`setup`, before the protocol's
+    shared description `TTT_PROTOCOL`), the held-out metrics of its Δ column and that column's header."""
+
+    experiment: str
+    title: str
+    setup: str
+    deltas: tuple[str, ...]      # metric keys of `compt.report.summarise`'s ``delta_<key>`` (chain − baseline)
+    delta_header: str
+
+
+TTT_PROTOCOL = (
+    "every baseline trains on 2 seeds under the grown members' stopping rule (WSD, probes every quarter of the cap on "
+    "the validation split, never stopping), a member's target is the median of its baselines' final validation "
+    "{target}, and both arms' cost to it is the counted FLOPs at their first probe that meets it, earlier probes' "
+    "branches included (baseline arm: the median over the 2 seeds; a seed that never meets the target by its cap "
+    "counts its whole schedule, so a cost marked ≥ and the family figure after it are lower bounds).")
+
+PARITY_REAL = TTTStudy(
+    "parity_real", "Acceleration at parity on real image–text pairs (time-to-target)",
+    "Open Clip Art (8,118 readable images of real clip art; captions from each SVG's title, description and "
+    "keywords; zero-shot over its 22 categories; 1,000 held out, 1,000 carved for validation by a hash of "
+    "each file's key), the 17× family N → C → M → B (and, at 2 epochs, families of 3 and 6 members over "
+    "the same span, sharing its baselines), measured as MLPerf/AlgoPerf measure time-to-result "
+    "(`parity_protocol = \"time-to-target\"`, `python benchmarks/experiments.py parity_real`): "
+    + TTT_PROTOCOL.format(target="zero-shot top-1 and R@1") + " Grown members: the demo's recipe (preserve + fd "
+    "α = 50, √ cooldown), capped at the baselines' epochs. Wall-clock is not given at parity: these runs "
+    "shared the CPU with other work (their stage wall-clocks are marked † in each run's `compt report`).",
+    tuple(k for k, _ in METRICS), "held-out Δ zero-shot / R@1")
+
+LM_PARITY = TTTStudy(
+    "lm_parity", "Language models at parity with a Hugging Face BPE (time-to-target)",
+    "The Llama family lm-cpu 1M → 2M → 6M → 22M on the Python 3.11 documentation (lm-base: 1,024 training windows "
+    "of 128 tokens) with a 2,048-id byte-level BPE (`benchmarks/data/pydoc-bpe2k`, fitted by "
+    "`benchmarks/make_tokenizer.py` on the files before the validation and held-out windows), so every member's "
+    "vocabulary is resized from 264 to 2,048; measured time-to-target on the held-out loss (`val_loss`, nats per "
+    "token, lower is better; `python benchmarks/experiments.py lm_parity`): "
+    + TTT_PROTOCOL.format(target="loss (the 256 windows just before the held-out ones)") + " Grown members: "
+    "preserve + token KL (α = 1, as lm-base), √ cooldown, capped at the baselines' 4 epochs. Δ = chain − baseline "
+    "held-out loss (negative: the grown member is better). Wall-clock is not given at parity. lm-evaluation-harness "
+    "on its exported members (`python benchmarks/lm_eval_study.py --experiment lm_parity`) is tabulated in "
+    "\"Language-model members on lm-evaluation-harness\".",
+    ("val_loss",), "held-out Δ loss")
+
+
 def parity_real_section(runs_root: Path) -> list[str]:
-    """'Acceleration at parity on real image–text pairs (time-to-target)': per member both arms' cost to its
-    target, per run the family figure under the time-to-target protocol (`compt.parity`)."""
-    parts = ["## Acceleration at parity on real image–text pairs (time-to-target)", "",
-             "Open Clip Art (8,118 readable images of real clip art; captions from each SVG's title, description and "
-             "keywords; zero-shot over its 22 categories; 1,000 held out, 1,000 carved for validation by a hash of "
-             "each file's key), the 17× family N → C → M → B (and, at 2 epochs, families of 3 and 6 members over "
-             "the same span, sharing its baselines), measured as MLPerf/AlgoPerf measure time-to-result "
-             "(`parity_protocol = \"time-to-target\"`, `python benchmarks/experiments.py parity_real`): every "
-             "baseline trains on 2 seeds under the grown members' stopping rule (WSD, probes every quarter of the "
-             "cap on the validation split, never stopping), a member's target is the median of its baselines' "
-             "final validation zero-shot top-1 and R@1, and both arms' cost to it is the counted FLOPs at their "
-             "first probe that meets it, earlier probes' branches included (baseline arm: the median over the 2 "
-             "seeds; a seed that never meets the target by its cap counts its whole schedule, so a cost marked ≥ "
-             "and the family figure after it are lower bounds). Grown members: the demo's recipe (preserve + fd "
-             "α = 50, √ cooldown), capped at the baselines' epochs. Wall-clock is not given at parity: these runs "
-             "shared the CPU with other work (their stage wall-clocks are marked † in each run's `compt report`).",
-             ""]
-    rows = ttt_rows(runs_root)
+    """'Acceleration at parity on real image–text pairs (time-to-target)' (`ttt_section` of `PARITY_REAL`)."""
+    return ttt_section(runs_root, PARITY_REAL)
+
+
+def lm_parity_section(runs_root: Path) -> list[str]:
+    """'Language models at parity with a Hugging Face BPE (time-to-target)' (`ttt_section` of `LM_PARITY`)."""
+    return ttt_section(runs_root, LM_PARITY)
+
+
+def ttt_section(runs_root: Path, study: TTTStudy) -> list[str]:
+    """A time-to-target study: per member both arms' cost to its target, per run the family figure under the
+    time-to-target protocol (`compt.parity`), per variant every seed's figure."""
+    parts = [f"## {study.title}", "", study.setup, ""]
+    rows = ttt_rows(runs_root, study.experiment)
     if not rows:
         return parts + ["_not run yet_", ""]
     lines = ["| variant | seed | member | chain: reached | chain epochs | chain FLOPs to target | baseline FLOPs to "
-             "target (median of seeds) | baseline seeds that reached it | held-out Δ zero-shot / R@1 |",
+             f"target (median of seeds) | baseline seeds that reached it | {study.delta_header} |",
              "|---|---:|---|---|---:|---:|---:|---:|---:|"]
     verdicts = []
     for name, seed, s in rows:
@@ -216,7 +261,8 @@ def parity_real_section(runs_root: Path) -> list[str]:
             stop = m.get("stopping")
             reached = ("yes" if stop["reached"] else "no (cap)") if stop else "— (trained its schedule)"
             base = ("≥ " if a["seeds_reached"] < a["seeds"] else "") + human_flops(a["baseline"]["mean"])
-            delta = " / ".join(f"{m[f'delta_{k}']:+.1f}" if f"delta_{k}" in m else "—" for k, _ in METRICS)
+            delta = " / ".join(f"{m[f'delta_{k}']:+.{metric_info(k).digits}f}" if f"delta_{k}" in m else "—"
+                               for k in study.deltas)
             lines.append(f"| {name} | {seed} | {a['model']} | {reached} | {m['epochs']:.2f} | "
                          f"{human_flops(a['chain']['mean'])} | {base} | {a['seeds_reached']} of {a['seeds']} | "
                          f"{delta} |")

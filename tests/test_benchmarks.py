@@ -180,6 +180,46 @@ def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
     assert (run_dir / f"chain/{n:02d}-lm_test-{'ABCD'[n - 1]}/result.json").is_file()
 
 
+def test_lm_parity_is_lm_base_with_the_bpe_under_time_to_target() -> None:
+    """Grown members stop at their baselines, capped at the baselines' 4 epochs and probed every epoch, with lm-base's
+    token KL (α = 1) and window count; the tokenizer is the committed folder, resolved against the repository."""
+    (v,) = experiments.EXPERIMENTS["lm_parity"].variants
+    cfg = experiments.variant_config(v, seed=0, extra=[])
+    base = experiments.variant_config(experiments.EXPERIMENTS["lm"].variants[0], seed=0, extra=[])
+    assert cfg.data.tokenizer == str(experiments.ROOT / "benchmarks/data/pydoc-bpe2k")
+    assert (cfg.parity_protocol, cfg.target_seeds, cfg.baseline_epochs) == ("time-to-target", 2, 4)
+    assert cfg.data.num_samples == base.data.num_samples and cfg.data.path == base.data.path
+    for m in cfg.chain[1:]:
+        assert (m.until, m.epochs, m.probe_every, m.cooldown_shape) == ("baseline", 4, 1, "sqrt")
+        assert (m.distill, m.distill_weight) == (base.chain[1].distill, base.chain[1].distill_weight) == ("kl", 1.0)
+
+
+def test_lm_parity_runs_at_test_size(tmp_path, monkeypatch) -> None:
+    """The LM parity study is runnable: on the test family (its vocabulary resized to the BPE's 2,048), a few steps,
+    baselines on 2 seeds and every grown member stopping at them."""
+    monkeypatch.setattr(experiments, "RUNS", tmp_path)
+    monkeypatch.setattr(experiments, "SUMMARIES", tmp_path / "summaries")
+    exp = experiments.EXPERIMENTS["lm_parity"]
+    (variant,) = exp.variants
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    extra = [*(f"chain.{i}.model=\"lm/test-{x}\"" for i, x in enumerate("ABCD")),
+             f"data.path=\"{tmp_path / 'corpus.txt'}\"", "data.num_samples=16", "data.eval_samples=4",
+             "train.batch_size=8", "train.warmup_steps=1", "train.stage_warmup_steps=1"]
+    run_dir = experiments.run_variant(exp, variant, seed=0, extra=extra)
+    result = json.loads((run_dir / "chain/04-lm_test-D/result.json").read_text())
+    assert result["metrics"]["val_loss"] > 0
+    assert json.loads((run_dir / "chain/04-lm_test-D/hf/config.json").read_text())["vocab_size"] == 2048
+    from study_sections import lm_parity_section
+
+    assert "_not run yet_" in lm_parity_section(tmp_path / "none")
+    section = "\n".join(lm_parity_section(tmp_path))
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ttt-pydoc-bpe2k-4ep | 0 |")]
+    assert [r[2] for r in rows] == [f"lm/test-{x}" for x in "ABCD"] and "held-out Δ loss" in section
+    member = json.loads((run_dir / "chain/02-lm_test-B/result.json").read_text())["metrics"]["val_loss"]
+    base = json.loads((run_dir / "baselines/lm_test-B/result.json").read_text())["metrics"]["val_loss"]
+    assert rows[1][-1] == f"{member - base:+.3f} |"
+
+
 @pytest.mark.parametrize(("name", "drop"), [("flip50", 0.5), ("flip75", 0.75), ("flip50-lr4e-3-fast-decay", 0.5),
                                                   ("wide-flip50-lr4e-3-fast-decay", 0.5)])
 def test_flip_variant_trains_longer_at_equal_counted_flops(name: str, drop: float) -> None:

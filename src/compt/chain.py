@@ -367,9 +367,10 @@ def escape_parent(state: dict[str, torch.Tensor], spec: StageSpec, paradigm: Par
 
 
 def member_config(cfg: RunConfig, index: int) -> Any:
-    """The model config of chain member `index` as this run trains it (the paradigm's: e.g. a CLIP config
-    with the learnable logit bias when the objective is SigLIP)."""
-    return paradigm_for_run(cfg).member_config(cfg.chain[index].model, cfg.train.objective)
+    """The model config of chain member `index` as this run trains it, as its paradigm resolved it for the run
+    (`compt.paradigm.ChainRules.configs`: e.g. a CLIP config with the learnable logit bias when the objective is
+    SigLIP, a language model's vocabulary resized to hold the run's tokenizer)."""
+    return chain_rules(cfg).configs[index]
 
 
 def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
@@ -548,6 +549,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = N
     run_dir = Path(run_dir)
     with run_session(cfg, run_dir) as threads:
         cfg, stages, state = prepare_run(cfg, run_dir, baselines, from_stage, threads)
+        for note in chain_rules(cfg).notes:
+            dist.say(note)
         data = paradigm_for_run(cfg).open_data(cfg, run_dir)
         fingerprint = check_same_data(run_dir, stages, data)
         preflight(run_dir, cfg, stages, data)

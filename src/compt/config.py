@@ -34,6 +34,7 @@ import math
 import sys
 import types
 import typing
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -489,9 +490,16 @@ def _validate_step(cfg: RunConfig, rules: ChainRules, i: int) -> None:
         rules.validate_growth(a, b, op)
 
 
+_RULES: dict[int, tuple[weakref.ref, ChainRules]] = {}   # id(run config) → (the config, its rules) while it lives
+
+
 def chain_rules(cfg: RunConfig) -> ChainRules:
-    """The rules of `cfg`'s chain, from its paradigm (`compt.paradigm.paradigm_for_run`)."""
-    return paradigm_for_run(cfg).chain_rules(cfg)
+    """The rules of `cfg`'s chain, from its paradigm (`compt.paradigm.paradigm_for_run`), resolved once per run
+    config: validation, the stages, the run's data and the planner all read the same member configs."""
+    key = id(cfg)
+    if key not in _RULES or _RULES[key][0]() is not cfg:
+        _RULES[key] = (weakref.ref(cfg, lambda _: _RULES.pop(key, None)), paradigm_for_run(cfg).chain_rules(cfg))
+    return _RULES[key][1]
 
 
 def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig) -> None:

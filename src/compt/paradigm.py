@@ -50,10 +50,11 @@ class Metric:
 
 @dataclass(frozen=True)
 class ChainRules:
-    """What one chain allows, as `compt.config.validate` checks it: the members' resolved configs, the
-    forward FLOPs that order them, the growth operators and distillation losses (each with ``"none"``; operators
-    with ``"prune"`` where the paradigm prunes, `Paradigm.prune`), the pairwise check ``validate_growth(parent,
-    child, op)`` (for ``"prune"``: the child is no larger than the parent), whether each member has image patches to
+    """What one chain allows, as `compt.config.validate` checks it: the members' configs as the run trains them
+    (resolved here once for every consumer: `compt.chain.member_config`), the forward FLOPs that order them, the
+    growth operators and distillation losses (each with ``"none"``; operators with ``"prune"`` where the paradigm
+    prunes, `Paradigm.prune`), the pairwise check ``validate_growth(parent, child, op)`` (for ``"prune"``: the
+    child is no larger than the parent), whether each member has image patches to
     drop (FLIP), the towers a member may inherit alone (`compt.inherit`; none for a one-tower model), the
     metrics the run's validation split measures, whether that split is carved out of the training data and, for
     paradigms that count tokens, each member's tokens per sample and parameters."""
@@ -71,6 +72,8 @@ class ChainRules:
     sample_tokens: tuple[int, ...] = ()   # tokens in one training sample of each member, for `compt plan`'s tokens
                                           # per parameter (language models; () where the paradigm counts none)
     params: tuple[int, ...] = ()          # each member's parameters, with `sample_tokens`
+    notes: tuple[str, ...] = ()           # what resolving the configs changed, one line each (said once as a run
+                                          # starts and by `compt plan`: e.g. a vocabulary resized to the tokenizer)
 
     def measured(self, metrics: Sequence[Metric]) -> tuple[str, ...]:
         """The keys of `metrics` (the paradigm's headline metrics) that the run's validation split measures: what a

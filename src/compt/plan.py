@@ -120,6 +120,7 @@ class ChainPlan:
     capped: tuple[str, ...] = ()             # members trained until a target: their epochs are a cap
     baselines: BaselinePlan | None = None    # the baseline arm on several seeds or under time-to-target
     sample_tokens: int = 0                   # tokens per sample (language models; 0: the paradigm counts none)
+    notes: tuple[str, ...] = ()              # what resolving the members' configs changed (`ChainRules.notes`)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -168,7 +169,7 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
                      acceleration_counting_init=individual_total / counted if init else 0.0,
                      capped=tuple(m.model for m in cfg.chain if m.until or m.target),
                      baselines=plan_baselines(cfg, n),
-                     sample_tokens=rules.sample_tokens[0] if rules.sample_tokens else 0)
+                     sample_tokens=rules.sample_tokens[0] if rules.sample_tokens else 0, notes=rules.notes)
 
 
 def plan_baselines(cfg: RunConfig, samples: int) -> BaselinePlan | None:
@@ -250,7 +251,8 @@ def format_plan(plan: ChainPlan, name: str) -> str:
     ref = plan.largest_individual
     biggest = next(m.model for m in plan.members if m.individual_cost == ref)
     per = f"of {plan.sample_tokens:,} tokens" if plan.sample_tokens else f"× {plan.captions} caption(s)"
-    rows = [f"{name}: {plan.samples:,} samples {per}; individual schedule {plan.individual_epochs:g} epochs", ""]
+    rows = [f"{name}: {plan.samples:,} samples {per}; individual schedule {plan.individual_epochs:g} epochs",
+            *plan.notes, ""]
     head = f"{'#':>2}  {'model':<18} {'epochs':>6}  {'individual':>14} {'%L':>6}  {'stage':>14} {'%L':>6}  " \
            f"{'cumulative':>14} {'%L':>6}"
     rows += [head, "-" * len(head)]

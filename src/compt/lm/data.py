@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from compt.config import RunConfig
+from compt.config import RunConfig, chain_rules
 from compt.errors import UserError
-from compt.lm.models import LMConfig, get_lm_config
+from compt.lm.models import LMConfig
 
 if TYPE_CHECKING:
     from compt.lm.tokenizers import LMTokenizer
@@ -46,7 +46,7 @@ def open_tokenizer(cfg: RunConfig, run_dir: Path) -> LMTokenizer:
 
     path = cfg.data.path or default_corpus()
     tok = run_tokenizer(run_source(cfg), corpus_dir(run_dir), documents=lambda: documents(text_files(path)),
-                        vocab_size=get_lm_config(cfg.chain[0].model).vocab_size)
+                        vocab_size=chain_rules(cfg).configs[0].vocab_size)
     init = cfg.chain[0].init
     if init:
         check_same(init_record(init), tok, f"init {init}", "; name its tokenizer in data.tokenizer (or leave "
@@ -73,7 +73,7 @@ def text_data(cfg: RunConfig, run_dir: Path, carve: bool = False, *, tokenizer: 
     (or all there are) — with `carve`, those that end before the validation windows (`compt.lm.text.validation`)."""
     from compt.lm.text import default_corpus, split, tokenize_corpus
 
-    first = get_lm_config(cfg.chain[0].model)
+    first = chain_rules(cfg).configs[0]   # as the run resolved it (its vocabulary may be resized)
     corpus = tokenize_corpus(cfg.data.path or default_corpus(), corpus_dir(run_dir),
                              tokenizer=tokenizer, vocab_size=first.vocab_size)
     train, held = split(corpus, first.context_length, cfg.data.eval_samples,
@@ -109,7 +109,7 @@ class LMData:
             else:
                 from compt.lm.corpus import open_corpus
 
-                self._split = open_corpus(self.cfg.data, get_lm_config(self.cfg.chain[0].model),
+                self._split = open_corpus(self.cfg.data, chain_rules(self.cfg).configs[0],
                                           corpus_dir(self.run_dir), self.tokenizer,
                                           validation_windows(self.cfg) if self.carve else None)
             if len(self._split[0]) == 0 or len(self._split[1]) == 0:
@@ -147,7 +147,7 @@ class LMData:
                     "by a hash of their keys, excluded from training, disjoint from the held-out split"
             elif data.val_path:
                 own = tokenize_corpus(data.val_path, corpus_dir(self.run_dir) / "val", tokenizer=self.tokenizer,
-                                      vocab_size=get_lm_config(self.cfg.chain[0].model).vocab_size)
+                                      vocab_size=chain_rules(self.cfg).configs[0].vocab_size)
                 self._validation = held_out(own.tokens, held.context, count)
                 if len(self._validation) == 0:
                     raise UserError(f"data.val_path {data.val_path} holds fewer than {held.context + 1} tokens: "

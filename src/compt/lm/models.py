@@ -151,6 +151,17 @@ def get_lm_config(name: str) -> LMConfig:
     return _LMS[name]
 
 
+VOCAB_MULTIPLE = 64   # a resized vocabulary is a multiple of this (GPT-2's 50,257 ids → Pythia's 50,304)
+
+
+def fit_vocab(cfg: LMConfig, ids: int) -> LMConfig:
+    """`cfg` with a vocabulary that holds `ids` token ids: `cfg` itself when vocab_size ≥ ids, else a new config
+    with vocab_size = ⌈ids / 64⌉ · 64 (`VOCAB_MULTIPLE`) — never smaller than cfg's own."""
+    if ids <= cfg.vocab_size:
+        return cfg
+    return dataclasses.replace(cfg, vocab_size=-(-ids // VOCAB_MULTIPLE) * VOCAB_MULTIPLE)
+
+
 def config_from_hf(path: str | Path, name: str = "") -> LMConfig:
     """The `LMConfig` of a Hugging Face Llama ``config.json`` (a folder or the file itself), named `name` (default
     ``hf:<folder>``); anything but a Llama decoder is a one-line `UserError`."""

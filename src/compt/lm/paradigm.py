@@ -108,7 +108,6 @@ class LMParadigm:
         from compt.lm.growth import LM_GROWTH_OPS, validate_lm_growth
         from compt.lm.prune import validate_lm_prune
         from compt.lm.task import LM_DISTILL_KINDS
-        from compt.lm.tokenizers import check_fits, load_hf, run_source
 
         if cfg.data.kind not in ("text", *KINDS):
             raise UserError(f"language models train on [data] kind = \"text\", \"tokens\" or \"documents\", not "
@@ -117,22 +116,40 @@ class LMParadigm:
             raise UserError("data.tokenizer = \"bpe\" is fitted to a text corpus (kind \"text\"); token and "
                             "document corpora need a fixed tokenizer: byte, or the Hugging Face one their tokens "
                             "were made with")
-        source = run_source(cfg)
         self.objective(cfg.train.objective)
-        cfgs = [self.member_config(m.model, None) for m in cfg.chain]
-        for c in cfgs[1:]:
-            if (c.vocab_size, c.context_length) != (cfgs[0].vocab_size, cfgs[0].context_length):
-                raise UserError(f"every member must share the vocabulary and context ({c.name} differs from "
-                                f"{cfgs[0].name}): they read the same token array")
-        if source.kind == "hf":   # the family's vocabulary holds the tokenizer's ids (bpe is trained to fit it)
-            check_fits(load_hf(source.path), {c.name: c.vocab_size for c in cfgs})
-        return ChainRules(configs=cfgs, flops=[lm_flops(c).forward for c in cfgs],
+        cfgs, notes = self.run_configs(cfg)
+        return ChainRules(configs=cfgs, notes=notes, flops=[lm_flops(c).forward for c in cfgs],
                           growth_ops=(*LM_GROWTH_OPS, "prune", "none"), distill_losses=(*LM_DISTILL_KINDS, "none"),
                           validate_growth=lambda a, b, op: validate_lm_prune(a, b) if op == "prune" else
                           validate_lm_growth(a, b), patch_tokens=(False,) * len(cfgs),
                           carves_validation=carves_validation(cfg),
                           sample_tokens=tuple(c.context_length for c in cfgs),
                           params=tuple(lm_flops(c).params for c in cfgs))
+
+    def run_configs(self, cfg: Any) -> tuple[list[LMConfig], tuple[str, ...]]:
+        """(the members' configs as run config `cfg` trains them, what was resolved: one line or none). Every
+        member shares the vocabulary and context of its registered config; a Hugging Face tokenizer with more ids
+        than that vocabulary resizes every member's to hold them (`compt.lm.models.fit_vocab`: rounded up to a
+        multiple of 64), so the family still shares one vocabulary and growth is unaffected (a ``bpe`` tokenizer
+        is trained to fit the vocabulary as it is)."""
+        from compt.lm.models import fit_vocab
+        from compt.lm.tokenizers import load_hf, run_source
+
+        source = run_source(cfg)
+        cfgs = [self.member_config(m.model, None) for m in cfg.chain]
+        for c in cfgs[1:]:
+            if (c.vocab_size, c.context_length) != (cfgs[0].vocab_size, cfgs[0].context_length):
+                raise UserError(f"every member must share the vocabulary and context ({c.name} differs from "
+                                f"{cfgs[0].name}): they read the same token array")
+        if source.kind != "hf":
+            return cfgs, ()
+        tok = load_hf(source.path)
+        resized = [fit_vocab(c, tok.vocab_size) for c in cfgs]
+        if resized[0] is cfgs[0]:
+            return cfgs, ()
+        return resized, (f"tokenizer {tok.name} has {tok.vocab_size:,} token ids, more than the members' vocab_size "
+                         f"{cfgs[0].vocab_size:,}: every member's vocabulary is resized to {resized[0].vocab_size:,} "
+                         f"(the ids rounded up to a multiple of 64)",)
 
     def load_init(self, path: Path, cfg: LMConfig) -> StateDict:
         """A compt LM checkpoint, or a Hugging Face folder (``config.json`` + weights) whose Llama config has
@@ -142,7 +159,7 @@ class LMParadigm:
         if path.is_dir():
             problems = hf_shape_problems(path, cfg)
             if problems:
-                raise UserError(f"init {path} is not a {cfg.name}: {'; '.join(problems)}")
+                raise UserError(f"init {path} is not a {cfg.name}: {'; '.join(problems)}{resized_note(cfg)}")
             from transformers import AutoModelForCausalLM
 
             state = AutoModelForCausalLM.from_pretrained(path).state_dict()
@@ -150,14 +167,21 @@ class LMParadigm:
             ckpt = load_checkpoint(path)
             if ckpt.paradigm != self.name or ckpt.model_config is None:
                 raise UserError(f"init {path} is not a compt language-model checkpoint")
-            if ckpt.model_config.to_dict() | {"name": "", "family": ""} != cfg.to_dict() | {"name": "", "family": ""}:
-                raise UserError(f"init {path} holds a {ckpt.model_config.name} model, not {cfg.name}")
+            got = ckpt.model_config
+            if got.to_dict() | {"name": "", "family": ""} != cfg.to_dict() | {"name": "", "family": ""}:
+                shape = f" of vocab_size {got.vocab_size:,}" if got.vocab_size != cfg.vocab_size else ""
+                raise UserError(f"init {path} holds a {got.name} model{shape}, not {cfg.name}{resized_note(cfg)}")
             state = ckpt.state_dict
         self.create(cfg, state)   # every key and shape, strictly
         return state
 
     def grown_config(self, parent_cfg: LMConfig, model: str) -> LMConfig:
-        return self.member_config(model, None)
+        """Registered `model` with the parent's vocabulary where that is larger (a parent trained with a tokenizer
+        that resized its family's vocabulary, `run_configs`, or a Hugging Face model's own)."""
+        from dataclasses import replace
+
+        child = self.member_config(model, None)
+        return replace(child, vocab_size=parent_cfg.vocab_size) if parent_cfg.vocab_size > child.vocab_size else child
 
     def grow(self, parent_state: StateDict, parent_cfg: LMConfig, child_cfg: LMConfig, op: str,
              seed: int) -> StateDict:
@@ -263,6 +287,18 @@ def _lm_row(name: str) -> dict[str, Any]:
             "kv_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate": c.intermediate, "vocab": c.vocab_size,
             "context": c.context_length, "params_m": f.params / 1e6, "gflops": f.forward / 1e9}
 
+
+
+def resized_note(cfg: LMConfig) -> str:
+    """Why member `cfg`'s vocabulary is not its registered one (the run's tokenizer resized it, `run_configs`);
+    "" when it is."""
+    from compt.lm.models import get_lm_config, is_lm
+
+    registered = get_lm_config(cfg.name).vocab_size if is_lm(cfg.name) else cfg.vocab_size
+    if registered == cfg.vocab_size:
+        return ""
+    return (f" (its vocabulary of {registered:,} is resized to {cfg.vocab_size:,} to hold the run's tokenizer's "
+            f"ids; an init's vocabulary is not resized)")
 
 
 def hf_shape_problems(folder: Path, cfg: LMConfig) -> list[str]:

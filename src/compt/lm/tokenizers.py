@@ -322,13 +322,14 @@ def init_record(init: str | Path) -> dict[str, Any] | None:
 
 def check_fits(tokenizer: LMTokenizer, vocab: dict[str, int]) -> None:
     """Every model's vocabulary (name → vocab_size) holds the tokenizer's ids (≥ the tokenizer's `vocab_size`;
-    larger is padding): a family whose vocabulary is smaller is refused, not resized."""
+    larger is padding). A run resizes its members' vocabularies before this holds
+    (`compt.lm.paradigm.LMParadigm.run_configs`); what cannot be resized (a given child config) is refused."""
     small = {name: v for name, v in vocab.items() if v < tokenizer.vocab_size}
     if small:
         raise UserError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size:,} token ids but "
-                        f"{', '.join(f'{n} has vocab_size {v:,}' for n, v in small.items())}: every member's "
-                        f"vocabulary must hold the tokenizer's (compt refuses, it does not resize); choose members "
-                        f"with vocab_size ≥ {tokenizer.vocab_size:,} or a smaller tokenizer")
+                        f"{', '.join(f'{n} has vocab_size {v:,}' for n, v in small.items())}: a model's "
+                        f"vocabulary must hold the tokenizer's; choose a model with vocab_size ≥ "
+                        f"{tokenizer.vocab_size:,} or a smaller tokenizer")
 
 
 def check_ids(ids: np.ndarray, vocab_size: int, file: str | Path) -> None:
