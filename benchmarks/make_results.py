@@ -33,6 +33,7 @@ from results_data import METRICS, machine  # noqa: E402
 from results_data import complete_runs as _complete_runs  # noqa: E402
 from results_data import pm as _pm  # noqa: E402
 from results_data import rel as _rel  # noqa: E402
+from roads_section import roads_section  # noqa: E402
 from study_sections import (  # noqa: E402
     finetune_section,
     lm_eval_section,
@@ -43,8 +44,8 @@ from study_sections import (  # noqa: E402
 
 # the order docs/results.md reads in
 ORDER = ("main", "paper_protocol", "parity", "parity_real", "beyond_paper", "paper_regime", "fashion", "fashion_wide",
-         "openclipart", "siglip", "lm", "lm_parity", "transfer", "growth_op", "distill_loss", "alpha", "stage_lr",
-         "epochs", "family_size", "prepend")
+         "openclipart", "siglip", "lm", "lm_parity", "roads", "transfer", "growth_op", "distill_loss", "alpha",
+         "stage_lr", "epochs", "family_size", "prepend")
 CONVERGENCE = ("main", "paper_protocol", "paper_regime", "lm")   # show how far their baselines still moved
 PARTIAL_OK = ("paper_protocol", "parity", "beyond_paper")   # long experiments shown with the stages finished so far
 PAYOFF = ("saturation", "paper_protocol")   # runs with grown members at the paper's fractions of the baseline
@@ -542,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     parts += parity_section(runs)
     parts += parity_real_section(runs)
     parts += lm_parity_section(runs)
+    parts += roads_section(runs)
     parts += target_section(candidates)
     parts += payoff_section(runs, img)
     parts += finetune_section(runs)

@@ -457,3 +457,23 @@ def test_reuse_finished_records_what_it_copied_and_from_where(tmp_path: Path, mo
     (run_dir / stage.directory / "result.json").unlink()
     assert experiments.reuse_finished(run_dir, cfg) == 0
     assert json.loads((run_dir / experiments.REUSED).read_text()) == {}
+
+
+def test_road_costs_sum_every_members_cost_to_its_target_and_drop_the_largest() -> None:
+    """Two members: the road's cost is Σ chain costs, the individual road Σ baseline costs; the largest member is
+    the one with the largest baseline cost; a baseline seed that missed makes the individual figure a bound."""
+    from roads_section import road_costs, roads_section
+
+    def arm(model: str, chain: float, base: float, reached: int = 2) -> dict:
+        return {"model": model, "chain": {"mean": chain}, "baseline": {"mean": base}, "seeds_reached": reached,
+                "seeds": 2}
+
+    summary = {"family": {"parity": {"arms": [arm("big", 10.0, 40.0), arm("small", 3.0, 5.0, reached=1)]}},
+               "members": [{"method": "chain", "model": "big"},
+                           {"method": "chain", "model": "small", "stopping": {"reached": True}}]}
+    got = road_costs(summary)
+    assert (got["road"], got["individual"], got["largest"]) == (13.0, 45.0, "big")
+    assert (got["largest_chain"], got["largest_base"], got["bound"], got["reached"]) == (10.0, 40.0, True, True)
+    summary["members"][1]["stopping"]["reached"] = False
+    assert road_costs(summary)["reached"] is False
+    assert roads_section(Path("/nonexistent"))[-2] == "_not run yet_"

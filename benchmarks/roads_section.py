@@ -1,0 +1,87 @@
+"""The generated section of docs/results.md comparing the two roads to a family (experiment `roads`): the
+up-chain (CoM-PT: grow the smallest member), the down-chain (train the largest, prune each smaller member from the
+one before and distil it) and individual training, each until parity under the time-to-target protocol.
+
+A road's cost to the family at parity is Σ over the members of each member's cost to its target, counted FLOPs:
+
+    up, down:    Σ_m C_chain(m)     (member 1: its whole schedule; every other member: its stage until the target,
+                                     probes' branches included; a member that misses its target: its whole cap)
+    individual:  Σ_m C_base(m)      (the median over the baseline seeds of the cost to the target; a seed that
+                                     never meets it counts its whole schedule: a lower bound)
+
+Both chains of a family share one set of baselines (the same targets), so the individual road is the same number
+in both runs. "The largest member already exists" counts that member's cost as 0 on the roads that use it — the
+down-chain (its member 1) and individual training — while the up-chain still grows it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from study_sections import TTT_PROTOCOL, TTTStudy, ttt_rows, ttt_section
+
+from compt.plan import human_flops
+
+ROADS = TTTStudy(
+    "roads", "The two roads to a family: grow up (CoM-PT) or prune down (Minitron-style), at parity",
+    "The same family, data and targets on both roads (`python benchmarks/experiments.py roads`): the up-chain "
+    "trains the smallest member and grows each larger one from its predecessor (preserve + distillation); the "
+    "down-chain trains the largest member from scratch and prunes each smaller one from its predecessor by "
+    "activation importance on 1,024 calibration samples (`growth = \"prune\"`, docs/method.md#pruning-down), then "
+    "distils it; Open Clip Art N … B at 2 epochs (the recipe of the section above) and the Llama family lm-cpu "
+    "1M → 6M → 22M on the Python documentation (byte-level, 4 epochs). Measured time-to-target: "
+    + TTT_PROTOCOL.format(target="metrics (CLIP: zero-shot top-1 and R@1; LMs: loss)"),
+    ("zeroshot_top1", "retrieval_r1", "val_loss"), "held-out Δ (zero-shot / R@1 / loss)")
+
+# (family, up-chain variant, down-chain variant) of the roads experiment
+PAIRS = (("Open Clip Art N … B", "ttt-openclipart-2ep", "ttt-openclipart-2ep-down"),
+         ("lm-cpu 1M → 6M → 22M", "lm3-ttt", "lm3-ttt-down"))
+
+
+def road_costs(summary: dict) -> dict[str, float | bool | str]:
+    """A run's family cost at parity on its road and on the individual one (module docstring), whether every
+    member reached its target, whether the individual figure is a lower bound, and its largest member's costs."""
+    arms = summary["family"]["parity"]["arms"]
+    largest = max(arms, key=lambda a: a["baseline"]["mean"])
+    reached = all(m["stopping"]["reached"] for m in summary["members"]
+                  if m["method"] == "chain" and m.get("stopping"))
+    return {"road": sum(a["chain"]["mean"] for a in arms), "individual": sum(a["baseline"]["mean"] for a in arms),
+            "reached": reached, "bound": any(a["seeds_reached"] < a["seeds"] for a in arms),
+            "largest": largest["model"], "largest_chain": largest["chain"]["mean"],
+            "largest_base": largest["baseline"]["mean"]}
+
+
+def roads_section(runs_root: Path) -> list[str]:
+    """The per-member time-to-target tables of both roads (`ttt_section`), then one row per family and seed: each
+    road's cost to the family at parity, with and without the largest member's."""
+    parts = ttt_section(runs_root, ROADS)
+    rows = {(name, seed): s for name, seed, s in ttt_rows(runs_root, ROADS.experiment)}
+    lines = ["| family | seed | up-chain | down-chain | individual | up ÷ down | largest already exists: up / down / "
+             "individual |", "|---|---:|---:|---:|---:|---:|---|"]
+    verdicts = []
+    for family, up_name, down_name in PAIRS:
+        for seed in sorted({seed for name, seed in rows if name in (up_name, down_name)}):
+            if (up_name, seed) not in rows or (down_name, seed) not in rows:
+                continue
+            up, down = road_costs(rows[up_name, seed]), road_costs(rows[down_name, seed])
+            ind = ("≥ " if up["bound"] else "") + human_flops(up["individual"])
+            cell = {r: human_flops(c["road"]) + ("" if c["reached"] else " (missed)") for r, c in (("up", up),
+                                                                                                   ("down", down))}
+            exists = (f"{human_flops(up['road'])} / {human_flops(down['road'] - down['largest_chain'])} / "
+                      f"{human_flops(up['individual'] - up['largest_base'])}")
+            lines.append(f"| {family} | {seed} | {cell['up']} | {cell['down']} | {ind} | "
+                         f"{up['road'] / down['road']:.2f} | {exists} |")
+            cheaper = "up-chain" if up["road"] < down["road"] else "down-chain"
+            verdicts.append(f"- {family}, seed {seed}: the {cheaper} is cheaper to the whole family "
+                            f"({human_flops(min(up['road'], down['road']))} against "
+                            f"{human_flops(max(up['road'], down['road']))})"
+                            + ("" if up["reached"] and down["reached"] else
+                               "; a road with a member that missed its target is marked (missed): its cost is a "
+                               "cap, not a cost at parity")
+                            + f"; with {up['largest']} already trained, the down-chain costs "
+                            f"{human_flops(down['road'] - down['largest_chain'])} against the up-chain's "
+                            f"{human_flops(up['road'])}.")
+    if len(lines) == 2:
+        return parts
+    return parts + ["Cost to the whole family at parity, counted FLOPs (module docstring of "
+                    "`benchmarks/roads_section.py`):", "", "\n".join(lines), "", *verdicts, ""]
