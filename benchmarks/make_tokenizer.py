@@ -53,15 +53,9 @@ def reserved_tokens() -> int:
 
 def fit(texts: list[str]):
     """A byte-level BPE of `VOCAB` ids (256 bytes, `EOS`, merges) fitted on `texts`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from compt.lm.tokenizers import train_bpe
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
-    return tok
+    return train_bpe(texts, VOCAB, eos=EOS)
 
 
 def training_files(texts: list[str], reserve: int) -> tuple[int, object]:

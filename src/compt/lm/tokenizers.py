@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -165,14 +165,15 @@ def _byte_of(ch: str) -> int:
     return others[code - 256]
 
 
-def train_bpe(texts: Iterator[str], vocab_size: int) -> Any:
-    """Byte-level BPE with at most `vocab_size` tokens (``<eos>`` included), trained on `texts`."""
+def train_bpe(texts: Iterable[str], vocab_size: int, eos: str = EOS) -> Any:
+    """Byte-level BPE with at most `vocab_size` tokens (`eos`, its one special token, included), trained on
+    `texts`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[eos], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
