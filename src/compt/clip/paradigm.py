@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from compt.clip.models import ModelConfig
 from compt.errors import UserError
 from compt.paradigm import PERCENT, ChainRules, Evaluate, Metric, StateDict
+from compt.paradigm_base import ParadigmBase
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -102,7 +103,7 @@ class ClipData:
         """Nothing beside final.pt: a CLIP checkpoint already loads in open_clip (`compt export` for folders)."""
 
 
-class ClipParadigm:
+class ClipParadigm(ParadigmBase):
     """open_clip CLIP / SigLIP members (see the module docstring)."""
 
     name = "clip"
