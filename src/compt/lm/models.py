@@ -140,11 +140,6 @@ def list_lm_models(family: str | None = None) -> list[str]:
     return list(_LM_FAMILIES[family])
 
 
-def is_lm(name: str) -> bool:
-    """Whether `name` is a registered language model (the one place that answers "is this an LM?")."""
-    return name in _LMS
-
-
 def get_lm_config(name: str) -> LMConfig:
     if name not in _LMS:
         raise unknown_name("model", name, _LMS)
