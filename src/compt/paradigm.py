@@ -276,6 +276,21 @@ def paradigm_of(model: str) -> Paradigm:
     raise unknown_name("model", model, [m for p in paradigms() for m in p.model_names()])
 
 
+def metric_info(key: str) -> Metric:
+    """The `Metric` named `key` in any paradigm (direction, decimals); an unknown key: higher is better."""
+    for p in paradigms():
+        for m in p.metrics:
+            if m.key == key:
+                return m
+    return Metric(key, key)
+
+
+def lower_is_better(key: str) -> bool:
+    """Whether a smaller value of metric `key` is better (its `Metric.higher_is_better`): the one answer, for the
+    stopping probes, the report, the plots and the results pages alike."""
+    return not metric_info(key).higher_is_better
+
+
 def paradigm_for_run(cfg: Any) -> Paradigm:
     """The one paradigm of every member of run config `cfg` (a chain cannot mix paradigms)."""
     found = [paradigm_of(m.model) for m in cfg.chain]

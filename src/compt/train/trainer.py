@@ -45,7 +45,7 @@ from compt.checkpoint import Checkpoint, atomic_write_json, file_digest, load_ch
 from compt.costs import training_flops
 from compt.distributed import DistInfo
 from compt.errors import UserError
-from compt.paradigm import Paradigm, StateDict, paradigm_named
+from compt.paradigm import Paradigm, StateDict, lower_is_better, paradigm_named
 from compt.parity import RECORD
 from compt.stage import StageSpec, teacher_cache_folder
 from compt.train import stopping
@@ -324,7 +324,7 @@ def _record_probe(st: _Stage, step: int, end: int) -> bool:
     """Validate the student as it is (the branch ending at `end`), log and keep the probe; whether it met."""
     start = time.perf_counter()
     metrics = distributed.gather_objects(_measure(st, st.validate))[0]   # rank 0's numbers decide on every rank
-    lower = [m.key for m in st.paradigm.metrics if not m.higher_is_better]
+    lower = [k for k in st.spec.target if lower_is_better(k)]
     met = st.spec.until != RECORD and stopping.meets(metrics, st.spec.target, lower)   # a record never stops
     probe = {"step": step, "end": end, "epoch": st.epoch(end), "flops": st.flops(end), "met": met, **metrics}
     st.progress.probes.append(probe)
