@@ -269,6 +269,17 @@ def test_a_killed_toy_stage_resumes_where_it_stopped(toy: Any, tmp_path: Path, m
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_the_run_holds_its_paradigm_resolved_once(toy: Any, monkeypatch) -> None:
+    import compt.config
+
+    asked = []
+    monkeypatch.setattr(compt.config, "paradigm_for_run",
+                        lambda cfg: asked.append(cfg) or registry.paradigm_for_run(cfg))
+    cfg = config_from_dict(RAW)
+    validate(cfg)
+    assert cfg.paradigm is cfg.paradigm is registry.paradigm_named("toy") and len(asked) == 1
+
+
 def test_a_chain_cannot_mix_paradigms() -> None:
     raw = {"name": "mix", "data": {"kind": "text"}, "chain": [{"model": "lm/test-A", "epochs": 1},
                                                              {"model": "tiny/ViT-S", "epochs": 1}]}

@@ -35,7 +35,7 @@ from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_c
 from compt.config import MemberConfig, RunConfig, TrainConfig, chain_rules, config_to_dict, resolved_member
 from compt.errors import Interrupted, Stopped, UserError
 from compt.inherit import inherit, parse_inherit
-from compt.paradigm import Paradigm, RunData, paradigm_for_run
+from compt.paradigm import Paradigm, RunData
 from compt.parity import RECORD, median_target, resolve_parity
 from compt.perturb import FRESH_SEED_OFFSET, noise_seed, shrink_perturb, snr_noise
 from compt.runlock import run_lock
@@ -369,7 +369,7 @@ def escape_parent(state: dict[str, torch.Tensor], spec: StageSpec, paradigm: Par
 def member_config(cfg: RunConfig, index: int) -> Any:
     """The model config of chain member `index` as this run trains it (the paradigm's: e.g. a CLIP config
     with the learnable logit bias when the objective is SigLIP)."""
-    return paradigm_for_run(cfg).member_config(cfg.chain[index].model, cfg.train.objective)
+    return cfg.paradigm.member_config(cfg.chain[index].model, cfg.train.objective)
 
 
 def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
@@ -377,7 +377,7 @@ def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
     parent = None if stage.from_scratch else member_config(cfg, stage.index - 1)
     return resolve_spec(model=member_config(cfg, stage.index), member=resolved_member(stage.member, cfg),
                         train=stage_train(cfg, stage), from_scratch=stage.from_scratch, parent=parent, samples=samples,
-                        captions=cfg.data.captions_per_image, paradigm=paradigm_for_run(cfg))
+                        captions=cfg.data.captions_per_image, paradigm=cfg.paradigm)
 
 
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data: RunData,
@@ -410,7 +410,7 @@ def _grow_and_train(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData, 
     from compt.train import train_stage
 
     d = run_dir / stage.directory
-    paradigm = paradigm_for_run(cfg)
+    paradigm = cfg.paradigm
     model_cfg = member_config(cfg, stage.index)
     dataset = data.train_set(model_cfg)
     spec = stage_spec(cfg, stage, len(dataset))
@@ -448,7 +448,7 @@ def baseline_target(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData) 
     validation split (`validation_metrics`) that the run's data measures (`compt.paradigm.ChainRules.measured`),
     the median over the parity seeds (`compt.parity`); every one of those baselines must have finished."""
     per_seed = [validation_metrics(run_dir, cfg, stage.index, data, seed) for seed in resolve_parity(cfg).seeds]
-    return median_target(per_seed, list(chain_rules(cfg).measured(paradigm_for_run(cfg).metrics)))
+    return median_target(per_seed, list(chain_rules(cfg).measured(cfg.paradigm.metrics)))
 
 
 def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData,
@@ -463,7 +463,7 @@ def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData,
                         f"({d}) has not finished; train the run with its baselines")
     raw = json.loads((d / "result.json").read_text())
     if "validation" not in raw:
-        paradigm, model_cfg = paradigm_for_run(cfg), member_config(cfg, index)
+        paradigm, model_cfg = cfg.paradigm, member_config(cfg, index)
         device = dist.init_distributed().device
         model = paradigm.create(model_cfg, load_checkpoint(d / "final.pt").state_dict).to(device).eval()
         with torch.no_grad():
@@ -503,7 +503,7 @@ def record_parent_distance(run_dir: Path, cfg: RunConfig, stage: Stage, data: Ru
     files = (parent_ckpt, d / "init.pt", d / "final.pt")
     if stage.from_scratch or result.diagnostics or not all(f.is_file() for f in files):
         return result
-    paradigm = paradigm_for_run(cfg)
+    paradigm = cfg.paradigm
     parent_cfg, child_cfg = member_config(cfg, stage.index - 1), member_config(cfg, stage.index)
     parent, start, end = (load_checkpoint(f).state_dict for f in files)
     result.diagnostics = parent_distance(paradigm, data, parent_cfg=parent_cfg, parent=parent,
@@ -548,7 +548,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = N
     run_dir = Path(run_dir)
     with run_session(cfg, run_dir) as threads:
         cfg, stages, state = prepare_run(cfg, run_dir, baselines, from_stage, threads)
-        data = paradigm_for_run(cfg).open_data(cfg, run_dir)
+        data = cfg.paradigm.open_data(cfg, run_dir)
         fingerprint = check_same_data(run_dir, stages, data)
         preflight(run_dir, cfg, stages, data)
         return {s.key: run_stage(run_dir, cfg, s, state, data, progress, fingerprint) for s in stages}

@@ -30,10 +30,12 @@ A run config is data (frozen dataclasses); the CLI loads a TOML file and applies
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from compt.errors import UserError, unknown_name
-from compt.paradigm import ChainRules, Metric, paradigm_for_run
+from compt.paradigm import ChainRules, Metric, Paradigm, paradigm_for_run
 from compt.parity import validate_parity
 
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
@@ -175,6 +177,12 @@ class RunConfig:
     @property
     def individual_epochs(self) -> float:
         return self.baseline_epochs or self.chain[0].epochs
+
+    @functools.cached_property
+    def paradigm(self) -> Paradigm:
+        """The run's one paradigm (`compt.paradigm.paradigm_for_run`: every member's; a chain mixing paradigms is a
+        `UserError`), resolved on first use and held by this config."""
+        return paradigm_for_run(self)
 
 
 # ----------------------------------------------------------------------------------------------- parsing
@@ -457,11 +465,12 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"baseline_epochs must be positive (or 0: member 1's) and at most {MAX_EPOCHS:,.0f}, got "
                         f"{cfg.baseline_epochs}")
     validate_parity(cfg, MAX_PROBES)
-    rules = chain_rules(cfg)
+    paradigm = cfg.paradigm
+    rules = paradigm.chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
         _validate_stage_schedule(i, m, cfg.train, has_patches=rules.patch_tokens[i])
-        _validate_targets(cfg, i, m)
-        _validate_measured(cfg, i, m, rules)
+        _validate_targets(cfg, i, m, paradigm.metrics)
+        _validate_measured(cfg, i, m, rules.measured(paradigm.metrics))
         _validate_inherit(i, m, rules.towers)
         distill = resolved_member(m, cfg).distill
         if i > 0 and m.growth not in rules.growth_ops:
@@ -488,16 +497,16 @@ def _validate_step(cfg: RunConfig, rules: ChainRules, i: int) -> None:
 
 
 def chain_rules(cfg: RunConfig) -> ChainRules:
-    """The rules of `cfg`'s chain, from its paradigm (`compt.paradigm.paradigm_for_run`)."""
-    return paradigm_for_run(cfg).chain_rules(cfg)
+    """The rules of `cfg`'s chain, from its paradigm (`RunConfig.paradigm`)."""
+    return cfg.paradigm.chain_rules(cfg)
 
 
-def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig) -> None:
-    """A target names the paradigm's headline metrics; ``until = "baseline"`` needs the baselines trained."""
+def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig, metrics: Sequence[Metric]) -> None:
+    """A target names the paradigm's headline `metrics`; ``until = "baseline"`` needs the baselines trained."""
     if m.until == "baseline" and not cfg.baselines:
         raise UserError(f"chain member {i + 1} ({m.model}): until = \"baseline\" needs baselines = true (or a "
                         f"target with the numbers to reach)")
-    known = {metric.key: metric for metric in paradigm_for_run(cfg).metrics}
+    known = {metric.key: metric for metric in metrics}
     for key in m.target or {}:
         if key not in known:
             raise unknown_name(f"target metric of chain member {i + 1}", key, known)
@@ -515,9 +524,8 @@ def _validate_target_value(where: str, metric: Metric, value: float) -> None:
                         f"[{low:g}, {high:g}]")
 
 
-def _validate_measured(cfg: RunConfig, i: int, m: MemberConfig, rules: ChainRules) -> None:
-    """A target names only metrics the run's validation split measures (`ChainRules.measured`)."""
-    measured = rules.measured(paradigm_for_run(cfg).metrics)
+def _validate_measured(cfg: RunConfig, i: int, m: MemberConfig, measured: Sequence[str]) -> None:
+    """A target names only the metrics the run's validation split measures (`ChainRules.measured`)."""
     for key in m.target or {}:
         if key not in measured:
             raise UserError(f"chain member {i + 1} ({m.model}): target {key} cannot be measured on data kind "
@@ -530,7 +538,7 @@ def resolved_member(member: MemberConfig, cfg: RunConfig) -> MemberConfig:
     fingerprints all read the resolved member."""
     if member.distill != "default":
         return member
-    return dataclasses.replace(member, distill=paradigm_for_run(cfg).default_distill)
+    return dataclasses.replace(member, distill=cfg.paradigm.default_distill)
 
 
 def _validate_report_to(sinks: tuple[str, ...]) -> None:
