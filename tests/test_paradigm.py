@@ -399,15 +399,16 @@ def test_the_defaults_of_the_base_class(toy: Any, tmp_path: Path) -> None:
     assert all(torch.equal(p.load_init(tmp_path / "a.pt", cfg)[k], v) for k, v in state.items())
     with pytest.raises(UserError, match="is not a compt checkpoint of toy/mlp-8"):
         p.load_init(tmp_path / "a.pt", SIZES["toy/mlp-8"])
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(UserError, match="weights do not fit model toy/mlp-8: .*size mismatch"):
         p.create(SIZES["toy/mlp-8"], state)
 
 # ----------------------------------------------------------------------------------------------- import graph
 PARADIGM_PACKAGES = ("compt.clip", "compt.lm")   # every CLIP module lives in compt.clip, every LM one in compt.lm
 # the CLIP paradigm's modules that still live at the top level of the package (its adapter is compt.clip)
-CORE = ("paradigm", "paradigm_base", "config", "stage", "chain", "checkpoint", "costs", "plan", "runs", "report",
-        "export", "distributed", "runlock", "threads", "errors", "train/trainer", "train/stage_loop", "train/loader",
-        "train/optim", "train/sampler", "train/state", "train/metrics", "train/conditions", "train/stopping")
+CORE = ("paradigm", "paradigm_base", "growth", "tasks", "config", "stage", "chain", "checkpoint", "costs", "plan",
+        "runs", "report", "export", "distributed", "runlock", "threads", "errors", "train/trainer", "train/stage_loop",
+        "train/loader", "train/optim", "train/sampler", "train/state", "train/metrics", "train/conditions",
+        "train/stopping")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -35,11 +35,10 @@ class ParadigmBase:
         return {self.name: tuple(self.model_names())}   # type: ignore[attr-defined]
 
     def create(self, cfg: Any, state_dict: StateDict | None) -> nn.Module:
-        """`build`, then load `state_dict` strictly when given."""
-        model = self.build(cfg)   # type: ignore[attr-defined]
-        if state_dict is not None:
-            model.load_state_dict(state_dict, strict=True)
-        return model
+        """`build`, then load `state_dict` strictly when given (a mismatch is a one-line `UserError`)."""
+        from compt.checkpoint import load_strict
+
+        return load_strict(self.build(cfg), state_dict, cfg.name)   # type: ignore[attr-defined]
 
     def checkpoint_extras(self, cfg: Any) -> dict[str, Any]:
         """Extra top-level keys of a checkpoint of this config (e.g. open_clip's own model config); none."""

@@ -265,7 +265,7 @@ class ClipParadigm(ParadigmBase):
         if (t_cfg.vision.image_size, t_cfg.text.context_length) != (s_cfg.vision.image_size,
                                                                     s_cfg.text.context_length):
             raise UserError(f"teacher {t_cfg.name} and student {s_cfg.name} need the same image size and context")
-        from compt.clip.tasks import freeze
+        from compt.tasks import freeze
 
         teacher = freeze(self.create(t_cfg, teacher_state)).to(info.device)
         cache = _teacher_cache(teacher, spec, dataset, info, out_dir)

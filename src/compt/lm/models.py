@@ -196,7 +196,7 @@ def build_lm(cfg: LMConfig) -> torch.nn.Module:
 
 def create_lm(name_or_cfg: str | LMConfig, *, state_dict: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """Resolve → build → optionally load weights (strict)."""
-    from compt.clip.models import load_strict
+    from compt.checkpoint import load_strict
 
     cfg = get_lm_config(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
     return load_strict(build_lm(cfg), state_dict, cfg.name)

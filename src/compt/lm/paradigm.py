@@ -167,8 +167,8 @@ class LMParadigm(ParadigmBase):
     def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
                    info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
         """The plain LM task, or the distillation task of a spec with a teacher (no teacher cache)."""
-        from compt.clip.tasks import freeze
         from compt.lm.task import build_lm_task
+        from compt.tasks import freeze
 
         if spec.teacher is None:
             return build_lm_task(student), False
