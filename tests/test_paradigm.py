@@ -280,6 +280,16 @@ def test_the_run_holds_its_paradigm_resolved_once(toy: Any, monkeypatch) -> None
     assert cfg.paradigm is cfg.paradigm is registry.paradigm_named("toy") and len(asked) == 1
 
 
+def test_a_task_that_does_not_fit_the_contract_is_refused_naming_what_it_lacks(toy: Any, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    monkeypatch.setattr(ToyParadigm, "build_task", lambda self, student, *args: (nn.Linear(2, 2), False))
+    with pytest.raises(TypeError, match="the toy paradigm's task Linear does not fit compt.tasks.Task: it lacks "
+                                        "student, weight_scale, post_step, extra_state, load_extra_state$"):
+        from compt.chain import train_run
+
+        train_run(config_from_dict(RAW | {"baselines": False}), tmp_path, progress=False)
+
+
 def test_a_chain_cannot_mix_paradigms() -> None:
     raw = {"name": "mix", "data": {"kind": "text"}, "chain": [{"model": "lm/test-A", "epochs": 1},
                                                              {"model": "tiny/ViT-S", "epochs": 1}]}

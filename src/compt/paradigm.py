@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
     from torch.utils.data import Dataset
 
+    from compt.tasks import Task
+
 Evaluate = Callable[["nn.Module"], dict[str, float]]
 StateDict = dict[str, "Tensor"]
 
@@ -157,10 +159,11 @@ class Paradigm(Protocol):
         """The run's data (training sets and evaluators, built lazily)."""
 
     def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
-                   info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
-        """(task, whether the teacher's forward is paid once by a cache fill) of a stage."""
+                   info: Any, out_dir: Path) -> tuple[Task, bool]:
+        """(task, whether the teacher's forward is paid once by a cache fill) of a stage; the task is an
+        `nn.Module` that fits `compt.tasks.Task` (the trainer checks)."""
 
-    def forward(self, task: nn.Module, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+    def forward(self, task: Task, batch: Sequence[Tensor]) -> dict[str, Tensor]:
         """One micro-batch (already on the device) through the task; the dict holds ``loss``."""
 
 

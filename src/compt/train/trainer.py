@@ -48,6 +48,7 @@ from compt.errors import UserError
 from compt.paradigm import Paradigm, StateDict, lower_is_better, paradigm_named
 from compt.parity import RECORD
 from compt.stage import StageSpec, teacher_cache_folder
+from compt.tasks import task_problems
 from compt.train import stopping
 from compt.train.conditions import Probe
 from compt.train.loader import Batches, train_loader
@@ -196,6 +197,9 @@ def _setup(out_dir: Path, spec: StageSpec, dataset: Dataset, init_state: dict[st
     resume = _load_resume(out_dir / "last.pt", spec)
     student = paradigm.create(spec.train_model, resume.state_dict if resume else init_state)
     task, cached = paradigm.build_task(student, spec, teacher_state, dataset, info, out_dir)
+    if problems := task_problems(task):
+        raise TypeError(f"the {paradigm.name} paradigm's task {type(task).__name__} does not fit compt.tasks.Task: "
+                        f"it lacks {', '.join(problems)}")
     task.to(info.device)
     state = resume.train_state if resume else None
     if state is not None:
