@@ -25,7 +25,7 @@ from compt.checkpoint import load_checkpoint
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
 from compt.paradigm import ChainRules, Metric
-from compt.paradigm_base import ParadigmBase
+from compt.paradigm_base import ParadigmBase, RunDataBase
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "compt"
 IN, OUT = 4, 2
@@ -104,7 +104,9 @@ class ToyTask(nn.Module):
         assert not state
 
 
-class ToyData:
+class ToyData(RunDataBase):
+    """Training and held-out sets, a validation split and representations; no files to fingerprint (the defaults)."""
+
     def __init__(self, cfg: Any) -> None:
         self.train, self.held = Regression(cfg.data.num_samples, 0), Regression(64, 1)
 
@@ -124,12 +126,6 @@ class ToyData:
             with torch.no_grad():
                 return {"val_mse": float(nn.functional.mse_loss(model(val.x), val.y))}
         return evaluate
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {}
-
-    def lineage(self) -> dict[str, Any]:
-        return {}
 
     def representations(self, model: nn.Module, model_cfg: MLPConfig) -> dict[str, Tensor]:
         with torch.no_grad():
@@ -411,6 +407,11 @@ def test_the_defaults_of_the_base_class(toy: Any, tmp_path: Path) -> None:
         p.load_init(tmp_path / "a.pt", SIZES["toy/mlp-8"])
     with pytest.raises(UserError, match="weights do not fit model toy/mlp-8: .*size mismatch"):
         p.create(SIZES["toy/mlp-8"], state)
+    data = RunDataBase()
+    assert (data.fingerprint(), data.lineage(), data.representations(mlp(cfg), cfg)) == ({}, {}, {})
+    with pytest.raises(UserError, match="this data has no validation split, which a stopping rule"):
+        data.validator(cfg)
+    assert ToyData(config_from_dict(RAW)).fingerprint() == {}
 
 # ----------------------------------------------------------------------------------------------- import graph
 PARADIGM_PACKAGES = ("compt.clip", "compt.lm")   # every CLIP module lives in compt.clip, every LM one in compt.lm

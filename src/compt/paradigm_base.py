@@ -1,4 +1,5 @@
-"""`ParadigmBase`: the defaults of a paradigm's optional members (`compt.paradigm.OPTIONAL`).
+"""`ParadigmBase`: the defaults of a paradigm's optional members (`compt.paradigm.OPTIONAL`); `RunDataBase`: those
+of a run's data (`compt.paradigm.RunData`).
 
 A paradigm subclasses it and writes the required members (`compt.paradigm.Paradigm`, `compt.paradigm.REQUIRED`);
 docs/architecture.md lists both. This module sits beside the registry, not in it, because its default `load_init`
@@ -16,7 +17,7 @@ from compt.errors import UserError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from compt.paradigm import StateDict
+    from compt.paradigm import Evaluate, StateDict
 
 
 class ParadigmBase:
@@ -133,3 +134,29 @@ class ParadigmBase:
     def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
         """Markdown the paradigm adds to `compt report` (its own evaluations, e.g. clip_benchmark); may be ""."""
         return ""
+
+
+class RunDataBase:
+    """Defaults of a run's data (`compt.paradigm.RunData`): a paradigm writes ``train_set`` and ``evaluator`` and
+    overrides what else its data has."""
+
+    label = "this data"   # what the data is, in messages
+
+    def validator(self, model_cfg: Any) -> Evaluate:
+        """No validation split: a stopping rule (``until`` / ``target``) is refused when it asks for one."""
+        raise UserError(f"{self.label} has no validation split, which a stopping rule (until / target) reads")
+
+    def after_final(self, out_dir: Path, model_cfg: Any, weights: StateDict) -> None:
+        """Nothing beside final.pt."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """No source files to record (the run config fully determines the data)."""
+        return {}
+
+    def lineage(self) -> dict[str, Any]:
+        """Nothing recorded in the checkpoints about the data."""
+        return {}
+
+    def representations(self, model: nn.Module, model_cfg: Any) -> dict[str, Tensor]:
+        """No representations: a grown member's diagnostics hold only its update norm (`compt.diagnostics`)."""
+        return {}
