@@ -32,7 +32,7 @@ import torch
 
 from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
-from compt.config import MemberConfig, RunConfig, TrainConfig, chain_rules, config_to_dict, resolved_member
+from compt.config import MemberConfig, RunConfig, TrainConfig, config_to_dict, resolved_member
 from compt.errors import Interrupted, Stopped, UserError
 from compt.inherit import inherit, parse_inherit
 from compt.paradigm import Paradigm, RunData
@@ -150,7 +150,7 @@ def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
                     **_later_settings(m)}]
     else:  # members resolved: a default decided by the paradigm fingerprints as the value it stands for
         members = [_set(asdict(resolved_member(m, cfg))) for m in (*cfg.chain[: stage.index], stage.member)]
-    carved = "carved" if chain_rules(cfg).carves_validation else None
+    carved = "carved" if cfg.paradigm.chain_rules(cfg).carves_validation else None
     fp = {"members": members, "data": _set({**asdict(cfg.data), "validation": carved}),
           "train": _set(asdict(stage_train(cfg, stage)))}
     parity = resolve_parity(cfg)
@@ -448,7 +448,7 @@ def baseline_target(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData) 
     validation split (`validation_metrics`) that the run's data measures (`compt.paradigm.ChainRules.measured`),
     the median over the parity seeds (`compt.parity`); every one of those baselines must have finished."""
     per_seed = [validation_metrics(run_dir, cfg, stage.index, data, seed) for seed in resolve_parity(cfg).seeds]
-    return median_target(per_seed, list(chain_rules(cfg).measured(cfg.paradigm.metrics)))
+    return median_target(per_seed, list(cfg.paradigm.chain_rules(cfg).measured(cfg.paradigm.metrics)))
 
 
 def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData,

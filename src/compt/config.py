@@ -35,7 +35,6 @@ import math
 import sys
 import types
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,8 +179,7 @@ class RunConfig:
 
     @functools.cached_property
     def paradigm(self) -> Paradigm:
-        """The run's one paradigm (`compt.paradigm.paradigm_for_run`: every member's; a chain mixing paradigms is a
-        `UserError`), resolved on first use and held by this config."""
+        """The run's one paradigm (`compt.paradigm.paradigm_for_run`), resolved on first use and held."""
         return paradigm_for_run(self)
 
 
@@ -465,12 +463,11 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"baseline_epochs must be positive (or 0: member 1's) and at most {MAX_EPOCHS:,.0f}, got "
                         f"{cfg.baseline_epochs}")
     validate_parity(cfg, MAX_PROBES)
-    paradigm = cfg.paradigm
-    rules = paradigm.chain_rules(cfg)
+    rules = cfg.paradigm.chain_rules(cfg)
     for i, m in enumerate(cfg.chain):
         _validate_stage_schedule(i, m, cfg.train, has_patches=rules.patch_tokens[i])
-        _validate_targets(cfg, i, m, paradigm.metrics)
-        _validate_measured(cfg, i, m, rules.measured(paradigm.metrics))
+        _validate_targets(cfg, i, m)
+        _validate_measured(cfg, i, m, rules)
         _validate_inherit(i, m, rules.towers)
         distill = resolved_member(m, cfg).distill
         if i > 0 and m.growth not in rules.growth_ops:
@@ -496,17 +493,12 @@ def _validate_step(cfg: RunConfig, rules: ChainRules, i: int) -> None:
         rules.validate_growth(a, b, op)
 
 
-def chain_rules(cfg: RunConfig) -> ChainRules:
-    """The rules of `cfg`'s chain, from its paradigm (`RunConfig.paradigm`)."""
-    return cfg.paradigm.chain_rules(cfg)
-
-
-def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig, metrics: Sequence[Metric]) -> None:
-    """A target names the paradigm's headline `metrics`; ``until = "baseline"`` needs the baselines trained."""
+def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig) -> None:
+    """A target names the paradigm's headline metrics; ``until = "baseline"`` needs the baselines trained."""
     if m.until == "baseline" and not cfg.baselines:
         raise UserError(f"chain member {i + 1} ({m.model}): until = \"baseline\" needs baselines = true (or a "
                         f"target with the numbers to reach)")
-    known = {metric.key: metric for metric in metrics}
+    known = {metric.key: metric for metric in cfg.paradigm.metrics}
     for key in m.target or {}:
         if key not in known:
             raise unknown_name(f"target metric of chain member {i + 1}", key, known)
@@ -524,8 +516,9 @@ def _validate_target_value(where: str, metric: Metric, value: float) -> None:
                         f"[{low:g}, {high:g}]")
 
 
-def _validate_measured(cfg: RunConfig, i: int, m: MemberConfig, measured: Sequence[str]) -> None:
-    """A target names only the metrics the run's validation split measures (`ChainRules.measured`)."""
+def _validate_measured(cfg: RunConfig, i: int, m: MemberConfig, rules: ChainRules) -> None:
+    """A target names only metrics the run's validation split measures (`ChainRules.measured`)."""
+    measured = rules.measured(cfg.paradigm.metrics)
     for key in m.target or {}:
         if key not in measured:
             raise UserError(f"chain member {i + 1} ({m.model}): target {key} cannot be measured on data kind "

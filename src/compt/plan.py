@@ -58,7 +58,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from compt.chain import individual_stage, plan_stages, stage_spec
-from compt.config import RunConfig, chain_rules
+from compt.config import RunConfig
 from compt.costs import training_flops
 from compt.paradigm import paradigm_named
 from compt.parity import resolve_parity
@@ -141,7 +141,7 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
     trainer's own cost function (`compt.costs.training_flops`), over epochs · N samples.
     """
     n = samples if samples is not None else cfg.data.num_samples
-    rules = chain_rules(cfg)
+    rules = cfg.paradigm.chain_rules(cfg)
     members, cumulative = [], 0.0
     for stage in plan_stages(cfg, baselines=False):
         spec = stage_spec(cfg, stage, n)
