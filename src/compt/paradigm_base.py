@@ -114,6 +114,10 @@ class ParadigmBase:
         """What a user passes to that library to load an exported folder (default: the folder)."""
         return str(folder)
 
+    def load_help(self) -> str:
+        """The line `compt export` closes with: how the field's library loads an exported FOLDER ("": none)."""
+        return ""
+
     def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
         """`compt models`: (JSON key, rows, text table) of `family` (None: all); None when not this paradigm's.
         By default each model's family and forward GFLOPs per sample."""

@@ -291,6 +291,10 @@ class ClipParadigm(ParadigmBase):
         """How a user loads an exported member: open_clip's model name for a local folder."""
         return f"local-dir:{folder}"
 
+    def load_help(self) -> str:
+        return ("load with: open_clip.create_model_and_transforms('local-dir:FOLDER'), "
+                "open_clip.get_tokenizer('local-dir:FOLDER')")
+
     def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
         """The clip_benchmark per-dataset table, when `compt eval --benchmark` ran on the runs, and the
         fine-tuning table, when `compt finetune` did."""

@@ -201,6 +201,10 @@ class LMParadigm(ParadigmBase):
         """How a user loads an exported member: the folder itself (``from_pretrained``)."""
         return str(folder)
 
+    def load_help(self) -> str:
+        return ("load with: transformers.AutoModelForCausalLM.from_pretrained(FOLDER), "
+                "transformers.AutoTokenizer.from_pretrained(FOLDER) (when FOLDER has tokenizer.json)")
+
     def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
         """The lm-evaluation-harness per-task tables, when `compt eval --lm-eval` ran on the runs."""
         from compt.lm.harness.table import harness_section
