@@ -6,11 +6,15 @@ compt's core — run configs, `compt.stage.StageSpec`, the chain runner (`compt.
 * `paradigm_of(model_name)`: the paradigm whose registry holds a model (the one answer to "which kind of
   model is this?"); `paradigm_for_run(cfg)` the same for a whole chain (every member must agree);
 * `paradigm_named(name)`: by the name stored in checkpoints and lineage (``"clip"``, ``"lm"``);
-* `paradigm_of_config(cfg)`: by the class of a model config (a checkpoint's writer).
+* `paradigm_of_config(cfg)`: by the class of a model config (a checkpoint's writer);
+* `lower_is_better(key)`: the direction of a headline metric (`Metric`), the one answer to it.
 
 Built-in paradigms are imported lazily by module name (`BUILTIN`), so importing the core stays cheap and
-free of paradigm code; `register_paradigm` adds another one (a third paradigm is one folder with one
-`Paradigm` object, see ``tests/test_paradigm.py``).
+free of paradigm code. Another package adds one through the entry-point group ``compt.paradigms``
+(`load_entry_points`, read once, when a name is none of the registered ones) or `register_paradigm`; either
+checks the paradigm first (`conformance_problems`: the `REQUIRED` members, and the `OPTIONAL` ones that
+`compt.paradigm_base.ParadigmBase` supplies). docs/architecture.md lists both; ``tests/test_paradigm.py`` holds
+a complete small paradigm.
 """
 
 from __future__ import annotations
