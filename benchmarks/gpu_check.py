@@ -250,7 +250,7 @@ def fsdp_steps(size: Size, train: TrainConfig, tmp: Path) -> dict:
         task = build_task(create_model(size.fsdp_model).to(info.device))
         before = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in task.student.state_dict().items()}
         task.student = distributed.wrap_student(task.student, info, fsdp=True, precision=train.precision,
-                                                compile=True, blocks=CLIP.block_types())
+                                                compile=True, blocks=CLIP.block_types(), methods=CLIP.fsdp_methods())
         optimizer = build_optimizer(task, train)
         losses, times = [], []
         for _ in range(size.fsdp_steps):

@@ -177,9 +177,9 @@ REQUIRED = ("name", "label", "config_class", "metrics", "default_distill", "owns
 
 
 # the members `compt.paradigm_base.ParadigmBase` supplies defaults for (a paradigm may override each)
-OPTIONAL = ("families", "create", "checkpoint_extras", "block_types", "trains_as", "objective", "teacher_cache_bytes",
-            "decodes_per_sample", "load_init", "grown_config", "prune", "key_place", "export", "load_hint", "load_help",
-            "listing", "flops_row", "report_sections")
+OPTIONAL = ("families", "create", "checkpoint_extras", "block_types", "fsdp_methods", "trains_as", "objective",
+            "teacher_cache_bytes", "decodes_per_sample", "load_init", "grown_config", "prune", "key_place", "export",
+            "load_hint", "load_help", "listing", "flops_row", "report_sections")
 ENTRY_POINTS = "compt.paradigms"   # the entry-point group through which another package adds a paradigm
 
 _REGISTRY: dict[str, Paradigm] = {}

@@ -49,6 +49,11 @@ class ParadigmBase:
         """Module types that are one FSDP unit each and are compiled one by one (none: the whole model)."""
         return ()
 
+    def fsdp_methods(self) -> tuple[str, ...]:
+        """The model's methods besides ``forward`` that are called on the wrapped student (evaluation) and FSDP2
+        must hook (none)."""
+        return ()
+
     # ------------------------------------------------------------------ cost
     def trains_as(self, cfg: Any, patch_dropout: float) -> Any:
         """The config as the student trains (patch dropout applied; itself when 0, and for models without

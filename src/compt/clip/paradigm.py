@@ -165,6 +165,10 @@ class ClipParadigm(ParadigmBase):
 
         return ResidualAttentionBlock, SwinTransformerBlock
 
+    def fsdp_methods(self) -> tuple[str, ...]:
+        """The towers' encoders, which evaluation calls on the wrapped student."""
+        return "encode_image", "encode_text"
+
     # ------------------------------------------------------------------ cost
     def forward_flops(self, cfg: ModelConfig, captions: int) -> float:
         from compt.clip.flops import model_flops

@@ -205,7 +205,8 @@ def _setup(out_dir: Path, spec: StageSpec, dataset: Dataset, init_state: dict[st
     if state is not None:
         task.load_extra_state(state["task"])
     task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, precision=train.precision,
-                                            compile=train.compile, blocks=paradigm.block_types())
+                                            compile=train.compile, blocks=paradigm.block_types(),
+                                            methods=paradigm.fsdp_methods())
     optimizer = build_optimizer(task, train, lr=spec.lr)
     prog = resume_progress(task, optimizer, state, train)
     if state is not None and info.is_main:  # a person sees the resume too, not only the logs
