@@ -53,6 +53,7 @@ from compt.clip.flops import model_flops
 from compt.clip.models import create_model, get_model_config
 from compt.clip.tasks import MAX_LOGIT_SCALE
 from compt.config import DataConfig, MemberConfig, TrainConfig
+from compt.stage import resolve_spec
 from compt.train import train_stage
 from compt.train.loader import resolve_workers, train_loader
 from compt.train.optim import build_optimizer
@@ -163,8 +164,9 @@ def bare_step_s(model: str, size: Size, train: TrainConfig) -> float:
 
 
 def stage_run(out: Path, model: str, size: Size, train: TrainConfig, dataset: torch.utils.data.Dataset,
-              teacher: str | None = None) -> dict[str, float]:
-    """One-epoch `train_stage` of `model` (distilled from a random `teacher` when given) → timings."""
+              teacher: str | None = None, captions: int = 1) -> dict[str, float]:
+    """One-epoch `train_stage` of `model` (distilled from a random `teacher` when given) on `dataset` with
+    `captions` caption slots per image → timings."""
     cfg = get_model_config(model)
     member = MemberConfig(model=model, epochs=size.steps * size.batch / len(dataset), distill="fd")
     t = None
@@ -173,8 +175,10 @@ def stage_run(out: Path, model: str, size: Size, train: TrainConfig, dataset: to
         t = (get_model_config(teacher), create_model(teacher).state_dict())
     clock = StepClock(size.skip, size.steps - 1)
     torch.manual_seed(0)
-    train_stage(out_dir=out, model_cfg=cfg, member=member, train=train, dataset=dataset, teacher=t,
-                from_scratch=t is None, progress=False, on_step=clock)
+    spec = resolve_spec(model=cfg, member=member, train=train, from_scratch=t is None, parent=t[0] if t else None,
+                        samples=len(dataset), captions=captions)
+    train_stage(spec, out_dir=out, dataset=dataset, teacher_state=t[1] if t else None, progress=False,
+                on_step=clock)
     return {"step_s": clock.step_s(), "setup_s": clock.setup_s()}
 
 
@@ -272,7 +276,8 @@ def end_to_end_rows(size: Size, train: TrainConfig, tmp: Path) -> list[Row]:
                               predecode_max=0)
         dataset = build_train_dataset(data_cfg, get_model_config(model))
         stage = measure(f"end to end: wds shards, {reader}", model, size,
-                        lambda d=dataset, k=kind: stage_run(tmp / f"e2e-{k}", model, size, train, d),
+                        lambda d=dataset, k=kind, c=data_cfg.captions_per_image: stage_run(
+                            tmp / f"e2e-{k}", model, size, train, d, captions=c),
                         train_flops(model))
         ips = loader_images_per_s(dataset, size, train.loader_workers)
         loader = Row(f"{reader} alone ({resolve_workers(train.loader_workers)} workers)", model, size.batch / ips,

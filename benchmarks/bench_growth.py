@@ -35,7 +35,7 @@ NOTES = """Notes:
 - `Δ × child`: what growth itself allocates, in units of the child's tensors (temporaries above 1); `peak ×
   child` adds the process baseline (Python + torch + open_clip, `RSS before`) and the parent. The measured
   ranges are in the line below the table.
-- `preserve` runs its transfer single-threaded (`compt.clip.growth.common.one_thread`): it is memory-bound
+- `preserve` runs its transfer single-threaded (`compt.growth.one_thread`): it is memory-bound
   elementwise work plus thin matmuls, and on this shared, oversubscribed 2-core box OpenMP barriers made the
   2-thread transfer 3–8× slower before that change (e.g. B → L 34 s instead of 10.7 s). The vision stream
   map E is applied as the closed-form mean-padding map plus a rank-≈20 correction (truncated at 1e-13

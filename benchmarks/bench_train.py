@@ -32,6 +32,7 @@ from compt.clip.models import ModelConfig, create_model, get_model_config
 from compt.clip.teacher_cache import fill_teacher_cache
 from compt.config import MemberConfig, TrainConfig
 from compt.distributed import DistInfo
+from compt.stage import resolve_spec
 from compt.train import train_stage
 from compt.train.optim import build_optimizer
 
@@ -92,8 +93,10 @@ def interleaved(args: argparse.Namespace, data: RandomPairs, teacher: tuple | No
 
     member = MemberConfig(model=args.model, epochs=args.steps * args.batch / len(data), distill="fd")
     torch.manual_seed(0)
-    train_stage(out_dir=out, model_cfg=cfg, member=member, train=train, dataset=data, teacher=teacher,
-                from_scratch=teacher is None, progress=False, on_step=hook)
+    spec = resolve_spec(model=cfg, member=member, train=train, from_scratch=teacher is None,
+                        parent=teacher[0] if teacher else None, samples=len(data), captions=1)
+    train_stage(spec, out_dir=out, dataset=data, teacher_state=teacher[1] if teacher else None, progress=False,
+                on_step=hook)
     ours, base = ours[args.skip:args.steps - 1], base[args.skip:args.steps - 1]
     ratios = [a / b for a, b in zip(ours, base, strict=True)]
     return {"ours": statistics.median(ours), "bare": statistics.median(base), "ratio": statistics.median(ratios),

@@ -52,6 +52,7 @@ from compt.clip.models import create_model, get_model_config  # noqa: E402
 from compt.clip.paradigm import PARADIGM as CLIP  # noqa: E402
 from compt.clip.tasks import build_task  # noqa: E402
 from compt.config import MemberConfig, TrainConfig, config_from_dict  # noqa: E402
+from compt.stage import resolve_spec  # noqa: E402
 from compt.train import train_stage  # noqa: E402
 from compt.train.optim import build_optimizer  # noqa: E402
 
@@ -132,8 +133,10 @@ def sync_case(out: Path, size: Size, train: TrainConfig, model: str, teacher: st
         watch = SyncWatch(size.skip, size.steps - 1, caught)
         try:
             torch.manual_seed(0)
-            train_stage(out_dir=out, model_cfg=get_model_config(model), member=member, train=train, dataset=data,
-                        teacher=t, from_scratch=t is None, progress=False, on_step=watch)
+            spec = resolve_spec(model=get_model_config(model), member=member, train=train, from_scratch=t is None,
+                                parent=t[0] if t else None, samples=len(data), captions=1)
+            train_stage(spec, out_dir=out, dataset=data, teacher_state=t[1] if t else None, progress=False,
+                        on_step=watch)
         finally:
             if cuda():
                 torch.cuda.set_sync_debug_mode(0)
@@ -247,7 +250,7 @@ def fsdp_steps(size: Size, train: TrainConfig, tmp: Path) -> dict:
         task = build_task(create_model(size.fsdp_model).to(info.device))
         before = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in task.student.state_dict().items()}
         task.student = distributed.wrap_student(task.student, info, fsdp=True, precision=train.precision,
-                                                compile=True, blocks=CLIP.block_types())
+                                                compile=True, blocks=CLIP.block_types(), methods=CLIP.fsdp_methods())
         optimizer = build_optimizer(task, train)
         losses, times = [], []
         for _ in range(size.fsdp_steps):

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from compt.chain import baseline_dir, plan_stages
+from compt.paradigm import lower_is_better
 from compt.plan import human_flops
 from compt.report import (
     WALL_MARKS,
@@ -24,7 +25,7 @@ from compt.report import (
     summarise,
     write_report,
 )
-from compt.runs import lower_is_better, metrics_for
+from compt.runs import metrics_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -17,9 +17,9 @@ from results_data import rel as _rel
 
 from compt.clip.finetune.runner import FINETUNE_DIR
 from compt.clip.finetune.table import load_scores
+from compt.paradigm import metric_info
 from compt.plan import human_flops
 from compt.report import RunSummary, cost_to_reach, stat, summarise
-from compt.runs import metric_info
 
 
 def parity_runs(runs_root: Path) -> list[tuple[str, int, RunSummary, RunSummary]]:

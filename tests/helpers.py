@@ -40,27 +40,35 @@ class ToyPairs(Dataset):
 
 
 def stage_kwargs(out_dir, *, model: str = "test/A", epochs: float = 2, seed: int = 0, dataset: Dataset | None = None,
-                 teacher: str | None = None, distill: str = "fd", member: dict | None = None, **train) -> dict:
-    """Keyword arguments of a tiny `train_stage` call (64 samples, batch 16, warmup 2, log every step).
+                 teacher: str | None = None, distill: str = "fd", member: dict | None = None,
+                 from_scratch: bool | None = None, **train) -> dict:
+    """Keyword arguments of a tiny `train_stage(spec, ...)` call (64 samples, batch 16, warmup 2, log every step).
 
-    The student init is seeded (`seed`); a `teacher` name adds a seeded random teacher of that size.
+    The student init is seeded (`seed`); a `teacher` name adds a seeded random teacher of that size (and makes
+    the stage a grown one unless `from_scratch`). K captions are the dataset's (``k``, else its first item's).
     """
     from compt.clip.models import create_model, get_model_config
     from compt.config import MemberConfig, TrainConfig
+    from compt.stage import resolve_spec
 
     torch.manual_seed(seed)
     init = create_model(model).state_dict()
-    kwargs = {"out_dir": out_dir, "model_cfg": get_model_config(model), "init_state": init,
-              "dataset": dataset if dataset is not None else ToyPairs(64, captions=2),
-              "member": MemberConfig(model=model, epochs=epochs, distill=distill, **(member or {})),
-              "train": TrainConfig(**{"batch_size": 16, "warmup_steps": 2, "stage_warmup_steps": 2,
-                                      "log_every_steps": 1, **train}),
-              "progress": False}
+    data = dataset if dataset is not None else ToyPairs(64, captions=2)
+    parent = None
     if teacher is not None:
         torch.manual_seed(seed + 1)
-        kwargs["teacher"] = (get_model_config(teacher), create_model(teacher).state_dict())
-        kwargs["from_scratch"] = False
-    return kwargs
+        parent = (get_model_config(teacher), create_model(teacher).state_dict())
+    captions = data.k if isinstance(getattr(data, "k", None), int) else None   # a stream cannot be indexed
+    if captions is None:
+        tokens = data[0][1]   # (K, ctx), or (ctx,) for one caption
+        captions = int(tokens.shape[0]) if tokens.ndim == 2 else 1
+    spec = resolve_spec(model=get_model_config(model), parent=parent[0] if parent else None, samples=len(data),
+                        from_scratch=teacher is None if from_scratch is None else from_scratch, captions=captions,
+                        member=MemberConfig(model=model, epochs=epochs, distill=distill, **(member or {})),
+                        train=TrainConfig(**{"batch_size": 16, "warmup_steps": 2, "stage_warmup_steps": 2,
+                                             "log_every_steps": 1, **train}))
+    return {"spec": spec, "out_dir": out_dir, "init_state": init, "dataset": data, "progress": False,
+            "teacher_state": parent[1] if parent and spec.distills else None}
 
 
 def read_metrics(out_dir, kind: str = "train") -> list[dict]:

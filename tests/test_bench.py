@@ -85,12 +85,15 @@ def data_root(tmp_path_factory) -> tuple[Path, dict]:
     return root, {"images": images, "labels": labels, "ret_images": ret_images, "captions": captions}
 
 
-def test_run_members_and_export_layout(run_dir: Path, tmp_path: Path) -> None:
+def test_run_members_and_export_layout(run_dir: Path, tmp_path: Path, capsys) -> None:
     members = run_members(run_dir)
     assert [(m.key, m.methods) for m in members] == [("chain/01-test_A", ("chain", "individual")),
                                                      ("chain/02-test_B", ("chain",)),
                                                      ("baselines/test_B", ("individual",))]
     assert main(["export", str(run_dir), "--out", str(tmp_path / "x")]) == 0
+    printed = capsys.readouterr().out.splitlines()   # a line per member, then how open_clip loads them
+    assert f"local-dir:{tmp_path / 'x' / members[0].key}" in printed[0]
+    assert printed[-1].startswith("load with: open_clip.create_model_and_transforms('local-dir:FOLDER')")
     index = json.loads((tmp_path / "x/members.json").read_text())
     assert [m["key"] for m in index["members"]] == [m.key for m in members]
     for m in members:

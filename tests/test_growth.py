@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from compt.clip.growth import GROWTH_OPS, check_state, grow, validate_growth
-from compt.clip.growth.common import fresh_child
-from compt.clip.growth.corner import corner_copy
 from compt.clip.growth.width import grow_embedding_ln, mean_pad_map
 from compt.clip.models import ModelConfig, build_model, get_model_config, list_models
 from compt.errors import UserError
+from compt.growth import corner_copy, fresh_child
 
 TOL, COS = 1e-5, 0.99999
 
@@ -218,7 +217,7 @@ def test_corner_reproduces_the_official_rule_key_by_key() -> None:
     ccfg = variant("test/C", "wide-deep", vl=4, tl=3)           # vision 32×4 (= 2× depth), text 24/3 ×3, embed 24
     ps = parent.state_dict()
     out = grow(ps, pcfg, ccfg, "corner", seed=7)
-    fresh = fresh_child(ccfg, torch.Generator().manual_seed(7))
+    fresh = fresh_child(ccfg, torch.Generator().manual_seed(7), build_model)
     written: dict[str, list[str]] = {}
     for k in ps:
         m = re.match(r"visual\.transformer\.resblocks\.(\d+)\.(.*)", k)
@@ -253,7 +252,7 @@ def test_swin_corner_and_stage_depth_rule() -> None:
     ccfg = get_model_config("test/Swin-B")
     ps = parent.state_dict()
     out = grow(ps, pcfg, ccfg, "corner", seed=1)
-    fresh = fresh_child(ccfg, torch.Generator().manual_seed(1))
+    fresh = fresh_child(ccfg, torch.Generator().manual_seed(1), build_model)
     for k, v in ps.items():                                    # stage s block b → stage s block b
         assert torch.equal(out[k][tuple(slice(0, n) for n in v.shape)], v), k
     table = "visual.trunk.layers.1.blocks.0.attn.relative_position_bias_table"

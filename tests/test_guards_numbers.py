@@ -234,7 +234,8 @@ def test_load_run_rows_carry_growth_time_conditions_and_warn_of_a_damaged_final(
     conditions are the recorded ones; a final.pt whose size is not the recorded one is named on stderr."""
     import json
 
-    from compt.runs import load_run, lower_is_better, metric_info
+    from compt.paradigm import lower_is_better, metric_info
+    from compt.runs import load_run
 
     cfg = config_from_dict(RAW | {"chain": [dict(m) for m in RAW["chain"][:2]]})
     train_run(cfg, tmp_path, progress=False)

@@ -15,13 +15,13 @@ import pytest
 import torch
 from helpers import ToyPairs, final_weights, stage_kwargs
 
-from compt import chain as chain_mod
 from compt.chain import train_run
 from compt.checkpoint import save_checkpoint
 from compt.cli import main
 from compt.clip.models import create_model, get_model_config
-from compt.config import config_from_dict, validate
+from compt.config import RunConfig, config_from_dict, validate
 from compt.errors import UserError, close_names
+from compt.paradigm import paradigm_for_run
 from compt.runlock import LOCK_NAME, acquire, release, run_lock
 from compt.threads import resolve_threads
 from compt.train import train_stage
@@ -288,16 +288,19 @@ def test_the_first_unfinished_stages_data_is_built_before_any_stage_trains(tmp_p
     """README/docs/cluster.md: settings and data are checked before any stage trains — for a resumed run the
     first unfinished stage's, before anything of it (the grown init.pt, its lineage) is written."""
     raw = {**ONE, "chain": [*ONE["chain"], {"model": "test/B", "epochs": 1, "growth": "preserve"}]}
-    real = chain_mod.paradigm_for_run
-    monkeypatch.setattr(chain_mod, "paradigm_for_run", lambda cfg: _FailingEvaluation(real(cfg), {"test/A"}))
+    def failing(bad: set[str]) -> property:   # the run's held paradigm (RunConfig.paradigm), failing for `bad`
+        return property(lambda cfg: _FailingEvaluation(paradigm_for_run(cfg), bad))
+
+    real = RunConfig.__dict__["paradigm"]
+    monkeypatch.setattr(RunConfig, "paradigm", failing({"test/A"}))
     with pytest.raises(UserError, match="no evaluation split for test/A"):
         run(tmp_path / "fresh", raw)
     assert not list((tmp_path / "fresh").glob("chain/*/*")), "a stage started although its data could not be built"
-    monkeypatch.setattr(chain_mod, "paradigm_for_run", real)
+    monkeypatch.setattr(RunConfig, "paradigm", real)
     run(tmp_path / "resumed", raw)
     second = tmp_path / "resumed" / "chain" / "02-test_B"
     shutil.rmtree(second)   # member 2 unfinished, member 1 done
-    monkeypatch.setattr(chain_mod, "paradigm_for_run", lambda cfg: _FailingEvaluation(real(cfg), {"test/B"}))
+    monkeypatch.setattr(RunConfig, "paradigm", failing({"test/B"}))
     with pytest.raises(UserError, match="no evaluation split for test/B"):
         run(tmp_path / "resumed", raw)
     assert not second.exists(), "member 2 was grown although its data could not be built"

@@ -90,3 +90,29 @@ def test_every_module_imports_in_a_fresh_interpreter() -> None:
     script = f"import importlib\nfor name in {names!r}:\n    importlib.import_module(name)\nprint('ok')\n"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others (lazy imports included)."""
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen
+
+
+def test_the_language_model_paradigm_imports_no_clip_module() -> None:
+    """compt.lm shares growth and task helpers with compt.clip through compt.growth and compt.tasks, never by
+    importing compt.clip: not at import time (a fresh interpreter's sys.modules), not lazily (the import graph)."""
+    mods = modules()
+    graph = {name: imports(name, path, set(mods)) for name, path in mods.items()}
+    lm = sorted(n for n in mods if n == "compt.lm" or n.startswith("compt.lm."))
+    assert "compt.lm.growth" in lm and "compt.lm.harness" in lm
+    static = {n: sorted(m for m in reachable(graph, n) if m.startswith("compt.clip")) for n in lm}
+    assert not any(static.values()), {n: found for n, found in static.items() if found}
+    script = (f"import importlib, sys\nfor name in {lm!r}:\n    importlib.import_module(name)\n"
+              f"print(sorted(m for m in sys.modules if m.startswith('compt.clip')))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -267,7 +267,7 @@ def test_a_missing_datasets_library_names_the_extra(tmp_path: Path, monkeypatch)
 
 
 def test_bpe_is_refused_for_token_and_document_corpora(doc_folder: Path) -> None:
-    from compt.chain import chain_rules
+    from compt.paradigm import chain_rules
 
     with pytest.raises(UserError, match="fitted to a text corpus"):
         chain_rules(config_from_dict(raw("documents", doc_folder, tokenizer="bpe")))

@@ -163,8 +163,8 @@ def test_lm_eval_on_the_resized_members_equals_their_held_out_loss(resized_run: 
 
 
 def test_the_run_configs_are_resolved_once_per_run_config(tok330: Path, corpus: Path, monkeypatch) -> None:
-    from compt.config import chain_rules
     from compt.lm.paradigm import LMParadigm
+    from compt.paradigm import chain_rules
 
     calls = []
     resolve = LMParadigm.run_configs

@@ -25,6 +25,7 @@ from compt.checkpoint import load_checkpoint
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
 from compt.paradigm import ChainRules, Metric
+from compt.paradigm_base import ParadigmBase, RunDataBase
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "compt"
 IN, OUT = 4, 2
@@ -103,7 +104,9 @@ class ToyTask(nn.Module):
         assert not state
 
 
-class ToyData:
+class ToyData(RunDataBase):
+    """Training and held-out sets, a validation split and representations; no files to fingerprint (the defaults)."""
+
     def __init__(self, cfg: Any) -> None:
         self.train, self.held = Regression(cfg.data.num_samples, 0), Regression(64, 1)
 
@@ -124,12 +127,6 @@ class ToyData:
                 return {"val_mse": float(nn.functional.mse_loss(model(val.x), val.y))}
         return evaluate
 
-    def fingerprint(self) -> dict[str, Any]:
-        return {}
-
-    def lineage(self) -> dict[str, Any]:
-        return {}
-
     def representations(self, model: nn.Module, model_cfg: MLPConfig) -> dict[str, Tensor]:
         with torch.no_grad():
             return {"out": model(self.held.x)}
@@ -138,7 +135,9 @@ class ToyData:
         (out_dir / "toy-export.json").write_text(json.dumps({"hidden": model_cfg.hidden}))
 
 
-class ToyParadigm:
+class ToyParadigm(ParadigmBase):
+    """Only the required members (`compt.paradigm.REQUIRED`) and an export; the rest are the defaults."""
+
     name = "toy"
     label = "toy MLP"
     config_class = MLPConfig
@@ -151,9 +150,6 @@ class ToyParadigm:
     def model_names(self, family: str | None = None) -> list[str]:
         return list(SIZES)
 
-    def families(self) -> dict[str, tuple[str, ...]]:
-        return {"toy": tuple(SIZES)}
-
     def member_config(self, model: str, objective: str | None) -> MLPConfig:
         return SIZES[model]
 
@@ -163,35 +159,11 @@ class ToyParadigm:
     def config_to_dict(self, cfg: MLPConfig) -> dict[str, Any]:
         return cfg.to_dict()
 
-    def checkpoint_extras(self, cfg: MLPConfig) -> dict[str, Any]:
-        return {}
-
     def build(self, cfg: MLPConfig) -> nn.Module:
         return mlp(cfg)
 
-    def create(self, cfg: MLPConfig, state_dict: dict[str, Tensor] | None) -> nn.Module:
-        model = mlp(cfg)
-        if state_dict is not None:
-            model.load_state_dict(state_dict)
-        return model
-
-    def block_types(self) -> tuple[type, ...]:
-        return (nn.Linear,)
-
     def forward_flops(self, cfg: MLPConfig, captions: int) -> float:
         return 2.0 * (IN * cfg.hidden + cfg.hidden * OUT)
-
-    def trains_as(self, cfg: MLPConfig, patch_dropout: float) -> MLPConfig:
-        return cfg
-
-    def objective(self, requested: str | None) -> str:
-        return "mse"
-
-    def teacher_cache_bytes(self, samples: int, captions: int, teacher: MLPConfig) -> int:
-        return 0
-
-    def decodes_per_sample(self, data: Any) -> bool:
-        return False
 
     def chain_rules(self, cfg: Any) -> ChainRules:
         cfgs = [SIZES[m.model] for m in cfg.chain]
@@ -203,12 +175,6 @@ class ToyParadigm:
         return ChainRules(configs=cfgs, flops=[self.forward_flops(c, 1) for c in cfgs],
                           growth_ops=("width", "none"), distill_losses=("mse", "none"), validate_growth=check,
                           patch_tokens=(False,) * len(cfgs))
-
-    def load_init(self, path: Path, cfg: MLPConfig) -> dict[str, Tensor]:
-        return load_checkpoint(path).state_dict
-
-    def grown_config(self, parent_cfg: MLPConfig, model: str) -> MLPConfig:
-        return SIZES[model]
 
     def grow(self, parent_state: dict[str, Tensor], parent_cfg: MLPConfig, child_cfg: MLPConfig, op: str,
              seed: int) -> dict[str, Tensor]:
@@ -233,9 +199,6 @@ class ToyParadigm:
 
     def load_hint(self, folder: Path) -> str:
         return str(folder / "mlp.pt")
-
-    def report_sections(self, run_dirs: list[Path], out: Path) -> str:
-        return ""
 
 
 RAW = {"name": "toy", "baseline_epochs": 6, "baselines": True,
@@ -302,6 +265,27 @@ def test_a_killed_toy_stage_resumes_where_it_stopped(toy: Any, tmp_path: Path, m
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_the_run_holds_its_paradigm_resolved_once(toy: Any, monkeypatch) -> None:
+    import compt.config
+
+    asked = []
+    monkeypatch.setattr(compt.config, "paradigm_for_run",
+                        lambda cfg: asked.append(cfg) or registry.paradigm_for_run(cfg))
+    cfg = config_from_dict(RAW)
+    validate(cfg)
+    assert cfg.paradigm is cfg.paradigm is registry.paradigm_named("toy") and len(asked) == 1
+
+
+def test_a_task_that_does_not_fit_the_contract_is_refused_naming_what_it_lacks(toy: Any, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    monkeypatch.setattr(ToyParadigm, "build_task", lambda self, student, *args: (nn.Linear(2, 2), False))
+    with pytest.raises(TypeError, match="the toy paradigm's task Linear does not fit compt.tasks.Task: it lacks "
+                                        "student, weight_scale, post_step, extra_state, load_extra_state$"):
+        from compt.chain import train_run
+
+        train_run(config_from_dict(RAW | {"baselines": False}), tmp_path, progress=False)
+
+
 def test_a_chain_cannot_mix_paradigms() -> None:
     raw = {"name": "mix", "data": {"kind": "text"}, "chain": [{"model": "lm/test-A", "epochs": 1},
                                                              {"model": "tiny/ViT-S", "epochs": 1}]}
@@ -309,12 +293,133 @@ def test_a_chain_cannot_mix_paradigms() -> None:
         validate(config_from_dict(raw))
 
 
+
+# ----------------------------------------------------------------------------------------------- registration
+def fake_entry_points(monkeypatch, *values: tuple[str, str]) -> None:
+    """Make `importlib.metadata.entry_points` list `values` ((name, "module:attr")) in group compt.paradigms, as
+    an installed package's metadata would, and let the registry read them afresh."""
+    import importlib.metadata
+
+    eps = [importlib.metadata.EntryPoint(name, value, registry.ENTRY_POINTS) for name, value in values]
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: eps if kw.get("group") == registry.ENTRY_POINTS else real(**kw))
+    monkeypatch.setattr(registry, "_PLUGINS", [])
+
+
+@pytest.fixture
+def installed_toy(monkeypatch) -> Any:
+    fake_entry_points(monkeypatch, ("toy", f"{__name__}:ToyParadigm"))
+    yield
+    registry.unregister_paradigm("toy")
+
+
+def test_a_paradigm_installed_through_an_entry_point_is_found_by_model_and_listed(installed_toy: Any,
+                                                                                  capsys) -> None:
+    from compt.cli import main
+
+    assert "toy" not in {p.name for p in registry.paradigms()}   # read only when a name is not found
+    assert main(["models", "--family", "toy"]) == 0               # or when every paradigm is listed
+    out = capsys.readouterr().out
+    assert "toy/mlp-16" in out and "ViT" not in out
+    assert registry.paradigm_of("toy/mlp-8").name == "toy"
+    assert registry.paradigm_named("toy").label == "toy MLP"
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in listed["toy_models"]] == list(SIZES) and listed["families"]["toy"] == list(SIZES)
+    assert listed["toy_models"][0]["gflops"] == pytest.approx(2 * (IN * 4 + 4 * OUT) / 1e9)
+    assert main(["flops", "toy/mlp-8"]) == 0
+
+
+def test_the_entry_points_are_not_read_for_built_in_names(monkeypatch) -> None:
+    import importlib.metadata
+
+    def refuse(**kw: Any) -> list[Any]:
+        raise AssertionError("entry points read")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", refuse)
+    monkeypatch.setattr(registry, "_PLUGINS", [])
+    assert registry.paradigm_of("lm/test-A").name == "lm" and registry.paradigm_named("clip").name == "clip"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("compt_no_such_package:PARADIGM", "entry point broken = 'compt_no_such_package:PARADIGM' .* failed to load: "
+                                       "ModuleNotFoundError"),
+    (f"{__name__}:SIZES", "entry point broken = .*: paradigm 'dict' cannot be registered: lacks name, label"),
+])
+def test_a_broken_entry_point_is_one_line_naming_it(monkeypatch, value: str, message: str) -> None:
+    fake_entry_points(monkeypatch, ("broken", value))
+    with pytest.raises(UserError, match=message) as err:
+        registry.paradigm_of("toy/none")
+    assert "\n" not in str(err.value)
+
+
+class Incomplete(ParadigmBase):
+    """A toy that forgot its growth and its model builder."""
+
+    name, label, config_class, metrics, default_distill = "half", "half model", MLPConfig, ToyParadigm.metrics, "mse"
+    owns, model_names, member_config = ToyParadigm.owns, ToyParadigm.model_names, ToyParadigm.member_config
+    config_from_dict, config_to_dict = ToyParadigm.config_from_dict, ToyParadigm.config_to_dict
+    forward_flops, chain_rules = ToyParadigm.forward_flops, ToyParadigm.chain_rules
+    open_data, build_task, forward = ToyParadigm.open_data, ToyParadigm.build_task, ToyParadigm.forward
+
+
+class Duck:
+    """Every required member, no base class, so none of the optional ones."""
+
+    name, label, config_class, metrics, default_distill = "duck", "duck", MLPConfig, ToyParadigm.metrics, "mse"
+
+
+for _m in registry.REQUIRED[5:]:
+    setattr(Duck, _m, getattr(ToyParadigm, _m))
+
+
+def test_a_paradigm_that_does_not_conform_is_refused_in_one_line_naming_what_it_lacks() -> None:
+    with pytest.raises(UserError, match=r"^paradigm 'half' cannot be registered: lacks build, grow$"):
+        registry.register_paradigm(Incomplete())
+    with pytest.raises(UserError, match=r"paradigm 'duck' cannot be registered: lacks families, create, .*"
+                                        r"report_sections \(subclass compt.paradigm_base.ParadigmBase"):
+        registry.register_paradigm(Duck())
+    bad = ToyParadigm()
+    bad.metrics, bad.grow = (), None
+    with pytest.raises(UserError, match="'toy' cannot be registered: grow is not callable; metrics must be a "
+                                        "non-empty tuple"):
+        registry.register_paradigm(bad)
+    assert {"half", "duck", "toy"}.isdisjoint(p.name for p in registry.paradigms())
+    assert not registry.conformance_problems(ToyParadigm())
+    assert tuple(m for m in vars(ParadigmBase) if not m.startswith("_")) == registry.OPTIONAL   # one list, in sync
+
+
+def test_the_defaults_of_the_base_class(toy: Any, tmp_path: Path) -> None:
+    from compt.checkpoint import save_checkpoint
+
+    p, cfg = ToyParadigm(), SIZES["toy/mlp-4"]
+    assert p.families() == {"toy": tuple(SIZES)} and p.grown_config(cfg, "toy/mlp-8") == SIZES["toy/mlp-8"]
+    assert p.objective(None) == "toy" and p.trains_as(cfg, 0.5) is cfg and p.block_types() == ()
+    with pytest.raises(UserError, match="train.objective = 'siglip' is not an objective of toy MLPs"):
+        p.objective("siglip")
+    with pytest.raises(UserError, match="toy MLPs cannot be pruned"):
+        p.prune({}, cfg, cfg, [], "cpu")
+    state = mlp(cfg).state_dict()
+    save_checkpoint(tmp_path / "a.pt", state_dict=state, model_config=cfg)
+    assert all(torch.equal(p.load_init(tmp_path / "a.pt", cfg)[k], v) for k, v in state.items())
+    with pytest.raises(UserError, match="is not a compt checkpoint of toy/mlp-8"):
+        p.load_init(tmp_path / "a.pt", SIZES["toy/mlp-8"])
+    with pytest.raises(UserError, match="weights do not fit model toy/mlp-8: .*size mismatch"):
+        p.create(SIZES["toy/mlp-8"], state)
+    data = RunDataBase()
+    assert (data.fingerprint(), data.lineage(), data.representations(mlp(cfg), cfg)) == ({}, {}, {})
+    with pytest.raises(UserError, match="this data has no validation split, which a stopping rule"):
+        data.validator(cfg)
+    assert ToyData(config_from_dict(RAW)).fingerprint() == {}
+
 # ----------------------------------------------------------------------------------------------- import graph
 PARADIGM_PACKAGES = ("compt.clip", "compt.lm")   # every CLIP module lives in compt.clip, every LM one in compt.lm
 # the CLIP paradigm's modules that still live at the top level of the package (its adapter is compt.clip)
-CORE = ("paradigm", "config", "stage", "chain", "checkpoint", "costs", "plan", "runs", "report", "export",
-        "distributed", "runlock", "threads", "errors", "train/trainer", "train/stage_loop", "train/loader",
-        "train/optim", "train/sampler", "train/state", "train/metrics", "train/conditions", "train/stopping")
+CORE = ("paradigm", "paradigm_base", "growth", "tasks", "config", "stage", "chain", "checkpoint", "costs", "plan",
+        "runs", "report", "export", "distributed", "runlock", "threads", "errors", "train/trainer", "train/stage_loop",
+        "train/loader", "train/optim", "train/sampler", "train/state", "train/metrics", "train/conditions",
+        "train/stopping")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -12,11 +12,11 @@ import torch
 from compt.checkpoint import save_checkpoint
 from compt.cli import main
 from compt.clip.growth import grow
-from compt.clip.growth.preserve import identity_depth
 from compt.clip.models import ModelConfig, create_model, get_model_config
 from compt.clip.prune import prune_clip_model, validate_clip_prune
 from compt.config import config_from_dict, validate
 from compt.errors import UserError
+from compt.growth import identity_depth
 from compt.lm.growth import grow_lm, head_map
 from compt.lm.models import LMConfig, create_lm, get_lm_config
 from compt.lm.prune import prune_lm_model, select_lm

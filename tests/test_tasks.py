@@ -9,11 +9,12 @@ import torch
 from helpers import ToyPairs
 
 from compt.clip.models import create_model
-from compt.clip.tasks import ClipTask, DistillTask, build_task, freeze
+from compt.clip.tasks import ClipTask, DistillTask, build_task
 from compt.clip.teacher_cache import fill_teacher_cache
 from compt.config import TrainConfig
 from compt.distributed import DistInfo
 from compt.errors import UserError
+from compt.tasks import freeze
 from compt.train.optim import build_optimizer
 
 

@@ -39,7 +39,7 @@ def _counting_fills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_cache_lands_in_the_configured_dir_and_is_gone_when_the_stage_finishes(tmp_path: Path) -> None:
     kw = stage_kwargs(tmp_path / "stage", teacher_cache_dir=str(tmp_path / "local"), **KW)
-    folder = teacher_cache_folder(kw["train"], tmp_path / "stage")
+    folder = teacher_cache_folder(kw["spec"].train, tmp_path / "stage")
     assert folder.parent == tmp_path / "local" and folder.name.startswith("stage-")
     seen: list[list[str]] = []
     train_stage(**kw, on_step=lambda step: seen.append(_listing(folder)))
@@ -69,7 +69,7 @@ def test_resumed_stage_reuses_a_complete_cache(tmp_path: Path, monkeypatch: pyte
             raise RuntimeError("simulated crash")
 
     kw = stage_kwargs(tmp_path / "resumed", teacher_cache_dir=local, **KW)
-    folder = teacher_cache_folder(kw["train"], tmp_path / "resumed")
+    folder = teacher_cache_folder(kw["spec"].train, tmp_path / "resumed")
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_stage(**kw, on_step=crash)
     assert _listing(folder) == ["node0.done.json", "node0.image.bf16", "node0.text.bf16"]  # kept: unfinished
@@ -87,7 +87,7 @@ def test_resumed_stage_reuses_a_complete_cache(tmp_path: Path, monkeypatch: pyte
 def test_a_fresh_stage_never_reuses_files_left_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No last.pt (not a resume): whatever a cache folder holds is refilled, never trusted."""
     kw = stage_kwargs(tmp_path / "stage", **KW)
-    folder = teacher_cache_folder(kw["train"], tmp_path / "stage")
+    folder = teacher_cache_folder(kw["spec"].train, tmp_path / "stage")
     folder.mkdir(parents=True)
     for name in ("node0.image.bf16", "node0.text.bf16", "node0.done.json"):
         (folder / name).write_bytes(b"stale")

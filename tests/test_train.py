@@ -81,7 +81,7 @@ def test_data_order_epochs_shards_and_resume() -> None:
 ])
 def test_steps_and_warmup(tmp_path: Path, epochs: float, warmup_kw: dict, from_scratch: bool, expect_steps: int,
                           expect_warmup: int) -> None:
-    result = train_stage(**{**stage_kwargs(tmp_path, epochs=epochs, **warmup_kw), "from_scratch": from_scratch})
+    result = train_stage(**stage_kwargs(tmp_path, epochs=epochs, from_scratch=from_scratch, **warmup_kw))
     records = read_metrics(tmp_path)
     assert result.steps == expect_steps == len(records) and result.samples == 16 * expect_steps
     assert records[0]["lr"] == pytest.approx(1e-3 / expect_warmup)
@@ -155,8 +155,8 @@ def test_one_step_matches_hand_written_step(tmp_path: Path, accum: int, clip: fl
     # eps = 1 makes AdamW's first update scale-sensitive (≈ lr·g for small g), so clipping shows in the weights
     kw = stage_kwargs(tmp_path, epochs=0.25, accum_steps=accum, grad_clip=clip, warmup_steps=1, eps=1.0)
     train_stage(**kw)
-    model = create_model(kw["model_cfg"], state_dict=kw["init_state"])
-    opt = build_optimizer(model, kw["train"])
+    model = create_model(kw["spec"].model, state_dict=kw["init_state"])
+    opt = build_optimizer(model, kw["spec"].train)
     batch = global_batch(64, 16, seed=0, step=0)
     data = kw["dataset"]
     loss = sum(multi_caption_clip_loss(*encode(model, data.images[idx], data.tokens[idx]))

@@ -32,10 +32,10 @@ import torch
 
 from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
-from compt.config import MemberConfig, RunConfig, TrainConfig, chain_rules, config_to_dict, resolved_member
+from compt.config import MemberConfig, RunConfig, TrainConfig, config_to_dict, resolved_member
 from compt.errors import Interrupted, Stopped, UserError
 from compt.inherit import inherit, parse_inherit
-from compt.paradigm import Paradigm, RunData, paradigm_for_run
+from compt.paradigm import Paradigm, RunData, chain_rules
 from compt.parity import RECORD, median_target, resolve_parity
 from compt.perturb import FRESH_SEED_OFFSET, noise_seed, shrink_perturb, snr_noise
 from compt.runlock import run_lock
@@ -378,7 +378,7 @@ def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
     parent = None if stage.from_scratch else member_config(cfg, stage.index - 1)
     return resolve_spec(model=member_config(cfg, stage.index), member=resolved_member(stage.member, cfg),
                         train=stage_train(cfg, stage), from_scratch=stage.from_scratch, parent=parent, samples=samples,
-                        captions=cfg.data.captions_per_image, paradigm=paradigm_for_run(cfg))
+                        captions=cfg.data.captions_per_image, paradigm=cfg.paradigm)
 
 
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data: RunData,
@@ -411,7 +411,7 @@ def _grow_and_train(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData, 
     from compt.train import train_stage
 
     d = run_dir / stage.directory
-    paradigm = paradigm_for_run(cfg)
+    paradigm = cfg.paradigm
     model_cfg = member_config(cfg, stage.index)
     dataset = data.train_set(model_cfg)
     spec = stage_spec(cfg, stage, len(dataset))
@@ -449,7 +449,7 @@ def baseline_target(run_dir: Path, cfg: RunConfig, stage: Stage, data: RunData) 
     validation split (`validation_metrics`) that the run's data measures (`compt.paradigm.ChainRules.measured`),
     the median over the parity seeds (`compt.parity`); every one of those baselines must have finished."""
     per_seed = [validation_metrics(run_dir, cfg, stage.index, data, seed) for seed in resolve_parity(cfg).seeds]
-    return median_target(per_seed, list(chain_rules(cfg).measured(paradigm_for_run(cfg).metrics)))
+    return median_target(per_seed, list(chain_rules(cfg).measured(cfg.paradigm.metrics)))
 
 
 def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData,
@@ -464,7 +464,7 @@ def validation_metrics(run_dir: Path, cfg: RunConfig, index: int, data: RunData,
                         f"({d}) has not finished; train the run with its baselines")
     raw = json.loads((d / "result.json").read_text())
     if "validation" not in raw:
-        paradigm, model_cfg = paradigm_for_run(cfg), member_config(cfg, index)
+        paradigm, model_cfg = cfg.paradigm, member_config(cfg, index)
         device = dist.init_distributed().device
         model = paradigm.create(model_cfg, load_checkpoint(d / "final.pt").state_dict).to(device).eval()
         with torch.no_grad():
@@ -504,7 +504,7 @@ def record_parent_distance(run_dir: Path, cfg: RunConfig, stage: Stage, data: Ru
     files = (parent_ckpt, d / "init.pt", d / "final.pt")
     if stage.from_scratch or result.diagnostics or not all(f.is_file() for f in files):
         return result
-    paradigm = paradigm_for_run(cfg)
+    paradigm = cfg.paradigm
     parent_cfg, child_cfg = member_config(cfg, stage.index - 1), member_config(cfg, stage.index)
     parent, start, end = (load_checkpoint(f).state_dict for f in files)
     result.diagnostics = parent_distance(paradigm, data, parent_cfg=parent_cfg, parent=parent,
@@ -551,7 +551,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, baselines: bool | None = N
         cfg, stages, state = prepare_run(cfg, run_dir, baselines, from_stage, threads)
         for note in chain_rules(cfg).notes:
             dist.say(note)
-        data = paradigm_for_run(cfg).open_data(cfg, run_dir)
+        data = cfg.paradigm.open_data(cfg, run_dir)
         fingerprint = check_same_data(run_dir, stages, data)
         preflight(run_dir, cfg, stages, data)
         return {s.key: run_stage(run_dir, cfg, s, state, data, progress, fingerprint) for s in stages}

@@ -159,6 +159,17 @@ def strip_prefix(state_dict: dict[str, torch.Tensor], prefixes: tuple[str, ...] 
     return out
 
 
+def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor] | None, name: str) -> torch.nn.Module:
+    """Load `state_dict` (if any) into `model` strictly; a mismatch is a one-line `UserError` naming `name`."""
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise UserError(f"weights do not fit model {name}: {' '.join(first[:3])[:400]}") from e
+    return model
+
+
 def load_checkpoint(path: str | Path, *, mmap: bool = False) -> Checkpoint:
     """Read a compt or plain open_clip checkpoint; corrupt, truncated or foreign files raise `UserError`.
 

@@ -30,11 +30,11 @@ A run config is data (frozen dataclasses); the CLI loads a TOML file and applies
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import types
 import typing
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from compt.errors import UserError, unknown_name
-from compt.paradigm import ChainRules, Metric, paradigm_for_run
+from compt.paradigm import ChainRules, Metric, Paradigm, chain_rules, paradigm_for_run
 from compt.parity import validate_parity
 
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
@@ -178,6 +178,11 @@ class RunConfig:
     @property
     def individual_epochs(self) -> float:
         return self.baseline_epochs or self.chain[0].epochs
+
+    @functools.cached_property
+    def paradigm(self) -> Paradigm:
+        """The run's one paradigm (`compt.paradigm.paradigm_for_run`), resolved on first use and held."""
+        return paradigm_for_run(self)
 
 
 # ----------------------------------------------------------------------------------------------- parsing
@@ -490,24 +495,12 @@ def _validate_step(cfg: RunConfig, rules: ChainRules, i: int) -> None:
         rules.validate_growth(a, b, op)
 
 
-_RULES: dict[int, tuple[weakref.ref, ChainRules]] = {}   # id(run config) → (the config, its rules) while it lives
-
-
-def chain_rules(cfg: RunConfig) -> ChainRules:
-    """The rules of `cfg`'s chain, from its paradigm (`compt.paradigm.paradigm_for_run`), resolved once per run
-    config: validation, the stages, the run's data and the planner all read the same member configs."""
-    key = id(cfg)
-    if key not in _RULES or _RULES[key][0]() is not cfg:
-        _RULES[key] = (weakref.ref(cfg, lambda _: _RULES.pop(key, None)), paradigm_for_run(cfg).chain_rules(cfg))
-    return _RULES[key][1]
-
-
 def _validate_targets(cfg: RunConfig, i: int, m: MemberConfig) -> None:
     """A target names the paradigm's headline metrics; ``until = "baseline"`` needs the baselines trained."""
     if m.until == "baseline" and not cfg.baselines:
         raise UserError(f"chain member {i + 1} ({m.model}): until = \"baseline\" needs baselines = true (or a "
                         f"target with the numbers to reach)")
-    known = {metric.key: metric for metric in paradigm_for_run(cfg).metrics}
+    known = {metric.key: metric for metric in cfg.paradigm.metrics}
     for key in m.target or {}:
         if key not in known:
             raise unknown_name(f"target metric of chain member {i + 1}", key, known)
@@ -527,7 +520,7 @@ def _validate_target_value(where: str, metric: Metric, value: float) -> None:
 
 def _validate_measured(cfg: RunConfig, i: int, m: MemberConfig, rules: ChainRules) -> None:
     """A target names only metrics the run's validation split measures (`ChainRules.measured`)."""
-    measured = rules.measured(paradigm_for_run(cfg).metrics)
+    measured = rules.measured(cfg.paradigm.metrics)
     for key in m.target or {}:
         if key not in measured:
             raise UserError(f"chain member {i + 1} ({m.model}): target {key} cannot be measured on data kind "
@@ -540,7 +533,7 @@ def resolved_member(member: MemberConfig, cfg: RunConfig) -> MemberConfig:
     fingerprints all read the resolved member."""
     if member.distill != "default":
         return member
-    return dataclasses.replace(member, distill=paradigm_for_run(cfg).default_distill)
+    return dataclasses.replace(member, distill=cfg.paradigm.default_distill)
 
 
 def _validate_report_to(sinks: tuple[str, ...]) -> None:

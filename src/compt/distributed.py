@@ -3,11 +3,11 @@
 One process (no torchrun) needs no initialisation: every helper below is then the identity / a no-op.
 Under ``torchrun`` the process group is created from RANK / WORLD_SIZE / LOCAL_RANK (NCCL on GPU, gloo on
 CPU). Only the student is wrapped (DDP, or FSDP2's ``fully_shard`` when asked); the frozen teacher stays a
-plain replicated module. FSDP2 hooks ``forward``, ``encode_image`` and ``encode_text`` (evaluation calls the
-latter two) and, on GPU under bf16, gathers parameters in bf16 and reduces gradients in fp32
-(``MixedPrecisionPolicy``). On GPU, fp32 matmuls may use TF32. Parameters a wrapper does not manage (a
-distillation projection, FSDP's ignored scalar ``logit_scale``) get their gradients averaged by
-`all_reduce_grads`.
+plain replicated module. FSDP2 hooks ``forward`` and the methods the paradigm names (`Paradigm.fsdp_methods`:
+CLIP's ``encode_image`` and ``encode_text``, which evaluation calls) and, on GPU under bf16, gathers parameters
+in bf16 and reduces gradients in fp32 (``MixedPrecisionPolicy``). On GPU, fp32 matmuls may use TF32. Parameters
+a wrapper does not manage (a distillation projection, FSDP's ignored scalar ``logit_scale``) get their gradients
+averaged by `all_reduce_grads`.
 
 Contrastive losses need global negatives: `gather_with_grad` concatenates every rank's features with
 ``torch.distributed.nn.functional.all_gather``, whose backward sums the gradients of all ranks. Every rank
@@ -259,7 +259,6 @@ def full_precision() -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------------------------- wrapping
-FSDP_METHODS = ("encode_image", "encode_text")  # called outside forward (evaluation): FSDP2 must hook them
 COMPILE_BACKEND = "inductor"  # tests on CPU swap in "aot_eager": inductor's C++ build takes minutes there
 # Compiled graphs one stage may keep per code object (ResidualAttentionBlock.forward serves both towers):
 # 2 towers × (train, eval) × a few input shapes. torch's default of 8 runs out by the third chain member.
@@ -267,12 +266,12 @@ RECOMPILE_LIMIT = 64
 
 
 def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precision: str = "auto",
-                 compile: bool = False, blocks: tuple[type, ...] = ()) -> nn.Module:
+                 compile: bool = False, blocks: tuple[type, ...] = (), methods: tuple[str, ...] = ()) -> nn.Module:
     """DDP (or FSDP2 per transformer block + root) around the student; the model itself when alone (no
     process group: a one-rank group, as `benchmarks/gpu_check.py` makes, still wraps).
 
     `blocks` are the module types that become one FSDP unit each and are compiled one by one (the paradigm's
-    `block_types`).
+    `block_types`); `methods`, those called outside ``forward`` that FSDP2 must hook too (`fsdp_methods`).
     With `compile`, compiling starts afresh (`start_compiling`) and every transformer block is compiled in
     place first (``nn.Module.compile``: state-dict keys unchanged, blocks of one shape share their graph,
     FSDP2 units stay the blocks). FSDP2 on GPU with bf16 compute all-gathers bf16 parameters and
@@ -301,9 +300,8 @@ def wrap_student(model: nn.Module, info: DistInfo, *, fsdp: bool = False, precis
     # FSDP2 cannot shard 0-d parameters: the scalar logit scale stays replicated (see all_reduce_grads).
     scalars = {p for p in model.parameters() if p.ndim == 0}
     fully_shard(model, mesh=mesh, ignored_params=scalars, mp_policy=mp)
-    for name in FSDP_METHODS:
-        if hasattr(model, name):
-            register_fsdp_forward_method(model, name)
+    for name in methods:
+        register_fsdp_forward_method(model, name)
     return model
 
 

@@ -6,27 +6,35 @@ compt's core — run configs, `compt.stage.StageSpec`, the chain runner (`compt.
 * `paradigm_of(model_name)`: the paradigm whose registry holds a model (the one answer to "which kind of
   model is this?"); `paradigm_for_run(cfg)` the same for a whole chain (every member must agree);
 * `paradigm_named(name)`: by the name stored in checkpoints and lineage (``"clip"``, ``"lm"``);
-* `paradigm_of_config(cfg)`: by the class of a model config (a checkpoint's writer).
+* `paradigm_of_config(cfg)`: by the class of a model config (a checkpoint's writer);
+* `lower_is_better(key)`: the direction of a headline metric (`Metric`), the one answer to it.
 
 Built-in paradigms are imported lazily by module name (`BUILTIN`), so importing the core stays cheap and
-free of paradigm code; `register_paradigm` adds another one (a third paradigm is one folder with one
-`Paradigm` object, see ``tests/test_paradigm.py``).
+free of paradigm code. Another package adds one through the entry-point group ``compt.paradigms``
+(`load_entry_points`, read once, when a name is none of the registered ones) or `register_paradigm`; either
+checks the paradigm first (`conformance_problems`: the `REQUIRED` members, and the `OPTIONAL` ones that
+`compt.paradigm_base.ParadigmBase` supplies). docs/architecture.md lists both; ``tests/test_paradigm.py`` holds
+a complete small paradigm.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from compt.errors import UserError, unknown_name
+from compt.errors import UserError, one_line, unknown_name
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
     from torch.utils.data import Dataset
+
+    from compt.tasks import Task
 
 Evaluate = Callable[["nn.Module"], dict[str, float]]
 StateDict = dict[str, "Tensor"]
@@ -113,10 +121,12 @@ class RunData(Protocol):
 
 @runtime_checkable
 class Paradigm(Protocol):
-    """What a paradigm supplies: its models, their cost, growth, distillation, data, task, step and metrics.
+    """What a paradigm must supply: its models, their cost, the chain's rules, growth, data, task and step.
 
     Every method receives resolved settings (a model config, a `compt.stage.StageSpec`); none reads the run
-    config's raw tables again.
+    config's raw tables again. The optional members (`OPTIONAL`) have defaults in
+    `compt.paradigm_base.ParadigmBase`; a registered paradigm has every member (`register_paradigm` checks), so
+    the core may call any of them.
     """
 
     name: str                       # stored in checkpoints and lineage
@@ -132,9 +142,6 @@ class Paradigm(Protocol):
     def model_names(self, family: str | None = None) -> list[str]:
         """Registered model names (of one family)."""
 
-    def families(self) -> dict[str, tuple[str, ...]]:
-        """Registered families: name → member names, ascending."""
-
     def member_config(self, model: str, objective: str | None) -> Any:
         """The config a chain member of this name trains as (the run's objective may change it)."""
 
@@ -142,94 +149,74 @@ class Paradigm(Protocol):
 
     def config_to_dict(self, cfg: Any) -> dict[str, Any]: ...
 
-    def checkpoint_extras(self, cfg: Any) -> dict[str, Any]:
-        """Extra top-level keys of a checkpoint of this config (e.g. open_clip's own model config)."""
-
     def build(self, cfg: Any) -> nn.Module:
         """A freshly initialised model (the caller seeds the RNG)."""
 
-    def create(self, cfg: Any, state_dict: StateDict | None) -> nn.Module:
-        """`build`, then load `state_dict` strictly when given."""
-
-    def block_types(self) -> tuple[type, ...]:
-        """Module types that are one FSDP unit each and are compiled one by one."""
-
-    # ------------------------------------------------------------------ cost
+    # ------------------------------------------------------------------ cost, rules and growth
     def forward_flops(self, cfg: Any, captions: int) -> float:
         """Forward FLOPs of one training sample (`captions` caption slots where the paradigm has them)."""
 
-    def trains_as(self, cfg: Any, patch_dropout: float) -> Any:
-        """The config as the student trains (patch dropout applied; itself when 0)."""
-
-    def objective(self, requested: str | None) -> str:
-        """The stage's task objective resolved from ``train.objective``."""
-
-    def teacher_cache_bytes(self, samples: int, captions: int, teacher: Any) -> int:
-        """Host bytes per node of a distillation stage's teacher cache (0: the paradigm caches nothing)."""
-
-    def decodes_per_sample(self, data: Any) -> bool:
-        """Whether the training loader of `data` (a `compt.config.DataConfig`) decodes each sample from files as
-        it reads it (False: the samples are held in memory, decoded once); `compt plan` prices the loader then."""
-
-    # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
         """The rules of run config `cfg`'s chain (data and model checks that are this paradigm's)."""
 
-    def load_init(self, path: Path, cfg: Any) -> StateDict:
-        """The weights of an existing model of config `cfg` at `path` (member 1's ``init``): a compt checkpoint,
-        or the field's own format; a model of another shape is a one-line `UserError`."""
-
-    def grown_config(self, parent_cfg: Any, model: str) -> Any:
-        """The config of registered model `model` grown from a parent of config `parent_cfg` (what the parent
-        carries over besides its weights, e.g. SigLIP's logit bias); an unknown name is a `UserError`."""
-
     def grow(self, parent_state: StateDict, parent_cfg: Any, child_cfg: Any, op: str, seed: int) -> StateDict:
         """A child state dict from the parent's by the named growth operator (shapes asserted)."""
-
-    def prune(self, parent_state: StateDict, parent_cfg: Any, child_cfg: Any, batch: Sequence[Tensor],
-              device: Any) -> tuple[StateDict, dict[str, Any]]:
-        """(a smaller child's state dict cut out of the parent's at its most important units, measured on the
-        calibration `batch` — a collated training batch, `compt.prune.calibration_batch` — on `device`; the record:
-        ``importance`` statistics and ``kept`` indices). ``validate_growth(parent, child, "prune")`` checks the pair."""
-
-    def key_place(self, cfg: Any, key: str) -> tuple[str, float]:
-        """Where state-dict `key` of a model of config `cfg` sits: (tower or "", depth: −1 the stem, i block i,
-        ∞ after the last block) — what partial inheritance keeps (`compt.inherit`)."""
 
     # ------------------------------------------------------------------ data, task, step
     def open_data(self, cfg: Any, run_dir: Path) -> RunData:
         """The run's data (training sets and evaluators, built lazily)."""
 
     def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
-                   info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
-        """(task, whether the teacher's forward is paid once by a cache fill) of a stage."""
+                   info: Any, out_dir: Path) -> tuple[Task, bool]:
+        """(task, whether the teacher's forward is paid once by a cache fill) of a stage; the task is an
+        `nn.Module` that fits `compt.tasks.Task` (the trainer checks)."""
 
-    def forward(self, task: nn.Module, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+    def forward(self, task: Task, batch: Sequence[Tensor]) -> dict[str, Tensor]:
         """One micro-batch (already on the device) through the task; the dict holds ``loss``."""
 
-    # ------------------------------------------------------------------ export
-    def export(self, ckpt: Any, out: Path, model_name: str) -> None:
-        """Write checkpoint `ckpt` as a folder its field's library loads (`compt export`)."""
 
-    def load_hint(self, folder: Path) -> str:
-        """What a user passes to that library to load an exported folder."""
+REQUIRED = ("name", "label", "config_class", "metrics", "default_distill", "owns", "model_names", "member_config",
+            "config_from_dict", "config_to_dict", "build", "forward_flops", "chain_rules", "grow", "open_data",
+            "build_task", "forward")
 
-    def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
-        """`compt models`: (JSON key, rows, text table) of `family` (None: all); None when not this paradigm's."""
 
-    def flops_row(self, model: str) -> dict[str, Any]:
-        """`compt flops`: forward FLOPs and parameter counts of one model."""
-
-    def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
-        """Markdown the paradigm adds to `compt report` (its own evaluations, e.g. clip_benchmark); may be ""."""
-
+# the members `compt.paradigm_base.ParadigmBase` supplies defaults for (a paradigm may override each)
+OPTIONAL = ("families", "create", "checkpoint_extras", "block_types", "fsdp_methods", "trains_as", "objective",
+            "teacher_cache_bytes", "decodes_per_sample", "load_init", "grown_config", "prune", "key_place", "export",
+            "load_hint", "load_help", "listing", "flops_row", "report_sections")
+ENTRY_POINTS = "compt.paradigms"   # the entry-point group through which another package adds a paradigm
 
 _REGISTRY: dict[str, Paradigm] = {}
 _OWNER: dict[str, Paradigm] = {}   # model name → its paradigm, as `paradigm_of` found it (reset on registration)
+_PLUGINS: list[bool] = []          # [True] once the entry points were loaded (at most once per process)
+
+
+def conformance_problems(paradigm: Any) -> list[str]:
+    """What keeps `paradigm` from being registered: required members missing or of the wrong kind, optional ones
+    missing (a paradigm that does not subclass `compt.paradigm_base.ParadigmBase` must write them all); [] = it
+    conforms."""
+    missing = [m for m in (*REQUIRED, *OPTIONAL) if not hasattr(paradigm, m)]
+    if missing:
+        return [f"lacks {', '.join(missing)}" + (" (subclass compt.paradigm_base.ParadigmBase for the optional "
+                                                 "members' defaults)" if set(missing) & set(OPTIONAL) else "")]
+    problems = [f"{m} is not callable" for m in (*REQUIRED[5:], *OPTIONAL) if not callable(getattr(paradigm, m))]
+    if not (isinstance(paradigm.name, str) and paradigm.name and isinstance(paradigm.label, str)):
+        problems.append("name and label must be non-empty strings")
+    if not isinstance(paradigm.config_class, type):
+        problems.append("config_class is not a class")
+    if not (isinstance(paradigm.metrics, tuple) and paradigm.metrics
+            and all(isinstance(m, Metric) for m in paradigm.metrics)):
+        problems.append("metrics must be a non-empty tuple of compt.paradigm.Metric")
+    return problems
 
 
 def register_paradigm(paradigm: Paradigm) -> Paradigm:
-    """Add a paradigm (a name may be registered once; built-ins register themselves on first lookup)."""
+    """Add a paradigm once it conforms (`conformance_problems`: a one-line `UserError` naming what it lacks); a
+    name may be registered once; built-ins register themselves on first lookup."""
+    problems = conformance_problems(paradigm)
+    if problems:
+        who = getattr(paradigm, "name", None) or type(paradigm).__qualname__
+        raise UserError(f"paradigm {who!r} cannot be registered: {'; '.join(problems)}")
     if paradigm.name in _REGISTRY and _REGISTRY[paradigm.name] is not paradigm:
         raise ValueError(f"paradigm {paradigm.name!r} is already registered")
     _REGISTRY[paradigm.name] = paradigm
@@ -243,32 +230,76 @@ def unregister_paradigm(name: str) -> None:
     _OWNER.clear()
 
 
-def paradigms() -> list[Paradigm]:
-    """Every paradigm: the built-ins, then those registered later."""
+def load_entry_points() -> None:
+    """Register the paradigm of every entry point in group ``compt.paradigms`` (once per process): an entry point
+    names a paradigm object or a class to instantiate, under the paradigm's name (``toy = "pkg.toy:PARADIGM"``);
+    one that fails to load is a one-line `UserError` naming it."""
+    if _PLUGINS:
+        return
+    _PLUGINS.append(True)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        where = f"entry point {ep.name} = {ep.value!r} (group {ENTRY_POINTS})"
+        try:
+            found = ep.load()
+            paradigm = found() if isinstance(found, type) else found
+        except Exception as e:   # whatever another package raises on import, reported in one line
+            raise UserError(f"{where} failed to load: {type(e).__name__}: {one_line(str(e))}") from e
+        if getattr(paradigm, "name", ep.name) != ep.name:
+            raise UserError(f"{where} holds paradigm {paradigm.name!r}, not {ep.name!r}")
+        if _REGISTRY.get(ep.name) is not paradigm:
+            try:
+                register_paradigm(paradigm)
+            except (UserError, ValueError) as e:
+                raise UserError(f"{where}: {e}") from e
+
+
+def paradigms(installed: bool = False) -> list[Paradigm]:
+    """Every paradigm: the built-ins, then those registered later (with `installed`, the entry points' too)."""
     for name, module in BUILTIN.items():
         if name not in _REGISTRY:
             register_paradigm(importlib.import_module(module).PARADIGM)
+    if installed:
+        load_entry_points()
     return list(_REGISTRY.values())
 
 
 def paradigm_named(name: str) -> Paradigm:
-    """The paradigm stored under `name` in a checkpoint or lineage."""
+    """The paradigm stored under `name` in a checkpoint or lineage (the entry points are read when it is none of
+    the registered ones)."""
     found = {p.name: p for p in paradigms()}
+    if name not in found:
+        found = {p.name: p for p in paradigms(installed=True)}
     if name not in found:
         raise unknown_name("paradigm", name, found)
     return found[name]
 
 
 def paradigm_of(model: str) -> Paradigm:
-    """The paradigm whose registry holds `model` (asked once per name); an unknown name lists every registered
-    model."""
+    """The paradigm whose registry holds `model` (asked once per name; the entry points are read when no
+    registered paradigm owns it); an unknown name lists every registered model."""
     if model in _OWNER:
         return _OWNER[model]
-    for p in paradigms():
-        if p.owns(model):
-            _OWNER[model] = p
-            return p
+    for installed in (False, True):
+        for p in paradigms(installed):
+            if p.owns(model):
+                _OWNER[model] = p
+                return p
     raise unknown_name("model", model, [m for p in paradigms() for m in p.model_names()])
+
+
+def metric_info(key: str) -> Metric:
+    """The `Metric` named `key` in any paradigm (direction, decimals); an unknown key: higher is better."""
+    for p in paradigms():
+        for m in p.metrics:
+            if m.key == key:
+                return m
+    return Metric(key, key)
+
+
+def lower_is_better(key: str) -> bool:
+    """Whether a smaller value of metric `key` is better (its `Metric.higher_is_better`): the one answer, for the
+    stopping probes, the report, the plots and the results pages alike."""
+    return not metric_info(key).higher_is_better
 
 
 def paradigm_for_run(cfg: Any) -> Paradigm:
@@ -280,9 +311,24 @@ def paradigm_for_run(cfg: Any) -> Paradigm:
     return found[0]
 
 
+_RULES: dict[int, tuple[weakref.ref, ChainRules]] = {}   # id(run config) → (the config, its rules) while it lives
+
+
+def chain_rules(cfg: Any) -> ChainRules:
+    """The rules of run config `cfg`'s chain, from its paradigm (`Paradigm.chain_rules`), resolved once per run
+    config: validation, the stages, the run's data and the planner all read the same member configs. Held beside
+    the config (by a weak reference), not in it, so a run config stays a plain, picklable value."""
+    key = id(cfg)
+    if key not in _RULES or _RULES[key][0]() is not cfg:
+        _RULES[key] = (weakref.ref(cfg, lambda _: _RULES.pop(key, None)), cfg.paradigm.chain_rules(cfg))
+    return _RULES[key][1]
+
+
 def paradigm_of_config(cfg: Any) -> Paradigm:
     """The paradigm whose model config class `cfg` is an instance of (exact class)."""
     by_class = {p.config_class: p for p in paradigms()}
+    if type(cfg) not in by_class:
+        by_class = {p.config_class: p for p in paradigms(installed=True)}
     if type(cfg) not in by_class:
         raise TypeError(f"{type(cfg).__name__} is not the model config of a registered paradigm")
     return by_class[type(cfg)]

@@ -58,9 +58,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from compt.chain import individual_stage, plan_stages, stage_spec
-from compt.config import RunConfig, chain_rules
+from compt.config import RunConfig
 from compt.costs import training_flops
-from compt.paradigm import paradigm_named, paradigm_of
+from compt.paradigm import chain_rules, paradigm_named
 from compt.parity import resolve_parity
 from compt.stage import StageSpec
 from compt.train import stopping
@@ -214,7 +214,7 @@ class FeedAssumptions:
 def feed_warnings(cfg: RunConfig, plan: ChainPlan, assume: FeedAssumptions = FeedAssumptions()) -> list[str]:
     """One line per member whose accelerator would train more samples/s than one rank's loader delivers
     (formulas in the module docstring); none when the data is held in memory."""
-    if not paradigm_of(cfg.chain[0].model).decodes_per_sample(cfg.data):
+    if not cfg.paradigm.decodes_per_sample(cfg.data):
         return []
     workers = cfg.train.loader_workers if cfg.train.loader_workers >= 0 else MAX_AUTO_WORKERS
     feed = max(workers, 1) / (assume.loader_ms * 1e-3)   # 0 workers: the training process decodes alone

@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 
-from compt.runs import RunSummary, StageRow, lower_is_better, metrics_for  # noqa: E402
+from compt.paradigm import lower_is_better  # noqa: E402
+from compt.runs import RunSummary, StageRow, metrics_for  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from compt.errors import UserError
-from compt.paradigm import paradigm_for_run
+from compt.paradigm import lower_is_better, metric_info
 from compt.parity import RECORD, TIME_TO_TARGET, resolve_parity
 from compt.plan import human_flops
 from compt.plots import plot_accuracy_vs_compute, plot_cost_breakdown
-from compt.runs import RunSummary, StageRow, load_run, lower_is_better, metric_info, metrics_for
+from compt.runs import RunSummary, StageRow, load_run, metrics_for
 from compt.time_to_target import time_to_target
 from compt.train.conditions import contention
 from compt.train.stopping import meets
@@ -367,7 +367,7 @@ def closing_line(summary: dict[str, Any]) -> str:
     parts, reached = [], 0
     for m in grown:
         deltas = [(k, label, m[f"delta_{k}"]) for k, label in metrics if f"delta_{k}" in m]
-        ok = all(d >= 0 if metric_info(k).higher_is_better else d <= 0 for k, _, d in deltas)
+        ok = all(d <= 0 if lower_is_better(k) else d >= 0 for k, _, d in deltas)
         reached += ok
         digits = metric_info(deltas[0][0]).digits
         parts.append(f"{m['model']} " + ", ".join(f"{d:+.{digits}f} {label}" for _, label, d in deltas))
@@ -451,7 +451,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
                          plot_cost_breakdown(runs[0], out / "cost_breakdown.png")) if p is not None]
     md = f"# {summary['name']}\n\nRuns: {', '.join(summary['runs'])}\n\n{format_markdown(summary)}\n"
     md += "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)
-    md += paradigm_for_run(runs[0].cfg).report_sections([Path(d) for d in run_dirs], out)
+    md += runs[0].cfg.paradigm.report_sections([Path(d) for d in run_dirs], out)
     (out / "report.md").write_text(md)
     # paths relative to the report's folder: a copied or committed report names no path of the machine
     relative = {"runs": [os.path.relpath(d, out) for d in summary["runs"]], "plots": [p.name for p in plots]}

@@ -15,7 +15,6 @@ from typing import Any
 from compt.chain import baseline_dir, plan_stages
 from compt.config import RunConfig, read_run_config
 from compt.errors import UserError
-from compt.paradigm import Metric, paradigm_for_run, paradigms
 from compt.parity import resolve_parity
 from compt.plan import plan_chain
 from compt.train import load_result
@@ -24,20 +23,7 @@ from compt.train.conditions import contention
 
 def metrics_for(cfg: RunConfig) -> tuple[tuple[str, str], ...]:
     """The headline metrics (key, label) of `cfg`'s runs: its paradigm's (`compt.paradigm.Metric`)."""
-    return tuple((m.key, m.label) for m in paradigm_for_run(cfg).metrics)
-
-
-def metric_info(key: str) -> Metric:
-    """The `Metric` named `key` in any paradigm (direction, decimals); an unknown key: higher is better."""
-    for p in paradigms():
-        for m in p.metrics:
-            if m.key == key:
-                return m
-    return Metric(key, key)
-
-
-def lower_is_better(key: str) -> bool:
-    return not metric_info(key).higher_is_better
+    return tuple((m.key, m.label) for m in cfg.paradigm.metrics)
 
 
 @dataclass

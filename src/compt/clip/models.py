@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compt.clip.swin import SwinConfig, ensure_registered
-from compt.errors import UserError, unknown_name
+from compt.errors import unknown_name
 
 if TYPE_CHECKING:  # configs and the registry need no torch (`compt models` stays fast); building does
     import torch
@@ -285,19 +285,10 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
 def create_model(name_or_cfg: str | ModelConfig, *, state_dict: dict[str, torch.Tensor] | None = None,
                  ) -> torch.nn.Module:
     """Resolve → build → optionally load weights (strict)."""
+    from compt.checkpoint import load_strict
+
     cfg = get_model_config(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
     return load_strict(build_model(cfg), state_dict, cfg.name)
-
-
-def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor] | None, name: str) -> torch.nn.Module:
-    """Load `state_dict` (if any) into `model` strictly; a mismatch is a one-line `UserError` naming `name`."""
-    if state_dict is not None:
-        try:
-            model.load_state_dict(state_dict, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise UserError(f"weights do not fit model {name}: {' '.join(first[:3])[:400]}") from e
-    return model
 
 
 def write_open_clip_config(cfg: ModelConfig, directory: str | Path) -> Path:

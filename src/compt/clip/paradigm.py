@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from compt.clip.models import ModelConfig
 from compt.errors import UserError
 from compt.paradigm import PERCENT, ChainRules, Evaluate, Metric, StateDict
+from compt.paradigm_base import ParadigmBase
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -102,7 +103,7 @@ class ClipData:
         """Nothing beside final.pt: a CLIP checkpoint already loads in open_clip (`compt export` for folders)."""
 
 
-class ClipParadigm:
+class ClipParadigm(ParadigmBase):
     """open_clip CLIP / SigLIP members (see the module docstring)."""
 
     name = "clip"
@@ -163,6 +164,10 @@ class ClipParadigm:
         from timm.models.swin_transformer import SwinTransformerBlock
 
         return ResidualAttentionBlock, SwinTransformerBlock
+
+    def fsdp_methods(self) -> tuple[str, ...]:
+        """The towers' encoders, which evaluation calls on the wrapped student."""
+        return "encode_image", "encode_text"
 
     # ------------------------------------------------------------------ cost
     def forward_flops(self, cfg: ModelConfig, captions: int) -> float:
@@ -264,7 +269,7 @@ class ClipParadigm:
         if (t_cfg.vision.image_size, t_cfg.text.context_length) != (s_cfg.vision.image_size,
                                                                     s_cfg.text.context_length):
             raise UserError(f"teacher {t_cfg.name} and student {s_cfg.name} need the same image size and context")
-        from compt.clip.tasks import freeze
+        from compt.tasks import freeze
 
         teacher = freeze(self.create(t_cfg, teacher_state)).to(info.device)
         cache = _teacher_cache(teacher, spec, dataset, info, out_dir)
@@ -289,6 +294,10 @@ class ClipParadigm:
     def load_hint(self, folder: Path) -> str:
         """How a user loads an exported member: open_clip's model name for a local folder."""
         return f"local-dir:{folder}"
+
+    def load_help(self) -> str:
+        return ("load with: open_clip.create_model_and_transforms('local-dir:FOLDER'), "
+                "open_clip.get_tokenizer('local-dir:FOLDER')")
 
     def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
         """The clip_benchmark per-dataset table, when `compt eval --benchmark` ran on the runs, and the

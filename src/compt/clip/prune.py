@@ -30,9 +30,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from compt.clip.growth.common import StateDict, assert_child, check_state
+from compt.clip.growth.common import assert_child, check_state
 from compt.clip.models import ModelConfig, create_model
 from compt.errors import UserError
+from compt.growth import StateDict
 from compt.prune import Means, block_input, chunks, keep, remove
 
 Tensor = torch.Tensor

@@ -38,6 +38,7 @@ from compt.clip.losses import (
 from compt.clip.siglip import is_siglip
 from compt.distributed import full_precision, gather_no_grad, gather_with_grad, unwrap
 from compt.errors import UserError
+from compt.tasks import ProjectionState, freeze
 
 MAX_LOGIT_SCALE = math.log(100.0)  # open_clip clamps the learnable temperature at 100 after every step
 # The one registry of distillation losses: config name → loss terms ("none" = no distillation).
@@ -69,26 +70,6 @@ def encode_with_bias(model: nn.Module, images: Tensor, tokens: Tensor
     b, k = tokens.shape[:2]
     image, text, scale, *bias = model(images, tokens.reshape(b * k, -1))
     return image.float(), text.float().reshape(b, k, -1), scale.float(), bias[0].float() if bias else None
-
-
-class ProjectionState:
-    """Resume state of a task's optional learnable distillation projection `proj` (absent or None: no state)."""
-
-    def _proj(self) -> nn.Linear | None:
-        return getattr(self, "proj", None)
-
-    def extra_state(self) -> dict[str, Tensor]:
-        """Trainable tensors outside the student (saved in resume checkpoints only)."""
-        proj = self._proj()
-        return {} if proj is None else {"proj.weight": proj.weight.detach().cpu().clone()}
-
-    def load_extra_state(self, state: dict[str, Tensor]) -> None:
-        if set(state) != set(self.extra_state()):
-            raise UserError(f"checkpoint task state {sorted(state)} does not fit this task "
-                            f"({sorted(self.extra_state())})")
-        if (proj := self._proj()) is not None:
-            with torch.no_grad():
-                proj.weight.copy_(state["proj.weight"])
 
 
 class ClipTask(ProjectionState, nn.Module):
@@ -204,14 +185,6 @@ class DistillTask(ClipTask):
             loss = loss + self.weight_scale * ICL_WEIGHT * icl
             out["icl"] = icl.detach()
         return {"loss": loss, **out}
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """Teacher mode: eval, no parameter requires grad."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def build_task(student: nn.Module, *, distill: str = "none", weight: float = 0.0, teacher: nn.Module | None = None,

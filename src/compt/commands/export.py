@@ -15,13 +15,6 @@ from pathlib import Path
 
 from compt.errors import UserError
 
-LOAD_HINTS = {  # by paradigm
-    "clip": "load with: open_clip.create_model_and_transforms('local-dir:FOLDER'), "
-            "open_clip.get_tokenizer('local-dir:FOLDER')",
-    "lm": "load with: transformers.AutoModelForCausalLM.from_pretrained(FOLDER), "
-          "transformers.AutoTokenizer.from_pretrained(FOLDER) (when FOLDER has tokenizer.json)",
-}
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     doc = ("export a run or checkpoint as open_clip local-dir folders, Hugging Face folders for language models "
@@ -49,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         folder = export_checkpoint(source, out, model_name=args.model)
         model = json.loads((folder / PROVENANCE_FILE).read_text())["model"]
         print(_where(model, folder))
-    print(LOAD_HINTS.get(paradigm_of(model).name, ""))
+    print(paradigm_of(model).load_help())
     return 0
 
 

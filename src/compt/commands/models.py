@@ -23,12 +23,13 @@ def run(args: argparse.Namespace) -> int:
     from compt.errors import unknown_name
     from compt.paradigm import paradigms
 
-    listings = [x for x in (p.listing(args.family) for p in paradigms()) if x is not None]
+    found = paradigms(installed=True)   # the built-ins and those of the compt.paradigms entry points
+    listings = [x for x in (p.listing(args.family) for p in found) if x is not None]
     if not listings:
-        families = [f for p in paradigms() for f in p.families()] + ["open_clip"]
+        families = [f for p in found for f in p.families()] + ["open_clip"]
         raise unknown_name("family", args.family, families)
     if args.json:
-        families = {k: list(v) for p in paradigms() for k, v in p.families().items()}
+        families = {k: list(v) for p in found for k, v in p.families().items()}
         print(json.dumps({"families": families, **{key: rows for key, rows, _ in listings}}, indent=2))
         return 0
     print("\n\n".join("\n".join(lines) for _, _, lines in listings))

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from compt.config import RunConfig, chain_rules
+from compt.config import RunConfig
 from compt.errors import UserError
 from compt.lm.models import LMConfig
+from compt.paradigm import chain_rules
 
 if TYPE_CHECKING:
     from compt.lm.tokenizers import LMTokenizer

@@ -22,7 +22,7 @@ normalised input is E n. Then:
   head m·j + ⌊t/G'⌋, slot t mod G'; RoPE acts per head with the same dim and θ, so attention is unchanged;
   new heads are fresh behind zero o_proj columns;
 - MLP: parent units first, new units fresh with zero down_proj columns;
-- depth: parent layer i → child layer ⌊i·L'/L⌋ (`compt.clip.growth.preserve.identity_depth`); the inserted layers
+- depth: parent layer i → child layer ⌊i·L'/L⌋ (`compt.growth.identity_depth`); the inserted layers
   are exact identities (o_proj and down_proj zero, the rest fresh).
 
 Symmetry breaking: every new input column of a read starts with its own fresh random values (it multiplies
@@ -42,10 +42,20 @@ import math
 
 import torch
 
-from compt.clip.growth.common import StateDict, assert_shapes, check_shapes, fresh_child, meta_shapes, one_thread, put
-from compt.clip.growth.corner import corner_copy
-from compt.clip.growth.preserve import DepthRule, identity_depth, stacked_depth
 from compt.errors import UserError, unknown_name
+from compt.growth import (
+    DepthRule,
+    StateDict,
+    assert_shapes,
+    check_shapes,
+    corner_copy,
+    fresh_child,
+    identity_depth,
+    meta_shapes,
+    one_thread,
+    put,
+    stacked_depth,
+)
 from compt.lm.models import LMConfig, build_lm
 
 Tensor = torch.Tensor

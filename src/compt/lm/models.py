@@ -141,7 +141,7 @@ def list_lm_models(family: str | None = None) -> list[str]:
 
 
 def is_lm(name: str) -> bool:
-    """Whether `name` is a registered language model (the one place that answers "is this an LM?")."""
+    """Whether `name` is a registered language model."""
     return name in _LMS
 
 
@@ -212,7 +212,7 @@ def build_lm(cfg: LMConfig) -> torch.nn.Module:
 
 def create_lm(name_or_cfg: str | LMConfig, *, state_dict: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """Resolve → build → optionally load weights (strict)."""
-    from compt.clip.models import load_strict
+    from compt.checkpoint import load_strict
 
     cfg = get_lm_config(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
     return load_strict(build_lm(cfg), state_dict, cfg.name)

@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any
 from compt.errors import UserError
 from compt.lm.models import LMConfig
 from compt.paradigm import ChainRules, Metric, StateDict
+from compt.paradigm_base import ParadigmBase
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
     from torch.utils.data import Dataset
 
 
-class LMParadigm:
-    """Decoder-only Llama members (see the module docstring)."""
+class LMParadigm(ParadigmBase):
+    """Decoder-only Llama members (see the module docstring). `ParadigmBase`'s defaults hold for the rest: no
+    image patches, no teacher cache (the teacher runs with the student on every batch), the corpus tokenised
+    once into memory, a grown member's config is its registered one."""
 
     name = "lm"
     label = "language model"
@@ -60,9 +63,6 @@ class LMParadigm:
     def config_to_dict(self, cfg: LMConfig) -> dict[str, Any]:
         return cfg.to_dict()
 
-    def checkpoint_extras(self, cfg: LMConfig) -> dict[str, Any]:
-        return {}
-
     def build(self, cfg: LMConfig) -> nn.Module:
         from compt.lm.models import build_lm
 
@@ -85,20 +85,11 @@ class LMParadigm:
 
         return lm_flops(cfg).forward
 
-    def trains_as(self, cfg: LMConfig, patch_dropout: float) -> LMConfig:
-        return cfg  # no patches (validation refuses patch_dropout for language models)
-
     def objective(self, requested: str | None) -> str:
         if requested not in (None, "next-token"):
             raise UserError(f"train.objective = {requested!r} is a CLIP objective; language models train on the "
                             f"next-token loss (leave train.objective unset)")
         return "next-token"
-
-    def teacher_cache_bytes(self, samples: int, captions: int, teacher: LMConfig) -> int:
-        return 0  # the teacher runs with the student on every batch
-
-    def decodes_per_sample(self, data: Any) -> bool:
-        return False  # the corpus is tokenised once into memory (compt.lm.data)
 
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
@@ -209,8 +200,8 @@ class LMParadigm:
     def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
                    info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
         """The plain LM task, or the distillation task of a spec with a teacher (no teacher cache)."""
-        from compt.clip.tasks import freeze
         from compt.lm.task import build_lm_task
+        from compt.tasks import freeze
 
         if spec.teacher is None:
             return build_lm_task(student), False
@@ -242,6 +233,10 @@ class LMParadigm:
     def load_hint(self, folder: Path) -> str:
         """How a user loads an exported member: the folder itself (``from_pretrained``)."""
         return str(folder)
+
+    def load_help(self) -> str:
+        return ("load with: transformers.AutoModelForCausalLM.from_pretrained(FOLDER), "
+                "transformers.AutoTokenizer.from_pretrained(FOLDER) (when FOLDER has tokenizer.json)")
 
     def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
         """The lm-evaluation-harness per-task tables, when `compt eval --lm-eval` ran on the runs."""

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from compt.clip.growth.common import StateDict, assert_shapes
 from compt.errors import UserError
+from compt.growth import StateDict, assert_shapes
 from compt.lm.growth import EMBED, HEAD, NORM, check_lm_state, lm_expected_shapes
 from compt.lm.models import LMConfig, create_lm
 from compt.prune import Means, block_input, block_output, chunks, keep, remove

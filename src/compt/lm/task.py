@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from compt.clip.tasks import ProjectionState, freeze
 from compt.distributed import full_precision
 from compt.errors import UserError
 from compt.lm.losses import hidden_mse_loss, lm_loss, token_kl_loss
+from compt.tasks import ProjectionState, freeze
 
 LM_DISTILL_KINDS = {"kl": ("kl",), "hidden": ("hidden",), "kl+hidden": ("kl", "hidden")}
 

@@ -41,12 +41,13 @@ WriteLast = Callable[[Path, dict[str, Tensor], dict[str, Any]], Any]
 
 @dataclass(kw_only=True)
 class LoopState:
-    """What every stage loop holds; settings come from `spec` only. Trainers subclass it with their data/task."""
+    """The stage loop's state that this module's pieces read and write (settings come from `spec` only); the one
+    trainer's stage state (`compt.train.trainer`) extends it with the data, the paradigm and the evaluations."""
 
     out_dir: Path
     spec: StageSpec
     info: DistInfo
-    task: Any                   # a ClipTask or an LMTask: extra_state(), load_extra_state(), student
+    task: Any                   # the paradigm's task: extra_state(), load_extra_state(), student
     optimizer: torch.optim.Optimizer
     lineage: dict[str, Any]
     progress: Progress

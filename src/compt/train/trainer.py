@@ -42,13 +42,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from compt import distributed
 from compt.checkpoint import Checkpoint, atomic_write_json, file_digest, load_checkpoint, save_checkpoint, verify_digest
-from compt.config import MemberConfig, TrainConfig
 from compt.costs import training_flops
 from compt.distributed import DistInfo
 from compt.errors import UserError
-from compt.paradigm import Paradigm, StateDict, paradigm_named
+from compt.paradigm import Paradigm, StateDict, lower_is_better, paradigm_named
 from compt.parity import RECORD
-from compt.stage import StageSpec, resolve_spec, teacher_cache_folder
+from compt.stage import StageSpec, teacher_cache_folder
+from compt.tasks import task_problems
 from compt.train import stopping
 from compt.train.conditions import Probe
 from compt.train.loader import Batches, train_loader
@@ -126,12 +126,12 @@ class _Stage(LoopState):
                               cached_teacher=self.cached_teacher, fill_samples=len(self.dataset))
 
 
-def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Dataset,
+def train_stage(spec: StageSpec, *, out_dir: Path, dataset: Dataset,
                 init_state: dict[str, Tensor] | None = None, teacher_state: dict[str, Tensor] | None = None,
                 evaluate: Evaluate | None = None, lineage: dict | None = None, progress: bool = True,
                 on_step: Callable[[int], None] | None = None,
                 after_final: Callable[[Path, StateDict], None] | None = None, unfinished: bool = False,
-                validate: Evaluate | None = None, **legacy: Any) -> StageResult:
+                validate: Evaluate | None = None) -> StageResult:
     """Train the stage `spec` on `dataset` into `out_dir`, resuming from last.pt.
 
     `init_state` initialises the student (None: the caller-seeded fresh init); a distilling spec needs the
@@ -142,19 +142,12 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
     no finished result in `out_dir` (`load_result`), so it is not read (nor reported damaged) again.
     A spec with a stopping rule (``spec.until``) probes its progress with `validate` (a validation split,
     disjoint from `evaluate`'s) and stops at its target (`compt.train.stopping`).
-
-    Without `spec`, the older keyword form ``model_cfg=, member=, train=, teacher=(cfg, state),
-    from_scratch=, captions=`` is accepted and resolved by `legacy_spec`.
     """
     started, probe = time.perf_counter(), Probe()
     out_dir = Path(out_dir)
     done = None if unfinished else load_result(out_dir)
     if done is not None:
         return done
-    if spec is None:
-        spec, teacher_state = legacy_spec(dataset, **legacy)
-    elif legacy:
-        raise TypeError(f"train_stage(spec, ...) got unexpected arguments {sorted(legacy)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     if spec.until and validate is None:
         raise ValueError("a stage with a stopping rule needs a `validate` evaluation")
@@ -171,21 +164,6 @@ def train_stage(spec: StageSpec | None = None, *, out_dir: Path, dataset: Datase
         return _finish(stage, probe)
     finally:
         stage.log.close()
-
-
-def legacy_spec(dataset: Dataset, *, model_cfg: Any, member: MemberConfig, train: TrainConfig,
-                teacher: tuple[Any, dict[str, Tensor]] | None = None, from_scratch: bool = True,
-                captions: int | None = None) -> tuple[StageSpec, dict[str, Tensor] | None]:
-    """(spec, teacher weights) of the keyword form of `train_stage` (tests and benchmarks that train one
-    stage without a run config). Without `captions`, K is read from the first item's tokens (K, ctx)."""
-    if captions is None and isinstance(getattr(dataset, "k", None), int):
-        captions = dataset.k  # a stream cannot be indexed
-    if captions is None:
-        tokens = dataset[0][1]
-        captions = int(tokens.shape[0]) if tokens.ndim == 2 else 1
-    spec = resolve_spec(model=model_cfg, member=member, train=train, from_scratch=from_scratch,
-                        parent=teacher[0] if teacher else None, samples=len(dataset), captions=captions)
-    return spec, teacher[1] if teacher and spec.distills else None
 
 
 def load_result(out_dir: Path, *, weights: bool = True, verify: bool = True) -> StageResult | None:
@@ -219,12 +197,16 @@ def _setup(out_dir: Path, spec: StageSpec, dataset: Dataset, init_state: dict[st
     resume = _load_resume(out_dir / "last.pt", spec)
     student = paradigm.create(spec.train_model, resume.state_dict if resume else init_state)
     task, cached = paradigm.build_task(student, spec, teacher_state, dataset, info, out_dir)
+    if problems := task_problems(task):
+        raise TypeError(f"the {paradigm.name} paradigm's task {type(task).__name__} does not fit compt.tasks.Task: "
+                        f"it lacks {', '.join(problems)}")
     task.to(info.device)
     state = resume.train_state if resume else None
     if state is not None:
         task.load_extra_state(state["task"])
     task.student = distributed.wrap_student(task.student, info, fsdp=train.fsdp, precision=train.precision,
-                                            compile=train.compile, blocks=paradigm.block_types())
+                                            compile=train.compile, blocks=paradigm.block_types(),
+                                            methods=paradigm.fsdp_methods())
     optimizer = build_optimizer(task, train, lr=spec.lr)
     prog = resume_progress(task, optimizer, state, train)
     if state is not None and info.is_main:  # a person sees the resume too, not only the logs
@@ -347,7 +329,7 @@ def _record_probe(st: _Stage, step: int, end: int) -> bool:
     """Validate the student as it is (the branch ending at `end`), log and keep the probe; whether it met."""
     start = time.perf_counter()
     metrics = distributed.gather_objects(_measure(st, st.validate))[0]   # rank 0's numbers decide on every rank
-    lower = [m.key for m in st.paradigm.metrics if not m.higher_is_better]
+    lower = [k for k in st.spec.target if lower_is_better(k)]
     met = st.spec.until != RECORD and stopping.meets(metrics, st.spec.target, lower)   # a record never stops
     probe = {"step": step, "end": end, "epoch": st.epoch(end), "flops": st.flops(end), "met": met, **metrics}
     st.progress.probes.append(probe)

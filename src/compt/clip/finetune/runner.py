@@ -55,14 +55,13 @@ def targets_of(path: str | Path) -> list[Target]:
     """The members of a CLIP run directory (chain stages, then baselines), or the one checkpoint `path`."""
     from compt.config import read_run_config
     from compt.export import run_members
-    from compt.paradigm import paradigm_for_run
 
     path = Path(path)
     if path.is_file():
         return [Target("", "", (), 0, path, path.parent / FINETUNE_DIR)]
     if not (path / "config.toml").is_file():
         raise UserError(f"{path} is not a run directory (no config.toml) nor a checkpoint file")
-    if paradigm_for_run(read_run_config(path)).name != "clip":
+    if read_run_config(path).paradigm.name != "clip":
         raise UserError(f"{path} is a language-model run: `compt finetune` fine-tunes CLIP image towers")
     return [Target(m.key, m.model, m.methods, m.index, path / m.key / "final.pt", path / FINETUNE_DIR / m.key)
             for m in run_members(path)]

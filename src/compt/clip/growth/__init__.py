@@ -21,12 +21,13 @@ from typing import Protocol
 
 import torch
 
-from compt.clip.growth.common import StateDict, check_state, expected_shapes, validate_growth
+from compt.clip.growth.common import check_state, expected_shapes, validate_growth
 from compt.clip.growth.corner import corner
 from compt.clip.growth.preserve import check_supported, preserve, stack
 from compt.clip.growth.split import split
 from compt.clip.models import ModelConfig
 from compt.errors import unknown_name
+from compt.growth import StateDict
 
 
 class GrowthOp(Protocol):

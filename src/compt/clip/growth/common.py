@@ -1,21 +1,17 @@
-"""What every growth operator shares: validation, the expected child shapes, seeded fresh init, checked writes."""
+"""What every CLIP growth operator shares: validation, where a key sits, the expected child shapes and the child
+to write into (the helpers every paradigm shares are `compt.growth`)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 
 from compt.clip.models import ModelConfig, SwinConfig, build_model
 from compt.errors import UserError
-
-Tensor = torch.Tensor
-StateDict = dict[str, Tensor]
+from compt.growth import StateDict, assert_shapes, check_shapes, fresh_child, meta_shapes
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -103,13 +99,6 @@ def key_place(cfg: ModelConfig, key: str) -> tuple[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------- shapes
-def meta_shapes(build: Callable[[Any], torch.nn.Module], cfg: Any) -> dict[str, tuple[int, ...]]:
-    """Key → shape of `build(cfg).state_dict()`, built on the meta device (no memory, no init)."""
-    with torch.device("meta"):
-        model = build(cfg)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 @functools.lru_cache(maxsize=64)
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Key → shape of `build_model(cfg).state_dict()`."""
@@ -121,82 +110,15 @@ def check_state(state: StateDict, cfg: ModelConfig, what: str = "parent") -> Non
     check_shapes(state, expected_shapes(cfg), cfg.name, what)
 
 
-def check_shapes(state: StateDict, want: dict[str, tuple[int, ...]], name: str, what: str) -> None:
-    """`UserError` naming the first key of `state` that is missing, unexpected or not of shape `want[key]`."""
-    for k, shape in want.items():
-        if k not in state:
-            raise UserError(f"{what} state dict does not match {name}: missing key {k} (expected {list(shape)})")
-        if tuple(state[k].shape) != shape:
-            raise UserError(f"{what} state dict does not match {name}: {k} has shape {list(state[k].shape)}, "
-                            f"expected {list(shape)}")
-    extra = [k for k in state if k not in want]
-    if extra:
-        raise UserError(f"{what} state dict does not match {name}: unexpected key {extra[0]}"
-                        + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch single-threaded inside the block (restored after).
-
-    The weight transfer is memory-bound elementwise work plus thin matmuls, and LAPACK's eigh barely
-    parallelises; on a shared 2-core box their OpenMP barriers thrash (measured 3–40× slower with 2 threads).
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------------------------- fresh child
-def fresh_child(cfg: ModelConfig, generator: torch.Generator, build: Callable[[Any], torch.nn.Module] = build_model
-                ) -> StateDict:
-    """A freshly initialised child (the library's own init), seeded from `generator`, global RNG untouched."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build(cfg)
-    return model.state_dict()
-
-
 def start_state(cfg: ModelConfig, generator: torch.Generator, fresh: StateDict | None) -> StateDict:
     """The child to write into: `fresh` (checked against `cfg`) or a seeded fresh build."""
     if fresh is None:
-        return fresh_child(cfg, generator)
+        return fresh_child(cfg, generator, build_model)
     check_state(fresh, cfg, what="fresh child")
     return fresh
-
-
-def put(state: StateDict, key: str, value: Tensor, index: tuple | Tensor | None = None) -> None:
-    """Write `value` into `state[key]` (or its `index` part) in place, asserting the key and the shape."""
-    assert key in state, f"growth produced unknown child key {key}"
-    if isinstance(index, Tensor):                                   # row indices: avoid materialising a copy
-        shape = (index.numel(), *state[key].shape[1:])
-    else:
-        shape = tuple((state[key] if index is None else state[key][index]).shape)
-    assert shape == tuple(value.shape), f"{key}: writing {tuple(value.shape)} into {shape}"
-    with torch.no_grad():
-        if index is None:
-            state[key].copy_(value.to(state[key].dtype))
-        else:
-            state[key][index] = value.to(state[key].dtype)
 
 
 def assert_child(state: StateDict, cfg: ModelConfig) -> StateDict:
     """Final check of an operator's output against the fresh child's keys and shapes."""
     return assert_shapes(state, expected_shapes(cfg))
-
-
-def assert_shapes(state: StateDict, want: dict[str, tuple[int, ...]]) -> StateDict:
-    """Assert that `state` has exactly the keys of `want`, each of that shape."""
-    assert set(state) == set(want), sorted(set(state) ^ set(want))[:5]
-    for k, v in state.items():
-        assert tuple(v.shape) == want[k], (k, tuple(v.shape), want[k])
-    return state
-
-
-def interleave(parent_layers: int, child_layers: int) -> list[int]:
-    """Child position of each parent block when new blocks are spread evenly: i → ⌊i · L' / L⌋."""
-    return [i * child_layers // parent_layers for i in range(parent_layers)]

@@ -25,18 +25,11 @@ import re
 
 import torch
 
-from compt.clip.growth.common import StateDict, assert_child, one_thread, put, start_state
+from compt.clip.growth.common import assert_child, start_state
 from compt.clip.models import ModelConfig
+from compt.growth import StateDict, corner_copy, one_thread, put
 
 _VISUAL_BLOCK = re.compile(r"^visual\.transformer\.resblocks\.(\d+)\.(.*)$")
-
-
-def corner_copy(dst: torch.Tensor, src: torch.Tensor) -> None:
-    """dst[:s0, :s1, …] = src in place (dst at least as large as src in every dim, same number of dims)."""
-    assert dst.dim() == src.dim() and all(d >= s for d, s in zip(dst.shape, src.shape, strict=True)), \
-        (tuple(dst.shape), tuple(src.shape))
-    with torch.no_grad():
-        dst[tuple(slice(0, n) for n in src.shape)] = src.to(dst.dtype)
 
 
 def corner_targets(key: str, parent: ModelConfig, child: ModelConfig) -> list[str]:

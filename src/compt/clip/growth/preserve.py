@@ -38,10 +38,11 @@ from typing import Protocol
 
 import torch
 
-from compt.clip.growth.common import StateDict, assert_child, interleave, one_thread, put, start_state
+from compt.clip.growth.common import assert_child, start_state
 from compt.clip.growth.width import StreamMap, grow_embedding_ln, mean_pad_map, null_noise, read_through_ln
 from compt.clip.models import ModelConfig
 from compt.errors import UserError
+from compt.growth import DepthRule, StateDict, identity_depth, one_thread, put, stacked_depth
 
 _ROW_CHUNK = 8192
 
@@ -67,7 +68,6 @@ def _towers(cfg: ModelConfig) -> tuple[Tower, Tower]:
             Tower("transformer.resblocks.", t.width, t.layers, int(t.width * t.mlp_ratio), t.head_width))
 
 
-DepthRule = Callable[[int, int], list[int | None]]   # (parent L, child L') → source block per child block
 OUT_KEYS = ("attn.out_proj.weight", "attn.out_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
 
 
@@ -107,19 +107,6 @@ def stack(parent_state: StateDict, parent_cfg: ModelConfig, child_cfg: ModelConf
     """Exact widening as `preserve`, depth by stacking: child block j = parent block j mod L (module docstring)."""
     return widen(parent_state, parent_cfg, child_cfg, generator, fresh, noise, stacked_depth, "stack",
                  SilentUnits())
-
-
-def identity_depth(parent_layers: int, child_layers: int) -> list[int | None]:
-    """Parent block i → child block ⌊i L'/L⌋; None marks an inserted identity block."""
-    src: list[int | None] = [None] * child_layers
-    for i, j in enumerate(interleave(parent_layers, child_layers)):
-        src[j] = i
-    return src
-
-
-def stacked_depth(parent_layers: int, child_layers: int) -> list[int | None]:
-    """Child block j ← parent block j mod L (progressive stacking)."""
-    return [j % parent_layers for j in range(child_layers)]
 
 
 def check_supported(op: str, parent_cfg: ModelConfig, child_cfg: ModelConfig) -> None:

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import torch
 
-from compt.clip.growth.common import StateDict, put
-from compt.clip.growth.preserve import Tower, identity_depth, widen
+from compt.clip.growth.preserve import Tower, widen
 from compt.clip.growth.width import StreamMap, null_noise
 from compt.clip.models import ModelConfig
+from compt.growth import StateDict, identity_depth, put
 
 Tensor = torch.Tensor
 SPLIT_OFFSET = (0.1, 0.3)    # |α − ½| ~ U(0.1, 0.3): every split clearly unequal, no copy nearly silent

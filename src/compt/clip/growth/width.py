@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import torch
 
-from compt.clip.growth.common import one_thread
 from compt.errors import UserError
+from compt.growth import one_thread
 
 Tensor = torch.Tensor
 _CHUNK = 8192  # rows per dense matmul chunk (bounds temporaries for the 49408-row token embedding)

@@ -1,0 +1,171 @@
+"""`ParadigmBase`: the defaults of a paradigm's optional members (`compt.paradigm.OPTIONAL`); `RunDataBase`: those
+of a run's data (`compt.paradigm.RunData`).
+
+A paradigm subclasses it and writes the required members (`compt.paradigm.Paradigm`, `compt.paradigm.REQUIRED`);
+docs/architecture.md lists both. This module sits beside the registry, not in it, because its default `load_init`
+reads checkpoints, and `compt.checkpoint` asks the registry for a checkpoint's paradigm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compt.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from compt.paradigm import Evaluate, StateDict
+
+
+class ParadigmBase:
+    """The optional members of a paradigm with their defaults: subclass it and write the `Paradigm` members.
+
+    The defaults fit a one-tower model that trains on a plain objective, caches no teacher, holds its data in
+    memory and cannot be pruned or exported; a paradigm overrides what differs.
+    """
+
+    name: str
+    label: str
+
+    # ------------------------------------------------------------------ models
+    def families(self) -> dict[str, tuple[str, ...]]:
+        """Registered families: name → member names, ascending (default: one family named after the paradigm)."""
+        return {self.name: tuple(self.model_names())}   # type: ignore[attr-defined]
+
+    def create(self, cfg: Any, state_dict: StateDict | None) -> nn.Module:
+        """`build`, then load `state_dict` strictly when given (a mismatch is a one-line `UserError`)."""
+        from compt.checkpoint import load_strict
+
+        return load_strict(self.build(cfg), state_dict, cfg.name)   # type: ignore[attr-defined]
+
+    def checkpoint_extras(self, cfg: Any) -> dict[str, Any]:
+        """Extra top-level keys of a checkpoint of this config (e.g. open_clip's own model config); none."""
+        return {}
+
+    def block_types(self) -> tuple[type, ...]:
+        """Module types that are one FSDP unit each and are compiled one by one (none: the whole model)."""
+        return ()
+
+    def fsdp_methods(self) -> tuple[str, ...]:
+        """The model's methods besides ``forward`` that are called on the wrapped student (evaluation) and FSDP2
+        must hook (none)."""
+        return ()
+
+    # ------------------------------------------------------------------ cost
+    def trains_as(self, cfg: Any, patch_dropout: float) -> Any:
+        """The config as the student trains (patch dropout applied; itself when 0, and for models without
+        patches, where validation refuses patch dropout)."""
+        return cfg
+
+    def objective(self, requested: str | None) -> str:
+        """The stage's task objective resolved from ``train.objective``: the paradigm's one objective, named
+        after it (a requested one is refused)."""
+        if requested is not None:
+            raise UserError(f"train.objective = {requested!r} is not an objective of {self.label}s "
+                            f"(leave train.objective unset)")
+        return self.name
+
+    def teacher_cache_bytes(self, samples: int, captions: int, teacher: Any) -> int:
+        """Host bytes per node of a distillation stage's teacher cache (0: the paradigm caches nothing)."""
+        return 0
+
+    def decodes_per_sample(self, data: Any) -> bool:
+        """Whether the training loader of `data` (a `compt.config.DataConfig`) decodes each sample from files as
+        it reads it (False: the samples are held in memory, decoded once); `compt plan` prices the loader then."""
+        return False
+
+    # ------------------------------------------------------------------ growth
+    def load_init(self, path: Path, cfg: Any) -> StateDict:
+        """The weights of an existing model of config `cfg` at `path` (member 1's ``init``): a compt checkpoint of
+        this paradigm and config (the field's own formats where a paradigm reads them); otherwise a one-line
+        `UserError`."""
+        from compt.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt.paradigm != self.name or ckpt.model_config != cfg:
+            raise UserError(f"init {path} is not a compt checkpoint of {cfg.name} ({self.label})")
+        self.create(cfg, ckpt.state_dict)   # every key and shape, strictly
+        return ckpt.state_dict
+
+    def grown_config(self, parent_cfg: Any, model: str) -> Any:
+        """The config of registered model `model` grown from a parent of config `parent_cfg` (what the parent
+        carries over besides its weights, e.g. SigLIP's logit bias; by default nothing); an unknown name is a
+        `UserError`."""
+        return self.member_config(model, None)   # type: ignore[attr-defined]
+
+    def prune(self, parent_state: StateDict, parent_cfg: Any, child_cfg: Any, batch: Sequence[Tensor],
+              device: Any) -> tuple[StateDict, dict[str, Any]]:
+        """(a smaller child's state dict cut out of the parent's at its most important units, measured on the
+        calibration `batch` — a collated training batch, `compt.prune.calibration_batch` — on `device`; the record:
+        ``importance`` statistics and ``kept`` indices). ``validate_growth(parent, child, "prune")`` checks the pair.
+        By default refused: a paradigm that prunes lists ``"prune"`` in `ChainRules.growth_ops`."""
+        raise UserError(f"{self.label}s cannot be pruned")
+
+    def key_place(self, cfg: Any, key: str) -> tuple[str, float]:
+        """Where state-dict `key` of a model of config `cfg` sits: (tower or "", depth: −1 the stem, i block i,
+        ∞ after the last block) — what partial inheritance keeps (`compt.inherit`); by default refused."""
+        raise UserError(f"{self.label}s do not place their weights by depth: inherit = 'first:K' needs the "
+                        f"paradigm's key_place")
+
+    # ------------------------------------------------------------------ export, listings, report
+    def export(self, ckpt: Any, out: Path, model_name: str) -> None:
+        """Write checkpoint `ckpt` as a folder its field's library loads (`compt export`); by default refused."""
+        raise UserError(f"{self.label}s have no export format (compt export)")
+
+    def load_hint(self, folder: Path) -> str:
+        """What a user passes to that library to load an exported folder (default: the folder)."""
+        return str(folder)
+
+    def load_help(self) -> str:
+        """The line `compt export` closes with: how the field's library loads an exported FOLDER ("": none)."""
+        return ""
+
+    def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
+        """`compt models`: (JSON key, rows, text table) of `family` (None: all); None when not this paradigm's.
+        By default each model's family and forward GFLOPs per sample."""
+        families = self.families()
+        if family not in (None, *families):
+            return None
+        rows = [{"model": m, "family": f, "gflops": self.flops_row(m)["gflops"]}
+                for f, members in families.items() if family in (None, f) for m in members]
+        head = f"{'model':<22} {'family':<10} {'GFLOPs':>10}"
+        return f"{self.name}_models", rows, [head, "-" * len(head)] + [
+            f"{r['model']:<22} {r['family']:<10} {r['gflops']:>10.4g}" for r in rows]
+
+    def flops_row(self, model: str) -> dict[str, Any]:
+        """`compt flops`: forward FLOPs (and, where the paradigm counts them, parameters) of one model."""
+        cfg = self.member_config(model, None)   # type: ignore[attr-defined]
+        return {"model": model, "gflops": self.forward_flops(cfg, 1) / 1e9}   # type: ignore[attr-defined]
+
+    def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
+        """Markdown the paradigm adds to `compt report` (its own evaluations, e.g. clip_benchmark); may be ""."""
+        return ""
+
+
+class RunDataBase:
+    """Defaults of a run's data (`compt.paradigm.RunData`): a paradigm writes ``train_set`` and ``evaluator`` and
+    overrides what else its data has."""
+
+    label = "this data"   # what the data is, in messages
+
+    def validator(self, model_cfg: Any) -> Evaluate:
+        """No validation split: a stopping rule (``until`` / ``target``) is refused when it asks for one."""
+        raise UserError(f"{self.label} has no validation split, which a stopping rule (until / target) reads")
+
+    def after_final(self, out_dir: Path, model_cfg: Any, weights: StateDict) -> None:
+        """Nothing beside final.pt."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """No source files to record (the run config fully determines the data)."""
+        return {}
+
+    def lineage(self) -> dict[str, Any]:
+        """Nothing recorded in the checkpoints about the data."""
+        return {}
+
+    def representations(self, model: nn.Module, model_cfg: Any) -> dict[str, Tensor]:
+        """No representations: a grown member's diagnostics hold only its update norm (`compt.diagnostics`)."""
+        return {}
