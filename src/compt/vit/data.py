@@ -1,0 +1,206 @@
+"""Labelled images for the ViT paradigm and its metric, top-1 accuracy (%).
+
+Kinds (``[data] kind``):
+
+- ``synthetic``: coloured shapes drawn in memory — class c is shape c mod 3 (square, disc, cross) in hue
+  c / K, at a random place and size on a noisy background; image i of a split is drawn from seed
+  (data.seed, i). Training images are 0 … num_samples − 1, held-out ones the next eval_samples, validation
+  ones the next val_samples: three disjoint draws.
+- ``imagefolder``: the ImageNet layout, ``path/<class>/*.{png,jpg,jpeg}`` (classes are the sorted folder names;
+  their number must be the members' ``num_classes``); held-out images from ``eval_path`` (same layout) or,
+  when unset, eval_samples images carved out of ``path``; a stopping rule's validation images from
+  ``val_path`` or carved out of ``path`` (val_samples, else eval_samples). A carved image is the one with the
+  smallest sha1(seed, relative path): deterministic, and independent of the other files. Carved images are
+  never trained on. Images are decoded as they are read, resized to the member's img_size, scaled to [−1, 1].
+
+Items are (image (C, H, W), label, index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from compt.errors import UserError
+from compt.paradigm_base import RunDataBase
+from compt.vit.models import ViTConfig
+
+KINDS = ("synthetic", "imagefolder")
+SUFFIXES = (".png", ".jpg", ".jpeg")
+EVAL_BATCH = 256
+
+
+# ----------------------------------------------------------------------------------------------- synthetic
+def shape_image(label: int, classes: int, size: int, channels: int, g: torch.Generator) -> Tensor:
+    """One (C, size, size) image of class `label` in [−1, 1] (module docstring)."""
+    hue = label / classes
+    colour = torch.tensor([math.cos(2 * math.pi * (hue + k / 3)) for k in range(3)])[:channels]
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    half = size * (0.2 + 0.15 * float(torch.rand((), generator=g)))
+    cy, cx = (half + (size - 2 * half) * torch.rand(2, generator=g)).tolist()
+    dy, dx = (yy - cy).abs(), (xx - cx).abs()
+    mask = {0: (dy <= half) & (dx <= half), 1: dy**2 + dx**2 <= half**2,
+            2: ((dy <= half / 3) & (dx <= half)) | ((dx <= half / 3) & (dy <= half))}[label % 3]
+    img = 0.3 * torch.randn(channels, size, size, generator=g)
+    return torch.where(mask, colour[:, None, None].expand_as(img), img).clamp(-1, 1)
+
+
+class ShapesDataset(Dataset):
+    """Images first … first + n − 1 of the synthetic stream (drawn once, held in memory)."""
+
+    def __init__(self, cfg: ViTConfig, n: int, first: int, seed: int) -> None:
+        self.labels = torch.tensor([(first + i) % cfg.num_classes for i in range(n)])
+        self.images = torch.stack([
+            shape_image(int(y), cfg.num_classes, cfg.img_size, cfg.in_chans,
+                        torch.Generator().manual_seed(seed * 1_000_003 + first + i))
+            for i, y in enumerate(self.labels)])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
+        return self.images[i], self.labels[i], i
+
+
+# ----------------------------------------------------------------------------------------------- ImageFolder
+def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """(sorted class names, sorted (relative path, label)) of an ImageFolder root; a `UserError` naming it when
+    it is not one."""
+    if not root.is_dir():
+        raise UserError(f"data path {root} is not a folder of class folders (root/<class>/*.png|jpg)")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files = [(f.relative_to(root).as_posix(), y) for y, c in enumerate(classes)
+             for f in sorted((root / c).rglob("*")) if f.suffix.lower() in SUFFIXES]
+    if not files:
+        raise UserError(f"data path {root} holds no images in class folders (root/<class>/*.png|jpg)")
+    return classes, files
+
+
+def carve(files: list[tuple[str, int]], n: int, seed: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(the n files of smallest sha1(seed, path), the rest), both in path order."""
+    key = {f: hashlib.sha1(f"{seed}:{f[0]}".encode()).hexdigest() for f in files}
+    chosen = set(sorted(files, key=key.__getitem__)[:n])
+    if n >= len(files):
+        raise UserError(f"cannot carve {n} images out of {len(files)}: lower data.eval_samples / data.val_samples")
+    return [f for f in files if f in chosen], [f for f in files if f not in chosen]
+
+
+class FolderDataset(Dataset):
+    """Images of an ImageFolder root, decoded as read and resized to the member's input."""
+
+    def __init__(self, root: Path, files: list[tuple[str, int]], cfg: ViTConfig) -> None:
+        self.root, self.files, self.size, self.channels = root, files, cfg.img_size, cfg.in_chans
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        import numpy as np
+        from PIL import Image
+
+        rel, label = self.files[i]
+        with Image.open(self.root / rel) as im:
+            im = im.convert("RGB" if self.channels == 3 else "L").resize((self.size, self.size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32).reshape(self.size, self.size, self.channels)
+        return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0, label, i
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def top1(model: nn.Module, data: Dataset) -> float:
+    """Top-1 accuracy in percent: 100 · (1/N) Σ_i [argmax_k z_ik = y_i]."""
+    device, was = next(model.parameters()).device, model.training
+    model.eval()
+    right = total = 0
+    for images, labels, _ in DataLoader(data, batch_size=EVAL_BATCH):
+        right += int((model(images.to(device)).argmax(-1).cpu() == labels).sum())
+        total += len(labels)
+    model.train(was)
+    return 100.0 * right / total
+
+
+class ViTData(RunDataBase):
+    """A run's labelled images (module docstring); sets are built once per input shape."""
+
+    label = "this image data"
+
+    def __init__(self, cfg: Any, carve_validation: bool) -> None:
+        self.data, self.carve_validation = cfg.data, carve_validation
+        self.val_n = cfg.data.val_samples if cfg.data.val_samples is not None else cfg.data.eval_samples
+        self._sets: dict[tuple[Any, ...], tuple[Dataset, Dataset, Dataset | None]] = {}
+
+    def _split(self, cfg: ViTConfig) -> tuple[Dataset, Dataset, Dataset | None]:
+        shape = (cfg.img_size, cfg.in_chans, cfg.num_classes)
+        if shape not in self._sets:
+            self._sets[shape] = self._build(cfg)
+        return self._sets[shape]
+
+    def _build(self, cfg: ViTConfig) -> tuple[Dataset, Dataset, Dataset | None]:
+        d = self.data
+        if d.kind == "synthetic":
+            n, e = d.num_samples, d.eval_samples
+            return (ShapesDataset(cfg, n, 0, d.seed), ShapesDataset(cfg, e, n, d.seed),
+                    ShapesDataset(cfg, self.val_n, n + e, d.seed))
+        root = Path(d.path)
+        _, files = folder_classes(root, cfg.num_classes)
+        held = None
+        if d.eval_path:
+            held = FolderDataset(Path(d.eval_path), folder_classes(Path(d.eval_path), cfg.num_classes)[1], cfg)
+        else:
+            carved, files = carve(files, d.eval_samples, d.seed)
+            held = FolderDataset(root, carved, cfg)
+        val = None
+        if d.val_path:
+            val = FolderDataset(Path(d.val_path), folder_classes(Path(d.val_path), cfg.num_classes)[1], cfg)
+        elif self.carve_validation:
+            carved, files = carve(files, self.val_n, d.seed + 1)
+            val = FolderDataset(root, carved, cfg)
+        return FolderDataset(root, files, cfg), held, val
+
+    def train_set(self, model_cfg: ViTConfig) -> Dataset:
+        return self._split(model_cfg)[0]
+
+    def evaluator(self, model_cfg: ViTConfig) -> Any:
+        held = self._split(model_cfg)[1]
+        return lambda model: {"top1": top1(model, held)}
+
+    def validator(self, model_cfg: ViTConfig) -> Any:
+        val = self._split(model_cfg)[2]
+        if val is None:
+            return super().validator(model_cfg)
+        return lambda model: {"top1": top1(model, val)}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """ImageFolder roots: each one's image count and a hash of its relative paths and sizes."""
+        if self.data.kind != "imagefolder":
+            return {}
+        out = {}
+        for key in ("path", "eval_path", "val_path"):
+            if root := getattr(self.data, key):
+                _, files = scan_folder(Path(root))
+                h = hashlib.sha1("".join(f"{f}:{(Path(root) / f).stat().st_size};" for f, _ in files).encode())
+                out[key] = {"root": str(root), "images": len(files), "sha1": h.hexdigest()}
+        return out
+
+    def representations(self, model: nn.Module, model_cfg: ViTConfig) -> dict[str, Tensor]:
+        """Pre-logit features (64, d) of the first held-out images."""
+        from compt.vit.task import forward_vit
+
+        held = self._split(model_cfg)[1]
+        images = torch.stack([held[i][0] for i in range(min(64, len(held)))])
+        with torch.no_grad():
+            return {"features": forward_vit(model, images.to(next(model.parameters()).device))[1].float().cpu()}
+
+
+def folder_classes(root: Path, num_classes: int) -> tuple[list[str], list[tuple[str, int]]]:
+    """`scan_folder`, refusing a root whose class count is not the members' ``num_classes``."""
+    classes, files = scan_folder(root)
+    if len(classes) != num_classes:
+        raise UserError(f"data folder {root} has {len(classes)} classes, the members classify {num_classes}")
+    return classes, files

@@ -1,0 +1,204 @@
+"""The ViT classification paradigm (`compt.vit`): a third paradigm in its own folder, found through the entry-point
+group ``compt.paradigms``, trained as a chain by the core, exported to timm.
+
+Tiny: `vit-test` sizes (16×16 images, widths 16/32), a few steps on synthetic coloured shapes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from helpers import crash_after_step
+
+from compt import paradigm as registry
+from compt.checkpoint import load_checkpoint
+from compt.config import config_from_dict, validate
+from compt.errors import UserError
+from compt.vit.flops import vit_forward_flops, vit_params
+from compt.vit.growth import grow_vit, stream_map
+from compt.vit.losses import feature_mse_loss, logit_kl_loss
+from compt.vit.models import build_vit, export_timm, get_vit_config, list_vit_models, load_exported
+
+RAW = {"name": "vit", "baseline_epochs": 3, "baselines": True,
+       "data": {"kind": "synthetic", "num_samples": 40, "eval_samples": 20},
+       "train": {"batch_size": 10, "lr": 3e-3, "min_lr": 1e-4, "warmup_steps": 2, "stage_warmup_steps": 1,
+                 "log_every_steps": 1, "loader_workers": 0},
+       "chain": [{"model": "vit-test/A", "epochs": 3},
+                 {"model": "vit-test/B", "epochs": 1, "growth": "preserve", "distill": "kl+feature",
+                  "distill_weight": 0.5}]}
+
+
+@pytest.fixture
+def vit(monkeypatch) -> Any:
+    """The paradigm as an installed package's metadata lists it (the entry point in pyproject.toml)."""
+    eps = [importlib.metadata.EntryPoint("vit", "compt.vit.paradigm:PARADIGM", registry.ENTRY_POINTS)]
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: eps if kw.get("group") == registry.ENTRY_POINTS else real(**kw))
+    monkeypatch.setattr(registry, "_PLUGINS", [])
+    yield
+    registry.unregister_paradigm("vit")
+
+
+def perturbed(name: str, seed: int = 0) -> tuple[Any, torch.nn.Module]:
+    """A model of `name` with every parameter moved off its init (non-zero biases, non-unit gains)."""
+    cfg = get_vit_config(name)
+    torch.manual_seed(seed)
+    model = build_vit(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return cfg, model.eval()
+
+
+def test_the_pyproject_names_the_entry_point() -> None:
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '[project.entry-points."compt.paradigms"]\nvit = "compt.vit.paradigm:PARADIGM"' in text
+
+
+@pytest.mark.parametrize("name", list_vit_models())
+def test_analytic_params_match_the_model(name: str) -> None:
+    cfg = get_vit_config(name)
+    with torch.device("meta"):
+        model = build_vit(cfg)
+    assert vit_params(cfg) == sum(p.numel() for p in model.parameters())
+
+
+def test_forward_flops_match_torch_flop_counter() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from timm.layers import set_fused_attn
+
+    cfg = get_vit_config("vit-test/B")
+    set_fused_attn(False)   # attention as explicit matmuls, which the counter sees
+    try:
+        model = build_vit(cfg).eval()
+    finally:
+        set_fused_attn(True)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, cfg.img_size, cfg.img_size))
+    assert vit_forward_flops(cfg) == pytest.approx(counter.get_total_flops(), rel=1e-6)
+    assert vit_params(get_vit_config("deit/Ti")) == pytest.approx(5.72e6, rel=1e-3)   # DeiT-Ti's 5.7M
+
+
+@pytest.mark.parametrize(("parent", "child"), [("vit-test/A", "vit-test/B"), ("vit-test/B", "vit-test/C"),
+                                               ("vit-test/A", "vit-test/C")])
+def test_preserve_growth_computes_the_parents_logits(parent: str, child: str) -> None:
+    pc, p = perturbed(parent)
+    cc = get_vit_config(child)
+    grown = build_vit(cc)
+    grown.load_state_dict(grow_vit(p.state_dict(), pc, cc, "preserve", seed=1))
+    x = torch.randn(6, 3, pc.img_size, pc.img_size)
+    with torch.no_grad():
+        torch.testing.assert_close(grown.eval()(x), p(x), atol=1e-5, rtol=0)
+
+
+def test_the_stream_map_keeps_every_tokens_mean_and_variance() -> None:
+    e, s = stream_map(4, 7), torch.randn(5, 4)
+    torch.testing.assert_close((s @ e.T).mean(-1), s.mean(-1))
+    torch.testing.assert_close((s @ e.T).var(-1, unbiased=False), s.var(-1, unbiased=False))
+
+
+def test_growth_refuses_a_pair_it_cannot_preserve() -> None:
+    a, deit = get_vit_config("vit-test/B"), get_vit_config("deit/Ti")
+    with pytest.raises(UserError, match="img_size differs"):
+        grow_vit(build_vit(a).state_dict(), a, deit, "preserve", 0)
+    with pytest.raises(UserError, match="smaller"):
+        grow_vit(build_vit(a).state_dict(), a, get_vit_config("vit-test/A"), "preserve", 0)
+
+
+def test_the_losses_against_naive_references() -> None:
+    s, t, tau = torch.randn(4, 5), torch.randn(4, 5), 2.0
+    p, q = (t / tau).softmax(-1), (s / tau).softmax(-1)
+    want = tau**2 * (p * (p.log() - q.log())).sum(-1).mean()
+    torch.testing.assert_close(logit_kl_loss(s, t, tau), want)
+    a, b = torch.randn(3, 6), torch.randn(3, 6)
+    torch.testing.assert_close(feature_mse_loss(a, b), ((a - b) ** 2).mean())
+
+
+def test_a_vit_chain_trains_with_distillation_baselines_and_a_report(vit: Any, tmp_path: Path, capsys) -> None:
+    from compt.chain import train_run
+    from compt.cli import main
+
+    assert "vit" not in {p.name for p in registry.paradigms()}   # found through the entry point, not built in
+    cfg = config_from_dict(RAW)
+    validate(cfg)
+    assert cfg.paradigm.name == "vit"
+    results = train_run(cfg, tmp_path, progress=False)
+    assert list(results) == ["chain-1", "chain-2", "baseline-2"]
+    assert results["chain-1"]["metrics"]["top1"] > 10.0   # above chance on 10 classes after 12 steps
+    assert results["chain-2"]["metrics"]["train_kl"] >= 0 and results["chain-2"]["metrics"]["train_feature_mse"] >= 0
+    parent = load_checkpoint(tmp_path / "chain/01-vit-test_A/final.pt")
+    grown = load_checkpoint(tmp_path / "chain/02-vit-test_B/init.pt")
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():   # the grown member starts as its parent's function
+        torch.testing.assert_close(cfg.paradigm.create(grown.model_config, grown.state_dict).eval()(x),
+                                   cfg.paradigm.create(parent.model_config, parent.state_dict).eval()(x),
+                                   atol=1e-5, rtol=0)
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 accuracy" in out and "vit-test/B" in out
+    final = load_checkpoint(tmp_path / "chain/02-vit-test_B/final.pt")
+    assert main(["export", str(tmp_path / "chain/02-vit-test_B/final.pt"), "--out", str(tmp_path / "timm")]) == 0
+    model = load_exported(tmp_path / "timm")   # timm.create_model(architecture, checkpoint_path=…, **model_args)
+    assert json.loads((tmp_path / "timm/config.json").read_text())["model_args"]["embed_dim"] == 32
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), cfg.paradigm.create(final.model_config, final.state_dict)
+                                   .eval()(x), atol=0, rtol=0)
+
+
+def test_a_killed_vit_stage_resumes_to_the_same_result(vit: Any, tmp_path: Path, monkeypatch, capsys) -> None:
+    from compt.chain import train_run
+
+    cfg = config_from_dict(RAW | {"baselines": False, "train": RAW["train"] | {"ckpt_every_steps": 2}})
+    reference = train_run(cfg, tmp_path / "ref", progress=False)
+    crash_after_step(monkeypatch, "vit-test/B", 3)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_run(cfg, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    capsys.readouterr()
+    resumed = train_run(cfg, tmp_path / "run", progress=False)
+    assert "resuming chain-2 (vit-test/B) at step 2 of 4" in capsys.readouterr().err   # with its projection
+    for key in reference:
+        assert resumed[key]["metrics"] == reference[key]["metrics"]
+
+
+def test_export_writes_what_timm_create_model_loads(tmp_path: Path) -> None:
+    cfg, model = perturbed("vit-test/A")
+    export_timm(cfg, model.state_dict(), tmp_path)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(load_exported(tmp_path).eval()(x), model(x), atol=0, rtol=0)
+
+
+def test_imagefolder_data_is_read_carved_and_checked(vit: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from compt.vit.data import ViTData
+
+    for c in range(10):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 20), (25 * c, i * 80, 0)).save(tmp_path / "imgs" / f"c{c}" / f"{i}.png")
+    raw = RAW | {"data": {"kind": "imagefolder", "path": str(tmp_path / "imgs"), "eval_samples": 5},
+                 "chain": [RAW["chain"][0], RAW["chain"][1] | {"target": {"top1": 50.0}}]}
+    cfg = config_from_dict(raw)
+    validate(cfg)
+    data = ViTData(cfg, carve_validation=True)
+    a = get_vit_config("vit-test/A")
+    train, held, val = data.train_set(a), data._split(a)[1], data._split(a)[2]
+    assert (len(train), len(held), len(val)) == (20, 5, 5)
+    names = [set(d.files) for d in (train, held, val)]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert ViTData(cfg, carve_validation=True).train_set(a).files == train.files   # deterministic
+    image, label, _ = train[0]
+    assert image.shape == (3, 16, 16) and -1 <= image.min() and image.max() <= 1
+    assert 0 <= data.evaluator(a)(build_vit(a))["top1"] <= 100
+    (tmp_path / "imgs" / "extra").mkdir()
+    with pytest.raises(UserError, match="has 11 classes, the members classify 10"):
+        validate(config_from_dict(raw))
