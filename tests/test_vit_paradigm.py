@@ -70,9 +70,8 @@ def test_analytic_params_match_the_model(name: str) -> None:
 
 
 def test_forward_flops_match_torch_flop_counter() -> None:
-    from torch.utils.flop_counter import FlopCounterMode
-
     from timm.layers import set_fused_attn
+    from torch.utils.flop_counter import FlopCounterMode
 
     cfg = get_vit_config("vit-test/B")
     set_fused_attn(False)   # attention as explicit matmuls, which the counter sees
@@ -168,6 +167,16 @@ def test_a_killed_vit_stage_resumes_to_the_same_result(vit: Any, tmp_path: Path,
         assert resumed[key]["metrics"] == reference[key]["metrics"]
 
 
+def test_the_models_are_listed_with_their_cost(vit: Any, capsys) -> None:
+    from compt.cli import main
+
+    assert main(["models", "--family", "deit", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["vit_models"]
+    assert [r["model"] for r in rows] == ["deit/Ti", "deit/S", "deit/B"]
+    assert rows[0]["gflops"] == pytest.approx(vit_forward_flops(get_vit_config("deit/Ti")) / 1e9)
+    assert main(["flops", "vit-tiny/M"]) == 0
+
+
 def test_export_writes_what_timm_create_model_loads(tmp_path: Path) -> None:
     cfg, model = perturbed("vit-test/A")
     export_timm(cfg, model.state_dict(), tmp_path)
@@ -191,13 +200,13 @@ def test_imagefolder_data_is_read_carved_and_checked(vit: Any, tmp_path: Path) -
     validate(cfg)
     data = ViTData(cfg, carve_validation=True)
     a = get_vit_config("vit-test/A")
-    train, held, val = data.train_set(a), data._split(a)[1], data._split(a)[2]
+    train, held, val = data.train_set(a), data.splits(a)[1], data.splits(a)[2]
     assert (len(train), len(held), len(val)) == (20, 5, 5)
     names = [set(d.files) for d in (train, held, val)]
     assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
     assert ViTData(cfg, carve_validation=True).train_set(a).files == train.files   # deterministic
     image, label, _ = train[0]
-    assert image.shape == (3, 16, 16) and -1 <= image.min() and image.max() <= 1
+    assert image.shape == (3, 16, 16) and image.min() >= -1 and image.max() <= 1
     assert 0 <= data.evaluator(a)(build_vit(a))["top1"] <= 100
     (tmp_path / "imgs" / "extra").mkdir()
     with pytest.raises(UserError, match="has 11 classes, the members classify 10"):

@@ -135,7 +135,8 @@ class ViTData(RunDataBase):
         self.val_n = cfg.data.val_samples if cfg.data.val_samples is not None else cfg.data.eval_samples
         self._sets: dict[tuple[Any, ...], tuple[Dataset, Dataset, Dataset | None]] = {}
 
-    def _split(self, cfg: ViTConfig) -> tuple[Dataset, Dataset, Dataset | None]:
+    def splits(self, cfg: ViTConfig) -> tuple[Dataset, Dataset, Dataset | None]:
+        """(training, held-out, validation or None) sets of members of `cfg`'s input shape and classes."""
         shape = (cfg.img_size, cfg.in_chans, cfg.num_classes)
         if shape not in self._sets:
             self._sets[shape] = self._build(cfg)
@@ -164,14 +165,14 @@ class ViTData(RunDataBase):
         return FolderDataset(root, files, cfg), held, val
 
     def train_set(self, model_cfg: ViTConfig) -> Dataset:
-        return self._split(model_cfg)[0]
+        return self.splits(model_cfg)[0]
 
     def evaluator(self, model_cfg: ViTConfig) -> Any:
-        held = self._split(model_cfg)[1]
+        held = self.splits(model_cfg)[1]
         return lambda model: {"top1": top1(model, held)}
 
     def validator(self, model_cfg: ViTConfig) -> Any:
-        val = self._split(model_cfg)[2]
+        val = self.splits(model_cfg)[2]
         if val is None:
             return super().validator(model_cfg)
         return lambda model: {"top1": top1(model, val)}
@@ -192,7 +193,7 @@ class ViTData(RunDataBase):
         """Pre-logit features (64, d) of the first held-out images."""
         from compt.vit.task import forward_vit
 
-        held = self._split(model_cfg)[1]
+        held = self.splits(model_cfg)[1]
         images = torch.stack([held[i][0] for i in range(min(64, len(held)))])
         with torch.no_grad():
             return {"features": forward_vit(model, images.to(next(model.parameters()).device))[1].float().cpu()}
