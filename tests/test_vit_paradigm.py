@@ -120,6 +120,32 @@ def test_the_losses_against_naive_references() -> None:
     torch.testing.assert_close(feature_mse_loss(a, b), ((a - b) ** 2).mean())
 
 
+def test_the_distillation_task_adds_kl_and_projected_feature_mse() -> None:
+    from compt.vit.task import build_vit_task, forward_vit
+
+    (sc, student), (tc, teacher) = perturbed("vit-test/B", 1), perturbed("vit-test/A", 2)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    task = build_vit_task(student.train(), distill="kl+feature", weight=0.5, teacher=teacher,
+                          student_dim=sc.width, teacher_dim=tc.width, temperature=2.0)
+    with torch.no_grad():
+        task.proj.weight.add_(0.3 * torch.randn_like(task.proj.weight))
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 3, 5, 9])
+    out = task(x, y)
+    out["loss"].backward()
+    got = [p.grad.clone() for p in student.parameters()]
+    student.zero_grad()
+    s_logits, s_feats = forward_vit(student, x)
+    t_logits, t_feats = forward_vit(teacher, x)
+    want = (torch.nn.functional.cross_entropy(s_logits, y) + 0.5 * (logit_kl_loss(s_logits, t_logits, 2.0)
+            + feature_mse_loss(task.proj(s_feats), t_feats)))
+    want.backward()
+    torch.testing.assert_close(out["loss"], want)
+    for g, p in zip(got, student.parameters(), strict=True):   # the feature term reaches the student too
+        torch.testing.assert_close(g, p.grad)
+    assert task.proj.weight.grad.abs().sum() > 0 and set(task.extra_state()) == {"proj.weight"}
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())   # the teacher is frozen
+
+
 def test_a_vit_chain_trains_with_distillation_baselines_and_a_report(vit: Any, tmp_path: Path, capsys) -> None:
     from compt.chain import train_run
     from compt.cli import main
@@ -204,6 +230,7 @@ def test_imagefolder_data_is_read_carved_and_checked(vit: Any, tmp_path: Path) -
     assert (len(train), len(held), len(val)) == (20, 5, 5)
     names = [set(d.files) for d in (train, held, val)]
     assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert len({label for _, label in held.files}) >= 3   # carved by a hash, not the first files in path order
     assert ViTData(cfg, carve_validation=True).train_set(a).files == train.files   # deterministic
     image, label, _ = train[0]
     assert image.shape == (3, 16, 16) and image.min() >= -1 and image.max() <= 1

@@ -15,7 +15,7 @@ each child LayerNorm normalises E s to [√r n ; 0] with the parent's n — the 
 
 - writes into the stream (patch embedding, class token, position embedding, attn.proj, mlp.fc2, their biases)
   become E W, E b on the parent's rows; the columns of new heads and new MLP units are zero;
-- LayerNorms get γ' = [γ ; 1], β' = [√r β ; 0]: the child's output is [√r · LN(s) ; 0];
+- LayerNorms get γ' = [γ ; fresh], β' = [√r β ; 0]: the child's output is [√r · LN(s) ; 0];
 - reads (qkv, fc1, head) get W' = [W / √r , W_new]: the parent part reads √r LN(s) exactly; the new columns
   (fresh) read channels that are zero, so they change nothing at step 0 but give every new channel its own
   gradient;
@@ -82,9 +82,8 @@ def _read(state: StateDict, key: str, parent: Tensor, r: float, rows: Tensor | s
 
 
 def _norm(state: StateDict, key: str, parent: StateDict, pkey: str, r: float) -> None:
-    """γ' = [γ ; 1], β' = [√r β ; 0]."""
+    """γ' = [γ ; fresh], β' = [√r β ; 0] (a new channel's gain multiplies its zero normalised value)."""
     d = parent[pkey + ".weight"].shape[0]
-    put(state, key + ".weight", torch.ones_like(state[key + ".weight"]))
     put(state, key + ".weight", parent[pkey + ".weight"], (slice(0, d),))
     put(state, key + ".bias", torch.zeros_like(state[key + ".bias"]))
     put(state, key + ".bias", math.sqrt(r) * parent[pkey + ".bias"], (slice(0, d),))
