@@ -70,15 +70,16 @@ def test_analytic_params_match_the_model(name: str) -> None:
 
 
 def test_forward_flops_match_torch_flop_counter() -> None:
-    from timm.layers import set_fused_attn
+    from timm.layers import set_fused_attn, use_fused_attn
     from torch.utils.flop_counter import FlopCounterMode
 
     cfg = get_vit_config("vit-test/B")
+    fused = use_fused_attn()
     set_fused_attn(False)   # attention as explicit matmuls, which the counter sees
     try:
         model = build_vit(cfg).eval()
     finally:
-        set_fused_attn(True)
+        set_fused_attn(fused)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.randn(1, 3, cfg.img_size, cfg.img_size))
     assert vit_forward_flops(cfg) == pytest.approx(counter.get_total_flops(), rel=1e-6)
@@ -237,4 +238,16 @@ def test_imagefolder_data_is_read_carved_and_checked(vit: Any, tmp_path: Path) -
     assert 0 <= data.evaluator(a)(build_vit(a))["top1"] <= 100
     (tmp_path / "imgs" / "extra").mkdir()
     with pytest.raises(UserError, match="has 11 classes, the members classify 10"):
-        validate(config_from_dict(raw))
+        ViTData(cfg, carve_validation=True).train_set(a)   # as a stage opens its data, before it trains
+
+
+def test_the_documented_deit_chain_plans(vit: Any, tmp_path: Path, capsys) -> None:
+    import re
+
+    from compt.cli import main
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "vit.md").read_text()
+    (tmp_path / "deit.toml").write_text(re.search(r"```toml\n(.*?)```", page, re.S).group(1))
+    assert main(["plan", str(tmp_path / "deit.toml"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [m["model"] for m in plan["members"]] == ["deit/Ti", "deit/S", "deit/B"] and plan["acceleration"] > 1

@@ -94,7 +94,7 @@ class ViTParadigm(ParadigmBase):
 
     def chain_rules(self, cfg: Any) -> ChainRules:
         from compt.stage import stops
-        from compt.vit.data import KINDS, folder_classes
+        from compt.vit.data import KINDS
         from compt.vit.flops import vit_forward_flops, vit_params
         from compt.vit.growth import VIT_GROWTH_OPS, validate_vit_growth
         from compt.vit.task import VIT_DISTILL_KINDS
@@ -103,11 +103,7 @@ class ViTParadigm(ParadigmBase):
             raise UserError(f"ViT classifiers train on [data] kind = {' or '.join(map(repr, KINDS))}, not "
                             f"{cfg.data.kind!r}")
         self.objective(cfg.train.objective)
-        cfgs = [self.member_config(m.model, None) for m in cfg.chain]
-        if cfg.data.kind == "imagefolder":
-            for key in ("path", "eval_path", "val_path"):
-                if getattr(cfg.data, key) or key == "path":
-                    folder_classes(Path(getattr(cfg.data, key)), cfgs[0].num_classes)
+        cfgs = [self.member_config(m.model, None) for m in cfg.chain]   # their folders are read by open_data
         return ChainRules(configs=cfgs, flops=[vit_forward_flops(c) for c in cfgs],
                           growth_ops=(*VIT_GROWTH_OPS, "none"), distill_losses=(*VIT_DISTILL_KINDS, "none"),
                           validate_growth=validate_vit_growth, patch_tokens=(False,) * len(cfgs),
