@@ -241,6 +241,45 @@ def test_imagefolder_data_is_read_carved_and_checked(vit: Any, tmp_path: Path) -
         ViTData(cfg, carve_validation=True).train_set(a)   # as a stage opens its data, before it trains
 
 
+def write_idx(path: Path, array: Any) -> None:
+    """An IDX file (gzip) of a uint8 array, as Fashion-MNIST ships it."""
+    import gzip
+
+    import numpy as np
+
+    a = np.asarray(array, dtype=np.uint8)
+    head = bytes([0, 0, 8, a.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in a.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(head + a.tobytes())
+
+
+def test_fashion_mnist_is_read_from_its_idx_files(vit: Any, tmp_path: Path) -> None:
+    from compt.vit.data import ViTData
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 30), ("t10k", 12)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", torch.randint(0, 256, (n, 28, 28), generator=g))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", torch.arange(n) % 10)
+    raw = RAW | {"data": {"kind": "fashion-mnist", "path": str(tmp_path), "num_samples": 20, "eval_samples": 8,
+                          "val_samples": 6},
+                 "chain": [RAW["chain"][0], RAW["chain"][1] | {"until": "baseline"}]}
+    cfg = config_from_dict(raw)
+    validate(cfg)
+    train, held, val = ViTData(cfg, carve_validation=cfg.paradigm.chain_rules(cfg).carves_validation).splits(
+        get_vit_config("vit-test/A"))
+    assert (len(train), len(held), len(val)) == (20, 8, 6)
+    assert train.images.shape == (20, 3, 16, 16) and train.images.min() >= -1 and train.images.max() <= 1
+    rows = {tuple(x.flatten()[:20].tolist()) for x in train.images} & {tuple(x.flatten()[:20].tolist())
+                                                                       for x in val.images}
+    assert not rows   # validation images are never trained on
+    assert held.labels.tolist() == [i % 10 for i in range(8)]   # the first images of t10k
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.*not found"):
+        ViTData(cfg, carve_validation=True).train_set(get_vit_config("vit-test/A"))
+    with pytest.raises(UserError, match="eval_path and data.val_path are image folders"):
+        validate(config_from_dict(raw | {"data": raw["data"] | {"val_path": "x"}}))
+
+
 def test_the_documented_deit_chain_plans(vit: Any, tmp_path: Path, capsys) -> None:
     import re
 

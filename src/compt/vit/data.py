@@ -6,6 +6,10 @@ Kinds (``[data] kind``):
   c / K, at a random place and size on a noisy background; image i of a split is drawn from seed
   (data.seed, i). Training images are 0 … num_samples − 1, held-out ones the next eval_samples, validation
   ones the next val_samples: three disjoint draws.
+- ``fashion-mnist``: the IDX files (gzip or plain) in ``path`` (default: Debian's dataset-fashion-mnist,
+  ``/usr/share/datasets/fashion-mnist``): training images drawn from the 60,000 of ``train`` (num_samples at
+  most), held-out ones the first eval_samples of ``t10k``, validation ones carved out of the training draw;
+  grey images resized to the member's input and repeated over its channels.
 - ``imagefolder``: the ImageNet layout, ``path/<class>/*.{png,jpg,jpeg}`` (classes are the sorted folder names;
   their number must be the members' ``num_classes``); held-out images from ``eval_path`` (same layout) or,
   when unset, eval_samples images carved out of ``path``; a stopping rule's validation images from
@@ -31,7 +35,8 @@ from compt.errors import UserError
 from compt.paradigm_base import RunDataBase
 from compt.vit.models import ViTConfig
 
-KINDS = ("synthetic", "imagefolder")
+KINDS = ("synthetic", "fashion-mnist", "imagefolder")
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 SUFFIXES = (".png", ".jpg", ".jpeg")
 EVAL_BATCH = 256
 
@@ -66,6 +71,54 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
         return self.images[i], self.labels[i], i
+
+
+# ----------------------------------------------------------------------------------------------- Fashion-MNIST
+def read_idx(root: Path, stem: str) -> Tensor:
+    """The uint8 array (N, …) of IDX file ``root/stem[.gz]``; a `UserError` naming it when it is missing."""
+    import gzip
+
+    import numpy as np
+
+    path = next((root / n for n in (f"{stem}.gz", stem) if (root / n).is_file()), None)
+    if path is None:
+        raise UserError(f"Fashion-MNIST file {root / stem}[.gz] not found: set data.path to the folder of the IDX "
+                        f"files (or install Debian's dataset-fashion-mnist)")
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        raw = f.read()
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3]))
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * raw[3]).reshape(shape).copy())
+
+
+class GreyDataset(Dataset):
+    """Grey uint8 images (N, h, w) with labels, resized to the member's input in [−1, 1] once, held in memory."""
+
+    def __init__(self, images: Tensor, labels: Tensor, cfg: ViTConfig) -> None:
+        x = images.float().unsqueeze(1) / 127.5 - 1.0                                  # (N, 1, h, w)
+        if x.shape[-1] != cfg.img_size:
+            x = nn.functional.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bilinear", antialias=True)
+        self.images, self.labels = x.expand(-1, cfg.in_chans, -1, -1).contiguous(), labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
+        return self.images[i], self.labels[i], i
+
+
+def fashion_sets(data: Any, cfg: ViTConfig, val_n: int) -> tuple[Dataset, Dataset, Dataset | None]:
+    """(training, held-out, validation) sets of Fashion-MNIST (module docstring); validation only for val_n > 0."""
+    root = Path(data.path or FASHION_DIR)
+    images, labels = read_idx(root, "train-images-idx3-ubyte"), read_idx(root, "train-labels-idx1-ubyte")
+    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(data.seed))
+    pick = pick[:min(data.num_samples + val_n, len(pick))]
+    if val_n >= len(pick):
+        raise UserError(f"cannot carve {val_n} validation images out of {len(pick)}: lower data.val_samples")
+    val, train = pick[:val_n], pick[val_n:]
+    held_images, held_labels = read_idx(root, "t10k-images-idx3-ubyte"), read_idx(root, "t10k-labels-idx1-ubyte")
+    n = data.eval_samples
+    return (GreyDataset(images[train], labels[train], cfg), GreyDataset(held_images[:n], held_labels[:n], cfg),
+            GreyDataset(images[val], labels[val], cfg) if val_n else None)
 
 
 # ----------------------------------------------------------------------------------------------- ImageFolder
@@ -148,6 +201,8 @@ class ViTData(RunDataBase):
             n, e = d.num_samples, d.eval_samples
             return (ShapesDataset(cfg, n, 0, d.seed), ShapesDataset(cfg, e, n, d.seed),
                     ShapesDataset(cfg, self.val_n, n + e, d.seed))
+        if d.kind == "fashion-mnist":
+            return fashion_sets(d, cfg, self.val_n if self.carve_validation else 0)
         root = Path(d.path)
         _, files = folder_classes(root, cfg.num_classes)
         held = None
@@ -178,7 +233,11 @@ class ViTData(RunDataBase):
         return lambda model: {"top1": top1(model, val)}
 
     def fingerprint(self) -> dict[str, Any]:
-        """ImageFolder roots: each one's image count and a hash of its relative paths and sizes."""
+        """ImageFolder roots: each one's image count and a hash of its relative paths and sizes; Fashion-MNIST: its
+        folder and the sizes of its files."""
+        if self.data.kind == "fashion-mnist":
+            root = Path(self.data.path or FASHION_DIR)
+            return {"root": str(root), "files": {f.name: f.stat().st_size for f in sorted(root.glob("*ubyte*"))}}
         if self.data.kind != "imagefolder":
             return {}
         out = {}

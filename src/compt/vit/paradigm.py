@@ -104,10 +104,15 @@ class ViTParadigm(ParadigmBase):
                             f"{cfg.data.kind!r}")
         self.objective(cfg.train.objective)
         cfgs = [self.member_config(m.model, None) for m in cfg.chain]   # their folders are read by open_data
+        if cfg.data.kind != "imagefolder" and (cfg.data.eval_path or cfg.data.val_path):
+            raise UserError(f"data.eval_path and data.val_path are image folders (kind \"imagefolder\"); kind "
+                            f"{cfg.data.kind!r} draws its own held-out and validation images")
+        if cfg.data.kind == "fashion-mnist" and cfgs[0].num_classes != 10:
+            raise UserError(f"Fashion-MNIST has 10 classes; {cfgs[0].name} classifies {cfgs[0].num_classes}")
         return ChainRules(configs=cfgs, flops=[vit_forward_flops(c) for c in cfgs],
                           growth_ops=(*VIT_GROWTH_OPS, "none"), distill_losses=(*VIT_DISTILL_KINDS, "none"),
                           validate_growth=validate_vit_growth, patch_tokens=(False,) * len(cfgs),
-                          carves_validation=cfg.data.kind == "imagefolder" and stops(cfg) and not cfg.data.val_path,
+                          carves_validation=cfg.data.kind != "synthetic" and stops(cfg) and not cfg.data.val_path,
                           params=tuple(vit_params(c) for c in cfgs))
 
     def grow(self, parent_state: StateDict, parent_cfg: ViTConfig, child_cfg: ViTConfig, op: str,
