@@ -98,6 +98,20 @@ def test_preserve_growth_computes_the_parents_logits(parent: str, child: str) ->
         torch.testing.assert_close(grown.eval()(x), p(x), atol=1e-5, rtol=0)
 
 
+def test_after_one_step_every_parameter_of_a_grown_child_has_a_gradient() -> None:
+    pc, p = perturbed("vit-test/A")
+    cc = get_vit_config("vit-test/C")   # wider, two identity blocks inserted
+    child = build_vit(cc)
+    child.load_state_dict(grow_vit(p.state_dict(), pc, cc, "preserve", seed=1))
+    opt = torch.optim.AdamW(child.train().parameters(), lr=1e-3)
+    x, y = torch.randn(8, 3, 16, 16), torch.arange(8)
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(child(x), y).backward()
+        opt.step()
+    assert all(q.grad.abs().max() > 0 for q in child.parameters())
+
+
 def test_the_stream_map_keeps_every_tokens_mean_and_variance() -> None:
     e, s = stream_map(4, 7), torch.randn(5, 4)
     torch.testing.assert_close((s @ e.T).mean(-1), s.mean(-1))
@@ -166,6 +180,8 @@ def test_a_vit_chain_trains_with_distillation_baselines_and_a_report(vit: Any, t
         torch.testing.assert_close(cfg.paradigm.create(grown.model_config, grown.state_dict).eval()(x),
                                    cfg.paradigm.create(parent.model_config, parent.state_dict).eval()(x),
                                    atol=1e-5, rtol=0)
+    diag = results["chain-2"]["diagnostics"]   # exact growth: the parent's features at step 0
+    assert diag["cka_features_start"] == pytest.approx(1.0, abs=1e-4) and diag["update_norm"] > 0
     assert main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "top-1 accuracy" in out and "vit-test/B" in out
