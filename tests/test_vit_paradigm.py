@@ -237,7 +237,7 @@ def test_imagefolder_data_is_read_carved_and_checked(vit: Any, tmp_path: Path) -
         (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
         for i in range(3):
             Image.new("RGB", (20, 20), (25 * c, i * 80, 0)).save(tmp_path / "imgs" / f"c{c}" / f"{i}.png")
-    raw = RAW | {"data": {"kind": "imagefolder", "path": str(tmp_path / "imgs"), "eval_samples": 5},
+    raw = RAW | {"data": {"kind": "folder", "path": str(tmp_path / "imgs"), "eval_samples": 5},
                  "chain": [RAW["chain"][0], RAW["chain"][1] | {"target": {"top1": 50.0}}]}
     cfg = config_from_dict(raw)
     validate(cfg)
@@ -294,6 +294,21 @@ def test_fashion_mnist_is_read_from_its_idx_files(vit: Any, tmp_path: Path) -> N
         ViTData(cfg, carve_validation=True).train_set(get_vit_config("vit-test/A"))
     with pytest.raises(UserError, match="eval_path and data.val_path are image folders"):
         validate(config_from_dict(raw | {"data": raw["data"] | {"val_path": "x"}}))
+
+
+def test_the_vit_paradigm_imports_no_other_paradigm_and_compt_does_not_import_it() -> None:
+    import ast
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src" / "compt" / "vit"
+    for path in src.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.startswith(("compt.clip", "compt.lm"))], path.name
+    code = "import sys, compt, compt.chain, compt.config; print(any(m.startswith('compt.vit') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 def test_the_documented_deit_chain_plans(vit: Any, tmp_path: Path, capsys) -> None:

@@ -10,7 +10,7 @@ Kinds (``[data] kind``):
   ``/usr/share/datasets/fashion-mnist``): training images drawn from the 60,000 of ``train`` (num_samples at
   most), held-out ones the first eval_samples of ``t10k``, validation ones carved out of the training draw;
   grey images resized to the member's input and repeated over its channels.
-- ``imagefolder``: the ImageNet layout, ``path/<class>/*.{png,jpg,jpeg}`` (classes are the sorted folder names;
+- ``folder``: the ImageNet layout, ``path/<class>/*.{png,jpg,jpeg}`` (classes are the sorted folder names;
   their number must be the members' ``num_classes``); held-out images from ``eval_path`` (same layout) or,
   when unset, eval_samples images carved out of ``path``; a stopping rule's validation images from
   ``val_path`` or carved out of ``path`` (val_samples, else eval_samples). A carved image is the one with the
@@ -35,7 +35,7 @@ from compt.errors import UserError
 from compt.paradigm_base import RunDataBase
 from compt.vit.models import ViTConfig
 
-KINDS = ("synthetic", "fashion-mnist", "imagefolder")
+KINDS = ("synthetic", "fashion-mnist", "folder")
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 SUFFIXES = (".png", ".jpg", ".jpeg")
 EVAL_BATCH = 256
@@ -238,7 +238,7 @@ class ViTData(RunDataBase):
         if self.data.kind == "fashion-mnist":
             root = Path(self.data.path or FASHION_DIR)
             return {"root": str(root), "files": {f.name: f.stat().st_size for f in sorted(root.glob("*ubyte*"))}}
-        if self.data.kind != "imagefolder":
+        if self.data.kind != "folder":
             return {}
         out = {}
         for key in ("path", "eval_path", "val_path"):

@@ -77,7 +77,7 @@ class ViTParadigm(ParadigmBase):
         return "classification"
 
     def decodes_per_sample(self, data: Any) -> bool:
-        return data.kind == "imagefolder"
+        return data.kind == "folder"
 
     # ------------------------------------------------------------------ cost, rules, growth
     def forward_flops(self, cfg: ViTConfig, captions: int) -> float:
@@ -104,8 +104,8 @@ class ViTParadigm(ParadigmBase):
                             f"{cfg.data.kind!r}")
         self.objective(cfg.train.objective)
         cfgs = [self.member_config(m.model, None) for m in cfg.chain]   # their folders are read by open_data
-        if cfg.data.kind != "imagefolder" and (cfg.data.eval_path or cfg.data.val_path):
-            raise UserError(f"data.eval_path and data.val_path are image folders (kind \"imagefolder\"); kind "
+        if cfg.data.kind != "folder" and (cfg.data.eval_path or cfg.data.val_path):
+            raise UserError(f"data.eval_path and data.val_path are image folders (kind \"folder\"); kind "
                             f"{cfg.data.kind!r} draws its own held-out and validation images")
         if cfg.data.kind == "fashion-mnist" and cfgs[0].num_classes != 10:
             raise UserError(f"Fashion-MNIST has 10 classes; {cfgs[0].name} classifies {cfgs[0].num_classes}")
