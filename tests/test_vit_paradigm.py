@@ -208,6 +208,9 @@ def test_a_killed_vit_stage_resumes_to_the_same_result(vit: Any, tmp_path: Path,
     assert "resuming chain-2 (vit-test/B) at step 2 of 4" in capsys.readouterr().err   # with its projection
     for key in reference:
         assert resumed[key]["metrics"] == reference[key]["metrics"]
+    got = load_checkpoint(tmp_path / "run/chain/02-vit-test_B/final.pt").state_dict
+    want = load_checkpoint(tmp_path / "ref/chain/02-vit-test_B/final.pt").state_dict
+    assert all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_the_models_are_listed_with_their_cost(vit: Any, capsys) -> None:
