@@ -307,6 +307,42 @@ class ClipParadigm(ParadigmBase):
 
         return benchmark_section(list(run_dirs), out) + finetune_section(list(run_dirs), out)
 
+    def describe_samples(self, plan: Any) -> str:
+        return f"× {plan.captions} caption(s)"
+
+    # ------------------------------------------------------------------ command line (compt.clip.cli)
+    def grow_command(self, args: Any, ckpt: Any) -> int:
+        from compt.clip.cli import grow_command
+
+        return grow_command(args, ckpt)
+
+    def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
+        from compt.clip.cli import prune_pair
+
+        return prune_pair(args, ckpt)
+
+    def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str) -> tuple[Any, str, Any]:
+        from compt.clip.cli import calibration_set
+
+        return calibration_set(args, ckpt, parent_cfg, samples, tmp)
+
+    def write_native(self, child_cfg: ModelConfig, state: StateDict, out: Path, tokenizer: Any) -> None:
+        """``open_clip_config.json`` in the child's folder (open_clip's ``local-dir:``)."""
+        from compt.clip.models import write_open_clip_config
+
+        write_open_clip_config(child_cfg, out.parent)
+
+    def finetune_defaults(self) -> Any:
+        from compt.clip.finetune.config import FinetuneConfig
+
+        return FinetuneConfig()
+
+    def finetune(self, target: str | Path, **options: Any) -> list[dict[str, Any]]:
+        """The image tower of every finished member with a linear head (`compt.clip.finetune.runner`)."""
+        from compt.clip.finetune.runner import finetune_run
+
+        return finetune_run(target, **options)
+
     # ------------------------------------------------------------------ listings (compt models, compt flops)
     def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
         """(JSON key, rows, text lines) of `compt models` for `family` (None: all); None: not this paradigm's."""

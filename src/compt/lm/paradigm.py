@@ -244,6 +244,40 @@ class LMParadigm(ParadigmBase):
 
         return harness_section(list(run_dirs), out)
 
+    def describe_samples(self, plan: Any) -> str:
+        return f"of {plan.sample_tokens:,} tokens"
+
+    # ------------------------------------------------------------------ command line (compt.lm.cli)
+    def reads_native(self, path: Path) -> bool:
+        """A Hugging Face Llama folder, or a ``config.json`` of one."""
+        return path.is_dir() or path.name.endswith(".json")
+
+    def read_native(self, folder: Path) -> Any:
+        from compt.lm.cli import hf_checkpoint
+
+        return hf_checkpoint(folder)
+
+    def grow_command(self, args: Any, ckpt: Any) -> int:
+        from compt.lm.cli import grow_command
+
+        return grow_command(args, ckpt)
+
+    def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
+        from compt.lm.cli import prune_pair
+
+        return prune_pair(args, ckpt)
+
+    def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str) -> tuple[Any, str, Any]:
+        from compt.lm.cli import calibration_set
+
+        return calibration_set(args, ckpt, parent_cfg, samples, tmp)
+
+    def write_native(self, child_cfg: LMConfig, state: StateDict, out: Path, tokenizer: Any) -> None:
+        """A Hugging Face folder ``<out stem>-hf/`` with the tokenizer."""
+        from compt.lm.models import export_pretrained
+
+        export_pretrained(child_cfg, state, out.parent / f"{out.stem}-hf", tokenizer=tokenizer)
+
     # ------------------------------------------------------------------ listings (compt models, compt flops)
     def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
         """(JSON key, rows, text lines) of `compt models` for `family` (None: all); None: not this paradigm's."""
