@@ -332,6 +332,25 @@ class ClipParadigm(ParadigmBase):
 
         write_open_clip_config(child_cfg, out.parent)
 
+    def eval_data_kinds(self) -> tuple[str, ...]:
+        """The image–caption kinds whose suites measure something (``text`` is the language models' corpus)."""
+        from compt.clip.data import ADAPTERS
+
+        return tuple(k for k, a in ADAPTERS.items() if a.measures)
+
+    def eval_checkpoint(self, args: Any) -> int:
+        from compt.clip.cli import eval_checkpoint
+
+        return eval_checkpoint(args)
+
+    def eval_tools(self) -> tuple[str, ...]:
+        return ("benchmark",)   # clip_benchmark
+
+    def eval_run(self, args: Any, tool: str) -> int:
+        from compt.clip.cli import run_benchmark
+
+        return run_benchmark(args)
+
     def finetune_defaults(self) -> Any:
         from compt.clip.finetune.config import FinetuneConfig
 

@@ -1,11 +1,15 @@
-"""What the CLI commands do for language models (`compt grow`, `compt prune`), behind the `compt.lm.paradigm`
-members they call: a Hugging Face Llama folder read as a checkpoint, a child from a registered name or a Hugging
-Face ``config.json``, the tokenizer a child inherits, and the calibration windows of a text.
+"""What the CLI commands do for language models, behind the `compt.lm.paradigm` members they call: `compt grow`
+and `compt prune` (a Hugging Face Llama folder read as a checkpoint; a child from a registered name or a Hugging
+Face ``config.json``; the tokenizer a child inherits; the calibration windows of a text) and `compt eval` (a
+checkpoint's held-out loss on a text, ``--data text``; lm-evaluation-harness on every member of a run,
+``--lm-eval``).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,3 +127,98 @@ def calibration_set(args: argparse.Namespace, ckpt: Any, parent_cfg: Any, sample
         raise UserError(f"{path} has only {corpus.tokens.size} tokens: fewer than one window of "
                         f"{parent_cfg.context_length + 1}")
     return windows, f"text {path}", tokenizer
+
+
+def eval_checkpoint(args: argparse.Namespace) -> int:
+    """``--data text``: held-out loss, perplexity (and bits per byte) of a language-model checkpoint."""
+    from compt.checkpoint import load_checkpoint
+    from compt.commands.eval import check_target, write_json
+    from compt.lm.evaluate import evaluate_text
+    from compt.lm.models import require_transformers
+    from compt.lm.paradigm import PARADIGM
+
+    device = check_target(args)
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt.paradigm != PARADIGM.name:
+        raise UserError(f"{args.checkpoint} is not a language-model checkpoint; --data text evaluates compt.lm "
+                        f"models (CLIP models need image–caption data)")
+    require_transformers()
+    data = lm_text_eval(args, ckpt)
+    start = time.perf_counter()
+    metrics = evaluate_text(ckpt, data, batch_size=args.batch_size, device=device)
+    suite = data.describe(ckpt.model_config.context_length)
+    print(f"{ckpt.model_config.name} on {suite}")
+    width = max(len(k) for k in metrics)
+    print("\n".join(f"{k:<{width}}  {v:>12.6f}" if isinstance(v, float) else f"{k:<{width}}  {v:>12d}"
+                    for k, v in metrics.items()))
+    print(f"({time.perf_counter() - start:.1f} s; val_loss in nats/token)")
+    if args.json:
+        info = {"kind": "text", "path": str(data.path), "eval_samples": data.windows,
+                "tokenizer": data.tokenizer.record()}
+        write_json(args, ckpt.model_config.name, info, suite, metrics)
+    return 0
+
+
+def lm_text_eval(args: argparse.Namespace, ckpt: Any) -> Any:
+    """The `compt.lm.evaluate.TextEval` of ``--data text`` for checkpoint `ckpt`; options that only mean something
+    for CLIP are refused, and so is a tokenizer `ckpt` was not trained with."""
+    from compt.commands.eval import DEFAULT_EVAL_SAMPLES, check_numbers
+    from compt.lm.evaluate import TextEval, resolve_tokenizer
+    from compt.lm.text import default_corpus
+
+    check_numbers(args)
+    clip_only = [flag for flag, given in (("--model", args.model), ("--eval-path", args.eval_path),
+                                          ("--set", args.data_set), ("--probe-samples", args.probe_samples),
+                                          ("--benchmark", args.benchmark)) if given]
+    if clip_only:
+        raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data text (a language model "
+                        f"describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] [--tokenizer FILE])")
+    held = check_against_run(args)
+    return TextEval(path=Path(args.data_path) if args.data_path else default_corpus(),
+                    tokenizer=resolve_tokenizer(ckpt, args.tokenizer),
+                    windows=args.eval_samples or held or DEFAULT_EVAL_SAMPLES)
+
+
+def check_against_run(args: argparse.Namespace) -> int | None:
+    """For a checkpoint inside a run, on that run's own corpus: the windows the run held out (None otherwise: no
+    run, or other text), which --eval-samples must not exceed (more would score training windows)."""
+    from compt.config import read_run_config
+    from compt.lm.data import run_of
+
+    run = run_of(args.checkpoint)
+    if run is None:
+        return None
+    cfg = read_run_config(run)
+    given = Path(args.data_path).resolve() if args.data_path else None
+    same = given == (Path(cfg.data.path).resolve() if cfg.data.path else None)
+    if same and args.eval_samples and args.eval_samples > cfg.data.eval_samples:
+        raise UserError(f"--eval-samples {args.eval_samples} is more than the {cfg.data.eval_samples} windows run "
+                        f"{run} held out of this corpus: the windows before them are its training data; use "
+                        f"--eval-samples {cfg.data.eval_samples} or less")
+    return cfg.data.eval_samples if same else None
+
+
+def run_harness(args: argparse.Namespace) -> int:
+    """`--lm-eval`: lm-evaluation-harness on every member of a language-model run (`compt.lm.harness`)."""
+    from compt.lm.harness import HARNESS_DIR, HarnessConfig, go_offline, run_harness
+
+    go_offline()   # first: looking up the run's paradigm already imports huggingface_hub, which reads it once
+    from compt.commands.eval import check_numbers
+    from compt.config import read_run_config
+    from compt.distributed import user_device
+    from compt.lm.paradigm import PARADIGM
+    from compt.paradigm import paradigm_for_run
+
+    run_dir = Path(args.checkpoint)
+    if not run_dir.is_dir():
+        raise UserError(f"--lm-eval evaluates every member of a RUN_DIR; {run_dir} is not a folder")
+    if paradigm_for_run(read_run_config(run_dir)) is not PARADIGM:
+        raise UserError(f"{run_dir} is not a language-model run: --lm-eval evaluates compt.lm members (CLIP runs: "
+                        f"--benchmark)")
+    check_numbers(args)
+    cfg = HarnessConfig(tasks=tuple(t.strip() for t in args.lm_eval.split(",")), include_path=args.lm_eval_tasks,
+                        batch_size=args.batch_size, device=str(user_device(args.device)))
+    files = run_harness(run_dir, cfg)
+    print(f"{len(files)} lm-eval result files under {run_dir / HARNESS_DIR}; "
+          f"`compt report {shlex.quote(str(run_dir))}` tabulates them")
+    return 0

@@ -272,6 +272,22 @@ class LMParadigm(ParadigmBase):
 
         return calibration_set(args, ckpt, parent_cfg, samples, tmp)
 
+    def eval_data_kinds(self) -> tuple[str, ...]:
+        return ("text",)
+
+    def eval_checkpoint(self, args: Any) -> int:
+        from compt.lm.cli import eval_checkpoint
+
+        return eval_checkpoint(args)
+
+    def eval_tools(self) -> tuple[str, ...]:
+        return ("lm_eval",)   # lm-evaluation-harness
+
+    def eval_run(self, args: Any, tool: str) -> int:
+        from compt.lm.cli import run_harness
+
+        return run_harness(args)
+
     def write_native(self, child_cfg: LMConfig, state: StateDict, out: Path, tokenizer: Any) -> None:
         """A Hugging Face folder ``<out stem>-hf/`` with the tokenizer."""
         from compt.lm.models import export_pretrained
