@@ -149,6 +149,10 @@ class ParadigmBase:
         to add)."""
         return ""
 
+    def describe_data(self, data: Any) -> str:
+        """A run's training data (a `compt.config.DataConfig`) in a few words, for `compt demo`'s opening line."""
+        return f"{data.kind} data ({data.num_samples:,} samples)"
+
     # ------------------------------------------------------------------ command line (args: the parsed command)
     def _unsupported(self, feature: str) -> UserError:
         """The one-line error of a feature this paradigm does not provide."""

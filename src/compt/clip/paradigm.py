@@ -310,6 +310,10 @@ class ClipParadigm(ParadigmBase):
     def describe_samples(self, plan: Any) -> str:
         return f"× {plan.captions} caption(s)"
 
+    def describe_data(self, data: Any) -> str:
+        where = "the embedded synthetic corpus" if data.kind == "synthetic" else f"{data.kind} {data.path}".rstrip()
+        return f"{where} ({data.num_samples:,} pairs)"
+
     # ------------------------------------------------------------------ command line (compt.clip.cli)
     def grow_command(self, args: Any, ckpt: Any) -> int:
         from compt.clip.cli import grow_command

@@ -247,6 +247,9 @@ class LMParadigm(ParadigmBase):
     def describe_samples(self, plan: Any) -> str:
         return f"of {plan.sample_tokens:,} tokens"
 
+    def describe_data(self, data: Any) -> str:
+        return f"{data.path or 'the Python standard library sources'} ({data.num_samples:,} training windows)"
+
     # ------------------------------------------------------------------ command line (compt.lm.cli)
     def reads_native(self, path: Path) -> bool:
         """A Hugging Face Llama folder, or a ``config.json`` of one."""
