@@ -183,7 +183,8 @@ REQUIRED = ("name", "label", "config_class", "metrics", "default_distill", "owns
 # the members `compt.paradigm_base.ParadigmBase` supplies defaults for (a paradigm may override each)
 OPTIONAL = ("families", "create", "checkpoint_extras", "block_types", "fsdp_methods", "trains_as", "objective",
             "teacher_cache_bytes", "decodes_per_sample", "load_init", "grown_config", "prune", "key_place", "export",
-            "load_hint", "load_help", "listing", "flops_row", "report_sections", "describe_samples", "describe_data",
+            "load_hint", "load_help", "listing", "listed_families", "flops_row", "report_sections", "describe_samples",
+            "describe_data",
             # the command line's members (compt grow, prune, eval, finetune)
             "reads_native", "read_native", "grow_command", "prune_pair", "calibration_set", "write_native",
             "eval_data_kinds", "eval_checkpoint", "eval_tools", "eval_run", "finetune_defaults", "finetune")

@@ -135,6 +135,10 @@ class ParadigmBase:
         return f"{self.name}_models", rows, [head, "-" * len(head)] + [
             f"{r['model']:<22} {r['family']:<10} {r['gflops']:>10.4g}" for r in rows]
 
+    def listed_families(self) -> tuple[str, ...]:
+        """The ``compt models --family`` names `listing` answers (default: its `families`)."""
+        return tuple(self.families())
+
     def flops_row(self, model: str) -> dict[str, Any]:
         """`compt flops`: forward FLOPs (and, where the paradigm counts them, parameters) of one model."""
         cfg = self.member_config(model, None)   # type: ignore[attr-defined]

@@ -387,6 +387,10 @@ class ClipParadigm(ParadigmBase):
             lines.append("upstream open_clip ViT configs: compt models --family open_clip")
         return "models", rows, lines
 
+    def listed_families(self) -> tuple[str, ...]:
+        """Its families and ``open_clip``: upstream open_clip's ViT configs."""
+        return (*self.families(), "open_clip")
+
     def flops_row(self, model: str) -> dict[str, Any]:
         """`compt flops`: forward GFLOPs of one image and one caption, parameters."""
         from compt.clip.flops import model_flops
