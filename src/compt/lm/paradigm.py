@@ -64,9 +64,9 @@ class LMParadigm(ParadigmBase):
         return cfg.to_dict()
 
     def build(self, cfg: LMConfig) -> nn.Module:
-        from compt.lm.models import build_lm
+        from compt.lm.models import build_model
 
-        return build_lm(cfg)
+        return build_model(cfg)
 
     def create(self, cfg: LMConfig, state_dict: StateDict | None) -> nn.Module:
         from compt.lm.models import create_lm
