@@ -113,6 +113,6 @@ def finetune_run(run_dir: str | Path, *, data: str = "synthetic", mode: str = "f
     on `data` (``synthetic[:TASK]``, ``fashion-mnist[:ROOT]``, ``folder:PATH``), `mode` full or linear, any
     `compt.clip.finetune.config.FinetuneConfig` field as a keyword; resumable. Returns each member's result (held-out
     ``top1`` in %, settings, sizes), also written to ``RUN/finetune/<member>/<dataset>[-linear].json``."""
-    from compt.clip.finetune.runner import finetune_run as run
+    from compt.paradigm import finetuner
 
-    return run(run_dir, data=data, mode=mode, redo=redo, progress=progress, **settings)
+    return finetuner().finetune(run_dir, data=data, mode=mode, redo=redo, progress=progress, **settings)

@@ -183,7 +183,11 @@ REQUIRED = ("name", "label", "config_class", "metrics", "default_distill", "owns
 # the members `compt.paradigm_base.ParadigmBase` supplies defaults for (a paradigm may override each)
 OPTIONAL = ("families", "create", "checkpoint_extras", "block_types", "fsdp_methods", "trains_as", "objective",
             "teacher_cache_bytes", "decodes_per_sample", "load_init", "grown_config", "prune", "key_place", "export",
-            "load_hint", "load_help", "listing", "flops_row", "report_sections")
+            "load_hint", "load_help", "listing", "listed_families", "flops_row", "report_sections", "describe_samples",
+            "describe_data",
+            # the command line's members (compt grow, prune, eval, finetune)
+            "reads_native", "read_native", "grow_command", "prune_pair", "calibration_set", "write_native",
+            "eval_data_kinds", "eval_checkpoint", "eval_tools", "eval_run", "finetune_defaults", "finetune")
 ENTRY_POINTS = "compt.paradigms"   # the entry-point group through which another package adds a paradigm
 
 _REGISTRY: dict[str, Paradigm] = {}
@@ -285,6 +289,15 @@ def paradigm_of(model: str) -> Paradigm:
                 _OWNER[model] = p
                 return p
     raise unknown_name("model", model, [m for p in paradigms() for m in p.model_names()])
+
+
+def finetuner() -> Paradigm:
+    """The paradigm that provides `compt finetune` (the first whose `finetune_defaults` is a recipe); none is a
+    one-line `UserError`."""
+    found = next((p for p in paradigms() if p.finetune_defaults() is not None), None)
+    if found is None:
+        raise UserError("no registered paradigm supports compt finetune")
+    return found
 
 
 def metric_info(key: str) -> Metric:

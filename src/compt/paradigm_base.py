@@ -135,6 +135,10 @@ class ParadigmBase:
         return f"{self.name}_models", rows, [head, "-" * len(head)] + [
             f"{r['model']:<22} {r['family']:<10} {r['gflops']:>10.4g}" for r in rows]
 
+    def listed_families(self) -> tuple[str, ...]:
+        """The ``compt models --family`` names `listing` answers (default: its `families`)."""
+        return tuple(self.families())
+
     def flops_row(self, model: str) -> dict[str, Any]:
         """`compt flops`: forward FLOPs (and, where the paradigm counts them, parameters) of one model."""
         cfg = self.member_config(model, None)   # type: ignore[attr-defined]
@@ -143,6 +147,72 @@ class ParadigmBase:
     def report_sections(self, run_dirs: Sequence[Path], out: Path) -> str:
         """Markdown the paradigm adds to `compt report` (its own evaluations, e.g. clip_benchmark); may be ""."""
         return ""
+
+    def describe_samples(self, plan: Any) -> str:
+        """What one of `compt plan`'s training samples is, after "N samples" (e.g. "× 7 caption(s)"; "": nothing
+        to add)."""
+        return ""
+
+    def describe_data(self, data: Any) -> str:
+        """A run's training data (a `compt.config.DataConfig`) in a few words, for `compt demo`'s opening line."""
+        return f"{data.kind} data ({data.num_samples:,} samples)"
+
+    # ------------------------------------------------------------------ command line (args: the parsed command)
+    def _unsupported(self, feature: str) -> UserError:
+        """The one-line error of a feature this paradigm does not provide."""
+        return UserError(f"the {self.name} paradigm does not support {feature}")
+
+    def reads_native(self, path: Path) -> bool:
+        """Whether `path` (a folder or a config file, not a compt checkpoint) is a model in the field's own format
+        that this paradigm reads: `compt grow` / `compt prune` then belong to it (default: none)."""
+        return False
+
+    def read_native(self, folder: Path) -> Any:
+        """The model in the field's own format at `folder` as a `compt.checkpoint.Checkpoint`."""
+        raise self._unsupported(f"reading {folder} (a model in its field's own format)")
+
+    def grow_command(self, args: Any, ckpt: Any) -> int:
+        """`compt grow`: write the child of parent checkpoint `ckpt` that ``args`` names (exit status)."""
+        raise self._unsupported("compt grow")
+
+    def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
+        """`compt prune`: (parent config, child config, where the parent's came from), the pair checked."""
+        raise self._unsupported("compt prune")
+
+    def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str
+                        ) -> tuple[Any, str, Any]:
+        """`compt prune`: (the calibration dataset of ``args``, its description, the tokenizer or None); `tmp` a
+        scratch folder that lives while the batch is drawn."""
+        raise self._unsupported("compt prune")
+
+    def write_native(self, child_cfg: Any, state: StateDict, out: Path, tokenizer: Any) -> None:
+        """What the field's library loads, written beside a pruned child's checkpoint `out` (default: nothing)."""
+
+    def eval_data_kinds(self) -> tuple[str, ...]:
+        """The ``compt eval CHECKPOINT --data KIND`` kinds this paradigm evaluates (default: none)."""
+        return ()
+
+    def eval_checkpoint(self, args: Any) -> int:
+        """`compt eval CHECKPOINT --data KIND` for one of `eval_data_kinds` (exit status)."""
+        raise self._unsupported("compt eval")
+
+    def eval_tools(self) -> tuple[str, ...]:
+        """The ``compt eval RUN_DIR`` options (their argparse names, e.g. ``benchmark``) whose evaluation of every
+        member this paradigm runs (default: none)."""
+        return ()
+
+    def eval_run(self, args: Any, tool: str) -> int:
+        """`compt eval RUN_DIR` with option `tool`, one of `eval_tools` (exit status)."""
+        raise self._unsupported(f"compt eval --{tool.replace('_', '-')}")
+
+    def finetune_defaults(self) -> Any:
+        """The default recipe of `compt finetune` (a frozen dataclass whose fields are its options), or None where
+        the paradigm has no fine-tuning (the default)."""
+        return None
+
+    def finetune(self, target: str | Path, **options: Any) -> list[dict[str, Any]]:
+        """`compt finetune`: fine-tune every finished member of a run (or one checkpoint); each member's result."""
+        raise self._unsupported("compt finetune")
 
 
 class RunDataBase:

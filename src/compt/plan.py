@@ -60,7 +60,7 @@ from dataclasses import asdict, dataclass
 from compt.chain import individual_stage, plan_stages, stage_spec
 from compt.config import RunConfig
 from compt.costs import training_flops
-from compt.paradigm import chain_rules, paradigm_named
+from compt.paradigm import Paradigm, chain_rules, paradigm_named
 from compt.parity import resolve_parity
 from compt.stage import StageSpec
 from compt.train import stopping
@@ -240,8 +240,9 @@ def human_flops(x: float) -> str:
     return f"{x:.3g} FLOPs"
 
 
-def format_plan(plan: ChainPlan, name: str) -> str:
-    """Readable table: per-member costs in FLOPs and in % of the largest member's individual cost."""
+def format_plan(plan: ChainPlan, name: str, paradigm: Paradigm | None = None) -> str:
+    """Readable table: per-member costs in FLOPs and in % of the largest member's individual cost; `paradigm` (the
+    run's) says what a training sample is (`Paradigm.describe_samples`)."""
     if not plan.largest_individual:   # member 1 used as it is (init, 0 epochs) sets no individual schedule
         return "\n".join([f"{name}: member 1 trains 0 epochs (used as it is from {plan.init}), so there is no "
                            f"individual schedule to compare with: set baseline_epochs", "",
@@ -250,8 +251,8 @@ def format_plan(plan: ChainPlan, name: str) -> str:
                            f"chain cost:            {human_flops(plan.chain_cost)}"])
     ref = plan.largest_individual
     biggest = next(m.model for m in plan.members if m.individual_cost == ref)
-    per = f"of {plan.sample_tokens:,} tokens" if plan.sample_tokens else f"× {plan.captions} caption(s)"
-    rows = [f"{name}: {plan.samples:,} samples {per}; individual schedule {plan.individual_epochs:g} epochs",
+    per = f" {paradigm.describe_samples(plan)}".rstrip() if paradigm is not None else ""
+    rows = [f"{name}: {plan.samples:,} samples{per}; individual schedule {plan.individual_epochs:g} epochs",
             *plan.notes, ""]
     head = f"{'#':>2}  {'model':<18} {'epochs':>6}  {'individual':>14} {'%L':>6}  {'stage':>14} {'%L':>6}  " \
            f"{'cumulative':>14} {'%L':>6}"

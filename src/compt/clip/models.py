@@ -9,6 +9,10 @@ Names:
 - ``paper/…`` is the CoM-PT paper's family (embed 512, text widths of SPEC §6), e.g. ``paper/ViT-S-16``;
 - ``tiny/…`` is a structurally identical CPU family (32×32 images, patch 4, context 32);
 - ``test/…`` is a test-size family that trains in seconds.
+
+Every paradigm's ``models`` module has the same names (`MODEL_API`): its config class under its own name
+(`ClipConfig`, the same class as `ModelConfig`) and the timm-style registry and factory `get_model_config`,
+`list_models`, `list_families`, `register_family`, `build_model` (what `Paradigm.build` calls), `create_model`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ if TYPE_CHECKING:  # configs and the registry need no torch (`compt models` stay
     import torch
 
 __all__ = ["SwinConfig"]  # re-exported: the Swin trunk's config is part of a ModelConfig
+# the names every paradigm's models module has (`compt.lm.models` has the same; the config under its own name)
+MODEL_API = ("get_model_config", "list_models", "list_families", "register_family", "build_model", "create_model")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,3 +303,6 @@ def write_open_clip_config(cfg: ModelConfig, directory: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"model_cfg": cfg.to_open_clip(), "preprocess_cfg": {}}, indent=2))
     return path
+
+
+ClipConfig = ModelConfig   # the paradigm's config under its own name, as `compt.lm.models.LMConfig`

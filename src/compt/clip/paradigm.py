@@ -307,6 +307,65 @@ class ClipParadigm(ParadigmBase):
 
         return benchmark_section(list(run_dirs), out) + finetune_section(list(run_dirs), out)
 
+    def describe_samples(self, plan: Any) -> str:
+        return f"× {plan.captions} caption(s)"
+
+    def describe_data(self, data: Any) -> str:
+        where = "the embedded synthetic corpus" if data.kind == "synthetic" else f"{data.kind} {data.path}".rstrip()
+        return f"{where} ({data.num_samples:,} pairs)"
+
+    # ------------------------------------------------------------------ command line (compt.clip.cli)
+    def grow_command(self, args: Any, ckpt: Any) -> int:
+        from compt.clip.cli import grow_command
+
+        return grow_command(args, ckpt)
+
+    def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
+        from compt.clip.cli import prune_pair
+
+        return prune_pair(args, ckpt)
+
+    def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str) -> tuple[Any, str, Any]:
+        from compt.clip.cli import calibration_set
+
+        return calibration_set(args, ckpt, parent_cfg, samples, tmp)
+
+    def write_native(self, child_cfg: ModelConfig, state: StateDict, out: Path, tokenizer: Any) -> None:
+        """``open_clip_config.json`` in the child's folder (open_clip's ``local-dir:``)."""
+        from compt.clip.models import write_open_clip_config
+
+        write_open_clip_config(child_cfg, out.parent)
+
+    def eval_data_kinds(self) -> tuple[str, ...]:
+        """The image–caption kinds whose suites measure something (``text`` is the language models' corpus)."""
+        from compt.clip.data import ADAPTERS
+
+        return tuple(k for k, a in ADAPTERS.items() if a.measures)
+
+    def eval_checkpoint(self, args: Any) -> int:
+        from compt.clip.cli import eval_checkpoint
+
+        return eval_checkpoint(args)
+
+    def eval_tools(self) -> tuple[str, ...]:
+        return ("benchmark",)   # clip_benchmark
+
+    def eval_run(self, args: Any, tool: str) -> int:
+        from compt.clip.cli import run_benchmark
+
+        return run_benchmark(args)
+
+    def finetune_defaults(self) -> Any:
+        from compt.clip.finetune.config import FinetuneConfig
+
+        return FinetuneConfig()
+
+    def finetune(self, target: str | Path, **options: Any) -> list[dict[str, Any]]:
+        """The image tower of every finished member with a linear head (`compt.clip.finetune.runner`)."""
+        from compt.clip.finetune.runner import finetune_run
+
+        return finetune_run(target, **options)
+
     # ------------------------------------------------------------------ listings (compt models, compt flops)
     def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
         """(JSON key, rows, text lines) of `compt models` for `family` (None: all); None: not this paradigm's."""
@@ -327,6 +386,10 @@ class ClipParadigm(ParadigmBase):
         if family is None:
             lines.append("upstream open_clip ViT configs: compt models --family open_clip")
         return "models", rows, lines
+
+    def listed_families(self) -> tuple[str, ...]:
+        """Its families and ``open_clip``: upstream open_clip's ViT configs."""
+        return (*self.families(), "open_clip")
 
     def flops_row(self, model: str) -> dict[str, Any]:
         """`compt flops`: forward GFLOPs of one image and one caption, parameters."""

@@ -38,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(path, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     members = " → ".join(m.model for m in cfg.chain)
-    data = f"{cfg.data.path or 'the Python standard library sources'} ({cfg.data.num_samples:,} training windows)" \
-        if args.lm else \
-        f"the embedded synthetic corpus ({cfg.data.num_samples:,} pairs)"
+    data = cfg.paradigm.describe_data(cfg.data)
     print(f"compt demo: chain {members} and each member individually, on {data}; output in {run_dir}")
     t0 = time.perf_counter()
     train_run(cfg, run_dir, baselines=True)

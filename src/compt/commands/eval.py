@@ -24,19 +24,17 @@ member of a language-model run (`compt.lm.harness`; task ``held-out`` is the run
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import shlex
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compt.errors import UserError, unknown_name
+from compt.errors import UserError
 
 if TYPE_CHECKING:
-    from compt.config import DataConfig
+    from compt.paradigm import Paradigm
 
 DEFAULT_EVAL_SAMPLES = 1000   # --eval-samples when neither given nor known from the checkpoint's run
+DEFAULT_DATA = "synthetic"    # --data when not given
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
            "clip_benchmark (docs/benchmark.md)")
     p = sub.add_parser("eval", help=doc, description=doc)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="compt or plain open_clip checkpoint (.pt)")
-    p.add_argument("--data", default="synthetic", metavar="KIND",
+    p.add_argument("--data", default=None, metavar="KIND",
                    help="data kind, a key of compt.clip.data.ADAPTERS (default: synthetic)")
     p.add_argument("--data-path", default="", metavar="P", help="CSV file, shard pattern, folder or dataset root")
     p.add_argument("--eval-path", default="", metavar="P", help="separate held-out CSV/shards/folder")
@@ -87,34 +85,6 @@ def check_numbers(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} must be {'positive' if least else '0 or more'}, got {value}")
 
 
-def data_config(args: argparse.Namespace) -> DataConfig:
-    """The `DataConfig` the command line asks for."""
-    from compt.clip.data import adapter
-    from compt.clip.paradigm import check_data_kind
-    from compt.config import DataConfig, parse_field, validate_data
-
-    check_numbers(args)
-    whole_file = adapter(args.data).reads_path  # unknown kinds raise here
-    values: dict[str, Any] = {"kind": args.data, "path": args.data_path, "eval_path": args.eval_path,
-                              "eval_samples": args.eval_samples or DEFAULT_EVAL_SAMPLES, "seed": args.seed}
-    if args.probe_samples is not None:  # else DataConfig's default
-        values["probe_samples"] = args.probe_samples
-    if whole_file and not args.eval_path:
-        values["eval_path"] = args.data_path
-    if whole_file and not args.data_path:
-        raise UserError(f"--data {args.data} needs --data-path")
-    fields = {f.name: f for f in dataclasses.fields(DataConfig)}
-    for item in args.data_set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in fields:
-            raise unknown_name("data setting", key, fields) if sep else UserError(f"--set {item!r}: use KEY=VALUE")
-        values[key] = parse_field(DataConfig, key, value, f"--set {key}")
-    data = DataConfig(**values)
-    validate_data(data)
-    check_data_kind(data)
-    return data
-
-
 def check_target(args: argparse.Namespace) -> str:
     """The checked ``--device`` (a one-line error when malformed or absent here), once CHECKPOINT is known to be
     a file: a folder (e.g. a run directory) is answered with what to pass instead."""
@@ -129,150 +99,6 @@ def check_target(args: argparse.Namespace) -> str:
     return str(user_device(args.device))
 
 
-def load_model(path: str, model_name: str) -> tuple[Any, Any]:
-    """(model, ModelConfig) from a compt or plain open_clip checkpoint."""
-    from compt.checkpoint import load_checkpoint
-    from compt.clip.models import create_model, get_model_config
-    from compt.paradigm import paradigm_named
-
-    ckpt = load_checkpoint(path)
-    if ckpt.paradigm != "clip":
-        raise UserError(f"{path} holds a {paradigm_named(ckpt.paradigm).label} ({ckpt.model_config.name}): "
-                        f"evaluate it with --data text --data-path FILE_OR_FOLDER")
-    cfg = ckpt.model_config
-    if cfg is None:
-        if not model_name:
-            raise UserError(f"{path} is a plain open_clip checkpoint without a model config; pass --model NAME "
-                            f"(e.g. --model tiny/ViT-S)")
-        cfg = get_model_config(model_name)
-    elif model_name and model_name != cfg.name:
-        raise UserError(f"{path} holds a {cfg.name} model, not {model_name} (drop --model)")
-    return create_model(cfg, state_dict=ckpt.state_dict), cfg
-
-
-def format_table(metrics: dict[str, float]) -> str:
-    """Two-column text table, summaries first."""
-    summary = [k for k in metrics if "/" not in k]
-    rows = summary + [k for k in metrics if "/" in k]
-    width = max([len(k) for k in rows] + [6])
-    lines = [f"{'metric':<{width}}  {'%':>7}", f"{'-' * width}  {'-' * 7}"]
-    lines += [f"{k:<{width}}  {metrics[k]:7.2f}" for k in rows]
-    return "\n".join(lines)
-
-
-def run_clip_benchmark(args: argparse.Namespace) -> int:
-    """`--benchmark`: clip_benchmark on every member of the run directory (`compt.clip.bench`)."""
-    from compt.clip.bench import BenchmarkConfig, run_benchmark
-    from compt.config import read_run_config
-    from compt.paradigm import paradigm_for_run
-
-    run_dir = Path(args.checkpoint)
-    if run_dir.is_file():
-        raise UserError(f"--benchmark evaluates every member of a RUN_DIR with clip_benchmark; {run_dir} is a file")
-    if (run_dir / "config.toml").is_file() and paradigm_for_run(read_run_config(run_dir)).name != "clip":
-        raise UserError(f"{args.checkpoint} is a language-model run: clip_benchmark evaluates CLIP models; "
-                        f"evaluate the run with --lm-eval TASK, its checkpoints with --data text --data-path "
-                        f"FILE_OR_FOLDER")
-    if not args.dataset_root:
-        raise UserError("--benchmark needs --dataset-root ROOT (the datasets must already be there: offline)")
-    cfg = BenchmarkConfig(datasets=tuple(d.strip() for d in args.benchmark.split(",")), task=args.task,
-                          dataset_root=args.dataset_root, batch_size=args.batch_size, workers=args.workers)
-    files = run_benchmark(args.checkpoint, cfg)
-    print(f"{len(files)} clip_benchmark result files under {Path(args.checkpoint) / 'benchmark' / 'results'}; "
-          f"`compt report {shlex.quote(str(args.checkpoint))}` tabulates them")
-    return 0
-
-
-def run_lm_harness(args: argparse.Namespace) -> int:
-    """`--lm-eval`: lm-evaluation-harness on every member of a language-model run (`compt.lm.harness`)."""
-    from compt.lm.harness import HARNESS_DIR, HarnessConfig, go_offline, run_harness
-
-    go_offline()   # first: looking up the run's paradigm already imports huggingface_hub, which reads it once
-    from compt.config import read_run_config
-    from compt.distributed import user_device
-    from compt.paradigm import paradigm_for_run
-
-    run_dir = Path(args.checkpoint)
-    if not run_dir.is_dir():
-        raise UserError(f"--lm-eval evaluates every member of a RUN_DIR; {run_dir} is not a folder")
-    if paradigm_for_run(read_run_config(run_dir)).name != "lm":
-        raise UserError(f"{run_dir} is not a language-model run: --lm-eval evaluates compt.lm members (CLIP runs: "
-                        f"--benchmark)")
-    check_numbers(args)
-    cfg = HarnessConfig(tasks=tuple(t.strip() for t in args.lm_eval.split(",")), include_path=args.lm_eval_tasks,
-                        batch_size=args.batch_size, device=str(user_device(args.device)))
-    files = run_harness(run_dir, cfg)
-    print(f"{len(files)} lm-eval result files under {run_dir / HARNESS_DIR}; "
-          f"`compt report {shlex.quote(str(run_dir))}` tabulates them")
-    return 0
-
-
-def lm_text_eval(args: argparse.Namespace, ckpt: Any) -> Any:
-    """The `compt.lm.evaluate.TextEval` of ``--data text`` for checkpoint `ckpt`; options that only mean something
-    for CLIP are refused, and so is a tokenizer `ckpt` was not trained with."""
-    from compt.lm.evaluate import TextEval, resolve_tokenizer
-    from compt.lm.text import default_corpus
-
-    check_numbers(args)
-    clip_only = [flag for flag, given in (("--model", args.model), ("--eval-path", args.eval_path),
-                                          ("--set", args.data_set), ("--probe-samples", args.probe_samples),
-                                          ("--benchmark", args.benchmark)) if given]
-    if clip_only:
-        raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data text (a language model "
-                        f"describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] [--tokenizer FILE])")
-    held = check_against_run(args)
-    return TextEval(path=Path(args.data_path) if args.data_path else default_corpus(),
-                    tokenizer=resolve_tokenizer(ckpt, args.tokenizer),
-                    windows=args.eval_samples or held or DEFAULT_EVAL_SAMPLES)
-
-
-def check_against_run(args: argparse.Namespace) -> int | None:
-    """For a checkpoint inside a run, on that run's own corpus: the windows the run held out (None otherwise: no
-    run, or other text), which --eval-samples must not exceed (more would score training windows)."""
-    from compt.config import read_run_config
-    from compt.lm.data import run_of
-
-    run = run_of(args.checkpoint)
-    if run is None:
-        return None
-    cfg = read_run_config(run)
-    given = Path(args.data_path).resolve() if args.data_path else None
-    same = given == (Path(cfg.data.path).resolve() if cfg.data.path else None)
-    if same and args.eval_samples and args.eval_samples > cfg.data.eval_samples:
-        raise UserError(f"--eval-samples {args.eval_samples} is more than the {cfg.data.eval_samples} windows run "
-                        f"{run} held out of this corpus: the windows before them are its training data; use "
-                        f"--eval-samples {cfg.data.eval_samples} or less")
-    return cfg.data.eval_samples if same else None
-
-
-def run_lm(args: argparse.Namespace) -> int:
-    """``--data text``: held-out loss, perplexity (and bits per byte) of a language-model checkpoint."""
-    from compt.checkpoint import load_checkpoint
-    from compt.lm.evaluate import evaluate_text
-    from compt.lm.models import require_transformers
-
-    device = check_target(args)
-    ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.paradigm != "lm":
-        raise UserError(f"{args.checkpoint} is not a language-model checkpoint; --data text evaluates compt.lm "
-                        f"models (CLIP models need image–caption data)")
-    require_transformers()
-    data = lm_text_eval(args, ckpt)
-    start = time.perf_counter()
-    metrics = evaluate_text(ckpt, data, batch_size=args.batch_size, device=device)
-    suite = data.describe(ckpt.model_config.context_length)
-    print(f"{ckpt.model_config.name} on {suite}")
-    width = max(len(k) for k in metrics)
-    print("\n".join(f"{k:<{width}}  {v:>12.6f}" if isinstance(v, float) else f"{k:<{width}}  {v:>12d}"
-                    for k, v in metrics.items()))
-    print(f"({time.perf_counter() - start:.1f} s; val_loss in nats/token)")
-    if args.json:
-        info = {"kind": "text", "path": str(data.path), "eval_samples": data.windows,
-                "tokenizer": data.tokenizer.record()}
-        write_json(args, ckpt.model_config.name, info, suite, metrics)
-    return 0
-
-
 def write_json(args: argparse.Namespace, model: str, data: dict[str, Any], suite: str, metrics: dict) -> None:
     """``--json OUT``: the metrics with what was evaluated."""
     out = Path(args.json)
@@ -282,29 +108,27 @@ def write_json(args: argparse.Namespace, model: str, data: dict[str, Any], suite
     print(f"written: {out}")
 
 
+def data_paradigm(kind: str) -> Paradigm | None:
+    """The first paradigm (built-ins first) whose `Paradigm.eval_data_kinds` hold `kind`; None: no paradigm's."""
+    from compt.paradigm import paradigms
+
+    return next((p for p in paradigms() if kind in p.eval_data_kinds()), None)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.lm_eval:   # before anything imports huggingface_hub (`run_lm_harness`)
-        return run_lm_harness(args)
+    """Dispatch through the paradigms: a run-directory option (`Paradigm.eval_tools`, e.g. ``--benchmark``,
+    ``--lm-eval``) goes to its paradigm unless ``--data`` names a kind that another paradigm evaluates, not it;
+    otherwise the paradigm that evaluates ``--data`` (default synthetic; an unknown kind: the default's, which names
+    the kinds) evaluates the checkpoint (and refuses another paradigm's options). The tool's own paradigm is asked
+    first: lm-eval must go offline before the image–caption data modules import huggingface_hub."""
+    from compt.paradigm import paradigms
+
+    for p in paradigms():
+        for tool in p.eval_tools():
+            if getattr(args, tool) and (args.data is None or args.data in p.eval_data_kinds()
+                                        or data_paradigm(args.data) is None):
+                return p.eval_run(args, tool)
     if args.lm_eval_tasks:
         raise UserError("--lm-eval-tasks DIR names task folders for --lm-eval TASK[,…]; add --lm-eval")
-    from compt.clip.data import build_eval_suite, evaluate
-
-    if args.data == "text":
-        return run_lm(args)
-    if args.benchmark:
-        return run_clip_benchmark(args)
-    if args.tokenizer:
-        raise UserError("--tokenizer is for language-model checkpoints (with --data text)")
-    data = data_config(args)
-    device = check_target(args)
-    model, cfg = load_model(args.checkpoint, args.model)
-    model.to(device)
-    start = time.perf_counter()
-    suite = build_eval_suite(data, cfg)
-    metrics = evaluate(model, suite, batch_size=args.batch_size, device=device)
-    print(f"{cfg.name} on {suite.describe()}")
-    print(format_table(metrics))
-    print(f"({time.perf_counter() - start:.1f} s)")
-    if args.json:
-        write_json(args, cfg.name, dataclasses.asdict(data), suite.describe(), metrics)
-    return 0
+    args.data = args.data if args.data is not None else DEFAULT_DATA
+    return (data_paradigm(args.data) or data_paradigm(DEFAULT_DATA)).eval_checkpoint(args)

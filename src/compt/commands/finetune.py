@@ -2,8 +2,9 @@
 
 Fine-tunes the image tower of every finished member of a CLIP run (chain stages and individual baselines) with a
 linear head on a labelled set and writes the held-out top-1 to ``RUN/finetune/<member>/<dataset>[-linear].json``
-(`compt.clip.finetune.runner`); `compt report RUN_DIR` then shows chain | individual | Δ. The recipe and its math:
-`compt.clip.finetune.recipe`.
+(the paradigm that fine-tunes, `compt.paradigm.finetuner`: `Paradigm.finetune`; CLIP's is
+`compt.clip.finetune.runner`); `compt report RUN_DIR` then shows chain | individual | Δ. The recipe's options are
+the fields of `Paradigm.finetune_defaults` (CLIP's recipe and its math: `compt.clip.finetune.recipe`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from compt.clip.finetune.config import FinetuneConfig
-
-_D = FinetuneConfig()
 RECIPE = (("epochs", int, "epochs"), ("batch-size", int, "batch size"), ("lr", float, "peak lr of the head"),
           ("min-lr", float, "cosine floor"), ("warmup-epochs", float, "linear warmup"),
           ("weight-decay", float, "AdamW weight decay (not on gains, biases, norms)"),
@@ -40,8 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(PATH/<class>/*.jpg)")
     p.add_argument("--mode", default="full", choices=("full", "linear"),
                    help="full: tower + head (default); linear: frozen tower, trained head")
+    from compt.paradigm import finetuner
+
+    defaults = finetuner().finetune_defaults()
     for flag, kind, text in RECIPE:
-        default = getattr(_D, flag.replace("-", "_"))
+        default = getattr(defaults, flag.replace("-", "_"))
         p.add_argument(f"--{flag}", type=kind, default=default, help=f"{text} (default {default:g})")
     p.add_argument("--redo", action="store_true", help="redo members that have a result (e.g. with other settings)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -49,10 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compt.clip.finetune.runner import finetune_run
+    from compt.paradigm import finetuner
 
     settings = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag, _, _ in RECIPE}
-    results = finetune_run(args.target, data=args.data, mode=args.mode, redo=args.redo,
+    results = finetuner().finetune(args.target, data=args.data, mode=args.mode, redo=args.redo,
                            progress=not args.no_progress, **settings)
     width = max(len(r["member"] or r["checkpoint"]) for r in results)
     print(f"\n{'member':<{width}}  {'top-1 %':>7}  ({results[0]['dataset']}, {args.mode})")

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     found = paradigms(installed=True)   # the built-ins and those of the compt.paradigms entry points
     listings = [x for x in (p.listing(args.family) for p in found) if x is not None]
     if not listings:
-        families = [f for p in found for f in p.families()] + ["open_clip"]
+        families = [f for p in found for f in p.listed_families()]
         raise unknown_name("family", args.family, families)
     if args.json:
         families = {k: list(v) for p in found for k, v in p.families().items()}

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"name": cfg.name, **plan.to_dict(), "warnings": warnings}, indent=2))
     else:
-        print(format_plan(plan, cfg.name))
+        print(format_plan(plan, cfg.name, cfg.paradigm))
     for line in warnings:
         print(f"compt plan: {line}", file=sys.stderr)
     return 0

@@ -14,6 +14,11 @@ Families (ascending compute):
 - ``lm-pythia``: Pythia-like real sizes for planning (``lm/160M`` … ``lm/2.8B``; vocab 50304, context
   2048, head dim 64, GQA with 3 … 5 query heads per KV head);
 - ``lm-test``: test sizes that train in seconds.
+
+The registry and factory also go by the names every paradigm's ``models`` module has (`MODEL_API`, as
+`compt.clip.models`): `get_model_config` (`get_lm_config`), `list_models` (`list_lm_models`), `list_families`
+(`lm_families`), `register_family` (`register_lm_family`), `build_model` (`build_lm`, what `Paradigm.build`
+calls), `create_model` (`create_lm`).
 """
 
 from __future__ import annotations
@@ -234,3 +239,9 @@ def export_pretrained(cfg: LMConfig, state_dict: dict[str, torch.Tensor], direct
     if tokenizer is not None:  # AutoTokenizer.from_pretrained(directory) reads these files
         tokenizer.save(directory)
     return directory
+
+
+# the names every paradigm's models module has (`compt.clip.models.MODEL_API`), the same functions as above
+MODEL_API = ("get_model_config", "list_models", "list_families", "register_family", "build_model", "create_model")
+get_model_config, list_models, list_families = get_lm_config, list_lm_models, lm_families
+register_family, build_model, create_model = register_lm_family, build_lm, create_lm

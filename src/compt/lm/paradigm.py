@@ -64,9 +64,9 @@ class LMParadigm(ParadigmBase):
         return cfg.to_dict()
 
     def build(self, cfg: LMConfig) -> nn.Module:
-        from compt.lm.models import build_lm
+        from compt.lm.models import build_model
 
-        return build_lm(cfg)
+        return build_model(cfg)
 
     def create(self, cfg: LMConfig, state_dict: StateDict | None) -> nn.Module:
         from compt.lm.models import create_lm
@@ -243,6 +243,59 @@ class LMParadigm(ParadigmBase):
         from compt.lm.harness.table import harness_section
 
         return harness_section(list(run_dirs), out)
+
+    def describe_samples(self, plan: Any) -> str:
+        return f"of {plan.sample_tokens:,} tokens"
+
+    def describe_data(self, data: Any) -> str:
+        return f"{data.path or 'the Python standard library sources'} ({data.num_samples:,} training windows)"
+
+    # ------------------------------------------------------------------ command line (compt.lm.cli)
+    def reads_native(self, path: Path) -> bool:
+        """A Hugging Face Llama folder, or a ``config.json`` of one."""
+        return path.is_dir() or path.name.endswith(".json")
+
+    def read_native(self, folder: Path) -> Any:
+        from compt.lm.cli import hf_checkpoint
+
+        return hf_checkpoint(folder)
+
+    def grow_command(self, args: Any, ckpt: Any) -> int:
+        from compt.lm.cli import grow_command
+
+        return grow_command(args, ckpt)
+
+    def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
+        from compt.lm.cli import prune_pair
+
+        return prune_pair(args, ckpt)
+
+    def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str) -> tuple[Any, str, Any]:
+        from compt.lm.cli import calibration_set
+
+        return calibration_set(args, ckpt, parent_cfg, samples, tmp)
+
+    def eval_data_kinds(self) -> tuple[str, ...]:
+        return ("text",)
+
+    def eval_checkpoint(self, args: Any) -> int:
+        from compt.lm.cli import eval_checkpoint
+
+        return eval_checkpoint(args)
+
+    def eval_tools(self) -> tuple[str, ...]:
+        return ("lm_eval",)   # lm-evaluation-harness
+
+    def eval_run(self, args: Any, tool: str) -> int:
+        from compt.lm.cli import run_harness
+
+        return run_harness(args)
+
+    def write_native(self, child_cfg: LMConfig, state: StateDict, out: Path, tokenizer: Any) -> None:
+        """A Hugging Face folder ``<out stem>-hf/`` with the tokenizer."""
+        from compt.lm.models import export_pretrained
+
+        export_pretrained(child_cfg, state, out.parent / f"{out.stem}-hf", tokenizer=tokenizer)
 
     # ------------------------------------------------------------------ listings (compt models, compt flops)
     def listing(self, family: str | None) -> tuple[str, list[dict[str, Any]], list[str]] | None:
