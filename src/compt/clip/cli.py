@@ -54,7 +54,7 @@ def check_config_folder(out: Path, child_cfg: ModelConfig) -> None:
                         f"folder); put {child_cfg.name} in its own folder with --out")
 
 
-def grow_command(args: argparse.Namespace, ckpt: Checkpoint) -> int:
+def grow_command(paradigm: Any, args: argparse.Namespace, ckpt: Checkpoint) -> int:
     """An open_clip child: compt checkpoint plus ``open_clip_config.json`` (plain open_clip parents too)."""
     from compt.checkpoint import save_checkpoint
     from compt.clip.growth import get_operator, grow
@@ -75,25 +75,23 @@ def grow_command(args: argparse.Namespace, ckpt: Checkpoint) -> int:
     return 0
 
 
-def prune_pair(args: argparse.Namespace, ckpt: Checkpoint) -> tuple[Any, Any, str]:
+def prune_pair(paradigm: Any, args: argparse.Namespace, ckpt: Checkpoint) -> tuple[Any, Any, str]:
     """(parent config, child config, where the parent's came from), the pair checked (`validate_clip_prune`)."""
-    from compt.clip.paradigm import PARADIGM
     from compt.clip.prune import validate_clip_prune
 
     if args.tokenizer:
         raise UserError("--tokenizer is for language models; a CLIP model's tokenizer is open_clip's")
     parent_cfg, note = parent_config(ckpt, args.from_model)
-    child_cfg = PARADIGM.grown_config(parent_cfg, args.child)
+    child_cfg = paradigm.grown_config(parent_cfg, args.child)
     check_config_folder(Path(args.out), child_cfg)
     validate_clip_prune(parent_cfg, child_cfg)
     return parent_cfg, child_cfg, note
 
 
-def calibration_set(args: argparse.Namespace, _ckpt: Any, parent_cfg: Any, samples: int, _tmp: str
+def calibration_set(paradigm: Any, args: argparse.Namespace, _ckpt: Any, parent_cfg: Any, samples: int, _tmp: str
                     ) -> tuple[Any, str, None]:
     """The calibration set of ``--data KIND --data-path P`` at the parent's image size and context."""
-    from compt.clip.data import adapter, build_train_dataset
-    from compt.clip.paradigm import check_data_kind
+    from compt.clip.data import adapter, build_train_dataset, check_data_kind
     from compt.config import DataConfig, validate_data
 
     kind = args.data or "synthetic"
@@ -105,7 +103,7 @@ def calibration_set(args: argparse.Namespace, _ckpt: Any, parent_cfg: Any, sampl
     return build_train_dataset(data, parent_cfg), f"{kind}{':' + args.data_path if args.data_path else ''}", None
 
 
-def eval_checkpoint(args: argparse.Namespace) -> int:
+def eval_checkpoint(paradigm: Any, args: argparse.Namespace) -> int:
     """`compt eval CHECKPOINT --data KIND`: zero-shot, retrieval and linear probe of a CLIP checkpoint."""
     from compt.clip.data import build_eval_suite, evaluate
     from compt.commands.eval import check_target, write_json
@@ -114,7 +112,7 @@ def eval_checkpoint(args: argparse.Namespace) -> int:
         raise UserError("--tokenizer is for language-model checkpoints (with --data text)")
     data = data_config(args)
     device = check_target(args)
-    model, cfg = load_model(args.checkpoint, args.model)
+    model, cfg = load_model(paradigm, args.checkpoint, args.model)
     model.to(device)
     start = time.perf_counter()
     suite = build_eval_suite(data, cfg)
@@ -129,8 +127,7 @@ def eval_checkpoint(args: argparse.Namespace) -> int:
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The `DataConfig` the command line asks for."""
-    from compt.clip.data import adapter
-    from compt.clip.paradigm import check_data_kind
+    from compt.clip.data import adapter, check_data_kind
     from compt.commands.eval import DEFAULT_EVAL_SAMPLES, check_numbers
     from compt.config import DataConfig, parse_field, validate_data
 
@@ -156,15 +153,14 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return data
 
 
-def load_model(path: str, model_name: str) -> tuple[Any, Any]:
+def load_model(paradigm: Any, path: str, model_name: str) -> tuple[Any, Any]:
     """(model, ModelConfig) from a compt or plain open_clip checkpoint."""
     from compt.checkpoint import load_checkpoint
     from compt.clip.models import create_model, get_model_config
-    from compt.clip.paradigm import PARADIGM
     from compt.paradigm import paradigm_named
 
     ckpt = load_checkpoint(path)
-    if ckpt.paradigm != PARADIGM.name:
+    if ckpt.paradigm != paradigm.name:
         raise UserError(f"{path} holds a {paradigm_named(ckpt.paradigm).label} ({ckpt.model_config.name}): "
                         f"evaluate it with --data text --data-path FILE_OR_FOLDER")
     cfg = ckpt.model_config
@@ -188,17 +184,16 @@ def format_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def run_benchmark(args: argparse.Namespace) -> int:
+def run_benchmark(paradigm: Any, args: argparse.Namespace) -> int:
     """`--benchmark`: clip_benchmark on every member of the run directory (`compt.clip.bench`)."""
     from compt.clip.bench import BenchmarkConfig, run_benchmark
-    from compt.clip.paradigm import PARADIGM
     from compt.config import read_run_config
     from compt.paradigm import paradigm_for_run
 
     run_dir = Path(args.checkpoint)
     if run_dir.is_file():
         raise UserError(f"--benchmark evaluates every member of a RUN_DIR with clip_benchmark; {run_dir} is a file")
-    if (run_dir / "config.toml").is_file() and paradigm_for_run(read_run_config(run_dir)) is not PARADIGM:
+    if (run_dir / "config.toml").is_file() and paradigm_for_run(read_run_config(run_dir)) is not paradigm:
         raise UserError(f"{args.checkpoint} is a language-model run: clip_benchmark evaluates CLIP models; "
                         f"evaluate the run with --lm-eval TASK, its checkpoints with --data text --data-path "
                         f"FILE_OR_FOLDER")

@@ -198,7 +198,7 @@ class ClipParadigm(ParadigmBase):
 
     # ------------------------------------------------------------------ rules and growth
     def chain_rules(self, cfg: Any) -> ChainRules:
-        from compt.clip.data import adapter
+        from compt.clip.data import adapter, check_data_kind
         from compt.clip.flops import model_flops
         from compt.clip.growth import GROWTH_OPS, validate_pair
         from compt.clip.prune import validate_clip_prune
@@ -318,17 +318,17 @@ class ClipParadigm(ParadigmBase):
     def grow_command(self, args: Any, ckpt: Any) -> int:
         from compt.clip.cli import grow_command
 
-        return grow_command(args, ckpt)
+        return grow_command(self, args, ckpt)
 
     def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
         from compt.clip.cli import prune_pair
 
-        return prune_pair(args, ckpt)
+        return prune_pair(self, args, ckpt)
 
     def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str) -> tuple[Any, str, Any]:
         from compt.clip.cli import calibration_set
 
-        return calibration_set(args, ckpt, parent_cfg, samples, tmp)
+        return calibration_set(self, args, ckpt, parent_cfg, samples, tmp)
 
     def write_native(self, child_cfg: ModelConfig, state: StateDict, out: Path, tokenizer: Any) -> None:
         """``open_clip_config.json`` in the child's folder (open_clip's ``local-dir:``)."""
@@ -345,7 +345,7 @@ class ClipParadigm(ParadigmBase):
     def eval_checkpoint(self, args: Any) -> int:
         from compt.clip.cli import eval_checkpoint
 
-        return eval_checkpoint(args)
+        return eval_checkpoint(self, args)
 
     def eval_tools(self) -> tuple[str, ...]:
         return ("benchmark",)   # clip_benchmark
@@ -353,7 +353,7 @@ class ClipParadigm(ParadigmBase):
     def eval_run(self, args: Any, tool: str) -> int:
         from compt.clip.cli import run_benchmark
 
-        return run_benchmark(args)
+        return run_benchmark(self, args)
 
     def finetune_defaults(self) -> Any:
         from compt.clip.finetune.config import FinetuneConfig
@@ -402,19 +402,6 @@ class ClipParadigm(ParadigmBase):
                 "gflops": f.total / 1e9, "params_m": f.params / 1e6, "params_image_m": f.params_image / 1e6,
                 "params_text_m": f.params_text / 1e6, "image_size": cfg.vision.image_size,
                 "context_length": cfg.text.context_length}
-
-
-def check_data_kind(data: Any) -> None:
-    """The data kind is a registered image–caption source, with the path it needs (`compt.clip.data.ADAPTERS`);
-    ``val_path`` only for data read from files."""
-    from compt.clip.data import ADAPTERS, adapter
-
-    if adapter(data.kind).reads_path and not data.path.strip():  # unknown kinds raise in adapter()
-        raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file, a shard pattern or a folder)")
-    if data.val_path and not adapter(data.kind).reads_path:
-        have = ", ".join(k for k, a in ADAPTERS.items() if a.reads_path)
-        raise UserError(f"data.val_path names a validation set of files, which data kind {data.kind!r} does not read "
-                        f"(kinds that do: {have}); leave it unset")
 
 
 def carves_validation(cfg: Any) -> bool:

@@ -35,18 +35,17 @@ def hf_checkpoint(folder: Path) -> Checkpoint:
                       lineage={"tokenizer": record} if record else {})
 
 
-def child_config(args: argparse.Namespace, parent_cfg: Any) -> Any:
+def child_config(paradigm: Any, args: argparse.Namespace, parent_cfg: Any) -> Any:
     """The child's config: from a Hugging Face ``config.json`` (or folder) ``--to``, or a registered name grown
     from the parent (`LMParadigm.grown_config`)."""
     from compt.lm.models import config_from_hf
-    from compt.lm.paradigm import PARADIGM
 
     if args.child.endswith(".json") or Path(args.child).is_dir():
         return config_from_hf(args.child, name=f"hf:{Path(args.child).resolve().parent.name}")
-    return PARADIGM.grown_config(parent_cfg, args.child)
+    return paradigm.grown_config(parent_cfg, args.child)
 
 
-def grow_command(args: argparse.Namespace, ckpt: Checkpoint) -> int:
+def grow_command(paradigm: Any, args: argparse.Namespace, ckpt: Checkpoint) -> int:
     """A language-model child: compt checkpoint plus a Hugging Face folder ``<out stem>-hf/`` that transformers
     loads, and the growth checked on a few random sequences (the largest logit difference to the parent)."""
     import torch
@@ -61,7 +60,7 @@ def grow_command(args: argparse.Namespace, ckpt: Checkpoint) -> int:
         raise UserError("--from-model names the model of a plain open_clip checkpoint; a compt language-model "
                         "checkpoint carries its own config")
     parent_cfg, out = ckpt.model_config, Path(args.out)
-    child_cfg = child_config(args, parent_cfg)
+    child_cfg = child_config(paradigm, args, parent_cfg)
     tokenizer, record = child_tokenizer(args, ckpt, child_cfg)
     state = grow(ckpt.state_dict, parent_cfg, child_cfg, args.op, args.seed)
     save_checkpoint(out, state_dict=state, model_config=child_cfg,
@@ -95,7 +94,7 @@ def child_tokenizer(args: argparse.Namespace, ckpt: Checkpoint, child_cfg: Any) 
     return tokenizer, record
 
 
-def prune_pair(args: argparse.Namespace, ckpt: Checkpoint) -> tuple[Any, Any, str]:
+def prune_pair(paradigm: Any, args: argparse.Namespace, ckpt: Checkpoint) -> tuple[Any, Any, str]:
     """(parent config, child config, a note), the pair checked (`validate_lm_prune`)."""
     from compt.lm.models import require_transformers
     from compt.lm.prune import validate_lm_prune
@@ -107,12 +106,12 @@ def prune_pair(args: argparse.Namespace, ckpt: Checkpoint) -> tuple[Any, Any, st
     if args.data not in ("", "text"):
         raise UserError(f"--data {args.data}: a language model calibrates on text (--data-path FILE_OR_FOLDER)")
     parent_cfg = ckpt.model_config
-    child_cfg = child_config(args, parent_cfg)
+    child_cfg = child_config(paradigm, args, parent_cfg)
     validate_lm_prune(parent_cfg, child_cfg)
     return parent_cfg, child_cfg, f"parent model {parent_cfg.name}"
 
 
-def calibration_set(args: argparse.Namespace, ckpt: Any, parent_cfg: Any, samples: int, tmp: str
+def calibration_set(paradigm: Any, args: argparse.Namespace, ckpt: Any, parent_cfg: Any, samples: int, tmp: str
                     ) -> tuple[Any, str, Any]:
     """Every window of context + 1 tokens of the calibration text, tokenised as `compt eval --data text` does
     (with the tokenizer the parent was trained with, or ``--tokenizer`` if it is that one), and that tokenizer."""
@@ -129,17 +128,16 @@ def calibration_set(args: argparse.Namespace, ckpt: Any, parent_cfg: Any, sample
     return windows, f"text {path}", tokenizer
 
 
-def eval_checkpoint(args: argparse.Namespace) -> int:
+def eval_checkpoint(paradigm: Any, args: argparse.Namespace) -> int:
     """``--data text``: held-out loss, perplexity (and bits per byte) of a language-model checkpoint."""
     from compt.checkpoint import load_checkpoint
     from compt.commands.eval import check_target, write_json
     from compt.lm.evaluate import evaluate_text
     from compt.lm.models import require_transformers
-    from compt.lm.paradigm import PARADIGM
 
     device = check_target(args)
     ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.paradigm != PARADIGM.name:
+    if ckpt.paradigm != paradigm.name:
         raise UserError(f"{args.checkpoint} is not a language-model checkpoint; --data text evaluates compt.lm "
                         f"models (CLIP models need image–caption data)")
     require_transformers()
@@ -198,7 +196,7 @@ def check_against_run(args: argparse.Namespace) -> int | None:
     return cfg.data.eval_samples if same else None
 
 
-def run_harness(args: argparse.Namespace) -> int:
+def run_harness(paradigm: Any, args: argparse.Namespace) -> int:
     """`--lm-eval`: lm-evaluation-harness on every member of a language-model run (`compt.lm.harness`)."""
     from compt.lm.harness import HARNESS_DIR, HarnessConfig, go_offline, run_harness
 
@@ -206,13 +204,12 @@ def run_harness(args: argparse.Namespace) -> int:
     from compt.commands.eval import check_numbers
     from compt.config import read_run_config
     from compt.distributed import user_device
-    from compt.lm.paradigm import PARADIGM
     from compt.paradigm import paradigm_for_run
 
     run_dir = Path(args.checkpoint)
     if not run_dir.is_dir():
         raise UserError(f"--lm-eval evaluates every member of a RUN_DIR; {run_dir} is not a folder")
-    if paradigm_for_run(read_run_config(run_dir)) is not PARADIGM:
+    if paradigm_for_run(read_run_config(run_dir)) is not paradigm:
         raise UserError(f"{run_dir} is not a language-model run: --lm-eval evaluates compt.lm members (CLIP runs: "
                         f"--benchmark)")
     check_numbers(args)

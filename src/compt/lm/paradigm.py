@@ -263,17 +263,17 @@ class LMParadigm(ParadigmBase):
     def grow_command(self, args: Any, ckpt: Any) -> int:
         from compt.lm.cli import grow_command
 
-        return grow_command(args, ckpt)
+        return grow_command(self, args, ckpt)
 
     def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
         from compt.lm.cli import prune_pair
 
-        return prune_pair(args, ckpt)
+        return prune_pair(self, args, ckpt)
 
     def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str) -> tuple[Any, str, Any]:
         from compt.lm.cli import calibration_set
 
-        return calibration_set(args, ckpt, parent_cfg, samples, tmp)
+        return calibration_set(self, args, ckpt, parent_cfg, samples, tmp)
 
     def eval_data_kinds(self) -> tuple[str, ...]:
         return ("text",)
@@ -281,7 +281,7 @@ class LMParadigm(ParadigmBase):
     def eval_checkpoint(self, args: Any) -> int:
         from compt.lm.cli import eval_checkpoint
 
-        return eval_checkpoint(args)
+        return eval_checkpoint(self, args)
 
     def eval_tools(self) -> tuple[str, ...]:
         return ("lm_eval",)   # lm-evaluation-harness
@@ -289,7 +289,7 @@ class LMParadigm(ParadigmBase):
     def eval_run(self, args: Any, tool: str) -> int:
         from compt.lm.cli import run_harness
 
-        return run_harness(args)
+        return run_harness(self, args)
 
     def write_native(self, child_cfg: LMConfig, state: StateDict, out: Path, tokenizer: Any) -> None:
         """A Hugging Face folder ``<out stem>-hf/`` with the tokenizer."""

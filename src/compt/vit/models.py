@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from compt.errors import UserError, unknown_name
+
+if TYPE_CHECKING:
+    import torch
 
 TIMM_ARCH = "vit_base_patch16_224"   # the timm entry point every member is built from (its sizes overridden)
 

@@ -45,7 +45,7 @@ from compt.config import DataConfig
 from compt.errors import UserError, unknown_name
 
 __all__ = ["ADAPTERS", "KINDS", "DataAdapter", "EvalSuite", "PairDataset", "adapter", "build_eval_suite",
-           "build_train_dataset", "evaluate", "labelled_folder", "tokenize"]
+           "build_train_dataset", "check_data_kind", "evaluate", "labelled_folder", "tokenize"]
 
 MAX_SYNTHETIC_GIB = 16          # pre-rendered uint8 images held in memory
 MAX_RETRIEVAL_CAPTIONS = 5  # captions per image kept for retrieval (COCO has 5)
@@ -70,6 +70,17 @@ def adapter(kind: str) -> DataAdapter:
     if kind not in ADAPTERS:
         raise unknown_name("data kind", kind, ADAPTERS)
     return ADAPTERS[kind]
+
+
+def check_data_kind(data: DataConfig) -> None:
+    """The data kind is a registered image–caption source, with the path it needs (`compt.clip.data.ADAPTERS`);
+    ``val_path`` only for data read from files."""
+    if adapter(data.kind).reads_path and not data.path.strip():  # unknown kinds raise in adapter()
+        raise UserError(f"data.kind = {data.kind!r} needs data.path (a CSV file, a shard pattern or a folder)")
+    if data.val_path and not adapter(data.kind).reads_path:
+        have = ", ".join(k for k, a in ADAPTERS.items() if a.reads_path)
+        raise UserError(f"data.val_path names a validation set of files, which data kind {data.kind!r} does not read "
+                        f"(kinds that do: {have}); leave it unset")
 
 
 def build_train_dataset(data: DataConfig, model_cfg: ModelConfig, *, carve: bool = False) -> torch.utils.data.Dataset:
