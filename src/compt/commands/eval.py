@@ -12,7 +12,9 @@ A language-model checkpoint (`compt.lm`; its stored config says so) evaluates on
 FILE_OR_FOLDER`` (default: `compt.lm.text.default_corpus`, the standard library's sources): held-out loss
 (nats/token), perplexity, bits per byte (byte-level tokenizer) and the token count over the last
 ``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and ``data.eval_samples`` that
-is the run's own held-out split). ``--tokenizer FOLDER_OR_FILE`` (a Hugging Face tokenizer) overrides the tokenizer
+is the run's own held-out split); on ``--data tokens|documents --data-path P`` (a token-shard folder, a
+document corpus) the held-out split of that corpus as a run takes it (the checkpoint's run's ``data.seed`` and
+``data.eval_samples`` on its own corpus). ``--tokenizer FOLDER_OR_FILE`` (a Hugging Face tokenizer) overrides the tokenizer
 (default: the one the checkpoint was trained with, `compt.lm.evaluate.resolve_tokenizer`); a tokenizer the
 checkpoint was not trained with is refused.
 

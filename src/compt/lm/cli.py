@@ -129,7 +129,8 @@ def calibration_set(paradigm: Any, args: argparse.Namespace, ckpt: Any, parent_c
 
 
 def eval_checkpoint(paradigm: Any, args: argparse.Namespace) -> int:
-    """``--data text``: held-out loss, perplexity (and bits per byte) of a language-model checkpoint."""
+    """``--data text|tokens|documents``: held-out loss, perplexity (and bits per byte) of a language-model
+    checkpoint."""
     from compt.checkpoint import load_checkpoint
     from compt.commands.eval import check_target, write_json
     from compt.lm.evaluate import evaluate_text
@@ -138,7 +139,7 @@ def eval_checkpoint(paradigm: Any, args: argparse.Namespace) -> int:
     device = check_target(args)
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.paradigm != paradigm.name:
-        raise UserError(f"{args.checkpoint} is not a language-model checkpoint; --data text evaluates compt.lm "
+        raise UserError(f"{args.checkpoint} is not a language-model checkpoint; --data {args.data} evaluates compt.lm "
                         f"models (CLIP models need image–caption data)")
     require_transformers()
     data = lm_text_eval(args, ckpt)
@@ -151,15 +152,16 @@ def eval_checkpoint(paradigm: Any, args: argparse.Namespace) -> int:
                     for k, v in metrics.items()))
     print(f"({time.perf_counter() - start:.1f} s; val_loss in nats/token)")
     if args.json:
-        info = {"kind": "text", "path": str(data.path), "eval_samples": data.windows,
+        info = {"kind": data.kind, "path": str(data.path), "eval_samples": data.windows,
                 "tokenizer": data.tokenizer.record()}
         write_json(args, ckpt.model_config.name, info, suite, metrics)
     return 0
 
 
 def lm_text_eval(args: argparse.Namespace, ckpt: Any) -> Any:
-    """The `compt.lm.evaluate.TextEval` of ``--data text`` for checkpoint `ckpt`; options that only mean something
-    for CLIP are refused, and so is a tokenizer `ckpt` was not trained with."""
+    """The `compt.lm.evaluate.TextEval` of ``--data text|tokens|documents`` for checkpoint `ckpt`; options that only
+    mean something for CLIP are refused, and so is a tokenizer `ckpt` was not trained with. On its own run's corpus
+    the run's held-out split is evaluated (its ``data.eval_samples``, ``data.seed`` and ``data.text_field``)."""
     from compt.commands.eval import DEFAULT_EVAL_SAMPLES, check_numbers
     from compt.lm.evaluate import TextEval, resolve_tokenizer
     from compt.lm.text import default_corpus
@@ -169,17 +171,22 @@ def lm_text_eval(args: argparse.Namespace, ckpt: Any) -> Any:
                                           ("--set", args.data_set), ("--probe-samples", args.probe_samples),
                                           ("--benchmark", args.benchmark)) if given]
     if clip_only:
-        raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data text (a language model "
-                        f"describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] [--tokenizer FILE])")
-    held = check_against_run(args)
+        raise UserError(f"{', '.join(clip_only)}: CLIP evaluation options, not for --data {args.data} (a language "
+                        f"model describes itself; it takes --data-path FILE_OR_FOLDER [--eval-samples N] "
+                        f"[--tokenizer FILE])")
+    if args.data != "text" and not args.data_path:
+        raise UserError(f"--data {args.data} needs --data-path (a folder, file or glob of its files)")
+    run_data = same_run_data(args)
     return TextEval(path=Path(args.data_path) if args.data_path else default_corpus(),
                     tokenizer=resolve_tokenizer(ckpt, args.tokenizer),
-                    windows=args.eval_samples or held or DEFAULT_EVAL_SAMPLES)
+                    windows=args.eval_samples or (run_data.eval_samples if run_data else DEFAULT_EVAL_SAMPLES),
+                    kind=args.data, seed=run_data.seed if run_data else 0,
+                    text_field=run_data.text_field if run_data else None)
 
 
-def check_against_run(args: argparse.Namespace) -> int | None:
-    """For a checkpoint inside a run, on that run's own corpus: the windows the run held out (None otherwise: no
-    run, or other text), which --eval-samples must not exceed (more would score training windows)."""
+def same_run_data(args: argparse.Namespace) -> Any:
+    """For a checkpoint inside a run, on that run's own corpus (same kind and path): the run's `DataConfig`, whose
+    held-out windows --eval-samples must not exceed (more would score training windows); None otherwise."""
     from compt.config import read_run_config
     from compt.lm.data import run_of
 
@@ -188,12 +195,13 @@ def check_against_run(args: argparse.Namespace) -> int | None:
         return None
     cfg = read_run_config(run)
     given = Path(args.data_path).resolve() if args.data_path else None
-    same = given == (Path(cfg.data.path).resolve() if cfg.data.path else None)
-    if same and args.eval_samples and args.eval_samples > cfg.data.eval_samples:
+    if cfg.data.kind != args.data or given != (Path(cfg.data.path).resolve() if cfg.data.path else None):
+        return None
+    if args.eval_samples and args.eval_samples > cfg.data.eval_samples:
         raise UserError(f"--eval-samples {args.eval_samples} is more than the {cfg.data.eval_samples} windows run "
                         f"{run} held out of this corpus: the windows before them are its training data; use "
                         f"--eval-samples {cfg.data.eval_samples} or less")
-    return cfg.data.eval_samples if same else None
+    return cfg.data
 
 
 def run_harness(paradigm: Any, args: argparse.Namespace) -> int:

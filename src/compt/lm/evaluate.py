@@ -1,6 +1,11 @@
-"""Held-out evaluation of a language-model checkpoint on a text file or folder (`compt eval --data text`).
+"""Held-out evaluation of a language-model checkpoint on a text file or folder (`compt eval --data text`), a token
+shard folder (``--data tokens``) or a document corpus (``--data documents``: JSONL, Parquet, a ``datasets`` folder).
 
-The text goes through the training pipeline (`compt.lm.text.tokenize_corpus`, into a temporary folder) and
+Token and document corpora are opened as a run opens them (`compt.lm.corpus.open_corpus`) and the held-out split
+is the run's: ``windows`` windows (or documents) chosen by a hash of their keys with seed ``seed``; with a run's
+corpus, ``data.seed`` and ``data.eval_samples`` the numbers equal the ``val_loss`` its stages recorded.
+
+Text goes through the training pipeline (`compt.lm.text.tokenize_corpus`, into a temporary folder) and
 the loss is the trainer's own (`compt.lm.data.held_out_loss`) over `compt.lm.text.held_out` windows: the
 last ``windows · context + 1`` tokens of the corpus, as windows of ``context + 1`` tokens at stride ``context``. With
 the corpus and ``data.eval_samples`` of a run this is exactly that run's held-out split, so the numbers equal
@@ -41,10 +46,24 @@ class TextEval:
 
     path: Path | FileSet            # a text file or folder, or the default corpus (`compt.lm.text`)
     tokenizer: LMTokenizer
-    windows: int                    # evaluate the corpus's last `windows` windows
+    windows: int                    # evaluate the corpus's last `windows` windows (text), its held-out split (others)
+    kind: str = "text"              # text | tokens | documents
+    seed: int = 0                   # tokens / documents: the split's hash seed (a run's data.seed)
+    text_field: str | None = None   # documents: the field of each document's text (None: text)
+
+    @property
+    def num_samples(self) -> int:
+        """`compt.lm.corpus.open_corpus` reads this as a `DataConfig`: no training windows are taken."""
+        return 0
+
+    @property
+    def eval_samples(self) -> int:
+        return self.windows
 
     def describe(self, context: int) -> str:
-        return (f"text {self.path} (its last {self.windows} windows of {context} + 1 tokens, {self.tokenizer.kind} "
+        which = (f"its last {self.windows} windows" if self.kind == "text"
+                 else f"its held-out split: {self.windows} windows by a hash with seed {self.seed}")
+        return (f"{self.kind} {self.path} ({which} of {context} + 1 tokens, {self.tokenizer.kind} "
                 f"tokenizer {self.tokenizer.name})")
 
 
@@ -96,11 +115,16 @@ def evaluate_text(ckpt: Checkpoint, data: TextEval, *, batch_size: int, device: 
 
     cfg, context = ckpt.model_config, ckpt.model_config.context_length
     with tempfile.TemporaryDirectory(prefix="compt-eval-") as tmp:
-        corpus = tokenize_corpus(data.path, tmp, tokenizer=data.tokenizer, vocab_size=cfg.vocab_size)
-        windows = held_out(corpus.tokens, context, data.windows)
-        if len(windows) == 0:
-            raise UserError(f"{data.path} has only {corpus.tokens.size} tokens: fewer than one window of "
-                            f"{context + 1} tokens")
+        if data.kind == "text":
+            corpus = tokenize_corpus(data.path, tmp, tokenizer=data.tokenizer, vocab_size=cfg.vocab_size)
+            windows = held_out(corpus.tokens, context, data.windows)
+            if len(windows) == 0:
+                raise UserError(f"{data.path} has only {corpus.tokens.size} tokens: fewer than one window of "
+                                f"{context + 1} tokens")
+        else:
+            from compt.lm.corpus import open_corpus
+
+            _, windows, _ = open_corpus(data, cfg, Path(tmp), data.tokenizer, carve=None)
         model = create_lm(cfg, state_dict=ckpt.state_dict).to(device).eval()
         loss = held_out_loss(model, windows, batch_size, torch.device(device))
     metrics: dict[str, Any] = {"val_loss": loss, "val_ppl": perplexity(loss)}

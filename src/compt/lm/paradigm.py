@@ -276,7 +276,7 @@ class LMParadigm(ParadigmBase):
         return calibration_set(self, args, ckpt, parent_cfg, samples, tmp)
 
     def eval_data_kinds(self) -> tuple[str, ...]:
-        return ("text",)
+        return ("text", "tokens", "documents")
 
     def eval_checkpoint(self, args: Any) -> int:
         from compt.lm.cli import eval_checkpoint
