@@ -14,8 +14,8 @@ FILE_OR_FOLDER`` (default: `compt.lm.text.default_corpus`, the standard library'
 ``--eval-samples`` windows of the text (`compt.lm.evaluate`; with a run's corpus and ``data.eval_samples`` that
 is the run's own held-out split); on ``--data tokens|documents --data-path P`` (a token-shard folder, a
 document corpus) the held-out split of that corpus as a run takes it (the checkpoint's run's ``data.seed`` and
-``data.eval_samples`` on its own corpus). ``--tokenizer FOLDER_OR_FILE`` (a Hugging Face tokenizer) overrides the tokenizer
-(default: the one the checkpoint was trained with, `compt.lm.evaluate.resolve_tokenizer`); a tokenizer the
+``data.eval_samples`` on its own corpus). ``--tokenizer FOLDER_OR_FILE`` (a Hugging Face tokenizer) overrides
+the tokenizer (default: the one the checkpoint was trained with, `compt.lm.evaluate.resolve_tokenizer`); a tokenizer the
 checkpoint was not trained with is refused.
 
 ``compt eval RUN_DIR --lm-eval TASK[,…] [--lm-eval-tasks DIR]`` runs lm-evaluation-harness, offline, on every
