@@ -241,3 +241,12 @@ def test_the_ema_weights_are_scored_and_the_trained_ones_kept(run) -> None:
     scored = [h["top1"] for h in smoothed["history"]]
     assert scored != [h["top1"] for h in plain["history"]] and smoothed["top1"] != top1(b, held)
     assert min(scored[1:]) > 10.0   # the average moves off the zero head (which scores 10 %)
+
+
+def test_prune_is_refused_in_one_line(run, tmp_path: Path, capsys) -> None:
+    from compt.cli import main
+
+    out, _ = run
+    assert main(["prune", "--from", str(out / "chain/02-vit-test_B/final.pt"), "--to", "vit-test/A", "--out",
+                 str(tmp_path / "a.pt")]) == 2
+    assert capsys.readouterr().err == "compt prune: error: the vit paradigm does not support compt prune\n"
