@@ -149,6 +149,12 @@ LM_TTT = Variant("lm3-ttt", LM3, stage_epochs=(4.0, 4.0), base="lm-base.toml",
 BPE2K = "benchmarks/data/pydoc-bpe2k"          # relative to the repository root, resolved against it (`ROOT`)
 LM_BPE_TTT = ("parity_protocol=\"time-to-target\"", "target_seeds=2", f"data.tokenizer=\"{ROOT / BPE2K}\"")
 
+# the ViT study at parity: vit-base (the 4-member vit-tiny family, 39x in FLOPs, on 2,000 Fashion-MNIST images) under
+# the same time-to-target protocol; grown members with vit-base's preserve + logit KL (α = 1), capped at the
+# baselines' 4 epochs and probed every epoch
+VIT4 = ("vit-tiny/XS", "vit-tiny/S", "vit-tiny/M", "vit-tiny/L")
+VIT_TTT = ("parity_protocol=\"time-to-target\"", "target_seeds=2")
+
 
 EXPERIMENTS = {e.name: e for e in (
     Experiment("main", "4-member chain vs each member trained individually", (Variant("chain4", FOUR),)),
@@ -335,6 +341,11 @@ EXPERIMENTS = {e.name: e for e in (
                "parity on val_loss under the time-to-target protocol (both arms under the same stopping rule, targets "
                "the median of 2 baseline seeds; grown members capped at the baselines' 4 epochs, token KL as lm-base)",
                (_real_ttt("ttt-pydoc-bpe2k-4ep", 4.0, LM4, LM_BPE_TTT, distill="", base="lm-base.toml"),)),
+    Experiment("vit_parity", "the 4-member timm ViT family vit-tiny XS → S → M → L (supervised classification) on "
+               "Fashion-MNIST, until parity on top-1 under the time-to-target protocol (both arms under the same "
+               "stopping rule, targets the median of 2 baseline seeds; grown members capped at the baselines' 4 "
+               "epochs, logit KL as vit-base)",
+               (_real_ttt("ttt-fashion-vit4-4ep", 4.0, VIT4, VIT_TTT, distill="", base="vit-base.toml"),)),
     Experiment("epochs", "epoch allocation per grown stage", tuple(
         Variant(f"stage-epochs-{e:g}", FOUR, stage_epochs=(e, e, e)) for e in (1.0, 2.5, 5.0, 8.0))),
 )}

@@ -220,6 +220,46 @@ def test_lm_parity_runs_at_test_size(tmp_path, monkeypatch) -> None:
     assert rows[1][-1] == f"{member - base:+.3f} |"
 
 
+VIT_SIZES = ("XS", "S", "M", "L")
+
+
+def test_vit_parity_is_vit_base_under_time_to_target() -> None:
+    """The four vit-tiny members on vit-base's Fashion-MNIST draw; grown members stop at their baselines (2 seeds),
+    capped at the baselines' 4 epochs and probed every epoch, with vit-base's preserve + logit KL (α = 1)."""
+    (v,) = experiments.EXPERIMENTS["vit_parity"].variants
+    cfg = experiments.variant_config(v, seed=0, extra=[])
+    assert cfg.paradigm.name == "vit" and [m.model for m in cfg.chain] == [f"vit-tiny/{x}" for x in VIT_SIZES]
+    assert (cfg.parity_protocol, cfg.target_seeds, cfg.baseline_epochs) == ("time-to-target", 2, 4)
+    assert (cfg.data.kind, cfg.data.num_samples, cfg.data.eval_samples, cfg.data.val_samples) == \
+        ("fashion-mnist", 2000, 1000, 500)
+    for m in cfg.chain[1:]:
+        assert (m.until, m.epochs, m.probe_every, m.cooldown_shape) == ("baseline", 4, 1, "sqrt")
+        assert (m.growth, m.distill, m.distill_weight) == ("preserve", "kl", 1.0)
+
+
+def test_vit_parity_runs_at_test_size(tmp_path, monkeypatch) -> None:
+    """The ViT parity study is runnable: its four members on a few Fashion-MNIST-format images, baselines on 2 seeds
+    and every grown member stopping at them; its section tabulates the run."""
+    from test_data_real import fake_fashion
+
+    monkeypatch.setattr(experiments, "RUNS", tmp_path)
+    monkeypatch.setattr(experiments, "SUMMARIES", tmp_path / "summaries")
+    exp = experiments.EXPERIMENTS["vit_parity"]
+    (variant,) = exp.variants
+    extra = [f"data.path=\"{fake_fashion(tmp_path / 'fm', n=40)}\"", "data.num_samples=16", "data.eval_samples=8",
+             "data.val_samples=8", "train.batch_size=8", "train.warmup_steps=1", "train.stage_warmup_steps=1"]
+    run_dir = experiments.run_variant(exp, variant, seed=0, extra=extra)
+    assert (run_dir / "baselines/vit-tiny_L-seed1/result.json").is_file()
+    from study_sections import vit_parity_section
+
+    assert "_not run yet_" in vit_parity_section(tmp_path / "none")
+    section = "\n".join(vit_parity_section(tmp_path))
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ttt-fashion-vit4-4ep | 0 |")]
+    assert [r[2] for r in rows] == [f"vit-tiny/{x}" for x in VIT_SIZES] and "held-out Δ top-1" in section
+    member = json.loads((run_dir / "chain/03-vit-tiny_M/result.json").read_text())["metrics"]["top1"]
+    base = json.loads((run_dir / "baselines/vit-tiny_M/result.json").read_text())["metrics"]["top1"]
+    assert rows[2][-1] == f"{member - base:+.1f} |"
+
 @pytest.mark.parametrize(("name", "drop"), [("flip50", 0.5), ("flip75", 0.75), ("flip50-lr4e-3-fast-decay", 0.5),
                                                   ("wide-flip50-lr4e-3-fast-decay", 0.5)])
 def test_flip_variant_trains_longer_at_equal_counted_flops(name: str, drop: float) -> None:

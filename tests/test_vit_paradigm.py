@@ -244,20 +244,20 @@ def test_imagefolder_data_is_read_carved_and_checked(vit: Any, tmp_path: Path) -
                  "chain": [RAW["chain"][0], RAW["chain"][1] | {"target": {"top1": 50.0}}]}
     cfg = config_from_dict(raw)
     validate(cfg)
-    data = ViTData(cfg, carve_validation=True)
+    data = ViTData(cfg.data, carve_validation=True)
     a = get_vit_config("vit-test/A")
     train, held, val = data.train_set(a), data.splits(a)[1], data.splits(a)[2]
     assert (len(train), len(held), len(val)) == (20, 5, 5)
     names = [set(d.files) for d in (train, held, val)]
     assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
     assert len({label for _, label in held.files}) >= 3   # carved by a hash, not the first files in path order
-    assert ViTData(cfg, carve_validation=True).train_set(a).files == train.files   # deterministic
+    assert ViTData(cfg.data, carve_validation=True).train_set(a).files == train.files   # deterministic
     image, label, _ = train[0]
     assert image.shape == (3, 16, 16) and image.min() >= -1 and image.max() <= 1
     assert 0 <= data.evaluator(a)(build_vit(a))["top1"] <= 100
     (tmp_path / "imgs" / "extra").mkdir()
     with pytest.raises(UserError, match="has 11 classes, the members classify 10"):
-        ViTData(cfg, carve_validation=True).train_set(a)   # as a stage opens its data, before it trains
+        ViTData(cfg.data, carve_validation=True).train_set(a)   # as a stage opens its data, before it trains
 
 
 def write_idx(path: Path, array: Any) -> None:
@@ -284,7 +284,7 @@ def test_fashion_mnist_is_read_from_its_idx_files(vit: Any, tmp_path: Path) -> N
                  "chain": [RAW["chain"][0], RAW["chain"][1] | {"until": "baseline"}]}
     cfg = config_from_dict(raw)
     validate(cfg)
-    train, held, val = ViTData(cfg, carve_validation=cfg.paradigm.chain_rules(cfg).carves_validation).splits(
+    train, held, val = ViTData(cfg.data, carve_validation=cfg.paradigm.chain_rules(cfg).carves_validation).splits(
         get_vit_config("vit-test/A"))
     assert (len(train), len(held), len(val)) == (20, 8, 6)
     assert train.images.shape == (20, 3, 16, 16) and train.images.min() >= -1 and train.images.max() <= 1
@@ -294,7 +294,7 @@ def test_fashion_mnist_is_read_from_its_idx_files(vit: Any, tmp_path: Path) -> N
     assert held.labels.tolist() == [i % 10 for i in range(8)]   # the first images of t10k
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.*not found"):
-        ViTData(cfg, carve_validation=True).train_set(get_vit_config("vit-test/A"))
+        ViTData(cfg.data, carve_validation=True).train_set(get_vit_config("vit-test/A"))
     with pytest.raises(UserError, match="eval_path and data.val_path are image folders"):
         validate(config_from_dict(raw | {"data": raw["data"] | {"val_path": "x"}}))
 

@@ -7,6 +7,8 @@
 - `compt.vit.task`     the classification task, plain or distilled from the frozen predecessor
 - `compt.vit.data`     labelled images: ImageFolder (the ImageNet layout) or synthetic coloured shapes; top-1
 - `compt.vit.paradigm` the `compt.paradigm.Paradigm` adapter the core sees, registered through an entry point
+- `compt.vit.cli`      `compt eval` (held-out top-1 of a checkpoint) and `compt grow` (child + timm folder)
+- `compt.vit.finetune` `compt finetune`: a new head on a labelled set, full or linear, filed and resumable
 
 It is the example of a paradigm that lives in its own folder and changes no core file (docs/vit.md).
 """

@@ -106,8 +106,8 @@ class GreyDataset(Dataset):
         return self.images[i], self.labels[i], i
 
 
-def fashion_sets(data: Any, cfg: ViTConfig, val_n: int) -> tuple[Dataset, Dataset, Dataset | None]:
-    """(training, held-out, validation) sets of Fashion-MNIST (module docstring); validation only for val_n > 0."""
+def fashion_sets(data: Any, cfg: ViTConfig, val_n: int) -> tuple[Dataset, Dataset | None]:
+    """(training, validation) sets of Fashion-MNIST (module docstring); validation only for val_n > 0."""
     root = Path(data.path or FASHION_DIR)
     images, labels = read_idx(root, "train-images-idx3-ubyte"), read_idx(root, "train-labels-idx1-ubyte")
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(data.seed))
@@ -115,10 +115,23 @@ def fashion_sets(data: Any, cfg: ViTConfig, val_n: int) -> tuple[Dataset, Datase
     if val_n >= len(pick):
         raise UserError(f"cannot carve {val_n} validation images out of {len(pick)}: lower data.val_samples")
     val, train = pick[:val_n], pick[val_n:]
-    held_images, held_labels = read_idx(root, "t10k-images-idx3-ubyte"), read_idx(root, "t10k-labels-idx1-ubyte")
-    n = data.eval_samples
-    return (GreyDataset(images[train], labels[train], cfg), GreyDataset(held_images[:n], held_labels[:n], cfg),
+    return (GreyDataset(images[train], labels[train], cfg),
             GreyDataset(images[val], labels[val], cfg) if val_n else None)
+
+
+def held_out_set(data: Any, cfg: ViTConfig) -> Dataset:
+    """The held-out set of `data` (a `compt.config.DataConfig`) for members of `cfg`'s input and classes, built
+    alone (module docstring): what a run evaluates its members on and `compt eval` scores."""
+    if data.kind == "synthetic":
+        return ShapesDataset(cfg, data.eval_samples, data.num_samples, data.seed)
+    if data.kind == "fashion-mnist":
+        root, n = Path(data.path or FASHION_DIR), data.eval_samples
+        return GreyDataset(read_idx(root, "t10k-images-idx3-ubyte")[:n], read_idx(root, "t10k-labels-idx1-ubyte")[:n],
+                           cfg)
+    if data.eval_path:
+        return FolderDataset(Path(data.eval_path), folder_classes(Path(data.eval_path), cfg.num_classes)[1], cfg)
+    return FolderDataset(Path(data.path), carve(folder_classes(Path(data.path), cfg.num_classes)[1],
+                                                data.eval_samples, data.seed)[0], cfg)
 
 
 # ----------------------------------------------------------------------------------------------- ImageFolder
@@ -183,9 +196,10 @@ class ViTData(RunDataBase):
 
     label = "this image data"
 
-    def __init__(self, cfg: Any, carve_validation: bool) -> None:
-        self.data, self.carve_validation = cfg.data, carve_validation
-        self.val_n = cfg.data.val_samples if cfg.data.val_samples is not None else cfg.data.eval_samples
+    def __init__(self, data: Any, carve_validation: bool) -> None:
+        """`data`: a `compt.config.DataConfig`."""
+        self.data, self.carve_validation = data, carve_validation
+        self.val_n = data.val_samples if data.val_samples is not None else data.eval_samples
         self._sets: dict[tuple[Any, ...], tuple[Dataset, Dataset, Dataset | None]] = {}
 
     def splits(self, cfg: ViTConfig) -> tuple[Dataset, Dataset, Dataset | None]:
@@ -197,20 +211,17 @@ class ViTData(RunDataBase):
 
     def _build(self, cfg: ViTConfig) -> tuple[Dataset, Dataset, Dataset | None]:
         d = self.data
+        held = held_out_set(d, cfg)
         if d.kind == "synthetic":
             n, e = d.num_samples, d.eval_samples
-            return (ShapesDataset(cfg, n, 0, d.seed), ShapesDataset(cfg, e, n, d.seed),
-                    ShapesDataset(cfg, self.val_n, n + e, d.seed))
+            return ShapesDataset(cfg, n, 0, d.seed), held, ShapesDataset(cfg, self.val_n, n + e, d.seed)
         if d.kind == "fashion-mnist":
-            return fashion_sets(d, cfg, self.val_n if self.carve_validation else 0)
+            train, val = fashion_sets(d, cfg, self.val_n if self.carve_validation else 0)
+            return train, held, val
         root = Path(d.path)
         _, files = folder_classes(root, cfg.num_classes)
-        held = None
-        if d.eval_path:
-            held = FolderDataset(Path(d.eval_path), folder_classes(Path(d.eval_path), cfg.num_classes)[1], cfg)
-        else:
-            carved, files = carve(files, d.eval_samples, d.seed)
-            held = FolderDataset(root, carved, cfg)
+        if not d.eval_path:   # the images held_out_set carved are not trained on
+            files = carve(files, d.eval_samples, d.seed)[1]
         val = None
         if d.val_path:
             val = FolderDataset(Path(d.val_path), folder_classes(Path(d.val_path), cfg.num_classes)[1], cfg)

@@ -89,7 +89,8 @@ def _sizes(family: str, img: int, patch: int, classes: int, rows: list[tuple[str
 
 
 _sizes("vit-test", 16, 4, 10, [("A", 16, 1, 2), ("B", 32, 2, 4), ("C", 32, 3, 4)])
-_sizes("vit-tiny", 28, 4, 10, [("S", 48, 4, 2), ("M", 96, 6, 4), ("L", 192, 8, 8)])
+# the CPU study (benchmarks/experiments.py vit_parity): head dim 16 throughout, 39x in FLOPs from XS to L
+_sizes("vit-tiny", 28, 4, 10, [("XS", 32, 2, 2), ("S", 64, 3, 4), ("M", 96, 4, 6), ("L", 128, 6, 8)])
 _sizes("deit", 224, 16, 1000, [("Ti", 192, 12, 3), ("S", 384, 12, 6), ("B", 768, 12, 12)])
 
 

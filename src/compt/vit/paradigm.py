@@ -3,7 +3,8 @@
 Members are `compt.vit.models.ViTConfig`s; a training sample is one labelled image, its cost one forward
 (`compt.vit.flops`); growth is `compt.vit.growth` (``preserve``); the task is `compt.vit.task` (cross-entropy,
 plus ``kl`` / ``feature`` / ``kl+feature`` distillation from the frozen parent); data and top-1 are
-`compt.vit.data`; `compt export` writes a folder timm loads (`compt.vit.models.export_timm`). Registered
+`compt.vit.data`; `compt export` writes a folder timm loads (`compt.vit.models.export_timm`); the command-line
+members are `compt.vit.cli` (eval, grow) and `compt.vit.finetune`. Registered
 through the entry point ``vit = "compt.vit.paradigm:PARADIGM"`` (group ``compt.paradigms``), not as a built-in.
 """
 
@@ -126,7 +127,7 @@ class ViTParadigm(ParadigmBase):
         from compt.paradigm import chain_rules
         from compt.vit.data import ViTData
 
-        return ViTData(cfg, carve_validation=chain_rules(cfg).carves_validation)
+        return ViTData(cfg.data, carve_validation=chain_rules(cfg).carves_validation)
 
     def build_task(self, student: nn.Module, spec: Any, teacher_state: StateDict | None, dataset: Dataset,
                    info: Any, out_dir: Path) -> tuple[nn.Module, bool]:
@@ -157,6 +158,36 @@ class ViTParadigm(ParadigmBase):
             raise UserError(f"{ckpt.path} is a ViT checkpoint ({ckpt.model_config.name}) with its own config; drop "
                             f"--model")
         export_timm(ckpt.model_config, ckpt.state_dict, out)
+
+    def describe_samples(self, plan: Any) -> str:
+        return "(one labelled image each)"
+
+    # ------------------------------------------------------------------ command line (compt.vit.cli, .finetune)
+    def grow_command(self, args: Any, ckpt: Any) -> int:
+        from compt.vit.cli import grow_command
+
+        return grow_command(self, args, ckpt)
+
+    def eval_data_kinds(self) -> tuple[str, ...]:
+        from compt.vit.data import KINDS
+
+        return KINDS
+
+    def eval_checkpoint(self, args: Any) -> int:
+        from compt.vit.cli import eval_checkpoint
+
+        return eval_checkpoint(self, args)
+
+    def finetune_defaults(self) -> Any:
+        from compt.vit.finetune import ViTFinetuneConfig
+
+        return ViTFinetuneConfig()
+
+    def finetune(self, target: str | Path, **options: Any) -> list[dict[str, Any]]:
+        """A new head on a labelled set, every finished member (`compt.vit.finetune`)."""
+        from compt.vit.finetune import finetune_run
+
+        return finetune_run(target, **options)
 
     def load_help(self) -> str:
         return ("load with: c = json.load(open(FOLDER/config.json)); timm.create_model(c['architecture'], "
