@@ -250,3 +250,20 @@ def test_prune_is_refused_in_one_line(run, tmp_path: Path, capsys) -> None:
     assert main(["prune", "--from", str(out / "chain/02-vit-test_B/final.pt"), "--to", "vit-test/A", "--out",
                  str(tmp_path / "a.pt")]) == 2
     assert capsys.readouterr().err == "compt prune: error: the vit paradigm does not support compt prune\n"
+
+
+def test_compt_eval_and_finetune_reach_the_vit_paradigm(run, tmp_path: Path, capsys) -> None:
+    """`compt eval` asks the checkpoint's own paradigm first and `compt finetune` the target's, so a ViT member on
+    synthetic data is scored by compt.vit (not CLIP's suite of that kind) and a ViT run fine-tuned by it."""
+    from compt.cli import main
+
+    out, results = run
+    ckpt = out / "chain/01-vit-test_A/final.pt"
+    assert main(["eval", str(ckpt), "--data", "synthetic", "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"]["top1"] == results["chain-1"]["metrics"]["top1"]
+    shutil.copytree(out, tmp_path / "run", ignore=shutil.ignore_patterns("finetune"))
+    assert main(["finetune", str(tmp_path / "run"), "--mode", "linear", "--epochs", "2", "--train-samples", "40",
+                 "--eval-samples", "20", "--no-progress"]) == 0
+    stored = json.loads((tmp_path / "run/finetune/chain/02-vit-test_B/synthetic-linear.json").read_text())
+    assert stored["settings"]["epochs"] == 2 and stored["settings"]["layer_decay"] == 0.75   # the ViT recipe's default
+    assert f"{stored['top1']:7.2f}" in capsys.readouterr().out

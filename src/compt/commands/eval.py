@@ -120,9 +120,10 @@ def data_paradigm(kind: str) -> Paradigm | None:
 def run(args: argparse.Namespace) -> int:
     """Dispatch through the paradigms: a run-directory option (`Paradigm.eval_tools`, e.g. ``--benchmark``,
     ``--lm-eval``) goes to its paradigm unless ``--data`` names a kind that another paradigm evaluates, not it;
-    otherwise the paradigm that evaluates ``--data`` (default synthetic; an unknown kind: the default's, which names
-    the kinds) evaluates the checkpoint (and refuses another paradigm's options). The tool's own paradigm is asked
-    first: lm-eval must go offline before the image–caption data modules import huggingface_hub."""
+    otherwise the checkpoint's own paradigm when it evaluates ``--data``, else the paradigm that evaluates
+    ``--data`` (default synthetic; an unknown kind: the default's, which names the kinds) evaluates the checkpoint
+    (and refuses another paradigm's options). The tool's own paradigm is asked first: lm-eval must go offline
+    before the image–caption data modules import huggingface_hub."""
     from compt.paradigm import paradigms
 
     for p in paradigms():
@@ -133,4 +134,21 @@ def run(args: argparse.Namespace) -> int:
     if args.lm_eval_tasks:
         raise UserError("--lm-eval-tasks DIR names task folders for --lm-eval TASK[,…]; add --lm-eval")
     args.data = args.data if args.data is not None else DEFAULT_DATA
+    own = checkpoint_paradigm(Path(args.checkpoint))
+    if own is not None and args.data in own.eval_data_kinds():
+        return own.eval_checkpoint(args)
     return (data_paradigm(args.data) or data_paradigm(DEFAULT_DATA)).eval_checkpoint(args)
+
+
+def checkpoint_paradigm(path: Path) -> Paradigm | None:
+    """The paradigm a compt checkpoint file names (None: not a file, or not readable here: the evaluating
+    paradigm reports that)."""
+    from compt.checkpoint import load_checkpoint
+    from compt.paradigm import paradigm_named
+
+    if not path.is_file():
+        return None
+    try:
+        return paradigm_named(load_checkpoint(path, mmap=True).paradigm)
+    except UserError:
+        return None

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compt.paradigm import Paradigm
 
 RECIPE = (("epochs", int, "epochs"), ("batch-size", int, "batch size"), ("lr", float, "peak lr of the head"),
           ("min-lr", float, "cosine floor"), ("warmup-epochs", float, "linear warmup"),
@@ -43,18 +48,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     defaults = finetuner().finetune_defaults()
     for flag, kind, text in RECIPE:
         default = getattr(defaults, flag.replace("-", "_"))
-        p.add_argument(f"--{flag}", type=kind, default=default, help=f"{text} (default {default:g})")
+        p.add_argument(f"--{flag}", type=kind, default=None, help=f"{text} (default {default:g})")
     p.add_argument("--redo", action="store_true", help="redo members that have a result (e.g. with other settings)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from compt.paradigm import finetuner
+def target_paradigm(target: str) -> Paradigm:
+    """The paradigm of a run directory or compt checkpoint `target` when it fine-tunes, else
+    `compt.paradigm.finetuner` (which then reports what it cannot read)."""
+    from compt.checkpoint import load_checkpoint
+    from compt.config import read_run_config
+    from compt.paradigm import finetuner, paradigm_for_run, paradigm_named
 
-    settings = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag, _, _ in RECIPE}
-    results = finetuner().finetune(args.target, data=args.data, mode=args.mode, redo=args.redo,
-                           progress=not args.no_progress, **settings)
+    path = Path(target)
+    own = None
+    if (path / "config.toml").is_file():
+        own = paradigm_for_run(read_run_config(path))
+    elif path.is_file():
+        own = paradigm_named(load_checkpoint(path, mmap=True).paradigm)
+    return own if own is not None and own.finetune_defaults() is not None else finetuner()
+
+
+def run(args: argparse.Namespace) -> int:
+    """The settings given on the command line; the others are the fine-tuning paradigm's defaults."""
+    settings = {name: getattr(args, name) for name in (flag.replace("-", "_") for flag, _, _ in RECIPE)
+                if getattr(args, name) is not None}
+    results = target_paradigm(args.target).finetune(args.target, data=args.data, mode=args.mode, redo=args.redo,
+                                                    progress=not args.no_progress, **settings)
     width = max(len(r["member"] or r["checkpoint"]) for r in results)
     print(f"\n{'member':<{width}}  {'top-1 %':>7}  ({results[0]['dataset']}, {args.mode})")
     for r in results:
