@@ -23,7 +23,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,18 @@ def stage_changes(stored: dict[str, Any], cfg: RunConfig, stage: Stage) -> list[
     ([] = same settings: its result can stand for this stage's — on resume, or copied from another run)."""
     new = json.loads(json.dumps(fingerprint(cfg, stage), default=str))
     first = stage.index + 1 if stage.from_scratch else 1
-    return settings_changes(_without_unfingerprinted(stored), new, first_member=first)
+    return settings_changes(_without_unfingerprinted(_own_settings(stored, cfg)), new, first_member=first)
+
+
+def _own_settings(stored: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """`stored` without the `[data]` settings the run's paradigm does not have (`Paradigm.data_options`): older
+    versions recorded every paradigm's, e.g. CLIP's ``csv_img_key`` in a language model's fingerprint, where it
+    could not touch the result."""
+    data = stored.get("data")
+    if not isinstance(data, dict):
+        return stored
+    own = {f.name for f in fields(cfg.data)} | {"validation"}
+    return {**stored, "data": {k: v for k, v in data.items() if k in own}}
 
 
 def settings_changes(old: Any, new: Any, prefix: str = "", first_member: int = 1) -> list[str]:
@@ -378,7 +389,7 @@ def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
     parent = None if stage.from_scratch else member_config(cfg, stage.index - 1)
     return resolve_spec(model=member_config(cfg, stage.index), member=resolved_member(stage.member, cfg),
                         train=stage_train(cfg, stage), from_scratch=stage.from_scratch, parent=parent, samples=samples,
-                        captions=cfg.data.captions_per_image, paradigm=cfg.paradigm)
+                        captions=cfg.data.caption_slots, paradigm=cfg.paradigm)
 
 
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data: RunData,
