@@ -17,11 +17,12 @@ from test_paradigm import RAW, ToyParadigm
 
 from compt import paradigm as registry
 from compt.chain import fingerprint, plan_stages, stage_changes
-from compt.clip.settings import ClipDataConfig
+from compt.clip.settings import ClipDataConfig, ClipMemberConfig
 from compt.config import DataConfig, config_from_dict, config_to_dict, load_config, read_run_config, validate
 from compt.docs_gen import field_docs, paradigm_sections, render
 from compt.errors import UserError
 from compt.lm.settings import LMDataConfig
+from compt.settings import LogitDistillMember
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,14 +67,22 @@ def test_the_shared_table_and_the_paradigms_tables() -> None:
 
 
 @pytest.mark.parametrize("config, override, message", [
-    ("lm-pythia.toml", "data.captions_per_image=7", r"^captions_per_image in \[data\] is a setting of the clip "
-     r"paradigm's CLIP models; this chain's models are language models \(their \[data\] keys: kind, path, "
-     r"num_samples, eval_samples, eval_path, seed, val_path, val_samples, tokenizer, text_field\)$"),
-    ("paper-cc3m-vit.toml", "data.tokenizer=\"bpe\"", r"^tokenizer in \[data\] is a setting of the lm paradigm's "
-     r"language models; this chain's models are CLIP models \(their \[data\] keys: kind, path, .*resampled\)$"),
+    ("lm-pythia.toml", "data.captions_per_image=7", r"^captions_per_image in \[data\] is a setting of CLIP models "
+     r"\(paradigm clip\); this chain's models are language models \(their \[data\] keys: kind, path, num_samples, "
+     r"eval_samples, eval_path, seed, val_path, val_samples, tokenizer, text_field\)$"),
+    ("paper-cc3m-vit.toml", "data.tokenizer=\"bpe\"", r"^tokenizer in \[data\] is a setting of language models "
+     r"\(paradigm lm\); this chain's models are CLIP models \(their \[data\] keys: kind, path, .*resampled\)$"),
+    ("lm-pythia.toml", "chain.1.patch_dropout=0.5", r"^patch_dropout in \[chain.1\] \(member 2\) is a setting of CLIP "
+     r"models \(paradigm clip\); this chain's models are language models \(their \[\[chain\]\] keys: model, "
+     r"epochs, .*, inherit, distill_temperature\)$"),
+    ("paper-cc3m-vit.toml", "chain.1.distill_temperature=2", r"^distill_temperature in \[chain.1\] \(member 2\) is a "
+     r"setting of language models \(paradigm lm\), ViT classifiers \(paradigm vit\); this chain's models are CLIP "
+     r"models \(their \[\[chain\]\] keys: model, .*, inherit, patch_dropout\)$"),
     ("paper-cc3m-vit.toml", "data.csv_img_kee=\"x\"", r"^unknown key in \[data\] 'csv_img_kee'; did you mean "
      r"'csv_img_key'"),
     ("lm-pythia.toml", "data.tokeniser=\"bpe\"", r"^unknown key in \[data\] 'tokeniser'; did you mean 'tokenizer'"),
+    ("lm-pythia.toml", "chain.1.distill_temprature=2", r"^unknown key in \[chain.1\] \(member 2\) "
+     r"'distill_temprature'; did you mean 'distill_temperature'"),
 ])
 def test_a_key_of_another_paradigm_or_of_none_is_one_line(config: str, override: str, message: str) -> None:
     with pytest.raises(UserError, match=message) as err:
@@ -88,6 +97,31 @@ def test_a_paradigms_own_key_is_range_checked_by_it() -> None:
         load_config(ROOT / "configs" / "paper-cc3m-vit.toml", ["data.shuffle_buffer=0"])
     with pytest.raises(UserError, match=r"^data.num_samples must be at least 1, got 0$"):   # the shared check too
         load_config(ROOT / "configs" / "lm-pythia.toml", ["data.num_samples=0"])
+    with pytest.raises(UserError, match=r"^chain member 2 \(lm/410M\): distill_temperature must be positive, got "
+                                        r"-1.0$"):
+        load_config(ROOT / "configs" / "lm-pythia.toml", ["chain.1.distill_temperature=-1"])
+    with pytest.raises(UserError, match=r"^chain member 2 \(paper/ViT-S-16\): patch_dropout must be in \[0, 1\), "
+                                        r"got 1.5$"):
+        load_config(ROOT / "configs" / "paper-cc3m-vit.toml", ["chain.1.patch_dropout=1.5"])
+    with pytest.raises(UserError, match=r"^chain member 2 \(paper/Swin-T\): patch_dropout needs a ViT image tower "
+                                        r"\(Swin models have no patch tokens to drop\)$"):
+        load_config(ROOT / "configs" / "paper-cc3m-swin.toml", ["chain.1.patch_dropout=0.5"])
+
+
+def test_a_paradigms_member_keys_resolve_into_the_stage() -> None:
+    from compt.chain import stage_spec
+
+    lm = load_config(ROOT / "configs" / "lm-pythia.toml", ["chain.1.distill_temperature=2.5"])
+    assert type(lm.chain[1]) is LogitDistillMember and lm.chain[1].distill_temperature == 2.5
+    specs = {s.key: stage_spec(lm, s, 1000) for s in plan_stages(lm, True)}
+    assert {k: s.distill_temperature for k, s in specs.items()} == {k: 2.5 if k == "chain-2" else 1.0 for k in specs}
+    assert len(specs) == 7                                      # 4 members, baselines 2-4 (member 1's is chain-1)
+    clip = load_config(ROOT / "configs" / "paper-cc3m-vit-flip.toml")
+    assert type(clip.chain[1]) is ClipMemberConfig and clip.chain[1].patch_dropout == 0.5
+    specs = {s.key: stage_spec(clip, s, 1000) for s in plan_stages(clip, True)}
+    assert {k: s.patch_dropout for k, s in specs.items()} == {      # baselines never drop patches
+        k: 0.5 if k in ("chain-2", "chain-3", "chain-4") else 0.0 for k in specs}
+    assert specs["chain-2"].train_model.vision.patch_dropout == 0.5 and specs["chain-2"].model.vision.patch_dropout == 0
 
 
 @pytest.fixture
@@ -102,7 +136,7 @@ def old_lm(tmp_path: Path, monkeypatch) -> Path:
 def test_an_old_lm_run_directory_with_clip_keys_reads_and_keeps_its_fingerprint(old_lm: Path) -> None:
     stored = tomllib.loads((old_lm / "config.toml").read_text())
     assert stored["data"]["csv_img_key"] == "filepath"          # written then for every paradigm
-    with pytest.raises(UserError, match="^cache_dir in \\[data\\] is a setting of the clip paradigm"):
+    with pytest.raises(UserError, match="^cache_dir in \\[data\\] is a setting of CLIP models \\(paradigm clip\\)"):
         config_from_dict(stored)                                # as a config of its own: refused
     cfg = read_run_config(old_lm)                               # as a run directory's: read without them
     assert type(cfg.data) is LMDataConfig and cfg.data.num_samples == 16
@@ -153,7 +187,7 @@ def test_a_paradigm_declares_a_data_option_that_parses_validates_fingerprints_an
     assert type(config_from_dict(RAW).data) is ToyDataConfig and config_from_dict(RAW).data.noise == 0.0
     with pytest.raises(UserError, match=r"^data.noise must not be negative, got -1.0$"):
         validate(config_from_dict({**RAW, "data": {"noise": -1}}))
-    with pytest.raises(UserError, match=r"^noise in \[data\] is a setting of the toy paradigm's toy MLPs; this "
+    with pytest.raises(UserError, match=r"^noise in \[data\] is a setting of toy MLPs \(paradigm toy\); this "
                                         r"chain's models are CLIP models"):
         load_config(ROOT / "configs" / "paper-cc3m-vit.toml", ["data.noise=0.5"])
     section = [s for s in paradigm_sections() if s[0] is ToyDataConfig]
@@ -176,7 +210,11 @@ def test_a_run_config_built_in_python_needs_its_paradigms_data_class() -> None:
     from compt.config import MemberConfig, RunConfig
 
     chain = (MemberConfig(model="test/A", epochs=1), MemberConfig(model="test/B", epochs=1))
-    with pytest.raises(UserError, match=r"^data is a DataConfig; CLIP models read their \[data\] table as "
+    with pytest.raises(UserError, match=r"^data is a DataConfig; CLIP models read their \[data\] as "
                                         r"compt.clip.settings.ClipDataConfig \(the paradigm's data_options\)$"):
         validate(RunConfig(name="py", chain=chain, data=DataConfig(num_samples=64)))
-    validate(RunConfig(name="py", chain=chain, data=ClipDataConfig(num_samples=4096, probe_samples=0)))
+    validate(RunConfig(name="py", chain=chain, data=ClipDataConfig(num_samples=4096, probe_samples=0)))  # shared
+    wrong = (chain[0], LogitDistillMember(model="test/B", epochs=1, distill_temperature=2.0))           # members: ok
+    with pytest.raises(UserError, match=r"^chain is a LogitDistillMember; CLIP models read their \[\[chain\]\] as "
+                                        r"compt.clip.settings.ClipMemberConfig \(the paradigm's member_options\)$"):
+        validate(RunConfig(name="py", chain=wrong, data=ClipDataConfig(num_samples=4096, probe_samples=0)))

@@ -48,7 +48,7 @@ from compt.errors import UserError, unknown_name
 from compt.fields import coerce, parse_scalar
 from compt.paradigm import ChainRules, Metric, Paradigm, chain_rules, paradigm_for_run, paradigms
 from compt.parity import validate_parity
-from compt.settings import DataConfig, check_range
+from compt.settings import DataConfig, MemberConfig, check_range
 
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
 SCHEDULES = ("cosine", "wsd")                         # a member's lr schedule (`compt.train.optim`)
@@ -94,39 +94,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MemberConfig:
-    """One chain member. The first member trains from scratch; `growth`/`distill` apply to the rest.
-    Settings left None are resolved once, by `resolved_member`, into what the stage trains with."""
-
-    model: str
-    epochs: float
-    growth: str = "preserve"
-    distill: str = "default"           # "default": the paradigm's (fd for CLIP, kl for language models); "none"
-    distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
-    warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
-    lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
-    distill_temperature: float | None = None  # language models: token-KL temperature τ (default 1)
-    decay_fraction: float | None = None    # the cosine reaches min_lr after this fraction of the post-warmup
-                                           # steps, then stays there (default 1: the whole stage)
-    distill_schedule: str | None = None    # α over the stage: constant (default) | linear | cosine (→ 0 at the end)
-    patch_dropout: float | None = None     # fraction of image patches dropped while this member trains (FLIP)
-    schedule: str | None = None            # lr schedule: cosine (default) | wsd (warmup-stable-decay)
-    cooldown_shape: str | None = None      # wsd cooldown: linear (default) | sqrt
-    init: str | None = None                # member 1 only: start from this checkpoint (compt, plain open_clip, or a
-                                           # Hugging Face folder for LMs); epochs = 0 uses it as it is
-    shrink: float | None = None            # λ of shrink-and-perturb on the grown weights (default 1; compt.perturb)
-    perturb: float | None = None           # σ: plus σ × a fresh init of the child (default 0)
-    until: str | None = None               # grown members: "baseline" stops the member at the first probe that
-                                           # matches its baseline's validation metrics (epochs is then the cap)
-    target: dict[str, float] | None = None  # or stop at these metric values, e.g. {zeroshot_top1 = 40.0}
-    probe_every: float | None = None       # epochs between stopping probes (default: a quarter of the cap)
-    snr_db: float | None = None            # Gaussian noise on the grown weight matrices at this SNR in dB (default
-                                           # none; HyperCloning uses about 10; compt.perturb)
-    inherit: str | None = None             # what the member keeps of its grown init, the rest fresh: all (default)
-                                           # | vision | text | first:K (the stem and blocks < K; compt.inherit)
-
-
-@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     name: str
     chain: tuple[MemberConfig, ...]
@@ -161,30 +128,40 @@ def _table(where: str) -> str:
     return f"[{where or 'run'}]"
 
 
+OPTIONS = {"data": ("data_options", "[data]"), "chain": ("member_options", "[[chain]]")}   # table → its
+# paradigm's class (`compt.paradigm.Paradigm`) and its name in messages
+
+
 @dataclass(frozen=True)
 class _Tables:
-    """What a run config's tables parse into: `[data]` as the run's paradigm's `data_options` (the shared
-    `DataConfig` while the paradigm is unknown); `stored`: a run directory's config.toml, which older versions
-    wrote with every paradigm's keys, so another paradigm's keys are dropped there instead of refused."""
+    """What a run config's tables parse into: `[data]` and each `[[chain]]` member as the run's paradigm's
+    `data_options` and `member_options` (the shared classes while the paradigm is unknown); `stored`: a run
+    directory's config.toml, which older versions wrote with every paradigm's keys, so another paradigm's keys
+    are dropped there instead of refused."""
 
     paradigm: Paradigm | None = None
     stored: bool = False
 
-    def data(self) -> type:
-        return self.paradigm.data_options if self.paradigm else DataConfig
+    def cls(self, table: str) -> type:
+        return getattr(self.paradigm, OPTIONS[table][0]) if self.paradigm else (
+            DataConfig if table == "data" else MemberConfig)
 
-    def foreign(self, cls: type, where: str, unknown: set[str]) -> set[str]:
+    def foreign(self, where: str, unknown: set[str]) -> set[str]:
         """The `unknown` keys of table `where` that another paradigm declares: dropped from a stored config; in any
         other, the first is a one-line `UserError` naming its paradigm."""
-        if self.paradigm is None or cls is not self.data():
+        table = where.split(".")[0]
+        if self.paradigm is None or not unknown or table not in OPTIONS:
             return set()
-        owners = {k: p for p in paradigms(installed=True) if p is not self.paradigm
-                  for k in (f.name for f in dataclasses.fields(p.data_options)) if k in unknown}
+        member, name = OPTIONS[table]
+        owners: dict[str, list[str]] = {}
+        for p in paradigms(installed=True):
+            for key in {f.name for f in dataclasses.fields(getattr(p, member))} & unknown:
+                owners.setdefault(key, []).append(f"{p.label}s (paradigm {p.name})")
         if owners and not self.stored:
             key = sorted(owners)[0]
-            raise UserError(f"{key} in {_table(where)} is a setting of the {owners[key].name} paradigm's "
-                            f"{owners[key].label}s; this chain's models are {self.paradigm.label}s (their "
-                            f"{_table(where)} keys: {', '.join(f.name for f in dataclasses.fields(cls))})")
+            known = ", ".join(f.name for f in dataclasses.fields(self.cls(table)))
+            raise UserError(f"{key} in {_table(where)} is a setting of {', '.join(owners[key])}; this chain's "
+                            f"models are {self.paradigm.label}s (their {name} keys: {known})")
         return set(owners)
 
 
@@ -202,7 +179,7 @@ def _build(cls: type, raw: dict[str, Any], where: str, tables: _Tables) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - fields
-    unknown -= tables.foreign(cls, where, unknown)
+    unknown -= tables.foreign(where, unknown)
     if unknown:
         key = sorted(unknown)[0]
         raise unknown_name(f"key in {_table(where)}" if where else "top-level key", key, fields)
@@ -211,18 +188,19 @@ def _build(cls: type, raw: dict[str, Any], where: str, tables: _Tables) -> Any:
         if name not in fields:
             continue
         if name in ("data", "train") and cls is RunConfig:
-            sub = tables.data() if name == "data" else TrainConfig
+            sub = tables.cls("data") if name == "data" else TrainConfig
             if not isinstance(value, dict):
                 raise UserError(f"[{name}] must be a table")
             kwargs[name] = _build(sub, value, name, tables)
         elif name == "chain" and cls is RunConfig:
             if not isinstance(value, list) or not value:
                 raise UserError("the run config needs a non-empty [[chain]] list of members")
-            kwargs[name] = tuple(_build(MemberConfig, m, f"chain.{i}", tables) for i, m in enumerate(value))
+            member = tables.cls("chain")
+            kwargs[name] = tuple(_build(member, m, f"chain.{i}", tables) for i, m in enumerate(value))
         else:
             kwargs[name] = coerce(value, hints[name], f"{where}.{name}" if where else name)
     if cls is RunConfig and "data" not in kwargs:
-        kwargs["data"] = tables.data()()
+        kwargs["data"] = tables.cls("data")()
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -329,17 +307,11 @@ def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_pa
     if m.distill_weight < 0 or (m.warmup_steps is not None and m.warmup_steps < 0):
         raise UserError(f"{where}: distill_weight and warmup_steps must not be negative, got {m.distill_weight} "
                         f"and {m.warmup_steps}")
-    if m.distill_temperature is not None and m.distill_temperature <= 0:
-        raise UserError(f"{where}: distill_temperature must be positive, got {m.distill_temperature}")
+    m.check(where, has_patches)   # the paradigm's own keys (`Paradigm.member_options`)
     if m.decay_fraction is not None and not 0 < m.decay_fraction <= 1:
         raise UserError(f"{where}: decay_fraction must be in (0, 1], got {m.decay_fraction}")
     if m.distill_schedule is not None and m.distill_schedule not in DISTILL_SCHEDULES:
         raise unknown_name("distillation schedule", m.distill_schedule, DISTILL_SCHEDULES)
-    if m.patch_dropout is not None and not 0 <= m.patch_dropout < 1:
-        raise UserError(f"{where}: patch_dropout must be in [0, 1), got {m.patch_dropout}")
-    if m.patch_dropout and not has_patches:
-        raise UserError(f"{where}: patch_dropout needs a ViT image tower (Swin and language models have no patch "
-                        "tokens to drop)")
     if m.schedule is not None and m.schedule not in SCHEDULES:
         raise unknown_name("lr schedule", m.schedule, SCHEDULES)
     if m.cooldown_shape is not None and m.cooldown_shape not in COOLDOWN_SHAPES:
@@ -409,10 +381,11 @@ def validate(cfg: RunConfig) -> None:
     if not cfg.name.strip() or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
         raise UserError(f"name must be a non-empty folder name (it names the run folder runs/<name>), got "
                         f"{cfg.name!r}")
-    want = cfg.paradigm.data_options
-    if not isinstance(cfg.data, want):
-        raise UserError(f"data is a {type(cfg.data).__name__}; {cfg.paradigm.label}s read their [data] table as "
-                        f"{want.__module__}.{want.__qualname__} (the paradigm's data_options)")
+    for table, got in (("data", cfg.data), *(("chain", m) for m in cfg.chain)):
+        want = getattr(cfg.paradigm, OPTIONS[table][0])
+        if not isinstance(got, want) and type(got) is not MemberConfig:   # a shared member: the paradigm's unset
+            raise UserError(f"{table} is a {type(got).__name__}; {cfg.paradigm.label}s read their {OPTIONS[table][1]} "
+                            f"as {want.__module__}.{want.__qualname__} (the paradigm's {OPTIONS[table][0]})")
     validate_data(cfg.data)
     validate_train(cfg.train)
     if cfg.data.kind == "synthetic" and cfg.train.batch_size > cfg.data.num_samples:

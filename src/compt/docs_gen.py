@@ -2,11 +2,11 @@
 
 A field's key, type and default come from its class (the order of `dataclasses.fields`, the annotation and
 default as written there): the shared tables are `compt.config`'s and `compt.settings`', and every paradigm
-whose settings add to a table (`Paradigm.data_options`, a subclass) gets a section of its own fields, from its
-own module. A field's meaning is the trailing ``# comment`` on its line, continued on the comment-only lines
-right below it. The few fields without a comment are explained in `NOTES`, which may name only such fields, so
-the page cannot drift from the code. ``tests/test_docs.py`` regenerates the page and compares it with the
-committed file::
+whose settings add to a table (`Paradigm.data_options`, `member_options`: a subclass) gets a section of its
+own fields, from its own module. A field's meaning is the trailing ``# comment`` on its line, continued on the
+comment-only lines right below it. The few fields without a comment are explained in `NOTES`, which may name
+only such fields, so the page cannot drift from the code. ``tests/test_docs.py`` regenerates the page and
+compares it with the committed file::
 
     python -m compt.docs_gen            # rewrite docs/configs.md
     python -m compt.docs_gen --check    # exit 1 when docs/configs.md differs from what the code gives
@@ -172,10 +172,12 @@ def paradigm_sections() -> list[tuple[type, str, str, str]]:
 
     out = []
     for p in sorted(paradigms(installed=True), key=lambda p: p.name):
-        if p.data_options is not config.DataConfig:
-            out.append((p.data_options, f"[data] of {p.label}s (paradigm `{p.name}`)", "data.",
-                        f"These keys go in the `[data]` table beside the shared ones, when the chain's models are "
-                        f"{p.label}s."))
+        for cls, base, table, prefix in ((p.data_options, config.DataConfig, "[data]", "data."),
+                                         (p.member_options, config.MemberConfig, "[[chain]]", "chain.N.")):
+            if cls is not base:
+                out.append((cls, f"{table} of {p.label}s (paradigm `{p.name}`)", prefix,
+                            f"These keys go in the `{table}` table{'s' if table == '[[chain]]' else ''} beside the "
+                            f"shared ones, when the chain's models are {p.label}s."))
     return out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compt.errors import UserError
-from compt.settings import DataConfig
+from compt.settings import DataConfig, MemberConfig
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -160,6 +160,7 @@ class ParadigmBase:
 
     # ------------------------------------------------------------------ settings
     data_options: type[DataConfig] = DataConfig   # the run config's `[data]` table: the shared settings only
+    member_options: type[MemberConfig] = MemberConfig   # its `[[chain]]` tables: the shared settings only
 
     # ------------------------------------------------------------------ command line (args: the parsed command)
     def _unsupported(self, feature: str) -> UserError:

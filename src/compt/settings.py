@@ -1,5 +1,6 @@
-"""The `[data]` settings every paradigm shares (`DataConfig`), which a paradigm's own extend
-(`compt.paradigm.Paradigm.data_options`: a subclass), and the range check of every config table.
+"""The `[data]` and `[[chain]]` settings every paradigm shares (`DataConfig`, `MemberConfig`), which a paradigm's
+own extend (`compt.paradigm.Paradigm.data_options`, `member_options`: subclasses), the logit-distillation
+temperature that two paradigms share (`LogitDistillMember`), and the range check of every config table.
 
 It sits apart from `compt.config` so that the paradigm registry can check a paradigm's settings class when it
 registers without importing the run config (which imports the registry).
@@ -44,6 +45,62 @@ class DataConfig:
         check_range("data", self, {"num_samples": (1, None, True), "eval_samples": (1, None, True)})
         if self.val_samples is not None and self.val_samples < 1:
             raise UserError(f"data.val_samples must be at least 1, got {self.val_samples!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemberConfig:
+    """One chain member. The first member trains from scratch; `growth`/`distill` apply to the rest.
+    Settings left None are resolved once, by `resolved_member`, into what the stage trains with. A paradigm's own
+    `[[chain]]` keys are its subclass of this class (`Paradigm.member_options`: the sections below)."""
+
+    model: str
+    epochs: float
+    growth: str = "preserve"
+    distill: str = "default"           # "default": the paradigm's (fd for CLIP, kl for language models); "none"
+    distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
+    warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
+    lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
+    decay_fraction: float | None = None    # the cosine reaches min_lr after this fraction of the post-warmup
+                                           # steps, then stays there (default 1: the whole stage)
+    distill_schedule: str | None = None    # α over the stage: constant (default) | linear | cosine (→ 0 at the end)
+    schedule: str | None = None            # lr schedule: cosine (default) | wsd (warmup-stable-decay)
+    cooldown_shape: str | None = None      # wsd cooldown: linear (default) | sqrt
+    init: str | None = None                # member 1 only: start from this checkpoint (compt, plain open_clip, or a
+                                           # Hugging Face folder for LMs); epochs = 0 uses it as it is
+    shrink: float | None = None            # λ of shrink-and-perturb on the grown weights (default 1; compt.perturb)
+    perturb: float | None = None           # σ: plus σ × a fresh init of the child (default 0)
+    until: str | None = None               # grown members: "baseline" stops the member at the first probe that
+                                           # matches its baseline's validation metrics (epochs is then the cap)
+    target: dict[str, float] | None = None  # or stop at these metric values, e.g. {zeroshot_top1 = 40.0}
+    probe_every: float | None = None       # epochs between stopping probes (default: a quarter of the cap)
+    snr_db: float | None = None            # Gaussian noise on the grown weight matrices at this SNR in dB (default
+                                           # none; HyperCloning uses about 10; compt.perturb)
+    inherit: str | None = None             # what the member keeps of its grown init, the rest fresh: all (default)
+                                           # | vision | text | first:K (the stem and blocks < K; compt.inherit)
+
+    def stage_options(self) -> dict[str, Any]:
+        """The `compt.stage.StageSpec` fields the paradigm's own keys resolve to (none here; e.g. CLIP's
+        ``patch_dropout``, 0 when unset)."""
+        return {}
+
+    def check(self, where: str, has_patches: bool) -> None:
+        """Checks of the paradigm's own keys (none here); `has_patches`: the member has image patches to drop
+        (`compt.paradigm.ChainRules.patch_tokens`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogitDistillMember(MemberConfig):
+    """A member distilled from its parent's logits by a KL at a temperature (language models, ViT classifiers)."""
+
+    distill_temperature: float | None = None  # temperature τ of the KL between the parent's and the child's logits
+                                              # (default 1)
+
+    def stage_options(self) -> dict[str, Any]:
+        return {"distill_temperature": self.distill_temperature or 1.0}
+
+    def check(self, where: str, has_patches: bool) -> None:
+        if self.distill_temperature is not None and self.distill_temperature <= 0:
+            raise UserError(f"{where}: distill_temperature must be positive, got {self.distill_temperature}")
 
 
 def check_range(where: str, obj: Any, rules: dict[str, tuple[float, float | None, bool]]) -> None:

@@ -1,15 +1,17 @@
-"""The CLIP paradigm's own run-config settings: `ClipDataConfig`, its `[data]` table (`Paradigm.data_options`).
+"""The CLIP paradigm's own run-config settings: `ClipDataConfig`, its `[data]` table (`Paradigm.data_options`), and
+`ClipMemberConfig`, its `[[chain]]` tables (`Paradigm.member_options`).
 
-The keys sit in the run config's flat `[data]` table beside the shared ones (`compt.settings.DataConfig`); a chain
-of CLIP models parses that table into this class, and the CLIP data code (`compt.clip.data`) reads it.
+The keys sit in the run config's flat tables beside the shared ones (`compt.settings`); a chain of CLIP models
+parses the tables into these classes, and the CLIP code (`compt.clip.data`, the stage's patch dropout) reads them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from compt.errors import UserError
-from compt.settings import DataConfig, check_range
+from compt.settings import DataConfig, MemberConfig, check_range
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,3 +45,20 @@ class ClipDataConfig(DataConfig):
                                    "predecode_max": (0, None, True)})
         if self.shuffle_buffer is not None and self.shuffle_buffer < 1:
             raise UserError(f"data.shuffle_buffer must be at least 1, got {self.shuffle_buffer!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipMemberConfig(MemberConfig):
+    """A CLIP chain member: FLIP-style patch dropout while it trains."""
+
+    patch_dropout: float | None = None     # fraction of image patches dropped while this member trains (FLIP)
+
+    def stage_options(self) -> dict[str, Any]:
+        return {"patch_dropout": self.patch_dropout or 0.0}
+
+    def check(self, where: str, has_patches: bool) -> None:
+        if self.patch_dropout is not None and not 0 <= self.patch_dropout < 1:
+            raise UserError(f"{where}: patch_dropout must be in [0, 1), got {self.patch_dropout}")
+        if self.patch_dropout and not has_patches:
+            raise UserError(f"{where}: patch_dropout needs a ViT image tower (Swin models have no patch tokens to "
+                            "drop)")

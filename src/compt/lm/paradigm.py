@@ -19,6 +19,7 @@ from compt.lm.models import LMConfig
 from compt.lm.settings import LMDataConfig
 from compt.paradigm import ChainRules, Metric, StateDict
 from compt.paradigm_base import ParadigmBase
+from compt.settings import LogitDistillMember
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -37,6 +38,7 @@ class LMParadigm(ParadigmBase):
                Metric("val_ppl", "held-out perplexity", higher_is_better=False, digits=3, bounds=(1.0, math.inf)))
     default_distill = "kl"
     data_options = LMDataConfig
+    member_options = LogitDistillMember
 
     # ------------------------------------------------------------------ models
     def owns(self, model: str) -> bool:
