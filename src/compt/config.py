@@ -383,7 +383,8 @@ def validate(cfg: RunConfig) -> None:
                         f"{cfg.name!r}")
     for table, got in (("data", cfg.data), *(("chain", m) for m in cfg.chain)):
         want = getattr(cfg.paradigm, OPTIONS[table][0])
-        if not isinstance(got, want) and type(got) is not MemberConfig:   # a shared member: the paradigm's unset
+        # a plain MemberConfig (built in Python) is a member with none of the paradigm's own keys set
+        if not isinstance(got, want) and type(got) is not MemberConfig:
             raise UserError(f"{table} is a {type(got).__name__}; {cfg.paradigm.label}s read their {OPTIONS[table][1]} "
                             f"as {want.__module__}.{want.__qualname__} (the paradigm's {OPTIONS[table][0]})")
     validate_data(cfg.data)
