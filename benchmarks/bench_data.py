@@ -27,7 +27,7 @@ from PIL import Image
 
 from compt.clip.data import build_train_dataset
 from compt.clip.models import create_model, get_model_config
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 
 BATCH = 128
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,17 +91,17 @@ def measure(quick: bool) -> tuple[list[tuple[str, float, str]], dict[str, float]
     loaders: list[tuple[str, float, str]] = []
     for k in (1, 7):
         start = time.perf_counter()
-        ds = build_train_dataset(DataConfig(num_samples=n_syn, captions_per_image=k), cfg)
+        ds = build_train_dataset(ClipDataConfig(num_samples=n_syn, captions_per_image=k), cfg)
         built = time.perf_counter() - start
         loaders.append((f"synthetic, {n_syn} images, K={k}", loader_rate(ds), f"built in {built:.1f} s"))
     with tempfile.TemporaryDirectory() as tmp:
         csv = write_png_csv(Path(tmp), n_files)
-        base = DataConfig(kind="csv", path=str(csv), eval_path=str(csv))
+        base = ClipDataConfig(kind="csv", path=str(csv), eval_path=str(csv))
         start = time.perf_counter()
         ds = build_train_dataset(base, cfg)
         built = time.perf_counter() - start
         loaders.append((f"CSV of {n_files} 64×64 PNGs, pre-decoded", loader_rate(ds), f"decoded in {built:.1f} s"))
-        lazy = build_train_dataset(DataConfig(**{**base.__dict__, "predecode_max": 0}), cfg)
+        lazy = build_train_dataset(ClipDataConfig(**{**base.__dict__, "predecode_max": 0}), cfg)
         for workers in (0, 2):
             rate = loader_rate(lazy, workers=workers, max_batches=15)
             loaders.append((f"CSV of {n_files} 64×64 PNGs, lazy decode, {workers} workers", rate, "decode per item"))

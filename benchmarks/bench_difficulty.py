@@ -25,7 +25,7 @@ from compt.clip.data import build_eval_suite, build_train_dataset, evaluate
 from compt.clip.data.synthetic import COUNT_PROBS
 from compt.clip.flops import model_flops
 from compt.clip.models import create_model, get_model_config
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANCE = {"shape": 12.5, "colour": 10.0, "count": 25.0, "size": 33.3, "position": 11.1}
@@ -38,7 +38,7 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def train(name: str, data: DataConfig, *, epochs: float, batch: int, lr: float,
+def train(name: str, data: ClipDataConfig, *, epochs: float, batch: int, lr: float,
           seed: int) -> tuple[torch.nn.Module, float]:
     """Train `name` from scratch on the synthetic set; returns (model, seconds)."""
     cfg = get_model_config(name)
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "difficulty.md"))
     args = parser.parse_args()
-    data = DataConfig(num_samples=args.samples, captions_per_image=args.captions, eval_samples=1000,
+    data = ClipDataConfig(num_samples=args.samples, captions_per_image=args.captions, eval_samples=1000,
                       probe_samples=2000, seed=args.seed)
     rows = []
     for name in args.models:

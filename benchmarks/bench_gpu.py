@@ -51,8 +51,9 @@ from compt.clip.data.datasets import PairDataset
 from compt.clip.data.images import TensorImages, normalize
 from compt.clip.flops import model_flops
 from compt.clip.models import create_model, get_model_config
+from compt.clip.settings import ClipDataConfig
 from compt.clip.tasks import MAX_LOGIT_SCALE
-from compt.config import DataConfig, MemberConfig, TrainConfig
+from compt.config import MemberConfig, TrainConfig
 from compt.stage import resolve_spec
 from compt.train import train_stage
 from compt.train.loader import resolve_workers, train_loader
@@ -272,7 +273,7 @@ def end_to_end_rows(size: Size, train: TrainConfig, tmp: Path) -> list[Row]:
     pattern = write_shards(tmp, size)
     rows = []
     for kind, reader in (("wds", "indexed reader"), ("wds-stream", "webdataset stream")):
-        data_cfg = DataConfig(kind=kind, path=pattern, num_samples=size.shards * size.per_shard, eval_samples=0,
+        data_cfg = ClipDataConfig(kind=kind, path=pattern, num_samples=size.shards * size.per_shard, eval_samples=0,
                               predecode_max=0)
         dataset = build_train_dataset(data_cfg, get_model_config(model))
         stage = measure(f"end to end: wds shards, {reader}", model, size,

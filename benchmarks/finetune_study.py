@@ -20,8 +20,8 @@ from pathlib import Path
 import compt
 from compt.clip.finetune.config import FinetuneConfig
 from compt.clip.finetune.runner import FINETUNE_DIR
-from compt.config import parse_field
 from compt.errors import UserError
+from compt.fields import parse_field
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARIES = ROOT / "benchmarks" / "runs"

@@ -48,7 +48,8 @@ def stage_kwargs(out_dir, *, model: str = "test/A", epochs: float = 2, seed: int
     the stage a grown one unless `from_scratch`). K captions are the dataset's (``k``, else its first item's).
     """
     from compt.clip.models import create_model, get_model_config
-    from compt.config import MemberConfig, TrainConfig
+    from compt.config import TrainConfig
+    from compt.paradigm import paradigm_of
     from compt.stage import resolve_spec
 
     torch.manual_seed(seed)
@@ -64,7 +65,8 @@ def stage_kwargs(out_dir, *, model: str = "test/A", epochs: float = 2, seed: int
         captions = int(tokens.shape[0]) if tokens.ndim == 2 else 1
     spec = resolve_spec(model=get_model_config(model), parent=parent[0] if parent else None, samples=len(data),
                         from_scratch=teacher is None if from_scratch is None else from_scratch, captions=captions,
-                        member=MemberConfig(model=model, epochs=epochs, distill=distill, **(member or {})),
+                        member=paradigm_of(model).member_options(model=model, epochs=epochs, distill=distill,
+                                                                 **(member or {})),
                         train=TrainConfig(**{"batch_size": 16, "warmup_steps": 2, "stage_warmup_steps": 2,
                                              "log_every_steps": 1, **train}))
     return {"spec": spec, "out_dir": out_dir, "init_state": init, "dataset": data, "progress": False,

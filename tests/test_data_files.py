@@ -17,7 +17,7 @@ from compt.clip.data import build_eval_suite, build_train_dataset
 from compt.clip.data.files import expand_braces
 from compt.clip.data.images import normalize, resize_center_crop
 from compt.clip.models import get_model_config
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError
 
 TEST = get_model_config("test/A")  # 16×16, context 16
@@ -47,8 +47,8 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
     return path
 
 
-def data(path: Path | str, **kw) -> DataConfig:
-    return DataConfig(**{"kind": "csv", "path": str(path), "eval_samples": 4, **kw})
+def data(path: Path | str, **kw) -> ClipDataConfig:
+    return ClipDataConfig(**{"kind": "csv", "path": str(path), "eval_samples": 4, **kw})
 
 
 def test_csv_png_and_jpeg_relative_to_csv_folder(tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_webdataset_shards_txt_lines_and_json(tmp_path: Path) -> None:
             {"jpg": png_bytes(4 * s + i, "JPEG"), "txt": f"raw {s}-{i}\nsecond line {s}-{i}\n".encode(),
              "json": json.dumps({"captions": [f"json caption {s}-{i}"]}).encode()} for i in range(4)])
     assert expand_braces("a/{000..002}.tar") == ["a/000.tar", "a/001.tar", "a/002.tar"]
-    cfg = DataConfig(kind="wds", path=str(tmp_path / "shards" / "{000..002}.tar"), eval_samples=3,
+    cfg = ClipDataConfig(kind="wds", path=str(tmp_path / "shards" / "{000..002}.tar"), eval_samples=3,
                      captions_per_image=3)
     ds = build_train_dataset(cfg, TEST)
     assert len(ds) == 10
@@ -145,14 +145,14 @@ def test_image_folder_zero_shot(tmp_path: Path) -> None:
         folder.mkdir(parents=True)
         for j in range(3):
             image(c + 4 * j).save(folder / f"{j}.png")
-    suite = build_eval_suite(DataConfig(kind="folder", path=str(tmp_path / "f")), TEST)
+    suite = build_eval_suite(ClipDataConfig(kind="folder", path=str(tmp_path / "f")), TEST)
     task = suite.zeroshot[0]
     assert task.classnames == ("blue", "green thing", "red thing")
     assert task.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3
-    extra = build_eval_suite(DataConfig(num_samples=8, eval_samples=8, probe_samples=0,
+    extra = build_eval_suite(ClipDataConfig(num_samples=8, eval_samples=8, probe_samples=0,
                                         zeroshot_folder=str(tmp_path / "f")), TEST)
     assert extra.zeroshot[-1].name == "folder" and len(extra.zeroshot) == 6
-    train = build_train_dataset(DataConfig(kind="folder", path=str(tmp_path / "f"), captions_per_image=2), TEST)
+    train = build_train_dataset(ClipDataConfig(kind="folder", path=str(tmp_path / "f"), captions_per_image=2), TEST)
     assert len(train) == 9 and train[0][1].shape == (2, 16)
 
 
@@ -218,20 +218,20 @@ def test_truncated_shard_and_sample_without_image(tmp_path: Path) -> None:
     shard = make_shard(tmp_path / "000.tar", samples)
     raw = shard.read_bytes()
     (tmp_path / "001.tar").write_bytes(raw[: len(raw) // 3])               # truncated copy
-    cfg = DataConfig(kind="wds", path=str(tmp_path / "{000..001}.tar"), eval_samples=1, max_bad_fraction=0.2)
+    cfg = ClipDataConfig(kind="wds", path=str(tmp_path / "{000..001}.tar"), eval_samples=1, max_bad_fraction=0.2)
     ds = build_train_dataset(cfg, TEST)
     assert 60 <= len(ds) < 100
     with pytest.raises(UserError, match="max_bad_fraction"):
-        build_train_dataset(DataConfig(kind="wds", path=str(tmp_path / "{000..001}.tar"), eval_samples=1), TEST)
+        build_train_dataset(ClipDataConfig(kind="wds", path=str(tmp_path / "{000..001}.tar"), eval_samples=1), TEST)
 
 
 def test_clear_errors_for_missing_inputs(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="CSV file not found"):
         build_train_dataset(data(tmp_path / "nope.csv"), TEST)
     with pytest.raises(UserError, match="no shard found"):
-        build_train_dataset(DataConfig(kind="wds", path=str(tmp_path / "{0..3}.tar")), TEST)
+        build_train_dataset(ClipDataConfig(kind="wds", path=str(tmp_path / "{0..3}.tar")), TEST)
     with pytest.raises(UserError, match="image folder not found"):
-        build_eval_suite(DataConfig(kind="folder", path=str(tmp_path / "none")), TEST)
+        build_eval_suite(ClipDataConfig(kind="folder", path=str(tmp_path / "none")), TEST)
     write_images(tmp_path, 3)
     csv = write_csv(tmp_path / "a.csv", [(f"img{i:03d}.png", "c") for i in range(3)])
     with pytest.raises(UserError, match="too few samples to hold out"):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from compt.clip.data import build_eval_suite, build_train_dataset, real
 from compt.clip.models import get_model_config
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError
 
 TEST = get_model_config("test/A")
@@ -36,7 +36,7 @@ def fake_fashion(root: Path, n: int = 30) -> Path:
 
 
 def test_fashion_mnist_adapter_on_idx_files(tmp_path: Path) -> None:
-    cfg = DataConfig(kind="fashion-mnist", path=str(fake_fashion(tmp_path / "fm")), num_samples=20, eval_samples=12,
+    cfg = ClipDataConfig(kind="fashion-mnist", path=str(fake_fashion(tmp_path / "fm")), num_samples=20, eval_samples=12,
                      probe_samples=10, captions_per_image=3)
     ds = build_train_dataset(cfg, TEST)
     image, tokens, _ = ds[0]
@@ -52,12 +52,12 @@ def test_fashion_mnist_adapter_on_idx_files(tmp_path: Path) -> None:
 def test_fashion_mnist_missing_files_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"Fashion-MNIST files not found under .*install Debian package "
                                         r"dataset-fashion-mnist"):
-        build_train_dataset(DataConfig(kind="fashion-mnist", path=str(tmp_path)), TEST)
+        build_train_dataset(ClipDataConfig(kind="fashion-mnist", path=str(tmp_path)), TEST)
 
 
 @pytest.mark.skipif(not HAVE_FASHION, reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_real_files() -> None:
-    cfg = DataConfig(kind="fashion-mnist", num_samples=64, eval_samples=50, probe_samples=20)
+    cfg = ClipDataConfig(kind="fashion-mnist", num_samples=64, eval_samples=50, probe_samples=20)
     assert len(build_train_dataset(cfg, TEST)) == 64
     suite = build_eval_suite(cfg, TEST)
     assert len(suite.zeroshot[0].labels) == 50 and set(suite.zeroshot[0].labels.tolist()) <= set(range(10))
@@ -87,7 +87,7 @@ def test_openclipart_adapter_on_made_files(tmp_path: Path) -> None:
     root = fake_clipart(tmp_path / "oca")
     caps = real.svg_captions(root / "svg" / "food" / "item_01.svg", "fallback")
     assert caps == ("food 1 & co", "A food. Number 1.", "clip art of food 1 & co.", "keywords: food.")
-    cfg = DataConfig(kind="openclipart", path=str(root), eval_samples=3, captions_per_image=3,
+    cfg = ClipDataConfig(kind="openclipart", path=str(root), eval_samples=3, captions_per_image=3,
                      cache_dir=str(tmp_path / "cache"))
     ds = build_train_dataset(cfg, TEST)
     assert len(ds) == 15 and ds[0][1].shape == (3, 16)
@@ -101,7 +101,7 @@ def test_openclipart_adapter_on_made_files(tmp_path: Path) -> None:
 
 def test_openclipart_missing_files_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="Open Clip Art files not found .*openclipart-png"):
-        build_train_dataset(DataConfig(kind="openclipart", path=str(tmp_path), cache_dir="none"), TEST)
+        build_train_dataset(ClipDataConfig(kind="openclipart", path=str(tmp_path), cache_dir="none"), TEST)
 
 
 @pytest.mark.skipif(not HAVE_CLIPART, reason="Debian packages openclipart-png/-svg not installed")
@@ -114,7 +114,7 @@ def test_openclipart_real_files_subset(tmp_path: Path) -> None:
             (tmp_path / kind / rel.parent).mkdir(parents=True, exist_ok=True)
             if path.is_file():
                 shutil.copy(path, tmp_path / kind / rel.with_suffix(path.suffix))
-    cfg = DataConfig(kind="openclipart", path=str(tmp_path), eval_samples=4, cache_dir="none")
+    cfg = ClipDataConfig(kind="openclipart", path=str(tmp_path), eval_samples=4, cache_dir="none")
     ds = build_train_dataset(cfg, TEST)
     assert len(ds) == 20 and all(c[0] for c in ds.captions)
     assert len(build_eval_suite(cfg, TEST).retrieval.images) == 4

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from compt.clip.data import build_eval_suite, build_train_dataset
 from compt.clip.data.stream import StreamingPairs
 from compt.clip.models import get_model_config
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError
 from compt.train import train_stage
 
@@ -37,7 +37,7 @@ def write_shards(folder: Path, shards: int, per_shard: int, px: int = 20) -> str
 
 
 def _stream(pattern: str, **kw) -> StreamingPairs:
-    data = DataConfig(kind="wds-stream", path=pattern, num_samples=24, **kw)
+    data = ClipDataConfig(kind="wds-stream", path=pattern, num_samples=24, **kw)
     stream = build_train_dataset(data, get_model_config("test/A"))
     assert isinstance(stream, StreamingPairs) and len(stream) == 24 and not stream.deterministic
     return stream
@@ -71,10 +71,10 @@ def test_stage_trains_on_a_stream_and_evaluation_needs_eval_path(tmp_path: Path)
     result = train_stage(**stage_kwargs(tmp_path / "run", dataset=stream, epochs=2, batch_size=8))
     losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
     assert result.steps == 6 and len(losses) == 6 and all(np.isfinite(losses))
-    data = DataConfig(kind="wds-stream", path=pattern, num_samples=24)
+    data = ClipDataConfig(kind="wds-stream", path=pattern, num_samples=24)
     with pytest.raises(UserError, match="eval_path"):
         build_eval_suite(data, get_model_config("test/A"))
-    suite = build_eval_suite(DataConfig(kind="wds-stream", path=pattern, eval_path=pattern, eval_samples=8),
+    suite = build_eval_suite(ClipDataConfig(kind="wds-stream", path=pattern, eval_path=pattern, eval_samples=8),
                              get_model_config("test/A"))
     assert len(suite.retrieval.images) == 8
 
@@ -82,6 +82,6 @@ def test_stage_trains_on_a_stream_and_evaluation_needs_eval_path(tmp_path: Path)
 def test_stream_settings_are_validated() -> None:
     from compt.config import validate_data
 
-    validate_data(DataConfig(kind="wds-stream", path="s/{0..1}.tar", shuffle_buffer=1, resampled=True))
+    validate_data(ClipDataConfig(kind="wds-stream", path="s/{0..1}.tar", shuffle_buffer=1, resampled=True))
     with pytest.raises(UserError, match="data.shuffle_buffer must be at least 1"):
-        validate_data(DataConfig(kind="wds-stream", path="s/{0..1}.tar", shuffle_buffer=0))
+        validate_data(ClipDataConfig(kind="wds-stream", path="s/{0..1}.tar", shuffle_buffer=0))

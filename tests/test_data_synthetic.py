@@ -13,14 +13,14 @@ from compt.clip.data import build_eval_suite, build_train_dataset, synthetic
 from compt.clip.data.images import OPENAI_MEAN, OPENAI_STD, normalize
 from compt.clip.data.text import sample_captions, split_sentences, template_captions, tokenize
 from compt.clip.models import get_model_config
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 
 TEST = get_model_config("test/A")     # 16×16, context 16
 TINY = get_model_config("tiny/ViT-N")  # 32×32, context 32
 
 
-def small(**kw) -> DataConfig:
-    return DataConfig(**{"num_samples": 96, "eval_samples": 40, "probe_samples": 32, **kw})
+def small(**kw) -> ClipDataConfig:
+    return ClipDataConfig(**{"num_samples": 96, "eval_samples": 40, "probe_samples": 32, **kw})
 
 
 def test_item_contract_at_model_sizes() -> None:
@@ -150,7 +150,7 @@ def test_caption_sampling_is_deterministic_raw_plus_sentences() -> None:
 
 
 def test_frozen_dataclass_fields_added() -> None:
-    names = {f.name for f in dataclasses.fields(DataConfig)}
+    names = {f.name for f in dataclasses.fields(ClipDataConfig)}
     assert {"caption_separator", "predecode_max", "cache_dir", "zeroshot_folder", "probe_samples"} <= names
 
 

@@ -123,14 +123,14 @@ def test_evaluate_end_to_end_exact_numbers() -> None:
 def test_evaluate_restores_modes_and_runs_on_a_real_model() -> None:
     from compt.clip.data import build_eval_suite
     from compt.clip.models import create_model, get_model_config
-    from compt.config import DataConfig
+    from compt.clip.settings import ClipDataConfig
 
     cfg = get_model_config("test/A")
     model = create_model(cfg)
     model.train()
     model.visual.eval()  # mixed modes must come back exactly
     before = {name: m.training for name, m in model.named_modules()}
-    suite = build_eval_suite(DataConfig(eval_samples=60, probe_samples=40), cfg)
+    suite = build_eval_suite(ClipDataConfig(eval_samples=60, probe_samples=40), cfg)
     out = evaluate(model, suite, batch_size=32)
     assert {name: m.training for name, m in model.named_modules()} == before
     keys = {f"zeroshot/{t}/top{k}" for t in ("shape", "colour", "count", "size", "position") for k in (1, 5)}

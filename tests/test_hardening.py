@@ -171,7 +171,7 @@ def test_plan_refuses_a_missing_data_path_and_a_negative_lr(tmp_path: Path, caps
     ("chain.0.distill_weight=nan", "chain member 1 (test/A): distill_weight must be a finite number"),
     ("chain.0.lr=inf", "chain member 1 (test/A): lr must be a finite number"),
     ("chain.0.lr=1e-7", "chain member 1 (test/A): lr 1e-07 is below train.min_lr 3e-06"),
-    ("chain.0.distill_temperature=0", "distill_temperature must be positive, got 0.0"),
+    ("chain.0.patch_dropout=1", "chain member 1 (test/A): patch_dropout must be in [0, 1), got 1.0"),
     ("train.lr=nan", "train.lr must be a finite number, got nan"),
     ("train.lr=inf", "train.lr must be a finite number, got inf"),
     ("train.min_lr=nan", "train.min_lr must be a finite number, got nan"),

@@ -46,13 +46,13 @@ def write_pngs(folder: Path, n: int) -> None:
 
 def test_non_utf8_caption_is_a_skipped_counted_row(tmp_path: Path, caplog, capsys) -> None:
     from compt.clip.data import build_train_dataset
-    from compt.config import DataConfig
+    from compt.clip.settings import ClipDataConfig
 
     write_pngs(tmp_path, 120)
     rows = [f"{i}.png,caption {i}".encode() for i in range(120)]
     rows[7] = b"7.png,caf\xe9 latte"  # latin-1, not UTF-8
     (tmp_path / "a.csv").write_bytes(b"filepath,caption\n" + b"\n".join(rows) + b"\n")
-    data = DataConfig(kind="csv", path=str(tmp_path / "a.csv"), eval_path=str(tmp_path / "a.csv"))
+    data = ClipDataConfig(kind="csv", path=str(tmp_path / "a.csv"), eval_path=str(tmp_path / "a.csv"))
     with caplog.at_level("WARNING", logger="compt.clip.data"):
         assert len(build_train_dataset(data, get_model_config("test/A"))) == 119
     assert "1 of 120 samples" in caplog.text and "caption is not valid UTF-8" in caplog.text
@@ -65,7 +65,7 @@ def test_non_utf8_caption_is_a_skipped_counted_row(tmp_path: Path, caplog, capsy
 def test_bad_data_limit_is_taken_over_the_whole_source_not_a_split(tmp_path: Path) -> None:
     from compt.clip.data import build_eval_suite, build_train_dataset
     from compt.clip.data.real import subset
-    from compt.config import DataConfig
+    from compt.clip.settings import ClipDataConfig
 
     n = 400                                          # 2 bad = 0.5 % of the source; both in the 40 held out
     held = sorted(subset(n, 40, 0, stream=1).tolist())
@@ -73,7 +73,7 @@ def test_bad_data_limit_is_taken_over_the_whole_source_not_a_split(tmp_path: Pat
     (tmp_path / f"{held[0]}.png").unlink()                          # missing file (found when indexing)
     (tmp_path / f"{held[1]}.png").write_bytes(b"not an image")      # undecodable (found when decoding)
     (tmp_path / "a.csv").write_text("filepath,caption\n" + "".join(f"{i}.png,pic {i}\n" for i in range(n)))
-    data = DataConfig(kind="csv", path=str(tmp_path / "a.csv"), eval_samples=40)
+    data = ClipDataConfig(kind="csv", path=str(tmp_path / "a.csv"), eval_samples=40)
     cfg = get_model_config("test/A")
     suite = build_eval_suite(data, cfg)
     assert len(suite.retrieval.images) + len(build_train_dataset(data, cfg)) == n - 2

@@ -52,7 +52,8 @@ def test_training_flops_with_and_without_teacher_cache() -> None:
 
 def test_run_directories_of_the_previous_layout_stay_recognised(tmp_path) -> None:
     """tests/data/lineage-v1.json: stage folders and fingerprints as the code before StageSpec wrote them."""
-    from compt.chain import _without_unfingerprinted, check_or_reset, fingerprint
+    from compt.chain import check_or_reset, fingerprint
+    from compt.fingerprints import without_unfingerprinted
 
     old = json.loads((Path(__file__).parent / "data" / "lineage-v1.json").read_text())
     cfg = config_from_dict(old["config"])
@@ -62,7 +63,7 @@ def test_run_directories_of_the_previous_layout_stay_recognised(tmp_path) -> Non
         stored = old["stages"][s.key]["fingerprint"]
         # the same settings, less those that no longer count as a change on resume (workers, threads …, and
         # member 1's growth and distillation settings in a grown stage's fingerprint: member 1 never uses them)
-        kept = _without_unfingerprinted(stored)
+        kept = without_unfingerprinted(stored)
         assert json.loads(json.dumps(fingerprint(cfg, s), default=str)) == kept
         (tmp_path / s.directory).mkdir(parents=True)
         (tmp_path / s.directory / "lineage.json").write_text(json.dumps({"fingerprint": stored}))

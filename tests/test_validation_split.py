@@ -16,7 +16,8 @@ from compt.clip.data import ADAPTERS, _split_records, adapter, build_eval_suite,
 from compt.clip.data.carve import MIN_SAMPLES, SPACE
 from compt.clip.data.text import tokenize
 from compt.clip.models import create_model, get_model_config
-from compt.config import DataConfig, config_from_dict, validate
+from compt.clip.settings import ClipDataConfig
+from compt.config import config_from_dict, validate
 from compt.errors import UserError
 from tests.test_data_files import make_shard, png_bytes, write_csv, write_images
 from tests.test_data_real import SVG, fake_clipart, fake_fashion
@@ -54,7 +55,7 @@ def captions(dataset) -> set[str]:
 # ----------------------------------------------------------------------------------------------- the rule
 def test_the_validation_split_is_the_lowest_key_ranks_of_what_the_held_out_split_leaves(tmp_path: Path) -> None:
     path, keys = csv_set(tmp_path, 40)
-    data = DataConfig(kind="csv", path=str(path), eval_samples=6, val_samples=5, seed=4)
+    data = ClipDataConfig(kind="csv", path=str(path), eval_samples=6, val_samples=5, seed=4)
     train, held, val, _ = _split_records(data, carve=True)
     assert [r.key for r in held] == [r.key for r in _split_records(data, carve=False)[1]]   # unchanged by carving
     rest = [k for k in keys if k not in {r.key for r in held}]
@@ -63,7 +64,7 @@ def test_the_validation_split_is_the_lowest_key_ranks_of_what_the_held_out_split
     assert sorted(keys, key=lambda k: rank(k, 4))[:5] != want   # ranking every key, held-out ones too, differs
     assert [r.key for r in train] == [k for k in rest if k not in want]   # the rest, in file order
     # at most a fifth of what the held-out split leaves: 34 // 5 = 6
-    big = _split_records(DataConfig(kind="csv", path=str(path), eval_samples=6, val_samples=100, seed=4), True)[2]
+    big = _split_records(ClipDataConfig(kind="csv", path=str(path), eval_samples=6, val_samples=100, seed=4), True)[2]
     assert len(big) == 6 and {r.key for r in val} <= {r.key for r in big}
 
 
@@ -71,7 +72,7 @@ def test_the_split_follows_the_keys_not_the_row_order(tmp_path: Path) -> None:
     path, keys = csv_set(tmp_path, 30)
     held_out = tmp_path / "held.csv"
     write_csv(held_out, [(keys[0], "held")])
-    data = DataConfig(kind="csv", path=str(path), eval_path=str(held_out), val_samples=6)
+    data = ClipDataConfig(kind="csv", path=str(path), eval_path=str(held_out), val_samples=6)
     val = {r.key for r in _split_records(data, carve=True)[2]}
     rows = path.read_text().splitlines()
     path.write_text("\n".join([rows[0], *reversed(rows[1:])]) + "\n")
@@ -80,7 +81,7 @@ def test_the_split_follows_the_keys_not_the_row_order(tmp_path: Path) -> None:
 
 def test_carving_excludes_the_split_from_training_and_only_when_asked(tmp_path: Path) -> None:
     path, _ = csv_set(tmp_path, 40)
-    data = DataConfig(kind="csv", path=str(path), eval_samples=6, val_samples=5)
+    data = ClipDataConfig(kind="csv", path=str(path), eval_samples=6, val_samples=5)
     plain, carved = build_train_dataset(data, TEST), build_train_dataset(data, TEST, carve=True)
     suite = build_eval_suite(data, TEST, validation=True)
     held = build_eval_suite(data, TEST)
@@ -93,7 +94,7 @@ def test_carving_excludes_the_split_from_training_and_only_when_asked(tmp_path: 
 
 def test_too_few_samples_for_a_validation_split_is_one_line(tmp_path: Path) -> None:
     path, _ = csv_set(tmp_path, 24)   # 4 held out, 20 left: a fifth is 4 < 5
-    data = DataConfig(kind="csv", path=str(path), eval_samples=8)
+    data = ClipDataConfig(kind="csv", path=str(path), eval_samples=8)
     with pytest.raises(UserError, match=rf"too few samples for a validation split .*at least {MIN_SAMPLES}, this "
                                         rf"data gives 4\)") as e:
         build_train_dataset(data, TEST, carve=True)
@@ -104,7 +105,7 @@ def test_too_few_samples_for_a_validation_split_is_one_line(tmp_path: Path) -> N
 def test_val_path_is_the_users_own_split_and_training_keeps_everything(tmp_path: Path) -> None:
     path, _ = csv_set(tmp_path / "train", 30)
     own, keys = csv_set(tmp_path / "val", 12)
-    data = DataConfig(kind="csv", path=str(path), eval_samples=6, val_path=str(own), val_samples=7)
+    data = ClipDataConfig(kind="csv", path=str(path), eval_samples=6, val_path=str(own), val_samples=7)
     suite = build_eval_suite(data, TEST, validation=True)
     want = sorted(sorted(range(12), key=lambda i: rank(keys[i], 0))[:7])   # at most val_samples, lowest ranks
     assert torch.equal(suite.retrieval.tokens, tokenize([f"caption {i}" for i in want], 16))
@@ -122,7 +123,7 @@ def test_indexed_shards_carve_by_webdataset_key(tmp_path: Path) -> None:
     for s in range(2):
         make_shard(tmp_path / "shards" / f"{s:03d}.tar",
                    [{"png": png_bytes(i), "txt": f"shard {s} item {i}".encode()} for i in range(15)])
-    data = DataConfig(kind="wds", path=str(tmp_path / "shards" / "{000..001}.tar"), eval_samples=5, val_samples=5)
+    data = ClipDataConfig(kind="wds", path=str(tmp_path / "shards" / "{000..001}.tar"), eval_samples=5, val_samples=5)
     train, held, val, _ = _split_records(data, carve=True)
     keys = [f"s{s:03d}_{i:04d}" for s in range(2) for i in range(15)]
     rest = [k for k in keys if k not in {r.key for r in held}]
@@ -132,7 +133,7 @@ def test_indexed_shards_carve_by_webdataset_key(tmp_path: Path) -> None:
 
 def test_a_stream_skips_exactly_the_samples_its_validation_split_reads(tmp_path: Path) -> None:
     pattern = write_shards(tmp_path, 4, 10)   # keys s{shard}_{i:03d}, captions "thing n"
-    data = DataConfig(kind="wds-stream", path=pattern, num_samples=40, val_samples=8, seed=1,
+    data = ClipDataConfig(kind="wds-stream", path=pattern, num_samples=40, val_samples=8, seed=1,
                       eval_path=pattern)
     keys = {s * 10 + i: f"s{s}_{i:03d}" for s in range(4) for i in range(10)}
     below = [n for n, k in keys.items() if rank(k, 1) < SPACE * 8 // 40]   # p = min(8, 40 // 5) / 40
@@ -146,7 +147,7 @@ def test_a_stream_skips_exactly_the_samples_its_validation_split_reads(tmp_path:
     pick = sorted(sorted(below, key=lambda n: rank(keys[n], 1))[:8])
     assert torch.equal(suite.retrieval.tokens, tokenize([f"thing {n}" for n in pick], 16))
     assert len(build_train_dataset(data, TEST).urls) == 4 and build_train_dataset(data, TEST).skip_below == 0
-    more = build_train_dataset(DataConfig(**{**data.__dict__, "val_samples": 1000}), TEST, carve=True)
+    more = build_train_dataset(ClipDataConfig(**{**data.__dict__, "val_samples": 1000}), TEST, carve=True)
     assert more.skip_below == SPACE * 8 // 40   # a stream carves at most a fifth of its pass
 
 
@@ -154,7 +155,7 @@ def test_a_stream_skips_exactly_the_samples_its_validation_split_reads(tmp_path:
 def test_folder_carves_and_its_evaluation_leaves_the_split_out(tmp_path: Path) -> None:
     for c in ("cat", "dog"):
         write_images(tmp_path / "f" / c, 15)
-    data = DataConfig(kind="folder", path=str(tmp_path / "f"), val_samples=6)
+    data = ClipDataConfig(kind="folder", path=str(tmp_path / "f"), val_samples=6)
     assert len(build_train_dataset(data, TEST)) == 30 and len(build_train_dataset(data, TEST, carve=True)) == 24
     held = build_eval_suite(data, TEST, carve=True).zeroshot[0]
     val = build_eval_suite(data, TEST, validation=True).zeroshot[0]
@@ -164,8 +165,8 @@ def test_folder_carves_and_its_evaluation_leaves_the_split_out(tmp_path: Path) -
 
 
 def test_fashion_mnist_carves_from_its_training_images(tmp_path: Path) -> None:
-    data = DataConfig(kind="fashion-mnist", path=str(fake_fashion(tmp_path / "fm")), num_samples=30, eval_samples=12,
-                      probe_samples=0)
+    data = ClipDataConfig(kind="fashion-mnist", path=str(fake_fashion(tmp_path / "fm")), num_samples=30,
+                          eval_samples=12, probe_samples=0)
     pick = real.subset(30, 30, 0, stream=0)
     val_pos = sorted(sorted(range(30), key=lambda j: rank(str(pick[j]), 0))[:6])   # min(12, 30 // 5) = 6
     every = real.fashion_mnist(data, 16, "train", 30, stream=0).images
@@ -176,7 +177,7 @@ def test_fashion_mnist_carves_from_its_training_images(tmp_path: Path) -> None:
 
 
 def test_openclipart_carves_after_its_held_out_split(tmp_path: Path) -> None:
-    data = DataConfig(kind="openclipart", path=str(clipart(tmp_path / "oca")), eval_samples=3,
+    data = ClipDataConfig(kind="openclipart", path=str(clipart(tmp_path / "oca")), eval_samples=3,
                       val_samples=5, cache_dir=str(tmp_path / "cache"))
     held = build_eval_suite(data, TEST)
     val = build_eval_suite(data, TEST, validation=True)
@@ -188,21 +189,21 @@ def test_openclipart_carves_after_its_held_out_split(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- what each measures
-def _kind_data(kind: str, tmp_path: Path) -> DataConfig:
+def _kind_data(kind: str, tmp_path: Path) -> ClipDataConfig:
     if kind == "synthetic":
-        return DataConfig(num_samples=16, eval_samples=8, probe_samples=0)
+        return ClipDataConfig(num_samples=16, eval_samples=8, probe_samples=0)
     if kind in ("csv", "wds", "wds-stream"):
         if kind == "csv":
-            return DataConfig(kind="csv", path=str(csv_set(tmp_path, 40)[0]), eval_samples=6)
+            return ClipDataConfig(kind="csv", path=str(csv_set(tmp_path, 40)[0]), eval_samples=6)
         pattern = write_shards(tmp_path, 2, 15)
-        return DataConfig(kind=kind, path=pattern, eval_path=pattern, num_samples=30, eval_samples=6)
+        return ClipDataConfig(kind=kind, path=pattern, eval_path=pattern, num_samples=30, eval_samples=6)
     if kind == "folder":
         for c in ("cat", "dog"):
             write_images(tmp_path / c, 15)
-        return DataConfig(kind="folder", path=str(tmp_path), val_samples=6)
+        return ClipDataConfig(kind="folder", path=str(tmp_path), val_samples=6)
     if kind == "fashion-mnist":
-        return DataConfig(kind=kind, path=str(fake_fashion(tmp_path)), num_samples=30, probe_samples=0)
-    return DataConfig(kind=kind, path=str(clipart(tmp_path)), eval_samples=3, val_samples=5,
+        return ClipDataConfig(kind=kind, path=str(fake_fashion(tmp_path)), num_samples=30, probe_samples=0)
+    return ClipDataConfig(kind=kind, path=str(clipart(tmp_path)), eval_samples=3, val_samples=5,
                       cache_dir="none")
 
 

@@ -34,6 +34,7 @@ from compt import distributed as dist
 from compt.checkpoint import Checkpoint, atomic_write, atomic_write_json, load_checkpoint, save_checkpoint, sha256_file
 from compt.config import MemberConfig, RunConfig, TrainConfig, config_to_dict, resolved_member
 from compt.errors import Interrupted, Stopped, UserError
+from compt.fingerprints import later_settings, only_set, own_settings, settings_changes, without_unfingerprinted
 from compt.inherit import inherit, parse_inherit
 from compt.paradigm import Paradigm, RunData, chain_rules
 from compt.parity import RECORD, median_target, resolve_parity
@@ -42,12 +43,6 @@ from compt.runlock import run_lock
 from compt.signals import interrupt_on_signals
 from compt.stage import StageSpec, resolve_spec
 from compt.threads import configure_threads
-
-# settings that cannot change a stage's numbers (data.workers, loader_workers) or that are recorded next to
-# them instead (threads, see compt.threads): changing them on resume is not a settings change
-NOT_FINGERPRINTED = {"data": ("workers",), "train": ("ckpt_every_steps", "log_every_steps", "eval_every_epochs",
-                                                      "loader_workers", "threads", "report_to",
-                                                      "wandb_project", "compile", "teacher_cache_dir")}
 
 
 @dataclass(frozen=True)
@@ -97,7 +92,7 @@ def individual_stage(cfg: RunConfig, index: int, seed: int | None = None) -> Sta
     """Member `index` trained alone for the individual schedule (its baseline), on train seed `seed` (default
     the run's); under the time-to-target protocol on the stopping schedule, probing without stopping."""
     m, parity = cfg.chain[index], resolve_parity(cfg)
-    member = MemberConfig(model=m.model, epochs=cfg.individual_epochs)
+    member = cfg.paradigm.member_options(model=m.model, epochs=cfg.individual_epochs)
     if parity.symmetric:
         member = replace(member, until=RECORD, probe_every=parity.probe_every)
     other = seed is not None and seed != cfg.train.seed
@@ -127,60 +122,22 @@ def stage_train(cfg: RunConfig, stage: Stage) -> TrainConfig:
     return cfg.train if stage.seed is None else replace(cfg.train, seed=stage.seed)
 
 
-# Settings added after the first fingerprints were written: they enter a fingerprint only when set (not None),
-# so run directories made before they existed keep the same fingerprint (`settings_changes` reads an absent
-# key as None). Member schedule options also enter a from-scratch stage's fingerprint.
-MEMBER_SETTINGS_ADDED_LATER = ("decay_fraction", "distill_schedule", "patch_dropout", "schedule", "cooldown_shape",
-                               "init", "until", "probe_every")
-SETTINGS_ADDED_LATER = (*MEMBER_SETTINGS_ADDED_LATER, "distill_temperature", "shrink", "perturb", "snr_db",
-                        "inherit", "until", "target", "probe_every", "objective", "tokenizer", "shuffle_buffer",
-                        "resampled", "val_path", "val_samples", "validation", "text_field")
-
-
-def _later_settings(m: MemberConfig) -> dict[str, Any]:
-    return {k: getattr(m, k) for k in MEMBER_SETTINGS_ADDED_LATER if getattr(m, k) is not None}
-
-
 def fingerprint(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
     """The settings a stage's result depends on (for detecting config changes on resume); ``data.validation``
     says when the run's validation split is carved out of the training data, which then depend on it."""
     if stage.from_scratch:  # growth/distillation settings do not touch a from-scratch run
         m = stage.member
         members = [{"model": m.model, "epochs": m.epochs, "warmup_steps": m.warmup_steps, "lr": m.lr,
-                    **_later_settings(m)}]
+                    **later_settings(m)}]
     else:  # members resolved: a default decided by the paradigm fingerprints as the value it stands for
-        members = [_set(asdict(resolved_member(m, cfg))) for m in (*cfg.chain[: stage.index], stage.member)]
+        members = [only_set(asdict(resolved_member(m, cfg))) for m in (*cfg.chain[: stage.index], stage.member)]
     carved = "carved" if chain_rules(cfg).carves_validation else None
-    fp = {"members": members, "data": _set({**asdict(cfg.data), "validation": carved}),
-          "train": _set(asdict(stage_train(cfg, stage)))}
+    fp = {"members": members, "data": only_set({**asdict(cfg.data), "validation": carved}),
+          "train": only_set(asdict(stage_train(cfg, stage)))}
     parity = resolve_parity(cfg)
     if stage.member.until == "baseline" and (parity.symmetric or len(parity.seeds) > 1):  # where its target is from
         fp["parity"] = {"protocol": parity.protocol, "seeds": list(parity.seeds)}
-    return _without_unfingerprinted(fp)
-
-
-def _set(d: dict[str, Any]) -> dict[str, Any]:
-    """`d` without the settings added later that are unset (see `SETTINGS_ADDED_LATER`)."""
-    return {k: v for k, v in d.items() if not (k in SETTINGS_ADDED_LATER and v is None)}
-
-
-# a grown stage's fingerprint lists member 1 too, but member 1 trains from scratch: how members are grown and
-# distilled cannot change anything of it (older versions recorded their defaults there, e.g. distill "fd" for LMs)
-FIRST_MEMBER_UNUSED = ("growth", "distill", "distill_weight", "distill_temperature", "distill_schedule", "shrink",
-                       "perturb", "snr_db", "inherit")
-
-
-def _without_unfingerprinted(fp: dict[str, Any]) -> dict[str, Any]:
-    """`fp` without the `NOT_FINGERPRINTED` settings and member 1's `FIRST_MEMBER_UNUSED` ones (also applied to
-    fingerprints stored by older runs)."""
-    out = dict(fp)
-    for table, keys in NOT_FINGERPRINTED.items():
-        if isinstance(out.get(table), dict):
-            out[table] = {k: v for k, v in out[table].items() if k not in keys}
-    members = out.get("members")
-    if isinstance(members, list) and len(members) > 1 and isinstance(members[0], dict):
-        out["members"] = [{k: v for k, v in members[0].items() if k not in FIRST_MEMBER_UNUSED}, *members[1:]]
-    return out
+    return without_unfingerprinted(fp)
 
 
 def stage_changes(stored: dict[str, Any], cfg: RunConfig, stage: Stage) -> list[str]:
@@ -188,26 +145,7 @@ def stage_changes(stored: dict[str, Any], cfg: RunConfig, stage: Stage) -> list[
     ([] = same settings: its result can stand for this stage's — on resume, or copied from another run)."""
     new = json.loads(json.dumps(fingerprint(cfg, stage), default=str))
     first = stage.index + 1 if stage.from_scratch else 1
-    return settings_changes(_without_unfingerprinted(stored), new, first_member=first)
-
-
-def settings_changes(old: Any, new: Any, prefix: str = "", first_member: int = 1) -> list[str]:
-    """Differences between two fingerprints, one 'key: old -> new' line each (a key absent from one side
-    counts as None there, so a setting added to compt later, left at its default None, is no change).
-
-    Members are named 1-based like stages and error messages (``member 3.epochs``); `first_member` is the
-    chain position of the fingerprint's first member (a baseline's fingerprint holds only its own member).
-    """
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new)):
-            out += settings_changes(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k), first_member)
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        name = prefix.removesuffix("s")
-        return [d for i, (a, b) in enumerate(zip(old, new))
-                for d in settings_changes(a, b, f"{name} {first_member + i}", first_member)]
-    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+    return settings_changes(without_unfingerprinted(own_settings(stored, cfg)), new, first_member=first)
 
 
 class RunState:
@@ -378,7 +316,7 @@ def stage_spec(cfg: RunConfig, stage: Stage, samples: int) -> StageSpec:
     parent = None if stage.from_scratch else member_config(cfg, stage.index - 1)
     return resolve_spec(model=member_config(cfg, stage.index), member=resolved_member(stage.member, cfg),
                         train=stage_train(cfg, stage), from_scratch=stage.from_scratch, parent=parent, samples=samples,
-                        captions=cfg.data.captions_per_image, paradigm=cfg.paradigm)
+                        captions=cfg.data.caption_slots, paradigm=cfg.paradigm)
 
 
 def run_stage(run_dir: Path, cfg: RunConfig, stage: Stage, state: RunState, data: RunData,

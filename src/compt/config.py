@@ -45,8 +45,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from compt.errors import UserError, unknown_name
-from compt.paradigm import ChainRules, Metric, Paradigm, chain_rules, paradigm_for_run
+from compt.fields import coerce, parse_scalar
+from compt.paradigm import ChainRules, Metric, Paradigm, chain_rules, paradigm_for_run, paradigms
 from compt.parity import validate_parity
+from compt.settings import DataConfig, MemberConfig, check_range
 
 DISTILL_SCHEDULES = ("constant", "linear", "cosine")   # how a member's α evolves over its stage
 SCHEDULES = ("cosine", "wsd")                         # a member's lr schedule (`compt.train.optim`)
@@ -56,41 +58,6 @@ UNTIL = ("baseline",)                                 # a grown member's stoppin
 REPORT_TO = ("tensorboard", "wandb")
 __all__ = ["DataConfig", "MemberConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
            "load_config", "validate"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """Where training and evaluation data come from (the paradigm reads it: `compt.paradigm.Paradigm.open_data`)."""
-
-    kind: str = "synthetic"            # CLIP: a key of `compt.clip.data.ADAPTERS`; language models: "text",
-                                       # "tokens" (token shards) or "documents" (JSONL/Parquet/datasets; docs/lm.md)
-    path: str = ""                     # CSV/TSV file, webdataset shard pattern, or dataset root
-    root: str = ""                     # image paths in a CSV are relative to this (default: the CSV's folder)
-    num_samples: int = 10_000          # training pairs (synthetic size; planning size for remote data)
-    eval_samples: int = 1_000          # held-out pairs for zero-shot / retrieval
-    captions_per_image: int = 1        # caption slots per image (the official recipe uses 7)
-    csv_img_key: str = "filepath"
-    csv_caption_key: str = "caption"
-    csv_separator: str = ","
-    eval_path: str = ""                # optional held-out CSV/shards; default: a split of `path`
-    max_bad_fraction: float = 0.01     # fail when more than this fraction of samples is unreadable
-    seed: int = 0                      # dataset generation / split seed
-    workers: int = 0                   # DataLoader worker processes
-    caption_separator: str = ""        # split one caption field / .txt into several captions on this ("" = don't)
-    predecode_max: int = 50_000        # sets with at most this many images are decoded once into memory
-    cache_dir: str = ""                # pre-decoded tensors cache ("" = only the real-data adapters, under
-                                       # $COMPT_CACHE_DIR or ~/.cache/compt; "none" = never)
-    zeroshot_folder: str = ""          # extra zero-shot task from an image folder root/<class>/*.jpg
-    probe_samples: int = 2_000         # labelled train images for the linear probe (0 = no probe)
-    tokenizer: str | None = None       # language models: byte (default) | bpe (trained to the model's vocabulary) | a
-                                       # Hugging Face tokenizer folder or tokenizer.json (unset: an init folder's own)
-    text_field: str | None = None      # kind "documents": the JSON field / column of each document's text (None: text)
-    shuffle_buffer: int | None = None  # wds-stream: samples in each worker's shuffle buffer (None = 2000)
-    resampled: bool | None = None      # wds-stream: draw shards with replacement (None = no: each shard once a pass)
-    val_path: str | None = None        # until/target: the validation set, in the format of path (default: carved from
-                                       # path by a hash of each sample's key and excluded from training; docs/data.md)
-    val_samples: int | None = None     # until/target: samples of the validation split (default: eval_samples; a split
-                                       # carved from path takes at most a fifth of what the held-out split leaves)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,39 +94,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MemberConfig:
-    """One chain member. The first member trains from scratch; `growth`/`distill` apply to the rest.
-    Settings left None are resolved once, by `resolved_member`, into what the stage trains with."""
-
-    model: str
-    epochs: float
-    growth: str = "preserve"
-    distill: str = "default"           # "default": the paradigm's (fd for CLIP, kl for language models); "none"
-    distill_weight: float = 500.0      # α on the summed image+text MSE (the official code's form)
-    warmup_steps: int | None = None    # default: train.stage_warmup_steps (train.warmup_steps for member 1)
-    lr: float | None = None            # peak learning rate of this member's stage (default: train.lr)
-    distill_temperature: float | None = None  # language models: token-KL temperature τ (default 1)
-    decay_fraction: float | None = None    # the cosine reaches min_lr after this fraction of the post-warmup
-                                           # steps, then stays there (default 1: the whole stage)
-    distill_schedule: str | None = None    # α over the stage: constant (default) | linear | cosine (→ 0 at the end)
-    patch_dropout: float | None = None     # fraction of image patches dropped while this member trains (FLIP)
-    schedule: str | None = None            # lr schedule: cosine (default) | wsd (warmup-stable-decay)
-    cooldown_shape: str | None = None      # wsd cooldown: linear (default) | sqrt
-    init: str | None = None                # member 1 only: start from this checkpoint (compt, plain open_clip, or a
-                                           # Hugging Face folder for LMs); epochs = 0 uses it as it is
-    shrink: float | None = None            # λ of shrink-and-perturb on the grown weights (default 1; compt.perturb)
-    perturb: float | None = None           # σ: plus σ × a fresh init of the child (default 0)
-    until: str | None = None               # grown members: "baseline" stops the member at the first probe that
-                                           # matches its baseline's validation metrics (epochs is then the cap)
-    target: dict[str, float] | None = None  # or stop at these metric values, e.g. {zeroshot_top1 = 40.0}
-    probe_every: float | None = None       # epochs between stopping probes (default: a quarter of the cap)
-    snr_db: float | None = None            # Gaussian noise on the grown weight matrices at this SNR in dB (default
-                                           # none; HyperCloning uses about 10; compt.perturb)
-    inherit: str | None = None             # what the member keeps of its grown init, the rest fresh: all (default)
-                                           # | vision | text | first:K (the stem and blocks < K; compt.inherit)
-
-
-@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     name: str
     chain: tuple[MemberConfig, ...]
@@ -186,51 +120,6 @@ class RunConfig:
 
 
 # ----------------------------------------------------------------------------------------------- parsing
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert a TOML or override value against a dataclass field type; UserError on mismatch."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            return None
-        return _coerce(value, args[0], where)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise UserError(f"{where}: expected true/false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise UserError(f"{where}: expected a number, got {value!r}")
-        try:
-            num = float(value) if isinstance(value, str) else value
-        except ValueError:
-            raise UserError(f"{where}: expected a number, got {value!r}") from None
-        if not isinstance(num, (int, float)):
-            raise UserError(f"{where}: expected a number, got {value!r}")
-        if tp is int:
-            if float(num) != int(num):
-                raise UserError(f"{where}: expected an integer, got {value!r}")
-            return int(num)
-        return float(num)
-    if origin is tuple:  # tuple[str, ...]: a TOML list (or one string)
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise UserError(f"{where}: expected a list, got {value!r}")
-        return tuple(_coerce(v, typing.get_args(tp)[0], where) for v in items)
-    if origin is dict:  # dict[str, float]: a TOML inline table
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a table {{key = number, …}}, got {value!r}")
-        key_tp, value_tp = typing.get_args(tp)
-        return {_coerce(k, key_tp, where): _coerce(v, value_tp, f"{where}.{k}") for k, v in value.items()}
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
 def _table(where: str) -> str:
     """A table's name in messages: ``[chain.1] (member 2)`` — the key is the 0-based list index overrides use,
     members are named 1-based as in every other message."""
@@ -239,26 +128,79 @@ def _table(where: str) -> str:
     return f"[{where or 'run'}]"
 
 
-def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+OPTIONS = {"data": ("data_options", "[data]"), "chain": ("member_options", "[[chain]]")}   # table → its
+# paradigm's class (`compt.paradigm.Paradigm`) and its name in messages
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """What a run config's tables parse into: `[data]` and each `[[chain]]` member as the run's paradigm's
+    `data_options` and `member_options` (the shared classes while the paradigm is unknown); `stored`: a run
+    directory's config.toml, which older versions wrote with every paradigm's keys, so another paradigm's keys
+    are dropped there instead of refused."""
+
+    paradigm: Paradigm | None = None
+    stored: bool = False
+
+    def cls(self, table: str) -> type:
+        return getattr(self.paradigm, OPTIONS[table][0]) if self.paradigm else (
+            DataConfig if table == "data" else MemberConfig)
+
+    def foreign(self, where: str, unknown: set[str]) -> set[str]:
+        """The `unknown` keys of table `where` that another paradigm declares: dropped from a stored config; in any
+        other, the first is a one-line `UserError` naming its paradigm."""
+        table = where.split(".")[0]
+        if self.paradigm is None or not unknown or table not in OPTIONS:
+            return set()
+        member, name = OPTIONS[table]
+        owners: dict[str, list[str]] = {}
+        for p in paradigms(installed=True):
+            for key in {f.name for f in dataclasses.fields(getattr(p, member))} & unknown:
+                owners.setdefault(key, []).append(f"{p.label}s (paradigm {p.name})")
+        if owners and not self.stored:
+            key = sorted(owners)[0]
+            known = ", ".join(f.name for f in dataclasses.fields(self.cls(table)))
+            raise UserError(f"{key} in {_table(where)} is a setting of {', '.join(owners[key])}; this chain's "
+                            f"models are {self.paradigm.label}s (their {name} keys: {known})")
+        return set(owners)
+
+
+def _run_paradigm(raw: dict[str, Any]) -> Paradigm | None:
+    """The paradigm of a raw run config's chain (`compt.paradigm.paradigm_for_run`: an unknown model or a mixed
+    chain is a `UserError` here); None while the chain has no model names to ask about (its error comes later)."""
+    chain = raw.get("chain")
+    if not (isinstance(chain, list) and chain and all(isinstance(m, dict) and isinstance(m.get("model"), str)
+                                                       for m in chain)):
+        return None
+    return paradigm_for_run(types.SimpleNamespace(chain=[types.SimpleNamespace(model=m["model"]) for m in chain]))
+
+
+def _build(cls: type, raw: dict[str, Any], where: str, tables: _Tables) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - fields
+    unknown -= tables.foreign(where, unknown)
     if unknown:
         key = sorted(unknown)[0]
         raise unknown_name(f"key in {_table(where)}" if where else "top-level key", key, fields)
     kwargs = {}
     for name, value in raw.items():
+        if name not in fields:
+            continue
         if name in ("data", "train") and cls is RunConfig:
-            sub = DataConfig if name == "data" else TrainConfig
+            sub = tables.cls("data") if name == "data" else TrainConfig
             if not isinstance(value, dict):
                 raise UserError(f"[{name}] must be a table")
-            kwargs[name] = _build(sub, value, name)
+            kwargs[name] = _build(sub, value, name, tables)
         elif name == "chain" and cls is RunConfig:
             if not isinstance(value, list) or not value:
                 raise UserError("the run config needs a non-empty [[chain]] list of members")
-            kwargs[name] = tuple(_build(MemberConfig, m, f"chain.{i}") for i, m in enumerate(value))
+            member = tables.cls("chain")
+            kwargs[name] = tuple(_build(member, m, f"chain.{i}", tables) for i, m in enumerate(value))
         else:
-            kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name)
+            kwargs[name] = coerce(value, hints[name], f"{where}.{name}" if where else name)
+    if cls is RunConfig and "data" not in kwargs:
+        kwargs["data"] = tables.cls("data")()
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -266,8 +208,14 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
         raise UserError(f"{_table(where)} is missing required key {missing}") from None
 
 
-def config_from_dict(raw: dict[str, Any]) -> RunConfig:
-    return _build(RunConfig, raw, "")
+def config_from_dict(raw: dict[str, Any], *, stored: bool = False) -> RunConfig:
+    """The run config of a raw TOML dict, `[data]` parsed by the chain's paradigm (`Paradigm.data_options`);
+    `stored`: a run directory's config.toml (keys an older version wrote for another paradigm are dropped)."""
+    tables = _Tables(_run_paradigm(raw), stored)
+    cfg = _build(RunConfig, raw, "", tables)
+    if tables.paradigm is not None:
+        cfg.__dict__["paradigm"] = tables.paradigm   # `RunConfig.paradigm`, resolved once: already here
+    return cfg
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
@@ -275,7 +223,7 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / "config.toml"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a compt run directory (no config.toml); run `compt train` first")
-    return config_from_dict(tomllib.loads(path.read_text()))
+    return config_from_dict(tomllib.loads(path.read_text()), stored=True)
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -310,21 +258,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         leaf = parts[-1]
         if isinstance(node, list):
             raise UserError(f"override {key!r} must name a field of a chain member, e.g. chain.1.epochs")
-        node[leaf] = _parse_scalar(value)
+        node[leaf] = parse_scalar(value)
     return raw
-
-
-def parse_field(cls: type, name: str, text: str, where: str) -> Any:
-    """The value of a ``name=text`` override for a field of dataclass `cls`, parsed and type-checked exactly as
-    run-config overrides are (TOML scalar, else the raw text; then `_coerce`)."""
-    return _coerce(_parse_scalar(text), typing.get_type_hints(cls)[name], where)
-
-
-def _parse_scalar(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -372,17 +307,11 @@ def _validate_stage_schedule(i: int, m: MemberConfig, train: TrainConfig, has_pa
     if m.distill_weight < 0 or (m.warmup_steps is not None and m.warmup_steps < 0):
         raise UserError(f"{where}: distill_weight and warmup_steps must not be negative, got {m.distill_weight} "
                         f"and {m.warmup_steps}")
-    if m.distill_temperature is not None and m.distill_temperature <= 0:
-        raise UserError(f"{where}: distill_temperature must be positive, got {m.distill_temperature}")
+    m.check(where, has_patches)   # the paradigm's own keys (`Paradigm.member_options`)
     if m.decay_fraction is not None and not 0 < m.decay_fraction <= 1:
         raise UserError(f"{where}: decay_fraction must be in (0, 1], got {m.decay_fraction}")
     if m.distill_schedule is not None and m.distill_schedule not in DISTILL_SCHEDULES:
         raise unknown_name("distillation schedule", m.distill_schedule, DISTILL_SCHEDULES)
-    if m.patch_dropout is not None and not 0 <= m.patch_dropout < 1:
-        raise UserError(f"{where}: patch_dropout must be in [0, 1), got {m.patch_dropout}")
-    if m.patch_dropout and not has_patches:
-        raise UserError(f"{where}: patch_dropout needs a ViT image tower (Swin and language models have no patch "
-                        "tokens to drop)")
     if m.schedule is not None and m.schedule not in SCHEDULES:
         raise unknown_name("lr schedule", m.schedule, SCHEDULES)
     if m.cooldown_shape is not None and m.cooldown_shape not in COOLDOWN_SHAPES:
@@ -452,6 +381,12 @@ def validate(cfg: RunConfig) -> None:
     if not cfg.name.strip() or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
         raise UserError(f"name must be a non-empty folder name (it names the run folder runs/<name>), got "
                         f"{cfg.name!r}")
+    for table, got in (("data", cfg.data), *(("chain", m) for m in cfg.chain)):
+        want = getattr(cfg.paradigm, OPTIONS[table][0])
+        # a plain MemberConfig (built in Python) is a member with none of the paradigm's own keys set
+        if not isinstance(got, want) and type(got) is not MemberConfig:
+            raise UserError(f"{table} is a {type(got).__name__}; {cfg.paradigm.label}s read their {OPTIONS[table][1]} "
+                            f"as {want.__module__}.{want.__qualname__} (the paradigm's {OPTIONS[table][0]})")
     validate_data(cfg.data)
     validate_train(cfg.train)
     if cfg.data.kind == "synthetic" and cfg.train.batch_size > cfg.data.num_samples:
@@ -545,30 +480,9 @@ def _validate_report_to(sinks: tuple[str, ...]) -> None:
 
         if importlib.util.find_spec("wandb") is None:
             raise UserError("train.report_to has \"wandb\" but wandb is not installed: pip install 'compt[wandb]'")
-def _check_range(where: str, obj: Any, rules: dict[str, tuple[float, float | None, bool]]) -> None:
-    """`rules`: field → (lowest, highest or None, lowest allowed?). One-line `UserError` on the first miss;
-    NaN and ±inf are in no range (NaN would pass every comparison)."""
-
-    for key, (low, high, closed) in rules.items():
-        v = getattr(obj, key)
-        if not math.isfinite(v):
-            raise UserError(f"{where}.{key} must be a finite number, got {v!r}")
-        if (v < low if closed else v <= low) or (high is not None and v > high):
-            bound = f"{'at least' if closed else 'above'} {low:g}" + (f" and at most {high:g}" if high else "")
-            raise UserError(f"{where}.{key} must be {bound}, got {v!r}")
-
-
 def validate_data(data: DataConfig) -> None:
-    """Range checks of a `DataConfig` alone (shared by the run config and `compt eval`; whether the kind
-    exists and what it needs is the paradigm's check, `compt.paradigm.Paradigm.chain_rules`)."""
-    _check_range("data", data, {"num_samples": (1, None, True), "eval_samples": (1, None, True),
-                                "captions_per_image": (1, None, True), "probe_samples": (0, None, True),
-                                "max_bad_fraction": (0, 1, True), "workers": (0, None, True),
-                                "predecode_max": (0, None, True)})
-    if data.shuffle_buffer is not None and data.shuffle_buffer < 1:
-        raise UserError(f"data.shuffle_buffer must be at least 1, got {data.shuffle_buffer!r}")
-    if data.val_samples is not None and data.val_samples < 1:
-        raise UserError(f"data.val_samples must be at least 1, got {data.val_samples!r}")
+    """Checks of a `[data]` table alone: its `DataConfig.check` (the paradigm's subclass checks its own)."""
+    data.check()
 
 
 def validate_train(train: TrainConfig) -> None:
@@ -581,7 +495,7 @@ def validate_train(train: TrainConfig) -> None:
     for key in ("beta1", "beta2"):
         if not 0 <= getattr(train, key) < 1:
             raise UserError(f"train.{key} must be in [0, 1), got {getattr(train, key)!r}")
-    _check_range("train", train, {
+    check_range("train", train, {
         "batch_size": (1, None, True), "accum_steps": (1, None, True), "lr": (0, None, False),
         "min_lr": (0, None, True), "weight_decay": (0, None, True), "eps": (0, None, False),
         "warmup_steps": (0, None, True),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from compt.errors import UserError, one_line, unknown_name
+from compt.settings import DataConfig, MemberConfig
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -134,6 +135,8 @@ class Paradigm(Protocol):
     config_class: type              # the paradigm's frozen model config dataclass
     metrics: tuple[Metric, ...]     # headline metrics (tables, plots, the demo's closing line)
     default_distill: str            # a grown member's distillation loss when the member names none
+    data_options: type              # its `[data]` settings: `compt.settings.DataConfig` or a subclass adding its own
+    member_options: type            # its `[[chain]]` settings: `compt.settings.MemberConfig` or a subclass
 
     # ------------------------------------------------------------------ models
     def owns(self, model: str) -> bool:
@@ -184,7 +187,7 @@ REQUIRED = ("name", "label", "config_class", "metrics", "default_distill", "owns
 OPTIONAL = ("families", "create", "checkpoint_extras", "block_types", "fsdp_methods", "trains_as", "objective",
             "teacher_cache_bytes", "decodes_per_sample", "load_init", "grown_config", "prune", "key_place", "export",
             "load_hint", "load_help", "listing", "listed_families", "flops_row", "report_sections", "describe_samples",
-            "describe_data",
+            "describe_data", "data_options", "member_options",
             # the command line's members (compt grow, prune, eval, finetune)
             "reads_native", "read_native", "grow_command", "prune_pair", "calibration_set", "write_native",
             "eval_data_kinds", "eval_checkpoint", "eval_tools", "eval_run", "finetune_defaults", "finetune")
@@ -204,6 +207,10 @@ def conformance_problems(paradigm: Any) -> list[str]:
         return [f"lacks {', '.join(missing)}" + (" (subclass compt.paradigm_base.ParadigmBase for the optional "
                                                  "members' defaults)" if set(missing) & set(OPTIONAL) else "")]
     problems = [f"{m} is not callable" for m in (*REQUIRED[5:], *OPTIONAL) if not callable(getattr(paradigm, m))]
+    for member, base in (("data_options", DataConfig), ("member_options", MemberConfig)):
+        cls = getattr(paradigm, member)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            problems.append(f"{member} must be compt.settings.{base.__name__} or a subclass")
     if not (isinstance(paradigm.name, str) and paradigm.name and isinstance(paradigm.label, str)):
         problems.append("name and label must be non-empty strings")
     if not isinstance(paradigm.config_class, type):

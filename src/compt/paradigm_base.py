@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compt.errors import UserError
+from compt.settings import DataConfig, MemberConfig
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -73,7 +74,7 @@ class ParadigmBase:
         return 0
 
     def decodes_per_sample(self, data: Any) -> bool:
-        """Whether the training loader of `data` (a `compt.config.DataConfig`) decodes each sample from files as
+        """Whether the training loader of `data` (a `compt.settings.DataConfig`) decodes each sample from files as
         it reads it (False: the samples are held in memory, decoded once); `compt plan` prices the loader then."""
         return False
 
@@ -154,8 +155,12 @@ class ParadigmBase:
         return ""
 
     def describe_data(self, data: Any) -> str:
-        """A run's training data (a `compt.config.DataConfig`) in a few words, for `compt demo`'s opening line."""
+        """A run's training data (a `compt.settings.DataConfig`) in a few words, for `compt demo`'s opening line."""
         return f"{data.kind} data ({data.num_samples:,} samples)"
+
+    # ------------------------------------------------------------------ settings
+    data_options: type[DataConfig] = DataConfig   # the run config's `[data]` table: the shared settings only
+    member_options: type[MemberConfig] = MemberConfig   # its `[[chain]]` tables: the shared settings only
 
     # ------------------------------------------------------------------ command line (args: the parsed command)
     def _unsupported(self, feature: str) -> UserError:

@@ -161,7 +161,7 @@ def plan_chain(cfg: RunConfig, *, samples: int | None = None, cached_teacher: bo
     largest = max(m.individual_cost for m in members)   # member 1 in a down-chain
     init = cfg.chain[0].init or ""
     counted = cumulative + members[0].individual_cost   # member 1 trained from scratch first, then continued
-    return ChainPlan(members=tuple(members), samples=n, captions=cfg.data.captions_per_image,
+    return ChainPlan(members=tuple(members), samples=n, captions=cfg.data.caption_slots,
                      individual_epochs=cfg.individual_epochs, chain_cost=cumulative,
                      individual_total=individual_total, largest_individual=largest,
                      reduction_vs_largest=1.0 - cumulative / largest if largest else 0.0,

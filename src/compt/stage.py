@@ -23,13 +23,15 @@ whether a stage distills, or re-derives the caption count from the data. The res
     decay        = member.decay_fraction   if set, else 1 for cosine (the cosine spans the whole stage) and
                    0.2 for wsd (the cooldown is the last 20 % of the post-warmup steps)
     α schedule   = member.distill_schedule if set, else "constant"
-    patch drop   = member.patch_dropout    if set, else 0 (baselines never drop patches; CLIP ViTs only)
+    patch drop   = member.patch_dropout    if set, else 0 (baselines never drop patches; CLIP ViTs only: its
+                   `ClipMemberConfig.stage_options`)
     shrink, σ    = member.shrink / member.perturb if set, else 1 / 0 (`compt.perturb`; grown stages only)
     SNR noise    = member.snr_db if set, else None: no noise (`compt.perturb`; grown stages only)
     inherit      = member.inherit if set, else "all" (`compt.inherit`; grown stages only)
     objective    = the paradigm's reading of train.objective (CLIP: "clip" or "siglip"; LMs: "next-token")
     paradigm     = the name of the members' paradigm (`compt.paradigm.paradigm_of`), looked up once here
-    temperature  = member.distill_temperature if set, else 1 (LM logit distillation)
+    temperature  = member.distill_temperature if set, else 1 (logit distillation of language models and ViT
+                   classifiers: `compt.settings.LogitDistillMember.stage_options`)
 """
 
 from __future__ import annotations
@@ -121,7 +123,8 @@ def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_s
     total = math.ceil(member.epochs * samples / train.batch_size)
     warm = member.warmup_steps if member.warmup_steps is not None else (
         train.warmup_steps if from_scratch else train.stage_warmup_steps)
-    drop = member.patch_dropout or 0.0
+    own = member.stage_options()   # the paradigm's own keys, resolved (`MemberConfig.stage_options`)
+    drop = own.get("patch_dropout", 0.0)
     until = (member.until if member.until == RECORD else "") if from_scratch else \
         ("target" if member.target else member.until or "")
     trains_as = p.trains_as(model, drop)
@@ -130,19 +133,19 @@ def resolve_spec(*, model: Any, member: MemberConfig, train: TrainConfig, from_s
                      lr=member.lr if member.lr is not None else train.lr, warmup_steps=min(warm, total),
                      min_lr=train.min_lr, growth="none" if from_scratch else member.growth, distill=distill,
                      distill_weight=member.distill_weight, captions=captions, objective=p.objective(train.objective),
-                     distill_temperature=member.distill_temperature or 1.0, seed=train.seed,
+                     seed=train.seed,
                      student_flops=p.forward_flops(trains_as, captions),
                      decay_fraction=member.decay_fraction or (
                          WSD_COOLDOWN if member.schedule == "wsd" or until else 1.0),
                      schedule=member.schedule or ("wsd" if until else "cosine"),
                      cooldown_shape=member.cooldown_shape or "linear", until=until, target=dict(member.target or {}),
                      probe_every=(member.probe_every or member.epochs / 4) if until else 0.0,
-                     distill_schedule=member.distill_schedule or "constant", patch_dropout=drop,
+                     distill_schedule=member.distill_schedule or "constant",
                      shrink=1.0 if from_scratch or member.shrink is None else member.shrink,
                      perturb=0.0 if from_scratch or member.perturb is None else member.perturb,
                      snr_db=None if from_scratch else member.snr_db,
                      inherit="all" if from_scratch or member.inherit is None else member.inherit,
-                     teacher_flops=p.forward_flops(teacher, captions) if teacher else 0.0, train=train)
+                     teacher_flops=p.forward_flops(teacher, captions) if teacher else 0.0, train=train, **own)
 
 
 def teacher_cache_folder(train: TrainConfig, out_dir: Path) -> Path:

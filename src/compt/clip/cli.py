@@ -19,7 +19,7 @@ from compt.errors import UserError, unknown_name
 if TYPE_CHECKING:
     from compt.checkpoint import Checkpoint
     from compt.clip.models import ModelConfig
-    from compt.config import DataConfig
+    from compt.clip.settings import ClipDataConfig
 
 
 def parent_config(ckpt: Checkpoint, from_model: str | None) -> tuple[ModelConfig, str]:
@@ -92,12 +92,13 @@ def calibration_set(paradigm: Any, args: argparse.Namespace, _ckpt: Any, parent_
                     ) -> tuple[Any, str, None]:
     """The calibration set of ``--data KIND --data-path P`` at the parent's image size and context."""
     from compt.clip.data import adapter, build_train_dataset, check_data_kind
-    from compt.config import DataConfig, validate_data
+    from compt.clip.settings import ClipDataConfig
+    from compt.config import validate_data
 
     kind = args.data or "synthetic"
     if adapter(kind).reads_path and not args.data_path:
         raise UserError(f"--data {kind} needs --data-path")
-    data = DataConfig(kind=kind, path=args.data_path, num_samples=samples, seed=args.seed)
+    data = ClipDataConfig(kind=kind, path=args.data_path, num_samples=samples, seed=args.seed)
     validate_data(data)
     check_data_kind(data)
     return build_train_dataset(data, parent_cfg), f"{kind}{':' + args.data_path if args.data_path else ''}", None
@@ -125,29 +126,31 @@ def eval_checkpoint(paradigm: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def data_config(args: argparse.Namespace) -> DataConfig:
-    """The `DataConfig` the command line asks for."""
+def data_config(args: argparse.Namespace) -> ClipDataConfig:
+    """The `ClipDataConfig` the command line asks for."""
     from compt.clip.data import adapter, check_data_kind
+    from compt.clip.settings import ClipDataConfig
     from compt.commands.eval import DEFAULT_EVAL_SAMPLES, check_numbers
-    from compt.config import DataConfig, parse_field, validate_data
+    from compt.config import validate_data
+    from compt.fields import parse_field
 
     check_numbers(args)
     whole_file = adapter(args.data).reads_path  # unknown kinds raise here
     values: dict[str, Any] = {"kind": args.data, "path": args.data_path, "eval_path": args.eval_path,
                               "eval_samples": args.eval_samples or DEFAULT_EVAL_SAMPLES, "seed": args.seed}
-    if args.probe_samples is not None:  # else DataConfig's default
+    if args.probe_samples is not None:  # else ClipDataConfig's default
         values["probe_samples"] = args.probe_samples
     if whole_file and not args.eval_path:
         values["eval_path"] = args.data_path
     if whole_file and not args.data_path:
         raise UserError(f"--data {args.data} needs --data-path")
-    fields = {f.name: f for f in dataclasses.fields(DataConfig)}
+    fields = {f.name: f for f in dataclasses.fields(ClipDataConfig)}
     for item in args.data_set:
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
             raise unknown_name("data setting", key, fields) if sep else UserError(f"--set {item!r}: use KEY=VALUE")
-        values[key] = parse_field(DataConfig, key, value, f"--set {key}")
-    data = DataConfig(**values)
+        values[key] = parse_field(ClipDataConfig, key, value, f"--set {key}")
+    data = ClipDataConfig(**values)
     validate_data(data)
     check_data_kind(data)
     return data

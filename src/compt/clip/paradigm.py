@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compt.clip.models import ModelConfig
+from compt.clip.settings import ClipDataConfig, ClipMemberConfig
 from compt.errors import UserError
 from compt.paradigm import PERCENT, ChainRules, Evaluate, Metric, StateDict
 from compt.paradigm_base import ParadigmBase
@@ -112,6 +113,8 @@ class ClipParadigm(ParadigmBase):
     metrics = (Metric("zeroshot_top1", "zero-shot top-1", bounds=PERCENT),
                Metric("retrieval_r1", "retrieval R@1", bounds=PERCENT))
     default_distill = "fd"
+    data_options = ClipDataConfig
+    member_options = ClipMemberConfig
 
     # ------------------------------------------------------------------ models
     def owns(self, model: str) -> bool:

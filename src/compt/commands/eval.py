@@ -6,7 +6,8 @@ retrieval recall@1/5/10, linear probe. Prints a table; ``--json`` also writes th
 
 For ``csv``, ``wds`` and ``folder`` the file(s) named by ``--data-path`` are evaluated whole (unless
 ``--eval-path`` names a separate held-out set); for ``fashion-mnist`` and ``openclipart`` ``--data-path``
-overrides the dataset folder. Other data settings: ``--set key=value`` (any `DataConfig` field).
+overrides the dataset folder. Other data settings: ``--set key=value`` (any `[data]` key of CLIP models,
+docs/configs.md).
 
 A language-model checkpoint (`compt.lm`; its stored config says so) evaluates on ``--data text --data-path
 FILE_OR_FOLDER`` (default: `compt.lm.text.default_corpus`, the standard library's sources): held-out loss

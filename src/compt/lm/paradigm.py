@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from compt.errors import UserError
 from compt.lm.models import LMConfig
+from compt.lm.settings import LMDataConfig
 from compt.paradigm import ChainRules, Metric, StateDict
 from compt.paradigm_base import ParadigmBase
+from compt.settings import LogitDistillMember
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -35,6 +37,8 @@ class LMParadigm(ParadigmBase):
     metrics = (Metric("val_loss", "held-out loss", higher_is_better=False, digits=3, bounds=(0.0, math.inf)),
                Metric("val_ppl", "held-out perplexity", higher_is_better=False, digits=3, bounds=(1.0, math.inf)))
     default_distill = "kl"
+    data_options = LMDataConfig
+    member_options = LogitDistillMember
 
     # ------------------------------------------------------------------ models
     def owns(self, model: str) -> bool:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from compt.errors import UserError
 from compt.paradigm import PERCENT, ChainRules, Metric, StateDict
 from compt.paradigm_base import ParadigmBase
+from compt.settings import LogitDistillMember
 from compt.vit.models import ViTConfig
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class ViTParadigm(ParadigmBase):
     label = "ViT classifier"
     config_class = ViTConfig
     metrics = (Metric("top1", "top-1 accuracy (%)", digits=1, bounds=PERCENT),)
+    member_options = LogitDistillMember   # its KL distillation's temperature
     default_distill = "kl"
 
     # ------------------------------------------------------------------ models

@@ -41,7 +41,7 @@ from compt.clip.data.text import tokenize
 from compt.clip.evaluation import evaluate
 from compt.clip.evaluation.suite import EvalSuite, RetrievalSet, ZeroShotTask
 from compt.clip.models import ModelConfig
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError, unknown_name
 
 __all__ = ["ADAPTERS", "KINDS", "DataAdapter", "EvalSuite", "PairDataset", "adapter", "build_eval_suite",
@@ -57,9 +57,9 @@ class DataAdapter:
     size, context); training set and evaluation also for `carve` (the run carves its validation split out of the
     training data)."""
 
-    train: Callable[[DataConfig, int, int, bool], torch.utils.data.Dataset]
-    eval_suite: Callable[[DataConfig, int, int, bool], EvalSuite]
-    validation_suite: Callable[[DataConfig, int, int], EvalSuite]   # disjoint from eval_suite's and from training
+    train: Callable[[ClipDataConfig, int, int, bool], torch.utils.data.Dataset]
+    eval_suite: Callable[[ClipDataConfig, int, int, bool], EvalSuite]
+    validation_suite: Callable[[ClipDataConfig, int, int], EvalSuite]   # disjoint from eval_suite's and from training
     measures: tuple[str, ...]  # the headline metrics its validation suite measures (what a target may name)
     reads_path: bool = False   # the data is the file set named by data.path (nothing built in or downloaded)
     carves: bool = True        # its validation split is carved out of the training data (False: a source of its own)
@@ -72,7 +72,7 @@ def adapter(kind: str) -> DataAdapter:
     return ADAPTERS[kind]
 
 
-def check_data_kind(data: DataConfig) -> None:
+def check_data_kind(data: ClipDataConfig) -> None:
     """The data kind is a registered image–caption source, with the path it needs (`compt.clip.data.ADAPTERS`);
     ``val_path`` only for data read from files."""
     if adapter(data.kind).reads_path and not data.path.strip():  # unknown kinds raise in adapter()
@@ -83,7 +83,8 @@ def check_data_kind(data: DataConfig) -> None:
                         f"(kinds that do: {have}); leave it unset")
 
 
-def build_train_dataset(data: DataConfig, model_cfg: ModelConfig, *, carve: bool = False) -> torch.utils.data.Dataset:
+def build_train_dataset(data: ClipDataConfig, model_cfg: ModelConfig, *,
+                        carve: bool = False) -> torch.utils.data.Dataset:
     """The training image–caption pairs of `data`, preprocessed for `model_cfg` (see module doc); with `carve`,
     without the validation split."""
     if data.captions_per_image < 1:
@@ -91,7 +92,7 @@ def build_train_dataset(data: DataConfig, model_cfg: ModelConfig, *, carve: bool
     return adapter(data.kind).train(data, model_cfg.vision.image_size, model_cfg.text.context_length, carve)
 
 
-def build_eval_suite(data: DataConfig, model_cfg: ModelConfig, *, validation: bool = False,
+def build_eval_suite(data: ClipDataConfig, model_cfg: ModelConfig, *, validation: bool = False,
                      carve: bool = False) -> EvalSuite:
     """Held-out zero-shot tasks / retrieval split / probe data of `data` for `model_cfg`; with `validation`, the
     tasks `adapter(kind).measures` on the validation split (what stopping probes read; disjoint from the held-out
@@ -106,7 +107,7 @@ def build_eval_suite(data: DataConfig, model_cfg: ModelConfig, *, validation: bo
     return suite
 
 
-def validation_line(data: DataConfig, suite: EvalSuite) -> str:
+def validation_line(data: ClipDataConfig, suite: EvalSuite) -> str:
     """What the run's validation split is, in one line (said when a run that stops starts)."""
     n = len(suite.retrieval.images) if suite.retrieval is not None else len(suite.zeroshot[0].labels)
     if not adapter(data.kind).carves:
@@ -119,7 +120,7 @@ def validation_line(data: DataConfig, suite: EvalSuite) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- synthetic
-def _synthetic_images(data: DataConfig, scenes: synthetic.Scenes, size: int, split: int) -> torch.Tensor:
+def _synthetic_images(data: ClipDataConfig, scenes: synthetic.Scenes, size: int, split: int) -> torch.Tensor:
     """Render (or read the cache of, when ``data.cache_dir`` is set) uint8 (N, 3, size, size)."""
     use_cache = data.cache_dir not in ("", "none")
     path = None
@@ -136,7 +137,7 @@ def _synthetic_images(data: DataConfig, scenes: synthetic.Scenes, size: int, spl
     return images
 
 
-def _synthetic_pairs(data: DataConfig, size: int, ctx: int, *, split: int, n: int, k: int) -> PairDataset:
+def _synthetic_pairs(data: ClipDataConfig, size: int, ctx: int, *, split: int, n: int, k: int) -> PairDataset:
     gib = n * 3 * size * size / 2**30
     if gib > MAX_SYNTHETIC_GIB:
         raise UserError(f"a synthetic set of {n} images at {size}×{size} needs {gib:.0f} GiB in memory (limit "
@@ -152,11 +153,11 @@ def _synthetic_pairs(data: DataConfig, size: int, ctx: int, *, split: int, n: in
 SYNTHETIC_VALIDATION = 2   # the synthetic corpus's scene stream of the validation split (0: training, 1: held-out)
 
 
-def _synthetic_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+def _synthetic_validation(data: ClipDataConfig, size: int, ctx: int) -> EvalSuite:
     return _synthetic_suite(data, size, ctx, split=SYNTHETIC_VALIDATION)
 
 
-def _synthetic_suite(data: DataConfig, size: int, ctx: int, carve: bool = False, split: int = 1) -> EvalSuite:
+def _synthetic_suite(data: ClipDataConfig, size: int, ctx: int, carve: bool = False, split: int = 1) -> EvalSuite:
     held_out = _synthetic_pairs(data, size, ctx, split=split, n=data.eval_samples, k=1)
     scenes = synthetic.sample_scenes(data.seed, split, data.eval_samples)
     probe_scenes = synthetic.sample_scenes(data.seed, 0, data.probe_samples)  # a prefix of the training set
@@ -175,7 +176,7 @@ def _synthetic_suite(data: DataConfig, size: int, ctx: int, carve: bool = False,
 
 
 # ----------------------------------------------------------------------------------------------- files
-def _read_records(path: str, data: DataConfig) -> tuple[list[Record], BadData]:
+def _read_records(path: str, data: ClipDataConfig) -> tuple[list[Record], BadData]:
     """(usable records, what was skipped and out of how many) of a CSV or shard set.
 
     Index-time problems (undecodable caption rows, missing/truncated shards, empty captions, missing image
@@ -191,7 +192,7 @@ def _read_records(path: str, data: DataConfig) -> tuple[list[Record], BadData]:
     return good, bad
 
 
-def _split_records(data: DataConfig, carve: bool) -> tuple[list[Record], list[Record], list[Record], BadData]:
+def _split_records(data: ClipDataConfig, carve: bool) -> tuple[list[Record], list[Record], list[Record], BadData]:
     """(train, held-out, validation, the source's skipped records) of ``data.path``: a seeded split holding out
     min(eval_samples, n // 5) of the usable records (none with ``data.eval_path``), then with `carve` the
     validation split of the rest (`compt.clip.data.carve`)."""
@@ -208,7 +209,7 @@ def _split_records(data: DataConfig, carve: bool) -> tuple[list[Record], list[Re
             [records[i] for i in sorted(val)], bad)
 
 
-def _own_records(path: str, data: DataConfig) -> tuple[list[Record], BadData]:
+def _own_records(path: str, data: ClipDataConfig) -> tuple[list[Record], BadData]:
     """(records, the source's skipped records) of ``data.val_path``: the `carve.wanted` of its usable records of
     lowest key rank (all when it holds fewer)."""
     records, bad = _read_records(path, data)
@@ -217,7 +218,7 @@ def _own_records(path: str, data: DataConfig) -> tuple[list[Record], BadData]:
     return [records[i] for i in pick], bad
 
 
-def _held_out_records(data: DataConfig) -> tuple[list[Record], BadData]:
+def _held_out_records(data: ClipDataConfig) -> tuple[list[Record], BadData]:
     """(records, their source's skipped records): ``data.eval_path`` (at most eval_samples of it, seeded) when set,
     else the held-out split of ``data.path``."""
     if not data.eval_path:
@@ -256,13 +257,13 @@ def _labelled_task(name: str, split: real.Labelled, probe: real.Labelled | None)
 Items = list[tuple[str, int]]   # (image path, label) of an image folder
 
 
-def labelled_folder(root: str, data: DataConfig, size: int) -> real.Labelled:
+def labelled_folder(root: str, data: ClipDataConfig, size: int) -> real.Labelled:
     """Decode an image folder (bad images skipped and counted) → labelled images."""
     classnames, items = files.read_folder(root)
     return _decode_labelled(items, classnames, root, data, size)
 
 
-def _decode_labelled(items: Items, classnames: tuple[str, ...], source: str, data: DataConfig,
+def _decode_labelled(items: Items, classnames: tuple[str, ...], source: str, data: ClipDataConfig,
                      size: int) -> real.Labelled:
     bad = BadData(source, data.max_bad_fraction)
     pixels, errors = decode_all([p for p, _ in items], size, workers=data.workers)
@@ -274,7 +275,7 @@ def _decode_labelled(items: Items, classnames: tuple[str, ...], source: str, dat
     return real.Labelled(pixels[keep], labels, classnames, real.FOLDER_TEMPLATES)
 
 
-def _folder_items(data: DataConfig, carve: bool) -> tuple[tuple[str, ...], Items, Items]:
+def _folder_items(data: ClipDataConfig, carve: bool) -> tuple[tuple[str, ...], Items, Items]:
     """(class names, training items, validation items) of the folder ``data.path``; with `carve`, the validation
     split (keys: paths below the folder) taken out of training."""
     classnames, items = files.read_folder(data.path)
@@ -285,7 +286,7 @@ def _folder_items(data: DataConfig, carve: bool) -> tuple[tuple[str, ...], Items
 
 
 # ----------------------------------------------------------------------------------------------- openclipart
-def _openclipart_split(data: DataConfig, size: int, carve: bool) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+def _openclipart_split(data: ClipDataConfig, size: int, carve: bool) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """(all decoded clip art, train, held-out and validation indices — the last empty without `carve`; keys:
     paths below the clip-art root); undecodable images are dropped and counted."""
     payload = real.openclipart(data, size)
@@ -304,7 +305,7 @@ def _openclipart_split(data: DataConfig, size: int, carve: bool) -> tuple[dict, 
     return payload, np.delete(train, val), held, train[val]
 
 
-def _openclipart_pairs(payload: dict, idx: Sequence[int], data: DataConfig, ctx: int, k: int) -> PairDataset:
+def _openclipart_pairs(payload: dict, idx: Sequence[int], data: ClipDataConfig, ctx: int, k: int) -> PairDataset:
     from compt.clip.data.datasets import pretokenize
 
     captions = [tuple(payload["captions"][i]) for i in idx]
@@ -313,22 +314,22 @@ def _openclipart_pairs(payload: dict, idx: Sequence[int], data: DataConfig, ctx:
                        name="openclipart")
 
 
-def _openclipart_train(data: DataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
+def _openclipart_train(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
     payload, train, _, _ = _openclipart_split(data, size, carve)
     return _openclipart_pairs(payload, train, data, ctx, data.captions_per_image)
 
 
-def _openclipart_suite(data: DataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
+def _openclipart_suite(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
     payload, _, held, _ = _openclipart_split(data, size, carve)
     return _openclipart_tasks(payload, held, data, ctx)
 
 
-def _openclipart_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+def _openclipart_validation(data: ClipDataConfig, size: int, ctx: int) -> EvalSuite:
     payload, _, _, val = _openclipart_split(data, size, carve=True)
     return _openclipart_tasks(payload, val, data, ctx)
 
 
-def _openclipart_tasks(payload: dict, idx: np.ndarray, data: DataConfig, ctx: int) -> EvalSuite:
+def _openclipart_tasks(payload: dict, idx: np.ndarray, data: ClipDataConfig, ctx: int) -> EvalSuite:
     """Retrieval (title captions) on the clip art `idx`; zero-shot over the top-level categories."""
     pairs = _openclipart_pairs(payload, idx, data, ctx, 1)
     retrieval = RetrievalSet(images=pairs.images, tokens=tokenize([c[0] for c in pairs.captions or []], ctx),
@@ -344,21 +345,21 @@ def _openclipart_tasks(payload: dict, idx: np.ndarray, data: DataConfig, ctx: in
 
 
 # ----------------------------------------------------------------------------------------------- registry
-def _synthetic_train(data: DataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
+def _synthetic_train(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
     return _synthetic_pairs(data, size, ctx, split=0, n=data.num_samples, k=data.captions_per_image)
 
 
-def _files_train(data: DataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
+def _files_train(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
     train, _, _, bad = _split_records(data, carve)
     return build_pairs(train, data, size, ctx, source=data.path, source_bad=bad)
 
 
-def _files_suite(data: DataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
+def _files_suite(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
     held_out, bad = _held_out_records(data)
     return _retrieval_suite(held_out, bad, data.eval_path or f"{data.path} (held-out)", data, size, ctx)
 
 
-def _files_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+def _files_validation(data: ClipDataConfig, size: int, ctx: int) -> EvalSuite:
     """``data.val_path``, else the split carved from ``data.path`` (`_split_records`)."""
     if data.val_path:
         records, bad = _own_records(data.val_path, data)
@@ -367,24 +368,24 @@ def _files_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
     return _retrieval_suite(val, bad, f"{data.path} (validation)", data, size, ctx)
 
 
-def _retrieval_suite(records: list[Record], bad: BadData, source: str, data: DataConfig, size: int,
+def _retrieval_suite(records: list[Record], bad: BadData, source: str, data: ClipDataConfig, size: int,
                      ctx: int) -> EvalSuite:
     pairs = build_pairs(records, data, size, ctx, source=source, source_bad=bad)
     return EvalSuite(name=data.kind, context_length=ctx, retrieval=_retrieval(pairs, ctx))
 
 
-def _stream_train(data: DataConfig, size: int, ctx: int, carve: bool) -> torch.utils.data.Dataset:
+def _stream_train(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> torch.utils.data.Dataset:
     return stream.streaming_pairs(data, size, ctx, carve)
 
 
-def _stream_suite(data: DataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
+def _stream_suite(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
     """A stream has no held-out split: evaluation reads ``data.eval_path`` with the indexed reader."""
     if not data.eval_path:
         raise UserError('data.kind = "wds-stream" evaluates on data.eval_path (held-out shards); set it')
     return _files_suite(data, size, ctx, carve)
 
 
-def _stream_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+def _stream_validation(data: ClipDataConfig, size: int, ctx: int) -> EvalSuite:
     """``data.val_path``, else the samples of ``data.path`` the stream skips (`carve.stream_bound`), read with the
     indexed reader: at most `carve.wanted` of them, those of lowest key rank."""
     if data.val_path:
@@ -400,29 +401,29 @@ def _stream_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
     return _retrieval_suite([below[i] for i in pick], bad, f"{data.path} (validation)", data, size, ctx)
 
 
-def _fashion_mnist_train(data: DataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
+def _fashion_mnist_train(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
     split = real.fashion_mnist(data, size, "train", data.num_samples, stream=0, part="train" if carve else None)
     return real.template_pairs(split, data.captions_per_image, ctx, data.seed, "fashion-mnist")
 
 
-def _fashion_mnist_suite(data: DataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
+def _fashion_mnist_suite(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
     test = real.fashion_mnist(data, size, "t10k", data.eval_samples, stream=1)
     probe = real.fashion_mnist(data, size, "train", data.probe_samples, stream=0) if data.probe_samples else None
     return EvalSuite(name="fashion-mnist", context_length=ctx, zeroshot=(_labelled_task("fashion-mnist", test, probe),))
 
 
-def _fashion_mnist_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+def _fashion_mnist_validation(data: ClipDataConfig, size: int, ctx: int) -> EvalSuite:
     val = real.fashion_mnist(data, size, "train", data.num_samples, stream=0, part="validation")
     return EvalSuite(name="fashion-mnist", context_length=ctx, zeroshot=(_labelled_task("fashion-mnist", val, None),))
 
 
-def _folder_train(data: DataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
+def _folder_train(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> PairDataset:
     classnames, train, _ = _folder_items(data, carve)
     labelled = _decode_labelled(train, classnames, data.path, data, size)
     return real.template_pairs(labelled, data.captions_per_image, ctx, data.seed, data.path)
 
 
-def _folder_suite(data: DataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
+def _folder_suite(data: ClipDataConfig, size: int, ctx: int, carve: bool) -> EvalSuite:
     """``data.eval_path``, else the training images themselves (a folder has no held-out split)."""
     if data.eval_path:
         labelled = labelled_folder(data.eval_path, data, size)
@@ -432,7 +433,7 @@ def _folder_suite(data: DataConfig, size: int, ctx: int, carve: bool) -> EvalSui
     return EvalSuite(name="folder", context_length=ctx, zeroshot=(_labelled_task("folder", labelled, None),))
 
 
-def _folder_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
+def _folder_validation(data: ClipDataConfig, size: int, ctx: int) -> EvalSuite:
     if data.val_path:
         classnames, items = files.read_folder(data.val_path)
         pick = carving.lowest([os.path.relpath(p, data.val_path) for p, _ in items], carving.wanted(data), data.seed)
@@ -444,7 +445,7 @@ def _folder_validation(data: DataConfig, size: int, ctx: int) -> EvalSuite:
     return EvalSuite(name="folder", context_length=ctx, zeroshot=(_labelled_task("folder", labelled, None),))
 
 
-def _text_only(data: DataConfig, size: int, ctx: int, carve: bool = False) -> Any:
+def _text_only(data: ClipDataConfig, size: int, ctx: int, carve: bool = False) -> Any:
     raise UserError("[data] kind = \"text\" is a text corpus for language-model chains (compt.lm.data reads "
                     "it); CLIP models need image–caption data")
 

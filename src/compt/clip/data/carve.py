@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError
 
 MIN_SAMPLES = 5        # a smaller validation split decides stopping on noise
@@ -33,7 +33,7 @@ def key_rank(key: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:8], "big")
 
 
-def wanted(data: DataConfig) -> int:
+def wanted(data: ClipDataConfig) -> int:
     """The validation samples asked for: ``data.val_samples``, else ``data.eval_samples``."""
     return data.val_samples if data.val_samples is not None else data.eval_samples
 
@@ -52,13 +52,13 @@ def check(count: int, source: str) -> None:
                         f"members' epochs instead")
 
 
-def carve(keys: Sequence[str], data: DataConfig, source: str) -> list[int]:
+def carve(keys: Sequence[str], data: ClipDataConfig, source: str) -> list[int]:
     """Positions of the validation split among the samples `keys` left after the held-out split (ascending)."""
     count = min(wanted(data), len(keys) // 5)
     check(count, source)
     return lowest(keys, count, data.seed)
 
 
-def stream_bound(data: DataConfig) -> int:
+def stream_bound(data: ClipDataConfig) -> int:
     """B of the module docstring: a stream skips the samples of rank below it."""
     return SPACE * min(wanted(data), data.num_samples // 5) // data.num_samples

@@ -26,7 +26,7 @@ import torch
 
 from compt.clip.data.images import ImageRef, TarMember, TensorImages, decode_all, describe, load_image, normalize
 from compt.clip.data.text import sample_captions, tokenize
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError
 
 log = logging.getLogger("compt.clip.data")
@@ -204,7 +204,7 @@ def pretokenize(captions: Sequence[tuple[str, ...]], k: int, context_length: int
     return tokenize(flat, context_length).view(len(captions), k, context_length).to(torch.int32)
 
 
-def build_pairs(records: Sequence[Record], data: DataConfig, image_size: int, context_length: int,
+def build_pairs(records: Sequence[Record], data: ClipDataConfig, image_size: int, context_length: int,
                 *, source: str, source_bad: BadData | None = None) -> PairDataset:
     """Records → `PairDataset` under the bad-data policy (see module doc).
 

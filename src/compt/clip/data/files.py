@@ -19,7 +19,7 @@ from pathlib import Path
 
 from compt.clip.data.datasets import BadData, Record
 from compt.clip.data.images import IMAGE_EXTENSIONS, TarMember
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -50,7 +50,7 @@ def _separator(raw: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- CSV
-def read_csv(path: str, data: DataConfig, bad: BadData | None = None) -> list[Record]:
+def read_csv(path: str, data: ClipDataConfig, bad: BadData | None = None) -> list[Record]:
     """open_clip-style CSV/TSV (``filepath,caption``; column names and separator from `data`) → records.
 
     Relative image paths resolve against ``data.root`` when set, else the CSV's folder. A row whose caption
@@ -136,7 +136,7 @@ def _scan_shard(shard: str, bad: BadData) -> dict[str, dict[str, tarfile.TarInfo
     return samples
 
 
-def _shard_records(shard: str, data: DataConfig, bad: BadData) -> list[Record]:
+def _shard_records(shard: str, data: ClipDataConfig, bad: BadData) -> list[Record]:
     out = []
     for key, parts in _scan_shard(shard, bad).items():
         image = next((parts[e] for e in _IMAGE_EXTS if e in parts), None)
@@ -155,7 +155,7 @@ def _shard_records(shard: str, data: DataConfig, bad: BadData) -> list[Record]:
     return out
 
 
-def read_shards(pattern: str, data: DataConfig, bad: BadData) -> list[Record]:
+def read_shards(pattern: str, data: ClipDataConfig, bad: BadData) -> list[Record]:
     """webdataset tar shards (brace pattern) → records (jpg/png + txt and/or json per key)."""
     shards = expand_braces(pattern)
     missing = [s for s in shards if not os.path.isfile(s)]

@@ -24,7 +24,7 @@ from compt.clip.data.carve import carve
 from compt.clip.data.datasets import PairDataset
 from compt.clip.data.images import TensorImages, cache_key, decode_all, load_cached, save_cached
 from compt.clip.data.text import template_captions, tokenize
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
@@ -104,7 +104,7 @@ def read_fashion_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.nda
             _read_idx(_fashion_file(root, f"{split}-labels-idx1-ubyte")))
 
 
-def fashion_mnist(data: DataConfig, size: int, split: str, count: int, stream: int,
+def fashion_mnist(data: ClipDataConfig, size: int, split: str, count: int, stream: int,
                   part: str | None = None) -> Labelled:
     """`count` seeded images of the "train" or "t10k" split at the model's size; `part` "train" / "validation":
     only those outside / inside the validation split carved from them (keys: indices in the split's file)."""
@@ -150,14 +150,14 @@ def _openclipart_files(root: Path) -> list[Path]:
     return sorted(png.rglob("*.png"))
 
 
-def _cache_path(data: DataConfig, key: str) -> Path | None:
+def _cache_path(data: ClipDataConfig, key: str) -> Path | None:
     if data.cache_dir == "none":
         return None
     base = data.cache_dir or os.environ.get("COMPT_CACHE_DIR") or str(Path.home() / ".cache" / "compt")
     return Path(base) / f"{key}.pt"
 
 
-def openclipart(data: DataConfig, size: int) -> dict:
+def openclipart(data: ClipDataConfig, size: int) -> dict:
     """Every Open Clip Art image decoded at `size`, with captions and category: cached after the first build."""
     root = Path(data.path or OPENCLIPART_DIR)
     files = _openclipart_files(root)

@@ -32,7 +32,7 @@ from compt.clip.data.carve import key_rank, stream_bound
 from compt.clip.data.files import expand_braces
 from compt.clip.data.images import resize_center_crop, to_rgb
 from compt.clip.data.text import sample_captions, tokenize
-from compt.config import DataConfig
+from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError
 
 SHUFFLE_BUFFER = 2_000      # samples (data.shuffle_buffer = None)
@@ -100,7 +100,7 @@ class StreamingPairs(IterableDataset):
                                 f"and worker at least one shard, or set data.resampled = true")
 
 
-def streaming_pairs(data: DataConfig, image_size: int, context_length: int, carve: bool = False) -> StreamingPairs:
+def streaming_pairs(data: ClipDataConfig, image_size: int, context_length: int, carve: bool = False) -> StreamingPairs:
     """The ``wds-stream`` training set of `data` (``data.path`` a brace pattern of local or URL shards); with
     `carve`, without the samples of the validation split carved from them (`compt.clip.data.carve.stream_bound`)."""
     if not data.path:

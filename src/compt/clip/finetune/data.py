@@ -81,9 +81,9 @@ def _synthetic(task: str, size: int, cfg: FinetuneConfig, split: int) -> Split:
 
 def _fashion(root: str, size: int, cfg: FinetuneConfig, split: str) -> Split:
     from compt.clip.data import real
-    from compt.config import DataConfig
+    from compt.clip.settings import ClipDataConfig
 
-    data = DataConfig(kind="fashion-mnist", path=root, seed=cfg.seed)
+    data = ClipDataConfig(kind="fashion-mnist", path=root, seed=cfg.seed)
     count, stream = (cfg.train_samples, 0) if split == "train" else (cfg.eval_samples, 1)
     labelled = real.fashion_mnist(data, size, split, count, stream)
     return Split(labelled.images, labelled.labels, labelled.classnames)
@@ -91,9 +91,9 @@ def _fashion(root: str, size: int, cfg: FinetuneConfig, split: str) -> Split:
 
 def _folder(root: str, size: int, cfg: FinetuneConfig) -> tuple[Split, Split]:
     from compt.clip.data import labelled_folder, real
-    from compt.config import DataConfig
+    from compt.clip.settings import ClipDataConfig
 
-    labelled = labelled_folder(root, DataConfig(kind="folder", path=root, seed=cfg.seed), size)
+    labelled = labelled_folder(root, ClipDataConfig(kind="folder", path=root, seed=cfg.seed), size)
     n = len(labelled.labels)
     n_eval = min(cfg.eval_samples, n // 5)
     if n_eval == 0:
