@@ -41,8 +41,7 @@ def vit(monkeypatch) -> Any:
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda **kw: eps if kw.get("group") == registry.ENTRY_POINTS else real(**kw))
     monkeypatch.setattr(registry, "_PLUGINS", [])
-    yield
-    registry.unregister_paradigm("vit")
+    yield   # vit stays registered: the package's own metadata lists it too
 
 
 def perturbed(name: str, seed: int = 0) -> tuple[Any, torch.nn.Module]:
