@@ -137,6 +137,7 @@ class Paradigm(Protocol):
     default_distill: str            # a grown member's distillation loss when the member names none
     data_options: type              # its `[data]` settings: `compt.settings.DataConfig` or a subclass adding its own
     member_options: type            # its `[[chain]]` settings: `compt.settings.MemberConfig` or a subclass
+    cli_module: str | None          # the module of its command-line functions (`compt.paradigm_base.ParadigmBase`)
 
     # ------------------------------------------------------------------ models
     def owns(self, model: str) -> bool:
@@ -189,7 +190,8 @@ OPTIONAL = ("families", "create", "checkpoint_extras", "block_types", "fsdp_meth
             "load_hint", "load_help", "listing", "listed_families", "flops_row", "report_sections", "describe_samples",
             "describe_data", "data_options", "member_options",
             # the command line's members (compt grow, prune, eval, finetune)
-            "reads_native", "read_native", "grow_command", "prune_pair", "calibration_set", "write_native",
+            "cli_module", "reads_native", "read_native",
+            "grow_command", "prune_pair", "calibration_set", "write_native",
             "eval_data_kinds", "eval_checkpoint", "eval_tools", "eval_run", "finetune_defaults", "finetune")
 ENTRY_POINTS = "compt.paradigms"   # the entry-point group through which another package adds a paradigm
 
@@ -206,7 +208,10 @@ def conformance_problems(paradigm: Any) -> list[str]:
     if missing:
         return [f"lacks {', '.join(missing)}" + (" (subclass compt.paradigm_base.ParadigmBase for the optional "
                                                  "members' defaults)" if set(missing) & set(OPTIONAL) else "")]
-    problems = [f"{m} is not callable" for m in (*REQUIRED[5:], *OPTIONAL) if not callable(getattr(paradigm, m))]
+    problems = [f"{m} is not callable" for m in (*REQUIRED[5:], *OPTIONAL)
+                if m != "cli_module" and not callable(getattr(paradigm, m))]
+    if not (paradigm.cli_module is None or isinstance(paradigm.cli_module, str)):
+        problems.append("cli_module must be a module name or None")
     for member, base in (("data_options", DataConfig), ("member_options", MemberConfig)):
         cls = getattr(paradigm, member)
         if not (isinstance(cls, type) and issubclass(cls, base)):

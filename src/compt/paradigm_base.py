@@ -163,9 +163,21 @@ class ParadigmBase:
     member_options: type[MemberConfig] = MemberConfig   # its `[[chain]]` tables: the shared settings only
 
     # ------------------------------------------------------------------ command line (args: the parsed command)
+    cli_module: str | None = None   # a module whose functions grow_command, prune_pair, calibration_set and
+    #                                 eval_checkpoint (each called with the paradigm first) are those members
+
     def _unsupported(self, feature: str) -> UserError:
         """The one-line error of a feature this paradigm does not provide."""
         return UserError(f"the {self.name} paradigm does not support {feature}")
+
+    def _command(self, name: str, feature: str) -> Any:
+        """Function `name` of `cli_module`; where there is none, `feature` is unsupported."""
+        import importlib
+
+        found = getattr(importlib.import_module(self.cli_module), name, None) if self.cli_module else None
+        if found is None:
+            raise self._unsupported(feature)
+        return found
 
     def reads_native(self, path: Path) -> bool:
         """Whether `path` (a folder or a config file, not a compt checkpoint) is a model in the field's own format
@@ -178,17 +190,17 @@ class ParadigmBase:
 
     def grow_command(self, args: Any, ckpt: Any) -> int:
         """`compt grow`: write the child of parent checkpoint `ckpt` that ``args`` names (exit status)."""
-        raise self._unsupported("compt grow")
+        return self._command("grow_command", "compt grow")(self, args, ckpt)
 
     def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
         """`compt prune`: (parent config, child config, where the parent's came from), the pair checked."""
-        raise self._unsupported("compt prune")
+        return self._command("prune_pair", "compt prune")(self, args, ckpt)
 
     def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str
                         ) -> tuple[Any, str, Any]:
         """`compt prune`: (the calibration dataset of ``args``, its description, the tokenizer or None); `tmp` a
         scratch folder that lives while the batch is drawn."""
-        raise self._unsupported("compt prune")
+        return self._command("calibration_set", "compt prune")(self, args, ckpt, parent_cfg, samples, tmp)
 
     def write_native(self, child_cfg: Any, state: StateDict, out: Path, tokenizer: Any) -> None:
         """What the field's library loads, written beside a pruned child's checkpoint `out` (default: nothing)."""
@@ -199,7 +211,7 @@ class ParadigmBase:
 
     def eval_checkpoint(self, args: Any) -> int:
         """`compt eval CHECKPOINT --data KIND` for one of `eval_data_kinds` (exit status)."""
-        raise self._unsupported("compt eval")
+        return self._command("eval_checkpoint", "compt eval")(self, args)
 
     def eval_tools(self) -> tuple[str, ...]:
         """The ``compt eval RUN_DIR`` options (their argparse names, e.g. ``benchmark``) whose evaluation of every

@@ -113,6 +113,7 @@ class ClipParadigm(ParadigmBase):
     metrics = (Metric("zeroshot_top1", "zero-shot top-1", bounds=PERCENT),
                Metric("retrieval_r1", "retrieval R@1", bounds=PERCENT))
     default_distill = "fd"
+    cli_module = "compt.clip.cli"   # compt grow, prune, eval CHECKPOINT
     data_options = ClipDataConfig
     member_options = ClipMemberConfig
 
@@ -318,21 +319,6 @@ class ClipParadigm(ParadigmBase):
         return f"{where} ({data.num_samples:,} pairs)"
 
     # ------------------------------------------------------------------ command line (compt.clip.cli)
-    def grow_command(self, args: Any, ckpt: Any) -> int:
-        from compt.clip.cli import grow_command
-
-        return grow_command(self, args, ckpt)
-
-    def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
-        from compt.clip.cli import prune_pair
-
-        return prune_pair(self, args, ckpt)
-
-    def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str) -> tuple[Any, str, Any]:
-        from compt.clip.cli import calibration_set
-
-        return calibration_set(self, args, ckpt, parent_cfg, samples, tmp)
-
     def write_native(self, child_cfg: ModelConfig, state: StateDict, out: Path, tokenizer: Any) -> None:
         """``open_clip_config.json`` in the child's folder (open_clip's ``local-dir:``)."""
         from compt.clip.models import write_open_clip_config
@@ -344,11 +330,6 @@ class ClipParadigm(ParadigmBase):
         from compt.clip.data import ADAPTERS
 
         return tuple(k for k, a in ADAPTERS.items() if a.measures)
-
-    def eval_checkpoint(self, args: Any) -> int:
-        from compt.clip.cli import eval_checkpoint
-
-        return eval_checkpoint(self, args)
 
     def eval_tools(self) -> tuple[str, ...]:
         return ("benchmark",)   # clip_benchmark

@@ -37,6 +37,7 @@ class LMParadigm(ParadigmBase):
     metrics = (Metric("val_loss", "held-out loss", higher_is_better=False, digits=3, bounds=(0.0, math.inf)),
                Metric("val_ppl", "held-out perplexity", higher_is_better=False, digits=3, bounds=(1.0, math.inf)))
     default_distill = "kl"
+    cli_module = "compt.lm.cli"   # compt grow, prune, eval CHECKPOINT
     data_options = LMDataConfig
     member_options = LogitDistillMember
 
@@ -264,28 +265,8 @@ class LMParadigm(ParadigmBase):
 
         return hf_checkpoint(folder)
 
-    def grow_command(self, args: Any, ckpt: Any) -> int:
-        from compt.lm.cli import grow_command
-
-        return grow_command(self, args, ckpt)
-
-    def prune_pair(self, args: Any, ckpt: Any) -> tuple[Any, Any, str]:
-        from compt.lm.cli import prune_pair
-
-        return prune_pair(self, args, ckpt)
-
-    def calibration_set(self, args: Any, ckpt: Any, parent_cfg: Any, samples: int, tmp: str) -> tuple[Any, str, Any]:
-        from compt.lm.cli import calibration_set
-
-        return calibration_set(self, args, ckpt, parent_cfg, samples, tmp)
-
     def eval_data_kinds(self) -> tuple[str, ...]:
         return ("text", "tokens", "documents")
-
-    def eval_checkpoint(self, args: Any) -> int:
-        from compt.lm.cli import eval_checkpoint
-
-        return eval_checkpoint(self, args)
 
     def eval_tools(self) -> tuple[str, ...]:
         return ("lm_eval",)   # lm-evaluation-harness

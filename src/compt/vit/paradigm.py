@@ -34,6 +34,7 @@ class ViTParadigm(ParadigmBase):
     metrics = (Metric("top1", "top-1 accuracy (%)", digits=1, bounds=PERCENT),)
     member_options = LogitDistillMember   # its KL distillation's temperature
     default_distill = "kl"
+    cli_module = "compt.vit.cli"   # compt grow, eval CHECKPOINT (it has no prune_pair: compt prune is refused)
 
     # ------------------------------------------------------------------ models
     def owns(self, model: str) -> bool:
@@ -165,20 +166,10 @@ class ViTParadigm(ParadigmBase):
         return "(one labelled image each)"
 
     # ------------------------------------------------------------------ command line (compt.vit.cli, .finetune)
-    def grow_command(self, args: Any, ckpt: Any) -> int:
-        from compt.vit.cli import grow_command
-
-        return grow_command(self, args, ckpt)
-
     def eval_data_kinds(self) -> tuple[str, ...]:
         from compt.vit.data import KINDS
 
         return KINDS
-
-    def eval_checkpoint(self, args: Any) -> int:
-        from compt.vit.cli import eval_checkpoint
-
-        return eval_checkpoint(self, args)
 
     def finetune_defaults(self) -> Any:
         from compt.vit.finetune import ViTFinetuneConfig
