@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from compt.chain import baseline_dir, plan_stages
-from compt.paradigm import lower_is_better
+from compt.paradigm import lower_is_better, metric_info
 from compt.plan import human_flops
 from compt.report import (
     WALL_MARKS,
@@ -69,7 +69,7 @@ def variant_table(rows: list[tuple[str, dict]]) -> str:
             f"individual {metrics[0][1]}", "chain FLOPs (% of largest alone)", "accel. FLOPs", "accel. wall-clock",
             "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    digits = 1 if metrics[0][0] == METRICS[0][0] else 3
+    digits = metric_info(metrics[0][0]).digits
     for name, s in rows:
         ind = {m["model"]: m for m in s["members"] if m["method"] == "individual"}
         fam = s["family"]
