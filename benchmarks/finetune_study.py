@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import compt
-from compt.clip.finetune.config import FinetuneConfig
 from compt.clip.finetune.runner import FINETUNE_DIR
 from compt.errors import UserError
 from compt.fields import parse_field
+from compt.finetune_config import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARIES = ROOT / "benchmarks" / "runs"

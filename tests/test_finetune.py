@@ -17,10 +17,10 @@ import compt
 from compt.checkpoint import save_checkpoint
 from compt.cli import main
 from compt.clip.data.real import FASHION_DIR
-from compt.clip.finetune.config import FinetuneConfig
 from compt.clip.finetune.recipe import Split, finetune_model, layer_ids, param_groups
 from compt.clip.models import create_model, get_model_config
 from compt.errors import UserError
+from compt.finetune_config import FinetuneConfig
 from compt.report import write_report
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}

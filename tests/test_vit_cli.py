@@ -128,11 +128,12 @@ SMALL = {"epochs": 4, "batch_size": 16, "lr": 5e-3, "train_samples": 80, "eval_s
 
 
 def test_linear_finetuning_trains_the_head_alone_and_full_finetuning_the_trunk(run) -> None:
-    from compt.vit.finetune import ViTFinetuneConfig, finetune_classifier, labelled_sets
+    from compt.finetune_config import FinetuneConfig
+    from compt.vit.finetune import finetune_classifier, labelled_sets
 
     out, _ = run
     ckpt = load_checkpoint(out / "chain/02-vit-test_B/final.pt")
-    cfg = ViTFinetuneConfig(mode="linear", **SMALL)
+    cfg = FinetuneConfig(mode="linear", **SMALL)
     _, train, held, classes = labelled_sets("synthetic", ckpt.model_config, cfg)
     model = vit().create(ckpt.model_config, ckpt.state_dict)
     res = finetune_classifier(model, train, held, classes, cfg)
@@ -142,16 +143,17 @@ def test_linear_finetuning_trains_the_head_alone_and_full_finetuning_the_trunk(r
     assert res["top1"] == top1(model, held) == res["history"][-1]["top1"]   # the head on the trunk, as timm runs it
     assert res["top1"] > 10.0 + 20   # a zero head scores 10 % (class 0) on 10 balanced classes
     full = vit().create(ckpt.model_config, ckpt.state_dict)
-    got = finetune_classifier(full, train, held, classes, ViTFinetuneConfig(mode="full", **SMALL))
+    got = finetune_classifier(full, train, held, classes, FinetuneConfig(mode="full", **SMALL))
     assert not torch.equal(full.blocks[0].attn.qkv.weight, ckpt.state_dict["blocks.0.attn.qkv.weight"])
     assert got["top1"] == top1(full, held) and got["history"] != res["history"]
 
 
 def test_layer_decay_scales_each_timm_group(run) -> None:
-    from compt.vit.finetune import ViTFinetuneConfig, param_groups
+    from compt.finetune_config import FinetuneConfig
+    from compt.vit.finetune import param_groups
 
     model = vit().create(get_vit_config("vit-test/B"), None)   # stem, 2 blocks, head
-    groups = param_groups(model, ViTFinetuneConfig(layer_decay=0.5, weight_decay=0.1))
+    groups = param_groups(model, FinetuneConfig(layer_decay=0.5, weight_decay=0.1))
     scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     assert scale[id(model.head.weight)] == 1.0 and scale[id(model.norm.weight)] == 0.5
@@ -223,16 +225,17 @@ def test_plan_of_a_vit_run_says_nothing_of_captions(run, tmp_path: Path, capsys)
 
 
 def test_the_ema_weights_are_scored_and_the_trained_ones_kept(run) -> None:
-    from compt.vit.finetune import ViTFinetuneConfig, finetune_classifier, labelled_sets
+    from compt.finetune_config import FinetuneConfig
+    from compt.vit.finetune import finetune_classifier, labelled_sets
 
     out, _ = run
     ckpt = load_checkpoint(out / "chain/02-vit-test_B/final.pt")
-    cfg = ViTFinetuneConfig(mode="linear", ema=0.9, **SMALL)
+    cfg = FinetuneConfig(mode="linear", ema=0.9, **SMALL)
     _, train, held, classes = labelled_sets("synthetic", ckpt.model_config, cfg)
     runs = {}
     for ema in (0.0, 0.9):
         model = vit().create(ckpt.model_config, ckpt.state_dict)
-        runs[ema] = finetune_classifier(model, train, held, classes, ViTFinetuneConfig(mode="linear", ema=ema,
+        runs[ema] = finetune_classifier(model, train, held, classes, FinetuneConfig(mode="linear", ema=ema,
                                                                                        **SMALL)), model
     (plain, a), (smoothed, b) = runs[0.0], runs[0.9]
     assert torch.equal(a.head.weight, b.head.weight)   # the EMA does not touch the trained weights

@@ -111,7 +111,7 @@ def finetune_run(run_dir: str | Path, *, data: str = "synthetic", mode: str = "f
                  progress: bool = True, **settings: Any) -> list[dict[str, Any]]:
     """Fine-tune the image tower of every finished member of a CLIP run (or of one checkpoint) with a linear head
     on `data` (``synthetic[:TASK]``, ``fashion-mnist[:ROOT]``, ``folder:PATH``), `mode` full or linear, any
-    `compt.clip.finetune.config.FinetuneConfig` field as a keyword; resumable. Returns each member's result (held-out
+    `compt.finetune_config.FinetuneConfig` field as a keyword; resumable. Returns each member's result (held-out
     ``top1`` in %, settings, sizes), also written to ``RUN/finetune/<member>/<dataset>[-linear].json``."""
     from compt.paradigm import finetuner
 

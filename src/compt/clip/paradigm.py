@@ -340,7 +340,7 @@ class ClipParadigm(ParadigmBase):
         return run_benchmark(self, args)
 
     def finetune_defaults(self) -> Any:
-        from compt.clip.finetune.config import FinetuneConfig
+        from compt.finetune_config import FinetuneConfig
 
         return FinetuneConfig()
 

@@ -36,47 +36,14 @@ from torch import nn
 
 from compt.checkpoint import atomic_save, atomic_write_json, sha256_file
 from compt.errors import UserError, unknown_name
+from compt.finetune_config import FinetuneConfig
 from compt.vit.models import ViTConfig
 
 FINETUNE_DIR = "finetune"
 KINDS = ("synthetic", "fashion-mnist", "folder")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ViTFinetuneConfig:
-    """The recipe's settings (module docstring); the defaults fit the CPU members (minutes)."""
-
-    mode: str = "full"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    min_lr: float = 1e-6
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    label_smoothing: float = 0.1
-    ema: float = 0.0
-    train_samples: int = 5000
-    eval_samples: int = 1000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("full", "linear"):
-            raise UserError(f"unknown fine-tuning mode {self.mode!r} (known: full, linear)")
-        for name, value in dataclasses.asdict(self).items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise UserError(f"fine-tuning {name} must be a finite number, got {value}")
-        checks = (("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
-                  ("train_samples", self.train_samples >= 1), ("eval_samples", self.eval_samples >= 1),
-                  ("min_lr", 0 <= self.min_lr <= self.lr), ("layer_decay", 0 < self.layer_decay <= 1),
-                  ("label_smoothing", 0 <= self.label_smoothing < 1), ("ema", 0 <= self.ema < 1),
-                  ("warmup_epochs", self.warmup_epochs >= 0), ("weight_decay", self.weight_decay >= 0))
-        for name, ok in checks:
-            if not ok:
-                raise UserError(f"fine-tuning {name} = {getattr(self, name)} is out of range")
-
-
-def labelled_sets(spec: str, model_cfg: ViTConfig, cfg: ViTFinetuneConfig) -> tuple[str, Any, Any, int]:
+def labelled_sets(spec: str, model_cfg: ViTConfig, cfg: FinetuneConfig) -> tuple[str, Any, Any, int]:
     """(result name, training set, held-out set, classes C) of ``--data KIND[:ARG]`` (module docstring)."""
     from compt.config import DataConfig
     from compt.vit.data import ViTData, scan_folder
@@ -103,7 +70,7 @@ def stacked(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([x for x, _, _ in items]), torch.as_tensor([int(y) for _, y, _ in items])
 
 
-def param_groups(model: nn.Module, cfg: ViTFinetuneConfig) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
     """AdamW groups per (layer id, decayed or not), ``lr_scale`` = decay^(L + 1 − l) (module docstring); linear
     mode: the head alone."""
     from timm.models import group_parameters
@@ -124,7 +91,7 @@ def param_groups(model: nn.Module, cfg: ViTFinetuneConfig) -> list[dict[str, Any
     return [out[k] for k in sorted(out)]
 
 
-def finetune_classifier(model: nn.Module, train: Any, held: Any, classes: int, cfg: ViTFinetuneConfig, *,
+def finetune_classifier(model: nn.Module, train: Any, held: Any, classes: int, cfg: FinetuneConfig, *,
                         state: dict[str, Any] | None = None, save: Any = None) -> dict[str, Any]:
     """Fine-tune timm ViT `model` in place with a new head of `classes` (module docstring); ``{"top1",
     "history", "steps"}``. `state` (what `save` was last given, after every epoch but the last) resumes."""
@@ -218,10 +185,10 @@ def finetune_run(target: str | Path, *, data: str = "synthetic", mode: str = "fu
     from compt.runlock import run_lock
     from compt.signals import interrupt_on_signals
 
-    fields = {f.name for f in dataclasses.fields(ViTFinetuneConfig)} - {"mode"}
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)} - {"mode"}
     if unknown := sorted(set(settings) - fields):
         raise UserError(f"unknown fine-tuning setting {unknown[0]!r} (known: {', '.join(sorted(fields))})")
-    cfg = ViTFinetuneConfig(mode=mode, **settings)
+    cfg = FinetuneConfig(mode=mode, **settings)
     path = Path(target)
     targets = targets_of(path)
     folder = path / FINETUNE_DIR if path.is_dir() else path.parent / FINETUNE_DIR
@@ -231,7 +198,7 @@ def finetune_run(target: str | Path, *, data: str = "synthetic", mode: str = "fu
         return [finetune_member(key, ckpt, out, data, cfg, redo) for key, ckpt, out in targets]
 
 
-def finetune_member(key: str, checkpoint: Path, folder: Path, data: str, cfg: ViTFinetuneConfig,
+def finetune_member(key: str, checkpoint: Path, folder: Path, data: str, cfg: FinetuneConfig,
                     redo: bool) -> dict[str, Any]:
     """One member: its stored result when it has one for these settings, else the fine-tune (resumed from its
     end-of-epoch state when there is one for these settings and this checkpoint)."""

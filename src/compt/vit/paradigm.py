@@ -172,9 +172,9 @@ class ViTParadigm(ParadigmBase):
         return KINDS
 
     def finetune_defaults(self) -> Any:
-        from compt.vit.finetune import ViTFinetuneConfig
+        from compt.finetune_config import FinetuneConfig
 
-        return ViTFinetuneConfig()
+        return FinetuneConfig()
 
     def finetune(self, target: str | Path, **options: Any) -> list[dict[str, Any]]:
         """A new head on a labelled set, every finished member (`compt.vit.finetune`)."""

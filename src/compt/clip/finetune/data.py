@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from compt.clip.finetune.config import FinetuneConfig
 from compt.clip.finetune.recipe import Split
 from compt.errors import UserError, unknown_name
+from compt.finetune_config import FinetuneConfig
 
 KINDS = ("synthetic", "fashion-mnist", "folder")
 

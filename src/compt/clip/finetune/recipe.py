@@ -43,8 +43,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from compt.clip.data.images import normalize
-from compt.clip.finetune.config import FinetuneConfig
 from compt.errors import UserError
+from compt.finetune_config import FinetuneConfig
 from compt.train.optim import lr_at, no_weight_decay
 
 _BLOCK = re.compile(r"^transformer\.resblocks\.(\d+)\.")

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from compt.checkpoint import atomic_save, atomic_write_json, sha256_file
-from compt.clip.finetune.config import FinetuneConfig
 from compt.clip.finetune.data import LabelledData, load_splits, parse_data
 from compt.clip.finetune.recipe import Split, finetune_model
 from compt.errors import UserError
+from compt.finetune_config import FinetuneConfig
 from compt.runlock import run_lock
 from compt.signals import interrupt_on_signals
 

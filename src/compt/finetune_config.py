@@ -1,4 +1,5 @@
-"""`FinetuneConfig`: the settings of one fine-tune (no torch here, so the command line builds without it)."""
+"""`FinetuneConfig`: the settings of one fine-tune, shared by the paradigms that fine-tune (CLIP image towers, ViT
+classifiers); no torch here, so the command line builds without it."""
 
 from __future__ import annotations
 
