@@ -75,19 +75,11 @@ class ShapesDataset(Dataset):
 
 # ----------------------------------------------------------------------------------------------- Fashion-MNIST
 def read_idx(root: Path, stem: str) -> Tensor:
-    """The uint8 array (N, …) of IDX file ``root/stem[.gz]``; a `UserError` naming it when it is missing."""
-    import gzip
+    """The uint8 array (N, …) of IDX file ``root/stem[.gz]`` (`compt.idx`); a `UserError` naming it when missing."""
+    from compt.idx import fashion_mnist_file
+    from compt.idx import read_idx as read_file
 
-    import numpy as np
-
-    path = next((root / n for n in (f"{stem}.gz", stem) if (root / n).is_file()), None)
-    if path is None:
-        raise UserError(f"Fashion-MNIST file {root / stem}[.gz] not found: set data.path to the folder of the IDX "
-                        f"files (or install Debian's dataset-fashion-mnist)")
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        raw = f.read()
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3]))
-    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * raw[3]).reshape(shape).copy())
+    return torch.from_numpy(read_file(fashion_mnist_file(root, stem)).copy())
 
 
 class GreyDataset(Dataset):

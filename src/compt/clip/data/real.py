@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import gzip
 import html
 import os
 import re
@@ -26,6 +25,7 @@ from compt.clip.data.images import TensorImages, cache_key, decode_all, load_cac
 from compt.clip.data.text import template_captions, tokenize
 from compt.clip.settings import ClipDataConfig
 from compt.errors import UserError
+from compt.idx import fashion_mnist_file, read_idx
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -68,24 +68,6 @@ def template_pairs(split: Labelled, k: int, context_length: int, seed: int, name
 
 
 # ----------------------------------------------------------------------------------------------- Fashion-MNIST
-def _read_idx(path: Path) -> np.ndarray:
-    """IDX file (gzip or plain) → uint8 array (N, …)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def _fashion_file(root: Path, stem: str) -> Path:
-    for name in (f"{stem}.gz", stem):
-        if (root / name).is_file():
-            return root / name
-    raise UserError(f"Fashion-MNIST files not found under {root} (missing {stem}.gz); install Debian package "
-                    f"dataset-fashion-mnist or set data.path to the folder holding the IDX files")
-
-
 def _grey_to_model(images: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (N, h, w) grey → uint8 (N, 3, size, size) with open_clip's resize + center crop."""
     import torchvision.transforms as T
@@ -100,8 +82,8 @@ def _grey_to_model(images: np.ndarray, size: int) -> torch.Tensor:
 def read_fashion_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Raw split "train" or "t10k": uint8 images (N, 28, 28) and labels (N,) from the IDX files in `root`."""
     root = Path(root)
-    return (_read_idx(_fashion_file(root, f"{split}-images-idx3-ubyte")),
-            _read_idx(_fashion_file(root, f"{split}-labels-idx1-ubyte")))
+    return (read_idx(fashion_mnist_file(root, f"{split}-images-idx3-ubyte")),
+            read_idx(fashion_mnist_file(root, f"{split}-labels-idx1-ubyte")))
 
 
 def fashion_mnist(data: ClipDataConfig, size: int, split: str, count: int, stream: int,
