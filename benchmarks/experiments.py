@@ -135,19 +135,25 @@ def _down(v: Variant) -> Variant:
                                overrides=(*v.overrides, *_members("growth=\"prune\"", len(v.chain) - 1)))
 
 
-# the LM family of the roads comparison: 1M → 6M → 22M (lm-cpu's 6M → 2M cannot be pruned: its KV groups hold 2 query
-# heads, 2M's 3), both roads and the baselines until parity under the time-to-target protocol, 4-epoch schedules
-LM3 = ("lm/cpu-1M", "lm/cpu-6M", "lm/cpu-22M")
-LM_TTT = Variant("lm3-ttt", LM3, stage_epochs=(4.0, 4.0), base="lm-base.toml",
-                 overrides=("parity_protocol=\"time-to-target\"", "target_seeds=2",
-                            *_members("until=\"baseline\" cooldown_shape=\"sqrt\" probe_every=1", 2)))
-
-
-# the LM study at parity: lm-base (the lm-cpu family on the Python docs, token KL α = 1) with the study's Hugging Face
-# BPE (benchmarks/make_tokenizer.py: 2,048 ids, so every member's vocabulary is resized from 264 to 2,048), under the
-# same time-to-target protocol; lm-base's 1,024 windows of 128 tokens, now ≈ 3.2 bytes of text per token
+# the LM studies at parity (lm_parity, roads): lm-base (the lm-cpu family on the Python docs, token KL α = 1) with the
+# study's Hugging Face BPE (benchmarks/make_tokenizer.py: 2,048 ids, so every member's vocabulary is resized from 264
+# to 2,048), under the time-to-target protocol, 2-epoch schedules (half lm-base's 4: the 22M baseline on 3 seeds is
+# what a 2-core machine affords); lm-base's 1,024 windows of 128 tokens, now ≈ 3.2 bytes of text per token. Both
+# studies use the same settings, so they share one set of baselines (1M, 6M, 22M; lm_parity adds 2M).
 BPE2K = "benchmarks/data/pydoc-bpe2k"          # relative to the repository root, resolved against it (`ROOT`)
 LM_BPE_TTT = ("parity_protocol=\"time-to-target\"", "target_seeds=2", f"data.tokenizer=\"{ROOT / BPE2K}\"")
+LM_EPOCHS = 2.0
+
+
+def _lm_ttt(name: str, chain: tuple[str, ...]) -> Variant:
+    """An LM family until parity in the shared regime above (grown members: preserve + lm-base's token KL)."""
+    return _real_ttt(name, LM_EPOCHS, chain, LM_BPE_TTT, distill="", base="lm-base.toml")
+
+
+# the LM family of the roads comparison: 1M → 6M → 22M (lm-cpu's 6M → 2M cannot be pruned: its KV groups hold 2 query
+# heads, 2M's 3)
+LM3 = ("lm/cpu-1M", "lm/cpu-6M", "lm/cpu-22M")
+LM3_TTT = _lm_ttt("lm3-bpe2k-2ep", LM3)
 
 # the ViT study at parity: vit-base (the 4-member vit-tiny family, 39x in FLOPs, on 2,000 Fashion-MNIST images) under
 # the same time-to-target protocol; grown members with vit-base's preserve + logit KL (α = 1), capped at the
@@ -314,7 +320,8 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("roads", "the two roads to a family, each until parity (time-to-target, 2 baseline seeds): the "
                "up-chain (CoM-PT: grow the smallest) against the down-chain (train the largest, prune each smaller "
                "member from the one before and distil it); Open Clip Art N … B and the LM family 1M → 6M → 22M", (
-        _real_ttt("ttt-openclipart-2ep", 2.0), _down(_real_ttt("ttt-openclipart-2ep", 2.0)), LM_TTT, _down(LM_TTT))),
+        _real_ttt("ttt-openclipart-2ep", 2.0), _down(_real_ttt("ttt-openclipart-2ep", 2.0)), LM3_TTT,
+        _down(LM3_TTT))),
     Experiment("stage_lr", "peak learning rate of the grown members (α = 50; baselines and member 1 keep 2e-3, "
                "except in the control all-lr4e-3)",
                tuple(Variant(name, FOUR, overrides=_members(f"distill_weight=50.0{lr}"))
@@ -339,8 +346,8 @@ EXPERIMENTS = {e.name: e for e in (
     )),
     Experiment("lm_parity", "the 4-member Llama family LM4 on the Python docs with the HF BPE tokenizer, until "
                "parity on val_loss under the time-to-target protocol (both arms under the same stopping rule, targets "
-               "the median of 2 baseline seeds; grown members capped at the baselines' 4 epochs, token KL as lm-base)",
-               (_real_ttt("ttt-pydoc-bpe2k-4ep", 4.0, LM4, LM_BPE_TTT, distill="", base="lm-base.toml"),)),
+               "the median of 2 baseline seeds; 2-epoch schedules, grown members capped at the baselines' epochs, "
+               "token KL as lm-base)", (_lm_ttt("ttt-pydoc-bpe2k-2ep", LM4),)),
     Experiment("vit_parity", "the 4-member timm ViT family vit-tiny XS → S → M → L (supervised classification) on "
                "Fashion-MNIST, until parity on top-1 under the time-to-target protocol (both arms under the same "
                "stopping rule, targets the median of 2 baseline seeds; grown members capped at the baselines' 4 "

@@ -29,13 +29,14 @@ ROADS = TTTStudy(
     "down-chain trains the largest member from scratch and prunes each smaller one from its predecessor by "
     "activation importance on 1,024 calibration samples (`growth = \"prune\"`, docs/method.md#pruning-down), then "
     "distils it; Open Clip Art N … B at 2 epochs (the recipe of the section above) and the Llama family lm-cpu "
-    "1M → 6M → 22M on the Python documentation (byte-level, 4 epochs). Measured time-to-target: "
+    "1M → 6M → 22M on the Python documentation (the 2,048-id BPE and 2-epoch schedules of the LM section above, "
+    "sharing its baselines). Measured time-to-target: "
     + TTT_PROTOCOL.format(target="metrics (CLIP: zero-shot top-1 and R@1; LMs: loss)"),
     ("zeroshot_top1", "retrieval_r1", "val_loss"), "held-out Δ (zero-shot / R@1 / loss)")
 
 # (family, up-chain variant, down-chain variant) of the roads experiment
 PAIRS = (("Open Clip Art N … B", "ttt-openclipart-2ep", "ttt-openclipart-2ep-down"),
-         ("lm-cpu 1M → 6M → 22M", "lm3-ttt", "lm3-ttt-down"))
+         ("lm-cpu 1M → 6M → 22M", "lm3-bpe2k-2ep", "lm3-bpe2k-2ep-down"))
 
 
 def road_costs(summary: dict) -> dict[str, float | bool | str]:

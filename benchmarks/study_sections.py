@@ -220,12 +220,13 @@ PARITY_REAL = TTTStudy(
 LM_PARITY = TTTStudy(
     "lm_parity", "Language models at parity with a Hugging Face BPE (time-to-target)",
     "The Llama family lm-cpu 1M → 2M → 6M → 22M on the Python 3.11 documentation (lm-base: 1,024 training windows "
-    "of 128 tokens) with a 2,048-id byte-level BPE (`benchmarks/data/pydoc-bpe2k`, fitted by "
-    "`benchmarks/make_tokenizer.py` on the files before the validation and held-out windows), so every member's "
+    "of 128 tokens; 2-epoch schedules, half lm-base's) with a 2,048-id byte-level BPE "
+    "(`benchmarks/data/pydoc-bpe2k`, fitted by `benchmarks/make_tokenizer.py` on the files before the validation "
+    "and held-out windows), so every member's "
     "vocabulary is resized from 264 to 2,048; measured time-to-target on the held-out loss (`val_loss`, nats per "
     "token, lower is better; `python benchmarks/experiments.py lm_parity`): "
     + TTT_PROTOCOL.format(target="loss (the 256 windows just before the held-out ones)") + " Grown members: "
-    "preserve + token KL (α = 1, as lm-base), √ cooldown, capped at the baselines' 4 epochs. Δ = chain − baseline "
+    "preserve + token KL (α = 1, as lm-base), √ cooldown, capped at the baselines' 2 epochs. Δ = chain − baseline "
     "held-out loss (negative: the grown member is better). Wall-clock is not given at parity. lm-evaluation-harness "
     "on its exported members (`python benchmarks/lm_eval_study.py --experiment lm_parity`) is tabulated in "
     "\"Language-model members on lm-evaluation-harness\".",

@@ -213,7 +213,7 @@ def test_lm_parity_runs_at_test_size(tmp_path, monkeypatch) -> None:
 
     assert "_not run yet_" in lm_parity_section(tmp_path / "none")
     section = "\n".join(lm_parity_section(tmp_path))
-    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ttt-pydoc-bpe2k-4ep | 0 |")]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ttt-pydoc-bpe2k-2ep | 0 |")]
     assert [r[2] for r in rows] == [f"lm/test-{x}" for x in "ABCD"] and "held-out Δ loss" in section
     member = json.loads((run_dir / "chain/02-lm_test-B/result.json").read_text())["metrics"]["val_loss"]
     base = json.loads((run_dir / "baselines/lm_test-B/result.json").read_text())["metrics"]["val_loss"]

@@ -212,6 +212,38 @@ def test_open_corpus_documents_gives_held_out_and_carved_validation(doc_folder: 
         open_corpus(other_field, model, tmp_path / "data", tokenizer(), carve=None)
 
 
+def many_files(root: Path, files: int = 12, per_file: int = 10) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for k in range(files):
+        with open(root / f"part-{k:02d}.jsonl", "w") as f:
+            for t in TEXTS[k * per_file:(k + 1) * per_file]:
+                f.write(json.dumps({"text": t}) + "\n")
+    return root
+
+
+def cached(root: Path) -> list[str]:
+    return sorted(p.name.split(".")[0] for p in (root / lm_corpus.CACHE_DIR).glob("*.json"))
+
+
+def test_documents_are_tokenised_only_as_far_as_the_run_needs(tmp_path: Path, monkeypatch) -> None:
+    root, model = many_files(tmp_path / "docs"), get_lm_config("lm/test-A")
+    few = config_from_dict(raw("documents", root, eval_samples=4, num_samples=4)).data
+    train, held, _ = open_corpus(few, model, tmp_path / "data", tokenizer(), carve=None)
+    first = cached(root)
+    assert len(train) == 4 and 1 <= len(first) < 6 and first == [f"part-{k:02d}" for k in range(len(first))]
+    # the held-out split depends on eval_samples alone: not on num_samples, a carved validation split, or the ranks
+    everything = config_from_dict(raw("documents", root, eval_samples=4)).data
+    train_all, held_all, corpus = open_corpus(everything, model, tmp_path / "data", tokenizer(), carve=30)
+    assert len(cached(root)) == 12 and len(train_all) > 40 and len(corpus.carved) == 30
+    assert np.array_equal(held.sources[0], held_all.sources[0])
+    for rank in ("0", "1"):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", rank)
+        again, held2, _ = open_corpus(few, model, tmp_path / "data", tokenizer(), carve=None)
+        assert [again[i][0].tolist() for i in range(4)] == [train[i][0].tolist() for i in range(4)]
+        assert np.array_equal(held2.sources[0], held.sources[0])
+
+
 # ----------------------------------------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize("make, match", [
     (lambda d: np.r_[np.zeros(200_000), [300], np.zeros(200_000)].astype(np.uint16).tofile(d / "x.bin"),

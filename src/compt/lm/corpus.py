@@ -9,11 +9,14 @@ Every input shard is tokenised on its own with the run's tokenizer (`compt.lm.to
 by the tokenizer's end-of-document id, into a flat token file (`compt.lm.shards`) plus the offsets where its documents
 end. The cache lies in ``.compt-tokens/`` in the data folder, or in ``RUN/data/tokens-cache/`` when the data folder
 cannot be written; its names hold a hash of (tokenizer, file path, size, modification time, text field), so a
-changed file or tokenizer is tokenised again and an unchanged one is read back. With several ranks each tokenises
-its share of the files, then all read them.
+changed file or tokenizer is tokenised again and an unchanged one is read back. Files are tokenised lazily, in
+order, only as far as the run needs them (`DocReader`): the held-out and validation pools, then ``data.num_samples``
+training windows; a run that needs a corpus's first files never reads the others. With several ranks each tokenises
+its share of each round of files, then all read them.
 
 Held-out and validation documents are chosen by a hash of their key (file, document index): the documents of
-lowest rank (`compt.lm.shards.ranks`) until they give the split's windows; training reads the rest.
+lowest rank (`compt.lm.shards.ranks`) until they give the split's windows, drawn from a pool of the first files
+that hold `SPLIT_POOL` times the split's tokens (`document_split`); training reads the rest.
 
 `open_corpus` opens either kind of corpus besides text files — documents, or token shards (`compt.lm.shards`) —
 for a run (`compt.lm.data.LMData`), with the run's tokenizer (`compt.lm.data.open_tokenizer`).
@@ -22,9 +25,10 @@ for a run (`compt.lm.data.LMData`), with the run's tokenizer (`compt.lm.data.ope
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,7 @@ from compt.lm.tokenizers import LMTokenizer
 DOC_SUFFIXES = (".jsonl", ".parquet")
 CACHE_DIR = ".compt-tokens"
 TEXT_FIELD = "text"                 # data.text_field unset
+SPLIT_POOL = 8                      # a split draws its documents from the first files holding 8x its tokens
 EXTRA = "pip install 'compt[lm]'"   # the optional dependencies (datasets, pyarrow) of document corpora
 
 
@@ -213,46 +218,94 @@ def _tokenize(doc: DocFile, field: str, tok: LMTokenizer, stem: Path) -> None:
     os.replace(tmp_meta, stem.with_name(stem.name + ".json"))
 
 
+class DocReader:
+    """The input shards of ``data.path`` tokenised (cached) on demand, in file order: `until` tokenises only as many
+    files as a predicate needs, so a corpus larger than the run needs is never read whole. With several ranks,
+    rank r tokenises file i + r of each round of `world` files, then every rank reads them (tokenising itself any
+    it cannot see: a data folder that is not shared by all nodes); the prefix kept is the shortest that meets the
+    predicate, whatever the number of ranks."""
+
+    def __init__(self, path: str | Path, field: str, tok: LMTokenizer, fallback: Path) -> None:
+        self.path, self.field, self.tok = path, field, tok
+        root, self.files = document_files(path)
+        self.folder = cache_folder(root, fallback)
+        self.shards: list[DocShard] = []
+
+    def until(self, enough: Callable[[list[DocShard]], bool]) -> list[DocShard]:
+        """The shortest prefix of the files, tokenised, that meets `enough` (all of them when none does)."""
+        rank, world, _ = distributed.world_info_from_env()
+        while not enough(self.shards) and len(self.shards) < len(self.files):
+            batch = self.files[len(self.shards):len(self.shards) + world]
+            try:
+                if rank < len(batch):
+                    tokenized(batch[rank], self.field, self.tok, self.folder)
+            except Exception:   # the other ranks wait for this rank's answer
+                distributed.all_true(False)
+                raise
+            if not distributed.all_true(True):
+                raise UserError("another rank could not tokenise its share of the documents (its message says why)")
+            for doc in batch:
+                self.shards.append(tokenized(doc, self.field, self.tok, self.folder))
+                if enough(self.shards):
+                    break
+        return self.shards
+
+    def said(self) -> str:
+        """Which files were tokenised, and where the cache lies."""
+        n, total = len(self.shards), len(self.files)
+        rest = f"; the other {total - n} are not read (the run's windows fit in these)" if n < total else ""
+        return (f"{n} of {total} document file(s) of {self.path} tokenised "
+                f"({sum(s.shard.tokens for s in self.shards):,} tokens, {sum(s.ends.size for s in self.shards):,} "
+                f"documents), cached in {self.folder}{rest}")
+
+
 def tokenized_corpus(path: str | Path, field: str, tok: LMTokenizer, fallback: Path) -> list[DocShard]:
-    """Every input shard of ``data.path`` tokenised (cached): rank r tokenises the files i ≡ r (mod ranks) that
-    are not cached yet, then every rank reads all of them (tokenising itself any it cannot see: a data folder
-    that is not shared by all nodes). Says where the cache lies."""
-    root, docs = document_files(path)
-    folder = cache_folder(root, fallback)
-    rank, world, _ = distributed.world_info_from_env()
-    try:
-        for doc in docs[rank::world]:
-            tokenized(doc, field, tok, folder)
-    except Exception:   # the other ranks wait for this rank's answer
-        distributed.all_true(False)
-        raise
-    if not distributed.all_true(True):
-        raise UserError("another rank could not tokenise its share of the documents (its message says why)")
-    out = [tokenized(d, field, tok, folder) for d in docs]
-    distributed.say(f"{len(docs)} document file(s) of {path} tokenised ({sum(s.shard.tokens for s in out):,} "
-                    f"tokens, {sum(s.ends.size for s in out):,} documents), cached in {folder}")
-    return out
+    """Every input shard of ``data.path`` tokenised (cached; `DocReader`)."""
+    reader = DocReader(path, field, tok, fallback)
+    return reader.until(lambda _: False)
+
+
+def split_tokens(context: int, counts: Sequence[int]) -> list[int]:
+    """The tokens splits 0 … j need together, for each j: ``Σ (counts[i] · context + 1)``."""
+    return list(itertools.accumulate(c * context + 1 for c in counts))
+
+
+def pool_size(shards: Sequence[DocShard], tokens: int) -> int:
+    """How many of the first `shards` a split of `tokens` tokens draws from: the fewest that hold ``SPLIT_POOL ×
+    tokens`` (all of them when fewer do)."""
+    held = np.cumsum([s.shard.tokens for s in shards])
+    return min(len(shards), int(np.searchsorted(held, SPLIT_POOL * tokens)) + 1)
 
 
 def document_split(shards: Sequence[DocShard], context: int, counts: Sequence[int], seed: int
                    ) -> tuple[list[Segment], list[np.ndarray]]:
-    """(training segments, [split ids, …]): split j is the documents of lowest rank (after those of the splits
-    before it) until they hold `counts[j]` windows, packed in corpus order into one array; training is every
-    shard less the token ranges of those documents."""
+    """(training segments, [split ids, …]): split j is the documents of lowest rank in its pool (`pool_size` for
+    the tokens of splits 0 … j), less those of the splits before it, until they hold `counts[j]` windows, packed in
+    corpus order into one array; training is every shard less the token ranges of those documents. Split 0's pool
+    depends on `counts[0]` alone, so the held-out split does not change with the validation split or
+    ``data.num_samples``."""
     if not counts:
         return whole([s.shard for s in shards]), []
-    rank = np.concatenate([ranks(s.shard.name, seed, np.arange(s.ends.size)) for s in shards])
-    src = np.concatenate([np.full(s.ends.size, i, dtype=np.int64) for i, s in enumerate(shards)])
-    idx = np.concatenate([np.arange(s.ends.size, dtype=np.int64) for s in shards])
-    order, at, splits, holes = np.argsort(rank, kind="stable"), 0, [], []
-    for c in counts:
-        chosen, tokens = [], 0
-        while tokens < c * context + 1 and at < order.size:
-            s, d = int(src[order[at]]), int(idx[order[at]])
+    chosen_docs: set[tuple[int, int]] = set()
+    splits, holes = [], []
+    for c, need in zip(counts, split_tokens(context, counts)):
+        pool = shards[:pool_size(shards, need)]
+        rank = np.concatenate([ranks(s.shard.name, seed, np.arange(s.ends.size)) for s in pool])
+        src = np.concatenate([np.full(s.ends.size, i, dtype=np.int64) for i, s in enumerate(pool)])
+        idx = np.concatenate([np.arange(s.ends.size, dtype=np.int64) for s in pool])
+        chosen, tokens, left = [], 0, 0
+        for at in np.argsort(rank, kind="stable"):
+            s, d = int(src[at]), int(idx[at])
+            if (s, d) in chosen_docs:
+                continue
+            if tokens >= c * context + 1:
+                left += 1
+                break
             a, b = (int(shards[s].ends[d - 1]) if d else 0), int(shards[s].ends[d])
             chosen.append((s, a, b))
-            tokens, at = tokens + b - a, at + 1
-        if tokens < c * context + 1 or at == order.size:
+            chosen_docs.add((s, d))
+            tokens += b - a
+        if tokens < c * context + 1 or (not left and len(pool) == len(shards)):
             raise UserError(f"the documents give too few tokens for a training split and {' + '.join(map(str, counts))}"
                             f" held-out windows of {context} + 1 tokens")
         chosen.sort()
@@ -279,15 +332,14 @@ class Corpus:
     carved: SegmentWindows | None
 
 
-def _sources(kind: str, path: str, field: str, tok: LMTokenizer, model_vocab: int, run_data: Path
-             ) -> tuple[list[Shard], list[DocShard] | None]:
-    """(token shards, their documents when `kind` is documents) of a corpus path."""
+def _windows(shards: Sequence[DocShard], context: int) -> int:
+    """The windows of ``context + 1`` tokens in whole shards."""
+    return sum(max(0, (s.shard.tokens - 1) // context) for s in shards)
+
+
+def _need_path(kind: str, path: str) -> None:
     if not path:
         raise UserError(f"data.kind = \"{kind}\" needs data.path (a folder, file or glob of its files)")
-    if kind == "tokens":
-        return open_shards(path, model_vocab=model_vocab, tokenizer_vocab=tok.vocab_size, eos_id=tok.eos_id), None
-    docs = tokenized_corpus(path, field, tok, run_data / "tokens-cache")
-    return [d.shard for d in docs], docs
 
 
 def open_corpus(data: Any, model: Any, run_data: Path, tok: LMTokenizer, carve: int | None
@@ -296,20 +348,32 @@ def open_corpus(data: Any, model: Any, run_data: Path, tok: LMTokenizer, carve: 
     the first member's `LMConfig`, `run_data`: ``RUN/data``, `tok`: the run's tokenizer): the held-out split
     (``data.eval_samples`` windows) and, when `carve` is a number, a validation split of that many windows, taken
     by a hash of each window's or document's key with seed ``data.seed``; training reads the first
-    ``data.num_samples`` windows of the rest."""
+    ``data.num_samples`` windows of the rest. Documents are tokenised only as far as the splits' pools
+    (`document_split`) and ``data.num_samples`` training windows need (`DocReader`)."""
     ctx = model.context_length
     if tok.vocab_size > model.vocab_size:
         raise UserError(f"the tokenizer has {tok.vocab_size:,} tokens; the model has {model.vocab_size:,}")
     counts, field = [data.eval_samples] + ([carve] if carve is not None else []), data.text_field or TEXT_FIELD
-    shards, docs = _sources(data.kind, data.path, field, tok, model.vocab_size, run_data)
-    if docs is None:
+    _need_path(data.kind, data.path)
+    if data.kind == "tokens":
+        shards = open_shards(data.path, model_vocab=model.vocab_size, tokenizer_vocab=tok.vocab_size,
+                             eos_id=tok.eos_id)
         train_segments, picked = window_split(shards, ctx, counts, data.seed)
         splits = [SegmentWindows(shards, segs, ctx) for segs in picked]
     else:
-        train_segments, arrays = document_split(docs, ctx, counts, data.seed)
+        reader = DocReader(data.path, field, tok, run_data / "tokens-cache")
+        need = SPLIT_POOL * split_tokens(ctx, counts)[-1]
+        pool = pool_size(reader.until(lambda got: sum(d.shard.tokens for d in got) >= need),
+                         split_tokens(ctx, counts)[-1])
+        train_segments, arrays = document_split(reader.shards[:pool], ctx, counts, data.seed)
+        have = SegmentWindows([d.shard for d in reader.shards[:pool]], train_segments, ctx).available
+        docs = reader.until(lambda got: have + _windows(got[pool:], ctx) >= data.num_samples)
+        train_segments += [(i, 0, d.shard.tokens) for i, d in enumerate(docs) if i >= pool]
+        shards = [d.shard for d in docs]
         splits = [SegmentWindows([a], [(0, 0, a.size)], ctx, limit=c) for a, c in zip(arrays, counts)]
+        distributed.say(reader.said())
     train = SegmentWindows(shards, train_segments, ctx, limit=data.num_samples)
-    unit = "windows" if docs is None else "documents"
+    unit = "windows" if data.kind == "tokens" else "documents"
     distributed.say(f"{data.kind} corpus {data.path}: {train.available:,} training windows of {ctx} + 1 tokens "
                     f"(training on {len(train):,}: data.num_samples), {len(splits[0])} held-out windows"
                     f"{f', {len(splits[1])} validation windows' if len(splits) > 1 else ''} taken by a hash of "
@@ -320,9 +384,16 @@ def open_corpus(data: Any, model: Any, run_data: Path, tok: LMTokenizer, carve: 
 
 
 def validation_from(corpus: Corpus, path: str, windows: int) -> SegmentWindows:
-    """The first `windows` windows of `path` (``data.val_path``) read as the corpus is (kind, tokenizer)."""
-    shards, _ = _sources(corpus.kind, path, corpus.text_field, corpus.tokenizer, corpus.model_vocab,
-                         corpus.run_data)
+    """The first `windows` windows of `path` (``data.val_path``) read as the corpus is (kind, tokenizer); of a
+    document corpus, only the files that hold them are tokenised."""
+    _need_path(corpus.kind, path)
+    if corpus.kind == "tokens":
+        shards = open_shards(path, model_vocab=corpus.model_vocab, tokenizer_vocab=corpus.tokenizer.vocab_size,
+                             eos_id=corpus.tokenizer.eos_id)
+    else:
+        reader = DocReader(path, corpus.text_field, corpus.tokenizer, corpus.run_data / "tokens-cache")
+        shards = [d.shard for d in reader.until(lambda got: _windows(got, corpus.context) >= windows)]
+        distributed.say(reader.said())
     return SegmentWindows(shards, whole(shards), corpus.context, limit=windows)
 
 
