@@ -85,4 +85,39 @@ def roads_section(runs_root: Path) -> list[str]:
     if len(lines) == 2:
         return parts
     return parts + ["Cost to the whole family at parity, counted FLOPs (module docstring of "
-                    "`benchmarks/roads_section.py`):", "", "\n".join(lines), "", *verdicts, ""]
+                    "`benchmarks/roads_section.py`):", "", "\n".join(lines), "", *verdicts, "",
+                    "**Conclusion.**", "", *conclusions(rows), ""]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def conclusions(rows: dict[tuple[str, int], dict]) -> list[str]:
+    """One plain line per family over its seeds: which road is cheaper from scratch and when the largest member
+    already exists, and on how many seeds a road missed a target (its figure then a cap, not a cost at parity)."""
+    out = []
+    for family, up_name, down_name in PAIRS:
+        seeds = sorted(seed for name, seed in rows if name == up_name and (down_name, seed) in rows)
+        if not seeds:
+            continue
+        up = [road_costs(rows[up_name, s]) for s in seeds]
+        down = [road_costs(rows[down_name, s]) for s in seeds]
+        n, largest = len(seeds), up[0]["largest"]
+        up_wins = sum(u["road"] < d["road"] for u, d in zip(up, down))
+        exists = [d["road"] - d["largest_chain"] for d in down]
+        down_exists_wins = sum(e < u["road"] for e, u in zip(exists, up))
+        missed = {"up-chain": sum(not u["reached"] for u in up), "down-chain": sum(not d["reached"] for d in down)}
+        caveat = "; ".join(f"the {road} missed a member's target on {k} of {n} seed(s), so its figure there is a cap"
+                           for road, k in missed.items() if k)
+        scratch = ("the up-chain (CoM-PT) is cheaper" if up_wins == n else "the down-chain is cheaper"
+                   if up_wins == 0 else f"neither road is cheaper on every seed (the up-chain on {up_wins} of {n})")
+        have = ("the down-chain is cheaper" if down_exists_wins == n else "the up-chain is still cheaper"
+                if down_exists_wins == 0 else f"the down-chain is cheaper on {down_exists_wins} of {n} seeds")
+        out.append(f"- **{family}** ({n} seed(s)): trained from scratch, {scratch} — "
+                   f"{human_flops(_mean([u['road'] for u in up]))} against "
+                   f"{human_flops(_mean([d['road'] for d in down]))} on average, individual training "
+                   f"{'≥ ' if any(u['bound'] for u in up) else ''}{human_flops(_mean([u['individual'] for u in up]))}"
+                   f". When {largest} already exists, {have}: {human_flops(_mean(exists))} against "
+                   f"{human_flops(_mean([u['road'] for u in up]))}" + (f" ({caveat})" if caveat else "") + ".")
+    return out

@@ -181,17 +181,21 @@ def test_lm_experiment_runs_at_test_size(tmp_path, monkeypatch) -> None:
 
 
 def test_lm_parity_is_lm_base_with_the_bpe_under_time_to_target() -> None:
-    """Grown members stop at their baselines, capped at the baselines' 4 epochs and probed every epoch, with lm-base's
-    token KL (α = 1) and window count; the tokenizer is the committed folder, resolved against the repository."""
+    """Grown members stop at their baselines, capped at the baselines' 2 epochs and probed every half epoch, with
+    lm-base's token KL (α = 1) and window count; the tokenizer is the committed folder, resolved against the
+    repository; the roads LM family runs in the same regime, so both share their baselines' settings."""
     (v,) = experiments.EXPERIMENTS["lm_parity"].variants
     cfg = experiments.variant_config(v, seed=0, extra=[])
     base = experiments.variant_config(experiments.EXPERIMENTS["lm"].variants[0], seed=0, extra=[])
     assert cfg.data.tokenizer == str(experiments.ROOT / "benchmarks/data/pydoc-bpe2k")
-    assert (cfg.parity_protocol, cfg.target_seeds, cfg.baseline_epochs) == ("time-to-target", 2, 4)
+    assert (cfg.parity_protocol, cfg.target_seeds, cfg.baseline_epochs) == ("time-to-target", 2, 2)
     assert cfg.data.num_samples == base.data.num_samples and cfg.data.path == base.data.path
     for m in cfg.chain[1:]:
-        assert (m.until, m.epochs, m.probe_every, m.cooldown_shape) == ("baseline", 4, 1, "sqrt")
+        assert (m.until, m.epochs, m.probe_every, m.cooldown_shape) == ("baseline", 2, 0.5, "sqrt")
         assert (m.distill, m.distill_weight) == (base.chain[1].distill, base.chain[1].distill_weight) == ("kl", 1.0)
+    road = next(r for r in experiments.EXPERIMENTS["roads"].variants if r.name == "lm3-bpe2k-2ep")
+    shared = experiments.variant_config(road, seed=0, extra=[])
+    assert (shared.data, shared.train, shared.baseline_epochs) == (cfg.data, cfg.train, cfg.baseline_epochs)
 
 
 def test_lm_parity_runs_at_test_size(tmp_path, monkeypatch) -> None:
@@ -517,3 +521,26 @@ def test_road_costs_sum_every_members_cost_to_its_target_and_drop_the_largest() 
     summary["members"][1]["stopping"]["reached"] = False
     assert road_costs(summary)["reached"] is False
     assert roads_section(Path("/nonexistent"))[-2] == "_not run yet_"
+
+
+def test_roads_conclusion_names_the_cheaper_road_over_the_seeds() -> None:
+    """Up cheaper from scratch on both seeds, the down-chain cheaper once its largest member exists; a missed
+    target on one seed is said."""
+    from roads_section import PAIRS, conclusions
+
+    def summary(chain_big: float, chain_small: float, reached: bool = True) -> dict:
+        arms = [{"model": "big", "chain": {"mean": chain_big}, "baseline": {"mean": 40e12}, "seeds_reached": 2,
+                 "seeds": 2},
+                {"model": "small", "chain": {"mean": chain_small}, "baseline": {"mean": 5e12}, "seeds_reached": 2,
+                 "seeds": 2}]
+        return {"family": {"parity": {"arms": arms}},
+                "members": [{"method": "chain", "model": "small", "stopping": {"reached": reached}}]}
+
+    family, up, down = PAIRS[0]
+    rows = {(up, 0): summary(10e12, 3e12), (down, 0): summary(30e12, 4e12),
+            (up, 1): summary(12e12, 3e12), (down, 1): summary(30e12, 6e12, reached=False)}
+    (line,) = conclusions(rows)
+    assert line.startswith(f"- **{family}** (2 seed(s)): trained from scratch, the up-chain (CoM-PT) is cheaper — "
+                           "14 TFLOPs against 35 TFLOPs on average, individual training 45 TFLOPs. When big already "
+                           "exists, the down-chain is cheaper: 5 TFLOPs against 14 TFLOPs (the down-chain missed")
+    assert "1 of 2 seed(s)" in line
