@@ -292,10 +292,32 @@ def ttt_section(runs_root: Path, study: TTTStudy) -> list[str]:
 
 
 def _missed(chain: dict[str, dict]) -> str:
-    """Which grown members missed their target by the cap, with their counted stage FLOPs."""
+    """Which grown members missed their target by the cap: per member its best validation probe against the
+    target, and the parent-distance diagnostic at the stage's end (`compt.diagnostics`: linear CKA of its held-out
+    representations with its parent's, 1 = the parent's representation; the relative update norm
+    ‖θ_end − θ_start‖ / ‖θ_start‖)."""
     missed = [m for m in chain.values() if m.get("stopping") and not m["stopping"]["reached"]]
-    return (", ".join(m["model"] for m in missed) + " did not reach " + ("its" if len(missed) == 1 else "their")
-            + " target by the cap (see the table)") if missed else "a grown member did not reach its target"
+    if not missed:
+        return "a grown member did not reach its target"
+    return "; ".join(f"{m['model']} did not reach its target by the cap ({_short_of(m['stopping'])}"
+                     f"{_distance(m.get('diagnostics') or {})})" for m in missed)
+
+
+def _short_of(stop: dict) -> str:
+    """'best probe X vs target Y' for each target metric of a missed member."""
+    best, target = stop.get("best_missed") or {}, stop.get("target") or {}
+    return ", ".join(f"{metric_info(k).label} best probe {best[k]['mean']:.{metric_info(k).digits}f} vs target "
+                     f"{target[k]['mean']:.{metric_info(k).digits}f}" for k in target if k in best)
+
+
+def _distance(diag: dict) -> str:
+    """The parent-distance diagnostic of a stage at its end (every representation's CKA, the update norm), where
+    recorded."""
+    cka = [f"{k.removeprefix('cka_').removesuffix('_end')} {v['mean']:.3f}" for k, v in diag.items()
+           if k.startswith("cka_") and k.endswith("_end")]
+    parts = ([f"CKA to its parent: {', '.join(cka)}"] if cka else []) + (
+        [f"relative update norm {diag['update_norm']['mean']:.3f}"] if "update_norm" in diag else [])
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _ttt_figure(summary: dict) -> str:

@@ -544,3 +544,20 @@ def test_roads_conclusion_names_the_cheaper_road_over_the_seeds() -> None:
                            "14 TFLOPs against 35 TFLOPs on average, individual training 45 TFLOPs. When big already "
                            "exists, the down-chain is cheaper: 5 TFLOPs against 14 TFLOPs (the down-chain missed")
     assert "1 of 2 seed(s)" in line
+
+
+def test_a_missed_member_is_reported_with_its_best_probe_and_parent_distance() -> None:
+    """The results say by how much a grown member missed (best probe vs target, each metric) and how far it moved
+    from its parent (CKA per representation, update norm); members that reached are not named."""
+    from study_sections import _missed
+
+    def stat(x: float) -> dict:
+        return {"mean": x, "std": 0.0, "n": 1}
+
+    chain = {"a": {"model": "a", "stopping": {"reached": 1}},
+             "b": {"model": "b", "stopping": {"reached": 0, "target": {"val_loss": stat(2.5)},
+                                              "best_missed": {"val_loss": stat(2.61)}},
+                   "diagnostics": {"cka_hidden_start": stat(1.0), "cka_hidden_end": stat(0.9123),
+                                   "update_norm": stat(0.25)}}}
+    assert _missed(chain) == ("b did not reach its target by the cap (held-out loss best probe 2.610 vs target "
+                              "2.500; CKA to its parent: hidden 0.912, relative update norm 0.250)")
