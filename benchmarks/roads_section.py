@@ -118,6 +118,7 @@ def conclusions(rows: dict[tuple[str, int], dict]) -> list[str]:
                    f"{human_flops(_mean([u['road'] for u in up]))} against "
                    f"{human_flops(_mean([d['road'] for d in down]))} on average, individual training "
                    f"{'≥ ' if any(u['bound'] for u in up) else ''}{human_flops(_mean([u['individual'] for u in up]))}"
-                   f". When {largest} already exists, {have}: {human_flops(_mean(exists))} against "
-                   f"{human_flops(_mean([u['road'] for u in up]))}" + (f" ({caveat})" if caveat else "") + ".")
+                   f". When {largest} already exists, the down-chain costs {human_flops(_mean(exists))} against the "
+                   f"up-chain's {human_flops(_mean([u['road'] for u in up]))}: {have}"
+                   + (f" ({caveat})" if caveat else "") + ".")
     return out

@@ -542,7 +542,8 @@ def test_roads_conclusion_names_the_cheaper_road_over_the_seeds() -> None:
     (line,) = conclusions(rows)
     assert line.startswith(f"- **{family}** (2 seed(s)): trained from scratch, the up-chain (CoM-PT) is cheaper — "
                            "14 TFLOPs against 35 TFLOPs on average, individual training 45 TFLOPs. When big already "
-                           "exists, the down-chain is cheaper: 5 TFLOPs against 14 TFLOPs (the down-chain missed")
+                           "exists, the down-chain costs 5 TFLOPs against the up-chain's 14 TFLOPs: the down-chain is "
+                           "cheaper (the down-chain missed")
     assert "1 of 2 seed(s)" in line
 
 
