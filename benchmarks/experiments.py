@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -443,8 +444,14 @@ def save_summaries(run_dir: Path) -> Path:
         if f.is_file() and f.suffix in SUMMARY_SUFFIXES and not NOT_SUMMARIES & set(f.relative_to(run_dir).parts):
             dest = target / f.relative_to(run_dir)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, dest)
+            dest.write_text(repo_relative(f.read_text()))
     return target
+
+
+def repo_relative(text: str) -> str:
+    """`text` with this checkout's root taken off the paths that lie in it (a study's tokenizer folder, say), so
+    committed summaries name no machine's absolute path."""
+    return text.replace(f"{ROOT}{os.sep}", "")
 
 
 def run_variant(exp: Experiment, v: Variant, seed: int, extra: list[str], fresh: bool = False,

@@ -562,3 +562,10 @@ def test_a_missed_member_is_reported_with_its_best_probe_and_parent_distance() -
                                    "update_norm": stat(0.25)}}}
     assert _missed(chain) == ("b did not reach its target by the cap (held-out loss best probe 2.610 vs target "
                               "2.500; CKA to its parent: hidden 0.912, relative update norm 0.250)")
+
+
+def test_summaries_name_paths_in_the_checkout_relative_to_it(tmp_path) -> None:
+    """A study's tokenizer folder under the checkout is committed as a repository path, other paths as they are."""
+    text = json.dumps({"tokenizer": f"{experiments.ROOT}/benchmarks/data/pydoc-bpe2k", "other": "/usr/share/x"})
+    assert json.loads(experiments.repo_relative(text)) == {"tokenizer": "benchmarks/data/pydoc-bpe2k",
+                                                          "other": "/usr/share/x"}
