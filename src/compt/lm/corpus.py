@@ -362,9 +362,9 @@ def open_corpus(data: Any, model: Any, run_data: Path, tok: LMTokenizer, carve: 
         splits = [SegmentWindows(shards, segs, ctx) for segs in picked]
     else:
         reader = DocReader(data.path, field, tok, run_data / "tokens-cache")
-        need = SPLIT_POOL * split_tokens(ctx, counts)[-1]
-        pool = pool_size(reader.until(lambda got: sum(d.shard.tokens for d in got) >= need),
-                         split_tokens(ctx, counts)[-1])
+        split_total = split_tokens(ctx, counts)[-1]
+        pool = pool_size(reader.until(lambda got: sum(d.shard.tokens for d in got) >= SPLIT_POOL * split_total),
+                         split_total)
         train_segments, arrays = document_split(reader.shards[:pool], ctx, counts, data.seed)
         have = SegmentWindows([d.shard for d in reader.shards[:pool]], train_segments, ctx).available
         docs = reader.until(lambda got: have + _windows(got[pool:], ctx) >= data.num_samples)
