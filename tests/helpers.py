@@ -224,3 +224,15 @@ def kill_in_probe(monkeypatch, step: int, calls: list[int] | None = None) -> Non
 
     monkeypatch.setattr(trainer, "_record_probe", killed)
 
+
+
+def untimed(stopping: dict) -> dict:
+    """A stage's ``stopping`` record without its probes' wall clocks (the one part a resumed run cannot repeat);
+    asserts every probe has one, non-decreasing along the stage."""
+    walls = [p["wall_s"] for p in stopping["probes"]]
+    assert walls == sorted(walls) and all(w >= 0 for w in walls)
+    return {**stopping, "probes": [_no_wall(p) for p in stopping["probes"]], "stopped": _no_wall(stopping["stopped"])}
+
+
+def _no_wall(probe: dict) -> dict:
+    return {k: v for k, v in probe.items() if k != "wall_s"}

@@ -326,12 +326,15 @@ def _probe(st: _Stage) -> bool:
 
 
 def _record_probe(st: _Stage, step: int, end: int) -> bool:
-    """Validate the student as it is (the branch ending at `end`), log and keep the probe; whether it met."""
-    start = time.perf_counter()
+    """Validate the student as it is (the branch ending at `end`), log and keep the probe; whether it met. The
+    probe records the stage's training wall clock so far (``wall_s``: earlier branches included, validation
+    excluded), the wall-clock counterpart of its ``flops``."""
+    start, wall = time.perf_counter(), st.wall()
     metrics = distributed.gather_objects(_measure(st, st.validate))[0]   # rank 0's numbers decide on every rank
     lower = [k for k in st.spec.target if lower_is_better(k)]
     met = st.spec.until != RECORD and stopping.meets(metrics, st.spec.target, lower)   # a record never stops
-    probe = {"step": step, "end": end, "epoch": st.epoch(end), "flops": st.flops(end), "met": met, **metrics}
+    probe = {"step": step, "end": end, "epoch": st.epoch(end), "flops": st.flops(end), "wall_s": wall, "met": met,
+             **metrics}
     st.progress.probes.append(probe)
     st.log.write({"kind": "probe", **probe}, "probe")
     st.eval_s += time.perf_counter() - start
