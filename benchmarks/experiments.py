@@ -101,6 +101,7 @@ WIDE_FLIP50 = equal_flops_epochs(WIDE[1:], PAPER_EPOCHS, 0.5)
 # acceleration at parity: grown members with the recipe's patch dropout and lr on a WSD schedule (sqrt cooldown over
 # the last 20 %), capped at 3x the recipe's epochs, probed every 1x, stopping at their 128-epoch baseline's metrics
 PARITY = (*PROTOCOL, *_members("patch_dropout=0.5 lr=4e-3 schedule=\"wsd\" cooldown_shape=\"sqrt\""))
+SYN_TTT = ("parity_protocol=\"time-to-target\"", "target_seeds=2")   # parity on the synthetic corpus, time-to-target
 TARGET_METRICS = ("zeroshot_top1", "retrieval_r1")
 # acceleration at parity on real image–text pairs (Open Clip Art: real clip art, captions from the SVGs' titles and
 # keywords, zero-shot over its categories), measured time-to-target: baselines on 2 seeds under the members' stopping
@@ -311,6 +312,13 @@ EXPERIMENTS = {e.name: e for e in (
                 overrides=(*PARITY, *(f"chain.{i + 1}.probe_every={e}" for i, e in enumerate(WIDE_FLIP50))),
                 targets_from="paper_protocol/protocol-NCMB"),
     )),
+    Experiment("parity_ttt", "the synthetic headline family N → C → M → B at parity under the time-to-target "
+               "protocol: parity-NCMB's grown members (the recipe on a WSD schedule, capped at 3x its epochs, probed "
+               "every 1x) against 128-epoch baselines trained on 2 seeds under the same stopping rule (WSD, probed "
+               "every 32 epochs), targets the median of their final validation metrics", (
+        Variant("ttt-NCMB", WIDE, stage_epochs=tuple(3 * e for e in WIDE_FLIP50), baseline_epochs=128,
+                overrides=(*PARITY, *SYN_TTT, *_members("until=\"baseline\""),
+                           *(f"chain.{i + 1}.probe_every={e}" for i, e in enumerate(WIDE_FLIP50)))),)),
     Experiment("parity_real", "acceleration at parity on real image–text pairs (Open Clip Art, N → C → M → B), "
                "time-to-target protocol (both arms under the same stopping rule, targets the median of 2 baseline "
                "seeds); 8-epoch baselines and 4x shorter ones, and at 2 epochs families of 3 and 6 members over the "

@@ -41,13 +41,14 @@ from study_sections import (  # noqa: E402
     lm_parity_section,
     parity_real_section,
     parity_section,  # noqa: E402
+    parity_ttt_section,
     vit_parity_section,
 )
 
 # the order docs/results.md reads in
-ORDER = ("main", "paper_protocol", "parity", "parity_real", "beyond_paper", "paper_regime", "fashion", "fashion_wide",
-         "openclipart", "siglip", "lm", "lm_parity", "vit_parity", "roads", "transfer", "growth_op", "distill_loss",
-         "alpha", "stage_lr", "epochs", "family_size", "prepend")
+ORDER = ("main", "paper_protocol", "parity", "parity_ttt", "parity_real", "beyond_paper", "paper_regime", "fashion",
+         "fashion_wide", "openclipart", "siglip", "lm", "lm_parity", "vit_parity", "roads", "transfer", "growth_op",
+         "distill_loss", "alpha", "stage_lr", "epochs", "family_size", "prepend")
 CONVERGENCE = ("main", "paper_protocol", "paper_regime", "lm")   # show how far their baselines still moved
 PARTIAL_OK = ("paper_protocol", "parity", "beyond_paper")   # long experiments shown with the stages finished so far
 PAYOFF = ("saturation", "paper_protocol")   # runs with grown members at the paper's fractions of the baseline
@@ -543,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(report_dir / png, img / f"{exp.name}_{png}")
                 parts += [f"![{exp.name} {png[:-4]}](img/{exp.name}_{png})", ""]
     parts += parity_section(runs)
+    parts += parity_ttt_section(runs)
     parts += parity_real_section(runs)
     parts += lm_parity_section(runs)
     parts += vit_parity_section(runs)

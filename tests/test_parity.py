@@ -112,6 +112,7 @@ def test_both_arms_cost_to_target_is_read_the_same_way_from_the_probes(ttt_run: 
     parity = summary["family"]["parity"]
     assert parity["protocol"] == "time-to-target"
     arms = {a["model"]: a for a in parity["arms"]}
+    walls = {"chain": 0.0, "baseline": 0.0}
     for i, model in enumerate(("test/A", "test/B")):
         seeds = [_result(ttt_run, d)["stopping"]["probes"] for d in
                  (f"baselines/{model.replace('/', '_')}", f"baselines/{model.replace('/', '_')}-seed4")]
@@ -122,12 +123,22 @@ def test_both_arms_cost_to_target_is_read_the_same_way_from_the_probes(ttt_run: 
         full = [_result(ttt_run, d)["train_flops"] for d in
                 (f"baselines/{model.replace('/', '_')}", f"baselines/{model.replace('/', '_')}-seed4")]
         by_hand = statistics.median(f if math.isinf(c) else c for c, f in zip(costs, full))   # never met: its whole
+        runs = [_result(ttt_run, d) for d in
+                (f"baselines/{model.replace('/', '_')}", f"baselines/{model.replace('/', '_')}-seed4")]
+        walls["baseline"] += statistics.median(
+            next((p["wall_s"] for p in probes if all(p[k] >= v for k, v in target.items())), r["wall_clock_s"])
+            for probes, r in zip(seeds, runs))
+        lineage = ttt_run / chain_mod.stage_dir("chain", i, model) / "lineage.json"
+        grow = json.loads(lineage.read_text()).get("grow_s", 0.0) if lineage.is_file() else 0.0
+        walls["chain"] += chain["wall_clock_s"] + grow   # a grown member's time to grow it counts
         a = arms[model]
         assert a["chain"]["mean"] == chain["train_flops"]
         assert a["baseline"]["mean"] == pytest.approx(by_hand)
         assert a["seeds_reached"] == sum(math.isfinite(c) for c in costs) and a["seeds"] == 2
+    assert parity["reached_all"]
+    assert parity["acceleration_wall"]["mean"] == pytest.approx(walls["baseline"] / walls["chain"])
     text = format_markdown(summary)
-    assert "cost to the target, both arms" in text
+    assert "cost to the target, both arms" in text and "(training wall-clock, both arms to the same probes)" in text
     assert "individual" in text and "not reached by the cap" not in text.split("test/B: ")[0]   # records don't stop
 
 
@@ -155,3 +166,29 @@ def test_time_to_target_acceleration_is_baseline_arm_over_chain_arm() -> None:
     assert out["members"][0]["baseline_costs"] == [None, 12.0, 6.0] and out["members"][0]["baseline_cost"] == 10.0
     assert out["members"][0]["censored"] and not out["members"][1]["censored"] and out["lower_bound"]
     assert out["baseline_flops"] == 30.0 and out["chain_flops"] == 18.0 and out["reached_all"]
+
+
+def test_both_arms_wall_clock_to_target_is_read_from_the_same_probes() -> None:
+    from compt.runs import RunSummary, StageRow
+    from compt.time_to_target import time_to_target
+
+    def row(wall: float, probes: list[dict] | None = None, until: str = "record", target=None) -> StageRow:
+        stop = {"until": until, "reached": until != "record", "target": target or {}, "probes": probes or []}
+        return StageRow(model="m", method="x", epochs=1, flops=wall, cumulative_flops=wall, wall_s=wall, metrics={},
+                        stopping=stop if probes is not None else {})
+
+    def probe(a: float, wall: float | None) -> dict:
+        return {"a": a, "flops": 1.0, **({} if wall is None else {"wall_s": wall})}
+
+    base = [[row(10, [probe(1, 4), probe(3, 9)]), row(12, [probe(2, 5), probe(5, 11)]),
+             row(11, [probe(4, 6), probe(4, 10)])], [row(30, [probe(9, 20), probe(9, 29)])] * 3]
+    chain = [row(10), row(8, [probe(9, 7)], until="baseline", target={"a": 8})]
+    run = RunSummary(name="x", run_dir="x", chain=chain, individual=[b[0] for b in base], cfg=None,
+                     baseline_seeds=base)
+    out = time_to_target(run, 2, ["a"], [])
+    # member 1 (target 4): seed 1 never meets it (its whole stage, 10 s), seed 2 at its second probe (11 s), seed 3
+    # at its first (6 s) → median 10; member 2 (target 8): 20 s on every seed. The chain: its stages' wall clocks.
+    assert [m["baseline_wall"] for m in out["members"]] == [10.0, 20.0]
+    assert out["baseline_wall"] == 30.0 and out["chain_wall"] == 18.0
+    base[1] = [row(30, [probe(9, None), probe(9, 29)])] * 3       # a probe written before probes kept wall_s
+    assert time_to_target(run, 2, ["a"], [])["baseline_wall"] is None
