@@ -125,6 +125,14 @@ def _real_ttt(name: str, epochs: float, chain: tuple[str, ...] = WIDE, protocol:
                    overrides=(*protocol, *_members(recipe, grown), f"train.eval_every_epochs={eval_every or epochs:g}"))
 
 
+def _real_fixed(name: str, epochs: float) -> Variant:
+    """`_real_ttt`'s family and grown-member recipe at the paper's fixed epoch fractions (no stopping), against
+    plain `epochs`-epoch baselines: the fixed-fraction figure beside the time-to-target one."""
+    return Variant(name, WIDE, stage_epochs=tuple(epochs * f for f in PAPER_FRACTIONS), baseline_epochs=epochs,
+                   overrides=("data.kind=\"openclipart\"", "data.probe_samples=0", *_members("distill_weight=50.0"),
+                              f"train.eval_every_epochs={epochs:g}"))
+
+
 # the same chain under the baseline-curve protocol (one cosine baseline per member, its cost read off its held-out
 # curve, evaluated at the members' probe cadence)
 REAL_CURVE = ("data.kind=\"openclipart\"", "data.probe_samples=0", "parity_protocol=\"baseline-curve\"")
@@ -322,10 +330,12 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("parity_real", "acceleration at parity on real image–text pairs (Open Clip Art, N → C → M → B), "
                "time-to-target protocol (both arms under the same stopping rule, targets the median of 2 baseline "
                "seeds); 8-epoch baselines and 4x shorter ones, and at 2 epochs families of 3 and 6 members over the "
-               "same span; the 2-epoch family under the baseline-curve protocol too",
+               "same span; the 2-epoch family under the baseline-curve protocol too; both regimes at the paper's "
+               "fixed epoch fractions beside",
                (_real_ttt("ttt-openclipart-8ep", 8.0), _real_ttt("ttt-openclipart-2ep", 2.0),
                 _real_ttt("ttt-openclipart-2ep-fam3", 2.0, SPAN3), _real_ttt("ttt-openclipart-2ep-fam6", 2.0, SPAN6),
-                _real_ttt("curve-openclipart-2ep", 2.0, protocol=REAL_CURVE, eval_every=0.5))),
+                _real_ttt("curve-openclipart-2ep", 2.0, protocol=REAL_CURVE, eval_every=0.5),
+                _real_fixed("fixed-openclipart-2ep", 2.0), _real_fixed("fixed-openclipart-8ep", 8.0))),
     Experiment("roads", "the two roads to a family, each until parity (time-to-target, 2 baseline seeds): the "
                "up-chain (CoM-PT: grow the smallest) against the down-chain (train the largest, prune each smaller "
                "member from the one before and distil it); Open Clip Art N … B and the LM family 1M → 6M → 22M", (
