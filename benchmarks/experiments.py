@@ -331,8 +331,8 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("parity_real", "acceleration at parity on real image–text pairs (Open Clip Art, N → C → M → B), "
                "time-to-target protocol (both arms under the same stopping rule, targets the median of 2 baseline "
                "seeds, or 3: med3); 8-epoch baselines and 4x shorter ones, and at 2 epochs families of 3 and 6 "
-               "members over the same span; the 2-epoch family under the baseline-curve protocol too; both regimes at the paper's "
-               "fixed epoch fractions beside",
+               "members over the same span; the 2-epoch family under the baseline-curve protocol too; both regimes "
+               "at the paper's fixed epoch fractions beside",
                (_real_ttt("ttt-openclipart-8ep", 8.0), _real_ttt("ttt-openclipart-2ep", 2.0),
                 _real_ttt("ttt-openclipart-2ep-med3", 2.0, protocol=REAL_TTT3),
                 _real_ttt("ttt-openclipart-2ep-fam3", 2.0, SPAN3), _real_ttt("ttt-openclipart-2ep-fam6", 2.0, SPAN6),
