@@ -235,4 +235,6 @@ def untimed(stopping: dict) -> dict:
 
 
 def _no_wall(probe: dict) -> dict:
-    return {k: v for k, v in probe.items() if k != "wall_s"}
+    from compt.train.metrics import TIMING_KEYS
+
+    return {k: v for k, v in probe.items() if k not in TIMING_KEYS}
